@@ -1,0 +1,41 @@
+{
+  "targets": [
+    {
+      "target_name": "flowgate",
+      "sources": [
+        "native/dp/packet.cc",
+        "native/dp/tunnel.cc",
+        "native/dp/flowtable.cc",
+        "native/dp/worker.cc",
+        "native/dp/eal.cc",
+        "native/dp/port.cc",
+        "native/dp/dataplane.cc",
+        "native/addon/addon.cc",
+        "native/addon/convert.cc",
+        "native/addon/testing.cc"
+      ],
+      "include_dirs": [
+        "<!(node -p \"require('node-addon-api').include_dir\")",
+        "native"
+      ],
+      "defines": [
+        "NAPI_VERSION=8",
+        "NODE_ADDON_API_DISABLE_DEPRECATED",
+        "NODE_ADDON_API_CPP_EXCEPTIONS",
+        "ALLOW_EXPERIMENTAL_API"
+      ],
+      "cflags!": ["-fno-exceptions"],
+      "cflags_cc!": ["-fno-exceptions", "-std=gnu++17"],
+      "cflags": [
+        "<!@(pkg-config --cflags libdpdk)",
+        "-O3",
+        "-Wall",
+        "-Wextra",
+        "-Wno-unused-parameter",
+        "-Wno-missing-field-initializers"
+      ],
+      "cflags_cc": ["-std=gnu++20", "-fexceptions"],
+      "libraries": ["<!@(pkg-config --libs libdpdk)"]
+    }
+  ]
+}
