@@ -3,9 +3,11 @@
     {
       "target_name": "flowgate",
       "sources": [
-        "native/dp/packet.cc",
+        "native/dp/reasons.cc",
+        "native/dp/memory.cc",
         "native/dp/tunnel.cc",
         "native/dp/flowtable.cc",
+        "native/dp/pipeline.cc",
         "native/dp/worker.cc",
         "native/dp/eal.cc",
         "native/dp/port.cc",
@@ -34,7 +36,7 @@
         "-Wno-unused-parameter",
         "-Wno-missing-field-initializers"
       ],
-      "cflags_cc": ["-std=gnu++20", "-fexceptions"],
+      "cflags_cc": ["-std=gnu++20", "-fexceptions", "-Wno-volatile"],
       "libraries": ["<!@(pkg-config --libs libdpdk)"]
     }
   ]

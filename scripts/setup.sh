@@ -68,11 +68,21 @@ install_npm_dependencies() {
   echo "$want" > "$stamp"
 }
 
+# Node's headers: where npm is set to find them, else the distribution's (node-gyp would
+# otherwise download them, and this machine may have no route to nodejs.org).
+node_headers() {
+  local dir
+  dir=$(npm config get nodedir 2>/dev/null || true)
+  if [ -n "$dir" ] && [ "$dir" != "undefined" ] && [ "$dir" != "null" ]; then echo "$dir"; return; fi
+  [ -f /usr/include/node/node_api.h ] && echo /usr
+}
+
 build() {
-  local gyp=node_modules/.bin/node-gyp
+  local gyp=node_modules/.bin/node-gyp nodedir
+  nodedir=$(node_headers)
   if [ ! -f build/Makefile ] || [ binding.gyp -nt build/Makefile ]; then
     log "configuring the native addon"
-    "$gyp" configure >&2
+    "$gyp" configure ${nodedir:+--nodedir="$nodedir"} >&2
   fi
   "$gyp" build --jobs "$(nproc)" >&2
   node_modules/.bin/tsc -p . >&2

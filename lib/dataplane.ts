@@ -1,0 +1,576 @@
+/**
+ * The fast path as a TypeScript object: EAL, ports, workers, tunnels and flows, named the
+ * way iproute2 names them (ports and tunnels by name, addresses as text). Validation and
+ * naming live here; the addon gets plain, checked records (lib/native.ts).
+ *
+ *   const dp = new Dataplane();
+ *   dp.start({ workers: { cpus: [1] }, ports: [{ name: 'eth0', device: 'net_pcap0,...' }] });
+ *   dp.addFlow({ original: {...}, reply: {...} });
+ *   dp.stats();
+ *   dp.stop();
+ *
+ * EAL can be initialised once per process: a stopped Dataplane cannot start again, and a
+ * second Dataplane in the same process fails with ERR_FLOWGATE_EAL_ALREADY_INITIALIZED.
+ */
+import * as os from 'node:os';
+
+import { estimateMemory, HugepageMode, isPciDevice, planEal } from './eal';
+import { DataplaneError, InvalidArgumentError, StateError } from './errors';
+import { formatIp, formatMac, IpAddress, parseIp, parseMac } from './net/addr';
+import {
+  native,
+  NativeAddon,
+  NativeFlowInfo,
+  NativeFlowSpec,
+  NativePortCounters,
+  NativePortSpec,
+  NativeTunnelParams,
+} from './native';
+
+export type IdleMode = 'busy' | 'adaptive';
+
+export interface PortOptions {
+  /** The port's name (the kernel mirror's interface name in a gateway). */
+  name: string;
+  /** A PCI address ("0000:03:00.0") or a DPDK vdev string ("net_af_packet0,iface=veth0"). */
+  device: string;
+  mtu?: number;
+  /** Default: the device's own address. */
+  mac?: string;
+  promiscuous?: boolean;
+  /** Whether the fast path polls this port's rx queues (default true). */
+  poll?: boolean;
+  /** An L3 device without Ethernet header (default: decided by the driver, net_tun). */
+  l3?: boolean;
+  /** The port that takes this port's punted packets (misses and exceptions). */
+  slowpath?: string;
+}
+
+export interface StartOptions {
+  workers?: { cpus?: number[]; idle?: IdleMode };
+  hugepages?: HugepageMode;
+  /** Extra EAL arguments, appended after flowgate's own. */
+  eal?: string[];
+  flowCapacity?: number;
+  mbufs?: number;
+  /** Packet bytes per mbuf (without headroom). */
+  mbufDataRoom?: number;
+  rxDescriptors?: number;
+  txDescriptors?: number;
+  logLevel?: 'debug' | 'info' | 'notice' | 'warning' | 'error';
+  ports?: PortOptions[];
+  /** Called with non-fatal problems (the --no-huge fallback); default process.emitWarning. */
+  onWarning?: (message: string) => void;
+}
+
+export interface PortInfo {
+  id: number;
+  name: string;
+  device: string;
+  driver: string;
+  mac: string;
+  mtu: number;
+  rxQueues: number;
+  txQueues: number;
+  linkUp: boolean;
+  linkSpeedMbps: number;
+  l3: boolean;
+  poll: boolean;
+  slowpath: string | null;
+}
+
+export interface TunnelOptions {
+  name: string;
+  local: string;
+  remote: string;
+  /** Tunnel Encapsulation Limit option value (RFC 2473), or 'none' for no option. Default 4. */
+  encapLimit?: number | 'none';
+  /** Default 64; 'inherit' copies the inner TTL. */
+  hopLimit?: number | 'inherit';
+  /** Default 0; 'inherit' copies the inner TOS. ECN follows RFC 6040 either way. */
+  tclass?: number | 'inherit';
+  /** A fixed flow label (default 0) or 'hash': one per inner flow. */
+  flowLabel?: number | 'hash';
+  /** Default: the underlay port's MTU - 40, - 8 more with the encapsulation limit option. */
+  mtu?: number;
+  /** The port the outer IPv6 packets leave by. */
+  underlay: string;
+  /** Ethernet address of the underlay next hop towards remote. */
+  nextHopMac: string;
+  /** Default: the underlay port's address. */
+  srcMac?: string;
+  /** Where this tunnel's punted packets go, decapsulated (an L3 port: the tunnel's TUN). */
+  slowpath?: string;
+}
+
+export type FlowOutput = { port: string; mac: string; srcMac?: string } | { tunnel: string };
+
+/** One direction of a connection, by what the packet looks like where it enters. */
+export interface FlowDirection {
+  /** The port the packet arrives on. */
+  in: string;
+  proto: 'tcp' | 'udp';
+  /** Addresses and ports of the (inner, when tunnelled) IP packet. */
+  src: string;
+  dst: string;
+  sport: number;
+  dport: number;
+  /** Set when the packet arrives inside this tunnel: it is decapsulated. */
+  tunnel?: string;
+  /** Where it leaves: a port with the next hop's MAC, or a tunnel (encapsulated). */
+  out: FlowOutput;
+}
+
+export interface FlowPairOptions {
+  original: FlowDirection;
+  /** The reverse direction; omit for one-way flows. */
+  reply?: FlowDirection;
+}
+
+export interface FlowCounter {
+  packets: number;
+  bytes: number;
+}
+
+export interface Flow {
+  id: number;
+  original: FlowDirection & FlowCounter;
+  reply: (FlowDirection & FlowCounter) | null;
+  idleSeconds: number;
+  /** Marked for teardown by TCP FIN/RST: packets go to the slow path until it is reaped. */
+  teardown: boolean;
+}
+
+export interface ReapedFlow {
+  flow: Flow;
+  reason: 'teardown' | 'idle';
+}
+
+export interface DataplaneStats {
+  ports: Record<string, NativePortCounters>;
+  fastpath: { packets: number; bytes: number };
+  slowpath: { packets: number; reasons: Record<string, number> };
+  drops: { packets: number; reasons: Record<string, number> };
+  flows: { active: number; entries: number; capacity: number; added: number; removed: number; insertFailed: number };
+  workers: { index: number; lcore: number; cpu: number; rxPackets: number; fastPackets: number; busyRatio: number; sleeps: number }[];
+  adjacencies: number;
+}
+
+const IPPROTO = { tcp: 6, udp: 17 } as const;
+const DEFAULT_FLOW_CAPACITY = 1_048_576;
+const DEFAULT_MBUFS = 16_383;
+const DEFAULT_MBUF_DATA_ROOM = 2048;
+const TUNNEL_OUTER_HEADERS = 40;
+const TUNNEL_ENCAP_LIMIT_OPTION = 8;
+
+type State = 'new' | 'running' | 'stopped';
+
+/** Call into the addon, rethrowing its errors as DataplaneErrors with this call site's stack. */
+function call<T>(fn: () => T): T {
+  try {
+    return fn();
+  } catch (err) {
+    throw DataplaneError.fromNative(err);
+  }
+}
+
+function intIn(value: unknown, what: string, min: number, max: number): number {
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max)
+    throw new InvalidArgumentError(`${what}: expected an integer ${min}..${max}, found ${String(value)}`);
+  return value;
+}
+
+function ipOf(text: string, what: string): IpAddress {
+  try {
+    return parseIp(text);
+  } catch (err) {
+    throw new InvalidArgumentError(`${what}: ${(err as Error).message}`);
+  }
+}
+
+function macOf(text: string, what: string): Buffer {
+  try {
+    return parseMac(text);
+  } catch (err) {
+    throw new InvalidArgumentError(`${what}: ${(err as Error).message}`);
+  }
+}
+
+interface TunnelRecord {
+  id: number;
+  options: TunnelOptions;
+  local: Buffer;
+  remote: Buffer;
+}
+
+export class Dataplane {
+  private readonly addon: NativeAddon;
+  private state: State = 'new';
+  private readonly portIds = new Map<string, number>();
+  private readonly portNames = new Map<number, string>();
+  private readonly tunnels = new Map<string, TunnelRecord>();
+  private workerCpus: number[] = [];
+  /** The EAL arguments the dataplane started with. */
+  ealArgs: string[] = [];
+  /** Whether EAL runs on hugepages (false: the --no-huge fallback). */
+  hugepages = false;
+
+  constructor(addon: NativeAddon = native()) {
+    this.addon = addon;
+  }
+
+  get running(): boolean {
+    return this.state === 'running';
+  }
+
+  /** Initialise EAL, create the ports and start the workers. */
+  start(options: StartOptions = {}): void {
+    if (this.state !== 'new')
+      throw new StateError(
+        'ERR_FLOWGATE_STATE',
+        this.state === 'running' ? 'the dataplane is already running' : 'a stopped dataplane cannot start again (EAL runs once per process)',
+      );
+    const cpus = options.workers?.cpus ?? [os.availableParallelism() - 1];
+    const flowCapacity = options.flowCapacity ?? DEFAULT_FLOW_CAPACITY;
+    const mbufs = options.mbufs ?? DEFAULT_MBUFS;
+    const mbufDataRoom = options.mbufDataRoom ?? DEFAULT_MBUF_DATA_ROOM;
+    const ports = options.ports ?? [];
+    const plan = planEal({
+      workerCpus: cpus,
+      hugepages: options.hugepages ?? 'auto',
+      memoryBytes: estimateMemory({ flowCapacity, workers: cpus.length, mbufs, mbufDataRoom }),
+      pciDevices: ports.filter((p) => isPciDevice(p.device)).map((p) => p.device.split(',')[0] as string),
+      extraArgs: options.eal ?? [],
+      ...(options.logLevel === undefined ? {} : { logLevel: options.logLevel }),
+    });
+    if (plan.warning !== undefined) (options.onWarning ?? ((m: string) => process.emitWarning(m, 'FlowgateWarning')))(plan.warning);
+    call(() =>
+      this.addon.init({
+        ealArgs: plan.args,
+        flowCapacity,
+        mbufs,
+        mbufDataRoom,
+        ...(options.rxDescriptors === undefined ? {} : { rxDesc: options.rxDescriptors }),
+        ...(options.txDescriptors === undefined ? {} : { txDesc: options.txDescriptors }),
+        idle: options.workers?.idle ?? 'busy',
+      }),
+    );
+    this.ealArgs = plan.args;
+    this.hugepages = plan.hugepages;
+    this.workerCpus = cpus;
+    this.state = 'running';
+    try {
+      for (const p of ports) this.addPort({ ...p, slowpath: undefined });
+      for (const p of ports) if (p.slowpath !== undefined) this.setSlowpath(p.name, p.slowpath);
+      call(() => this.addon.start());
+    } catch (err) {
+      this.stop();
+      throw err;
+    }
+  }
+
+  /** Stop the workers, close the ports and clean up EAL. Safe to call more than once. */
+  stop(): void {
+    if (this.state !== 'running') return;
+    this.state = 'stopped';
+    call(() => this.addon.shutdown());
+    this.portIds.clear();
+    this.portNames.clear();
+    this.tunnels.clear();
+  }
+
+  private requireRunning(): void {
+    if (this.state !== 'running')
+      throw new StateError('ERR_FLOWGATE_STATE', `the dataplane is ${this.state === 'new' ? 'not started' : 'stopped'}`);
+  }
+
+  private portId(name: string, what: string): number {
+    const id = this.portIds.get(name);
+    if (id === undefined)
+      throw new InvalidArgumentError(`${what}: no port named '${name}' (ports: ${[...this.portIds.keys()].join(', ') || 'none'})`);
+    return id;
+  }
+
+  private tunnel(name: string, what: string): TunnelRecord {
+    const t = this.tunnels.get(name);
+    if (t === undefined)
+      throw new InvalidArgumentError(`${what}: no tunnel named '${name}' (tunnels: ${[...this.tunnels.keys()].join(', ') || 'none'})`);
+    return t;
+  }
+
+  // ---- ports ---------------------------------------------------------------------------
+
+  addPort(options: PortOptions): PortInfo {
+    this.requireRunning();
+    if (typeof options.name !== 'string' || options.name === '') throw new InvalidArgumentError('port.name: expected a non-empty string');
+    if (this.portIds.has(options.name)) throw new InvalidArgumentError(`port.name: a port named '${options.name}' exists already`);
+    if (typeof options.device !== 'string' || options.device === '')
+      throw new InvalidArgumentError(`port ${options.name}: device: expected a PCI address or vdev string`);
+    const spec: NativePortSpec = { name: options.name, device: options.device };
+    if (options.mtu !== undefined) spec.mtu = intIn(options.mtu, `port ${options.name}: mtu`, 68, 65535);
+    if (options.mac !== undefined) spec.mac = macOf(options.mac, `port ${options.name}: mac`);
+    if (options.promiscuous !== undefined) spec.promiscuous = options.promiscuous;
+    if (options.poll !== undefined) spec.poll = options.poll;
+    if (options.l3 !== undefined) spec.l3 = options.l3;
+    const id = call(() => this.addon.addPort(spec));
+    this.portIds.set(options.name, id);
+    this.portNames.set(id, options.name);
+    if (options.slowpath !== undefined) this.setSlowpath(options.name, options.slowpath);
+    return this.port(options.name);
+  }
+
+  /** Remove a port; flows in or out of it, and tunnels over it, stop using it first. */
+  removePort(name: string): void {
+    this.requireRunning();
+    const id = this.portId(name, 'removePort');
+    call(() => this.addon.removePort(id));
+    this.portIds.delete(name);
+    this.portNames.delete(id);
+    for (const [tname, t] of this.tunnels) if (t.options.underlay === name) this.tunnels.delete(tname);
+  }
+
+  /** Send port's punted packets to slowpath (null: drop them, counted). */
+  setSlowpath(port: string, slowpath: string | null): void {
+    this.requireRunning();
+    const id = this.portId(port, 'setSlowpath');
+    const sp = slowpath === null ? null : this.portId(slowpath, `port ${port}: slowpath`);
+    call(() => this.addon.setPortSlowpath(id, sp));
+  }
+
+  setMtu(port: string, mtu: number): void {
+    this.requireRunning();
+    const id = this.portId(port, 'setMtu');
+    call(() => this.addon.setPortMtu(id, intIn(mtu, `port ${port}: mtu`, 68, 65535)));
+  }
+
+  port(name: string): PortInfo {
+    this.requireRunning();
+    const info = call(() => this.addon.portInfo(this.portId(name, 'port')));
+    return {
+      ...info,
+      mac: formatMac(info.mac),
+      slowpath: info.slowpath === null ? null : (this.portNames.get(info.slowpath) ?? null),
+    };
+  }
+
+  ports(): PortInfo[] {
+    this.requireRunning();
+    return [...this.portIds.keys()].map((name) => this.port(name));
+  }
+
+  // ---- tunnels -------------------------------------------------------------------------
+
+  private tunnelParams(o: TunnelOptions): { params: NativeTunnelParams; local: Buffer; remote: Buffer } {
+    const what = `tunnel ${o.name}`;
+    const local = ipOf(o.local, `${what}: local`);
+    const remote = ipOf(o.remote, `${what}: remote`);
+    if (local.family !== 6 || remote.family !== 6)
+      throw new InvalidArgumentError(`${what}: ip4ip6 tunnels have IPv6 endpoints, found local ${o.local} and remote ${o.remote}`);
+    const underlay = this.port(o.underlay);
+    const encapLimit = o.encapLimit === undefined ? 4 : o.encapLimit === 'none' ? null : intIn(o.encapLimit, `${what}: encapLimit`, 0, 255);
+    const headers = TUNNEL_OUTER_HEADERS + (encapLimit === null ? 0 : TUNNEL_ENCAP_LIMIT_OPTION);
+    const mtu = o.mtu === undefined ? underlay.mtu - headers : intIn(o.mtu, `${what}: mtu`, 68, underlay.mtu - headers);
+    const params: NativeTunnelParams = {
+      local: local.bytes,
+      remote: remote.bytes,
+      encapLimit,
+      hopLimit: o.hopLimit === undefined ? 64 : o.hopLimit === 'inherit' ? 0 : intIn(o.hopLimit, `${what}: hopLimit`, 1, 255),
+      tclass: o.tclass === undefined ? 0 : o.tclass === 'inherit' ? null : intIn(o.tclass, `${what}: tclass`, 0, 255),
+      flowLabel: o.flowLabel === undefined || o.flowLabel === 'hash' ? 0 : intIn(o.flowLabel, `${what}: flowLabel`, 0, 0xfffff),
+      flowLabelHash: o.flowLabel === 'hash',
+      mtu,
+      port: underlay.id,
+      dstMac: macOf(o.nextHopMac, `${what}: nextHopMac`),
+      srcMac: o.srcMac === undefined ? parseMac(underlay.mac) : macOf(o.srcMac, `${what}: srcMac`),
+      slowpathPort: o.slowpath === undefined ? null : this.portId(o.slowpath, `${what}: slowpath`),
+    };
+    return { params, local: local.bytes, remote: remote.bytes };
+  }
+
+  addTunnel(options: TunnelOptions): void {
+    this.requireRunning();
+    if (this.tunnels.has(options.name)) throw new InvalidArgumentError(`tunnel.name: a tunnel named '${options.name}' exists already`);
+    const { params, local, remote } = this.tunnelParams(options);
+    const id = call(() => this.addon.addTunnel(params));
+    this.tunnels.set(options.name, { id, options: { ...options }, local, remote });
+  }
+
+  /** Change a tunnel in place (e.g. a new next-hop MAC); its flows stay unless the endpoints change. */
+  updateTunnel(options: TunnelOptions): void {
+    this.requireRunning();
+    const t = this.tunnel(options.name, 'updateTunnel');
+    const { params, local, remote } = this.tunnelParams(options);
+    call(() => this.addon.updateTunnel(t.id, params));
+    this.tunnels.set(options.name, { id: t.id, options: { ...options }, local, remote });
+  }
+
+  removeTunnel(name: string): void {
+    this.requireRunning();
+    const t = this.tunnel(name, 'removeTunnel');
+    call(() => this.addon.removeTunnel(t.id));
+    this.tunnels.delete(name);
+  }
+
+  // ---- flows ---------------------------------------------------------------------------
+
+  private nativeFlow(d: FlowDirection, what: string): NativeFlowSpec {
+    const proto = IPPROTO[d.proto];
+    if (proto === undefined) throw new InvalidArgumentError(`${what}.proto: expected 'tcp' or 'udp', found ${String(d.proto)}`);
+    const src = ipOf(d.src, `${what}.src`);
+    const dst = ipOf(d.dst, `${what}.dst`);
+    if (src.family !== dst.family) throw new InvalidArgumentError(`${what}: src ${d.src} and dst ${d.dst} are of different families`);
+    const spec: NativeFlowSpec = {
+      inPort: this.portId(d.in, `${what}.in`),
+      l3: src.family,
+      l4: proto,
+      src: src.bytes,
+      dst: dst.bytes,
+      sport: intIn(d.sport, `${what}.sport`, 0, 65535),
+      dport: intIn(d.dport, `${what}.dport`, 0, 65535),
+      action: 'fwd4',
+    };
+    if (d.tunnel !== undefined) {
+      const t = this.tunnel(d.tunnel, `${what}.tunnel`);
+      if (src.family !== 4) throw new InvalidArgumentError(`${what}: ip4ip6 tunnels carry IPv4, found ${d.src}`);
+      spec.outerSrc = t.remote;
+      spec.outerDst = t.local;
+    }
+    if ('tunnel' in d.out) {
+      if (d.tunnel !== undefined) throw new InvalidArgumentError(`${what}: a flow cannot both arrive in and leave by a tunnel`);
+      spec.action = 'encap4in6';
+      spec.tunnel = this.tunnel(d.out.tunnel, `${what}.out.tunnel`).id;
+    } else {
+      spec.action = d.tunnel !== undefined ? 'decap4in6' : src.family === 4 ? 'fwd4' : 'fwd6';
+      spec.outPort = this.portId(d.out.port, `${what}.out.port`);
+      spec.dstMac = macOf(d.out.mac, `${what}.out.mac`);
+      if (d.out.srcMac !== undefined) spec.srcMac = macOf(d.out.srcMac, `${what}.out.srcMac`);
+    }
+    return spec;
+  }
+
+  /** Offload a connection: both directions together (or one, for one-way traffic). Returns its id. */
+  addFlow(options: FlowPairOptions): number {
+    this.requireRunning();
+    const orig = this.nativeFlow(options.original, 'original');
+    const reply = options.reply === undefined ? null : this.nativeFlow(options.reply, 'reply');
+    return call(() => this.addon.addFlowPair(orig, reply));
+  }
+
+  /** Remove a connection (both directions). False when no flow has this id. */
+  removeFlow(id: number): boolean {
+    this.requireRunning();
+    return call(() => this.addon.removeFlow(id));
+  }
+
+  flow(id: number): Flow | undefined {
+    this.requireRunning();
+    const f = call(() => this.addon.getFlow(id));
+    return f === null ? undefined : this.flowOf(f);
+  }
+
+  flows(): Flow[] {
+    this.requireRunning();
+    return call(() => this.addon.listFlows()).map((f) => this.flowOf(f));
+  }
+
+  /** Remove flows marked for teardown and flows idle longer than their protocol's timeout (seconds). */
+  reap(timeouts: { tcp: number; udp: number }): ReapedFlow[] {
+    this.requireRunning();
+    return call(() => this.addon.reap({ tcpTimeout: timeouts.tcp, udpTimeout: timeouts.udp })).map((r) => ({
+      flow: this.flowOf(r.flow),
+      reason: r.reason,
+    }));
+  }
+
+  flushFlows(): number {
+    this.requireRunning();
+    return call(() => this.addon.flushFlows());
+  }
+
+  private directionOf(f: NativeFlowSpec, counter: FlowCounter): FlowDirection & FlowCounter {
+    const family = f.l3;
+    const d: FlowDirection & FlowCounter = {
+      in: this.portNames.get(f.inPort) ?? String(f.inPort),
+      proto: f.l4 === IPPROTO.tcp ? 'tcp' : 'udp',
+      src: formatIp({ family, bytes: f.src }),
+      dst: formatIp({ family, bytes: f.dst }),
+      sport: f.sport,
+      dport: f.dport,
+      out: { tunnel: '' },
+      ...counter,
+    };
+    if (f.outerSrc !== undefined && f.outerDst !== undefined) {
+      for (const [name, t] of this.tunnels)
+        if (t.remote.equals(f.outerSrc) && t.local.equals(f.outerDst)) d.tunnel = name;
+    }
+    if (f.action === 'encap4in6') {
+      for (const [name, t] of this.tunnels) if (t.id === f.tunnel) d.out = { tunnel: name };
+    } else {
+      d.out = {
+        port: this.portNames.get(f.outPort as number) ?? String(f.outPort),
+        mac: formatMac(f.dstMac as Buffer),
+        srcMac: formatMac(f.srcMac as Buffer),
+      };
+    }
+    return d;
+  }
+
+  private flowOf(f: NativeFlowInfo): Flow {
+    return {
+      id: f.handle,
+      original: this.directionOf(f.orig, f.origCounter),
+      reply: f.reply === null ? null : this.directionOf(f.reply, f.replyCounter),
+      idleSeconds: f.idleSeconds,
+      teardown: f.teardown,
+    };
+  }
+
+  // ---- observability -------------------------------------------------------------------
+
+  stats(): DataplaneStats {
+    this.requireRunning();
+    const s = call(() => this.addon.stats());
+    const ports: Record<string, NativePortCounters> = {};
+    for (const [name, id] of this.portIds) ports[name] = call(() => this.addon.portCounters(id));
+    const sum = (r: Record<string, number>) => Object.values(r).reduce((a, b) => a + b, 0);
+    return {
+      ports,
+      fastpath: { packets: s.fastPackets, bytes: s.fastBytes },
+      slowpath: { packets: sum(s.punts), reasons: s.punts },
+      drops: { packets: sum(s.drops), reasons: s.drops },
+      flows: {
+        active: s.flows.active,
+        entries: s.flows.entries,
+        capacity: s.flows.capacity,
+        added: s.flows.added,
+        removed: s.flows.removed,
+        insertFailed: s.flows.insertFailed,
+      },
+      workers: s.workers.map((w) => {
+        const total = w.busyCycles + w.idleCycles;
+        return {
+          index: w.index,
+          lcore: w.lcore,
+          cpu: this.workerCpus[w.index] ?? -1,
+          rxPackets: w.rxPackets,
+          fastPackets: w.fastPackets,
+          busyRatio: total === 0 ? 0 : w.busyCycles / total,
+          sleeps: w.sleeps,
+        };
+      }),
+      adjacencies: s.adjacencies,
+    };
+  }
+
+  /** Raw worker cycle counters and the TSC rate, for benchmarks. */
+  cycles(): { tscHz: number; workers: { busyCycles: number; idleCycles: number; rxPackets: number; fastPackets: number }[] } {
+    this.requireRunning();
+    const s = call(() => this.addon.stats());
+    return { tscHz: s.tscHz, workers: s.workers };
+  }
+}
+
+/** The punt and drop reasons the fast path counts, with what each means. */
+export function exceptionReasons(): { punt: { name: string; description: string }[]; drop: { name: string; description: string }[] } {
+  return native().reasons();
+}

@@ -1,0 +1,240 @@
+/**
+ * The one place that loads the native addon and declares its whole surface. The C++ side
+ * is native/addon/addon.cc (+ testing.cc); a change there updates this file in the same
+ * commit. Everything here is a thin, positional binding: validation and naming happen in
+ * lib/dataplane.ts.
+ */
+import * as path from 'node:path';
+
+export type NativeIdleMode = 'busy' | 'adaptive';
+export type NativeFlowAction = 'fwd4' | 'fwd6' | 'decap4in6' | 'encap4in6';
+
+export interface NativeInitOptions {
+  ealArgs: string[];
+  flowCapacity?: number;
+  mbufs?: number;
+  mbufDataRoom?: number;
+  rxDesc?: number;
+  txDesc?: number;
+  idle?: NativeIdleMode;
+}
+
+export interface NativePortSpec {
+  name: string;
+  device: string;
+  mtu?: number;
+  mac?: Buffer;
+  promiscuous?: boolean;
+  poll?: boolean;
+  l3?: boolean;
+}
+
+export interface NativePortInfo {
+  id: number;
+  name: string;
+  device: string;
+  driver: string;
+  mac: Buffer;
+  mtu: number;
+  rxQueues: number;
+  txQueues: number;
+  linkUp: boolean;
+  linkSpeedMbps: number;
+  l3: boolean;
+  poll: boolean;
+  slowpath: number | null;
+}
+
+export interface NativePortCounters {
+  rxPackets: number;
+  rxBytes: number;
+  rxMissed: number;
+  rxErrors: number;
+  rxNombuf: number;
+  txPackets: number;
+  txBytes: number;
+  txErrors: number;
+  txDropped: number;
+}
+
+export interface NativeTunnelParams {
+  local: Buffer;
+  remote: Buffer;
+  /** null: no destination options header. */
+  encapLimit: number | null;
+  /** 0: inherit the inner TTL. */
+  hopLimit: number;
+  /** null: inherit the inner TOS. */
+  tclass: number | null;
+  flowLabel: number;
+  flowLabelHash: boolean;
+  mtu: number;
+  port: number;
+  dstMac: Buffer;
+  srcMac: Buffer;
+  slowpathPort: number | null;
+}
+
+export interface NativeFlowSpec {
+  inPort: number;
+  l3: 4 | 6;
+  l4: number;
+  src: Buffer;
+  dst: Buffer;
+  sport: number;
+  dport: number;
+  outerSrc?: Buffer;
+  outerDst?: Buffer;
+  action: NativeFlowAction;
+  outPort?: number;
+  dstMac?: Buffer;
+  srcMac?: Buffer;
+  tunnel?: number;
+}
+
+export interface NativeCounter {
+  packets: number;
+  bytes: number;
+}
+
+export interface NativeFlowInfo {
+  handle: number;
+  orig: NativeFlowSpec;
+  reply: NativeFlowSpec | null;
+  origCounter: NativeCounter;
+  replyCounter: NativeCounter;
+  idleSeconds: number;
+  teardown: boolean;
+}
+
+export interface NativeReaped {
+  flow: NativeFlowInfo;
+  reason: 'teardown' | 'idle';
+}
+
+export interface NativeWorkerStats {
+  index: number;
+  lcore: number;
+  rxPackets: number;
+  fastPackets: number;
+  busyCycles: number;
+  idleCycles: number;
+  sleeps: number;
+}
+
+export interface NativeStats {
+  workers: NativeWorkerStats[];
+  rxPackets: number;
+  fastPackets: number;
+  fastBytes: number;
+  punts: Record<string, number>;
+  drops: Record<string, number>;
+  flows: {
+    active: number;
+    entries: number;
+    capacity: number;
+    spilled: number;
+    added: number;
+    removed: number;
+    insertFailed: number;
+  };
+  adjacencies: number;
+  tscHz: number;
+  nowSeconds: number;
+}
+
+export interface NativeReason {
+  name: string;
+  description: string;
+}
+
+/** Test-only exports: the fast path's packet code without EAL. */
+export interface NativeTesting {
+  parse(
+    frame: Buffer,
+    inPort: number,
+    options?: { segments?: number[] },
+  ): {
+    verdict: 'ok' | 'punt' | 'drop';
+    reason: string;
+    key: Omit<NativeFlowSpec, 'action'>;
+    keyBytes: Buffer;
+    meta: { l3Off: number; l3Len: number; outerLen: number; tcpFlags: number };
+  };
+  process(
+    setup: {
+      capacity?: number;
+      now?: number;
+      ports: { id: number; mtu?: number; slowpath?: number | null; l3?: boolean }[];
+      tunnels?: (NativeTunnelParams & { id: number })[];
+      flows?: { orig: NativeFlowSpec; reply?: NativeFlowSpec; teardown?: boolean }[];
+    },
+    packets: { port: number; frame: Buffer; headroom?: number; segments?: number[] }[],
+    options?: { burst?: number },
+  ): {
+    results: { port: number | null; frame: Buffer | null; reason?: string }[];
+    stats: {
+      rxPackets: number;
+      fastPackets: number;
+      fastBytes: number;
+      punts: Record<string, number>;
+      drops: Record<string, number>;
+    };
+    flows: {
+      orig: { packets: number; bytes: number; teardown: boolean; lastSeen: number };
+      reply: { packets: number; bytes: number; teardown: boolean; lastSeen: number } | null;
+    }[];
+  };
+  flowtableExercise(options: { capacity: number; count: number; seed?: number }): {
+    inserted: number;
+    full: number;
+    duplicate: number;
+    spilled: number;
+    buckets: number;
+    foundSingle: number;
+    foundBulk: number;
+    wrong: number;
+    removed: number;
+    foundAfterRemove: number;
+    activeAfterRemove: number;
+  };
+  keyLayout(): { size: number; entrySize: number };
+}
+
+export interface NativeAddon {
+  init(options: NativeInitOptions): void;
+  shutdown(): void;
+  addPort(spec: NativePortSpec): number;
+  removePort(port: number): void;
+  setPortSlowpath(port: number, slowpath: number | null): void;
+  setPortMtu(port: number, mtu: number): void;
+  portInfo(port: number): NativePortInfo;
+  portCounters(port: number): NativePortCounters;
+  ports(): number[];
+  start(): void;
+  stop(): void;
+  running(): boolean;
+  addTunnel(params: NativeTunnelParams): number;
+  updateTunnel(id: number, params: NativeTunnelParams): void;
+  removeTunnel(id: number): void;
+  addFlowPair(orig: NativeFlowSpec, reply: NativeFlowSpec | null): number;
+  removeFlow(handle: number): boolean;
+  getFlow(handle: number): NativeFlowInfo | null;
+  listFlows(): NativeFlowInfo[];
+  reap(options: { tcpTimeout: number; udpTimeout: number }): NativeReaped[];
+  flushFlows(): number;
+  stats(): NativeStats;
+  reasons(): { punt: NativeReason[]; drop: NativeReason[] };
+  testing: NativeTesting;
+}
+
+/** The compiled addon, built by node-gyp into build/Release at the package root. */
+export const ADDON_PATH = path.join(__dirname, '..', '..', 'build', 'Release', 'flowgate.node');
+
+let cached: NativeAddon | undefined;
+
+export function native(): NativeAddon {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  cached ??= require(ADDON_PATH) as NativeAddon;
+  return cached;
+}

@@ -1,0 +1,231 @@
+// The N-API binding: a thin layer over fg::dataplane. Every function is synchronous and
+// runs on the JavaScript thread, which is the dataplane's one control thread. The whole
+// surface is declared in TypeScript in lib/native.ts; change both together.
+#include <napi.h>
+
+#include "addon/convert.h"
+#include "dp/dataplane.h"
+
+namespace fg::addon {
+
+Napi::Object testing_exports(Napi::Env env);
+
+namespace {
+
+struct addon_state {
+  dataplane dp;
+};
+
+dataplane &dp_of(const Napi::CallbackInfo &info) { return info.Env().GetInstanceData<addon_state>()->dp; }
+
+Napi::Value arg(const Napi::CallbackInfo &info, size_t i) { return i < info.Length() ? info[i] : info.Env().Undefined(); }
+
+Napi::Value Init(const Napi::CallbackInfo &info) {
+  return guard(info.Env(), [&] {
+    dp_of(info).init(init_options_from(as_object(arg(info, 0), "init options")));
+    return info.Env().Undefined();
+  });
+}
+
+Napi::Value Shutdown(const Napi::CallbackInfo &info) {
+  return guard(info.Env(), [&] {
+    dp_of(info).shutdown();
+    return info.Env().Undefined();
+  });
+}
+
+Napi::Value AddPort(const Napi::CallbackInfo &info) {
+  return guard(info.Env(), [&] {
+    return Napi::Number::New(info.Env(), dp_of(info).add_port(port_spec_from(as_object(arg(info, 0), "port"))));
+  });
+}
+
+Napi::Value RemovePort(const Napi::CallbackInfo &info) {
+  return guard(info.Env(), [&] {
+    dp_of(info).remove_port(to_port(arg(info, 0), "port"));
+    return info.Env().Undefined();
+  });
+}
+
+Napi::Value SetPortSlowpath(const Napi::CallbackInfo &info) {
+  return guard(info.Env(), [&] {
+    dp_of(info).set_port_slowpath(to_port(arg(info, 0), "port"), to_port(arg(info, 1), "slowpath"));
+    return info.Env().Undefined();
+  });
+}
+
+Napi::Value SetPortMtu(const Napi::CallbackInfo &info) {
+  return guard(info.Env(), [&] {
+    Napi::Object o = Napi::Object::New(info.Env());
+    o.Set("mtu", arg(info, 1));
+    dp_of(info).set_port_mtu(to_port(arg(info, 0), "port"),
+                             static_cast<uint16_t>(get_uint(o, "mtu", "setPortMtu", 68, 65535)));
+    return info.Env().Undefined();
+  });
+}
+
+Napi::Value PortInfo(const Napi::CallbackInfo &info) {
+  return guard(info.Env(), [&] { return port_info_to_js(info.Env(), dp_of(info).get_port_info(to_port(arg(info, 0), "port"))); });
+}
+
+Napi::Value PortCounters(const Napi::CallbackInfo &info) {
+  return guard(info.Env(), [&] {
+    return port_counters_to_js(info.Env(), dp_of(info).get_port_counters(to_port(arg(info, 0), "port")));
+  });
+}
+
+Napi::Value Ports(const Napi::CallbackInfo &info) {
+  return guard(info.Env(), [&] {
+    std::vector<uint16_t> ids = dp_of(info).ports();
+    Napi::Array a = Napi::Array::New(info.Env(), ids.size());
+    for (size_t i = 0; i < ids.size(); i++) a.Set(static_cast<uint32_t>(i), ids[i]);
+    return a;
+  });
+}
+
+Napi::Value Start(const Napi::CallbackInfo &info) {
+  return guard(info.Env(), [&] {
+    dp_of(info).start();
+    return info.Env().Undefined();
+  });
+}
+
+Napi::Value Stop(const Napi::CallbackInfo &info) {
+  return guard(info.Env(), [&] {
+    dp_of(info).stop();
+    return info.Env().Undefined();
+  });
+}
+
+Napi::Value Running(const Napi::CallbackInfo &info) { return Napi::Boolean::New(info.Env(), dp_of(info).running()); }
+
+Napi::Value AddTunnel(const Napi::CallbackInfo &info) {
+  return guard(info.Env(), [&] {
+    return Napi::Number::New(info.Env(), dp_of(info).add_tunnel(tunnel_params_from(as_object(arg(info, 0), "tunnel"))));
+  });
+}
+
+uint16_t tunnel_id(const Napi::CallbackInfo &info) {
+  Napi::Object o = Napi::Object::New(info.Env());
+  o.Set("id", arg(info, 0));
+  return static_cast<uint16_t>(get_uint(o, "id", "tunnel", 0, MAX_TUNNELS - 1));
+}
+
+Napi::Value UpdateTunnel(const Napi::CallbackInfo &info) {
+  return guard(info.Env(), [&] {
+    dp_of(info).update_tunnel(tunnel_id(info), tunnel_params_from(as_object(arg(info, 1), "tunnel")));
+    return info.Env().Undefined();
+  });
+}
+
+Napi::Value RemoveTunnel(const Napi::CallbackInfo &info) {
+  return guard(info.Env(), [&] {
+    dp_of(info).remove_tunnel(tunnel_id(info));
+    return info.Env().Undefined();
+  });
+}
+
+uint64_t handle_arg(const Napi::CallbackInfo &info) {
+  Napi::Value v = arg(info, 0);
+  double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : -1;
+  if (d < 0 || d > 9007199254740991.0 || d != static_cast<double>(static_cast<uint64_t>(d)))
+    throw dp_error(ERR_INVALID_ARGUMENT, "flow handle: expected a non-negative integer");
+  return static_cast<uint64_t>(d);
+}
+
+Napi::Value AddFlowPair(const Napi::CallbackInfo &info) {
+  return guard(info.Env(), [&] {
+    flow_spec orig = flow_spec_from(as_object(arg(info, 0), "orig"), "orig");
+    Napi::Value r = arg(info, 1);
+    if (r.IsNull() || r.IsUndefined())
+      return Napi::Number::New(info.Env(), static_cast<double>(dp_of(info).add_flow_pair(orig, nullptr)));
+    flow_spec reply = flow_spec_from(as_object(r, "reply"), "reply");
+    return Napi::Number::New(info.Env(), static_cast<double>(dp_of(info).add_flow_pair(orig, &reply)));
+  });
+}
+
+Napi::Value RemoveFlow(const Napi::CallbackInfo &info) {
+  return guard(info.Env(), [&] { return Napi::Boolean::New(info.Env(), dp_of(info).remove_flow(handle_arg(info))); });
+}
+
+Napi::Value GetFlow(const Napi::CallbackInfo &info) {
+  return guard(info.Env(), [&]() -> Napi::Value {
+    flow_info f;
+    if (!dp_of(info).get_flow(handle_arg(info), &f)) return info.Env().Null();
+    return flow_info_to_js(info.Env(), f);
+  });
+}
+
+Napi::Value ListFlows(const Napi::CallbackInfo &info) {
+  return guard(info.Env(), [&] {
+    std::vector<flow_info> flows = dp_of(info).list_flows();
+    Napi::Array a = Napi::Array::New(info.Env(), flows.size());
+    for (size_t i = 0; i < flows.size(); i++) a.Set(static_cast<uint32_t>(i), flow_info_to_js(info.Env(), flows[i]));
+    return a;
+  });
+}
+
+Napi::Value Reap(const Napi::CallbackInfo &info) {
+  return guard(info.Env(), [&] {
+    Napi::Object o = as_object(arg(info, 0), "reap options");
+    uint32_t tcp = get_uint(o, "tcpTimeout", "reap options", 0, UINT32_MAX);
+    uint32_t udp = get_uint(o, "udpTimeout", "reap options", 0, UINT32_MAX);
+    std::vector<reaped_flow> reaped = dp_of(info).reap(tcp, udp);
+    Napi::Array a = Napi::Array::New(info.Env(), reaped.size());
+    for (size_t i = 0; i < reaped.size(); i++) {
+      Napi::Object r = Napi::Object::New(info.Env());
+      r.Set("flow", flow_info_to_js(info.Env(), reaped[i].info));
+      r.Set("reason", reaped[i].reason == reap_reason::teardown ? "teardown" : "idle");
+      a.Set(static_cast<uint32_t>(i), r);
+    }
+    return a;
+  });
+}
+
+Napi::Value FlushFlows(const Napi::CallbackInfo &info) {
+  return guard(info.Env(), [&] { return Napi::Number::New(info.Env(), dp_of(info).flush_flows()); });
+}
+
+Napi::Value Stats(const Napi::CallbackInfo &info) {
+  return guard(info.Env(), [&] { return stats_to_js(info.Env(), dp_of(info).stats()); });
+}
+
+Napi::Value Reasons(const Napi::CallbackInfo &info) { return reasons_to_js(info.Env()); }
+
+Napi::Object ModuleInit(Napi::Env env, Napi::Object exports) {
+  // Freed when the environment is torn down (process exit, worker exit): the finaliser stops
+  // the workers and cleans up EAL, so pcap output files are flushed and no lcore outlives us.
+  env.SetInstanceData<addon_state>(new addon_state());
+  exports.Set("init", Napi::Function::New(env, Init, "init"));
+  exports.Set("shutdown", Napi::Function::New(env, Shutdown, "shutdown"));
+  exports.Set("addPort", Napi::Function::New(env, AddPort, "addPort"));
+  exports.Set("removePort", Napi::Function::New(env, RemovePort, "removePort"));
+  exports.Set("setPortSlowpath", Napi::Function::New(env, SetPortSlowpath, "setPortSlowpath"));
+  exports.Set("setPortMtu", Napi::Function::New(env, SetPortMtu, "setPortMtu"));
+  exports.Set("portInfo", Napi::Function::New(env, PortInfo, "portInfo"));
+  exports.Set("portCounters", Napi::Function::New(env, PortCounters, "portCounters"));
+  exports.Set("ports", Napi::Function::New(env, Ports, "ports"));
+  exports.Set("start", Napi::Function::New(env, Start, "start"));
+  exports.Set("stop", Napi::Function::New(env, Stop, "stop"));
+  exports.Set("running", Napi::Function::New(env, Running, "running"));
+  exports.Set("addTunnel", Napi::Function::New(env, AddTunnel, "addTunnel"));
+  exports.Set("updateTunnel", Napi::Function::New(env, UpdateTunnel, "updateTunnel"));
+  exports.Set("removeTunnel", Napi::Function::New(env, RemoveTunnel, "removeTunnel"));
+  exports.Set("addFlowPair", Napi::Function::New(env, AddFlowPair, "addFlowPair"));
+  exports.Set("removeFlow", Napi::Function::New(env, RemoveFlow, "removeFlow"));
+  exports.Set("getFlow", Napi::Function::New(env, GetFlow, "getFlow"));
+  exports.Set("listFlows", Napi::Function::New(env, ListFlows, "listFlows"));
+  exports.Set("reap", Napi::Function::New(env, Reap, "reap"));
+  exports.Set("flushFlows", Napi::Function::New(env, FlushFlows, "flushFlows"));
+  exports.Set("stats", Napi::Function::New(env, Stats, "stats"));
+  exports.Set("reasons", Napi::Function::New(env, Reasons, "reasons"));
+  exports.Set("testing", testing_exports(env));
+  return exports;
+}
+
+}  // namespace
+}  // namespace fg::addon
+
+static Napi::Object InitFlowgate(Napi::Env env, Napi::Object exports) { return fg::addon::ModuleInit(env, exports); }
+
+NODE_API_MODULE(flowgate, InitFlowgate)

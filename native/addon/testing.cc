@@ -1,0 +1,452 @@
+// Test-only exports: the fast path's packet code run without EAL, on mbufs built by hand.
+// Each packet's data ends at a page boundary followed by an inaccessible guard page, so a
+// parser that reads one byte past the end of a packet crashes the test instead of passing.
+#include <napi.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <memory>
+#include <random>
+#include <vector>
+
+#include "addon/convert.h"
+#include "dp/flowtable.h"
+#include "dp/memory.h"
+#include "dp/packet.h"
+#include "dp/pipeline.h"
+#include "dp/reasons.h"
+#include "dp/snapshot.h"
+#include "dp/tunnel.h"
+
+namespace fg::addon {
+namespace {
+
+// Mbufs whose data regions are mmap'ed with a guard page right after the last byte.
+class guarded_mbufs {
+ public:
+  guarded_mbufs() = default;
+  guarded_mbufs(const guarded_mbufs &) = delete;
+  guarded_mbufs &operator=(const guarded_mbufs &) = delete;
+  ~guarded_mbufs() {
+    for (auto &m : maps_) munmap(m.first, m.second);
+    for (rte_mbuf *m : mbufs_) free(m);
+  }
+
+  // One packet split into segments of the given lengths (one segment when empty).
+  rte_mbuf *make(const uint8_t *data, size_t len, uint16_t headroom, const std::vector<uint32_t> &segments) {
+    std::vector<uint32_t> lens = segments;
+    if (lens.empty()) lens.push_back(static_cast<uint32_t>(len));
+    size_t total = 0;
+    for (uint32_t l : lens) total += l;
+    if (total != len) throw dp_error(ERR_INVALID_ARGUMENT, "segment lengths must add up to the frame length");
+    rte_mbuf *head = nullptr, *prev = nullptr;
+    size_t off = 0;
+    for (size_t i = 0; i < lens.size(); i++) {
+      rte_mbuf *m = segment(data + off, lens[i], i == 0 ? headroom : 0);
+      off += lens[i];
+      if (head == nullptr) {
+        head = m;
+      } else {
+        prev->next = m;
+      }
+      prev = m;
+    }
+    head->nb_segs = static_cast<uint16_t>(lens.size());
+    head->pkt_len = static_cast<uint32_t>(len);
+    return head;
+  }
+
+ private:
+  rte_mbuf *segment(const uint8_t *data, uint32_t len, uint16_t headroom) {
+    size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+    size_t body = (headroom + len + page - 1) / page * page;
+    size_t map_len = body + page;
+    auto *base = static_cast<uint8_t *>(mmap(nullptr, map_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
+    if (base == MAP_FAILED) throw dp_error(ERR_NO_MEMORY, "mmap failed");
+    maps_.push_back({base, map_len});
+    mprotect(base + body, page, PROT_NONE);
+    uint8_t *buf = base + body - len - headroom;
+    memcpy(buf + headroom, data, len);
+
+    auto *m = static_cast<rte_mbuf *>(aligned_alloc(RTE_CACHE_LINE_SIZE, sizeof(rte_mbuf)));
+    memset(m, 0, sizeof(*m));
+    mbufs_.push_back(m);
+    m->buf_addr = buf;
+    m->buf_len = static_cast<uint16_t>(headroom + len);
+    m->data_off = headroom;
+    m->data_len = static_cast<uint16_t>(len);
+    m->pkt_len = len;
+    m->nb_segs = 1;
+    rte_mbuf_refcnt_set(m, 1);
+    return m;
+  }
+
+  std::vector<std::pair<void *, size_t>> maps_;
+  std::vector<rte_mbuf *> mbufs_;
+};
+
+std::vector<uint32_t> segments_of(const Napi::Object &o) {
+  std::vector<uint32_t> lens;
+  Napi::Value v = o.Get("segments");
+  if (v.IsArray()) {
+    Napi::Array a = v.As<Napi::Array>();
+    for (uint32_t i = 0; i < a.Length(); i++) lens.push_back(a.Get(i).As<Napi::Number>().Uint32Value());
+  }
+  return lens;
+}
+
+Napi::Buffer<uint8_t> read_packet(Napi::Env env, const rte_mbuf *m) {
+  std::vector<uint8_t> out;
+  for (const rte_mbuf *s = m; s != nullptr; s = s->next) {
+    const uint8_t *p = rte_pktmbuf_mtod(s, const uint8_t *);
+    out.insert(out.end(), p, p + s->data_len);
+  }
+  return bytes_to_js(env, out.data(), out.size());
+}
+
+Napi::Object key_to_js(Napi::Env env, const flow_key &k) {
+  flow_spec f;
+  f.key = k;
+  f.action = FLOW_ACT_NONE;
+  Napi::Object o = flow_spec_to_js(env, f);
+  o.Delete("action");
+  o.Delete("outPort");
+  o.Delete("dstMac");
+  o.Delete("srcMac");
+  return o;
+}
+
+const char *reason_name(const verdict &v) {
+  if (v.kind == verdict::PUNT) return punt_reason_names[v.reason];
+  if (v.kind == verdict::DROP) return drop_reason_names[v.reason];
+  return "ok";
+}
+
+// parse(frame, inPort, { headroom?, segments? }) -> { verdict, reason, key, meta }
+Napi::Value Parse(const Napi::CallbackInfo &info) {
+  return guard(info.Env(), [&] {
+    Napi::Env env = info.Env();
+    if (info.Length() < 2 || !info[0].IsBuffer()) throw dp_error(ERR_INVALID_ARGUMENT, "parse(frame: Buffer, inPort)");
+    auto frame = info[0].As<Napi::Buffer<uint8_t>>();
+    uint16_t in_port = to_port(info[1], "inPort");
+    Napi::Object opts = info.Length() > 2 && info[2].IsObject() ? info[2].As<Napi::Object>() : Napi::Object::New(env);
+    guarded_mbufs mbufs;
+    rte_mbuf *m = mbufs.make(frame.Data(), frame.Length(), RTE_PKTMBUF_HEADROOM, segments_of(opts));
+    flow_key key;
+    pkt_meta meta;
+    verdict v = parse_packet(m, in_port, &key, &meta);
+    Napi::Object r = Napi::Object::New(env);
+    r.Set("verdict", v.kind == verdict::OK ? "ok" : v.kind == verdict::PUNT ? "punt" : "drop");
+    r.Set("reason", reason_name(v));
+    r.Set("key", key_to_js(env, key));
+    r.Set("keyBytes", bytes_to_js(env, reinterpret_cast<const uint8_t *>(&key), sizeof(key)));
+    Napi::Object mo = Napi::Object::New(env);
+    mo.Set("l3Off", meta.l3_off);
+    mo.Set("l3Len", meta.l3_len);
+    mo.Set("outerLen", meta.outer_len);
+    mo.Set("tcpFlags", meta.tcp_flags);
+    r.Set("meta", mo);
+    return r;
+  });
+}
+
+struct heap_deleter {
+  void operator()(void *p) const { free(p); }
+};
+
+// A fast path with no EAL: a heap flowtable, a snapshot and adjacencies built from setup.
+struct harness {
+  flowtable ft;
+  std::unique_ptr<snapshot, heap_deleter> snap;
+  std::unique_ptr<adjacency, heap_deleter> adj;
+  std::unique_ptr<worker_stats, heap_deleter> stats;
+  std::unique_ptr<pipeline> pl;
+  uint32_t n_adj = 0;
+  std::vector<std::pair<uint32_t, uint32_t>> flows;  // orig, reply (FLOW_NONE)
+
+  explicit harness(const Napi::Object &setup) {
+    uint32_t capacity = get_uint_or(setup, "capacity", "setup", 1, MAX_FLOWS, 1024);
+    if (ft.create(capacity, 1, nullptr, heap_mem, 0) != 0) throw dp_error(ERR_NO_MEMORY, "flowtable");
+    snap.reset(static_cast<snapshot *>(heap_mem.alloc(sizeof(snapshot), CACHE_LINE, 0)));
+    adj.reset(static_cast<adjacency *>(heap_mem.alloc(sizeof(adjacency) * 1024, CACHE_LINE, 0)));
+    stats.reset(static_cast<worker_stats *>(heap_mem.alloc(sizeof(worker_stats), CACHE_LINE, 0)));
+    for (auto &p : snap->port) p.slowpath = PORT_NONE;
+    for (auto &t : snap->tun) t.slowpath_port = PORT_NONE;
+
+    Napi::Value ports = setup.Get("ports");
+    if (ports.IsArray()) {
+      Napi::Array a = ports.As<Napi::Array>();
+      for (uint32_t i = 0; i < a.Length(); i++) {
+        Napi::Object p = as_object(a.Get(i), "setup.ports[]");
+        uint16_t id = to_port(p.Get("id"), "setup.ports[].id");
+        port_conf &pc = snap->port[id];
+        pc.mtu = static_cast<uint16_t>(get_uint_or(p, "mtu", "setup.ports[]", 68, 65535, 1500));
+        pc.slowpath = to_port(p.Get("slowpath"), "setup.ports[].slowpath");
+        pc.l3 = get_bool_or(p, "l3", "setup.ports[]", false);
+        pc.active = 1;
+      }
+    }
+    Napi::Value tunnels = setup.Get("tunnels");
+    if (tunnels.IsArray()) {
+      Napi::Array a = tunnels.As<Napi::Array>();
+      for (uint32_t i = 0; i < a.Length(); i++) {
+        Napi::Object t = as_object(a.Get(i), "setup.tunnels[]");
+        uint32_t id = get_uint(t, "id", "setup.tunnels[]", 0, MAX_TUNNELS - 1);
+        tunnel_build(&snap->tun[id], tunnel_params_from(t));
+      }
+    }
+    Napi::Value fl = setup.Get("flows");
+    if (fl.IsArray()) {
+      Napi::Array a = fl.As<Napi::Array>();
+      for (uint32_t i = 0; i < a.Length(); i++) {
+        Napi::Object f = as_object(a.Get(i), "setup.flows[]");
+        uint32_t io = install(flow_spec_from(as_object(f.Get("orig"), "orig"), "orig"));
+        uint32_t ir = FLOW_NONE;
+        if (f.Get("reply").IsObject()) ir = install(flow_spec_from(f.Get("reply").As<Napi::Object>(), "reply"));
+        ft.entry(io).pair = ir;
+        if (ir != FLOW_NONE) ft.entry(ir).pair = io;
+        if (get_bool_or(f, "teardown", "setup.flows[]", false)) ft.entry(io).teardown = 1;
+        if (ft.publish(io) != 0 || (ir != FLOW_NONE && ft.publish(ir) != 0))
+          throw dp_error(ERR_FLOW_EXISTS, "setup.flows[" + std::to_string(i) + "]: duplicate key or full bucket");
+        flows.push_back({io, ir});
+      }
+    }
+    pl = std::make_unique<pipeline>();
+    pl->snap = snap.get();
+    pl->ft = &ft;
+    pl->counters = ft.worker_counters(0);
+    pl->adj = adj.get();
+    pl->stats = stats.get();
+    pl->now_s = get_uint_or(setup, "now", "setup", 0, UINT32_MAX, 1);
+  }
+
+  uint32_t install(const flow_spec &f) {
+    uint32_t idx = ft.alloc();
+    if (idx == FLOW_NONE) throw dp_error(ERR_FLOWTABLE_FULL, "setup flows exceed the capacity");
+    flow_entry &e = ft.entry(idx);
+    e.key = f.key;
+    e.action = f.action;
+    e.pair = FLOW_NONE;
+    if (f.action == FLOW_ACT_ENCAP4IN6) {
+      e.target = f.tunnel;
+      if (snap->tun[f.tunnel].flags & TUNNEL_F_FLOWLABEL_HASH) e.flowlabel = flowlabel_of(f.key);
+    } else {
+      if (n_adj == 1024) throw dp_error(ERR_LIMIT, "too many test adjacencies");
+      adjacency &a = adj.get()[n_adj];
+      memcpy(a.dst_mac, f.dst_mac, 6);
+      memcpy(a.src_mac, f.src_mac, 6);
+      a.port = f.out_port;
+      e.target = static_cast<uint16_t>(n_adj++);
+    }
+    return idx;
+  }
+};
+
+Napi::Object counts_delta(Napi::Env env, const worker_stats &before, const worker_stats &after, std::string *single) {
+  Napi::Object o = Napi::Object::New(env);
+  for (unsigned r = 0; r < PUNT_REASON_COUNT; r++)
+    if (after.punts[r] != before.punts[r]) *single = punt_reason_names[r];
+  for (unsigned r = 0; r < DROP_REASON_COUNT; r++)
+    if (after.drops[r] != before.drops[r]) *single = drop_reason_names[r];
+  if (after.fast_packets != before.fast_packets) *single = "forward";
+  return o;
+}
+
+// process(setup, packets: {port, frame, headroom?, segments?}[], { burst? })
+//   -> { results: {port|null, frame|null, reason?}[], stats, flows }
+Napi::Value Process(const Napi::CallbackInfo &info) {
+  return guard(info.Env(), [&] {
+    Napi::Env env = info.Env();
+    harness h(as_object(info.Length() > 0 ? info[0] : env.Undefined(), "setup"));
+    if (info.Length() < 2 || !info[1].IsArray()) throw dp_error(ERR_INVALID_ARGUMENT, "process(setup, packets[])");
+    Napi::Array pkts = info[1].As<Napi::Array>();
+    Napi::Object opts = info.Length() > 2 && info[2].IsObject() ? info[2].As<Napi::Object>() : Napi::Object::New(env);
+    uint32_t burst = get_uint_or(opts, "burst", "options", 1, BURST_SIZE, BURST_SIZE);
+
+    guarded_mbufs mbufs;
+    std::vector<rte_mbuf *> in;
+    std::vector<uint16_t> in_port;
+    for (uint32_t i = 0; i < pkts.Length(); i++) {
+      Napi::Object p = as_object(pkts.Get(i), "packets[]");
+      Napi::Value fv = p.Get("frame");
+      if (!fv.IsBuffer()) throw dp_error(ERR_INVALID_ARGUMENT, "packets[].frame: expected a Buffer");
+      auto frame = fv.As<Napi::Buffer<uint8_t>>();
+      uint16_t headroom = static_cast<uint16_t>(get_uint_or(p, "headroom", "packets[]", 0, 4096, RTE_PKTMBUF_HEADROOM));
+      in.push_back(mbufs.make(frame.Data(), frame.Length(), headroom, segments_of(p)));
+      in_port.push_back(to_port(p.Get("port"), "packets[].port"));
+    }
+
+    Napi::Array results = Napi::Array::New(env, in.size());
+    pipeline &pl = *h.pl;
+    for (size_t start = 0; start < in.size();) {
+      size_t end = start + 1;
+      while (end < in.size() && end - start < burst && in_port[end] == in_port[start]) end++;
+      worker_stats before = *h.stats;
+      process_burst(pl, in_port[start], &in[start], static_cast<uint16_t>(end - start));
+      std::string single;
+      counts_delta(env, before, *h.stats, &single);
+
+      for (size_t i = start; i < end; i++) {
+        Napi::Object r = Napi::Object::New(env);
+        r.Set("port", env.Null());
+        r.Set("frame", env.Null());
+        for (unsigned d = 0; d < pl.n_dirty; d++) {
+          tx_buffer &b = pl.tx[pl.dirty[d]];
+          for (unsigned k = 0; k < b.n; k++)
+            if (b.pkts[k] == in[i]) {
+              r.Set("port", pl.dirty[d]);
+              r.Set("frame", read_packet(env, in[i]));
+            }
+        }
+        if (end - start == 1) r.Set("reason", single);
+        results.Set(static_cast<uint32_t>(i), r);
+      }
+      for (unsigned d = 0; d < pl.n_dirty; d++) pl.tx[pl.dirty[d]].n = 0;
+      pl.n_dirty = 0;
+      pl.n_drops = 0;
+      start = end;
+    }
+
+    const worker_stats &st = *h.stats;
+    Napi::Object so = Napi::Object::New(env);
+    so.Set("rxPackets", Napi::Number::New(env, static_cast<double>(st.rx_packets)));
+    so.Set("fastPackets", Napi::Number::New(env, static_cast<double>(st.fast_packets)));
+    so.Set("fastBytes", Napi::Number::New(env, static_cast<double>(st.fast_bytes)));
+    Napi::Object punts = Napi::Object::New(env), drops = Napi::Object::New(env);
+    for (unsigned r = 0; r < PUNT_REASON_COUNT; r++) punts.Set(punt_reason_names[r], Napi::Number::New(env, static_cast<double>(st.punts[r])));
+    for (unsigned r = 0; r < DROP_REASON_COUNT; r++) drops.Set(drop_reason_names[r], Napi::Number::New(env, static_cast<double>(st.drops[r])));
+    so.Set("punts", punts);
+    so.Set("drops", drops);
+
+    Napi::Array flows = Napi::Array::New(env, h.flows.size());
+    for (size_t i = 0; i < h.flows.size(); i++) {
+      auto [io, ir] = h.flows[i];
+      Napi::Object fo = Napi::Object::New(env);
+      auto dir = [&](uint32_t idx) {
+        Napi::Object d = Napi::Object::New(env);
+        flow_counter c = h.ft.counter(idx);
+        d.Set("packets", Napi::Number::New(env, static_cast<double>(c.packets)));
+        d.Set("bytes", Napi::Number::New(env, static_cast<double>(c.bytes)));
+        d.Set("teardown", h.ft.entry(idx).teardown != 0);
+        d.Set("lastSeen", h.ft.entry(idx).last_seen);
+        return d;
+      };
+      fo.Set("orig", dir(io));
+      fo.Set("reply", ir == FLOW_NONE ? Napi::Value(env.Null()) : Napi::Value(dir(ir)));
+      flows.Set(static_cast<uint32_t>(i), fo);
+    }
+    Napi::Object out = Napi::Object::New(env);
+    out.Set("results", results);
+    out.Set("stats", so);
+    out.Set("flows", flows);
+    return out;
+  });
+}
+
+// flowtableExercise({ capacity, count, seed }): insert count random keys, look them all up
+// one by one and in bulk, remove every other one, look up again. Returns what it saw.
+Napi::Value FlowtableExercise(const Napi::CallbackInfo &info) {
+  return guard(info.Env(), [&] {
+    Napi::Env env = info.Env();
+    Napi::Object o = as_object(info.Length() > 0 ? info[0] : env.Undefined(), "options");
+    uint32_t capacity = get_uint(o, "capacity", "options", 1, MAX_FLOWS);
+    uint32_t count = get_uint(o, "count", "options", 0, MAX_FLOWS);
+    uint32_t seed = get_uint_or(o, "seed", "options", 0, UINT32_MAX, 1);
+    flowtable ft;
+    if (ft.create(capacity, 1, nullptr, heap_mem, 0) != 0) throw dp_error(ERR_NO_MEMORY, "flowtable");
+    std::mt19937 rng(seed);
+    std::vector<flow_key> keys(count);
+    std::vector<uint32_t> idx(count, FLOW_NONE);
+    uint32_t inserted = 0, full = 0, duplicate = 0;
+    for (uint32_t i = 0; i < count; i++) {
+      flow_key &k = keys[i];
+      flow_key_zero(&k);
+      k.l3proto = FLOW_L3_IPV4;
+      k.l4proto = IPPROTO_UDP;
+      k.ip4.src = rng();
+      k.ip4.dst = rng();
+      k.sport = static_cast<uint16_t>(rng());
+      k.dport = static_cast<uint16_t>(rng());
+      uint32_t e = ft.alloc();
+      if (e == FLOW_NONE) {
+        full++;
+        continue;
+      }
+      ft.entry(e).key = k;
+      int rc = ft.publish(e);
+      if (rc == 0) {
+        idx[i] = e;
+        inserted++;
+      } else {
+        ft.discard(e);
+        (rc == -EEXIST ? duplicate : full)++;
+      }
+    }
+    auto count_found = [&](bool bulk) {
+      uint32_t found = 0, wrong = 0;
+      for (uint32_t base = 0; base < count; base += flowtable::MAX_LOOKUP) {
+        unsigned n = std::min<uint32_t>(flowtable::MAX_LOOKUP, count - base);
+        uint32_t out[flowtable::MAX_LOOKUP];
+        if (bulk)
+          ft.lookup_bulk(&keys[base], n, out);
+        else
+          for (unsigned j = 0; j < n; j++) out[j] = ft.find(keys[base + j]);
+        for (unsigned j = 0; j < n; j++) {
+          if (out[j] == FLOW_NONE) continue;
+          if (out[j] == idx[base + j])
+            found++;
+          else
+            wrong++;
+        }
+      }
+      return std::make_pair(found, wrong);
+    };
+    auto [found_single, wrong_single] = count_found(false);
+    auto [found_bulk, wrong_bulk] = count_found(true);
+    uint32_t spilled = ft.spilled();
+    uint32_t removed = 0;
+    for (uint32_t i = 0; i < count; i += 2)
+      if (idx[i] != FLOW_NONE) {
+        ft.remove(idx[i]);
+        idx[i] = FLOW_NONE;
+        removed++;
+      }
+    auto [found_after, wrong_after] = count_found(true);
+    Napi::Object r = Napi::Object::New(env);
+    r.Set("inserted", inserted);
+    r.Set("full", full);
+    r.Set("duplicate", duplicate);
+    r.Set("spilled", spilled);
+    r.Set("buckets", ft.bucket_count());
+    r.Set("foundSingle", found_single);
+    r.Set("foundBulk", found_bulk);
+    r.Set("wrong", wrong_single + wrong_bulk + wrong_after);
+    r.Set("removed", removed);
+    r.Set("foundAfterRemove", found_after);
+    r.Set("activeAfterRemove", ft.active());
+    return r;
+  });
+}
+
+// The key layout, so that TypeScript tests can check the bytes that are hashed.
+Napi::Value KeyLayout(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("size", static_cast<uint32_t>(sizeof(flow_key)));
+  o.Set("entrySize", static_cast<uint32_t>(sizeof(flow_entry)));
+  return o;
+}
+
+}  // namespace
+
+Napi::Object testing_exports(Napi::Env env) {
+  Napi::Object t = Napi::Object::New(env);
+  t.Set("parse", Napi::Function::New(env, Parse, "parse"));
+  t.Set("process", Napi::Function::New(env, Process, "process"));
+  t.Set("flowtableExercise", Napi::Function::New(env, FlowtableExercise, "flowtableExercise"));
+  t.Set("keyLayout", Napi::Function::New(env, KeyLayout, "keyLayout"));
+  return t;
+}
+
+}  // namespace fg::addon

@@ -1,0 +1,711 @@
+#include "dataplane.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include <rte_cycles.h>
+#include <rte_eal.h>
+#include <rte_ethdev.h>
+#include <rte_launch.h>
+#include <rte_lcore.h>
+#include <rte_malloc.h>
+#include <rte_mbuf.h>
+
+#include "eal.h"
+#include "memory.h"
+#include "port.h"
+
+namespace fg {
+namespace {
+
+// A flow handle: the orig entry's index and that index's generation, so that a handle of
+// a removed flow never names the flow that reuses its index. Below 2^53: exact in JS.
+constexpr unsigned HANDLE_INDEX_BITS = 23;
+constexpr uint64_t HANDLE_INDEX_MASK = (uint64_t{1} << HANDLE_INDEX_BITS) - 1;
+constexpr uint32_t HANDLE_GEN_MASK = (1u << 30) - 1;
+static_assert(MAX_FLOWS <= (1u << HANDLE_INDEX_BITS), "flow index must fit a handle");
+
+}  // namespace
+
+dataplane::~dataplane() { shutdown(); }
+
+void dataplane::require_init() const {
+  if (!initialized_) throw dp_error(ERR_NOT_INITIALIZED, "the dataplane is not initialised (call init first)");
+}
+
+void dataplane::require_port(uint16_t port) const {
+  require_init();
+  if (port >= MAX_PORTS || !ports_[port].used)
+    throw dp_error(ERR_NOT_FOUND, "no port with id " + std::to_string(port));
+}
+
+void dataplane::init(const init_options &opts) {
+  if (initialized_) throw dp_error(ERR_STATE, "the dataplane is already initialised");
+  if (opts.flow_capacity == 0 || opts.flow_capacity > MAX_FLOWS)
+    throw dp_error(ERR_INVALID_ARGUMENT, "flow capacity must be 1.." + std::to_string(MAX_FLOWS) +
+                                             ", got " + std::to_string(opts.flow_capacity));
+  eal_init(opts.eal_args);
+  opts_ = opts;
+  try {
+    unsigned n_workers = rte_lcore_count() - 1;
+    if (n_workers == 0)
+      throw dp_error(ERR_INVALID_ARGUMENT, "EAL has no worker lcores: map at least one with --lcores");
+    if (n_workers > MAX_WORKERS)
+      throw dp_error(ERR_LIMIT, "at most " + std::to_string(MAX_WORKERS) + " workers, got " +
+                                    std::to_string(n_workers));
+    int socket = static_cast<int>(rte_socket_id());
+    if (socket < 0) socket = 0;
+
+    pool_ = rte_pktmbuf_pool_create("flowgate_mbufs", opts.mbufs, RTE_MEMPOOL_CACHE_MAX_SIZE, 0,
+                                    static_cast<uint16_t>(opts.mbuf_data_room + RTE_PKTMBUF_HEADROOM),
+                                    socket);
+    if (pool_ == nullptr)
+      throw dp_error(ERR_NO_MEMORY, "cannot create the mbuf pool (" + std::to_string(opts.mbufs) + " mbufs of " +
+                                        std::to_string(opts.mbuf_data_room) + " bytes): " + rte_strerror(rte_errno),
+                     rte_errno);
+
+    size_t qsbr_size = rte_rcu_qsbr_get_memsize(n_workers);
+    qsbr_ = static_cast<rte_rcu_qsbr *>(rte_zmalloc("flowgate_qsbr", qsbr_size, RTE_CACHE_LINE_SIZE));
+    if (qsbr_ == nullptr || rte_rcu_qsbr_init(qsbr_, n_workers) != 0)
+      throw dp_error(ERR_NO_MEMORY, "cannot allocate the RCU state");
+
+    int rc = ft_.create(opts.flow_capacity, n_workers, qsbr_, hugepage_mem, socket);
+    if (rc != 0)
+      throw dp_error(ERR_NO_MEMORY, "cannot allocate a flowtable of " + std::to_string(opts.flow_capacity) +
+                                        " flows (" + rte_strerror(-rc) + "); reserve more hugepages",
+                     -rc);
+    ctl_.assign(opts.flow_capacity, flow_ctl{});
+
+    adj_ = static_cast<adjacency *>(hugepage_mem.alloc(sizeof(adjacency) * MAX_ADJACENCIES, CACHE_LINE, socket));
+    if (adj_ == nullptr) throw dp_error(ERR_NO_MEMORY, "cannot allocate the adjacency table");
+    adj_pool_.init(MAX_ADJACENCIES, qsbr_);
+    adj_refs_.assign(MAX_ADJACENCIES, 0);
+
+    shared_.qsbr = qsbr_;
+    shared_.ft = &ft_;
+    shared_.adj = adj_;
+    shared_.idle = opts.idle;
+    shared_.tsc_hz = rte_get_tsc_hz();
+    shared_.tsc_epoch = rte_rdtsc();
+    shared_.running = 0;
+
+    unsigned lcore;
+    unsigned index = 0;
+    RTE_LCORE_FOREACH_WORKER(lcore) {
+      auto *w = static_cast<worker *>(rte_zmalloc_socket("flowgate_worker", sizeof(worker), RTE_CACHE_LINE_SIZE,
+                                                         static_cast<int>(rte_lcore_to_socket_id(lcore))));
+      if (w == nullptr) throw dp_error(ERR_NO_MEMORY, "cannot allocate worker state");
+      w->index = index++;
+      w->lcore = lcore;
+      w->shared = &shared_;
+      workers_.push_back(w);
+    }
+
+    auto first = std::make_unique<snapshot>();
+    memset(first.get(), 0, sizeof(snapshot));
+    for (auto &p : first->port) p.slowpath = PORT_NONE;
+    for (auto &t : first->tun) t.slowpath_port = PORT_NONE;
+    snap_ = first.release();
+    shared_.snap = snap_;
+    initialized_ = true;
+  } catch (...) {
+    initialized_ = true;  // so that shutdown() frees what was made
+    shutdown();
+    throw;
+  }
+}
+
+void dataplane::shutdown() {
+  if (!initialized_) return;
+  stop();
+  for (uint16_t p = 0; p < MAX_PORTS; p++) {
+    if (ports_[p].used) {
+      port_release(p);
+      ports_[p] = port_state{};
+    }
+  }
+  for (worker *w : workers_) rte_free(w);
+  workers_.clear();
+  ft_.destroy();
+  if (adj_ != nullptr) hugepage_mem.free(adj_);
+  adj_ = nullptr;
+  adj_index_.clear();
+  delete snap_;
+  snap_ = nullptr;
+  rte_free(qsbr_);
+  qsbr_ = nullptr;
+  if (pool_ != nullptr) rte_mempool_free(pool_);
+  pool_ = nullptr;
+  initialized_ = false;
+  eal_cleanup();
+}
+
+uint32_t dataplane::now_s() const {
+  return static_cast<uint32_t>((rte_rdtsc() - shared_.tsc_epoch) / shared_.tsc_hz);
+}
+
+// ---- snapshots -------------------------------------------------------------------------
+
+std::unique_ptr<snapshot> dataplane::next_snapshot() const {
+  auto next = std::make_unique<snapshot>(*snap_);
+  next->generation++;
+  return next;
+}
+
+void dataplane::publish(std::unique_ptr<snapshot> next) {
+  rebuild_plans(*next);
+  snapshot *old = snap_;
+  snap_ = next.release();
+  __atomic_store_n(&shared_.snap, snap_, __ATOMIC_RELEASE);
+  // Every worker has passed a quiescent state, so none still reads the old snapshot.
+  rte_rcu_qsbr_synchronize(qsbr_, RTE_QSBR_THRID_INVALID);
+  delete old;
+}
+
+void dataplane::rebuild_plans(snapshot &s) const {
+  for (auto &plan : s.plan) plan.n_rxq = 0;
+  unsigned n = static_cast<unsigned>(workers_.size());
+  unsigned next_worker = 0;
+  for (uint16_t p = 0; p < MAX_PORTS; p++) {
+    const port_state &ps = ports_[p];
+    if (!ps.used || !ps.spec.poll || !s.port[p].active) continue;
+    for (uint16_t q = 0; q < ps.rx_queues; q++) {
+      worker_plan &plan = s.plan[next_worker];
+      next_worker = (next_worker + 1) % n;
+      if (plan.n_rxq == MAX_RXQ_PER_WORKER)
+        throw dp_error(ERR_LIMIT, "more than " + std::to_string(MAX_RXQ_PER_WORKER) + " rx queues for one worker");
+      plan.rxq[plan.n_rxq++] = rxq_ref{p, q};
+    }
+  }
+}
+
+// ---- ports -----------------------------------------------------------------------------
+
+uint16_t dataplane::add_port(const port_spec &spec) {
+  require_init();
+  for (const auto &ps : ports_)
+    if (ps.used && ps.spec.name == spec.name)
+      throw dp_error(ERR_INVALID_ARGUMENT, "a port named '" + spec.name + "' already exists");
+  uint16_t id = port_probe(spec.device, spec.name);
+  if (id >= MAX_PORTS) throw dp_error(ERR_LIMIT, "port id " + std::to_string(id) + " beyond the supported ports");
+  if (ports_[id].used)
+    throw dp_error(ERR_PORT_IN_USE, "port " + spec.name + ": device '" + spec.device + "' is already port " +
+                                        ports_[id].spec.name);
+  port_setup setup;
+  try {
+    setup = port_start(id, spec, static_cast<uint16_t>(workers_.size()), pool_, opts_.rx_desc, opts_.tx_desc);
+  } catch (...) {
+    port_release(id);
+    throw;
+  }
+  port_state &ps = ports_[id];
+  ps.used = true;
+  ps.spec = spec;
+  ps.driver = setup.driver;
+  ps.rx_queues = setup.rx_queues;
+  ps.tx_queues = setup.tx_queues;
+  ps.l3 = spec.l3 >= 0 ? spec.l3 == 1 : setup.driver == "net_tun";
+
+  auto next = next_snapshot();
+  port_conf &pc = next->port[id];
+  uint16_t mtu = RTE_ETHER_MTU;
+  rte_eth_dev_get_mtu(id, &mtu);
+  pc.mtu = mtu;
+  pc.slowpath = PORT_NONE;
+  pc.active = 1;
+  pc.l3 = ps.l3 ? 1 : 0;
+  publish(std::move(next));
+  return id;
+}
+
+void dataplane::remove_port(uint16_t port) {
+  require_port(port);
+  // Nothing may point at the port once it is gone: flows in or out, tunnels over it, ports
+  // that punt to it.
+  remove_flows_if([&](const flow_entry &e, uint32_t) {
+    if (e.key.in_port == port) return true;
+    if (e.action == FLOW_ACT_ENCAP4IN6) return snap_->tun[e.target].port == port;
+    return adj_[e.target].port == port;
+  });
+  auto next = next_snapshot();
+  next->port[port] = port_conf{};
+  next->port[port].slowpath = PORT_NONE;
+  for (auto &pc : next->port)
+    if (pc.slowpath == port) pc.slowpath = PORT_NONE;
+  for (auto &t : next->tun) {
+    if (t.active && t.port == port) t.active = 0;
+    if (t.slowpath_port == port) t.slowpath_port = PORT_NONE;
+  }
+  ports_[port].used = false;  // no longer polled: rebuild_plans() skips it
+  publish(std::move(next));
+  port_release(port);
+  ports_[port] = port_state{};
+}
+
+void dataplane::set_port_slowpath(uint16_t port, uint16_t slowpath) {
+  require_port(port);
+  if (slowpath != PORT_NONE) require_port(slowpath);
+  auto next = next_snapshot();
+  next->port[port].slowpath = slowpath;
+  publish(std::move(next));
+}
+
+void dataplane::set_port_mtu(uint16_t port, uint16_t mtu) {
+  require_port(port);
+  int rc = rte_eth_dev_set_mtu(port, mtu);
+  if (rc != 0 && rc != -ENOTSUP)
+    throw dp_error(ERR_PORT_CONFIG, "port " + ports_[port].spec.name + ": set MTU " + std::to_string(mtu) + ": " +
+                                        rte_strerror(-rc),
+                   -rc);
+  ports_[port].spec.mtu = mtu;
+  auto next = next_snapshot();
+  next->port[port].mtu = mtu;
+  publish(std::move(next));
+}
+
+port_info dataplane::get_port_info(uint16_t port) const {
+  require_port(port);
+  const port_state &ps = ports_[port];
+  port_info info{};
+  info.id = port;
+  info.name = ps.spec.name;
+  info.device = ps.spec.device;
+  info.driver = ps.driver;
+  rte_ether_addr mac;
+  if (rte_eth_macaddr_get(port, &mac) == 0) memcpy(info.mac, mac.addr_bytes, 6);
+  info.mtu = snap_->port[port].mtu;
+  info.rx_queues = ps.rx_queues;
+  info.tx_queues = ps.tx_queues;
+  rte_eth_link link;
+  memset(&link, 0, sizeof(link));
+  if (rte_eth_link_get_nowait(port, &link) == 0) {
+    info.link_up = link.link_status == RTE_ETH_LINK_UP;
+    info.link_speed_mbps = link.link_speed;
+  }
+  info.l3 = ps.l3;
+  info.poll = ps.spec.poll;
+  info.slowpath = snap_->port[port].slowpath;
+  return info;
+}
+
+port_counters dataplane::get_port_counters(uint16_t port) const {
+  require_port(port);
+  port_counters c{};
+  rte_eth_stats st;
+  memset(&st, 0, sizeof(st));
+  rte_eth_stats_get(port, &st);
+  c.rx_packets = st.ipackets;
+  c.rx_bytes = st.ibytes;
+  c.rx_missed = st.imissed;
+  c.rx_errors = st.ierrors;
+  c.rx_nombuf = st.rx_nombuf;
+  c.tx_packets = st.opackets;
+  c.tx_bytes = st.obytes;
+  c.tx_errors = st.oerrors;
+  for (const worker *w : workers_) c.tx_dropped += __atomic_load_n(&w->stats.tx_dropped[port], __ATOMIC_RELAXED);
+  return c;
+}
+
+std::vector<uint16_t> dataplane::ports() const {
+  std::vector<uint16_t> ids;
+  for (uint16_t p = 0; p < MAX_PORTS; p++)
+    if (ports_[p].used) ids.push_back(p);
+  return ids;
+}
+
+// ---- workers ---------------------------------------------------------------------------
+
+void dataplane::start() {
+  require_init();
+  if (running_) return;
+  __atomic_store_n(&shared_.running, uint8_t{1}, __ATOMIC_RELEASE);
+  for (worker *w : workers_) {
+    int rc = rte_eal_remote_launch(worker_main, w, w->lcore);
+    if (rc != 0) {
+      stop();
+      throw dp_error(ERR_STATE, "cannot launch a worker on lcore " + std::to_string(w->lcore) + ": " +
+                                    rte_strerror(-rc),
+                     -rc);
+    }
+  }
+  running_ = true;
+}
+
+void dataplane::stop() {
+  if (!initialized_) return;
+  __atomic_store_n(&shared_.running, uint8_t{0}, __ATOMIC_RELEASE);
+  // Join before anything is freed (and before rte_eal_cleanup, which hangs otherwise).
+  for (worker *w : workers_) rte_eal_wait_lcore(w->lcore);
+  running_ = false;
+}
+
+// ---- tunnels ---------------------------------------------------------------------------
+
+static void check_tunnel_params(const tunnel_params &p) {
+  if (p.encap_limit < -1 || p.encap_limit > 255)
+    throw dp_error(ERR_INVALID_ARGUMENT, "encapsulation limit must be 0..255 or none");
+  if (p.tclass < -1 || p.tclass > 255) throw dp_error(ERR_INVALID_ARGUMENT, "traffic class must be 0..255 or inherit");
+  if (p.flowlabel > 0xfffff) throw dp_error(ERR_INVALID_ARGUMENT, "flow label must be 0..0xfffff");
+  if (p.mtu < 68) throw dp_error(ERR_INVALID_ARGUMENT, "tunnel MTU must be at least 68");
+}
+
+uint16_t dataplane::add_tunnel(const tunnel_params &p) {
+  require_port(p.port);
+  if (p.slowpath_port != PORT_NONE) require_port(p.slowpath_port);
+  check_tunnel_params(p);
+  uint16_t id = 0;
+  while (id < MAX_TUNNELS && snap_->tun[id].active) id++;
+  if (id == MAX_TUNNELS) throw dp_error(ERR_LIMIT, "at most " + std::to_string(MAX_TUNNELS) + " tunnels");
+  for (const tunnel &t : snap_->tun)
+    if (t.active && memcmp(t.local(), p.local, 16) == 0 && memcmp(t.remote(), p.remote, 16) == 0)
+      throw dp_error(ERR_INVALID_ARGUMENT, "a tunnel with this local and remote address exists already");
+  auto next = next_snapshot();
+  tunnel_build(&next->tun[id], p);
+  publish(std::move(next));
+  return id;
+}
+
+void dataplane::update_tunnel(uint16_t id, const tunnel_params &p) {
+  require_init();
+  if (id >= MAX_TUNNELS || !snap_->tun[id].active) throw dp_error(ERR_NOT_FOUND, "no tunnel with id " + std::to_string(id));
+  require_port(p.port);
+  if (p.slowpath_port != PORT_NONE) require_port(p.slowpath_port);
+  check_tunnel_params(p);
+  const tunnel &old = snap_->tun[id];
+  bool endpoints_changed = memcmp(old.local(), p.local, 16) != 0 || memcmp(old.remote(), p.remote, 16) != 0;
+  bool label_mode_changed = ((old.flags & TUNNEL_F_FLOWLABEL_HASH) != 0) != p.flowlabel_hash;
+  if (endpoints_changed || label_mode_changed) {
+    // Decap flows are keyed by the old endpoints and encap flows carry per-flow labels made
+    // for the old mode: the learner installs them again through the slow path.
+    remove_flows_if([&](const flow_entry &e, uint32_t) {
+      if (e.action == FLOW_ACT_ENCAP4IN6) return e.target == id;
+      return e.action == FLOW_ACT_DECAP4IN6 && memcmp(e.key.ip4.outer_dst, old.local(), 16) == 0 &&
+             memcmp(e.key.ip4.outer_src, old.remote(), 16) == 0;
+    });
+  }
+  auto next = next_snapshot();
+  tunnel_build(&next->tun[id], p);
+  publish(std::move(next));
+}
+
+void dataplane::remove_tunnel(uint16_t id) {
+  require_init();
+  if (id >= MAX_TUNNELS || !snap_->tun[id].active) throw dp_error(ERR_NOT_FOUND, "no tunnel with id " + std::to_string(id));
+  const tunnel &t = snap_->tun[id];
+  remove_flows_if([&](const flow_entry &e, uint32_t) {
+    if (e.action == FLOW_ACT_ENCAP4IN6) return e.target == id;
+    return e.action == FLOW_ACT_DECAP4IN6 && memcmp(e.key.ip4.outer_dst, t.local(), 16) == 0 &&
+           memcmp(e.key.ip4.outer_src, t.remote(), 16) == 0;
+  });
+  auto next = next_snapshot();
+  memset(&next->tun[id], 0, sizeof(tunnel));
+  next->tun[id].slowpath_port = PORT_NONE;
+  publish(std::move(next));
+}
+
+// ---- adjacencies -----------------------------------------------------------------------
+
+uint32_t dataplane::adjacency_acquire(uint16_t port, const uint8_t dst[6], const uint8_t src[6]) {
+  adj_key key;
+  memcpy(key.data(), &port, 2);
+  memcpy(key.data() + 2, dst, 6);
+  memcpy(key.data() + 8, src, 6);
+  auto it = adj_index_.find(key);
+  if (it != adj_index_.end()) {
+    adj_refs_[it->second]++;
+    return it->second;
+  }
+  uint32_t idx = adj_pool_.alloc();
+  if (idx == rcu_index_pool::NONE)
+    throw dp_error(ERR_LIMIT, "more than " + std::to_string(MAX_ADJACENCIES) + " distinct next hops");
+  adjacency &a = adj_[idx];
+  memcpy(a.dst_mac, dst, 6);
+  memcpy(a.src_mac, src, 6);
+  a.port = port;
+  adj_index_.emplace(key, idx);
+  adj_refs_[idx] = 1;
+  return idx;
+}
+
+void dataplane::adjacency_release(uint32_t idx) {
+  if (--adj_refs_[idx] != 0) return;
+  const adjacency &a = adj_[idx];
+  adj_key key;
+  memcpy(key.data(), &a.port, 2);
+  memcpy(key.data() + 2, a.dst_mac, 6);
+  memcpy(key.data() + 8, a.src_mac, 6);
+  adj_index_.erase(key);
+  adj_pool_.release(idx);
+}
+
+// ---- flows -----------------------------------------------------------------------------
+
+void dataplane::validate_flow(const flow_spec &f) const {
+  const flow_key &k = f.key;
+  if (k.in_port >= MAX_PORTS || !ports_[k.in_port].used)
+    throw dp_error(ERR_NOT_FOUND, "flow input port " + std::to_string(k.in_port) + " does not exist");
+  if (k.l4proto != IPPROTO_TCP && k.l4proto != IPPROTO_UDP)
+    throw dp_error(ERR_INVALID_ARGUMENT, "flow L4 protocol must be TCP or UDP, got " + std::to_string(k.l4proto));
+  bool tunnelled = flow_key_is_tunnelled(k);
+  switch (f.action) {
+    case FLOW_ACT_FWD4:
+    case FLOW_ACT_ENCAP4IN6:
+      if (k.l3proto != FLOW_L3_IPV4 || tunnelled)
+        throw dp_error(ERR_INVALID_ARGUMENT, "forward and encap flows match plain IPv4 packets");
+      break;
+    case FLOW_ACT_FWD6:
+      if (k.l3proto != FLOW_L3_IPV6) throw dp_error(ERR_INVALID_ARGUMENT, "IPv6 forward flows match IPv6 packets");
+      break;
+    case FLOW_ACT_DECAP4IN6:
+      if (!tunnelled) throw dp_error(ERR_INVALID_ARGUMENT, "decap flows match the outer IPv6 source and destination too");
+      break;
+    default:
+      throw dp_error(ERR_INVALID_ARGUMENT, "unknown flow action " + std::to_string(f.action));
+  }
+  if (f.action == FLOW_ACT_ENCAP4IN6) {
+    if (f.tunnel >= MAX_TUNNELS || !snap_->tun[f.tunnel].active)
+      throw dp_error(ERR_NOT_FOUND, "flow tunnel " + std::to_string(f.tunnel) + " does not exist");
+  } else if (f.out_port >= MAX_PORTS || !ports_[f.out_port].used) {
+    throw dp_error(ERR_NOT_FOUND, "flow output port " + std::to_string(f.out_port) + " does not exist");
+  }
+}
+
+void dataplane::fill_entry(uint32_t idx, const flow_spec &f, uint32_t pair) {
+  flow_entry &e = ft_.entry(idx);
+  e.key = f.key;
+  e.action = f.action;
+  e.teardown = 0;
+  e.pair = pair;
+  e.last_seen = now_s();
+  e.flowlabel = 0;
+  if (f.action == FLOW_ACT_ENCAP4IN6) {
+    e.target = f.tunnel;
+    if (snap_->tun[f.tunnel].flags & TUNNEL_F_FLOWLABEL_HASH) e.flowlabel = flowlabel_of(f.key);
+  } else {
+    uint8_t src[6];
+    if (f.has_src_mac) {
+      memcpy(src, f.src_mac, 6);
+    } else {
+      rte_ether_addr mac;
+      rte_eth_macaddr_get(f.out_port, &mac);
+      memcpy(src, mac.addr_bytes, 6);
+    }
+    e.target = static_cast<uint16_t>(adjacency_acquire(f.out_port, f.dst_mac, src));
+  }
+}
+
+void dataplane::release_entry(uint32_t idx) {
+  const flow_entry &e = ft_.entry(idx);
+  if (e.action != FLOW_ACT_ENCAP4IN6) adjacency_release(e.target);
+  ctl_[idx].state = slot_state::free;
+}
+
+uint64_t dataplane::handle_of(uint32_t idx) const {
+  return (uint64_t{ctl_[idx].gen} << HANDLE_INDEX_BITS) | idx;
+}
+
+bool dataplane::decode_handle(uint64_t handle, uint32_t *idx) const {
+  uint64_t i = handle & HANDLE_INDEX_MASK;
+  if (i >= ctl_.size()) return false;
+  if (ctl_[i].state != slot_state::orig || (handle >> HANDLE_INDEX_BITS) != ctl_[i].gen) return false;
+  *idx = static_cast<uint32_t>(i);
+  return true;
+}
+
+uint64_t dataplane::add_flow_pair(const flow_spec &orig, const flow_spec *reply) {
+  require_init();
+  validate_flow(orig);
+  if (reply != nullptr) validate_flow(*reply);
+  ft_.reclaim();
+  adj_pool_.reclaim();
+
+  uint32_t io = ft_.alloc();
+  uint32_t ir = FLOW_NONE;
+  if (io != FLOW_NONE && reply != nullptr) {
+    ir = ft_.alloc();
+    if (ir == FLOW_NONE) {
+      ft_.discard(io);
+      io = FLOW_NONE;
+    }
+  }
+  if (io == FLOW_NONE) {
+    flows_insert_failed_++;
+    throw dp_error(ERR_FLOWTABLE_FULL, "the flowtable is full (" + std::to_string(ft_.capacity()) + " flows)");
+  }
+  fill_entry(io, orig, ir);
+  ctl_[io].state = slot_state::orig;
+  if (reply != nullptr) {
+    fill_entry(ir, *reply, io);
+    ctl_[ir].state = slot_state::reply;
+  }
+
+  auto fail = [&](int rc, bool orig_published) {
+    flows_insert_failed_++;
+    release_entry(io);
+    if (orig_published)
+      ft_.remove(io);
+    else
+      ft_.discard(io);
+    if (ir != FLOW_NONE) {
+      release_entry(ir);
+      ft_.discard(ir);
+    }
+    if (rc == -EEXIST) throw dp_error(ERR_FLOW_EXISTS, "a flow with the same key is already offloaded");
+    throw dp_error(ERR_FLOWTABLE_FULL, "no room in the flowtable buckets for this key");
+  };
+  int rc = ft_.publish(io);
+  if (rc != 0) fail(rc, false);
+  if (ir != FLOW_NONE) {
+    rc = ft_.publish(ir);
+    if (rc != 0) fail(rc, true);
+  }
+  ctl_[io].gen = (ctl_[io].gen + 1) & HANDLE_GEN_MASK;
+  high_water_ = std::max({high_water_, io + 1, ir == FLOW_NONE ? 0 : ir + 1});
+  flows_added_++;
+  return handle_of(io);
+}
+
+void dataplane::remove_pair(uint32_t io) {
+  uint32_t ir = ft_.entry(io).pair;
+  release_entry(io);
+  ft_.remove(io);
+  if (ir != FLOW_NONE) {
+    release_entry(ir);
+    ft_.remove(ir);
+  }
+  flows_removed_++;
+}
+
+bool dataplane::remove_flow(uint64_t handle) {
+  require_init();
+  uint32_t idx;
+  if (!decode_handle(handle, &idx)) return false;
+  remove_pair(idx);
+  return true;
+}
+
+template <typename Pred>
+uint32_t dataplane::remove_flows_if(Pred pred) {
+  uint32_t removed = 0;
+  for (uint32_t i = 0; i < high_water_; i++) {
+    if (ctl_[i].state != slot_state::orig) continue;
+    const flow_entry &e = ft_.entry(i);
+    bool match = pred(e, i);
+    if (!match && e.pair != FLOW_NONE) match = pred(ft_.entry(e.pair), e.pair);
+    if (match) {
+      remove_pair(i);
+      removed++;
+    }
+  }
+  return removed;
+}
+
+uint32_t dataplane::flush_flows() {
+  require_init();
+  return remove_flows_if([](const flow_entry &, uint32_t) { return true; });
+}
+
+flow_spec dataplane::spec_of(uint32_t idx) const {
+  const flow_entry &e = ft_.entry(idx);
+  flow_spec f;
+  f.key = e.key;
+  f.action = e.action;
+  if (e.action == FLOW_ACT_ENCAP4IN6) {
+    f.tunnel = e.target;
+  } else {
+    const adjacency &a = adj_[e.target];
+    f.out_port = a.port;
+    memcpy(f.dst_mac, a.dst_mac, 6);
+    memcpy(f.src_mac, a.src_mac, 6);
+    f.has_src_mac = true;
+  }
+  return f;
+}
+
+flow_info dataplane::info_of(uint32_t io) const {
+  const flow_entry &e = ft_.entry(io);
+  flow_info info{};
+  info.handle = handle_of(io);
+  info.orig = spec_of(io);
+  info.orig_counter = ft_.counter(io);
+  uint32_t last = __atomic_load_n(&e.last_seen, __ATOMIC_RELAXED);
+  info.teardown = __atomic_load_n(&e.teardown, __ATOMIC_RELAXED) != 0;
+  if (e.pair != FLOW_NONE) {
+    const flow_entry &r = ft_.entry(e.pair);
+    info.has_reply = true;
+    info.reply = spec_of(e.pair);
+    info.reply_counter = ft_.counter(e.pair);
+    last = std::max(last, __atomic_load_n(&r.last_seen, __ATOMIC_RELAXED));
+    info.teardown = info.teardown || __atomic_load_n(&r.teardown, __ATOMIC_RELAXED) != 0;
+  }
+  uint32_t now = now_s();
+  info.idle_s = now > last ? now - last : 0;
+  return info;
+}
+
+bool dataplane::get_flow(uint64_t handle, flow_info *out) const {
+  require_init();
+  uint32_t idx;
+  if (!decode_handle(handle, &idx)) return false;
+  *out = info_of(idx);
+  return true;
+}
+
+std::vector<flow_info> dataplane::list_flows() const {
+  require_init();
+  std::vector<flow_info> flows;
+  for (uint32_t i = 0; i < high_water_; i++)
+    if (ctl_[i].state == slot_state::orig) flows.push_back(info_of(i));
+  return flows;
+}
+
+std::vector<reaped_flow> dataplane::reap(uint32_t tcp_timeout_s, uint32_t udp_timeout_s) {
+  require_init();
+  std::vector<reaped_flow> reaped;
+  for (uint32_t i = 0; i < high_water_; i++) {
+    if (ctl_[i].state != slot_state::orig) continue;
+    flow_info info = info_of(i);
+    uint32_t timeout = info.orig.key.l4proto == IPPROTO_TCP ? tcp_timeout_s : udp_timeout_s;
+    if (!info.teardown && info.idle_s < timeout) continue;
+    reaped.push_back({info, info.teardown ? reap_reason::teardown : reap_reason::idle});
+    remove_pair(i);
+  }
+  ft_.reclaim();
+  adj_pool_.reclaim();
+  return reaped;
+}
+
+// ---- stats -----------------------------------------------------------------------------
+
+dataplane_stats dataplane::stats() const {
+  require_init();
+  dataplane_stats s{};
+  for (const worker *w : workers_) {
+    worker_info wi{};
+    wi.index = w->index;
+    wi.lcore = w->lcore;
+    // Field by field with relaxed loads: each counter has one writer, its worker.
+    const uint64_t *src = reinterpret_cast<const uint64_t *>(&w->stats);
+    uint64_t *dst = reinterpret_cast<uint64_t *>(&wi.stats);
+    for (size_t i = 0; i < sizeof(worker_stats) / sizeof(uint64_t); i++) dst[i] = __atomic_load_n(&src[i], __ATOMIC_RELAXED);
+    s.rx_packets += wi.stats.rx_packets;
+    s.fast_packets += wi.stats.fast_packets;
+    s.fast_bytes += wi.stats.fast_bytes;
+    for (unsigned r = 0; r < PUNT_REASON_COUNT; r++) s.punts[r] += wi.stats.punts[r];
+    for (unsigned r = 0; r < DROP_REASON_COUNT; r++) s.drops[r] += wi.stats.drops[r];
+    s.workers.push_back(wi);
+  }
+  s.flows_active = static_cast<uint32_t>(flows_added_ - flows_removed_);
+  s.flow_entries = ft_.active();
+  s.flows_capacity = ft_.capacity();
+  s.flows_spilled = ft_.spilled();
+  s.flows_added = flows_added_;
+  s.flows_removed = flows_removed_;
+  s.flows_insert_failed = flows_insert_failed_;
+  s.adjacencies = static_cast<uint32_t>(adj_index_.size());
+  s.tsc_hz = shared_.tsc_hz;
+  s.now_s = now_s();
+  return s;
+}
+
+}  // namespace fg

@@ -1,0 +1,213 @@
+// The control plane of the fast path: EAL, ports, workers, tunnels, adjacencies and flows.
+// Every method runs on one control thread (the JavaScript thread); workers only read what
+// it publishes. Methods throw dp_error; none of them is ever called from an lcore.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <rte_mempool.h>
+
+#include "error.h"
+#include "flowtable.h"
+#include "snapshot.h"
+#include "tunnel.h"
+#include "worker.h"
+
+namespace fg {
+
+struct init_options {
+  std::vector<std::string> eal_args;  // argv for rte_eal_init, program name first
+  uint32_t flow_capacity = 1u << 20;
+  uint32_t mbufs = 16383;
+  uint16_t mbuf_data_room = RTE_MBUF_DEFAULT_DATAROOM;
+  uint16_t rx_desc = 1024;
+  uint16_t tx_desc = 1024;
+  idle_mode idle = idle_mode::busy;
+};
+
+struct port_spec {
+  std::string name;    // for messages and port_info
+  std::string device;  // PCI address or vdev devargs ("net_pcap0,rx_pcap=...")
+  uint16_t mtu = 0;    // 0: the device's own
+  bool has_mac = false;
+  uint8_t mac[6] = {};
+  bool promiscuous = false;
+  bool poll = true;    // the fast path polls its rx queues
+  int l3 = -1;         // no Ethernet header: -1 decide by driver (net_tun), 0 no, 1 yes
+};
+
+struct port_info {
+  uint16_t id;
+  std::string name;
+  std::string device;
+  std::string driver;
+  uint8_t mac[6];
+  uint16_t mtu;
+  uint16_t rx_queues;
+  uint16_t tx_queues;
+  bool link_up;
+  uint32_t link_speed_mbps;
+  bool l3;
+  bool poll;
+  uint16_t slowpath;
+};
+
+struct port_counters {
+  uint64_t rx_packets, rx_bytes, rx_missed, rx_errors, rx_nombuf;
+  uint64_t tx_packets, tx_bytes, tx_errors, tx_dropped;
+};
+
+// One direction of a flow, as the control plane describes it.
+struct flow_spec {
+  flow_key key;
+  uint8_t action = FLOW_ACT_NONE;
+  uint16_t out_port = PORT_NONE;  // FWD4, FWD6, DECAP4IN6
+  uint8_t dst_mac[6] = {};
+  bool has_src_mac = false;       // default: the output port's address
+  uint8_t src_mac[6] = {};
+  uint16_t tunnel = TUNNEL_NONE;  // ENCAP4IN6
+};
+
+struct flow_info {
+  uint64_t handle;
+  flow_spec orig;
+  bool has_reply;
+  flow_spec reply;
+  flow_counter orig_counter;
+  flow_counter reply_counter;
+  uint32_t idle_s;
+  bool teardown;
+};
+
+enum class reap_reason : uint8_t { teardown, idle };
+
+struct reaped_flow {
+  flow_info info;
+  reap_reason reason;
+};
+
+struct worker_info {
+  unsigned index;
+  unsigned lcore;
+  worker_stats stats;  // a relaxed copy
+};
+
+struct dataplane_stats {
+  std::vector<worker_info> workers;
+  uint64_t rx_packets, fast_packets, fast_bytes;
+  uint64_t punts[PUNT_REASON_COUNT];
+  uint64_t drops[DROP_REASON_COUNT];
+  uint32_t flows_active;  // connections (pairs or one-way flows)
+  uint32_t flow_entries;  // flowtable entries: one per direction
+  uint32_t flows_capacity, flows_spilled;
+  uint64_t flows_added, flows_removed, flows_insert_failed;
+  uint32_t adjacencies;
+  uint64_t tsc_hz;
+  uint32_t now_s;
+};
+
+class dataplane {
+ public:
+  dataplane() = default;
+  ~dataplane();
+  dataplane(const dataplane &) = delete;
+  dataplane &operator=(const dataplane &) = delete;
+
+  // EAL, mbuf pool, flowtable, RCU; the EAL worker lcores become this dataplane's workers.
+  void init(const init_options &opts);
+  // Stop workers, close ports, free everything, rte_eal_cleanup(). Idempotent.
+  void shutdown();
+  bool initialized() const { return initialized_; }
+
+  uint16_t add_port(const port_spec &spec);
+  void remove_port(uint16_t port);
+  void set_port_slowpath(uint16_t port, uint16_t slowpath);
+  void set_port_mtu(uint16_t port, uint16_t mtu);
+  port_info get_port_info(uint16_t port) const;
+  port_counters get_port_counters(uint16_t port) const;
+  std::vector<uint16_t> ports() const;
+
+  void start();
+  void stop();
+  bool running() const { return running_; }
+
+  uint16_t add_tunnel(const tunnel_params &p);
+  void update_tunnel(uint16_t id, const tunnel_params &p);
+  void remove_tunnel(uint16_t id);
+
+  // Both directions of a connection, installed together; reply may be null (one-way UDP).
+  uint64_t add_flow_pair(const flow_spec &orig, const flow_spec *reply);
+  bool remove_flow(uint64_t handle);
+  bool get_flow(uint64_t handle, flow_info *out) const;
+  std::vector<flow_info> list_flows() const;
+  // Remove flows marked for teardown and flows idle longer than their protocol's timeout.
+  std::vector<reaped_flow> reap(uint32_t tcp_timeout_s, uint32_t udp_timeout_s);
+  // Remove every flow; returns how many pairs were removed.
+  uint32_t flush_flows();
+
+  dataplane_stats stats() const;
+  uint32_t now_s() const;
+
+ private:
+  enum class slot_state : uint8_t { free, orig, reply };
+  struct flow_ctl {
+    uint32_t gen = 0;
+    slot_state state = slot_state::free;
+  };
+  struct port_state {
+    bool used = false;
+    port_spec spec;
+    std::string driver;
+    uint16_t rx_queues = 0;
+    uint16_t tx_queues = 0;
+    bool l3 = false;
+  };
+  using adj_key = std::array<uint8_t, 14>;  // port (2) + dst MAC + src MAC
+
+  void require_init() const;
+  void require_port(uint16_t port) const;
+  std::unique_ptr<snapshot> next_snapshot() const;
+  void publish(std::unique_ptr<snapshot> next);
+  void rebuild_plans(snapshot &s) const;
+
+  void validate_flow(const flow_spec &f) const;
+  void fill_entry(uint32_t idx, const flow_spec &f, uint32_t pair);
+  void release_entry(uint32_t idx);
+  void remove_pair(uint32_t orig_idx);
+  flow_spec spec_of(uint32_t idx) const;
+  flow_info info_of(uint32_t orig_idx) const;
+  uint64_t handle_of(uint32_t idx) const;
+  bool decode_handle(uint64_t handle, uint32_t *idx) const;
+  template <typename Pred>
+  uint32_t remove_flows_if(Pred pred);
+
+  uint32_t adjacency_acquire(uint16_t port, const uint8_t dst[6], const uint8_t src[6]);
+  void adjacency_release(uint32_t idx);
+
+  bool initialized_ = false;
+  bool running_ = false;
+  init_options opts_;
+  rte_mempool *pool_ = nullptr;
+  rte_rcu_qsbr *qsbr_ = nullptr;
+  flowtable ft_;
+  std::vector<flow_ctl> ctl_;
+  uint32_t high_water_ = 0;  // one past the highest flow index ever handed out
+  uint64_t flows_added_ = 0, flows_removed_ = 0, flows_insert_failed_ = 0;
+
+  adjacency *adj_ = nullptr;
+  rcu_index_pool adj_pool_;
+  std::map<adj_key, uint32_t> adj_index_;
+  std::vector<uint32_t> adj_refs_;
+
+  std::array<port_state, MAX_PORTS> ports_{};
+  std::vector<worker *> workers_;
+  worker_shared shared_{};
+  snapshot *snap_ = nullptr;
+};
+
+}  // namespace fg

@@ -1,0 +1,118 @@
+#include "flowtable.h"
+
+#include <rte_common.h>
+
+namespace fg {
+
+int flowtable::create(uint32_t capacity, unsigned n_workers, rte_rcu_qsbr *qsbr,
+                      const mem_ops &mem, int socket) {
+  if (capacity == 0 || capacity > MAX_FLOWS || n_workers > MAX_WORKERS) return -EINVAL;
+  destroy();
+  mem_ = &mem;
+  capacity_ = capacity;
+  n_workers_ = n_workers;
+  // Eight slots a bucket at no more than 50 % occupancy: four keys a bucket on average.
+  uint32_t n_buckets = rte_align32pow2((capacity + 3) / 4);
+  if (n_buckets < 2) n_buckets = 2;
+  mask_ = n_buckets - 1;
+  buckets_ = static_cast<bucket *>(mem.alloc(sizeof(bucket) * n_buckets, CACHE_LINE, socket));
+  entries_ = static_cast<flow_entry *>(mem.alloc(sizeof(flow_entry) * capacity, CACHE_LINE, socket));
+  bool ok = buckets_ != nullptr && entries_ != nullptr;
+  for (unsigned w = 0; ok && w < n_workers; w++) {
+    counters_[w] = static_cast<flow_counter *>(
+        mem.alloc(sizeof(flow_counter) * capacity, CACHE_LINE, socket));
+    ok = counters_[w] != nullptr;
+  }
+  if (!ok) {
+    destroy();
+    return -ENOMEM;
+  }
+  pool_.init(capacity, qsbr);
+  active_ = 0;
+  spilled_ = 0;
+  return 0;
+}
+
+void flowtable::destroy() {
+  if (mem_ == nullptr) return;
+  mem_->free(buckets_);
+  mem_->free(entries_);
+  for (auto &c : counters_) {
+    mem_->free(c);
+    c = nullptr;
+  }
+  buckets_ = nullptr;
+  entries_ = nullptr;
+  mem_ = nullptr;
+}
+
+uint32_t flowtable::find(const flow_key &key) const {
+  uint32_t h = flow_key_hash(&key);
+  const bucket *b = &buckets_[primary(h)];
+  uint32_t idx = search(b, signature(h), key);
+  if (idx == FLOW_NONE && b->spilled != 0) idx = search(&buckets_[secondary(h)], signature(h), key);
+  return idx;
+}
+
+int flowtable::publish(uint32_t idx) {
+  flow_entry &e = entries_[idx];
+  if (find(e.key) != FLOW_NONE) return -EEXIST;
+
+  uint32_t h = flow_key_hash(&e.key);
+  uint16_t sig = signature(h);
+  bucket *prim = &buckets_[primary(h)];
+  bucket *home = prim;
+  unsigned free_slots = match(prim, 0);
+  if (free_slots == 0) {
+    home = &buckets_[secondary(h)];
+    free_slots = match(home, 0);
+    if (free_slots == 0) return -ENOSPC;
+    // Counted before the key becomes visible, so a reader that can see the key in the
+    // secondary also knows to look there.
+    __atomic_store_n(&prim->spilled, prim->spilled + 1, __ATOMIC_RELEASE);
+    spilled_++;
+  }
+  // Zero this index's per-lcore counters: after the grace period that freed it, no lcore
+  // counts into it until it is published below.
+  for (unsigned w = 0; w < n_workers_; w++) counters_[w][idx] = flow_counter{0, 0};
+
+  unsigned slot = static_cast<unsigned>(__builtin_ctz(free_slots)) >> 1;
+  __atomic_store_n(&home->idx[slot], idx, __ATOMIC_RELAXED);
+  __atomic_store_n(&home->sig[slot], sig, __ATOMIC_RELEASE);
+  active_++;
+  return 0;
+}
+
+void flowtable::remove(uint32_t idx) {
+  const flow_entry &e = entries_[idx];
+  uint32_t h = flow_key_hash(&e.key);
+  uint16_t sig = signature(h);
+  bucket *prim = &buckets_[primary(h)];
+  bucket *candidates[2] = {prim, &buckets_[secondary(h)]};
+  for (unsigned c = 0; c < 2; c++) {
+    bucket *b = candidates[c];
+    for (unsigned m = match(b, sig); m != 0; m &= m - 1) {
+      unsigned slot = static_cast<unsigned>(__builtin_ctz(m)) >> 1;
+      if (b->idx[slot] != idx) continue;
+      __atomic_store_n(&b->sig[slot], uint16_t{0}, __ATOMIC_RELEASE);
+      if (c == 1) {
+        __atomic_store_n(&prim->spilled, prim->spilled - 1, __ATOMIC_RELEASE);
+        spilled_--;
+      }
+      active_--;
+      pool_.release(idx);
+      return;
+    }
+  }
+}
+
+flow_counter flowtable::counter(uint32_t idx) const {
+  flow_counter sum{0, 0};
+  for (unsigned w = 0; w < n_workers_; w++) {
+    sum.packets += __atomic_load_n(&counters_[w][idx].packets, __ATOMIC_RELAXED);
+    sum.bytes += __atomic_load_n(&counters_[w][idx].bytes, __ATOMIC_RELAXED);
+  }
+  return sum;
+}
+
+}  // namespace fg

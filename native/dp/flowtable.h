@@ -1,0 +1,177 @@
+// The flowtable: a cache of the kernel's forwarding decisions, keyed by flow_key.
+//
+// Layout. Buckets of eight 16-bit signatures and eight 32-bit entry indices fill one cache
+// line; entries (key + action) fill another. A key lives in its primary bucket, or in its
+// secondary bucket when the primary is full; keys never move afterwards, so readers need no
+// retry loop (there is no cuckoo displacement). The table is sized for at most 50 % bucket
+// occupancy, where the secondary is rarely needed; each bucket counts the keys that spilled
+// out of it so that a miss only looks at the secondary when something can be there.
+//
+// Concurrency. Lcores read lock-free; only the control thread writes. An entry is written
+// completely before its index and then its signature are stored into a bucket slot
+// (release); removal clears the signature, and the entry index is recycled only after an
+// RCU QSBR grace period (rcu_index_pool), so a reader that matched a signature always
+// compares against a live entry whose key is authoritative.
+//
+// Per packet, lcores write nothing shared: packet and byte counters live in per-lcore
+// arrays, last_seen is refreshed at most once a second, and the teardown mark is set only
+// on TCP FIN/RST.
+#pragma once
+
+#include <cerrno>
+#include <cstdint>
+
+#include <emmintrin.h>
+#include <rte_prefetch.h>
+#include <rte_rcu_qsbr.h>
+
+#include "common.h"
+#include "flow_key.h"
+#include "memory.h"
+#include "rcu_pool.h"
+
+namespace fg {
+
+enum flow_action : uint8_t {
+  FLOW_ACT_NONE = 0,
+  FLOW_ACT_FWD4,       // IPv4: TTL-1, Ethernet rewrite
+  FLOW_ACT_FWD6,       // IPv6: hop limit-1, Ethernet rewrite
+  FLOW_ACT_DECAP4IN6,  // strip outer IPv6 (+ destination options), then as FWD4
+  FLOW_ACT_ENCAP4IN6,  // as FWD4, then prepend the tunnel's outer headers
+};
+
+struct alignas(CACHE_LINE) flow_entry {
+  flow_key key;        // control: written before publish; lcores: read
+  uint8_t action;      // flow_action; control: written before publish; lcores: read
+  uint8_t teardown;    // lcores: set on TCP FIN/RST; control: reads and reaps
+  uint16_t target;     // adjacency index (FWD*, DECAP) or tunnel index (ENCAP); as action
+  uint32_t flowlabel;  // ENCAP with per-flow labels: this flow's label; as action
+  uint32_t last_seen;  // dataplane seconds; lcores: refresh when > 1 s stale; control: reads
+  uint32_t pair;       // reverse direction's index or FLOW_NONE; control: writes before publish
+};
+static_assert(sizeof(flow_entry) == CACHE_LINE, "a flow entry is one cache line");
+
+struct flow_counter {
+  uint64_t packets;
+  uint64_t bytes;
+};
+
+class flowtable {
+ public:
+  // Keys looked up per lookup_bulk call.
+  static constexpr unsigned MAX_LOOKUP = 64;
+
+  flowtable() = default;
+  flowtable(const flowtable &) = delete;
+  flowtable &operator=(const flowtable &) = delete;
+  ~flowtable() { destroy(); }
+
+  // Control thread. Returns 0 or a negative errno (-ENOMEM, -EINVAL).
+  int create(uint32_t capacity, unsigned n_workers, rte_rcu_qsbr *qsbr, const mem_ops &mem,
+             int socket);
+  void destroy();
+
+  // Control thread: an entry index to fill in, or FLOW_NONE when the table is full.
+  uint32_t alloc() { return pool_.alloc(); }
+  // Control thread: return an index that was allocated but never published.
+  void discard(uint32_t idx) { pool_.release(idx); }
+  // Control thread: link a filled entry into its bucket. 0, -EEXIST when its key is
+  // already present, -ENOSPC when both of its buckets are full.
+  int publish(uint32_t idx);
+  // Control thread: unlink a published entry and free it after a grace period.
+  void remove(uint32_t idx);
+  // Control thread: the published entry with this key, or FLOW_NONE.
+  uint32_t find(const flow_key &key) const;
+  // Control thread: packet and byte counters summed over the lcores.
+  flow_counter counter(uint32_t idx) const;
+  // Control thread: free entries whose grace period has passed.
+  void reclaim() { pool_.reclaim(false); }
+
+  flow_entry &entry(uint32_t idx) { return entries_[idx]; }
+  const flow_entry &entry(uint32_t idx) const { return entries_[idx]; }
+  flow_counter *worker_counters(unsigned worker) const { return counters_[worker]; }
+
+  uint32_t capacity() const { return capacity_; }
+  uint32_t active() const { return active_; }
+  uint32_t bucket_count() const { return mask_ + 1; }
+  // Entries that live in their secondary bucket (a measure of table pressure).
+  uint32_t spilled() const { return spilled_; }
+
+  // Lcores: look up n <= MAX_LOOKUP keys; out[i] is the entry index or FLOW_NONE. Three
+  // passes over the batch (hash + prefetch bucket, match signatures + prefetch entry,
+  // compare keys) so that each pass's memory loads are in flight together.
+  inline void lookup_bulk(const flow_key *keys, unsigned n, uint32_t *out) const;
+
+ private:
+  struct alignas(CACHE_LINE) bucket {
+    uint16_t sig[8];    // 0: empty slot
+    uint32_t idx[8];    // entry index of each occupied slot
+    uint32_t spilled;   // keys whose primary is this bucket but which live in the secondary
+    uint32_t pad[3];
+  };
+  static_assert(sizeof(bucket) == CACHE_LINE, "a bucket is one cache line");
+
+  static uint16_t signature(uint32_t hash) {
+    return static_cast<uint16_t>(((hash * 0x9e3779b1u) >> 16) | 1u);
+  }
+  uint32_t primary(uint32_t hash) const { return hash & mask_; }
+  uint32_t secondary(uint32_t hash) const {
+    // Never equal to the primary: the xor term's lowest bit is always set.
+    return (hash ^ (((hash >> 12) * 0x85ebca6bu) | 1u)) & mask_;
+  }
+  static unsigned match(const bucket *b, uint16_t sig) {
+    __m128i sigs = _mm_load_si128(reinterpret_cast<const __m128i *>(b->sig));
+    // Entry indices are read after the signatures (the writer stores them before).
+    __atomic_thread_fence(__ATOMIC_ACQUIRE);
+    __m128i eq = _mm_cmpeq_epi16(sigs, _mm_set1_epi16(static_cast<short>(sig)));
+    // One bit per slot, at even positions: slot = bit / 2.
+    return static_cast<unsigned>(_mm_movemask_epi8(eq)) & 0x5555u;
+  }
+  uint32_t search(const bucket *b, uint16_t sig, const flow_key &key) const {
+    for (unsigned m = match(b, sig); m != 0; m &= m - 1) {
+      unsigned slot = static_cast<unsigned>(__builtin_ctz(m)) >> 1;
+      uint32_t idx = __atomic_load_n(&b->idx[slot], __ATOMIC_RELAXED);
+      if (flow_key_equal(&entries_[idx].key, &key)) return idx;
+    }
+    return FLOW_NONE;
+  }
+
+  bucket *buckets_ = nullptr;
+  flow_entry *entries_ = nullptr;
+  flow_counter *counters_[MAX_WORKERS] = {};
+  uint32_t mask_ = 0;
+  uint32_t capacity_ = 0;
+  unsigned n_workers_ = 0;
+  uint32_t active_ = 0;
+  uint32_t spilled_ = 0;
+  rcu_index_pool pool_;
+  const mem_ops *mem_ = nullptr;
+};
+
+inline void flowtable::lookup_bulk(const flow_key *keys, unsigned n, uint32_t *out) const {
+  uint32_t hash[MAX_LOOKUP];
+  const bucket *prim[MAX_LOOKUP];
+  unsigned cand[MAX_LOOKUP];
+
+  for (unsigned i = 0; i < n; i++) {
+    hash[i] = flow_key_hash(&keys[i]);
+    prim[i] = &buckets_[primary(hash[i])];
+    rte_prefetch0(prim[i]);
+  }
+  for (unsigned i = 0; i < n; i++) {
+    cand[i] = match(prim[i], signature(hash[i]));
+    if (cand[i] != 0) {
+      unsigned slot = static_cast<unsigned>(__builtin_ctz(cand[i])) >> 1;
+      rte_prefetch0(&entries_[__atomic_load_n(&prim[i]->idx[slot], __ATOMIC_RELAXED)]);
+    }
+  }
+  for (unsigned i = 0; i < n; i++) {
+    uint32_t found = FLOW_NONE;
+    if (cand[i] != 0) found = search(prim[i], signature(hash[i]), keys[i]);
+    if (found == FLOW_NONE && __atomic_load_n(&prim[i]->spilled, __ATOMIC_RELAXED) != 0)
+      found = search(&buckets_[secondary(hash[i])], signature(hash[i]), keys[i]);
+    out[i] = found;
+  }
+}
+
+}  // namespace fg

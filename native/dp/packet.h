@@ -1,0 +1,307 @@
+// Packet parsing and header writes for the fast path. Pure functions over an mbuf's first
+// segment: no EAL, no ethdev, so the test-only exports run exactly this code.
+//
+// parse_packet() never reads past the packet: every header is checked against both the
+// bytes the frame holds (drop: truncated) and the bytes its first segment holds (punt:
+// segmented) before it is read.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+
+#include <netinet/in.h>
+#include <rte_byteorder.h>
+#include <rte_ether.h>
+#include <rte_ip.h>
+#include <rte_mbuf.h>
+#include <rte_tcp.h>
+#include <rte_udp.h>
+
+#include "common.h"
+#include "flow_key.h"
+#include "reasons.h"
+
+namespace fg {
+
+constexpr uint16_t ETH_HLEN = sizeof(rte_ether_hdr);
+constexpr uint16_t IP4_HLEN = sizeof(rte_ipv4_hdr);
+constexpr uint16_t IP6_HLEN = sizeof(rte_ipv6_hdr);
+constexpr uint8_t IPPROTO_DSTOPTS_HDR = 60;
+constexpr uint8_t IP6_OPT_PAD1 = 0;
+constexpr uint8_t IP6_OPT_PADN = 1;
+constexpr uint8_t IP6_OPT_TNL_ENCAP_LIMIT = 4;  // RFC 2473 section 5.1
+
+constexpr uint8_t TCP_FLAGS_EXCEPTION = RTE_TCP_SYN_FLAG | RTE_TCP_FIN_FLAG | RTE_TCP_RST_FLAG;
+constexpr uint8_t TCP_FLAGS_TEARDOWN = RTE_TCP_FIN_FLAG | RTE_TCP_RST_FLAG;
+
+// ECN codepoints (RFC 3168) in the low two bits of the IPv4 TOS / IPv6 traffic class.
+constexpr uint8_t ECN_MASK = 0x03;
+constexpr uint8_t ECN_NOT_ECT = 0x00;
+constexpr uint8_t ECN_ECT_0 = 0x02;
+constexpr uint8_t ECN_CE = 0x03;
+
+// What parsing (or acting on) a packet decided, when it is not "look it up and forward".
+struct verdict {
+  enum kind_t : uint8_t { OK, PUNT, DROP } kind;
+  uint8_t reason;  // punt_reason or drop_reason
+
+  static constexpr verdict ok() { return {OK, 0}; }
+  static constexpr verdict punt(punt_reason r) { return {PUNT, static_cast<uint8_t>(r)}; }
+  static constexpr verdict drop(drop_reason r) { return {DROP, static_cast<uint8_t>(r)}; }
+  bool is_ok() const { return kind == OK; }
+};
+
+// Per-packet facts parse_packet() found, for the action stage.
+struct pkt_meta {
+  uint16_t l3_off;     // offset of the IPv4/IPv6 header to forward (inner one when tunnelled)
+  uint16_t l3_len;     // its length by its own header (IPv6: 40 + payload length); 0 until known
+  uint16_t outer_len;  // tunnelled: outer IPv6 header + destination options; otherwise 0
+  uint8_t tcp_flags;   // TCP: the SYN/FIN/RST bits; otherwise 0
+  uint8_t pad;
+};
+
+namespace detail {
+
+inline uint16_t load_be16(const uint8_t *p) {
+  uint16_t v;
+  memcpy(&v, p, sizeof(v));
+  return v;  // still network order
+}
+
+// Bounds for one header: it must be within the packet's own length (else the packet is
+// truncated garbage) and within the first segment (else it is valid but not linear here).
+struct bounds {
+  uint32_t seg;    // readable bytes from the start of the frame in the first segment
+  uint32_t limit;  // end of the current IP packet as its enclosing header says, from frame start
+
+  verdict need(uint32_t end) const {
+    if (end > limit) return verdict::drop(drop_reason::truncated);
+    if (end > seg) return verdict::punt(punt_reason::segmented);
+    return verdict::ok();
+  }
+};
+
+inline verdict parse_l4(const uint8_t *frame, uint32_t l4_off, uint8_t proto, const bounds &b,
+                        flow_key *key, pkt_meta *meta) {
+  uint32_t l4_min;
+  if (proto == IPPROTO_TCP)
+    l4_min = sizeof(rte_tcp_hdr);
+  else if (proto == IPPROTO_UDP)
+    l4_min = sizeof(rte_udp_hdr);
+  else
+    return verdict::punt(punt_reason::l4proto);
+  verdict v = b.need(l4_off + l4_min);
+  if (!v.is_ok()) return v;
+  const uint8_t *l4 = frame + l4_off;
+  memcpy(&key->sport, l4, 2);  // TCP and UDP both start with the two ports
+  memcpy(&key->dport, l4 + 2, 2);
+  key->l4proto = proto;
+  if (proto == IPPROTO_TCP) {
+    const auto *tcp = reinterpret_cast<const rte_tcp_hdr *>(l4);
+    if ((tcp->data_off >> 4) < 5) return verdict::drop(drop_reason::bad_header);
+    meta->tcp_flags = tcp->tcp_flags & TCP_FLAGS_EXCEPTION;
+  }
+  return verdict::ok();
+}
+
+inline verdict parse_ip4(const uint8_t *frame, uint32_t off, bounds b, flow_key *key,
+                         pkt_meta *meta) {
+  verdict v = b.need(off + IP4_HLEN);
+  if (!v.is_ok()) return v;
+  const auto *ip = reinterpret_cast<const rte_ipv4_hdr *>(frame + off);
+  if ((ip->version_ihl >> 4) != 4) return verdict::drop(drop_reason::bad_header);
+  uint32_t ihl = (ip->version_ihl & RTE_IPV4_HDR_IHL_MASK) * RTE_IPV4_IHL_MULTIPLIER;
+  uint32_t tot = rte_be_to_cpu_16(ip->total_length);
+  if (ihl < IP4_HLEN || tot < ihl) return verdict::drop(drop_reason::bad_header);
+  if (off + tot > b.limit) return verdict::drop(drop_reason::truncated);
+  b.limit = off + tot;
+  meta->l3_off = static_cast<uint16_t>(off);
+  meta->l3_len = static_cast<uint16_t>(tot);
+  if (ihl != IP4_HLEN) return verdict::punt(punt_reason::ip_options);
+  if (ip->fragment_offset & rte_cpu_to_be_16(RTE_IPV4_HDR_MF_FLAG | RTE_IPV4_HDR_OFFSET_MASK))
+    return verdict::punt(punt_reason::fragment);
+  key->l3proto = FLOW_L3_IPV4;
+  key->ip4.src = ip->src_addr;
+  key->ip4.dst = ip->dst_addr;
+  v = parse_l4(frame, off + IP4_HLEN, ip->next_proto_id, b, key, meta);
+  if (!v.is_ok()) return v;
+  if (ip->time_to_live <= 1) return verdict::punt(punt_reason::ttl_expired);
+  return verdict::ok();
+}
+
+inline bool ip6_is_extension(uint8_t nh) {
+  switch (nh) {
+    case 0:    // hop-by-hop options
+    case 43:   // routing
+    case 44:   // fragment
+    case 50:   // ESP
+    case 51:   // AH
+    case 60:   // destination options
+    case 135:  // mobility
+    case 139:  // HIP
+    case 140:  // shim6
+    case 253:
+    case 254:  // experimental
+      return true;
+    default:
+      return false;
+  }
+}
+
+// The destination options header a tunnel entry point adds (RFC 2473 section 4.1.1): only
+// the Tunnel Encapsulation Limit option and padding may appear; anything else is for the
+// kernel to interpret.
+inline verdict parse_tunnel_dstopts(const uint8_t *frame, uint32_t off, const bounds &b,
+                                    uint32_t *len) {
+  verdict v = b.need(off + 8);
+  if (!v.is_ok()) return v;
+  const uint8_t *opt = frame + off;
+  uint32_t hlen = (static_cast<uint32_t>(opt[1]) + 1) * 8;
+  v = b.need(off + hlen);
+  if (!v.is_ok()) return v;
+  if (opt[0] != IPPROTO_IPIP) return verdict::punt(punt_reason::ipv6_ext);
+  for (uint32_t i = 2; i < hlen;) {
+    uint8_t type = opt[i];
+    if (type == IP6_OPT_PAD1) {
+      i++;
+      continue;
+    }
+    if (i + 2 > hlen || i + 2 + opt[i + 1] > hlen) return verdict::drop(drop_reason::bad_header);
+    uint8_t olen = opt[i + 1];
+    if (type != IP6_OPT_PADN && !(type == IP6_OPT_TNL_ENCAP_LIMIT && olen == 1))
+      return verdict::punt(punt_reason::ipv6_ext);
+    i += 2u + olen;
+  }
+  *len = hlen;
+  return verdict::ok();
+}
+
+inline verdict parse_ip6(const uint8_t *frame, uint32_t off, bounds b, flow_key *key,
+                         pkt_meta *meta) {
+  verdict v = b.need(off + IP6_HLEN);
+  if (!v.is_ok()) return v;
+  const auto *ip6 = reinterpret_cast<const rte_ipv6_hdr *>(frame + off);
+  if ((frame[off] >> 4) != 6) return verdict::drop(drop_reason::bad_header);
+  uint32_t plen = rte_be_to_cpu_16(ip6->payload_len);
+  if (off + IP6_HLEN + plen > b.limit) return verdict::drop(drop_reason::truncated);
+  b.limit = off + IP6_HLEN + plen;
+  meta->l3_off = static_cast<uint16_t>(off);
+  meta->l3_len = static_cast<uint16_t>(IP6_HLEN + plen);
+
+  uint8_t nh = ip6->proto;
+  uint32_t outer_len = IP6_HLEN;
+  if (nh == IPPROTO_DSTOPTS_HDR) {
+    uint32_t opt_len;
+    v = parse_tunnel_dstopts(frame, off + IP6_HLEN, b, &opt_len);
+    if (!v.is_ok()) return v;
+    nh = IPPROTO_IPIP;
+    outer_len += opt_len;
+  }
+  if (nh == IPPROTO_IPIP) {
+    // IPv4 in IPv6: the flow is the inner packet's, from this outer source to this outer
+    // destination. Whether they are a configured tunnel's endpoints is the lookup's business.
+    meta->outer_len = static_cast<uint16_t>(outer_len);
+    memcpy(key->ip4.outer_src, ip6->src_addr, 16);
+    memcpy(key->ip4.outer_dst, ip6->dst_addr, 16);
+    meta->l3_len = 0;
+    return parse_ip4(frame, off + outer_len, b, key, meta);
+  }
+  if (ip6_is_extension(nh))
+    return verdict::punt(nh == 44 ? punt_reason::fragment : punt_reason::ipv6_ext);
+  key->l3proto = FLOW_L3_IPV6;
+  memcpy(key->ip6.src, ip6->src_addr, 16);
+  memcpy(key->ip6.dst, ip6->dst_addr, 16);
+  v = parse_l4(frame, off + IP6_HLEN, nh, b, key, meta);
+  if (!v.is_ok()) return v;
+  if (ip6->hop_limits <= 1) return verdict::punt(punt_reason::ttl_expired);
+  return verdict::ok();
+}
+
+}  // namespace detail
+
+// Parse an Ethernet frame into its flow key. Reads the first segment only.
+// Sets: *key (all 48 bytes), *meta. Reads: packet data, data_len, pkt_len.
+inline verdict parse_packet(const rte_mbuf *m, uint16_t in_port, flow_key *key, pkt_meta *meta) {
+  flow_key_zero(key);
+  key->in_port = in_port;
+  *meta = pkt_meta{};
+  const uint8_t *frame = rte_pktmbuf_mtod(m, const uint8_t *);
+  detail::bounds b{m->data_len, m->pkt_len};
+  verdict v = b.need(ETH_HLEN);
+  if (!v.is_ok()) return v;
+  uint16_t ether_type = detail::load_be16(frame + 12);
+  if (ether_type == rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4))
+    return detail::parse_ip4(frame, ETH_HLEN, b, key, meta);
+  if (ether_type == rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV6))
+    return detail::parse_ip6(frame, ETH_HLEN, b, key, meta);
+  return verdict::punt(punt_reason::non_ip);
+}
+
+// Incremental checksum update for one 16-bit word (RFC 1624, eqn. 3). All three values in
+// network byte order: one's complement sums do not care which order, as long as it is one.
+inline rte_be16_t csum_replace16(rte_be16_t check, rte_be16_t old_word, rte_be16_t new_word) {
+  uint32_t sum = static_cast<uint16_t>(~check);
+  sum += static_cast<uint16_t>(~old_word);
+  sum += new_word;
+  sum = (sum & 0xffff) + (sum >> 16);
+  sum = (sum & 0xffff) + (sum >> 16);
+  return static_cast<rte_be16_t>(~sum);
+}
+
+// TTL-1 with the header checksum updated incrementally. Caller checked TTL > 1.
+inline void ip4_dec_ttl(rte_ipv4_hdr *ip) {
+  rte_be16_t before;
+  memcpy(&before, &ip->time_to_live, 2);  // TTL and protocol form one checksum word
+  ip->time_to_live--;
+  rte_be16_t after;
+  memcpy(&after, &ip->time_to_live, 2);
+  ip->hdr_checksum = csum_replace16(ip->hdr_checksum, before, after);
+}
+
+inline void ip4_set_tos(rte_ipv4_hdr *ip, uint8_t tos) {
+  rte_be16_t before;
+  memcpy(&before, &ip->version_ihl, 2);  // version/IHL and TOS form one checksum word
+  ip->type_of_service = tos;
+  rte_be16_t after;
+  memcpy(&after, &ip->version_ihl, 2);
+  ip->hdr_checksum = csum_replace16(ip->hdr_checksum, before, after);
+}
+
+inline void ip6_dec_hop_limit(rte_ipv6_hdr *ip6) { ip6->hop_limits--; }
+
+inline uint8_t ip6_traffic_class(const rte_ipv6_hdr *ip6) {
+  return static_cast<uint8_t>(rte_be_to_cpu_32(ip6->vtc_flow) >> 20);
+}
+
+// Tunnel entry (Linux INET_ECN_encapsulate, RFC 6040 normal mode as Linux does it): the
+// outer ECN field copies the inner one, except that CE becomes ECT(0).
+inline uint8_t ecn_encapsulate(uint8_t outer_tclass, uint8_t inner_tos) {
+  uint8_t inner_ecn = inner_tos & ECN_MASK;
+  return static_cast<uint8_t>((outer_tclass & ~ECN_MASK) |
+                              (inner_ecn == ECN_CE ? ECN_ECT_0 : inner_ecn));
+}
+
+// Tunnel exit (RFC 6040 section 4.2, as Linux INET_ECN_decapsulate): CE on the outer header
+// marks an ECN-capable inner packet CE and drops a not-ECN-capable one. Returns false to drop.
+inline bool ecn_decapsulate(uint8_t outer_tclass, rte_ipv4_hdr *inner) {
+  if ((outer_tclass & ECN_MASK) != ECN_CE) return true;
+  uint8_t tos = inner->type_of_service;
+  if ((tos & ECN_MASK) == ECN_NOT_ECT) return false;
+  if ((tos & ECN_MASK) != ECN_CE) ip4_set_tos(inner, tos | ECN_CE);
+  return true;
+}
+
+// Cut link-layer padding (and anything else) after the IP packet: a 60-byte minimum frame
+// carrying a 40-byte TCP ACK must not grow a 6-byte tail inside a tunnel.
+inline void trim_to(rte_mbuf *m, uint32_t len) {
+  if (m->pkt_len <= len) return;
+  uint32_t excess = m->pkt_len - len;
+  if (m->nb_segs == 1) {
+    m->data_len = static_cast<uint16_t>(m->data_len - excess);
+    m->pkt_len = len;
+  } else {
+    rte_pktmbuf_trim(m, static_cast<uint16_t>(excess));  // fails only if excess spans segments
+  }
+}
+
+}  // namespace fg

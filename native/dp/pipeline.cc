@@ -1,0 +1,173 @@
+#include "pipeline.h"
+
+#include <rte_prefetch.h>
+
+#include "packet.h"
+#include "tunnel.h"
+
+namespace fg {
+namespace {
+
+inline void tx_enqueue(pipeline &pl, uint16_t port, rte_mbuf *m) {
+  tx_buffer &b = pl.tx[port];
+  if (b.n == 0) pl.dirty[pl.n_dirty++] = port;
+  b.pkts[b.n++] = m;
+}
+
+inline void drop(pipeline &pl, rte_mbuf *m, drop_reason r) {
+  pl.stats->drops[static_cast<unsigned>(r)]++;
+  pl.drops[pl.n_drops++] = m;
+}
+
+// A tunnel whose punted packets go decapsulated to its own slow-path port (the kernel's
+// TUN device for it), matched by outer source = remote and outer destination = local.
+const tunnel *slowpath_tunnel(const snapshot *s, const rte_ipv6_hdr *outer) {
+  for (const tunnel &t : s->tun) {
+    if (t.slowpath_port != PORT_NONE && tunnel_matches(t, outer->src_addr, outer->dst_addr))
+      return &t;
+  }
+  return nullptr;
+}
+
+// Hand a packet to the slow path. Uses: meta.outer_len/l3_len of tunnelled packets.
+void punt(pipeline &pl, rte_mbuf *m, uint16_t in_port, punt_reason r, const pkt_meta &meta) {
+  pl.stats->punts[static_cast<unsigned>(r)]++;
+  const snapshot *s = pl.snap;
+  // l3_len != 0: parsing validated the inner IPv4 header, so it can be read and decapsulated.
+  if (meta.outer_len != 0 && meta.l3_len != 0) {
+    auto *outer = rte_pktmbuf_mtod_offset(m, const rte_ipv6_hdr *, ETH_HLEN);
+    if (const tunnel *t = slowpath_tunnel(s, outer)) {
+      auto *inner = rte_pktmbuf_mtod_offset(m, rte_ipv4_hdr *, meta.l3_off);
+      if (!ecn_decapsulate(ip6_traffic_class(outer), inner)) return drop(pl, m, drop_reason::ecn);
+      rte_pktmbuf_adj(m, meta.l3_off);
+      trim_to(m, meta.l3_len);
+      return tx_enqueue(pl, t->slowpath_port, m);
+    }
+  }
+  uint16_t sp = s->port[in_port].slowpath;
+  if (sp == PORT_NONE || !s->port[sp].active) return drop(pl, m, drop_reason::no_slowpath);
+  if (s->port[sp].l3) {
+    // A TUN takes IP packets only.
+    if (r == punt_reason::non_ip) return drop(pl, m, drop_reason::no_slowpath);
+    rte_pktmbuf_adj(m, ETH_HLEN);
+  }
+  tx_enqueue(pl, sp, m);
+}
+
+inline void mark_teardown(pipeline &pl, flow_entry &e) {
+  __atomic_store_n(&e.teardown, uint8_t{1}, __ATOMIC_RELAXED);
+  // Both directions leave the fast path at once, as with the kernel's one flow object for
+  // both tuples. The pair is freed in the same grace period as e, so it is live here.
+  if (e.pair != FLOW_NONE) __atomic_store_n(&pl.ft->entry(e.pair).teardown, uint8_t{1}, __ATOMIC_RELAXED);
+}
+
+inline void write_eth_addrs(uint8_t *frame, const adjacency &a) {
+  memcpy(frame, a.dst_mac, 12);  // destination and source MAC, adjacent in both
+}
+
+// Act on a packet whose flow was found. Uses: meta. Sets: the packet's headers for its
+// output port, or nothing when it punts (packets reach the slow path unmodified).
+inline void forward(pipeline &pl, rte_mbuf *m, uint16_t in_port, const pkt_meta &meta, uint32_t idx) {
+  flow_entry &e = pl.ft->entry(idx);
+  if (unlikely(__atomic_load_n(&e.teardown, __ATOMIC_RELAXED) != 0))
+    return punt(pl, m, in_port, punt_reason::teardown, meta);
+  if (unlikely(meta.tcp_flags != 0)) {
+    if (meta.tcp_flags & TCP_FLAGS_TEARDOWN) mark_teardown(pl, e);
+    return punt(pl, m, in_port, punt_reason::tcp_flags, meta);
+  }
+
+  const snapshot *s = pl.snap;
+  const adjacency *a = nullptr;
+  const tunnel *t = nullptr;
+  uint16_t out;
+  uint16_t mtu;
+  if (e.action == FLOW_ACT_ENCAP4IN6) {
+    t = &s->tun[e.target];
+    out = t->port;
+    mtu = t->mtu;
+  } else {
+    a = &pl.adj[e.target];
+    out = a->port;
+    mtu = s->port[out].mtu;
+  }
+  if (unlikely(!s->port[out].active || (t != nullptr && !t->active)))
+    return punt(pl, m, in_port, punt_reason::miss, meta);
+  if (unlikely(meta.l3_len > mtu)) return punt(pl, m, in_port, punt_reason::too_big, meta);
+
+  uint8_t *frame = rte_pktmbuf_mtod(m, uint8_t *);
+  switch (e.action) {
+    case FLOW_ACT_FWD4:
+      ip4_dec_ttl(reinterpret_cast<rte_ipv4_hdr *>(frame + ETH_HLEN));
+      trim_to(m, ETH_HLEN + meta.l3_len);
+      write_eth_addrs(frame, *a);
+      break;
+    case FLOW_ACT_FWD6:
+      ip6_dec_hop_limit(reinterpret_cast<rte_ipv6_hdr *>(frame + ETH_HLEN));
+      trim_to(m, ETH_HLEN + meta.l3_len);
+      write_eth_addrs(frame, *a);
+      break;
+    case FLOW_ACT_DECAP4IN6: {
+      auto *outer = reinterpret_cast<const rte_ipv6_hdr *>(frame + ETH_HLEN);
+      auto *inner = reinterpret_cast<rte_ipv4_hdr *>(frame + meta.l3_off);
+      if (!ecn_decapsulate(ip6_traffic_class(outer), inner)) return drop(pl, m, drop_reason::ecn);
+      ip4_dec_ttl(inner);
+      frame = reinterpret_cast<uint8_t *>(rte_pktmbuf_adj(m, meta.outer_len));
+      trim_to(m, ETH_HLEN + meta.l3_len);
+      write_eth_addrs(frame, *a);
+      const rte_be16_t ipv4 = rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4);
+      memcpy(frame + 12, &ipv4, 2);
+      break;
+    }
+    case FLOW_ACT_ENCAP4IN6:
+      ip4_dec_ttl(reinterpret_cast<rte_ipv4_hdr *>(frame + ETH_HLEN));
+      if (!encap_ip4in6(m, *t, meta.l3_len, e.flowlabel)) return drop(pl, m, drop_reason::no_headroom);
+      break;
+    default:
+      return punt(pl, m, in_port, punt_reason::miss, meta);
+  }
+
+  flow_counter &c = pl.counters[idx];
+  c.packets++;
+  c.bytes += meta.l3_len;
+  if (e.last_seen != pl.now_s) __atomic_store_n(&e.last_seen, pl.now_s, __ATOMIC_RELAXED);
+  pl.stats->fast_packets++;
+  pl.stats->fast_bytes += meta.l3_len;
+  tx_enqueue(pl, out, m);
+}
+
+}  // namespace
+
+void process_burst(pipeline &pl, uint16_t in_port, rte_mbuf **pkts, uint16_t n) {
+  flow_key keys[BURST_SIZE];
+  pkt_meta meta[BURST_SIZE];
+  rte_mbuf *cand[BURST_SIZE];
+  uint32_t idx[BURST_SIZE];
+  unsigned nc = 0;
+
+  pl.stats->rx_packets += n;
+  for (unsigned i = 0; i < n && i < PREFETCH_OFFSET; i++) rte_prefetch0(rte_pktmbuf_mtod(pkts[i], void *));
+  for (unsigned i = 0; i < n; i++) {
+    if (i + PREFETCH_OFFSET < n) rte_prefetch0(rte_pktmbuf_mtod(pkts[i + PREFETCH_OFFSET], void *));
+    verdict v = parse_packet(pkts[i], in_port, &keys[nc], &meta[nc]);
+    if (likely(v.is_ok())) {
+      cand[nc++] = pkts[i];
+    } else if (v.kind == verdict::DROP) {
+      drop(pl, pkts[i], static_cast<drop_reason>(v.reason));
+    } else {
+      punt(pl, pkts[i], in_port, static_cast<punt_reason>(v.reason), meta[nc]);
+    }
+  }
+  if (nc == 0) return;
+
+  pl.ft->lookup_bulk(keys, nc, idx);
+  for (unsigned j = 0; j < nc; j++)
+    if (idx[j] != FLOW_NONE) rte_prefetch0(&pl.counters[idx[j]]);
+  for (unsigned j = 0; j < nc; j++) {
+    if (idx[j] == FLOW_NONE)
+      punt(pl, cand[j], in_port, punt_reason::miss, meta[j]);
+    else
+      forward(pl, cand[j], in_port, meta[j], idx[j]);
+  }
+}
+
+}  // namespace fg

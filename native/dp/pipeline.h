@@ -1,0 +1,56 @@
+// One burst through the fast path: parse every packet into a key, one bulk lookup, act.
+// Pure packet work on mbufs: no ethdev calls, so the worker loop and the test-only exports
+// run the same code. Output is left in per-port tx buffers and a drop list that the caller
+// flushes (the worker: rte_eth_tx_burst and rte_pktmbuf_free_bulk).
+#pragma once
+
+#include <cstdint>
+
+#include <rte_mbuf.h>
+
+#include "common.h"
+#include "flowtable.h"
+#include "reasons.h"
+#include "snapshot.h"
+
+namespace fg {
+
+// Written by one worker only; the control thread reads with relaxed loads and sums.
+struct alignas(CACHE_LINE) worker_stats {
+  uint64_t rx_packets;    // received on fast-path ports
+  uint64_t fast_packets;  // forwarded by a flow
+  uint64_t fast_bytes;    // their L3 length as received (the inner packet when tunnelled)
+  uint64_t punts[PUNT_REASON_COUNT];
+  uint64_t drops[DROP_REASON_COUNT];
+  uint64_t tx_packets[MAX_PORTS];
+  uint64_t tx_dropped[MAX_PORTS];
+  uint64_t busy_cycles;  // loop iterations that received packets
+  uint64_t idle_cycles;  // loop iterations that did not
+  uint64_t sleeps;       // idle backoff sleeps
+};
+
+struct tx_buffer {
+  uint16_t n;
+  rte_mbuf *pkts[BURST_SIZE];
+};
+
+struct pipeline {
+  const snapshot *snap = nullptr;
+  flowtable *ft = nullptr;
+  flow_counter *counters = nullptr;  // this worker's per-flow counters
+  const adjacency *adj = nullptr;
+  worker_stats *stats = nullptr;
+  uint32_t now_s = 0;  // dataplane seconds, for flow_entry::last_seen
+
+  uint16_t n_dirty = 0;        // ports with packets waiting in tx
+  uint16_t dirty[MAX_PORTS];
+  tx_buffer tx[MAX_PORTS];
+  uint16_t n_drops = 0;
+  rte_mbuf *drops[BURST_SIZE];
+};
+
+// Process n <= BURST_SIZE packets received on in_port. The caller must flush pl.tx and
+// pl.drops before the next call.
+void process_burst(pipeline &pl, uint16_t in_port, rte_mbuf **pkts, uint16_t n);
+
+}  // namespace fg

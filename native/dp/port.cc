@@ -1,0 +1,121 @@
+#include "port.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include <rte_bus.h>
+#include <rte_dev.h>
+#include <rte_ethdev.h>
+
+#include "dataplane.h"
+#include "error.h"
+
+namespace fg {
+namespace {
+
+std::string errstr(int rc) { return rte_strerror(rc < 0 ? -rc : rc); }
+
+[[noreturn]] void fail(const port_spec &spec, const std::string &what, int rc) {
+  throw dp_error(ERR_PORT_CONFIG,
+                 "port " + spec.name + " (" + spec.device + "): " + what + ": " + errstr(rc),
+                 rc < 0 ? -rc : rc);
+}
+
+}  // namespace
+
+uint16_t port_probe(const std::string &device, const std::string &name) {
+  // Port names are the device name: the PCI address or the vdev name before the arguments.
+  std::string dev_name = device.substr(0, device.find(','));
+  uint16_t id;
+  if (rte_eth_dev_get_port_by_name(dev_name.c_str(), &id) == 0) return id;
+  int rc = rte_dev_probe(device.c_str());
+  if (rc < 0)
+    throw dp_error(ERR_DEVICE,
+                   "port " + name + ": cannot attach device '" + device + "': " + errstr(rc) +
+                       " (is the device present and bound to a DPDK driver, and is its PMD "
+                       "installed?)",
+                   -rc);
+  if (rte_eth_dev_get_port_by_name(dev_name.c_str(), &id) != 0)
+    throw dp_error(ERR_DEVICE, "port " + name + ": device '" + device +
+                                   "' attached but provides no ethdev port named '" + dev_name + "'");
+  return id;
+}
+
+port_setup port_start(uint16_t id, const port_spec &spec, uint16_t n_workers, rte_mempool *pool,
+                      uint16_t rx_desc, uint16_t tx_desc) {
+  rte_eth_dev_info info;
+  int rc = rte_eth_dev_info_get(id, &info);
+  if (rc != 0) fail(spec, "cannot read device info", rc);
+
+  port_setup setup;
+  setup.driver = info.driver_name != nullptr ? info.driver_name : "";
+  if (info.max_tx_queues < n_workers)
+    throw dp_error(ERR_PORT_CONFIG, "port " + spec.name + " (" + spec.device + "): the device has " +
+                                        std::to_string(info.max_tx_queues) +
+                                        " tx queue(s); flowgate needs one per worker (" +
+                                        std::to_string(n_workers) + ")");
+  setup.tx_queues = n_workers;
+  uint16_t want_rx = spec.poll ? n_workers : 1;
+  setup.rx_queues = std::min<uint16_t>(want_rx, info.max_rx_queues);
+
+  rte_eth_conf conf;
+  memset(&conf, 0, sizeof(conf));
+  uint16_t mtu = spec.mtu;
+  if (mtu == 0 && rte_eth_dev_get_mtu(id, &mtu) != 0) mtu = RTE_ETHER_MTU;
+  conf.rxmode.mtu = mtu;
+  if (setup.rx_queues > 1) {
+    conf.rxmode.mq_mode = RTE_ETH_MQ_RX_RSS;
+    conf.rx_adv_conf.rss_conf.rss_hf =
+        (RTE_ETH_RSS_IP | RTE_ETH_RSS_TCP | RTE_ETH_RSS_UDP) & info.flow_type_rss_offloads;
+  }
+  // Frames larger than one mbuf need scattered rx and multi-segment tx.
+  uint32_t frame = uint32_t{mtu} + RTE_ETHER_HDR_LEN + RTE_ETHER_CRC_LEN + 2 * RTE_VLAN_HLEN;
+  uint32_t room = rte_pktmbuf_data_room_size(pool) - RTE_PKTMBUF_HEADROOM;
+  if (frame > room) {
+    if (info.rx_offload_capa & RTE_ETH_RX_OFFLOAD_SCATTER) conf.rxmode.offloads |= RTE_ETH_RX_OFFLOAD_SCATTER;
+    if (info.tx_offload_capa & RTE_ETH_TX_OFFLOAD_MULTI_SEGS) conf.txmode.offloads |= RTE_ETH_TX_OFFLOAD_MULTI_SEGS;
+  }
+  rc = rte_eth_dev_configure(id, setup.rx_queues, setup.tx_queues, &conf);
+  if (rc != 0) fail(spec, "configure (" + std::to_string(setup.rx_queues) + " rx, " +
+                              std::to_string(setup.tx_queues) + " tx queues, MTU " + std::to_string(mtu) + ")",
+                    rc);
+  rc = rte_eth_dev_set_mtu(id, mtu);
+  if (rc != 0 && rc != -ENOTSUP) fail(spec, "set MTU " + std::to_string(mtu), rc);
+
+  rc = rte_eth_dev_adjust_nb_rx_tx_desc(id, &rx_desc, &tx_desc);
+  if (rc != 0) fail(spec, "adjust descriptor counts", rc);
+  int socket = rte_eth_dev_socket_id(id);
+  if (socket < 0) socket = 0;
+  for (uint16_t q = 0; q < setup.rx_queues; q++) {
+    rc = rte_eth_rx_queue_setup(id, q, rx_desc, static_cast<unsigned>(socket), nullptr, pool);
+    if (rc != 0) fail(spec, "set up rx queue " + std::to_string(q), rc);
+  }
+  for (uint16_t q = 0; q < setup.tx_queues; q++) {
+    rc = rte_eth_tx_queue_setup(id, q, tx_desc, static_cast<unsigned>(socket), nullptr);
+    if (rc != 0) fail(spec, "set up tx queue " + std::to_string(q), rc);
+  }
+  if (spec.has_mac) {
+    rte_ether_addr mac;
+    memcpy(mac.addr_bytes, spec.mac, 6);
+    rc = rte_eth_dev_default_mac_addr_set(id, &mac);
+    if (rc != 0) fail(spec, "set MAC address", rc);
+  }
+  if (spec.promiscuous) {
+    rc = rte_eth_promiscuous_enable(id);
+    if (rc != 0 && rc != -ENOTSUP) fail(spec, "enable promiscuous mode", rc);
+  }
+  rc = rte_eth_dev_start(id);
+  if (rc != 0) fail(spec, "start", rc);
+  return setup;
+}
+
+void port_release(uint16_t id) {
+  rte_eth_dev_info info;
+  rte_device *dev = nullptr;
+  if (rte_eth_dev_info_get(id, &info) == 0) dev = info.device;
+  rte_eth_dev_stop(id);
+  rte_eth_dev_close(id);
+  if (dev != nullptr) rte_dev_remove(dev);
+}
+
+}  // namespace fg
