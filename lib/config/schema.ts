@@ -1,0 +1,353 @@
+/**
+ * The flowgate YAML config: the single source of its types (z.infer), its leaf validation
+ * and, through `.describe()` and `fieldTypes`, of the config reference in the README.
+ *
+ * Every leaf names what it expects in one phrase; the same phrase is the type column of the
+ * reference and the "expected X" of every message, so the two cannot drift apart. Checks
+ * that read several fields (a route's device exists, a tunnel's remote is reachable...)
+ * live in semantic.ts: they need a whole, schema-valid config and the machine.
+ */
+import { z } from 'zod';
+import { formatPrefix, hasHostBits, parseIPv4, parseIPv6, parseIp, parseMac, parsePrefix, prefixNetwork } from '../net/addr';
+import { InvalidArgumentError } from '../errors';
+import { describeValue } from './describe';
+
+/** The type column of the config reference, registered on each leaf schema. */
+export const fieldTypes = z.registry<{ type: string }>();
+
+type ErrorMap = (issue: z.core.$ZodRawIssue) => string;
+
+function errorMap(expected: string): ErrorMap {
+  return (issue) => {
+    // Replaced by one message per key, with a suggestion, where positions are attached.
+    if (issue.code === 'unrecognized_keys') return `unknown keys ${issue.keys.join(', ')}`;
+    if (issue.code === 'invalid_type' && issue.input === undefined) {
+      return `missing required key '${String(issue.path?.at(-1))}': expected ${expected}`;
+    }
+    return `expected ${expected}, found ${describeValue(issue.input)}`;
+  };
+}
+
+/**
+ * Builds a leaf whose every failure, including those of its checks, reads
+ * "expected <expected>, found <value>". The reference shows `expected` without its article.
+ */
+function leaf<T extends z.ZodType>(expected: string, build: (params: { error: ErrorMap }) => T): T {
+  const schema = build({ error: errorMap(expected) });
+  fieldTypes.add(schema, { type: expected.replace(/^(a|an) /, '') });
+  return schema;
+}
+
+/** Runs a parser from lib/net/addr.ts as a check; its message already says expected/found. */
+function parsedBy(parse: (text: string) => unknown) {
+  return (text: string, ctx: z.core.$RefinementCtx<string>): void => {
+    try {
+      parse(text);
+    } catch (err) {
+      if (!(err instanceof InvalidArgumentError)) throw err;
+      ctx.addIssue({ code: 'custom', message: err.message, input: text });
+    }
+  };
+}
+
+function intRange(min: number, max: number): string {
+  return `an integer ${min}..${max}`;
+}
+
+function intOrKeyword<K extends string>(min: number, max: number, keyword: K) {
+  return leaf(`${intRange(min, max)} or '${keyword}'`, (p) =>
+    z.union([z.int(p).min(min).max(max), z.literal(keyword, p)], p),
+  );
+}
+
+function mapping<T extends z.core.$ZodLooseShape>(shape: T, expected = 'a mapping') {
+  return leaf(expected, (p) => z.strictObject(shape, p));
+}
+
+function mappingOf<T extends z.ZodType>(expected: string, value: T) {
+  return leaf(expected, (p) => z.record(z.string(p), value, p));
+}
+
+// ---- addresses and names --------------------------------------------------------------
+
+const ipAddress = leaf('an IPv4 or IPv6 address', (p) => z.string(p).superRefine(parsedBy(parseIp)));
+
+const interfaceAddress = leaf('an address with a prefix length such as 192.0.2.1/24 or 2001:db8::1/64', (p) =>
+  z.string(p).superRefine(parsedBy(parsePrefix)),
+);
+
+const interfaceAddresses = leaf('a list of addresses with prefix lengths', (p) => z.array(interfaceAddress, p));
+
+function checkUnicastMac(text: string, ctx: z.core.$RefinementCtx<string>): void {
+  let bytes: Buffer;
+  try {
+    bytes = parseMac(text);
+  } catch (err) {
+    if (!(err instanceof InvalidArgumentError)) throw err;
+    ctx.addIssue({ code: 'custom', message: err.message, input: text });
+    return;
+  }
+  const first = bytes[0] ?? 0;
+  if ((first & 1) !== 0) {
+    ctx.addIssue({ code: 'custom', input: text, message: `expected a unicast MAC address, found '${text}' (the multicast bit of the first octet is set)` });
+  } else if (bytes.every((byte) => byte === 0)) {
+    ctx.addIssue({ code: 'custom', input: text, message: `expected a unicast MAC address, found '${text}' (all zeros)` });
+  }
+}
+
+const PCI_ADDRESS = /^[0-9a-fA-F]{4}:[0-9a-fA-F]{2}:[01][0-9a-fA-F]\.[0-7]$/;
+// A vdev is a driver name, an instance suffix and comma-separated key=value arguments.
+const VDEV = /^net_[A-Za-z0-9_]+(,[A-Za-z0-9_]+=[^,\s]*)*$/;
+
+const portDevice = leaf('a PCI address (DDDD:BB:DD.F) or a DPDK vdev string (net_...)', (p) =>
+  z.string(p).refine((text) => PCI_ADDRESS.test(text) || VDEV.test(text)),
+);
+
+// 9702 is the largest MTU that every DPDK PMD flowgate targets can carry in one jumbo mbuf chain.
+export const PORT_MTU_MIN = 68;
+export const PORT_MTU_MAX = 9702;
+export const DEFAULT_PORT_MTU = 1500;
+
+const portSchema = mapping({
+  device: portDevice.describe('PCI address of the NIC (DDDD:BB:DD.F) or a DPDK vdev string, e.g. "net_af_packet0,iface=veth0". Only the shape is checked.'),
+  mac: leaf('a unicast MAC address such as 02:00:00:00:00:01', (p) => z.string(p).superRefine(checkUnicastMac))
+    .optional()
+    .describe("MAC address of the port and of its kernel TAP mirror; default: the device's own."),
+  mtu: leaf(intRange(PORT_MTU_MIN, PORT_MTU_MAX), (p) => z.int(p).min(PORT_MTU_MIN).max(PORT_MTU_MAX))
+    .default(DEFAULT_PORT_MTU)
+    .describe('MTU of the port (IPv6 needs at least 1280).'),
+  addresses: interfaceAddresses
+    .default([])
+    .describe('Interface addresses with prefix length, host bits kept ("192.168.0.2/24"); each adds a connected route, as in the kernel.'),
+}, 'a mapping of port settings');
+
+// ---- tunnels --------------------------------------------------------------------------
+
+export const TUNNEL_MODES = ['ip4ip6', 'ip6ip6', 'ipip', 'sit'] as const;
+export type TunnelMode = (typeof TUNNEL_MODES)[number];
+export const SUPPORTED_TUNNEL_MODES: readonly TunnelMode[] = ['ip4ip6'];
+
+const tunnelMode = leaf(`one of ${TUNNEL_MODES.map((mode) => `'${mode}'`).join(', ')}`, (p) =>
+  z.enum(TUNNEL_MODES, p).superRefine((mode, ctx) => {
+    if (!SUPPORTED_TUNNEL_MODES.includes(mode)) {
+      ctx.addIssue({
+        code: 'custom',
+        input: mode,
+        message: `tunnel mode '${mode}' is not supported yet (supported: ${SUPPORTED_TUNNEL_MODES.join(', ')})`,
+      });
+    }
+  }),
+);
+
+export const TUNNEL_DEFAULTS = { encaplimit: 4, hoplimit: 64, tclass: 0, flowlabel: 0 } as const;
+
+const tunnelSchema = mapping({
+  mode: tunnelMode.describe('Encapsulation: ip4ip6 carries IPv4 in IPv6 (RFC 2473). ip6ip6, ipip and sit are planned.'),
+  local: ipAddress.describe('Outer source address; must be an address of a port.'),
+  remote: ipAddress.describe("Outer destination address (the peer); must be reachable through a port's connected prefix or a route via a port."),
+  encaplimit: intOrKeyword(0, 255, 'none')
+    .default(TUNNEL_DEFAULTS.encaplimit)
+    .describe("Tunnel Encapsulation Limit option value (RFC 2473); 'none' sends no destination options header."),
+  hoplimit: intOrKeyword(1, 255, 'inherit')
+    .default(TUNNEL_DEFAULTS.hoplimit)
+    .describe("Outer hop limit; 'inherit' copies the inner TTL."),
+  tclass: intOrKeyword(0, 255, 'inherit')
+    .default(TUNNEL_DEFAULTS.tclass)
+    .describe("Outer traffic class; 'inherit' copies the inner DSCP (ECN always follows RFC 6040)."),
+  flowlabel: intOrKeyword(0, 0xfffff, 'hash')
+    .default(TUNNEL_DEFAULTS.flowlabel)
+    .describe("Outer flow label; 'hash' derives it from the inner flow."),
+  mtu: leaf(`'auto' or ${intRange(PORT_MTU_MIN, PORT_MTU_MAX)}`, (p) =>
+    z.union([z.literal('auto', p), z.int(p).min(PORT_MTU_MIN).max(PORT_MTU_MAX)], p),
+  )
+    .default('auto')
+    .describe("Tunnel MTU; 'auto' is the underlay port's MTU minus 40, minus 8 more with an encaplimit. A number may not exceed that."),
+  addresses: interfaceAddresses
+    .default([])
+    .describe('Addresses of the tunnel interface, of the inner family (IPv4 for ip4ip6).'),
+}, 'a mapping of tunnel settings');
+
+// ---- routes ---------------------------------------------------------------------------
+
+function checkDestination(text: string, ctx: z.core.$RefinementCtx<string>): void {
+  if (text === 'default') return;
+  let prefix;
+  try {
+    prefix = parsePrefix(text);
+  } catch (err) {
+    if (!(err instanceof InvalidArgumentError)) throw err;
+    ctx.addIssue({ code: 'custom', input: text, message: err.message.replace(/^expected /, "expected 'default' or ") });
+    return;
+  }
+  // The kernel refuses such a route ("Invalid prefix for given prefix length").
+  if (hasHostBits(prefix)) {
+    ctx.addIssue({
+      code: 'custom',
+      input: text,
+      message: `expected a destination prefix without host bits, found '${text}' (did you mean '${formatPrefix(prefixNetwork(prefix))}'?)`,
+    });
+  }
+}
+
+const routeSchema = mapping({
+  to: leaf("'default' or a destination prefix such as 10.0.0.0/8", (p) => z.string(p).superRefine(checkDestination))
+    .describe("Destination: a prefix without host bits, or 'default' (of the family of `via`, or of `dev` when it has one family)."),
+  via: ipAddress.optional().describe('Next hop, on a connected prefix of `dev`; without it the route is a device route.'),
+  dev: leaf('a port or tunnel name', (p) => z.string(p)).describe('Port or tunnel the route leaves through.'),
+  metric: leaf(intRange(0, 0xffffffff), (p) => z.int(p).min(0).max(0xffffffff))
+    .optional()
+    .describe('Route metric; default as iproute2: 0 for IPv4, 1024 for IPv6.'),
+}, 'a route such as { to: default, via: 192.0.2.1, dev: eth0 }');
+
+// ---- flowtable and workers ------------------------------------------------------------
+
+export const L4_PROTOCOLS = ['tcp', 'udp'] as const;
+export const FLOWTABLE_DEFAULTS = { size: 1048576, timeout: { tcp: 30, udp: 30 }, counter: true } as const;
+
+const idleTimeout = (fallback: number) =>
+  leaf(intRange(1, 86400), (p) => z.int(p).min(1).max(86400)).default(fallback);
+
+const flowtableSchema = mapping({
+  devices: leaf('a non-empty list of port names', (p) => z.array(leaf('a port name', (q) => z.string(q)), p).min(1))
+    .describe('Ports whose forwarded flows are offloaded, as `flowtable ft { devices = {...} }` in nftables.'),
+  l4proto: leaf("a non-empty list of 'tcp' and 'udp'", (p) => z.array(leaf("'tcp' or 'udp'", (q) => z.enum(L4_PROTOCOLS, q)), p).min(1))
+    .default([...L4_PROTOCOLS])
+    .describe('Transport protocols offloaded, as `meta l4proto { tcp, udp } flow add @ft`.'),
+  size: leaf(intRange(1024, 134217728), (p) => z.int(p).min(1024).max(134217728))
+    .default(FLOWTABLE_DEFAULTS.size)
+    .describe('Flowtable capacity in flows (one entry per direction).'),
+  timeout: mapping({
+    tcp: idleTimeout(FLOWTABLE_DEFAULTS.timeout.tcp).describe('Seconds an established TCP flow may stay idle before it leaves the fast path.'),
+    udp: idleTimeout(FLOWTABLE_DEFAULTS.timeout.udp).describe('Seconds a UDP flow may stay idle before it leaves the fast path.'),
+  })
+    .prefault({})
+    .describe('Idle timeouts in seconds.'),
+  counter: leaf('true or false', (p) => z.boolean(p))
+    .default(FLOWTABLE_DEFAULTS.counter)
+    .describe('Count packets and bytes per flow, as the nftables flowtable `counter` flag.'),
+});
+
+export const WORKER_IDLE_MODES = ['busy', 'adaptive'] as const;
+
+const workersSchema = mapping({
+  cpus: leaf('a non-empty list of CPU numbers', (p) => z.array(leaf('a CPU number (an integer >= 0)', (q) => z.int(q).min(0)), p).min(1))
+    .describe('CPUs for worker lcores, one worker each. At least one online CPU must stay free for the control thread and the kernel.'),
+  idle: leaf("'busy' or 'adaptive'", (p) => z.enum(WORKER_IDLE_MODES, p))
+    .default('busy')
+    .describe("'busy' polls all the time (lowest latency); 'adaptive' sleeps when the queues stay empty."),
+});
+
+// ---- process settings -----------------------------------------------------------------
+
+const ealSchema = mapping({
+  args: leaf('a list of strings', (p) => z.array(leaf('a string', (q) => z.string(q)), p))
+    .default([])
+    .describe('Extra EAL arguments, appended after those flowgate derives from ports and workers.'),
+  hugepages: leaf("'auto', 'on' or 'off'", (p) => z.enum(['auto', 'on', 'off'], p))
+    .default('auto')
+    .describe("'on' requires hugepages, 'off' runs EAL with --no-huge, 'auto' uses them when mounted."),
+});
+
+export const SLOWPATH_DEFAULTS = { rate: 100000, burst: 1000 } as const;
+
+const puntRate = leaf(intRange(1, 1000000000), (p) => z.int(p).min(1).max(1000000000));
+const puntBurst = leaf(intRange(1, 1000000), (p) => z.int(p).min(1).max(1000000));
+
+const slowpathSchema = mapping({
+  rate: puntRate.default(SLOWPATH_DEFAULTS.rate).describe('Packets per second each port may punt to the kernel slow path.'),
+  burst: puntBurst.default(SLOWPATH_DEFAULTS.burst).describe('Packets a port may punt in a burst above `rate`.'),
+  ports: mappingOf(
+    'a mapping of port names to punt policers',
+    mapping({
+      rate: puntRate.optional().describe('Overrides `slowpath.rate` for this port.'),
+      burst: puntBurst.optional().describe('Overrides `slowpath.burst` for this port.'),
+    }),
+  )
+    .default({})
+    .describe('Per-port overrides, keyed by port name.'),
+});
+
+/** host:port, with an IPv6 host in brackets: "127.0.0.1:9464", "[::1]:9464", "localhost:9464". */
+export function parseListenAddress(text: string): { host: string; port: number } {
+  const expected = 'host:port such as 127.0.0.1:9464 or [::1]:9464';
+  const match = /^(\[([^\]]*)\]|[^:[\]]+):([0-9]+)$/.exec(text);
+  if (match === null) throw new InvalidArgumentError(`expected ${expected}, found '${text}'`);
+  const host = match[2] ?? match[1] ?? '';
+  const port = Number(match[3]);
+  const bracketed = match[2] !== undefined;
+  if (bracketed || /^[0-9.]+$/.test(host)) {
+    const family = bracketed ? 'IPv6' : 'IPv4';
+    try {
+      if (bracketed) parseIPv6(host);
+      else parseIPv4(host);
+    } catch (err) {
+      if (!(err instanceof InvalidArgumentError)) throw err;
+      throw new InvalidArgumentError(`expected ${expected}, found '${text}' ('${host}' is not an ${family} address)`);
+    }
+  } else if (!/^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/.test(host)) {
+    throw new InvalidArgumentError(`expected ${expected}, found '${text}' ('${host}' is not a host name)`);
+  }
+  if (port < 1 || port > 65535 || match[3]!.length > 5) {
+    throw new InvalidArgumentError(`expected ${expected}, found '${text}' (port ${match[3]} is not 1-65535)`);
+  }
+  return { host, port };
+}
+
+export const DEFAULT_METRICS_LISTEN = '127.0.0.1:9464';
+export const DEFAULT_CONTROL_SOCKET = '/run/flowgate/flowgate.sock';
+// sun_path holds 108 bytes including the terminating NUL.
+const UNIX_PATH_MAX_BYTES = 107;
+
+const metricsSchema = mapping({
+  listen: leaf('host:port such as 127.0.0.1:9464 or [::1]:9464', (p) => z.string(p).superRefine(parsedBy(parseListenAddress)))
+    .default(DEFAULT_METRICS_LISTEN)
+    .describe('Address of the Prometheus metrics endpoint.'),
+});
+
+const controlSchema = mapping({
+  socket: leaf(`an absolute path of at most ${UNIX_PATH_MAX_BYTES} bytes`, (p) =>
+    z.string(p).refine((path) => path.startsWith('/') && Buffer.byteLength(path) <= UNIX_PATH_MAX_BYTES),
+  )
+    .default(DEFAULT_CONTROL_SOCKET)
+    .describe('Unix socket of the control API (used by the flowgate CLI).'),
+});
+
+export const LOG_LEVELS = ['debug', 'info', 'warn', 'error'] as const;
+
+const logSchema = mapping({
+  level: leaf("'debug', 'info', 'warn' or 'error'", (p) => z.enum(LOG_LEVELS, p))
+    .default('info')
+    .describe('Least severe level logged.'),
+});
+
+// ---- the whole file -------------------------------------------------------------------
+
+export const CONFIG_EXPECTED = 'a mapping of config sections (ports, flowtable, workers...)';
+
+export const configSchema = mapping({
+  ports: mappingOf('a mapping of port names to port settings', portSchema)
+    .refine((ports) => Object.keys(ports).length > 0, { message: 'expected at least one port, found an empty mapping' })
+    .describe('DPDK ports, keyed by the name of their kernel mirror interface (at most 15 bytes).'),
+  tunnels: mappingOf('a mapping of tunnel names to tunnel settings', tunnelSchema)
+    .default({})
+    .describe('Tunnels, keyed by interface name; names are shared with ports.'),
+  routes: leaf('a list of routes', (p) => z.array(routeSchema, p))
+    .default([])
+    .describe('Static routes written to the kernel; connected routes come from the addresses.'),
+  flowtable: flowtableSchema.describe('What the fast path offloads.'),
+  workers: workersSchema.describe('Worker lcores.'),
+  eal: ealSchema.prefault({}).describe('DPDK EAL settings.'),
+  slowpath: slowpathSchema.prefault({}).describe('Policer of the packets each port punts to the kernel.'),
+  nftables: leaf('a string', (p) => z.string(p)).optional().describe('nftables ruleset applied to the kernel slow path.'),
+  metrics: metricsSchema.optional().describe('Prometheus metrics endpoint; off when absent.'),
+  control: controlSchema.prefault({}).describe('Control API.'),
+  log: logSchema.prefault({}).describe('Logging.'),
+}, CONFIG_EXPECTED);
+
+/** A config as written in YAML (defaults not yet applied). */
+export type ConfigInput = z.input<typeof configSchema>;
+/** A config after schema validation: every default filled in, addresses still text. */
+export type Config = z.output<typeof configSchema>;
+export type PortConfig = Config['ports'][string];
+export type TunnelConfig = Config['tunnels'][string];
+export type RouteConfig = Config['routes'][number];

@@ -1,0 +1,348 @@
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { FlowgateError } from '../../lib/errors';
+import { ConfigError, checkConfigText, formatIssue, loadConfig, type Machine } from '../../lib/config';
+
+const repo = path.resolve(__dirname, '../../..');
+const fixtures = path.join(repo, 'test/fixtures/config');
+/** A two-CPU machine, like the one the seed config was written for. */
+const twoCpus: Machine = { cpus: [0, 1] };
+
+function check(relative: string, machine: Machine = twoCpus) {
+  return checkConfigText(readFileSync(path.join(fixtures, relative), 'utf8'), relative, { machine });
+}
+
+describe('config loading', () => {
+  describe('valid configs', () => {
+    it('accepts config/seed.yaml exactly as written', () => {
+      const text = readFileSync(path.join(repo, 'config/seed.yaml'), 'utf8');
+      const result = checkConfigText(text, 'config/seed.yaml', { machine: twoCpus });
+      assert.deepEqual(result.issues, []);
+      assert.ok(result.config);
+    });
+
+    it('accepts config/minimal.yaml and fills in every default', () => {
+      const text = readFileSync(path.join(repo, 'config/minimal.yaml'), 'utf8');
+      const { config, issues } = checkConfigText(text, 'config/minimal.yaml', { machine: twoCpus });
+      assert.deepEqual(issues, []);
+      assert.ok(config);
+      assert.deepEqual(config.flowtable, {
+        devices: ['eth0', 'eth1'],
+        l4proto: ['tcp', 'udp'],
+        size: 1048576,
+        timeout: { tcp: 30, udp: 30 },
+        counter: true,
+      });
+      assert.deepEqual(config.workers, { cpus: [1], idle: 'busy' });
+      assert.deepEqual(config.eal, { args: [], hugepages: 'auto' });
+      assert.deepEqual(config.control, { socket: '/run/flowgate/flowgate.sock' });
+      assert.deepEqual(config.log, { level: 'info' });
+      assert.deepEqual(config.tunnels, {});
+      assert.equal(config.metrics, undefined);
+      assert.equal(config.ports.eth0?.mtu, 1500);
+    });
+
+    it('accepts vdev ports, a tunnel underlay reached by a static route and every optional section', () => {
+      const { config, issues } = check('valid/vdev-ports-and-every-section.yaml', { cpus: [0, 1, 2, 3] });
+      assert.deepEqual(issues.map(formatIssue), []);
+      assert.ok(config);
+      assert.equal(config.tunnels['tun-peer']?.encaplimit, 'none');
+      assert.equal(config.flowtable.timeout.udp, 30, 'a timeout left out keeps its default');
+      assert.match(config.nftables ?? '', /^table inet filter \{\n/);
+    });
+  });
+
+  describe('invalid configs report every problem at FILE:LINE:COL', () => {
+    const cases: { behaviour: string; fixture: string; machine?: Machine; issues: string[] }[] = [
+      {
+        behaviour: 'reports unknown keys at the key, suggesting the closest known key when there is one',
+        fixture: 'invalid/unknown-keys.yaml',
+        issues: [
+          "invalid/unknown-keys.yaml:4:5: ports.eth0.adresses: unknown key 'adresses' (did you mean 'addresses'?)",
+          "invalid/unknown-keys.yaml:5:5: ports.eth0.colour: unknown key 'colour'",
+          "invalid/unknown-keys.yaml:6:1: tunnel: unknown key 'tunnel' (did you mean 'tunnels'?)",
+          "invalid/unknown-keys.yaml:9:14: flowtable.timeout.tpc: unknown key 'tpc' (did you mean 'tcp'?)",
+          "invalid/unknown-keys.yaml:12:31: routes[0].gw: unknown key 'gw'",
+        ],
+      },
+      {
+        behaviour: 'reports values of the wrong type with what was expected and what was found',
+        fixture: 'invalid/wrong-types.yaml',
+        issues: [
+          'invalid/wrong-types.yaml:3:13: ports.eth0.device: expected a PCI address (DDDD:BB:DD.F) or a DPDK vdev string (net_...), found 3',
+          "invalid/wrong-types.yaml:4:10: ports.eth0.mtu: expected an integer 68..9702, found '1500'",
+          "invalid/wrong-types.yaml:5:16: ports.eth0.addresses: expected a list of addresses with prefix lengths, found '192.168.0.2/24'",
+          'invalid/wrong-types.yaml:6:9: ports.eth1: expected a mapping of port settings, found an empty list',
+          "invalid/wrong-types.yaml:8:12: flowtable.devices: expected a non-empty list of port names, found 'eth0'",
+          "invalid/wrong-types.yaml:9:12: flowtable.counter: expected true or false, found 'yes'",
+          'invalid/wrong-types.yaml:10:18: workers.cpus: expected a non-empty list of CPU numbers, found 1',
+          "invalid/wrong-types.yaml:10:27: workers.idle: expected 'busy' or 'adaptive', found true",
+          "invalid/wrong-types.yaml:11:6: log: expected a mapping, found 'info'",
+        ],
+      },
+      {
+        behaviour: 'reports out-of-range numbers with the range, and tunnel modes that are not supported yet',
+        fixture: 'invalid/out-of-range.yaml',
+        issues: [
+          'invalid/out-of-range.yaml:4:10: ports.eth0.mtu: expected an integer 68..9702, found 9800',
+          'invalid/out-of-range.yaml:8:10: ports.eth1.mtu: expected an integer 68..9702, found 67',
+          "invalid/out-of-range.yaml:12:11: tunnels.tun0.mode: tunnel mode 'ip6ip6' is not supported yet (supported: ip4ip6)",
+          "invalid/out-of-range.yaml:15:17: tunnels.tun0.encaplimit: expected an integer 0..255 or 'none', found 256",
+          "invalid/out-of-range.yaml:16:15: tunnels.tun0.hoplimit: expected an integer 1..255 or 'inherit', found 0",
+          "invalid/out-of-range.yaml:17:13: tunnels.tun0.tclass: expected an integer 0..255 or 'inherit', found -1",
+          "invalid/out-of-range.yaml:18:16: tunnels.tun0.flowlabel: expected an integer 0..1048575 or 'hash', found 1048576",
+          "invalid/out-of-range.yaml:19:10: tunnels.tun0.mtu: expected 'auto' or an integer 68..9702, found 1.5",
+          'invalid/out-of-range.yaml:22:9: flowtable.size: expected an integer 1024..134217728, found 512',
+          'invalid/out-of-range.yaml:23:19: flowtable.timeout.tcp: expected an integer 1..86400, found 0',
+          'invalid/out-of-range.yaml:23:27: flowtable.timeout.udp: expected an integer 1..86400, found 86401',
+          'invalid/out-of-range.yaml:24:19: workers.cpus[0]: expected a CPU number (an integer >= 0), found -1',
+        ],
+      },
+      {
+        behaviour: 'reports missing required keys at the key of the mapping that lacks them',
+        fixture: 'invalid/missing-keys.yaml',
+        issues: [
+          "invalid/missing-keys.yaml:1:1: workers: missing required key 'workers': expected a mapping",
+          "invalid/missing-keys.yaml:2:3: ports.eth0.device: missing required key 'device': expected a PCI address (DDDD:BB:DD.F) or a DPDK vdev string (net_...)",
+          "invalid/missing-keys.yaml:5:3: tunnels.tun0.remote: missing required key 'remote': expected an IPv4 or IPv6 address",
+          "invalid/missing-keys.yaml:9:5: routes[0].dev: missing required key 'dev': expected a port or tunnel name",
+          "invalid/missing-keys.yaml:10:1: flowtable.devices: missing required key 'devices': expected a non-empty list of port names",
+        ],
+      },
+      {
+        behaviour: 'reports malformed addresses with the reason, and suggests the network of a route prefix with host bits',
+        fixture: 'invalid/bad-addresses.yaml',
+        issues: [
+          "invalid/bad-addresses.yaml:4:10: ports.eth0.mac: expected a MAC address such as 02:00:00:00:00:01, found '00:00:22:33:11' (5 octets instead of 6)",
+          "invalid/bad-addresses.yaml:5:17: ports.eth0.addresses[0]: expected an address with a prefix length such as 192.0.2.1/24 or 2001:db8::1/64, found '192.168.0.256/24' (octet '256' is above 255)",
+          "invalid/bad-addresses.yaml:5:37: ports.eth0.addresses[1]: expected an address with a prefix length such as 192.0.2.1/24 or 2001:db8::1/64, found '10.0.0.1' (no '/length')",
+          "invalid/bad-addresses.yaml:5:49: ports.eth0.addresses[2]: expected an address with a prefix length such as 192.0.2.1/24 or 2001:db8::1/64, found '2001:db8::1::2/64' ('::' appears more than once)",
+          "invalid/bad-addresses.yaml:8:10: ports.eth1.mac: expected a unicast MAC address, found '01:00:5e:00:00:01' (the multicast bit of the first octet is set)",
+          "invalid/bad-addresses.yaml:13:12: tunnels.tun0.local: expected an IPv6 address such as 2001:db8::1, found '2001:db8:2::g' (group 'g' is not 1-4 hex digits)",
+          "invalid/bad-addresses.yaml:16:11: routes[0].to: expected a destination prefix without host bits, found '10.1.2.3/8' (did you mean '10.0.0.0/8'?)",
+          "invalid/bad-addresses.yaml:16:28: routes[0].via: expected an IPv4 address such as 192.0.2.1, found 'gateway' (1 dot-separated parts instead of 4)",
+          "invalid/bad-addresses.yaml:20:20: metrics.listen: expected host:port such as 127.0.0.1:9464 or [::1]:9464, found 'localhost'",
+        ],
+      },
+      {
+        behaviour: "reports a tunnel local address that no port has, listing the ports' addresses",
+        fixture: 'invalid/tunnel-local-not-on-port.yaml',
+        issues: [
+          "invalid/tunnel-local-not-on-port.yaml:11:12: tunnels.tun0.local: expected an address of a port (2001:db8:2::1 on eth1), found '2001:db8:2::99'",
+        ],
+      },
+      {
+        behaviour: 'reports a tunnel remote that no port reaches, not counting routes through tunnels',
+        fixture: 'invalid/remote-unreachable.yaml',
+        issues: [
+          "invalid/remote-unreachable.yaml:12:13: tunnels.tun0.remote: expected an address reachable through a port's connected prefix or a route via a port, found '2001:db8:9::2' (no connected prefix or route of a port covers it)",
+          "invalid/remote-unreachable.yaml:17:13: tunnels.tun1.remote: expected an address reachable through a port's connected prefix or a route via a port, found '2001:db8:8::2' (no connected prefix or route of a port covers it)",
+          "invalid/remote-unreachable.yaml:19:11: routes[0].to: expected an IPv4 destination (ip4ip6 tunnel tun0 carries only IPv4), found IPv6 '2001:db8:8::/48'",
+        ],
+      },
+      {
+        behaviour: 'reports routes, flowtable devices and policer overrides that name missing devices, with a suggestion',
+        fixture: 'invalid/route-missing-device.yaml',
+        issues: [
+          "invalid/route-missing-device.yaml:15:45: routes[0].dev: expected the name of a port or tunnel (eth0, eth1 or tun0), found 'tun1' (did you mean 'tun0'?)",
+          "invalid/route-missing-device.yaml:16:30: routes[1].dev: expected the name of a port or tunnel (eth0, eth1 or tun0), found 'wan0'",
+          "invalid/route-missing-device.yaml:18:19: flowtable.devices[1]: expected a port name (eth0 or eth1), found 'eht1' (did you mean 'eth1'?)",
+          "invalid/route-missing-device.yaml:21:12: slowpath.ports.eth2: expected a port name (eth0 or eth1), found 'eth2' (did you mean 'eth0'?)",
+        ],
+      },
+      {
+        behaviour: 'reports addresses and next hops of a family the device does not carry, and next hops off its prefixes',
+        fixture: 'invalid/family-mismatch.yaml',
+        issues: [
+          "invalid/family-mismatch.yaml:11:12: tunnels.tun0.local: expected an IPv6 address (ip4ip6 tunnels run over IPv6), found IPv4 '192.168.0.2'",
+          "invalid/family-mismatch.yaml:13:17: tunnels.tun0.addresses[0]: expected an IPv4 address (ip4ip6 tunnels carry IPv4), found IPv6 '2001:db8:100::1/64'",
+          "invalid/family-mismatch.yaml:15:30: routes[0].via: expected an IPv6 next hop (eth1 has only IPv6 addresses), found IPv4 '192.168.0.1'",
+          "invalid/family-mismatch.yaml:16:11: routes[1].to: expected an IPv4 destination (eth0 has only IPv4 addresses), found IPv6 '2001:db8:5::/48'",
+          "invalid/family-mismatch.yaml:17:31: routes[2].via: expected an IPv4 next hop for an IPv4 destination, found IPv6 '2001:db8:2::fe'",
+          "invalid/family-mismatch.yaml:18:31: routes[3].via: expected a next hop on a connected prefix of eth0 (192.168.0.0/24), found '192.168.1.1'",
+        ],
+      },
+      {
+        behaviour: 'reports names shared by a port and a tunnel, devices used twice and flowtable devices listed twice',
+        fixture: 'invalid/duplicate-names.yaml',
+        issues: [
+          "invalid/duplicate-names.yaml:6:13: ports.eth1.device: expected a device not used by another port, found '0000:03:00.0' (also at ports.eth0.device)",
+          "invalid/duplicate-names.yaml:9:3: tunnels.eth0: expected a name not used by another port or tunnel, found 'eth0' (also at ports.eth0)",
+          "invalid/duplicate-names.yaml:14:25: flowtable.devices[2]: expected each device once, found 'eth1' (also at flowtable.devices[1])",
+        ],
+      },
+      {
+        behaviour: 'reports interface names longer than 15 bytes or with characters the kernel refuses',
+        fixture: 'invalid/name-too-long.yaml',
+        issues: [
+          "invalid/name-too-long.yaml:2:3: ports.lan-port-number-0: expected an interface name of at most 15 bytes, found 'lan-port-number-0' (17 bytes)",
+          `invalid/name-too-long.yaml:5:3: ports["wan:0"]: expected an interface name without '/', ':', '%' or whitespace, other than '.' and '..', found 'wan:0'`,
+        ],
+      },
+      {
+        behaviour: 'reports worker CPUs that the machine does not have, and CPUs listed twice',
+        fixture: 'invalid/cpus.yaml',
+        issues: [
+          'invalid/cpus.yaml:7:22: workers.cpus[1]: expected a CPU of this machine (0-1), found 7',
+          'invalid/cpus.yaml:7:25: workers.cpus[2]: expected each CPU once, found 1 (also at workers.cpus[0])',
+        ],
+      },
+      {
+        behaviour: 'reports workers that would take every CPU of the machine',
+        fixture: 'invalid/all-cpus-taken.yaml',
+        issues: [
+          'invalid/all-cpus-taken.yaml:7:18: workers.cpus: expected at least one CPU of this machine (0-1) left free of workers for the control thread and the kernel, found all of them taken',
+        ],
+      },
+      {
+        behaviour: 'accepts on a larger machine the CPUs it rejects on a smaller one',
+        fixture: 'invalid/all-cpus-taken.yaml',
+        machine: { cpus: [0, 1, 2] },
+        issues: [],
+      },
+      {
+        behaviour: 'reports tunnel MTUs above the underlay MTU less the encapsulation overhead',
+        fixture: 'invalid/tunnel-mtu.yaml',
+        issues: [
+          "invalid/tunnel-mtu.yaml:14:10: tunnels.tun0.mtu: expected 'auto' or an integer 68..1232 (mtu 1280 of underlay port eth1 - 48), found 1500",
+          "invalid/tunnel-mtu.yaml:20:10: tunnels.tun1.mtu: expected 'auto' or an integer 68..1240 (mtu 1280 of underlay port eth1 - 40), found 1241",
+        ],
+      },
+      {
+        behaviour: 'reports YAML syntax errors, including duplicate keys, at their position and stops there',
+        fixture: 'invalid/yaml-syntax.yaml',
+        issues: [
+          'invalid/yaml-syntax.yaml:4:1: All mapping items must start at the same column',
+          "invalid/yaml-syntax.yaml:5:3: expected each key once in a mapping, found 'eth0' again",
+          'invalid/yaml-syntax.yaml:9:1: Flow sequence in block collection must be sufficiently indented and end with a ]',
+        ],
+      },
+      {
+        behaviour: 'reports every cross-field problem of a file together, in file order',
+        fixture: 'invalid/several-cross-field-errors.yaml',
+        issues: [
+          'invalid/several-cross-field-errors.yaml:7:10: ports.eth1.mtu: expected at least 1280 on a port with IPv6 addresses, found 1000',
+          "invalid/several-cross-field-errors.yaml:9:3: ports.averyveryverylongname: expected an interface name of at most 15 bytes, found 'averyveryverylongname' (21 bytes)",
+          "invalid/several-cross-field-errors.yaml:12:3: tunnels.eth0: expected a name not used by another port or tunnel, found 'eth0' (also at ports.eth0)",
+          "invalid/several-cross-field-errors.yaml:14:12: tunnels.eth0.local: expected an address of a port (2001:db8:2::1 on eth1), found '2001:db8:2::9'",
+          "invalid/several-cross-field-errors.yaml:15:13: tunnels.eth0.remote: expected an address reachable through a port's connected prefix or a route via a port, found '2001:db8:3::2' (no connected prefix or route of a port covers it)",
+          "invalid/several-cross-field-errors.yaml:18:12: tunnels.tun0.local: expected an IPv6 address (ip4ip6 tunnels run over IPv6), found IPv4 '192.168.0.2'",
+          "invalid/several-cross-field-errors.yaml:20:17: tunnels.tun0.addresses[0]: expected an IPv4 address (ip4ip6 tunnels carry IPv4), found IPv6 '2001:db8:9::1/64'",
+          'invalid/several-cross-field-errors.yaml:25:10: tunnels.tun1.mtu: expected \'auto\' or an integer 68..952 (mtu 1000 of underlay port eth1 - 48), found 1460',
+          "invalid/several-cross-field-errors.yaml:30:13: tunnels.tun2.remote: expected a local/remote pair not used by another tunnel, found '2001:db8:2::2' (also at tunnels.tun1.remote)",
+          "invalid/several-cross-field-errors.yaml:32:45: routes[0].dev: expected the name of a port or tunnel (eth0, eth1, averyveryverylongname, tun0, tun1 or tun2), found 'tun9' (did you mean 'tun0'?)",
+          "invalid/several-cross-field-errors.yaml:33:25: routes[1].via: expected an IPv4 next hop (ip4ip6 tunnel tun1 carries only IPv4), found IPv6 '2001:db8:2::fe'",
+          "invalid/several-cross-field-errors.yaml:34:30: routes[2].via: expected an IPv6 next hop (eth1 has only IPv6 addresses), found IPv4 '192.168.0.1'",
+          "invalid/several-cross-field-errors.yaml:35:30: routes[3].via: expected an IPv4 next hop for an IPv4 destination, found IPv6 '2001:db8:2::fe'",
+          "invalid/several-cross-field-errors.yaml:36:25: routes[4].via: expected a next hop on a connected prefix of eth0 (192.168.0.0/24), found '10.9.9.9'",
+          "invalid/several-cross-field-errors.yaml:37:11: routes[5].to: expected '0.0.0.0/0' or '::/0' to say which family, or a 'via', found 'default' (averyveryverylongname has no addresses)",
+          "invalid/several-cross-field-errors.yaml:38:11: routes[6].to: expected a destination not already routed with the same metric, found '192.168.0.0/24' (also at ports.eth0.addresses[0])",
+          "invalid/several-cross-field-errors.yaml:40:11: routes[8].to: expected a destination not already routed with the same metric, found '2001:db8:5::/48' (also at routes[7].to)",
+          "invalid/several-cross-field-errors.yaml:42:19: flowtable.devices[1]: expected a port name (a tunnel is offloaded through its underlay port), found tunnel 'tun0'",
+          "invalid/several-cross-field-errors.yaml:42:25: flowtable.devices[2]: expected a port name (eth0, eth1 or averyveryverylongname), found 'eht1' (did you mean 'eth1'?)",
+          "invalid/several-cross-field-errors.yaml:42:31: flowtable.devices[3]: expected each device once, found 'eth0' (also at flowtable.devices[0])",
+          'invalid/several-cross-field-errors.yaml:43:18: workers.cpus: expected at least one CPU of this machine (0-1) left free of workers for the control thread and the kernel, found all of them taken',
+          'invalid/several-cross-field-errors.yaml:43:25: workers.cpus[2]: expected a CPU of this machine (0-1), found 7',
+          'invalid/several-cross-field-errors.yaml:43:28: workers.cpus[3]: expected each CPU once, found 1 (also at workers.cpus[1])',
+          "invalid/several-cross-field-errors.yaml:45:12: slowpath.ports.eth3: expected a port name (eth0, eth1 or averyveryverylongname), found 'eth3' (did you mean 'eth0'?)",
+        ],
+      },
+    ];
+    for (const { behaviour, fixture, machine, issues } of cases) {
+      it(behaviour, () => {
+        const result = check(fixture, machine);
+        assert.deepEqual(result.issues.map(formatIssue), issues);
+        assert.equal(result.config === undefined, issues.length > 0, 'a config is returned exactly when there is no issue');
+      });
+    }
+  });
+
+  describe('edge cases of the file itself', () => {
+    const cases: [string, string, string[]][] = [
+      ['reports an empty file as such', '', ['empty.yaml:1:1: expected a mapping of config sections (ports, flowtable, workers...), found an empty file']],
+      ['reports a comment-only file as empty', '# nothing yet\n', ['empty.yaml:1:1: expected a mapping of config sections (ports, flowtable, workers...), found an empty file']],
+      ['reports a top-level list', '- eth0\n', ['empty.yaml:1:1: expected a mapping of config sections (ports, flowtable, workers...), found a list']],
+      ['reports a second YAML document', 'log: { level: info }\n---\nlog: {}\n', ["empty.yaml:2:1: expected a single YAML document, found a second one ('---')"]],
+      ['reports an alias without an anchor', 'ports: *lan\n', ["empty.yaml:1:8: expected an alias of an earlier anchor, found '*lan'"]],
+      ['reports an empty ports mapping', 'ports: {}\nflowtable: { devices: [eth0] }\nworkers: { cpus: [1] }\n', ['empty.yaml:1:8: ports: expected at least one port, found an empty mapping']],
+    ];
+    for (const [behaviour, text, issues] of cases) {
+      it(behaviour, () => {
+        assert.deepEqual(checkConfigText(text, 'empty.yaml', { machine: twoCpus }).issues.map(formatIssue), issues);
+      });
+    }
+
+    it('accepts two ports on one subnet, whose connected routes the kernel keeps side by side', () => {
+      const text = [
+        'ports:',
+        '  eth0: { device: "0000:03:00.0", addresses: ["192.168.0.2/24"] }',
+        '  eth1: { device: "0000:03:00.1", addresses: ["192.168.0.3/24"] }',
+        'flowtable: { devices: [eth0, eth1] }',
+        'workers: { cpus: [1] }',
+        '',
+      ].join('\n');
+      assert.deepEqual(checkConfigText(text, 'a.yaml', { machine: twoCpus }).issues, []);
+    });
+
+    it('follows anchors and aliases when validating and when pointing at a problem', () => {
+      const text = [
+        'ports:',
+        '  eth0: &port',
+        '    device: "0000:03:00.0"',
+        '    mtu: 20',
+        '  eth1: *port',
+        'flowtable: { devices: [eth0] }',
+        'workers: { cpus: [1] }',
+        '',
+      ].join('\n');
+      assert.deepEqual(checkConfigText(text, 'a.yaml', { machine: twoCpus }).issues.map(formatIssue), [
+        'a.yaml:4:10: ports.eth0.mtu: expected an integer 68..9702, found 20',
+        'a.yaml:4:10: ports.eth1.mtu: expected an integer 68..9702, found 20',
+      ]);
+    });
+  });
+
+  describe('loadConfig', () => {
+    it('reads and validates a file', async () => {
+      const config = await loadConfig(path.join(repo, 'config/seed.yaml'), { machine: twoCpus });
+      assert.equal(config.tunnels.tun0?.remote, '2001:db8:2::2');
+    });
+
+    it('throws a ConfigError holding every issue and listing them in its message', async () => {
+      const file = path.join(fixtures, 'invalid/cpus.yaml');
+      await assert.rejects(loadConfig(file, { machine: twoCpus }), (err: unknown) => {
+        assert.ok(err instanceof ConfigError);
+        assert.ok(err instanceof FlowgateError);
+        assert.equal(err.code, 'ERR_FLOWGATE_CONFIG');
+        assert.equal(err.issues.length, 2);
+        assert.deepEqual(err.issues[0], {
+          file,
+          line: 7,
+          col: 22,
+          path: 'workers.cpus[1]',
+          message: 'expected a CPU of this machine (0-1), found 7',
+        });
+        assert.equal(
+          err.message,
+          [
+            'invalid config (2 problems):',
+            `${file}:7:22: workers.cpus[1]: expected a CPU of this machine (0-1), found 7`,
+            `${file}:7:25: workers.cpus[2]: expected each CPU once, found 1 (also at workers.cpus[0])`,
+          ].join('\n'),
+        );
+        return true;
+      });
+    });
+
+    it('throws a ConfigError naming a file it cannot read', async () => {
+      const file = path.join(fixtures, 'does-not-exist.yaml');
+      await assert.rejects(loadConfig(file, { machine: twoCpus }), (err: unknown) => {
+        assert.ok(err instanceof ConfigError);
+        assert.equal(err.issues.length, 1);
+        assert.match(err.message, /does-not-exist\.yaml:1:1: expected a readable config file, found: ENOENT/);
+        return true;
+      });
+    });
+  });
+});
