@@ -59,6 +59,8 @@ export interface StartOptions {
   txDescriptors?: number;
   logLevel?: 'debug' | 'info' | 'notice' | 'warning' | 'error';
   ports?: PortOptions[];
+  /** Start with the workers not polling yet (resume() starts them), e.g. to install flows first. */
+  paused?: boolean;
   /** Called with non-fatal problems (the --no-huge fallback); default process.emitWarning. */
   onWarning?: (message: string) => void;
 }
@@ -262,11 +264,28 @@ export class Dataplane {
     try {
       for (const p of ports) this.addPort({ ...p, slowpath: undefined });
       for (const p of ports) if (p.slowpath !== undefined) this.setSlowpath(p.name, p.slowpath);
-      call(() => this.addon.start());
+      if (options.paused !== true) call(() => this.addon.start());
     } catch (err) {
       this.stop();
       throw err;
     }
+  }
+
+  /** Whether the workers are polling (false after start({ paused: true }) or pause()). */
+  get polling(): boolean {
+    return this.state === 'running' && this.addon.running();
+  }
+
+  /** Stop polling: the workers finish their burst and are joined. Ports, flows and counters stay. */
+  pause(): void {
+    this.requireRunning();
+    call(() => this.addon.stop());
+  }
+
+  /** Start (or restart) the workers polling. */
+  resume(): void {
+    this.requireRunning();
+    call(() => this.addon.start());
   }
 
   /** Stop the workers, close the ports and clean up EAL. Safe to call more than once. */

@@ -75,7 +75,7 @@ export function planEal(input: EalPlanInput): EalPlan {
   // every allowed CPU leaves it, and the libuv threads it starts later, unpinned. Workers
   // are lcores 1..n, one CPU each.
   const lcores = [`0@(${formatCpuList(allowed)})`, ...input.workerCpus.map((cpu, i) => `${i + 1}@${cpu}`)];
-  const args = ['flowgate', '--lcores', lcores.join(','), '--in-memory', '--no-telemetry'];
+  const args = ['flowgate', '--lcores', lcores.join(','), '--no-telemetry'];
   args.push(`--log-level=${input.logLevel ?? 'warning'}`);
   // EAL warns at start about hugepage sizes that have no pages reserved: noise, not advice.
   if (input.logLevel === undefined) args.push('--log-level=lib.eal:error');
@@ -93,8 +93,9 @@ export function planEal(input: EalPlanInput): EalPlan {
     );
   }
   if (input.hugepages === 'off' || !enough) {
-    // Without hugepages EAL takes -m megabytes of ordinary memory up front.
-    args.push('--no-huge', '-m', String(Math.ceil(input.memoryBytes / (1024 * 1024))));
+    // Without hugepages EAL takes -m megabytes of ordinary memory up front; --no-huge
+    // implies legacy memory, which --in-memory refuses, so only shared config is turned off.
+    args.push('--no-huge', '-m', String(Math.ceil(input.memoryBytes / (1024 * 1024))), '--no-shconf');
     plan.hugepages = false;
     if (input.hugepages === 'auto')
       plan.warning =
@@ -102,6 +103,9 @@ export function planEal(input: EalPlanInput): EalPlan {
         'running with --no-huge, which costs 37-60 % of the packet rate; reserve hugepages with ' +
         `echo N > ${HUGEPAGES_2M}/nr_hugepages`;
   }
+  // Hugepage memory without files in hugetlbfs and without shared config: several flowgate
+  // processes can run side by side and nothing is left behind.
+  if (plan.hugepages) args.push('--in-memory');
   args.push(...(input.extraArgs ?? []));
   return plan;
 }

@@ -40,11 +40,10 @@ void dataplane::require_port(uint16_t port) const {
 }
 
 void dataplane::init(const init_options &opts) {
-  if (initialized_) throw dp_error(ERR_STATE, "the dataplane is already initialised");
   if (opts.flow_capacity == 0 || opts.flow_capacity > MAX_FLOWS)
     throw dp_error(ERR_INVALID_ARGUMENT, "flow capacity must be 1.." + std::to_string(MAX_FLOWS) +
                                              ", got " + std::to_string(opts.flow_capacity));
-  eal_init(opts.eal_args);
+  eal_init(opts.eal_args);  // throws when EAL runs already, for this dataplane or another
   opts_ = opts;
   try {
     unsigned n_workers = rte_lcore_count() - 1;
@@ -205,6 +204,13 @@ uint16_t dataplane::add_port(const port_spec &spec) {
   ps.rx_queues = setup.rx_queues;
   ps.tx_queues = setup.tx_queues;
   ps.l3 = spec.l3 >= 0 ? spec.l3 == 1 : setup.driver == "net_tun";
+  if (spec.has_mac) {
+    memcpy(ps.mac, spec.mac, 6);
+  } else {
+    rte_ether_addr mac;
+    rte_eth_macaddr_get(id, &mac);
+    memcpy(ps.mac, mac.addr_bytes, 6);
+  }
 
   auto next = next_snapshot();
   port_conf &pc = next->port[id];
@@ -271,8 +277,7 @@ port_info dataplane::get_port_info(uint16_t port) const {
   info.name = ps.spec.name;
   info.device = ps.spec.device;
   info.driver = ps.driver;
-  rte_ether_addr mac;
-  if (rte_eth_macaddr_get(port, &mac) == 0) memcpy(info.mac, mac.addr_bytes, 6);
+  memcpy(info.mac, ps.mac, 6);
   info.mtu = snap_->port[port].mtu;
   info.rx_queues = ps.rx_queues;
   info.tx_queues = ps.tx_queues;
@@ -483,13 +488,7 @@ void dataplane::fill_entry(uint32_t idx, const flow_spec &f, uint32_t pair) {
     if (snap_->tun[f.tunnel].flags & TUNNEL_F_FLOWLABEL_HASH) e.flowlabel = flowlabel_of(f.key);
   } else {
     uint8_t src[6];
-    if (f.has_src_mac) {
-      memcpy(src, f.src_mac, 6);
-    } else {
-      rte_ether_addr mac;
-      rte_eth_macaddr_get(f.out_port, &mac);
-      memcpy(src, mac.addr_bytes, 6);
-    }
+    memcpy(src, f.has_src_mac ? f.src_mac : ports_[f.out_port].mac, 6);
     e.target = static_cast<uint16_t>(adjacency_acquire(f.out_port, f.dst_mac, src));
   }
 }

@@ -166,6 +166,7 @@ class dataplane {
     uint16_t rx_queues = 0;
     uint16_t tx_queues = 0;
     bool l3 = false;
+    uint8_t mac[6] = {};  // the configured address, or the device's own
   };
   using adj_key = std::array<uint8_t, 14>;  // port (2) + dst MAC + src MAC
 

@@ -54,6 +54,37 @@ uint32_t flowtable::find(const flow_key &key) const {
   return idx;
 }
 
+void flowtable::place(bucket *b, unsigned slot, uint32_t idx, uint16_t sig) {
+  __atomic_store_n(&b->idx[slot], idx, __ATOMIC_RELAXED);
+  __atomic_store_n(&b->sig[slot], sig, __ATOMIC_RELEASE);
+}
+
+void flowtable::count_spill(bucket *prim, int delta) {
+  // Raised before a key becomes visible in its secondary, lowered after it left it, so a
+  // reader that could find a key in the secondary always knows to look there.
+  __atomic_store_n(&prim->spilled, prim->spilled + delta, __ATOMIC_RELEASE);
+  spilled_ += delta;
+}
+
+int flowtable::make_room(bucket *b) {
+  // Move one key that lives in its primary bucket b out to its own secondary bucket. The
+  // key is visible in the secondary before it disappears from b, so a concurrent reader
+  // finds it in one or the other; keys only ever move from primary to secondary.
+  for (unsigned slot = 0; slot < 8; slot++) {
+    uint32_t other = b->idx[slot];
+    uint32_t h = flow_key_hash(&entries_[other].key);
+    if (&buckets_[primary(h)] != b) continue;
+    bucket *alt = &buckets_[secondary(h)];
+    unsigned free_slots = match(alt, 0);
+    if (free_slots == 0) continue;
+    count_spill(b, +1);
+    place(alt, static_cast<unsigned>(__builtin_ctz(free_slots)) >> 1, other, b->sig[slot]);
+    __atomic_store_n(&b->sig[slot], uint16_t{0}, __ATOMIC_RELEASE);
+    return static_cast<int>(slot);
+  }
+  return -1;
+}
+
 int flowtable::publish(uint32_t idx) {
   flow_entry &e = entries_[idx];
   if (find(e.key) != FLOW_NONE) return -EEXIST;
@@ -61,24 +92,27 @@ int flowtable::publish(uint32_t idx) {
   uint32_t h = flow_key_hash(&e.key);
   uint16_t sig = signature(h);
   bucket *prim = &buckets_[primary(h)];
-  bucket *home = prim;
-  unsigned free_slots = match(prim, 0);
-  if (free_slots == 0) {
-    home = &buckets_[secondary(h)];
-    free_slots = match(home, 0);
-    if (free_slots == 0) return -ENOSPC;
-    // Counted before the key becomes visible, so a reader that can see the key in the
-    // secondary also knows to look there.
-    __atomic_store_n(&prim->spilled, prim->spilled + 1, __ATOMIC_RELEASE);
-    spilled_++;
+  bucket *sec = &buckets_[secondary(h)];
+  bucket *home = nullptr;
+  int slot = -1;
+  if (unsigned free_slots = match(prim, 0); free_slots != 0) {
+    home = prim;
+    slot = static_cast<int>(__builtin_ctz(free_slots)) >> 1;
+  } else if (unsigned free_sec = match(sec, 0); free_sec != 0) {
+    home = sec;
+    slot = static_cast<int>(__builtin_ctz(free_sec)) >> 1;
+  } else if ((slot = make_room(prim)) >= 0) {
+    home = prim;
+  } else if ((slot = make_room(sec)) >= 0) {
+    home = sec;
+  } else {
+    return -ENOSPC;
   }
+  if (home == sec) count_spill(prim, +1);
   // Zero this index's per-lcore counters: after the grace period that freed it, no lcore
   // counts into it until it is published below.
   for (unsigned w = 0; w < n_workers_; w++) counters_[w][idx] = flow_counter{0, 0};
-
-  unsigned slot = static_cast<unsigned>(__builtin_ctz(free_slots)) >> 1;
-  __atomic_store_n(&home->idx[slot], idx, __ATOMIC_RELAXED);
-  __atomic_store_n(&home->sig[slot], sig, __ATOMIC_RELEASE);
+  place(home, static_cast<unsigned>(slot), idx, sig);
   active_++;
   return 0;
 }
@@ -95,10 +129,7 @@ void flowtable::remove(uint32_t idx) {
       unsigned slot = static_cast<unsigned>(__builtin_ctz(m)) >> 1;
       if (b->idx[slot] != idx) continue;
       __atomic_store_n(&b->sig[slot], uint16_t{0}, __ATOMIC_RELEASE);
-      if (c == 1) {
-        __atomic_store_n(&prim->spilled, prim->spilled - 1, __ATOMIC_RELEASE);
-        spilled_--;
-      }
+      if (c == 1) count_spill(prim, -1);
       active_--;
       pool_.release(idx);
       return;

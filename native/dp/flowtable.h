@@ -2,10 +2,12 @@
 //
 // Layout. Buckets of eight 16-bit signatures and eight 32-bit entry indices fill one cache
 // line; entries (key + action) fill another. A key lives in its primary bucket, or in its
-// secondary bucket when the primary is full; keys never move afterwards, so readers need no
-// retry loop (there is no cuckoo displacement). The table is sized for at most 50 % bucket
-// occupancy, where the secondary is rarely needed; each bucket counts the keys that spilled
-// out of it so that a miss only looks at the secondary when something can be there.
+// secondary bucket when the primary is full. When both are full, one key of theirs that
+// sits in its primary moves out to its own secondary (one level of cuckoo displacement,
+// only ever primary -> secondary, which readers can follow without a retry loop). The
+// table is sized for at most 50 % slot occupancy, where the secondary is rarely needed;
+// each bucket counts the keys that spilled out of it so that a lookup only reads the
+// secondary when something can be there.
 //
 // Concurrency. Lcores read lock-free; only the control thread writes. An entry is written
 // completely before its index and then its signature are stored into a bucket slot
@@ -127,6 +129,9 @@ class flowtable {
     // One bit per slot, at even positions: slot = bit / 2.
     return static_cast<unsigned>(_mm_movemask_epi8(eq)) & 0x5555u;
   }
+  void place(bucket *b, unsigned slot, uint32_t idx, uint16_t sig);
+  void count_spill(bucket *prim, int delta);
+  int make_room(bucket *b);
   uint32_t search(const bucket *b, uint16_t sig, const flow_key &key) const {
     for (unsigned m = match(b, sig); m != 0; m &= m - 1) {
       unsigned slot = static_cast<unsigned>(__builtin_ctz(m)) >> 1;

@@ -138,35 +138,40 @@ inline void forward(pipeline &pl, rte_mbuf *m, uint16_t in_port, const pkt_meta 
 }  // namespace
 
 void process_burst(pipeline &pl, uint16_t in_port, rte_mbuf **pkts, uint16_t n) {
-  flow_key keys[BURST_SIZE];
-  pkt_meta meta[BURST_SIZE];
-  rte_mbuf *cand[BURST_SIZE];
+  flow_key keys[BURST_SIZE];  // packed: only packets that parsed, for one bulk lookup
   uint32_t idx[BURST_SIZE];
+  pkt_meta meta[BURST_SIZE];
+  verdict verdicts[BURST_SIZE];
+  uint8_t key_of[BURST_SIZE];
   unsigned nc = 0;
 
   pl.stats->rx_packets += n;
   for (unsigned i = 0; i < n && i < PREFETCH_OFFSET; i++) rte_prefetch0(rte_pktmbuf_mtod(pkts[i], void *));
   for (unsigned i = 0; i < n; i++) {
     if (i + PREFETCH_OFFSET < n) rte_prefetch0(rte_pktmbuf_mtod(pkts[i + PREFETCH_OFFSET], void *));
-    verdict v = parse_packet(pkts[i], in_port, &keys[nc], &meta[nc]);
+    verdicts[i] = parse_packet(pkts[i], in_port, &keys[nc], &meta[i]);
+    key_of[i] = static_cast<uint8_t>(nc);
+    if (likely(verdicts[i].is_ok())) nc++;
+  }
+  if (nc != 0) {
+    pl.ft->lookup_bulk(keys, nc, idx);
+    for (unsigned j = 0; j < nc; j++)
+      if (idx[j] != FLOW_NONE) rte_prefetch0(&pl.counters[idx[j]]);
+  }
+  // Act in arrival order, so that the slow path sees a flow's packets in the order they came.
+  for (unsigned i = 0; i < n; i++) {
+    const verdict v = verdicts[i];
     if (likely(v.is_ok())) {
-      cand[nc++] = pkts[i];
+      uint32_t flow = idx[key_of[i]];
+      if (flow == FLOW_NONE)
+        punt(pl, pkts[i], in_port, punt_reason::miss, meta[i]);
+      else
+        forward(pl, pkts[i], in_port, meta[i], flow);
     } else if (v.kind == verdict::DROP) {
       drop(pl, pkts[i], static_cast<drop_reason>(v.reason));
     } else {
-      punt(pl, pkts[i], in_port, static_cast<punt_reason>(v.reason), meta[nc]);
+      punt(pl, pkts[i], in_port, static_cast<punt_reason>(v.reason), meta[i]);
     }
-  }
-  if (nc == 0) return;
-
-  pl.ft->lookup_bulk(keys, nc, idx);
-  for (unsigned j = 0; j < nc; j++)
-    if (idx[j] != FLOW_NONE) rte_prefetch0(&pl.counters[idx[j]]);
-  for (unsigned j = 0; j < nc; j++) {
-    if (idx[j] == FLOW_NONE)
-      punt(pl, cand[j], in_port, punt_reason::miss, meta[j]);
-    else
-      forward(pl, cand[j], in_port, meta[j], idx[j]);
   }
 }
 

@@ -94,13 +94,20 @@ port_setup port_start(uint16_t id, const port_spec &spec, uint16_t n_workers, rt
     rc = rte_eth_tx_queue_setup(id, q, tx_desc, static_cast<unsigned>(socket), nullptr);
     if (rc != 0) fail(spec, "set up tx queue " + std::to_string(q), rc);
   }
+  bool promiscuous = spec.promiscuous;
   if (spec.has_mac) {
     rte_ether_addr mac;
     memcpy(mac.addr_bytes, spec.mac, 6);
     rc = rte_eth_dev_default_mac_addr_set(id, &mac);
-    if (rc != 0) fail(spec, "set MAC address", rc);
+    // Software devices (pcap, null, ring) cannot change their address. The configured one
+    // is still the port's address for flowgate; promiscuous mode makes sure frames sent to
+    // it are received wherever the device filters by address.
+    if (rc == -ENOTSUP)
+      promiscuous = true;
+    else if (rc != 0)
+      fail(spec, "set MAC address", rc);
   }
-  if (spec.promiscuous) {
+  if (promiscuous) {
     rc = rte_eth_promiscuous_enable(id);
     if (rc != 0 && rc != -ENOTSUP) fail(spec, "enable promiscuous mode", rc);
   }

@@ -1,0 +1,49 @@
+#!/usr/bin/env node
+/**
+ * The `flowgate` command. Each subcommand lives in its own module and exports
+ * `run(argv): Promise<number>` (the exit code); this file only dispatches.
+ */
+import { FlowgateError } from '../errors';
+
+interface Subcommand {
+  summary: string;
+  load(): Promise<{ run(argv: string[]): Promise<number> }>;
+}
+
+const SUBCOMMANDS: Record<string, Subcommand> = {
+  bench: { summary: 'measure the fast path: Mpps and cycles per packet on virtual devices', load: () => import('./bench.js') },
+};
+
+function usage(): string {
+  const width = Math.max(...Object.keys(SUBCOMMANDS).map((c) => c.length));
+  const lines = Object.entries(SUBCOMMANDS).map(([name, c]) => `  ${name.padEnd(width)}  ${c.summary}`);
+  return `usage: flowgate <command> [options]\n\ncommands:\n${lines.join('\n')}\n\nflowgate <command> --help shows a command's options.\n`;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
+    process.stdout.write(usage());
+    return name === undefined ? 2 : 0;
+  }
+  const sub = SUBCOMMANDS[name];
+  if (sub === undefined) {
+    process.stderr.write(`flowgate: unknown command '${name}'\n\n${usage()}`);
+    return 2;
+  }
+  return (await sub.load()).run(rest);
+}
+
+if (require.main === module) {
+  main(process.argv.slice(2)).then(
+    (code) => {
+      process.exitCode = code;
+    },
+    (err: unknown) => {
+      // Expected failures (bad options, a device that is missing) are one line, not a stack.
+      if (err instanceof FlowgateError) process.stderr.write(`flowgate: ${err.message} [${err.code}]\n`);
+      else process.stderr.write(`flowgate: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+      process.exitCode = 1;
+    },
+  );
+}

@@ -1,0 +1,140 @@
+// The dataplane's lifecycle through the real addon. EAL initialises once per process, so
+// every case runs in a child process of its own.
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import * as path from 'node:path';
+
+import { PcapBench } from '../helpers/dataplane';
+import { ethernetFrame, ip4Packet } from '../../lib/packets';
+
+const DATAPLANE = path.join(__dirname, '..', '..', 'lib', 'dataplane.js');
+
+/** Run a script in a fresh Node process with `Dataplane` in scope; its last stdout line is JSON. */
+function child(body: string, timeoutMs = 60_000): { status: number | null; result: any; stderr: string } {
+  const script = `const { Dataplane } = require(${JSON.stringify(DATAPLANE)});\n(async () => {\n${body}\n})().catch((e) => { console.error(e.code, e.stack); process.exit(1); });`;
+  const r = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: timeoutMs });
+  const lines = r.stdout.trim().split('\n');
+  let result: unknown;
+  try {
+    result = JSON.parse(lines[lines.length - 1] ?? 'null');
+  } catch {
+    result = undefined;
+  }
+  return { status: r.status, result, stderr: r.stderr };
+}
+
+describe('dataplane lifecycle', function () {
+  this.timeout(120_000);
+
+  it('starts with its ports up, reports them, stops, and lets the process exit', () => {
+    const r = child(`
+      const dp = new Dataplane();
+      dp.start({ workers: { cpus: [1] }, flowCapacity: 1024, ports: [{ name: 'a', device: 'net_null0' }, { name: 'b', device: 'net_ring0' }] });
+      const ports = dp.ports().map((p) => ({ name: p.name, driver: p.driver, linkUp: p.linkUp, polling: dp.polling }));
+      dp.stop();
+      console.log(JSON.stringify({ ports, running: dp.running }));`);
+    assert.equal(r.status, 0, r.stderr);
+    assert.deepEqual(r.result, {
+      ports: [
+        { name: 'a', driver: 'net_null', linkUp: true, polling: true },
+        { name: 'b', driver: 'net_ring', linkUp: true, polling: true },
+      ],
+      running: false,
+    });
+  });
+
+  it('refuses a second initialisation in the same process with an error code, not a crash', () => {
+    const r = child(`
+      const codes = {};
+      const dp = new Dataplane();
+      dp.start({ workers: { cpus: [1] }, flowCapacity: 1024 });
+      try { new Dataplane().start({ workers: { cpus: [1] }, flowCapacity: 1024 }); } catch (e) { codes.second = e.code; codes.secondIsError = e instanceof Error; }
+      try { dp.start(); } catch (e) { codes.again = e.code; }
+      dp.stop();
+      try { dp.start(); } catch (e) { codes.restart = e.code; }
+      try { new Dataplane().start({ workers: { cpus: [1] }, flowCapacity: 1024 }); } catch (e) { codes.afterCleanup = e.code; }
+      console.log(JSON.stringify(codes));`);
+    assert.equal(r.status, 0, r.stderr);
+    assert.deepEqual(r.result, {
+      second: 'ERR_FLOWGATE_EAL_ALREADY_INITIALIZED',
+      secondIsError: true,
+      again: 'ERR_FLOWGATE_STATE',
+      restart: 'ERR_FLOWGATE_STATE',
+      afterCleanup: 'ERR_FLOWGATE_EAL_FINISHED',
+    });
+  });
+
+  it('stops cleanly while the workers forward traffic at full rate', () => {
+    const bench = new PcapBench();
+    try {
+      const frames = Array.from({ length: 64 }, (_, i) =>
+        ethernetFrame('02:00:00:00:00:01', '02:00:00:00:00:02', ip4Packet({ src: `10.0.0.${i}`, dst: '10.1.0.1' }, { udp: { sport: 1000, dport: 2000 } })),
+      );
+      const device = bench.device('in', frames).replace(/,tx_pcap=.*$/, ',infinite_rx=1');
+      const r = child(`
+        const dp = new Dataplane();
+        dp.start({ workers: { cpus: [1] }, flowCapacity: 1024, paused: true, ports: [
+          { name: 'in', device: ${JSON.stringify(device)} }, { name: 'out', device: 'net_null0,no-rx=1' }] });
+        for (let i = 0; i < 64; i++) dp.addFlow({ original: { in: 'in', proto: 'udp', src: '10.0.0.' + i, dst: '10.1.0.1', sport: 1000, dport: 2000, out: { port: 'out', mac: '02:00:00:00:00:03' } } });
+        dp.resume();
+        await new Promise((r) => setTimeout(r, 500));
+        const before = dp.stats().fastpath.packets;
+        dp.stop();
+        console.log(JSON.stringify({ forwarding: before > 0, running: dp.running }));`);
+      assert.equal(r.status, 0, r.stderr);
+      assert.deepEqual(r.result, { forwarding: true, running: false });
+    } finally {
+      bench.dispose();
+    }
+  });
+
+  it('leaves the JavaScript thread unpinned and pins each worker to its CPU', () => {
+    const r = child(`
+      const fs = require('fs');
+      const allowed = () => fs.readFileSync('/proc/self/status', 'utf8').match(/Cpus_allowed_list:\\s*(\\S+)/)[1];
+      const before = allowed();
+      const dp = new Dataplane();
+      dp.start({ workers: { cpus: [1] }, flowCapacity: 1024 });
+      const threads = {};
+      for (const tid of fs.readdirSync('/proc/self/task')) {
+        const comm = fs.readFileSync('/proc/self/task/' + tid + '/comm', 'utf8').trim();
+        threads[comm] = fs.readFileSync('/proc/self/task/' + tid + '/status', 'utf8').match(/Cpus_allowed_list:\\s*(\\S+)/)[1];
+      }
+      const after = allowed();
+      dp.stop();
+      console.log(JSON.stringify({ before, after, worker: threads['rte-worker-1'] }));`);
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.result.after, r.result.before, 'the main thread keeps its CPUs');
+    assert.equal(r.result.worker, '1');
+  });
+
+  it('runs without hugepages when told to, and says so', () => {
+    const r = child(`
+      const dp = new Dataplane();
+      dp.start({ workers: { cpus: [1] }, flowCapacity: 1024, hugepages: 'off', ports: [{ name: 'a', device: 'net_null0' }] });
+      const res = { hugepages: dp.hugepages, noHuge: dp.ealArgs.includes('--no-huge'), linkUp: dp.port('a').linkUp };
+      dp.stop();
+      console.log(JSON.stringify(res));`);
+    assert.equal(r.status, 0, r.stderr);
+    assert.deepEqual(r.result, { hugepages: false, noHuge: true, linkUp: true });
+  });
+
+  it('reports a device that does not exist, and a device used twice, as errors with codes', () => {
+    const r = child(`
+      const codes = {};
+      const dp = new Dataplane();
+      dp.start({ workers: { cpus: [1] }, flowCapacity: 1024, ports: [{ name: 'a', device: 'net_null0' }] });
+      try { dp.addPort({ name: 'x', device: 'net_nosuchpmd0' }); } catch (e) { codes.missing = e.code; codes.message = e.message; }
+      try { dp.addPort({ name: 'b', device: 'net_null0' }); } catch (e) { codes.twice = e.code; }
+      try { dp.addFlow({ original: { in: 'nope', proto: 'udp', src: '1.1.1.1', dst: '2.2.2.2', sport: 1, dport: 2, out: { port: 'a', mac: '02:00:00:00:00:01' } } }); } catch (e) { codes.badFlow = e.code; }
+      codes.stillRunning = dp.polling;
+      dp.stop();
+      console.log(JSON.stringify(codes));`);
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.result.missing, 'ERR_FLOWGATE_DEVICE');
+    assert.match(r.result.message, /net_nosuchpmd0/);
+    assert.equal(r.result.twice, 'ERR_FLOWGATE_PORT_IN_USE');
+    assert.equal(r.result.badFlow, 'ERR_FLOWGATE_INVALID_ARGUMENT');
+    assert.equal(r.result.stillRunning, true);
+  });
+});

@@ -1,0 +1,218 @@
+// Tier 2: pcap in / pcap out through the real addon on DPDK virtual devices (net_pcap),
+// flows installed through the TypeScript API. Inputs are built by scapy and outputs decoded
+// by scapy and checked by tshark, so the fast path is never judged by its own parser.
+import assert from 'node:assert/strict';
+
+import type { FlowDirection, TunnelOptions } from '../../lib/dataplane';
+import { JobResult, PcapBench, runJob, tsharkChecksums } from '../helpers/dataplane';
+import { layer, scapyBuild, scapyDissect, ScapyFrame } from '../helpers/scapy';
+
+const HOST = '02:00:00:00:00:10';
+const GW_LAN = '00:00:22:33:11:55';
+const GW_WAN = '00:11:22:33:11:55';
+const PEER = '02:00:00:00:00:22';
+const LOCAL = '2001:db8:2::1';
+const REMOTE = '2001:db8:2::2';
+const WORKERS = { cpus: [1] };
+const SMALL = { flowCapacity: 4096, mbufs: 4095 };
+
+const lanIp = (ip: string, l4: string) => `Ether(dst='${GW_LAN}', src='${HOST}')/${ip}/${l4}`;
+const TEL = (limit: number) => `IPv6ExtHdrDestOpt(options=[HBHOptUnknown(otype=4, optdata=bytes([${limit}])), PadN(optdata=b'\\x00')])`;
+const fromPeer = (inner: string, encapLimit: number | null, tc = 0) =>
+  `Ether(dst='${GW_WAN}', src='${PEER}')/IPv6(src='${REMOTE}', dst='${LOCAL}', tc=${tc})/` + (encapLimit === null ? '' : `${TEL(encapLimit)}/`) + inner;
+
+function tunnel(encapLimit: number | 'none', extra: Partial<TunnelOptions> = {}): TunnelOptions {
+  return { name: 'tun0', local: LOCAL, remote: REMOTE, encapLimit, underlay: 'wan', nextHopMac: PEER, ...extra };
+}
+
+// The reference connection, LAN host 192.168.0.10:40000 -> 10.0.0.1:80, through tun0.
+const lanToTunnel: FlowDirection = { in: 'lan', proto: 'tcp', src: '192.168.0.10', dst: '10.0.0.1', sport: 40000, dport: 80, out: { tunnel: 'tun0' } };
+const tunnelToLan: FlowDirection = { in: 'wan', tunnel: 'tun0', proto: 'tcp', src: '10.0.0.1', dst: '192.168.0.10', sport: 80, dport: 40000, out: { port: 'lan', mac: HOST } };
+
+function fields(frame: ScapyFrame, name: string, nth = 0): Record<string, unknown> {
+  return layer(frame, name, nth).fields;
+}
+
+async function assertChecksumsGood(pcap: string, expectPackets: number) {
+  const status = await tsharkChecksums(pcap);
+  assert.equal(status.length, expectPackets);
+  status.forEach((s, i) => {
+    for (const v of [...s.ip, ...s.udp, ...s.tcp]) assert.equal(v, 'Good', `packet ${i}: ${JSON.stringify(s)}`);
+    assert.ok(s.ip.length + s.udp.length + s.tcp.length > 0, `packet ${i} has checksums to verify`);
+  });
+}
+
+describe('pcap in, pcap out through the addon', function () {
+  this.timeout(120_000);
+  let bench: PcapBench;
+  beforeEach(() => {
+    bench = new PcapBench();
+  });
+  afterEach(() => bench.dispose());
+
+  it('forwards IPv4 and IPv6 with TTL and hop limit decremented, next-hop MACs and valid checksums', async () => {
+    const input = await scapyBuild([
+      lanIp(`IP(src='192.168.0.10', dst='198.51.100.7', ttl=64, id=1)`, `UDP(sport=5000, dport=53)/Raw(b'q'*20)`),
+      lanIp(`IP(src='192.168.0.10', dst='198.51.100.7', ttl=9, id=2)`, `UDP(sport=5000, dport=53)/Raw(b'q'*20)`),
+      lanIp(`IPv6(src='2001:db8:1::10', dst='2001:db8:3::1', hlim=64)`, `TCP(sport=5001, dport=443, flags='A')/Raw(b'z'*30)`),
+    ]);
+    const r = await runJob({
+      start: { workers: WORKERS, ...SMALL, ports: [{ name: 'lan', mac: GW_LAN, device: bench.device('lan', input) }, { name: 'wan', mac: GW_WAN, device: bench.device('wan') }] },
+      flows: [
+        { original: { in: 'lan', proto: 'udp', src: '192.168.0.10', dst: '198.51.100.7', sport: 5000, dport: 53, out: { port: 'wan', mac: PEER } } },
+        { original: { in: 'lan', proto: 'tcp', src: '2001:db8:1::10', dst: '2001:db8:3::1', sport: 5001, dport: 443, out: { port: 'wan', mac: PEER } } },
+      ],
+      expectRx: 3,
+    });
+    const out = await scapyDissect(bench.sent('wan'));
+    assert.equal(out.length, 3);
+    for (const f of out) assert.deepEqual([fields(f, 'Ether').dst, fields(f, 'Ether').src], [PEER, GW_WAN]);
+    assert.deepEqual([fields(out[0]!, 'IP').ttl, fields(out[1]!, 'IP').ttl], [63, 8]);
+    assert.equal(fields(out[2]!, 'IPv6').hlim, 63);
+    await assertChecksumsGood(bench.output('wan'), 3);
+    assert.equal(r.stats.fastpath.packets, 3);
+    assert.deepEqual([r.flows[0]?.original.packets, r.flows[1]?.original.packets], [2, 1]);
+    assert.equal(r.stats.ports.wan?.txPackets, 3);
+  });
+
+  for (const encapLimit of [4, null]) {
+    it(`decapsulates IPv4 in IPv6 ${encapLimit === null ? 'without' : 'with'} the encap-limit option and forwards it to the LAN`, async () => {
+      const inner = `IP(src='10.0.0.1', dst='192.168.0.10', ttl=60, tos=0x2a)/TCP(sport=80, dport=40000, flags='PA')/Raw(b'r'*64)`;
+      const input = await scapyBuild([fromPeer(inner, encapLimit), fromPeer(inner, encapLimit, 0x03)]);
+      const r = await runJob({
+        start: { workers: WORKERS, ...SMALL, ports: [{ name: 'lan', mac: GW_LAN, device: bench.device('lan') }, { name: 'wan', mac: GW_WAN, device: bench.device('wan', input) }] },
+        tunnels: [tunnel(encapLimit ?? 'none')],
+        flows: [{ original: lanToTunnel, reply: tunnelToLan }],
+        expectRx: 2,
+      });
+      const out = await scapyDissect(bench.sent('lan'));
+      assert.equal(out.length, 2);
+      const [plain, marked] = out as [ScapyFrame, ScapyFrame];
+      assert.deepEqual([fields(plain, 'Ether').dst, fields(plain, 'Ether').src, fields(plain, 'Ether').type], [HOST, GW_LAN, 0x0800]);
+      assert.deepEqual(plain.layers.map((l) => l.name), ['Ether', 'IP', 'TCP', 'Raw']);
+      assert.equal(fields(plain, 'IP').ttl, 59);
+      assert.equal(fields(plain, 'IP').tos, 0x2a, 'ECT(0) under a not-CE outer header stays');
+      assert.equal(fields(marked, 'IP').tos, 0x2b, 'ECT(0) under an outer CE becomes CE (RFC 6040)');
+      await assertChecksumsGood(bench.output('lan'), 2);
+      assert.equal(r.flows[0]?.reply?.packets, 2);
+      assert.equal(r.flows[0]?.reply?.bytes, 2 * (20 + 20 + 64));
+    });
+  }
+
+  for (const encapLimit of [4, 'none'] as const) {
+    it(`encapsulates LAN traffic into the tunnel ${encapLimit === 'none' ? 'without' : 'with'} the encap-limit option`, async () => {
+      const input = await scapyBuild([lanIp(`IP(src='192.168.0.10', dst='10.0.0.1', ttl=64, tos=0xb9)`, `TCP(sport=40000, dport=80, flags='A')/Raw(b'l'*100)`)]);
+      await runJob({
+        start: { workers: WORKERS, ...SMALL, ports: [{ name: 'lan', mac: GW_LAN, device: bench.device('lan', input) }, { name: 'wan', mac: GW_WAN, device: bench.device('wan') }] },
+        tunnels: [tunnel(encapLimit, { hopLimit: 64, tclass: 'inherit' })],
+        flows: [{ original: lanToTunnel, reply: tunnelToLan }],
+        expectRx: 1,
+      });
+      const [out] = await scapyDissect(bench.sent('wan'));
+      assert.ok(out);
+      assert.deepEqual([fields(out, 'Ether').dst, fields(out, 'Ether').src, fields(out, 'Ether').type], [PEER, GW_WAN, 0x86dd]);
+      const ip6 = fields(out, 'IPv6');
+      assert.deepEqual([ip6.src, ip6.dst, ip6.hlim, ip6.tc, ip6.fl], [LOCAL, REMOTE, 64, 0xb9, 0]);
+      if (encapLimit === 'none') {
+        assert.deepEqual(out.layers.map((l) => l.name), ['Ether', 'IPv6', 'IP', 'TCP', 'Raw']);
+        assert.deepEqual([ip6.nh, ip6.plen], [4, 140]);
+      } else {
+        assert.deepEqual(out.layers.map((l) => l.name), ['Ether', 'IPv6', 'IPv6ExtHdrDestOpt', 'IP', 'TCP', 'Raw']);
+        assert.deepEqual([ip6.nh, ip6.plen], [60, 148]);
+        assert.equal(out.bytes.subarray(54, 62).toString('hex'), '0400040104010100');
+      }
+      assert.equal(fields(out, 'IP').ttl, 63);
+      await assertChecksumsGood(bench.output('wan'), 1);
+    });
+  }
+
+  describe('exceptions', () => {
+    let r: JobResult;
+    let input: Buffer[];
+    let ex: PcapBench;
+    const tcp = (flags: string, ip = `IP(src='192.168.0.10', dst='10.0.0.1')`) => lanIp(ip, `TCP(sport=40000, dport=80, flags='${flags}')`);
+    const EXCEPTIONS: [string, string][] = [
+      ['miss', lanIp(`IP(src='192.168.0.99', dst='10.0.0.1')`, `UDP(sport=1, dport=2)`)],
+      ['tcp_flags', tcp('S')],
+      ['ttl_expired', tcp('A', `IP(src='192.168.0.10', dst='10.0.0.1', ttl=1)`)],
+      ['ip_options', tcp('A', `IP(src='192.168.0.10', dst='10.0.0.1', options=[IPOption_RR()])`)],
+      ['fragment', tcp('A', `IP(src='192.168.0.10', dst='10.0.0.1', flags='MF')`)],
+      ['l4proto', lanIp(`IP(src='192.168.0.10', dst='10.0.0.1')`, `ICMP()`)],
+      ['non_ip', `Ether(dst='ff:ff:ff:ff:ff:ff', src='${HOST}')/ARP(psrc='192.168.0.10', pdst='192.168.0.2')`],
+      ['ipv6_ext', lanIp(`IPv6(src='2001:db8:1::10', dst='2001:db8:3::1')/IPv6ExtHdrHopByHop()`, `UDP()`)],
+      ['too_big', tcp('A') + `/Raw(b'b'*1460)`],
+      ['tcp_flags', tcp('FA')],
+      ['teardown', tcp('A')],
+    ];
+    const MALFORMED: [string, string][] = [
+      ['truncated', lanIp(`IP(src='192.168.0.10', dst='10.0.0.1', len=900)`, `UDP(sport=1, dport=2)`)],
+      ['bad_header', lanIp(`IP(src='192.168.0.10', dst='10.0.0.1', version=5)`, `UDP(sport=1, dport=2)`)],
+    ];
+
+    before(async () => {
+      ex = new PcapBench();
+      input = await scapyBuild([...EXCEPTIONS.map(([, e]) => e), ...MALFORMED.map(([, e]) => e)]);
+      r = await runJob({
+        start: {
+          workers: WORKERS,
+          ...SMALL,
+          ports: [
+            { name: 'lan', device: ex.device('lan', input), slowpath: 'lan-tap' },
+            { name: 'wan', device: ex.device('wan') },
+            { name: 'lan-tap', device: ex.device('lan-tap'), poll: false },
+          ],
+        },
+        tunnels: [tunnel(4)],
+        flows: [{ original: lanToTunnel, reply: tunnelToLan }],
+        expectRx: input.length,
+      });
+    });
+    after(() => ex.dispose());
+
+    it('hands every exception to the slow-path port unchanged, in order', () => {
+      const punted = ex.sent('lan-tap');
+      assert.equal(punted.length, EXCEPTIONS.length);
+      punted.forEach((p, i) => assert.equal(p.toString("hex"), (input[i] as Buffer).toString("hex"), `exception ${EXCEPTIONS[i]?.[0]} arrived unchanged`));
+      assert.equal(ex.sent('wan').length, 0, 'nothing of them was forwarded');
+    });
+
+    it('counts each exception by its reason', () => {
+      const want: Record<string, number> = {};
+      for (const [reason] of EXCEPTIONS) want[reason] = (want[reason] ?? 0) + 1;
+      for (const [reason, n] of Object.entries(r.stats.slowpath.reasons)) assert.equal(n, want[reason] ?? 0, `punts for ${reason}`);
+      assert.equal(r.stats.slowpath.packets, EXCEPTIONS.length);
+    });
+
+    it('drops malformed packets, counted by reason, and sends them nowhere', () => {
+      for (const [reason] of MALFORMED) assert.equal(r.stats.drops.reasons[reason], 1, `drops for ${reason}`);
+      assert.equal(r.stats.drops.packets, MALFORMED.length);
+      assert.equal(r.stats.ports['lan-tap']?.txPackets, EXCEPTIONS.length);
+    });
+
+    it('marks the connection for teardown on FIN (both directions)', () => {
+      assert.equal(r.flows[0]?.teardown, true);
+      assert.equal(r.stats.fastpath.packets, 0);
+    });
+  });
+
+  it('decapsulates tunnel traffic it has no flow for into the tunnel\'s TUN port as raw IPv4', async () => {
+    const inner = `IP(src='10.0.0.1', dst='192.168.0.10')/ICMP(type=8, id=7, seq=1)/Raw(b'ping')`;
+    const input = await scapyBuild([fromPeer(inner, 4), fromPeer(inner, null)]);
+    const [innerBytes] = await scapyBuild([inner]);
+    await runJob({
+      start: {
+        workers: WORKERS,
+        ...SMALL,
+        ports: [
+          { name: 'wan', device: bench.device('wan', input) },
+          { name: 'tun0', device: bench.device('tun0'), poll: false, l3: true },
+        ],
+      },
+      tunnels: [tunnel(4, { slowpath: 'tun0' })],
+      expectRx: 2,
+    });
+    const sent = bench.sent('tun0');
+    assert.equal(sent.length, 2);
+    for (const p of sent) assert.ok(p.equals(innerBytes as Buffer), `got ${p.toString('hex')}`);
+  });
+});

@@ -1,0 +1,44 @@
+/**
+ * Runs one dataplane job in its own process (EAL initialises once per process): start
+ * paused, install tunnels and flows, poll until the input pcaps are consumed, pause, report
+ * stats and flows as JSON on stdout, stop. Driven by test/helpers/dataplane.ts.
+ */
+import { Dataplane, FlowPairOptions, StartOptions, TunnelOptions } from '../../lib/dataplane';
+
+export interface DataplaneJob {
+  start: Omit<StartOptions, 'onWarning' | 'paused'>;
+  tunnels?: TunnelOptions[];
+  flows?: FlowPairOptions[];
+  /** Packets the workers must have received before the job ends (all input pcaps). */
+  expectRx: number;
+  timeoutMs?: number;
+}
+
+async function main(): Promise<void> {
+  const chunks: Buffer[] = [];
+  for await (const c of process.stdin) chunks.push(c as Buffer);
+  const job = JSON.parse(Buffer.concat(chunks).toString('utf8')) as DataplaneJob;
+  const warnings: string[] = [];
+  const dp = new Dataplane();
+  dp.start({ ...job.start, paused: true, onWarning: (w) => warnings.push(w) });
+  try {
+    for (const t of job.tunnels ?? []) dp.addTunnel(t);
+    const flowIds = (job.flows ?? []).map((f) => dp.addFlow(f));
+    dp.resume();
+    const deadline = Date.now() + (job.timeoutMs ?? 10_000);
+    const received = () => dp.stats().workers.reduce((n, w) => n + w.rxPackets, 0);
+    while (received() < job.expectRx && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+    // Joining the workers finishes the burst in flight and its transmission.
+    dp.pause();
+    const result = { stats: dp.stats(), flows: dp.flows(), flowIds, ports: dp.ports(), hugepages: dp.hugepages, warnings, received: received() };
+    process.stdout.write(JSON.stringify(result));
+  } finally {
+    dp.stop(); // closes the pcap ports, which flushes their output files
+  }
+}
+
+main().catch((err: unknown) => {
+  const e = err as Error & { code?: string };
+  process.stderr.write(`${e.code ?? ''} ${e.stack ?? String(err)}\n`);
+  process.exitCode = 1;
+});

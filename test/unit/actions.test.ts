@@ -1,0 +1,372 @@
+// Tier 1: the fast path's burst processing (lookup, actions, punts, drops, counters), run
+// without EAL on a heap flowtable through the test-only exports. Outputs are checked field
+// by field and checksums by recomputing them in full (the fast path updates them
+// incrementally, RFC 1624).
+import assert from 'node:assert/strict';
+
+import { native, NativeFlowSpec, NativeTunnelParams } from '../../lib/native';
+import { parseIPv4, parseIPv6, parseMac } from '../../lib/net/addr';
+import { ethernetFrame, internetChecksum, ip4in6Packet, ip4Packet, ip6Packet, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN } from '../../lib/packets';
+
+const testing = native().testing;
+
+// Ports: 0 LAN, 1 underlay, 2 LAN's slow path (a TAP), 3 underlay's slow path, 4 the tunnel's TUN.
+const LAN = 0;
+const WAN = 1;
+const LAN_SLOW = 2;
+const WAN_SLOW = 3;
+const TUN = 4;
+const PORTS = [
+  { id: LAN, mtu: 1500, slowpath: LAN_SLOW },
+  { id: WAN, mtu: 1500, slowpath: WAN_SLOW },
+  { id: LAN_SLOW, mtu: 1500 },
+  { id: WAN_SLOW, mtu: 1500 },
+  { id: TUN, mtu: 1452, l3: true },
+];
+const HOST_MAC = '02:00:00:00:00:10';
+const GW_LAN_MAC = '00:00:22:33:11:55';
+const GW_WAN_MAC = '00:11:22:33:11:55';
+const PEER_MAC = '02:00:00:00:00:22';
+const LOCAL = '2001:db8:2::1';
+const REMOTE = '2001:db8:2::2';
+
+function tunnel(over: Partial<NativeTunnelParams> = {}): NativeTunnelParams & { id: number } {
+  return {
+    id: 0,
+    local: parseIPv6(LOCAL),
+    remote: parseIPv6(REMOTE),
+    encapLimit: 4,
+    hopLimit: 64,
+    tclass: 0,
+    flowLabel: 0,
+    flowLabelHash: false,
+    mtu: 1452,
+    port: WAN,
+    dstMac: parseMac(PEER_MAC),
+    srcMac: parseMac(GW_WAN_MAC),
+    slowpathPort: null,
+    ...over,
+  };
+}
+
+// The reference connection: LAN host 192.168.0.10:40000 <-> 10.0.0.1:80 through the tunnel.
+const encapFlow = (l4 = 6): NativeFlowSpec => ({
+  inPort: LAN, l3: 4, l4, src: parseIPv4('192.168.0.10'), dst: parseIPv4('10.0.0.1'), sport: 40000, dport: 80, action: 'encap4in6', tunnel: 0,
+});
+const decapFlow = (l4 = 6): NativeFlowSpec => ({
+  inPort: WAN, l3: 4, l4, src: parseIPv4('10.0.0.1'), dst: parseIPv4('192.168.0.10'), sport: 80, dport: 40000,
+  outerSrc: parseIPv6(REMOTE), outerDst: parseIPv6(LOCAL), action: 'decap4in6', outPort: LAN, dstMac: parseMac(HOST_MAC), srcMac: parseMac(GW_LAN_MAC),
+});
+const fwd4Flow = (): NativeFlowSpec => ({
+  inPort: LAN, l3: 4, l4: 17, src: parseIPv4('192.168.0.10'), dst: parseIPv4('198.51.100.7'), sport: 5000, dport: 53, action: 'fwd4', outPort: WAN, dstMac: parseMac(PEER_MAC), srcMac: parseMac(GW_WAN_MAC),
+});
+const fwd6Flow = (): NativeFlowSpec => ({
+  inPort: LAN, l3: 6, l4: 17, src: parseIPv6('2001:db8:1::10'), dst: parseIPv6('2001:db8:3::1'), sport: 5000, dport: 53, action: 'fwd6', outPort: WAN, dstMac: parseMac(PEER_MAC), srcMac: parseMac(GW_WAN_MAC),
+});
+
+const lanTcp = (flags = TCP_ACK, o: { ttl?: number; tos?: number; payload?: number } = {}) =>
+  ethernetFrame(GW_LAN_MAC, HOST_MAC, ip4Packet({ src: '192.168.0.10', dst: '10.0.0.1', ttl: o.ttl ?? 64, tos: o.tos ?? 0, id: 7, df: true }, { tcp: { sport: 40000, dport: 80, flags } }, Buffer.alloc(o.payload ?? 0)));
+const innerReply = (o: { ttl?: number; tos?: number; flags?: number } = {}) =>
+  ip4Packet({ src: '10.0.0.1', dst: '192.168.0.10', ttl: o.ttl ?? 63, tos: o.tos ?? 0 }, { tcp: { sport: 80, dport: 40000, flags: o.flags ?? TCP_ACK } }, Buffer.alloc(20));
+const wanTunnelled = (inner: Buffer, o: { encapLimit?: number | null; tclass?: number; src?: string } = {}) =>
+  ethernetFrame(GW_WAN_MAC, PEER_MAC, ip4in6Packet({ src: o.src ?? REMOTE, dst: LOCAL, encapLimit: o.encapLimit === undefined ? 4 : o.encapLimit, tclass: o.tclass ?? 0 }, inner));
+
+function run(setup: Parameters<typeof testing.process>[0], packets: { port: number; frame: Buffer; headroom?: number }[], burst?: number) {
+  return testing.process(setup, packets, burst === undefined ? {} : { burst });
+}
+
+function one(setup: Parameters<typeof testing.process>[0], port: number, frame: Buffer, headroom?: number) {
+  const r = run(setup, [{ port, frame, ...(headroom === undefined ? {} : { headroom }) }]);
+  const result = r.results[0];
+  assert.ok(result);
+  return { ...result, stats: r.stats, flows: r.flows };
+}
+
+function assertIp4ChecksumValid(ip: Buffer) {
+  const ihl = ((ip[0] as number) & 0xf) * 4;
+  assert.equal(internetChecksum(ip.subarray(0, ihl)), 0, `IPv4 header checksum of ${ip.subarray(0, ihl).toString('hex')}`);
+}
+
+describe('fast path actions', () => {
+  describe('forwarding', () => {
+    it('forwards IPv4 with TTL-1, an incrementally updated checksum and the next hop\'s Ethernet addresses', () => {
+      const input = ethernetFrame(GW_LAN_MAC, HOST_MAC, ip4Packet({ src: '192.168.0.10', dst: '198.51.100.7', ttl: 64 }, { udp: { sport: 5000, dport: 53 } }, Buffer.from('payload')));
+      const r = one({ ports: PORTS, flows: [{ orig: fwd4Flow() }] }, LAN, input);
+      assert.equal(r.reason, 'forward');
+      assert.equal(r.port, WAN);
+      const out = r.frame as Buffer;
+      assert.equal(out.length, input.length);
+      assert.equal(out.subarray(0, 6).toString('hex'), '020000000022');
+      assert.equal(out.subarray(6, 12).toString('hex'), '001122331155');
+      assert.equal(out.readUInt16BE(12), 0x0800);
+      assert.equal(out[14 + 8], 63);
+      assertIp4ChecksumValid(out.subarray(14));
+      // Nothing but TTL and checksum changed in the IP packet.
+      const a = Buffer.from(input.subarray(14)), b = Buffer.from(out.subarray(14));
+      for (const x of [a, b]) x.fill(0, 8, 9).fill(0, 10, 12);
+      assert.ok(a.equals(b));
+    });
+
+    it('keeps the checksum right across the TTL carry (checksum 0xffff boundary cases)', () => {
+      for (let ttl = 2; ttl <= 255; ttl++) {
+        for (const id of [0, 0x00ff, 0xfeff, 0xffff]) {
+          const input = ethernetFrame(GW_LAN_MAC, HOST_MAC, ip4Packet({ src: '192.168.0.10', dst: '198.51.100.7', ttl, id }, { udp: { sport: 5000, dport: 53 } }));
+          const out = one({ ports: PORTS, flows: [{ orig: fwd4Flow() }] }, LAN, input).frame as Buffer;
+          assertIp4ChecksumValid(out.subarray(14));
+          assert.equal(out[14 + 8], ttl - 1);
+        }
+      }
+    });
+
+    it('forwards IPv6 with hop limit-1', () => {
+      const input = ethernetFrame(GW_LAN_MAC, HOST_MAC, ip6Packet({ src: '2001:db8:1::10', dst: '2001:db8:3::1', hopLimit: 2 }, { udp: { sport: 5000, dport: 53 } }));
+      const r = one({ ports: PORTS, flows: [{ orig: fwd6Flow() }] }, LAN, input);
+      assert.equal(r.port, WAN);
+      const out = r.frame as Buffer;
+      assert.equal(out[14 + 7], 1);
+      assert.ok(out.subarray(15, 14 + 7).equals(input.subarray(15, 14 + 7)));
+      assert.ok(out.subarray(14 + 8).equals(input.subarray(14 + 8)));
+    });
+
+    it('cuts Ethernet padding so that the forwarded frame is exactly the IP packet', () => {
+      const padded = Buffer.concat([ethernetFrame(GW_LAN_MAC, HOST_MAC, ip4Packet({ src: '192.168.0.10', dst: '198.51.100.7' }, { udp: { sport: 5000, dport: 53 } })), Buffer.alloc(18)]);
+      const out = one({ ports: PORTS, flows: [{ orig: fwd4Flow() }] }, LAN, padded).frame as Buffer;
+      assert.equal(out.length, 14 + 28);
+    });
+  });
+
+  describe('decapsulation', () => {
+    for (const encapLimit of [4, null]) {
+      it(`decapsulates 4in6 ${encapLimit === null ? 'without' : 'with'} the encap-limit option and forwards the inner packet with TTL-1`, () => {
+        const inner = innerReply({ ttl: 63 });
+        const r = one({ ports: PORTS, tunnels: [tunnel()], flows: [{ orig: decapFlow() }] }, WAN, wanTunnelled(inner, { encapLimit }));
+        assert.equal(r.reason, 'forward');
+        assert.equal(r.port, LAN);
+        const out = r.frame as Buffer;
+        assert.equal(out.length, 14 + inner.length);
+        assert.equal(out.subarray(0, 12).toString('hex'), '020000000010' + '000022331155');
+        assert.equal(out.readUInt16BE(12), 0x0800);
+        assert.equal(out[14 + 8], 62);
+        assertIp4ChecksumValid(out.subarray(14));
+        assert.ok(out.subarray(14 + 20).equals(inner.subarray(20)));
+      });
+    }
+
+    it('marks an ECN-capable inner packet CE when the outer header is CE (RFC 6040)', () => {
+      const inner = innerReply({ tos: 0x28 | 0x02 }); // DSCP AF11, ECT(0)
+      const out = one({ ports: PORTS, tunnels: [tunnel()], flows: [{ orig: decapFlow() }] }, WAN, wanTunnelled(inner, { tclass: 0x03 })).frame as Buffer;
+      assert.equal(out[14 + 1], 0x28 | 0x03);
+      assertIp4ChecksumValid(out.subarray(14));
+    });
+
+    it('drops a not-ECT inner packet under an outer CE (RFC 6040), and leaves it alone under outer ECT', () => {
+      const setup = { ports: PORTS, tunnels: [tunnel()], flows: [{ orig: decapFlow() }] };
+      const dropped = one(setup, WAN, wanTunnelled(innerReply({ tos: 0 }), { tclass: 0x03 }));
+      assert.equal(dropped.port, null);
+      assert.equal(dropped.reason, 'ecn');
+      const kept = one(setup, WAN, wanTunnelled(innerReply({ tos: 0 }), { tclass: 0x01 }));
+      assert.equal(kept.port, LAN);
+      assert.equal((kept.frame as Buffer)[14 + 1], 0);
+    });
+
+    it('does not decapsulate for a flow whose outer source is not the tunnel remote', () => {
+      const r = one({ ports: PORTS, tunnels: [tunnel()], flows: [{ orig: decapFlow() }] }, WAN, wanTunnelled(innerReply(), { src: '2001:db8:2::99' }));
+      assert.equal(r.reason, 'miss');
+      assert.equal(r.port, WAN_SLOW);
+    });
+  });
+
+  describe('encapsulation', () => {
+    function encap(t: Partial<NativeTunnelParams>, frame = lanTcp()) {
+      return one({ ports: PORTS, tunnels: [tunnel(t)], flows: [{ orig: encapFlow() }] }, LAN, frame);
+    }
+
+    it('prepends Ethernet, IPv6 and the 8-byte encap-limit destination options as Linux ip6tnl writes them', () => {
+      const input = lanTcp(TCP_ACK, { ttl: 64, payload: 100 });
+      const innerLen = input.length - 14;
+      const r = encap({});
+      assert.equal(r.reason, 'forward');
+      assert.equal(r.port, WAN);
+      const out = encap({}, input).frame as Buffer;
+      assert.equal(out.length, 14 + 40 + 8 + innerLen);
+      assert.equal(out.subarray(0, 14).toString('hex'), '020000000022' + '001122331155' + '86dd');
+      assert.equal(out.readUInt32BE(14), 0x60000000); // version 6, traffic class 0, flow label 0
+      assert.equal(out.readUInt16BE(18), 8 + innerLen);
+      assert.equal(out[20], 60);
+      assert.equal(out[21], 64);
+      assert.equal(out.subarray(22, 38).toString('hex'), '20010db8000200000000000000000001');
+      assert.equal(out.subarray(38, 54).toString('hex'), '20010db8000200000000000000000002');
+      assert.equal(out.subarray(54, 62).toString('hex'), '0400040104010100');
+      assert.equal(out[62 + 8], 63, 'inner TTL decremented');
+      assertIp4ChecksumValid(out.subarray(62));
+    });
+
+    it('uses next header 4 and no option with encaplimit none', () => {
+      const input = lanTcp();
+      const out = encap({ encapLimit: null }, input).frame as Buffer;
+      assert.equal(out.length, 14 + 40 + input.length - 14);
+      assert.equal(out.readUInt16BE(18), input.length - 14);
+      assert.equal(out[20], 4);
+      assert.equal(out[54], 0x45);
+    });
+
+    it('writes any encapsulation limit value into the option', () => {
+      assert.equal((encap({ encapLimit: 0 }).frame as Buffer)[58], 0);
+      assert.equal((encap({ encapLimit: 255 }).frame as Buffer)[58], 255);
+    });
+
+    it('copies the inner TTL after forwarding with hoplimit inherit', () => {
+      assert.equal((encap({ hopLimit: 0 }, lanTcp(TCP_ACK, { ttl: 30 })).frame as Buffer)[21], 29);
+    });
+
+    it('sets the traffic class per RFC 6040 / Linux: fixed or inherited DSCP, inner ECN copied, CE as ECT(0)', () => {
+      const tc = (t: Partial<NativeTunnelParams>, tos: number) => ((encap(t, lanTcp(TCP_ACK, { tos })).frame as Buffer).readUInt32BE(14) >>> 20) & 0xff;
+      assert.equal(tc({ tclass: 0x20 }, 0xb8 | 0x01), 0x20 | 0x01);
+      assert.equal(tc({ tclass: 0x20 }, 0xb8 | 0x03), 0x20 | 0x02);
+      assert.equal(tc({ tclass: null }, 0xb8 | 0x02), 0xb8 | 0x02);
+      assert.equal(tc({ tclass: null }, 0xb8 | 0x03), 0xb8 | 0x02);
+      assert.equal(tc({ tclass: 0x21 }, 0), 0x20);
+    });
+
+    it('writes a fixed flow label, or one label per flow with flowlabel hash', () => {
+      const label = (t: Partial<NativeTunnelParams>) => (encap(t).frame as Buffer).readUInt32BE(14) & 0xfffff;
+      assert.equal(label({ flowLabel: 0x12345 }), 0x12345);
+      const hashed = label({ flowLabelHash: true });
+      assert.notEqual(hashed, 0);
+      assert.equal(label({ flowLabelHash: true }), hashed, 'stable for the same flow');
+    });
+
+    it('drops, counted, when the mbuf has no headroom for the outer headers', () => {
+      const r = one({ ports: PORTS, tunnels: [tunnel()], flows: [{ orig: encapFlow() }] }, LAN, lanTcp(), 16);
+      assert.equal(r.port, null);
+      assert.equal(r.reason, 'no_headroom');
+    });
+  });
+
+  describe('exceptions', () => {
+    const setup = () => ({ ports: PORTS, tunnels: [tunnel()], flows: [{ orig: encapFlow(), reply: decapFlow() }] });
+
+    it('punts a miss unchanged to the input port\'s slow-path port', () => {
+      const input = ethernetFrame(GW_LAN_MAC, HOST_MAC, ip4Packet({ src: '192.168.0.11', dst: '10.0.0.1' }, { udp: { sport: 1, dport: 2 } }));
+      const r = one(setup(), LAN, input);
+      assert.deepEqual([r.reason, r.port], ['miss', LAN_SLOW]);
+      assert.ok((r.frame as Buffer).equals(input));
+    });
+
+    it('punts a packet larger than the tunnel MTU (underlay MTU - 48) unchanged', () => {
+      const input = lanTcp(TCP_ACK, { payload: 1452 - 40 + 1 });
+      const r = one(setup(), LAN, input);
+      assert.deepEqual([r.reason, r.port], ['too_big', LAN_SLOW]);
+      assert.ok((r.frame as Buffer).equals(input));
+      const fits = one(setup(), LAN, lanTcp(TCP_ACK, { payload: 1452 - 40 }));
+      assert.equal(fits.reason, 'forward');
+    });
+
+    it('punts a packet larger than the output port MTU', () => {
+      const big = ethernetFrame(GW_LAN_MAC, HOST_MAC, ip4Packet({ src: '192.168.0.10', dst: '198.51.100.7' }, { udp: { sport: 5000, dport: 53 } }, Buffer.alloc(1500 - 28 + 1)));
+      assert.equal(one({ ports: PORTS, flows: [{ orig: fwd4Flow() }] }, LAN, big).reason, 'too_big');
+    });
+
+    it('punts SYN without tearing the flow down', () => {
+      const r = one(setup(), LAN, lanTcp(TCP_SYN));
+      assert.deepEqual([r.reason, r.port], ['tcp_flags', LAN_SLOW]);
+      assert.equal(r.flows[0]?.orig.teardown, false);
+    });
+
+    for (const [name, flags] of [['FIN', TCP_FIN | TCP_ACK], ['RST', TCP_RST]] as const) {
+      it(`punts ${name} and marks both directions for teardown; later packets of the flow are punted too`, () => {
+        const r = run(setup(), [
+          { port: LAN, frame: lanTcp(flags) },
+          { port: LAN, frame: lanTcp(TCP_ACK) },
+          { port: WAN, frame: wanTunnelled(innerReply()) },
+        ], 1);
+        assert.deepEqual(r.results.map((x) => x.reason), ['tcp_flags', 'teardown', 'teardown']);
+        assert.equal(r.flows[0]?.orig.teardown, true);
+        assert.equal(r.flows[0]?.reply?.teardown, true);
+        assert.equal(r.stats.fastPackets, 0);
+      });
+    }
+
+    it('punts a tunnelled miss decapsulated into the tunnel\'s TUN when the tunnel has one', () => {
+      const inner = ip4Packet({ src: '10.0.0.1', dst: '192.168.0.99' }, { proto: 1, data: Buffer.from([0, 0, 0xff, 0xff, 0, 0, 0, 0]) });
+      const r = one({ ports: PORTS, tunnels: [tunnel({ slowpathPort: TUN })] }, WAN, wanTunnelled(inner));
+      assert.deepEqual([r.reason, r.port], ['l4proto', TUN]);
+      assert.ok((r.frame as Buffer).equals(inner), 'the raw inner IPv4 packet, as a TUN takes it');
+    });
+
+    it('punts a tunnelled packet from an unknown remote as it is, to the port\'s slow path', () => {
+      const frame = wanTunnelled(innerReply(), { src: '2001:db8:9::9' });
+      const r = one({ ports: PORTS, tunnels: [tunnel({ slowpathPort: TUN })] }, WAN, frame);
+      assert.deepEqual([r.reason, r.port], ['miss', WAN_SLOW]);
+      assert.ok((r.frame as Buffer).equals(frame));
+    });
+
+    it('strips the Ethernet header of packets punted to an L3 slow-path port', () => {
+      const ports = [{ id: LAN, mtu: 1500, slowpath: TUN }, { id: TUN, mtu: 1500, l3: true }];
+      const input = ethernetFrame(GW_LAN_MAC, HOST_MAC, ip4Packet({ src: '192.168.0.11', dst: '10.0.0.1' }, { udp: { sport: 1, dport: 2 } }));
+      const r = one({ ports }, LAN, input);
+      assert.equal(r.port, TUN);
+      assert.ok((r.frame as Buffer).equals(input.subarray(14)));
+    });
+
+    it('drops a punt, counted, when the port has no slow path', () => {
+      const r = one({ ports: [{ id: 0, mtu: 1500 }] }, 0, lanTcp());
+      assert.deepEqual([r.port, r.reason], [null, 'no_slowpath']);
+    });
+
+    it('drops malformed packets, counted by reason, and forwards nothing of them', () => {
+      const bad = Buffer.from(lanTcp());
+      bad.writeUInt16BE(2000, 16);
+      const r = one(setup(), LAN, bad);
+      assert.deepEqual([r.port, r.reason], [null, 'truncated']);
+      assert.equal(r.stats.drops.truncated, 1);
+    });
+  });
+
+  describe('bursts and counters', () => {
+    it('handles a mixed burst of 32 in one lookup: each packet to its place, each flow counted', () => {
+      const setup = { ports: PORTS, tunnels: [tunnel()], flows: [{ orig: encapFlow(), reply: decapFlow() }, { orig: fwd4Flow() }], now: 42 };
+      const kinds = [
+        { port: LAN, frame: lanTcp(), expect: WAN },
+        { port: WAN, frame: wanTunnelled(innerReply()), expect: LAN },
+        { port: LAN, frame: ethernetFrame(GW_LAN_MAC, HOST_MAC, ip4Packet({ src: '192.168.0.10', dst: '198.51.100.7' }, { udp: { sport: 5000, dport: 53 } })), expect: WAN },
+        { port: LAN, frame: ethernetFrame(GW_LAN_MAC, HOST_MAC, ip4Packet({ src: '192.168.0.12', dst: '198.51.100.7' }, { udp: { sport: 5000, dport: 53 } })), expect: LAN_SLOW },
+      ];
+      // Same input port per burst: LAN packets only, 32 of them, then the WAN ones.
+      const lan = Array.from({ length: 32 }, (_, i) => kinds.filter((k) => k.port === LAN)[i % 3]!);
+      const wan = Array.from({ length: 5 }, () => kinds[1]!);
+      const r = run(setup, [...lan, ...wan]);
+      [...lan, ...wan].forEach((k, i) => assert.equal(r.results[i]?.port, k.expect, `packet ${i}`));
+      const lanTcpCount = lan.filter((k) => k === kinds[0]).length;
+      assert.equal(r.flows[0]?.orig.packets, lanTcpCount);
+      assert.equal(r.flows[0]?.orig.bytes, lanTcpCount * 40);
+      assert.equal(r.flows[0]?.reply?.packets, 5);
+      assert.equal(r.flows[0]?.reply?.bytes, 5 * 60);
+      assert.equal(r.flows[1]?.orig.packets, lan.filter((k) => k === kinds[2]).length);
+      assert.equal(r.flows[0]?.orig.lastSeen, 42);
+      assert.equal(r.stats.punts.miss, lan.filter((k) => k === kinds[3]).length);
+      assert.equal(r.stats.rxPackets, 37);
+    });
+  });
+
+  describe('the flowtable', () => {
+    it('finds every key it holds, one at a time and in bulk, and none it removed', () => {
+      const r = testing.flowtableExercise({ capacity: 4096, count: 4096, seed: 7 });
+      assert.deepEqual([r.inserted, r.full, r.wrong], [4096, 0, 0]);
+      assert.equal(r.foundSingle, 4096);
+      assert.equal(r.foundBulk, 4096);
+      assert.equal(r.removed, 2048);
+      assert.equal(r.foundAfterRemove, 2048);
+      assert.equal(r.activeAfterRemove, 2048);
+    });
+
+    it('holds its full capacity, spilling into secondary buckets under load, and refuses more', () => {
+      const r = testing.flowtableExercise({ capacity: 65536, count: 70000, seed: 11 });
+      assert.equal(r.inserted, 65536);
+      assert.equal(r.full, 70000 - 65536);
+      assert.ok(r.spilled > 0, 'some keys live in their secondary bucket at full load');
+      assert.equal(r.foundBulk, 65536);
+      assert.equal(r.wrong, 0);
+    });
+  });
+});
