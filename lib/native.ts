@@ -198,6 +198,14 @@ export interface NativeTesting {
     foundAfterRemove: number;
     activeAfterRemove: number;
   };
+  flowtableConcurrency(options: { capacity: number; stable: number; churn: number; rounds: number; readers: number; buckets?: number }): {
+    stableMisses: number;
+    reused: number;
+    lookups: number;
+    churnHits: number;
+    insertFailures: number;
+    maxSpilled: number;
+  };
   keyLayout(): { size: number; entrySize: number };
 }
 

@@ -1,19 +1,21 @@
 #include "flowtable.h"
 
+#include <algorithm>
+
 #include <rte_common.h>
 
 namespace fg {
 
 int flowtable::create(uint32_t capacity, unsigned n_workers, rte_rcu_qsbr *qsbr,
-                      const mem_ops &mem, int socket) {
+                      const mem_ops &mem, int socket, uint32_t n_buckets) {
   if (capacity == 0 || capacity > MAX_FLOWS || n_workers > MAX_WORKERS) return -EINVAL;
+  if (n_buckets != 0 && (n_buckets < 2 || !rte_is_power_of_2(n_buckets))) return -EINVAL;
   destroy();
   mem_ = &mem;
   capacity_ = capacity;
   n_workers_ = n_workers;
   // Eight slots a bucket at no more than 50 % occupancy: four keys a bucket on average.
-  uint32_t n_buckets = rte_align32pow2((capacity + 3) / 4);
-  if (n_buckets < 2) n_buckets = 2;
+  if (n_buckets == 0) n_buckets = std::max<uint32_t>(2, rte_align32pow2((capacity + 3) / 4));
   mask_ = n_buckets - 1;
   buckets_ = static_cast<bucket *>(mem.alloc(sizeof(bucket) * n_buckets, CACHE_LINE, socket));
   entries_ = static_cast<flow_entry *>(mem.alloc(sizeof(flow_entry) * capacity, CACHE_LINE, socket));

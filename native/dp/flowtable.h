@@ -68,9 +68,10 @@ class flowtable {
   flowtable &operator=(const flowtable &) = delete;
   ~flowtable() { destroy(); }
 
-  // Control thread. Returns 0 or a negative errno (-ENOMEM, -EINVAL).
+  // Control thread. Returns 0 or a negative errno (-ENOMEM, -EINVAL). n_buckets 0 sizes
+  // the buckets for the capacity; tests pass a power of two to load them harder.
   int create(uint32_t capacity, unsigned n_workers, rte_rcu_qsbr *qsbr, const mem_ops &mem,
-             int socket);
+             int socket, uint32_t n_buckets = 0);
   void destroy();
 
   // Control thread: an entry index to fill in, or FLOW_NONE when the table is full.

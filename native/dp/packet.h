@@ -37,6 +37,7 @@ constexpr uint8_t TCP_FLAGS_TEARDOWN = RTE_TCP_FIN_FLAG | RTE_TCP_RST_FLAG;
 // ECN codepoints (RFC 3168) in the low two bits of the IPv4 TOS / IPv6 traffic class.
 constexpr uint8_t ECN_MASK = 0x03;
 constexpr uint8_t ECN_NOT_ECT = 0x00;
+constexpr uint8_t ECN_ECT_1 = 0x01;
 constexpr uint8_t ECN_ECT_0 = 0x02;
 constexpr uint8_t ECN_CE = 0x03;
 
@@ -281,13 +282,18 @@ inline uint8_t ecn_encapsulate(uint8_t outer_tclass, uint8_t inner_tos) {
                               (inner_ecn == ECN_CE ? ECN_ECT_0 : inner_ecn));
 }
 
-// Tunnel exit (RFC 6040 section 4.2, as Linux INET_ECN_decapsulate): CE on the outer header
-// marks an ECN-capable inner packet CE and drops a not-ECN-capable one. Returns false to drop.
+// Tunnel exit (RFC 6040 section 4.2, as Linux INET_ECN_decapsulate): an outer CE marks an
+// ECN-capable inner packet CE and drops a not-ECN-capable one; an outer ECT(1) turns an
+// inner ECT(0) into ECT(1). Returns false to drop.
 inline bool ecn_decapsulate(uint8_t outer_tclass, rte_ipv4_hdr *inner) {
-  if ((outer_tclass & ECN_MASK) != ECN_CE) return true;
+  uint8_t outer = outer_tclass & ECN_MASK;
   uint8_t tos = inner->type_of_service;
-  if ((tos & ECN_MASK) == ECN_NOT_ECT) return false;
-  if ((tos & ECN_MASK) != ECN_CE) ip4_set_tos(inner, tos | ECN_CE);
+  uint8_t ecn = tos & ECN_MASK;
+  if (ecn == ECN_NOT_ECT) return outer != ECN_CE;
+  if (outer == ECN_CE && ecn != ECN_CE)
+    ip4_set_tos(inner, tos | ECN_CE);
+  else if (outer == ECN_ECT_1 && ecn == ECN_ECT_0)
+    ip4_set_tos(inner, static_cast<uint8_t>((tos & ~ECN_MASK) | ECN_ECT_1));
   return true;
 }
 

@@ -159,6 +159,15 @@ describe('fast path actions', () => {
       assertIp4ChecksumValid(out.subarray(14));
     });
 
+    it('turns an inner ECT(0) into ECT(1) under an outer ECT(1), as Linux does (RFC 6040)', () => {
+      const setup = { ports: PORTS, tunnels: [tunnel()], flows: [{ orig: decapFlow() }] };
+      const ect1 = one(setup, WAN, wanTunnelled(innerReply({ tos: 0x28 | 0x02 }), { tclass: 0x01 })).frame as Buffer;
+      assert.equal(ect1[14 + 1], 0x28 | 0x01);
+      assertIp4ChecksumValid(ect1.subarray(14));
+      const ect0 = one(setup, WAN, wanTunnelled(innerReply({ tos: 0x28 | 0x01 }), { tclass: 0x02 })).frame as Buffer;
+      assert.equal(ect0[14 + 1], 0x28 | 0x01, 'an outer ECT(0) leaves the inner ECT(1) alone');
+    });
+
     it('drops a not-ECT inner packet under an outer CE (RFC 6040), and leaves it alone under outer ECT', () => {
       const setup = { ports: PORTS, tunnels: [tunnel()], flows: [{ orig: decapFlow() }] };
       const dropped = one(setup, WAN, wanTunnelled(innerReply({ tos: 0 }), { tclass: 0x03 }));
@@ -367,6 +376,15 @@ describe('fast path actions', () => {
       assert.ok(r.spilled > 0, 'some keys live in their secondary bucket at full load');
       assert.equal(r.foundBulk, 65536);
       assert.equal(r.wrong, 0);
+    });
+
+    it('never shows a reader an entry reused before its grace period, nor misses a key that stays, while a writer churns', () => {
+      // Buckets loaded to 93 % so that inserts move keys to their secondary bucket.
+      const r = testing.flowtableConcurrency({ capacity: 2048, buckets: 128, stable: 700, churn: 250, rounds: 1500, readers: 1 });
+      assert.ok(r.lookups > 0 && r.churnHits > 0, 'the reader ran while keys came and went');
+      assert.ok(r.maxSpilled > 0, 'keys were placed in secondary buckets');
+      assert.equal(r.stableMisses, 0);
+      assert.equal(r.reused, 0);
     });
   });
 });
