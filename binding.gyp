@@ -9,6 +9,7 @@
         "native/dp/flowtable.cc",
         "native/dp/pipeline.cc",
         "native/dp/worker.cc",
+        "native/dp/slowpath.cc",
         "native/dp/eal.cc",
         "native/dp/port.cc",
         "native/dp/dataplane.cc",

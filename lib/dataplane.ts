@@ -17,6 +17,7 @@ import * as os from 'node:os';
 import { estimateMemory, HugepageMode, isPciDevice, planEal } from './eal';
 import { DataplaneError, InvalidArgumentError, StateError } from './errors';
 import { formatIp, formatMac, IpAddress, parseIp, parseMac } from './net/addr';
+import { decodeObservations, Observation } from './slowpath/observations';
 import {
   native,
   NativeAddon,
@@ -61,6 +62,11 @@ export interface StartOptions {
   ports?: PortOptions[];
   /** Start with the workers not polling yet (resume() starts them), e.g. to install flows first. */
   paused?: boolean;
+  /**
+   * Receives observation records (punts and kernel egress) in batches, on the JavaScript
+   * thread: what the learner needs to offload flows. Without it, none are collected.
+   */
+  onObservations?: (records: Observation[]) => void;
   /** Called with non-fatal problems (the --no-huge fallback); default process.emitWarning. */
   onWarning?: (message: string) => void;
 }
@@ -156,6 +162,10 @@ export interface DataplaneStats {
   flows: { active: number; entries: number; capacity: number; added: number; removed: number; insertFailed: number };
   workers: { index: number; lcore: number; cpu: number; rxPackets: number; fastPackets: number; busyRatio: number; sleeps: number }[];
   adjacencies: number;
+  /** Observation records handed to onObservations, and lost on the way (queues full). */
+  observations: { delivered: number; lost: number };
+  /** Packets the kernel sent out of TAPs/TUNs, and those that found their port's queue full. */
+  kernel: { rxPackets: number; txDropped: number };
 }
 
 const IPPROTO = { tcp: 6, udp: 17 } as const;
@@ -262,6 +272,11 @@ export class Dataplane {
     this.workerCpus = cpus;
     this.state = 'running';
     try {
+      const listener = options.onObservations;
+      if (listener !== undefined) {
+        const reasons = this.addon.reasons().punt.map((r) => r.name);
+        call(() => this.addon.onObservations((buf) => listener(decodeObservations(buf, reasons))));
+      }
       for (const p of ports) this.addPort({ ...p, slowpath: undefined });
       for (const p of ports) if (p.slowpath !== undefined) this.setSlowpath(p.name, p.slowpath);
       if (options.paused !== true) call(() => this.addon.start());
@@ -360,6 +375,43 @@ export class Dataplane {
     this.requireRunning();
     const id = this.portId(port, 'setMtu');
     call(() => this.addon.setPortMtu(id, intIn(mtu, `port ${port}: mtu`, 68, 65535)));
+  }
+
+  /** Limit the packets a port hands to the slow path (a token bucket); rate 0: no limit. */
+  setPuntPolicer(port: string, policer: { rate: number; burst: number }): void {
+    this.requireRunning();
+    const id = this.portId(port, 'setPuntPolicer');
+    call(() =>
+      this.addon.setPuntPolicer(id, {
+        rate: intIn(policer.rate, `port ${port}: punt rate`, 0, 2 ** 32 - 1),
+        burst: intIn(policer.burst, `port ${port}: punt burst`, 1, 2 ** 32 - 1),
+      }),
+    );
+  }
+
+  /**
+   * Every this many seconds, one packet of each offloaded flow goes through the kernel so
+   * that its conntrack entry does not expire while the fast path carries the flow; 0: never.
+   */
+  setKeepalive(seconds: { tcp: number; udp: number }): void {
+    this.requireRunning();
+    call(() =>
+      this.addon.setKeepalive({
+        tcp: intIn(seconds.tcp, 'keepalive.tcp', 0, 2 ** 32 - 1),
+        udp: intIn(seconds.udp, 'keepalive.udp', 0, 2 ** 32 - 1),
+      }),
+    );
+  }
+
+  /** The name of a port id (observation records carry ids). */
+  portName(id: number): string | undefined {
+    return this.portNames.get(id);
+  }
+
+  /** The name of a tunnel id. */
+  tunnelName(id: number): string | undefined {
+    for (const [name, t] of this.tunnels) if (t.id === id) return name;
+    return undefined;
   }
 
   port(name: string): PortInfo {
@@ -578,6 +630,11 @@ export class Dataplane {
         };
       }),
       adjacencies: s.adjacencies,
+      observations: {
+        delivered: s.slowpath.observations,
+        lost: s.slowpath.observationsLost + s.observationsLost,
+      },
+      kernel: { rxPackets: s.slowpath.kernelRxPackets, txDropped: s.slowpath.kernelTxDropped },
     };
   }
 

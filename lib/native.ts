@@ -139,6 +139,16 @@ export interface NativeStats {
     insertFailed: number;
   };
   adjacencies: number;
+  /** Punt records the workers could not queue for the slow-path thread. */
+  observationsLost: number;
+  slowpath: {
+    kernelRxPackets: number;
+    kernelTxDropped: number;
+    tunNotIpv4: number;
+    noHeadroom: number;
+    observations: number;
+    observationsLost: number;
+  };
   tscHz: number;
   nowSeconds: number;
 }
@@ -165,12 +175,15 @@ export interface NativeTesting {
     setup: {
       capacity?: number;
       now?: number;
-      ports: { id: number; mtu?: number; slowpath?: number | null; l3?: boolean }[];
+      nowTsc?: number;
+      keepalive?: { tcp: number; udp: number };
+      observe?: boolean;
+      ports: { id: number; mtu?: number; slowpath?: number | null; l3?: boolean; puntCost?: number; puntBurst?: number }[];
       tunnels?: (NativeTunnelParams & { id: number })[];
       flows?: { orig: NativeFlowSpec; reply?: NativeFlowSpec; teardown?: boolean }[];
     },
     packets: { port: number; frame: Buffer; headroom?: number; segments?: number[] }[],
-    options?: { burst?: number },
+    options?: { burst?: number; now?: number },
   ): {
     results: { port: number | null; frame: Buffer | null; reason?: string }[];
     stats: {
@@ -184,6 +197,8 @@ export interface NativeTesting {
       orig: { packets: number; bytes: number; teardown: boolean; lastSeen: number };
       reply: { packets: number; bytes: number; teardown: boolean; lastSeen: number } | null;
     }[];
+    /** Packed observation records, when setup.observe. */
+    observations?: Buffer;
   };
   flowtableExercise(options: { capacity: number; count: number; seed?: number }): {
     inserted: number;
@@ -207,6 +222,7 @@ export interface NativeTesting {
     maxSpilled: number;
   };
   keyLayout(): { size: number; entrySize: number };
+  observationLayout(): Record<string, number>;
 }
 
 export interface NativeAddon {
@@ -216,6 +232,10 @@ export interface NativeAddon {
   removePort(port: number): void;
   setPortSlowpath(port: number, slowpath: number | null): void;
   setPortMtu(port: number, mtu: number): void;
+  setPuntPolicer(port: number, policer: { rate: number; burst: number }): void;
+  setKeepalive(seconds: { tcp: number; udp: number }): void;
+  /** Packed observation records (lib/slowpath/observations.ts), on the JavaScript thread. */
+  onObservations(callback: (records: Buffer) => void): void;
   portInfo(port: number): NativePortInfo;
   portCounters(port: number): NativePortCounters;
   ports(): number[];

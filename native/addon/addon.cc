@@ -5,6 +5,7 @@
 
 #include "addon/convert.h"
 #include "dp/dataplane.h"
+#include "dp/observation.h"
 
 namespace fg::addon {
 
@@ -14,7 +15,22 @@ namespace {
 
 struct addon_state {
   dataplane dp;
+  // Delivers observation batches from the slow-path thread to the JavaScript callback.
+  Napi::ThreadSafeFunction observations;
+
+  ~addon_state() { shutdown(); }
+  void shutdown() {
+    dp.shutdown();  // joins the slow-path thread: nothing calls the function after this
+    if (observations) {
+      observations.Release();
+      observations = Napi::ThreadSafeFunction();
+    }
+  }
 };
+
+// Batches in flight to JavaScript at most; beyond that the slow-path thread counts records
+// as lost rather than queueing without bound.
+constexpr size_t OBSERVATION_QUEUE_BATCHES = 256;
 
 dataplane &dp_of(const Napi::CallbackInfo &info) { return info.Env().GetInstanceData<addon_state>()->dp; }
 
@@ -29,7 +45,55 @@ Napi::Value Init(const Napi::CallbackInfo &info) {
 
 Napi::Value Shutdown(const Napi::CallbackInfo &info) {
   return guard(info.Env(), [&] {
-    dp_of(info).shutdown();
+    info.Env().GetInstanceData<addon_state>()->shutdown();
+    return info.Env().Undefined();
+  });
+}
+
+// onObservations(callback(records: Buffer)): packed observation records, in batches, on
+// the JavaScript thread. Set before start(). The callback does not keep the loop alive.
+Napi::Value OnObservations(const Napi::CallbackInfo &info) {
+  return guard(info.Env(), [&] {
+    Napi::Env env = info.Env();
+    if (info.Length() < 1 || !info[0].IsFunction())
+      throw dp_error(ERR_INVALID_ARGUMENT, "onObservations: expected a function");
+    addon_state *st = env.GetInstanceData<addon_state>();
+    if (st->observations) throw dp_error(ERR_STATE, "onObservations: a callback is set already");
+    st->observations = Napi::ThreadSafeFunction::New(env, info[0].As<Napi::Function>(), "flowgate observations",
+                                                     OBSERVATION_QUEUE_BATCHES, 1);
+    st->observations.Unref(env);
+    Napi::ThreadSafeFunction tsfn = st->observations;
+    st->dp.set_observation_sink([tsfn](std::unique_ptr<std::vector<observation>> batch) mutable {
+      std::vector<observation> *raw = batch.release();
+      napi_status status = tsfn.NonBlockingCall(raw, [](Napi::Env env, Napi::Function cb, std::vector<observation> *b) {
+        auto buf = Napi::Buffer<uint8_t>::New(
+            env, reinterpret_cast<uint8_t *>(b->data()), b->size() * sizeof(observation),
+            [](Napi::Env, uint8_t *, std::vector<observation> *owner) { delete owner; }, b);
+        cb.Call({buf});
+      });
+      if (status != napi_ok) {
+        delete raw;
+        return false;
+      }
+      return true;
+    });
+    return env.Undefined();
+  });
+}
+
+Napi::Value SetPuntPolicer(const Napi::CallbackInfo &info) {
+  return guard(info.Env(), [&] {
+    Napi::Object o = as_object(arg(info, 1), "policer");
+    dp_of(info).set_punt_policer(to_port(arg(info, 0), "port"), get_uint(o, "rate", "policer", 0, UINT32_MAX),
+                                 get_uint(o, "burst", "policer", 1, UINT32_MAX));
+    return info.Env().Undefined();
+  });
+}
+
+Napi::Value SetKeepalive(const Napi::CallbackInfo &info) {
+  return guard(info.Env(), [&] {
+    Napi::Object o = as_object(arg(info, 0), "keepalive");
+    dp_of(info).set_keepalive(get_uint(o, "tcp", "keepalive", 0, UINT32_MAX), get_uint(o, "udp", "keepalive", 0, UINT32_MAX));
     return info.Env().Undefined();
   });
 }
@@ -202,6 +266,9 @@ Napi::Object ModuleInit(Napi::Env env, Napi::Object exports) {
   exports.Set("removePort", Napi::Function::New(env, RemovePort, "removePort"));
   exports.Set("setPortSlowpath", Napi::Function::New(env, SetPortSlowpath, "setPortSlowpath"));
   exports.Set("setPortMtu", Napi::Function::New(env, SetPortMtu, "setPortMtu"));
+  exports.Set("setPuntPolicer", Napi::Function::New(env, SetPuntPolicer, "setPuntPolicer"));
+  exports.Set("setKeepalive", Napi::Function::New(env, SetKeepalive, "setKeepalive"));
+  exports.Set("onObservations", Napi::Function::New(env, OnObservations, "onObservations"));
   exports.Set("portInfo", Napi::Function::New(env, PortInfo, "portInfo"));
   exports.Set("portCounters", Napi::Function::New(env, PortCounters, "portCounters"));
   exports.Set("ports", Napi::Function::New(env, Ports, "ports"));

@@ -316,6 +316,15 @@ Napi::Object stats_to_js(Napi::Env env, const dataplane_stats &s) {
   set_u64(flows, "insertFailed", s.flows_insert_failed);
   o.Set("flows", flows);
   o.Set("adjacencies", s.adjacencies);
+  set_u64(o, "observationsLost", s.observations_lost);
+  Napi::Object sp = Napi::Object::New(env);
+  set_u64(sp, "kernelRxPackets", s.slowpath.kernel_rx_packets);
+  set_u64(sp, "kernelTxDropped", s.slowpath.kernel_tx_dropped);
+  set_u64(sp, "tunNotIpv4", s.slowpath.tun_not_ipv4);
+  set_u64(sp, "noHeadroom", s.slowpath.no_headroom);
+  set_u64(sp, "observations", s.slowpath.observations);
+  set_u64(sp, "observationsLost", s.slowpath.observations_lost);
+  o.Set("slowpath", sp);
   set_u64(o, "tscHz", s.tsc_hz);
   o.Set("nowSeconds", s.now_s);
   return o;

@@ -15,6 +15,7 @@
 #include "addon/convert.h"
 #include "dp/flowtable.h"
 #include "dp/memory.h"
+#include "dp/observation.h"
 #include "dp/packet.h"
 #include "dp/pipeline.h"
 #include "dp/reasons.h"
@@ -164,7 +165,9 @@ struct harness {
   std::unique_ptr<adjacency, heap_deleter> adj;
   std::unique_ptr<worker_stats, heap_deleter> stats;
   std::unique_ptr<pipeline> pl;
+  std::unique_ptr<rte_ring, heap_deleter> observations;
   uint32_t n_adj = 0;
+  uint32_t pl_now = 0;
   std::vector<std::pair<uint32_t, uint32_t>> flows;  // orig, reply (FLOW_NONE)
 
   explicit harness(const Napi::Object &setup) {
@@ -175,6 +178,13 @@ struct harness {
     stats.reset(static_cast<worker_stats *>(heap_mem.alloc(sizeof(worker_stats), CACHE_LINE, 0)));
     for (auto &p : snap->port) p.slowpath = PORT_NONE;
     for (auto &t : snap->tun) t.slowpath_port = PORT_NONE;
+    pl_now = get_uint_or(setup, "now", "setup", 0, UINT32_MAX, 1);
+    Napi::Value ka = setup.Get("keepalive");
+    if (ka.IsObject()) {
+      Napi::Object k = ka.As<Napi::Object>();
+      snap->keepalive_s[keepalive_index(IPPROTO_TCP)] = get_uint(k, "tcp", "setup.keepalive", 0, UINT32_MAX);
+      snap->keepalive_s[keepalive_index(IPPROTO_UDP)] = get_uint(k, "udp", "setup.keepalive", 0, UINT32_MAX);
+    }
 
     Napi::Value ports = setup.Get("ports");
     if (ports.IsArray()) {
@@ -187,6 +197,9 @@ struct harness {
         pc.slowpath = to_port(p.Get("slowpath"), "setup.ports[].slowpath");
         pc.l3 = get_bool_or(p, "l3", "setup.ports[]", false);
         pc.active = 1;
+        // Raw policer parameters in TSC cycles: the tests fix the clock (setup.nowTsc).
+        pc.punt_cost = get_uint_or(p, "puntCost", "setup.ports[]", 0, UINT32_MAX, 0);
+        pc.punt_burst = get_uint_or(p, "puntBurst", "setup.ports[]", 0, UINT32_MAX, 0);
       }
     }
     Napi::Value tunnels = setup.Get("tunnels");
@@ -220,7 +233,16 @@ struct harness {
     pl->counters = ft.worker_counters(0);
     pl->adj = adj.get();
     pl->stats = stats.get();
-    pl->now_s = get_uint_or(setup, "now", "setup", 0, UINT32_MAX, 1);
+    pl->now_s = pl_now;
+    pl->now_tsc = get_uint_or(setup, "nowTsc", "setup", 0, UINT32_MAX, 1000000000);
+    if (get_bool_or(setup, "observe", "setup", false)) {
+      // A ring in plain memory: rte_ring_init needs no EAL, and the element size is given
+      // per call, as the workers give it.
+      ssize_t size = rte_ring_get_memsize_elem(sizeof(observation), 1024);
+      observations.reset(static_cast<rte_ring *>(heap_mem.alloc(static_cast<size_t>(size), CACHE_LINE, 0)));
+      rte_ring_init(observations.get(), "test_obs", 1024, RING_F_SP_ENQ | RING_F_SC_DEQ);
+      pl->observations = observations.get();
+    }
   }
 
   uint32_t install(const flow_spec &f) {
@@ -230,9 +252,11 @@ struct harness {
     e.key = f.key;
     e.action = f.action;
     e.pair = FLOW_NONE;
+    e.last_seen = pl_now;
+    uint32_t keepalive = snap->keepalive_s[keepalive_index(f.key.l4proto)];
+    e.keepalive_at = keepalive == 0 ? UINT32_MAX : pl_now + keepalive;
     if (f.action == FLOW_ACT_ENCAP4IN6) {
       e.target = f.tunnel;
-      if (snap->tun[f.tunnel].flags & TUNNEL_F_FLOWLABEL_HASH) e.flowlabel = flowlabel_of(f.key);
     } else {
       if (n_adj == 1024) throw dp_error(ERR_LIMIT, "too many test adjacencies");
       adjacency &a = adj.get()[n_adj];
@@ -265,6 +289,8 @@ Napi::Value Process(const Napi::CallbackInfo &info) {
     Napi::Array pkts = info[1].As<Napi::Array>();
     Napi::Object opts = info.Length() > 2 && info[2].IsObject() ? info[2].As<Napi::Object>() : Napi::Object::New(env);
     uint32_t burst = get_uint_or(opts, "burst", "options", 1, BURST_SIZE, BURST_SIZE);
+    // The time of processing, after the flows were installed at setup.now.
+    h.pl->now_s = get_uint_or(opts, "now", "options", 0, UINT32_MAX, h.pl->now_s);
 
     guarded_mbufs mbufs;
     std::vector<rte_mbuf *> in;
@@ -342,6 +368,12 @@ Napi::Value Process(const Napi::CallbackInfo &info) {
     out.Set("results", results);
     out.Set("stats", so);
     out.Set("flows", flows);
+    if (h.observations != nullptr) {
+      std::vector<observation> recs(rte_ring_count(h.observations.get()));
+      unsigned n = rte_ring_sc_dequeue_burst_elem(h.observations.get(), recs.data(), sizeof(observation),
+                                                  static_cast<unsigned>(recs.size()), nullptr);
+      out.Set("observations", bytes_to_js(env, reinterpret_cast<const uint8_t *>(recs.data()), n * sizeof(observation)));
+    }
     return out;
   });
 }
@@ -467,7 +499,7 @@ Napi::Value FlowtableConcurrency(const Napi::CallbackInfo &info) {
       uint32_t e = ft.alloc();
       if (e == FLOW_NONE) return FLOW_NONE;
       ft.entry(e).key = keys[i];
-      ft.entry(e).flowlabel = i;  // the key's number, checked by readers
+      ft.entry(e).keepalive_at = i;  // the key's number, checked by readers
       if (ft.publish(e) != 0) {
         ft.discard(e);
         return FLOW_NONE;
@@ -502,7 +534,7 @@ Napi::Value FlowtableConcurrency(const Napi::CallbackInfo &info) {
               }
               if (i >= n_stable) hits++;
               const flow_entry &e = ft.entry(out[j]);
-              if (__atomic_load_n(&e.flowlabel, __ATOMIC_RELAXED) != i || !flow_key_equal(&e.key, &keys[i])) bad++;
+              if (__atomic_load_n(&e.keepalive_at, __ATOMIC_RELAXED) != i || !flow_key_equal(&e.key, &keys[i])) bad++;
             }
             n += cnt;
             rte_rcu_qsbr_quiescent(qsbr.get(), r);
@@ -544,6 +576,33 @@ Napi::Value FlowtableConcurrency(const Napi::CallbackInfo &info) {
   });
 }
 
+// Offsets of the observation record fields, for lib/slowpath/observations.ts's decoder test.
+Napi::Value ObservationLayout(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("size", static_cast<uint32_t>(sizeof(observation)));
+#define FG_OFFSET(field) o.Set(#field, static_cast<uint32_t>(offsetof(observation, field)))
+  FG_OFFSET(tsc);
+  FG_OFFSET(key);
+  FG_OFFSET(kind);
+  FG_OFFSET(reason);
+  FG_OFFSET(tcp_flags);
+  FG_OFFSET(port);
+  FG_OFFSET(tunnel);
+  FG_OFFSET(dst_mac);
+  FG_OFFSET(src_mac);
+  FG_OFFSET(fingerprint);
+  FG_OFFSET(l3_len);
+#undef FG_OFFSET
+  o.Set("keyIp4Src", static_cast<uint32_t>(offsetof(flow_key, ip4.src)));
+  o.Set("keyIp4OuterSrc", static_cast<uint32_t>(offsetof(flow_key, ip4.outer_src)));
+  o.Set("keySport", static_cast<uint32_t>(offsetof(flow_key, sport)));
+  o.Set("keyInPort", static_cast<uint32_t>(offsetof(flow_key, in_port)));
+  o.Set("keyL3", static_cast<uint32_t>(offsetof(flow_key, l3proto)));
+  o.Set("keyL4", static_cast<uint32_t>(offsetof(flow_key, l4proto)));
+  return o;
+}
+
 // The key layout, so that TypeScript tests can check the bytes that are hashed.
 Napi::Value KeyLayout(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
@@ -562,6 +621,7 @@ Napi::Object testing_exports(Napi::Env env) {
   t.Set("flowtableExercise", Napi::Function::New(env, FlowtableExercise, "flowtableExercise"));
   t.Set("flowtableConcurrency", Napi::Function::New(env, FlowtableConcurrency, "flowtableConcurrency"));
   t.Set("keyLayout", Napi::Function::New(env, KeyLayout, "keyLayout"));
+  t.Set("observationLayout", Napi::Function::New(env, ObservationLayout, "observationLayout"));
   return t;
 }
 

@@ -63,9 +63,10 @@ void dataplane::init(const init_options &opts) {
                                         std::to_string(opts.mbuf_data_room) + " bytes): " + rte_strerror(rte_errno),
                      rte_errno);
 
-    size_t qsbr_size = rte_rcu_qsbr_get_memsize(n_workers);
+    // Readers: the workers, then the slow-path thread.
+    size_t qsbr_size = rte_rcu_qsbr_get_memsize(n_workers + 1);
     qsbr_ = static_cast<rte_rcu_qsbr *>(rte_zmalloc("flowgate_qsbr", qsbr_size, RTE_CACHE_LINE_SIZE));
-    if (qsbr_ == nullptr || rte_rcu_qsbr_init(qsbr_, n_workers) != 0)
+    if (qsbr_ == nullptr || rte_rcu_qsbr_init(qsbr_, n_workers + 1) != 0)
       throw dp_error(ERR_NO_MEMORY, "cannot allocate the RCU state");
 
     int rc = ft_.create(opts.flow_capacity, n_workers, qsbr_, hugepage_mem, socket);
@@ -94,15 +95,24 @@ void dataplane::init(const init_options &opts) {
       auto *w = static_cast<worker *>(rte_zmalloc_socket("flowgate_worker", sizeof(worker), RTE_CACHE_LINE_SIZE,
                                                          static_cast<int>(rte_lcore_to_socket_id(lcore))));
       if (w == nullptr) throw dp_error(ERR_NO_MEMORY, "cannot allocate worker state");
-      w->index = index++;
+      w->index = index;
       w->lcore = lcore;
       w->shared = &shared_;
       workers_.push_back(w);
+      std::string ring_name = "fg_obs_" + std::to_string(index);
+      w->pl.observations = rte_ring_create_elem(ring_name.c_str(), sizeof(observation), OBSERVATION_RING_SIZE, socket,
+                                                RING_F_SP_ENQ | RING_F_SC_DEQ);
+      if (w->pl.observations == nullptr) throw dp_error(ERR_NO_MEMORY, "cannot create an observation ring");
+      index++;
     }
 
     auto first = std::make_unique<snapshot>();
     memset(first.get(), 0, sizeof(snapshot));
-    for (auto &p : first->port) p.slowpath = PORT_NONE;
+    for (auto &p : first->port) {
+      p.slowpath = PORT_NONE;
+      p.kernel_egress_port = PORT_NONE;
+      p.kernel_egress_tunnel = TUNNEL_NONE;
+    }
     for (auto &t : first->tun) t.slowpath_port = PORT_NONE;
     snap_ = first.release();
     shared_.snap = snap_;
@@ -123,7 +133,10 @@ void dataplane::shutdown() {
       ports_[p] = port_state{};
     }
   }
-  for (worker *w : workers_) rte_free(w);
+  for (worker *w : workers_) {
+    rte_ring_free(w->pl.observations);
+    rte_free(w);
+  }
   workers_.clear();
   ft_.destroy();
   if (adj_ != nullptr) hugepage_mem.free(adj_);
@@ -152,16 +165,32 @@ std::unique_ptr<snapshot> dataplane::next_snapshot() const {
 }
 
 void dataplane::publish(std::unique_ptr<snapshot> next) {
-  rebuild_plans(*next);
+  derive(*next);
   snapshot *old = snap_;
   snap_ = next.release();
   __atomic_store_n(&shared_.snap, snap_, __ATOMIC_RELEASE);
+  slowpath_.wake();
   // Every worker has passed a quiescent state, so none still reads the old snapshot.
   rte_rcu_qsbr_synchronize(qsbr_, RTE_QSBR_THRID_INVALID);
   delete old;
 }
 
-void dataplane::rebuild_plans(snapshot &s) const {
+void dataplane::derive(snapshot &s) const {
+  // Kernel-facing ports: a TAP that takes a port's punts sends the kernel's packets out of
+  // that port; a TUN that takes a tunnel's punts has the kernel's packets encapsulated.
+  s.n_kernel_tx = 0;
+  for (uint16_t p = 0; p < MAX_PORTS; p++) {
+    s.port[p].kernel_egress_port = PORT_NONE;
+    s.port[p].kernel_egress_tunnel = TUNNEL_NONE;
+    if (s.port[p].active && s.port[p].kernel_tx != nullptr) s.kernel_tx_ports[s.n_kernel_tx++] = p;
+  }
+  for (uint16_t p = 0; p < MAX_PORTS; p++) {
+    uint16_t sp = s.port[p].slowpath;
+    if (s.port[p].active && sp != PORT_NONE && !s.port[sp].l3) s.port[sp].kernel_egress_port = p;
+  }
+  for (uint16_t t = 0; t < MAX_TUNNELS; t++)
+    if (s.tun[t].active && s.tun[t].slowpath_port != PORT_NONE) s.port[s.tun[t].slowpath_port].kernel_egress_tunnel = t;
+
   for (auto &plan : s.plan) plan.n_rxq = 0;
   unsigned n = static_cast<unsigned>(workers_.size());
   unsigned next_worker = 0;
@@ -214,12 +243,23 @@ uint16_t dataplane::add_port(const port_spec &spec) {
 
   auto next = next_snapshot();
   port_conf &pc = next->port[id];
+  pc = port_conf{};
   uint16_t mtu = RTE_ETHER_MTU;
   rte_eth_dev_get_mtu(id, &mtu);
   pc.mtu = mtu;
   pc.slowpath = PORT_NONE;
   pc.active = 1;
   pc.l3 = ps.l3 ? 1 : 0;
+  if (spec.poll) {
+    std::string ring_name = "fg_ktx_" + std::to_string(id);
+    pc.kernel_tx = rte_ring_create(ring_name.c_str(), KERNEL_TX_RING_SIZE, rte_eth_dev_socket_id(id) < 0 ? 0 : rte_eth_dev_socket_id(id),
+                                   RING_F_SP_ENQ | RING_F_SC_DEQ);
+    if (pc.kernel_tx == nullptr) {
+      port_release(id);
+      ps = port_state{};
+      throw dp_error(ERR_NO_MEMORY, "port " + spec.name + ": cannot create its kernel tx ring");
+    }
+  }
   publish(std::move(next));
   return id;
 }
@@ -234,6 +274,7 @@ void dataplane::remove_port(uint16_t port) {
     return adj_[e.target].port == port;
   });
   auto next = next_snapshot();
+  rte_ring *kernel_tx = next->port[port].kernel_tx;
   next->port[port] = port_conf{};
   next->port[port].slowpath = PORT_NONE;
   for (auto &pc : next->port)
@@ -242,15 +283,28 @@ void dataplane::remove_port(uint16_t port) {
     if (t.active && t.port == port) t.active = 0;
     if (t.slowpath_port == port) t.slowpath_port = PORT_NONE;
   }
-  ports_[port].used = false;  // no longer polled: rebuild_plans() skips it
+  ports_[port].used = false;  // no longer polled: derive() skips it
   publish(std::move(next));
   port_release(port);
+  if (kernel_tx != nullptr) {
+    rte_mbuf *m;
+    while (rte_ring_dequeue(kernel_tx, reinterpret_cast<void **>(&m)) == 0) rte_pktmbuf_free(m);
+    rte_ring_free(kernel_tx);
+  }
   ports_[port] = port_state{};
 }
 
 void dataplane::set_port_slowpath(uint16_t port, uint16_t slowpath) {
   require_port(port);
-  if (slowpath != PORT_NONE) require_port(slowpath);
+  if (slowpath != PORT_NONE) {
+    require_port(slowpath);
+    if (slowpath == port) throw dp_error(ERR_INVALID_ARGUMENT, "a port cannot be its own slow path");
+    for (uint16_t p = 0; p < MAX_PORTS; p++)
+      if (p != port && snap_->port[p].active && snap_->port[p].slowpath == slowpath && !snap_->port[slowpath].l3)
+        throw dp_error(ERR_INVALID_ARGUMENT, "port " + ports_[slowpath].spec.name + " is the slow path of port " +
+                                                 ports_[p].spec.name + " already: what the kernel sends into it "
+                                                 "must leave by one port");
+  }
   auto next = next_snapshot();
   next->port[port].slowpath = slowpath;
   publish(std::move(next));
@@ -267,6 +321,35 @@ void dataplane::set_port_mtu(uint16_t port, uint16_t mtu) {
   auto next = next_snapshot();
   next->port[port].mtu = mtu;
   publish(std::move(next));
+}
+
+void dataplane::set_punt_policer(uint16_t port, uint32_t rate_pps, uint32_t burst) {
+  require_port(port);
+  auto next = next_snapshot();
+  port_conf &pc = next->port[port];
+  if (rate_pps == 0) {
+    pc.punt_cost = pc.punt_burst = 0;
+  } else {
+    // Each worker polices its share of the port's traffic at its share of the rate.
+    uint64_t n = workers_.size();
+    pc.punt_cost = std::max<uint64_t>(1, shared_.tsc_hz * n / rate_pps);
+    pc.punt_burst = std::max<uint64_t>(1, burst / n) * pc.punt_cost;
+  }
+  publish(std::move(next));
+}
+
+void dataplane::set_keepalive(uint32_t tcp_s, uint32_t udp_s) {
+  require_init();
+  auto next = next_snapshot();
+  next->keepalive_s[keepalive_index(IPPROTO_TCP)] = tcp_s;
+  next->keepalive_s[keepalive_index(IPPROTO_UDP)] = udp_s;
+  publish(std::move(next));
+}
+
+void dataplane::set_observation_sink(observation_sink sink) {
+  require_init();
+  if (running_) throw dp_error(ERR_STATE, "set the observation sink before the workers start");
+  sink_ = std::move(sink);
 }
 
 port_info dataplane::get_port_info(uint16_t port) const {
@@ -333,11 +416,15 @@ void dataplane::start() {
                      -rc);
     }
   }
+  std::vector<rte_ring *> rings;
+  for (worker *w : workers_) rings.push_back(w->pl.observations);
+  slowpath_.start(&shared_, static_cast<unsigned>(workers_.size()), rings, sink_);
   running_ = true;
 }
 
 void dataplane::stop() {
   if (!initialized_) return;
+  slowpath_.stop();
   __atomic_store_n(&shared_.running, uint8_t{0}, __ATOMIC_RELEASE);
   // Join before anything is freed (and before rte_eal_cleanup, which hangs otherwise).
   for (worker *w : workers_) rte_eal_wait_lcore(w->lcore);
@@ -481,11 +568,12 @@ void dataplane::fill_entry(uint32_t idx, const flow_spec &f, uint32_t pair) {
   e.action = f.action;
   e.teardown = 0;
   e.pair = pair;
-  e.last_seen = now_s();
-  e.flowlabel = 0;
+  uint32_t now = now_s();
+  e.last_seen = now;
+  uint32_t keepalive = snap_->keepalive_s[keepalive_index(f.key.l4proto)];
+  e.keepalive_at = keepalive == 0 ? UINT32_MAX : now + keepalive;
   if (f.action == FLOW_ACT_ENCAP4IN6) {
     e.target = f.tunnel;
-    if (snap_->tun[f.tunnel].flags & TUNNEL_F_FLOWLABEL_HASH) e.flowlabel = flowlabel_of(f.key);
   } else {
     uint8_t src[6];
     memcpy(src, f.has_src_mac ? f.src_mac : ports_[f.out_port].mac, 6);
@@ -688,6 +776,7 @@ dataplane_stats dataplane::stats() const {
     uint64_t *dst = reinterpret_cast<uint64_t *>(&wi.stats);
     for (size_t i = 0; i < sizeof(worker_stats) / sizeof(uint64_t); i++) dst[i] = __atomic_load_n(&src[i], __ATOMIC_RELAXED);
     s.rx_packets += wi.stats.rx_packets;
+    s.observations_lost += wi.stats.observations_lost;
     s.fast_packets += wi.stats.fast_packets;
     s.fast_bytes += wi.stats.fast_bytes;
     for (unsigned r = 0; r < PUNT_REASON_COUNT; r++) s.punts[r] += wi.stats.punts[r];
@@ -702,6 +791,7 @@ dataplane_stats dataplane::stats() const {
   s.flows_removed = flows_removed_;
   s.flows_insert_failed = flows_insert_failed_;
   s.adjacencies = static_cast<uint32_t>(adj_index_.size());
+  s.slowpath = slowpath_.stats();
   s.tsc_hz = shared_.tsc_hz;
   s.now_s = now_s();
   return s;

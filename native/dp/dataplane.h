@@ -14,6 +14,7 @@
 
 #include "error.h"
 #include "flowtable.h"
+#include "slowpath.h"
 #include "snapshot.h"
 #include "tunnel.h"
 #include "worker.h"
@@ -107,6 +108,8 @@ struct dataplane_stats {
   uint32_t flows_capacity, flows_spilled;
   uint64_t flows_added, flows_removed, flows_insert_failed;
   uint32_t adjacencies;
+  uint64_t observations_lost;  // punt records the workers could not queue
+  slowpath_stats slowpath;
   uint64_t tsc_hz;
   uint32_t now_s;
 };
@@ -128,6 +131,13 @@ class dataplane {
   void remove_port(uint16_t port);
   void set_port_slowpath(uint16_t port, uint16_t slowpath);
   void set_port_mtu(uint16_t port, uint16_t mtu);
+  // Limit the packets a port punts to the slow path; rate 0: no limit.
+  void set_punt_policer(uint16_t port, uint32_t rate_pps, uint32_t burst);
+  // Seconds between the packets of an offloaded flow that go through the kernel to keep its
+  // conntrack entry alive; 0: never.
+  void set_keepalive(uint32_t tcp_s, uint32_t udp_s);
+  // Where observation records go (called on the slow-path thread); set before start().
+  void set_observation_sink(observation_sink sink);
   port_info get_port_info(uint16_t port) const;
   port_counters get_port_counters(uint16_t port) const;
   std::vector<uint16_t> ports() const;
@@ -174,7 +184,7 @@ class dataplane {
   void require_port(uint16_t port) const;
   std::unique_ptr<snapshot> next_snapshot() const;
   void publish(std::unique_ptr<snapshot> next);
-  void rebuild_plans(snapshot &s) const;
+  void derive(snapshot &s) const;
 
   void validate_flow(const flow_spec &f) const;
   void fill_entry(uint32_t idx, const flow_spec &f, uint32_t pair);
@@ -209,6 +219,11 @@ class dataplane {
   std::vector<worker *> workers_;
   worker_shared shared_{};
   snapshot *snap_ = nullptr;
+  slowpath_thread slowpath_;
+  observation_sink sink_;
 };
+
+constexpr unsigned OBSERVATION_RING_SIZE = 4096;
+constexpr unsigned KERNEL_TX_RING_SIZE = 1024;
 
 }  // namespace fg

@@ -47,7 +47,7 @@ struct alignas(CACHE_LINE) flow_entry {
   uint8_t action;      // flow_action; control: written before publish; lcores: read
   uint8_t teardown;    // lcores: set on TCP FIN/RST; control: reads and reaps
   uint16_t target;     // adjacency index (FWD*, DECAP) or tunnel index (ENCAP); as action
-  uint32_t flowlabel;  // ENCAP with per-flow labels: this flow's label; as action
+  uint32_t keepalive_at;  // dataplane seconds; the lcore that claims it (CAS) punts one packet
   uint32_t last_seen;  // dataplane seconds; lcores: refresh when > 1 s stale; control: reads
   uint32_t pair;       // reverse direction's index or FLOW_NONE; control: writes before publish
 };

@@ -2,6 +2,7 @@
 
 #include <rte_prefetch.h>
 
+#include "observation.h"
 #include "packet.h"
 #include "tunnel.h"
 
@@ -21,27 +22,69 @@ inline void drop(pipeline &pl, rte_mbuf *m, drop_reason r) {
 
 // A tunnel whose punted packets go decapsulated to its own slow-path port (the kernel's
 // TUN device for it), matched by outer source = remote and outer destination = local.
-const tunnel *slowpath_tunnel(const snapshot *s, const rte_ipv6_hdr *outer) {
-  for (const tunnel &t : s->tun) {
-    if (t.slowpath_port != PORT_NONE && tunnel_matches(t, outer->src_addr, outer->dst_addr))
-      return &t;
+uint16_t slowpath_tunnel(const snapshot *s, const rte_ipv6_hdr *outer) {
+  for (uint16_t id = 0; id < MAX_TUNNELS; id++) {
+    const tunnel &t = s->tun[id];
+    if (t.slowpath_port != PORT_NONE && tunnel_matches(t, outer->src_addr, outer->dst_addr)) return id;
   }
-  return nullptr;
+  return TUNNEL_NONE;
 }
 
-// Hand a packet to the slow path. Uses: meta.outer_len/l3_len of tunnelled packets.
-void punt(pipeline &pl, rte_mbuf *m, uint16_t in_port, punt_reason r, const pkt_meta &meta) {
+// Token bucket per worker and input port, in TSC cycles of credit: a flood of new flows
+// cannot take more of the kernel (and the learner) than the port's punt rate.
+inline bool punt_allowed(pipeline &pl, uint16_t in_port) {
+  const port_conf &pc = pl.snap->port[in_port];
+  if (pc.punt_cost == 0) return true;
+  punt_credit &c = pl.credits[in_port];
+  uint64_t credit = c.credit + (pl.now_tsc - c.last_tsc);
+  if (credit > pc.punt_burst) credit = pc.punt_burst;
+  c.last_tsc = pl.now_tsc;
+  if (credit < pc.punt_cost) {
+    c.credit = credit;
+    return false;
+  }
+  c.credit = credit - pc.punt_cost;
+  return true;
+}
+
+// Tell the learner about a punted packet that has a complete flow key.
+inline void observe_punt(pipeline &pl, rte_mbuf *m, uint16_t in_port, punt_reason r, const pkt_meta &meta,
+                         const flow_key *key, uint16_t tunnel) {
+  if (pl.observations == nullptr || key == nullptr) return;
+  const uint8_t *l3 = rte_pktmbuf_mtod_offset(m, const uint8_t *, meta.l3_off);
+  observation o;
+  memset(&o, 0, sizeof(o));
+  o.tsc = pl.now_tsc;
+  o.key = *key;
+  o.kind = OBS_PUNT;
+  o.reason = static_cast<uint8_t>(r);
+  if (key->l4proto == IPPROTO_TCP) o.tcp_flags = l3[(key->l3proto == FLOW_L3_IPV4 ? IP4_HLEN : IP6_HLEN) + 13];
+  o.port = in_port;
+  o.tunnel = tunnel;
+  o.fingerprint = packet_fingerprint(l3, meta.l3_len, *key);
+  o.l3_len = meta.l3_len;
+  if (rte_ring_sp_enqueue_elem(pl.observations, &o, sizeof(o)) != 0) pl.stats->observations_lost++;
+}
+
+// Hand a packet to the slow path. key: the packet's flow key when it has a complete one
+// (misses and TCP flag exceptions), for the learner; else null. Uses: meta.outer_len/l3_len
+// of tunnelled packets.
+void punt(pipeline &pl, rte_mbuf *m, uint16_t in_port, punt_reason r, const pkt_meta &meta,
+          const flow_key *key = nullptr) {
+  if (!punt_allowed(pl, in_port)) return drop(pl, m, drop_reason::punt_policed);
   pl.stats->punts[static_cast<unsigned>(r)]++;
   const snapshot *s = pl.snap;
   // l3_len != 0: parsing validated the inner IPv4 header, so it can be read and decapsulated.
   if (meta.outer_len != 0 && meta.l3_len != 0) {
     auto *outer = rte_pktmbuf_mtod_offset(m, const rte_ipv6_hdr *, ETH_HLEN);
-    if (const tunnel *t = slowpath_tunnel(s, outer)) {
+    uint16_t tid = slowpath_tunnel(s, outer);
+    if (tid != TUNNEL_NONE) {
       auto *inner = rte_pktmbuf_mtod_offset(m, rte_ipv4_hdr *, meta.l3_off);
       if (!ecn_decapsulate(ip6_traffic_class(outer), inner)) return drop(pl, m, drop_reason::ecn);
+      observe_punt(pl, m, in_port, r, meta, key, tid);
       rte_pktmbuf_adj(m, meta.l3_off);
       trim_to(m, meta.l3_len);
-      return tx_enqueue(pl, t->slowpath_port, m);
+      return tx_enqueue(pl, s->tun[tid].slowpath_port, m);
     }
   }
   uint16_t sp = s->port[in_port].slowpath;
@@ -49,7 +92,10 @@ void punt(pipeline &pl, rte_mbuf *m, uint16_t in_port, punt_reason r, const pkt_
   if (s->port[sp].l3) {
     // A TUN takes IP packets only.
     if (r == punt_reason::non_ip) return drop(pl, m, drop_reason::no_slowpath);
+    observe_punt(pl, m, in_port, r, meta, key, TUNNEL_NONE);
     rte_pktmbuf_adj(m, ETH_HLEN);
+  } else {
+    observe_punt(pl, m, in_port, r, meta, key, TUNNEL_NONE);
   }
   tx_enqueue(pl, sp, m);
 }
@@ -67,16 +113,28 @@ inline void write_eth_addrs(uint8_t *frame, const adjacency &a) {
 
 // Act on a packet whose flow was found. Uses: meta. Sets: the packet's headers for its
 // output port, or nothing when it punts (packets reach the slow path unmodified).
-inline void forward(pipeline &pl, rte_mbuf *m, uint16_t in_port, const pkt_meta &meta, uint32_t idx) {
+inline void forward(pipeline &pl, rte_mbuf *m, uint16_t in_port, const pkt_meta &meta, const flow_key &key,
+                    uint32_t idx) {
   flow_entry &e = pl.ft->entry(idx);
   if (unlikely(__atomic_load_n(&e.teardown, __ATOMIC_RELAXED) != 0))
-    return punt(pl, m, in_port, punt_reason::teardown, meta);
+    return punt(pl, m, in_port, punt_reason::teardown, meta, &key);
   if (unlikely(meta.tcp_flags != 0)) {
     if (meta.tcp_flags & TCP_FLAGS_TEARDOWN) mark_teardown(pl, e);
-    return punt(pl, m, in_port, punt_reason::tcp_flags, meta);
+    return punt(pl, m, in_port, punt_reason::tcp_flags, meta, &key);
+  }
+  const snapshot *s = pl.snap;
+  uint32_t keepalive_at = __atomic_load_n(&e.keepalive_at, __ATOMIC_RELAXED);
+  if (unlikely(pl.now_s >= keepalive_at)) {
+    // One lcore wins the entry's next slot and sends this packet through the kernel, whose
+    // conntrack entry for the flow would otherwise time out while the fast path carries it.
+    uint32_t interval = s->keepalive_s[keepalive_index(e.key.l4proto)];
+    uint32_t next = interval == 0 ? UINT32_MAX : pl.now_s + interval;
+    if (__atomic_compare_exchange_n(&e.keepalive_at, &keepalive_at, next, false, __ATOMIC_RELAXED,
+                                    __ATOMIC_RELAXED) &&
+        interval != 0)
+      return punt(pl, m, in_port, punt_reason::keepalive, meta);
   }
 
-  const snapshot *s = pl.snap;
   const adjacency *a = nullptr;
   const tunnel *t = nullptr;
   uint16_t out;
@@ -120,7 +178,8 @@ inline void forward(pipeline &pl, rte_mbuf *m, uint16_t in_port, const pkt_meta 
     }
     case FLOW_ACT_ENCAP4IN6:
       ip4_dec_ttl(reinterpret_cast<rte_ipv4_hdr *>(frame + ETH_HLEN));
-      if (!encap_ip4in6(m, *t, meta.l3_len, e.flowlabel)) return drop(pl, m, drop_reason::no_headroom);
+      if (!encap_ip4in6(m, *t, meta.l3_len, (t->flags & TUNNEL_F_FLOWLABEL_HASH) ? flowlabel_of(e.key) : 0))
+        return drop(pl, m, drop_reason::no_headroom);
       break;
     default:
       return punt(pl, m, in_port, punt_reason::miss, meta);
@@ -162,11 +221,12 @@ void process_burst(pipeline &pl, uint16_t in_port, rte_mbuf **pkts, uint16_t n) 
   for (unsigned i = 0; i < n; i++) {
     const verdict v = verdicts[i];
     if (likely(v.is_ok())) {
+      const flow_key &key = keys[key_of[i]];
       uint32_t flow = idx[key_of[i]];
       if (flow == FLOW_NONE)
-        punt(pl, pkts[i], in_port, punt_reason::miss, meta[i]);
+        punt(pl, pkts[i], in_port, punt_reason::miss, meta[i], &key);
       else
-        forward(pl, pkts[i], in_port, meta[i], flow);
+        forward(pl, pkts[i], in_port, meta[i], key, flow);
     } else if (v.kind == verdict::DROP) {
       drop(pl, pkts[i], static_cast<drop_reason>(v.reason));
     } else {

@@ -24,6 +24,7 @@ struct alignas(CACHE_LINE) worker_stats {
   uint64_t drops[DROP_REASON_COUNT];
   uint64_t tx_packets[MAX_PORTS];
   uint64_t tx_dropped[MAX_PORTS];
+  uint64_t observations_lost;  // observation records dropped: the ring to the learner was full
   uint64_t busy_cycles;  // loop iterations that received packets
   uint64_t idle_cycles;  // loop iterations that did not
   uint64_t sleeps;       // idle backoff sleeps
@@ -34,13 +35,22 @@ struct tx_buffer {
   rte_mbuf *pkts[BURST_SIZE];
 };
 
+// A worker's punt policer state for one input port (see port_conf::punt_cost).
+struct punt_credit {
+  uint64_t credit;
+  uint64_t last_tsc;
+};
+
 struct pipeline {
   const snapshot *snap = nullptr;
   flowtable *ft = nullptr;
   flow_counter *counters = nullptr;  // this worker's per-flow counters
   const adjacency *adj = nullptr;
   worker_stats *stats = nullptr;
-  uint32_t now_s = 0;  // dataplane seconds, for flow_entry::last_seen
+  rte_ring *observations = nullptr;  // punt records for the learner (SP: this worker), or null
+  uint32_t now_s = 0;    // dataplane seconds, for flow_entry::last_seen and keepalive_at
+  uint64_t now_tsc = 0;  // TSC at the start of this loop iteration
+  punt_credit credits[MAX_PORTS] = {};
 
   uint16_t n_dirty = 0;        // ports with packets waiting in tx
   uint16_t dirty[MAX_PORTS];

@@ -20,7 +20,8 @@ namespace fg {
   X(tcp_flags,   "TCP SYN, FIN or RST")                                                  \
   X(l4proto,     "L4 protocol other than TCP and UDP")                                   \
   X(non_ip,      "neither IPv4 nor IPv6")                                                \
-  X(segmented,   "headers span more than the first mbuf segment")
+  X(segmented,   "headers span more than the first mbuf segment")                      \
+  X(keepalive,   "one packet per interval refreshes the kernel's conntrack entry")
 
 #define FG_DROP_REASONS(X)                                                               \
   X(truncated,    "shorter than its headers say")                                        \
@@ -28,6 +29,7 @@ namespace fg {
   X(ecn,          "outer CE over a not-ECT inner packet (RFC 6040 decapsulation)")       \
   X(no_headroom,  "no mbuf headroom for the outer headers")                              \
   X(no_slowpath,  "a punt with no slow-path port to take it")                            \
+  X(punt_policed, "a punt over the input port's slow-path rate limit")                   \
   X(tx_full,      "output queue full")
 // clang-format on
 

@@ -5,6 +5,10 @@
 
 #include <cstdint>
 
+#include <netinet/in.h>
+
+#include <rte_ring.h>
+
 #include "common.h"
 #include "tunnel.h"
 
@@ -16,6 +20,17 @@ struct port_conf {
   uint8_t active;     // configured and started
   uint8_t l3;         // no Ethernet header on this port (a TUN device)
   uint8_t pad[2];
+  // Punt policer, per worker (the control thread divides the port's rate among them):
+  // a punt costs punt_cost TSC cycles of credit, credit is capped at punt_burst. 0: none.
+  uint64_t punt_cost;
+  uint64_t punt_burst;
+  // Packets the kernel sends out of this port's TAP, queued by the slow-path thread for
+  // worker 0 to transmit (lcores transmit on ports; the slow-path thread has no tx queue).
+  rte_ring *kernel_tx;
+  // A kernel-facing port (a TAP or TUN) that the slow-path thread reads: what the kernel
+  // sends into it leaves by this port (TAP), or is encapsulated by this tunnel (TUN).
+  uint16_t kernel_egress_port;
+  uint16_t kernel_egress_tunnel;
 };
 
 struct rxq_ref {
@@ -30,9 +45,15 @@ struct worker_plan {
 
 struct snapshot {
   uint64_t generation;
+  // Seconds between the packets of an offloaded flow that go through the kernel anyway so
+  // that its conntrack entry does not expire; 0: never. Indexed by keepalive_index().
+  uint32_t keepalive_s[2];
   port_conf port[MAX_PORTS];
   tunnel tun[MAX_TUNNELS];
   worker_plan plan[MAX_WORKERS];
+  // Ports with a kernel_tx ring, for worker 0.
+  uint16_t n_kernel_tx;
+  uint16_t kernel_tx_ports[MAX_PORTS];
 };
 
 // Where a flow's packets go: the Ethernet addresses to write and the output port.
@@ -46,5 +67,7 @@ struct alignas(16) adjacency {
 static_assert(sizeof(adjacency) == 16, "two adjacencies a 32-byte load");
 
 constexpr uint32_t MAX_ADJACENCIES = 1u << 16;
+
+inline unsigned keepalive_index(uint8_t l4proto) { return l4proto == IPPROTO_TCP ? 0 : 1; }
 
 }  // namespace fg

@@ -29,6 +29,27 @@ void flush(worker &w) {
   }
 }
 
+// Transmit what the slow-path thread queued from the kernel (TAP egress, encapsulated TUN
+// egress) on the ports' tx queues of this worker.
+unsigned send_kernel_tx(worker &w, const snapshot *s) {
+  unsigned total = 0;
+  for (unsigned i = 0; i < s->n_kernel_tx; i++) {
+    uint16_t port = s->kernel_tx_ports[i];
+    rte_mbuf *pkts[BURST_SIZE];
+    unsigned n = rte_ring_sc_dequeue_burst(s->port[port].kernel_tx, reinterpret_cast<void **>(pkts), BURST_SIZE, nullptr);
+    if (n == 0) continue;
+    uint16_t sent = rte_eth_tx_burst(port, static_cast<uint16_t>(w.index), pkts, static_cast<uint16_t>(n));
+    w.stats.tx_packets[port] += sent;
+    if (sent < n) {
+      w.stats.tx_dropped[port] += n - sent;
+      w.stats.drops[static_cast<unsigned>(drop_reason::tx_full)] += n - sent;
+      rte_pktmbuf_free_bulk(pkts + sent, n - sent);
+    }
+    total += n;
+  }
+  return total;
+}
+
 }  // namespace
 
 int worker_main(void *arg) {
@@ -54,6 +75,7 @@ int worker_main(void *arg) {
     }
     const snapshot *s = __atomic_load_n(&sh.snap, __ATOMIC_ACQUIRE);
     pl.snap = s;
+    pl.now_tsc = t0;
     const worker_plan &plan = s->plan[w.index];
     unsigned received = 0;
     for (unsigned q = 0; q < plan.n_rxq; q++) {
@@ -65,6 +87,7 @@ int worker_main(void *arg) {
       process_burst(pl, port, pkts, n);
       flush(w);
     }
+    if (w.index == 0) received += send_kernel_tx(w, s);
     // The snapshot and every flow entry looked up above are no longer referenced.
     rte_rcu_qsbr_quiescent(sh.qsbr, w.index);
 

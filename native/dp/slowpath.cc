@@ -1,0 +1,226 @@
+#include "slowpath.h"
+
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include <rte_cycles.h>
+#include <rte_ethdev.h>
+#include <rte_mbuf.h>
+
+#include "tunnel.h"
+
+namespace fg {
+namespace {
+
+// How long the thread sleeps when idle: it bounds how late the workers' punt records reach
+// the learner (the workers do not wake it) and, without rx interrupts, how late a packet
+// from the kernel leaves.
+constexpr int IDLE_WAIT_MS = 1;
+constexpr unsigned IDLE_SLEEP_US_WITHOUT_INTERRUPTS = 100;
+constexpr unsigned RECORDS_PER_DRAIN = 64;
+
+bool kernel_facing(const port_conf &pc) {
+  return pc.active && (pc.kernel_egress_port != PORT_NONE || pc.kernel_egress_tunnel != TUNNEL_NONE);
+}
+
+}  // namespace
+
+void slowpath_thread::start(worker_shared *shared, unsigned qsbr_id, std::vector<rte_ring *> rings,
+                            observation_sink sink) {
+  if (running_) return;
+  shared_ = shared;
+  qsbr_id_ = qsbr_id;
+  rings_ = std::move(rings);
+  sink_ = std::move(sink);
+  stats_ = slowpath_stats{};
+  wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  armed_generation_ = UINT64_MAX;
+  running_ = true;
+  thread_ = std::thread([this] { run(); });
+}
+
+void slowpath_thread::stop() {
+  if (!running_) return;
+  running_ = false;
+  wake();
+  thread_.join();
+  if (epoll_fd_ >= 0) close(epoll_fd_);
+  if (wake_fd_ >= 0) close(wake_fd_);
+  epoll_fd_ = wake_fd_ = -1;
+}
+
+void slowpath_thread::wake() {
+  if (wake_fd_ < 0) return;
+  uint64_t one = 1;
+  [[maybe_unused]] ssize_t n = write(wake_fd_, &one, sizeof(one));
+}
+
+slowpath_stats slowpath_thread::stats() const {
+  slowpath_stats s;
+  const uint64_t *src = reinterpret_cast<const uint64_t *>(&stats_);
+  uint64_t *dst = reinterpret_cast<uint64_t *>(&s);
+  for (size_t i = 0; i < sizeof(s) / sizeof(uint64_t); i++) dst[i] = __atomic_load_n(&src[i], __ATOMIC_RELAXED);
+  return s;
+}
+
+// Sleep on the kernel-facing queues' interrupt descriptors (the TAP/TUN file descriptors
+// for net_tap) when every such queue has one; otherwise fall back to short sleeps.
+void slowpath_thread::rearm_epoll(const snapshot *s) {
+  if (epoll_fd_ >= 0) close(epoll_fd_);
+  epoll_fd_ = epoll_create1(EPOLL_CLOEXEC);
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.fd = wake_fd_;
+  epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, wake_fd_, &ev);
+  all_ports_have_interrupts_ = true;
+  for (uint16_t p = 0; p < MAX_PORTS; p++) {
+    if (!kernel_facing(s->port[p])) continue;
+    int fd = rte_eth_dev_rx_intr_ctl_q_get_fd(p, 0);
+    if (fd < 0) {
+      all_ports_have_interrupts_ = false;
+      continue;
+    }
+    ev.data.fd = fd;
+    epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &ev);
+  }
+  armed_generation_ = s->generation;
+}
+
+void slowpath_thread::to_kernel_tx(const snapshot *s, uint16_t port, rte_mbuf *m) {
+  rte_ring *r = s->port[port].kernel_tx;
+  if (r == nullptr || rte_ring_sp_enqueue(r, m) != 0) {
+    stats_.kernel_tx_dropped++;
+    rte_pktmbuf_free(m);
+  }
+}
+
+// The kernel sent a frame out of a port's TAP: note it for the learner, send it on the port.
+void slowpath_thread::from_tap(const snapshot *s, uint16_t port, rte_mbuf *m, std::vector<observation> &batch) {
+  flow_key key;
+  pkt_meta meta;
+  if (parse_packet(m, port, &key, &meta).is_ok()) {
+    const uint8_t *frame = rte_pktmbuf_mtod(m, const uint8_t *);
+    observation &o = batch.emplace_back();
+    memset(&o, 0, sizeof(o));
+    o.tsc = rte_rdtsc();
+    o.key = key;
+    o.kind = OBS_EGRESS_PORT;
+    o.tcp_flags = key.l4proto == IPPROTO_TCP ? frame[meta.l3_off + (key.l3proto == FLOW_L3_IPV4 ? IP4_HLEN : IP6_HLEN) + 13] : 0;
+    o.port = port;
+    o.tunnel = TUNNEL_NONE;
+    memcpy(o.dst_mac, frame, 6);
+    memcpy(o.src_mac, frame + 6, 6);
+    o.fingerprint = packet_fingerprint(frame + meta.l3_off, meta.l3_len, key);
+    o.l3_len = meta.l3_len;
+  }
+  to_kernel_tx(s, port, m);
+}
+
+// The kernel routed an IPv4 packet into a tunnel's TUN: note it, encapsulate it exactly as
+// the fast path would, send it on the underlay port.
+void slowpath_thread::from_tun(const snapshot *s, uint16_t tunnel_id, rte_mbuf *m, std::vector<observation> &batch) {
+  const tunnel &t = s->tun[tunnel_id];
+  const uint8_t *l3 = rte_pktmbuf_mtod(m, const uint8_t *);
+  if (m->data_len < IP4_HLEN || (l3[0] >> 4) != 4 || !t.active) {
+    stats_.tun_not_ipv4++;
+    rte_pktmbuf_free(m);
+    return;
+  }
+  flow_key key;
+  flow_key_zero(&key);
+  pkt_meta meta{};
+  detail::bounds b{m->data_len, m->pkt_len};
+  bool parsed = detail::parse_ip4(l3, 0, b, &key, &meta).is_ok();
+  uint16_t inner_len = rte_be_to_cpu_16(reinterpret_cast<const rte_ipv4_hdr *>(l3)->total_length);
+  if (parsed) {
+    observation &o = batch.emplace_back();
+    memset(&o, 0, sizeof(o));
+    o.tsc = rte_rdtsc();
+    o.key = key;
+    o.kind = OBS_EGRESS_TUNNEL;
+    o.tcp_flags = key.l4proto == IPPROTO_TCP ? l3[IP4_HLEN + 13] : 0;
+    o.port = PORT_NONE;
+    o.tunnel = tunnel_id;
+    o.fingerprint = packet_fingerprint(l3, meta.l3_len, key);
+    o.l3_len = meta.l3_len;
+  }
+  // encap_ip4in6 expects the IPv4 packet behind an Ethernet header; the template's replaces it.
+  if (inner_len > m->pkt_len || rte_pktmbuf_prepend(m, ETH_HLEN) == nullptr ||
+      !encap_ip4in6(m, t, inner_len, (parsed && (t.flags & TUNNEL_F_FLOWLABEL_HASH)) ? flowlabel_of(key) : 0)) {
+    stats_.no_headroom++;
+    rte_pktmbuf_free(m);
+    return;
+  }
+  to_kernel_tx(s, t.port, m);
+}
+
+void slowpath_thread::run() {
+  rte_rcu_qsbr *qsbr = shared_->qsbr;
+  rte_rcu_qsbr_thread_register(qsbr, qsbr_id_);
+  rte_rcu_qsbr_thread_online(qsbr, qsbr_id_);
+  std::vector<observation> batch;
+  observation drained[RECORDS_PER_DRAIN];
+  while (running_.load(std::memory_order_relaxed)) {
+    const snapshot *s = __atomic_load_n(&shared_->snap, __ATOMIC_ACQUIRE);
+    if (s->generation != armed_generation_) rearm_epoll(s);
+    unsigned work = 0;
+    uint16_t facing[MAX_PORTS];
+    unsigned n_facing = 0;
+    for (uint16_t p = 0; p < MAX_PORTS; p++) {
+      const port_conf &pc = s->port[p];
+      if (!kernel_facing(pc)) continue;
+      facing[n_facing++] = p;
+      rte_mbuf *pkts[BURST_SIZE];
+      uint16_t n = rte_eth_rx_burst(p, 0, pkts, BURST_SIZE);
+      work += n;
+      stats_.kernel_rx_packets += n;
+      for (uint16_t i = 0; i < n; i++) {
+        if (pc.kernel_egress_port != PORT_NONE)
+          from_tap(s, pc.kernel_egress_port, pkts[i], batch);
+        else
+          from_tun(s, pc.kernel_egress_tunnel, pkts[i], batch);
+      }
+    }
+    for (rte_ring *r : rings_) {
+      unsigned n = rte_ring_sc_dequeue_burst_elem(r, drained, sizeof(observation), RECORDS_PER_DRAIN, nullptr);
+      batch.insert(batch.end(), drained, drained + n);
+      work += n;
+    }
+    if (!batch.empty()) {
+      size_t n = batch.size();
+      auto out = std::make_unique<std::vector<observation>>(std::move(batch));
+      batch = std::vector<observation>();
+      if (sink_ && sink_(std::move(out)))
+        stats_.observations += n;
+      else
+        stats_.observations_lost += n;
+    }
+    // Done with the snapshot for this round: s must not be read below.
+    rte_rcu_qsbr_quiescent(qsbr, qsbr_id_);
+    if (work != 0) continue;
+
+    rte_rcu_qsbr_thread_offline(qsbr, qsbr_id_);
+    if (all_ports_have_interrupts_) {
+      for (unsigned i = 0; i < n_facing; i++) rte_eth_dev_rx_intr_enable(facing[i], 0);
+      epoll_event events[8];
+      int n = epoll_wait(epoll_fd_, events, 8, IDLE_WAIT_MS);
+      for (int i = 0; i < n; i++) {
+        if (events[i].data.fd == wake_fd_) {
+          uint64_t v;
+          [[maybe_unused]] ssize_t r = read(wake_fd_, &v, sizeof(v));
+        }
+      }
+    } else {
+      rte_delay_us_sleep(IDLE_SLEEP_US_WITHOUT_INTERRUPTS);
+    }
+    rte_rcu_qsbr_thread_online(qsbr, qsbr_id_);
+  }
+  rte_rcu_qsbr_thread_offline(qsbr, qsbr_id_);
+  rte_rcu_qsbr_thread_unregister(qsbr, qsbr_id_);
+}
+
+}  // namespace fg
