@@ -1,0 +1,70 @@
+/**
+ * Running iproute2, nft and sysctl for the kernel mirror: without a shell, optionally inside
+ * a network namespace, with errors that name the command and the kernel's answer.
+ */
+import { execFile } from 'node:child_process';
+import { FlowgateError } from '../errors';
+
+/** A command the kernel mirror ran failed; the message is "<command>: <its stderr>". */
+export class KernelCommandError extends FlowgateError {
+  constructor(
+    readonly argv: readonly string[],
+    readonly stderr: string,
+    readonly exitCode: number | null,
+    cause?: unknown,
+  ) {
+    super('ERR_FLOWGATE_KERNEL_COMMAND', `${argv.join(' ')}: ${stderr.trim() || `exited with status ${exitCode}`}`, { cause });
+  }
+}
+
+// What iproute2, nft and sysctl say when the object to remove or restore is already gone:
+// an address or route (ESRCH, EADDRNOTAVAIL), an nft table (ENOENT), a whole device or its
+// sysctl directory, taken away by DPDK when it closed the port.
+const ABSENT = /No such process|Cannot assign requested address|No such file or directory|Cannot find device|does not exist/;
+
+/** The command failed because what it was to remove or restore no longer exists. */
+export function isAbsent(err: unknown): boolean {
+  return err instanceof KernelCommandError && ABSENT.test(err.stderr);
+}
+
+// Dumps of a namespace with many routes are large; the default of 1 MiB is not enough.
+const MAX_OUTPUT_BYTES = 64 * 1024 * 1024;
+
+/** Runs commands in one network namespace (or in the caller's when `netns` is undefined). */
+export class CommandRunner {
+  constructor(readonly netns?: string) {}
+
+  /** iproute2 switches namespace itself (`ip -n`), which saves the exec of `ip netns exec`. */
+  ip(args: readonly string[], input?: string): Promise<string> {
+    return this.run(this.netns === undefined ? ['ip', ...args] : ['ip', '-n', this.netns, ...args], input);
+  }
+
+  /** The argv that runs `argv` in this namespace: for commands other than `ip`, and for spawning. */
+  argv(argv: readonly string[]): string[] {
+    if (argv[0] === 'ip') return this.netns === undefined ? [...argv] : ['ip', '-n', this.netns, ...argv.slice(1)];
+    return this.netns === undefined ? [...argv] : ['ip', 'netns', 'exec', this.netns, ...argv];
+  }
+
+  exec(argv: readonly string[], input?: string): Promise<string> {
+    return this.run(this.argv(argv), input);
+  }
+
+  private run(argv: readonly string[], input?: string): Promise<string> {
+    const [file, ...args] = argv;
+    if (file === undefined) throw new TypeError('CommandRunner: empty command');
+    return new Promise((resolve, reject) => {
+      const child = execFile(file, args, { encoding: 'utf8', maxBuffer: MAX_OUTPUT_BYTES }, (err, stdout, stderr) => {
+        if (err === null) {
+          resolve(stdout);
+          return;
+        }
+        // A number is the exit status; a string ('ENOENT') means the command could not start.
+        const status = typeof err.code === 'number' ? err.code : null;
+        reject(new KernelCommandError(argv, stderr || err.message, status, err));
+      });
+      // A command that exits without reading its input must not fail the call with EPIPE.
+      child.stdin?.on('error', () => undefined);
+      child.stdin?.end(input ?? '');
+    });
+  }
+}

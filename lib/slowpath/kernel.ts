@@ -1,0 +1,474 @@
+/**
+ * The kernel mirror: the slow-path state the config describes, written to the kernel around
+ * the TAP (per port) and TUN (per tunnel) interfaces that DPDK creates, with an exact record
+ * of what flowgate changed so that a reload changes only the difference and teardown gives
+ * back exactly that.
+ *
+ * Ownership: flowgate owns the addresses and static routes it added (one that already existed
+ * is left alone, then and at teardown), the nftables tables its ruleset declares, and the
+ * original value of every sysctl, MTU and admin state it changed. Reload compares the
+ * config with the record to find what to remove, and with the kernel to find what to add, so
+ * that it also restores what the kernel dropped meanwhile (a TAP set down by a DPDK port stop
+ * loses its routes).
+ */
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { CompiledConfig } from '../config/compile';
+import { FlowgateError } from '../errors';
+import { formatIp, formatPrefix, parseIp, parsePrefix, type IpFamily } from '../net/addr';
+import { CommandRunner, KernelCommandError, isAbsent } from './command';
+import { canonicalDestination, watchKernel, type KernelEvent, type KernelWatch } from './monitor';
+import { declaredTables, deleteTablesScript } from './nftables';
+
+export interface AddressSpec {
+  dev: string;
+  /** Canonical "address/length", host bits kept: "192.168.0.2/24". */
+  address: string;
+}
+
+export interface RouteSpec {
+  family: IpFamily;
+  /** Canonical destination prefix, "0.0.0.0/0" for a default route. */
+  to: string;
+  via: string | null;
+  dev: string;
+  metric: number;
+}
+
+export interface LinkSpec {
+  dev: string;
+  mtu: number;
+  /** A port's TAP carries the port's MAC on Ethernet; a tunnel's TUN is L3 only. */
+  kind: 'tap' | 'tun';
+}
+
+/** The kernel state a config describes, with each object under the key the kernel knows it by. */
+export interface MirrorState {
+  links: Map<string, LinkSpec>;
+  addresses: Map<string, AddressSpec>;
+  /** Static routes only: the kernel derives the connected ones from the addresses. */
+  routes: Map<string, RouteSpec>;
+  /** sysctl path → value, in the order to write them. */
+  sysctls: Map<string, string>;
+  nftables: string | null;
+}
+
+/** What flowgate changed, as restored by teardown(). */
+export interface MirrorRecord {
+  /** Original MTU and admin state of interfaces whose MTU or state flowgate changed. */
+  links: { dev: string; mtu?: number; up?: boolean }[];
+  addresses: AddressSpec[];
+  routes: RouteSpec[];
+  /** Original values, in the order they were first written (and are restored). */
+  sysctls: { key: string; original: string }[];
+  nftables: { ruleset: string; tables: string[] } | null;
+}
+
+export interface RouteDecision {
+  /** 'unicast', 'local' (an address of this host), 'broadcast'... */
+  type: string;
+  dev: string;
+  /** The next hop; null when the destination is on-link. */
+  gateway: string | null;
+  /** The source address the kernel would use. */
+  source: string | null;
+}
+
+// ---- the desired state ------------------------------------------------------------------
+
+const addressKey = (spec: AddressSpec): string => `${spec.address} dev ${spec.dev}`;
+// The kernel tells routes of the main table apart by destination and metric: a second route
+// with both equal is refused ("File exists") and one differing in via or dev replaces it.
+const routeKey = (spec: RouteSpec): string => `${spec.to} metric ${spec.metric}`;
+const routeValue = (spec: RouteSpec): string => `via ${spec.via ?? 'on-link'} dev ${spec.dev}`;
+
+/** Writing ip_forward also sets conf/all/accept_redirects (to its negation, inet_forward_change()). */
+const IP_FORWARD = 'net/ipv4/ip_forward';
+const SIDE_EFFECTS: ReadonlyMap<string, readonly string[]> = new Map([[IP_FORWARD, ['net/ipv4/conf/all/accept_redirects']]]);
+
+function interfaceSysctls(link: LinkSpec): [string, string][] {
+  const v4 = `net/ipv4/conf/${link.dev}`;
+  const v6 = `net/ipv6/conf/${link.dev}`;
+  const settings: [string, string][] = [
+    // Loose reverse-path filtering: the effective mode is the maximum of conf/all and the
+    // interface, so 2 here is loose whatever conf/all says. Strict mode (1, systemd's and many
+    // distributions' default) drops tunnel traffic whose return path leaves by another
+    // interface; loose still drops sources with no route at all.
+    [`${v4}/rp_filter`, '2'],
+    // A router takes its addresses and routes from its config (and FRR/BIRD), never from RAs
+    // heard on a port. Forwarding already ignores RAs unless accept_ra is 2; 0 says so outright.
+    [`${v6}/accept_ra`, '0'],
+    // DPDK sets a TAP down when it stops the port; the kernel would then flush the IPv6
+    // addresses and not bring them back with the port (IPv4 addresses survive a down anyway).
+    [`${v6}/keep_addr_on_down`, '1'],
+  ];
+  // The TAP's MAC belongs to the real port: a multicast NS the kernel sends for DAD may come
+  // back through the fast path as if another host held the address, and while tentative an
+  // address cannot be a source (the tunnel's `local`) for a second after every add and every
+  // port restart. The addresses are the operator's static choice; TUNs skip DAD (NOARP).
+  if (link.kind === 'tap') settings.push([`${v6}/accept_dad`, '0']);
+  return settings;
+}
+
+export function mirrorState(model: CompiledConfig): MirrorState {
+  const state: MirrorState = { links: new Map(), addresses: new Map(), routes: new Map(), sysctls: new Map(), nftables: model.nftables };
+  // Forwarding first: it rewrites per-interface settings, which are written (and restored) after it.
+  state.sysctls.set(IP_FORWARD, '1');
+  state.sysctls.set('net/ipv6/conf/all/forwarding', '1');
+  const interfaces = [
+    ...model.ports.map((port) => ({ link: { dev: port.name, mtu: port.mtu, kind: 'tap' as const }, addresses: port.addresses })),
+    ...model.tunnels.map((tunnel) => ({ link: { dev: tunnel.name, mtu: tunnel.mtu, kind: 'tun' as const }, addresses: tunnel.addresses })),
+  ];
+  for (const { link, addresses } of interfaces) {
+    state.links.set(link.dev, link);
+    for (const prefix of addresses) {
+      const spec = { dev: link.dev, address: formatPrefix(prefix) };
+      state.addresses.set(addressKey(spec), spec);
+    }
+    for (const [key, value] of interfaceSysctls(link)) state.sysctls.set(key, value);
+  }
+  for (const route of model.routes) {
+    if (route.origin !== 'static') continue;
+    const spec: RouteSpec = {
+      family: route.to.family,
+      to: formatPrefix(route.to),
+      via: route.via === null ? null : formatIp(route.via),
+      dev: route.dev,
+      metric: route.metric,
+    };
+    state.routes.set(routeKey(spec), spec);
+  }
+  return state;
+}
+
+// ---- the mirror -------------------------------------------------------------------------
+
+interface KernelLink {
+  mtu: number;
+  up: boolean;
+}
+
+/** What a neighbour entry in these states holds is a usable link-layer address. */
+const RESOLVED = new Set(['REACHABLE', 'STALE', 'DELAY', 'PROBE', 'PERMANENT', 'NOARP']);
+const NEIGHBOR_POLL_MIN_MS = 5;
+const NEIGHBOR_POLL_MAX_MS = 100;
+// What `ip route get` answers when the kernel would not forward: no route, or an
+// unreachable, prohibit or blackhole route.
+const NO_ROUTE = /Network is unreachable|No route to host|Permission denied|Invalid argument/;
+
+export class MirrorError extends FlowgateError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_FLOWGATE_KERNEL_MIRROR', message, options);
+  }
+}
+
+export class KernelMirror {
+  private readonly run: CommandRunner;
+  private queue: Promise<unknown> = Promise.resolve();
+  // The record: what flowgate changed. Each entry is made right after its change succeeded,
+  // so that a failed apply() leaves an exact record for the next apply() or teardown().
+  private readonly links = new Map<string, { mtu?: number; up?: boolean }>();
+  private readonly addresses = new Map<string, AddressSpec>();
+  private readonly routes = new Map<string, RouteSpec>();
+  private readonly sysctls = new Map<string, string>();
+  private nftables: { ruleset: string; tables: string[] } | null = null;
+
+  /** `netns`: run every command in this network namespace instead of the caller's. */
+  constructor(options: { netns?: string } = {}) {
+    this.run = new CommandRunner(options.netns);
+  }
+
+  /** Brings the kernel to what `model` describes, changing only what differs from before. */
+  apply(model: CompiledConfig): Promise<void> {
+    return this.serialized(() => {
+      const want = mirrorState(model);
+      // Before any change: a ruleset whose tables cannot be owned is refused as a whole.
+      const tables = want.nftables === null ? [] : declaredTables(want.nftables);
+      return this.reconcile(want, tables);
+    });
+  }
+
+  /**
+   * Removes every address, route and nftables table flowgate created and restores every
+   * sysctl, MTU and admin state it changed; nothing else. What is already gone (a TAP that
+   * DPDK removed) counts as removed. Idempotent; after a failure it can be called again.
+   */
+  teardown(): Promise<void> {
+    return this.serialized(async () => {
+      const failures: unknown[] = [];
+      const attempt = async (undo: () => Promise<void>) => {
+        try {
+          await undo();
+        } catch (err) {
+          failures.push(err);
+        }
+      };
+      // Routes before the addresses they lean on; sysctls (in the order first written, see
+      // SIDE_EFFECTS) before links, so that keep_addr_on_down is the interface's own again
+      // when it is set back down and its IPv6 addresses go as they did before.
+      for (const spec of [...this.routes.values()]) await attempt(() => this.removeRoute(spec));
+      await attempt(() => this.applyRuleset(null, []));
+      for (const spec of [...this.addresses.values()]) await attempt(() => this.removeAddress(spec));
+      for (const key of [...this.sysctls.keys()]) await attempt(() => this.restoreSysctl(key));
+      for (const dev of [...this.links.keys()]) await attempt(() => this.restoreLink(dev));
+      if (failures.length > 0) {
+        const reasons = failures.map((err) => (err instanceof Error ? err.message : String(err)));
+        throw new MirrorError(`teardown left ${failures.length} change(s) in place:\n${reasons.join('\n')}`, { cause: failures[0] });
+      }
+    });
+  }
+
+  /** A copy of the record of what flowgate changed. */
+  get record(): MirrorRecord {
+    return {
+      links: [...this.links].map(([dev, original]) => ({ dev, ...original })),
+      addresses: [...this.addresses.values()],
+      routes: [...this.routes.values()],
+      sysctls: [...this.sysctls].map(([key, original]) => ({ key, original })),
+      nftables: this.nftables === null ? null : { ruleset: this.nftables.ruleset, tables: [...this.nftables.tables] },
+    };
+  }
+
+  /**
+   * The MAC address of `address` on `dev` from the neighbour table, asking the kernel to
+   * resolve it (ARP or NDP) when it is missing or unusable; null if it is not resolved within
+   * `timeoutMs`. The entry is the kernel's own (it ages as usual): nothing is recorded.
+   */
+  async resolveNeighbor(dev: string, address: string, timeoutMs: number): Promise<string | null> {
+    const target = formatIp(parseIp(address));
+    const deadline = Date.now() + timeoutMs;
+    let mac = await this.neighborMac(dev, target);
+    if (mac !== null) return mac;
+    // NTF_USE ("use"): the kernel starts resolution as if a packet were waiting for it,
+    // without one being sent, and without making the entry permanent.
+    await this.run.ip(['neigh', 'replace', target, 'dev', dev, 'use']);
+    for (let pause = NEIGHBOR_POLL_MIN_MS; ; pause = Math.min(pause * 2, NEIGHBOR_POLL_MAX_MS)) {
+      mac = await this.neighborMac(dev, target);
+      const left = deadline - Date.now();
+      if (mac !== null || left <= 0) return mac;
+      await sleep(Math.min(pause, left));
+    }
+  }
+
+  /** The kernel's route decision for `address`; null when it would not forward there. */
+  async routeTo(address: string): Promise<RouteDecision | null> {
+    let output: string;
+    try {
+      output = await this.run.ip(['-j', 'route', 'get', formatIp(parseIp(address))]);
+    } catch (err) {
+      if (err instanceof KernelCommandError && NO_ROUTE.test(err.stderr)) return null;
+      throw err;
+    }
+    const [route] = JSON.parse(output) as { type?: string; dev: string; gateway?: string; prefsrc?: string }[];
+    if (route === undefined) return null;
+    return { type: route.type ?? 'unicast', dev: route.dev, gateway: route.gateway ?? null, source: route.prefsrc ?? null };
+  }
+
+  /**
+   * Streams link, address, route and neighbour changes to `listener` until stopped. Await
+   * `ready` before relying on changes being reported.
+   */
+  watch(listener: (event: KernelEvent) => void): KernelWatch {
+    return watchKernel(this.run, listener);
+  }
+
+  // ---- reconciliation -------------------------------------------------------------------
+
+  private serialized<T>(fn: () => Promise<T>): Promise<T> {
+    // SIGHUP reloads may overlap; each change set must see the record the previous left.
+    const result = this.queue.then(fn, fn);
+    this.queue = result.catch(() => undefined);
+    return result;
+  }
+
+  private async reconcile(want: MirrorState, tables: string[]): Promise<void> {
+    const links = await this.readLinks();
+    for (const link of want.links.values()) {
+      if (!links.has(link.dev)) {
+        const what = link.kind === 'tap' ? 'TAP of port' : 'TUN of tunnel';
+        throw new MirrorError(`interface ${link.dev} does not exist: the ${what} ${link.dev} is created by DPDK before the kernel mirror configures it`);
+      }
+    }
+    // Before the links come up: link-local addresses and DAD start then.
+    await this.reconcileSysctls(want.sysctls);
+    await this.reconcileLinks(want.links, links);
+    // Routes go first: an address removed before its routes could take them with it.
+    for (const [key, spec] of this.routes) if (want.routes.get(key) === undefined) await this.removeRoute(spec);
+    await this.reconcileAddresses(want.addresses);
+    await this.reconcileRoutes(want.routes);
+    if (want.nftables !== this.nftables?.ruleset) await this.applyRuleset(want.nftables, tables);
+  }
+
+  private async reconcileSysctls(want: Map<string, string>): Promise<void> {
+    for (const key of [...this.sysctls.keys()]) {
+      if (!want.has(key) && ![...SIDE_EFFECTS.values()].some((keys) => keys.includes(key))) await this.restoreSysctl(key);
+    }
+    const keys = [...want.keys()];
+    const values = (await this.run.exec(['sysctl', '-n', ...keys])).split('\n');
+    for (const [index, key] of keys.entries()) {
+      const value = want.get(key) as string;
+      if (values[index] === value) continue;
+      if (!this.sysctls.has(key)) {
+        const sideEffects = SIDE_EFFECTS.get(key) ?? [];
+        const originals = sideEffects.length === 0 ? [] : (await this.run.exec(['sysctl', '-n', ...sideEffects])).split('\n');
+        this.sysctls.set(key, values[index] ?? '');
+        sideEffects.forEach((effect, at) => this.sysctls.has(effect) || this.sysctls.set(effect, originals[at] ?? ''));
+      }
+      await this.run.exec(['sysctl', '-q', '-w', `${key}=${value}`]);
+    }
+  }
+
+  private async restoreSysctl(key: string): Promise<void> {
+    const original = this.sysctls.get(key);
+    if (original === undefined) return;
+    try {
+      await this.run.exec(['sysctl', '-q', '-w', `${key}=${original}`]);
+    } catch (err) {
+      // An interface's settings go with the interface.
+      if (!isAbsent(err)) throw err;
+    }
+    this.sysctls.delete(key);
+  }
+
+  private async reconcileLinks(want: Map<string, LinkSpec>, current: Map<string, KernelLink>): Promise<void> {
+    for (const dev of [...this.links.keys()]) if (!want.has(dev)) await this.restoreLink(dev);
+    for (const link of want.values()) {
+      const now = current.get(link.dev) as KernelLink;
+      const original = this.links.get(link.dev) ?? {};
+      // MTU before up: IPv6 is only enabled on an interface whose MTU is at least 1280.
+      if (now.mtu !== link.mtu) {
+        this.links.set(link.dev, { mtu: now.mtu, ...original });
+        await this.run.ip(['link', 'set', 'dev', link.dev, 'mtu', String(link.mtu)]);
+      }
+      if (!now.up) {
+        this.links.set(link.dev, { up: false, ...this.links.get(link.dev) });
+        await this.run.ip(['link', 'set', 'dev', link.dev, 'up']);
+      }
+    }
+  }
+
+  private async restoreLink(dev: string): Promise<void> {
+    const original = this.links.get(dev);
+    if (original === undefined) return;
+    const args = [...(original.mtu === undefined ? [] : ['mtu', String(original.mtu)]), ...(original.up === false ? ['down'] : [])];
+    try {
+      if (args.length > 0) await this.run.ip(['link', 'set', 'dev', dev, ...args]);
+    } catch (err) {
+      if (!isAbsent(err)) throw err;
+    }
+    this.links.delete(dev);
+  }
+
+  private async reconcileAddresses(want: Map<string, AddressSpec>): Promise<void> {
+    for (const [key, spec] of this.addresses) if (!want.has(key)) await this.removeAddress(spec);
+    const present = await this.readAddresses();
+    for (const [key, spec] of want) {
+      if (present.has(key)) continue;
+      await this.run.ip(['addr', 'add', spec.address, 'dev', spec.dev]);
+      this.addresses.set(key, spec);
+    }
+  }
+
+  private async removeAddress(spec: AddressSpec): Promise<void> {
+    try {
+      await this.run.ip(['addr', 'del', spec.address, 'dev', spec.dev]);
+    } catch (err) {
+      if (!isAbsent(err)) throw err;
+    }
+    this.addresses.delete(addressKey(spec));
+  }
+
+  private async reconcileRoutes(want: Map<string, RouteSpec>): Promise<void> {
+    // Read after the address changes: removing an interface's last address flushes its routes.
+    const present = await this.readRoutes();
+    for (const [key, spec] of want) {
+      if (present.get(key)?.has(routeValue(spec))) continue;
+      // At a key flowgate owns, replace: atomic when only the next hop changed, and it also
+      // restores a route the kernel dropped. At any other key, add: if a route someone else
+      // made is there, the kernel refuses, and flowgate does not take it over.
+      const verb = this.routes.has(key) ? 'replace' : 'add';
+      await this.run.ip(routeCommand(verb, spec));
+      this.routes.set(key, spec);
+    }
+  }
+
+  private async removeRoute(spec: RouteSpec): Promise<void> {
+    try {
+      await this.run.ip(routeCommand('del', spec));
+    } catch (err) {
+      if (!isAbsent(err)) throw err;
+    }
+    this.routes.delete(routeKey(spec));
+  }
+
+  /** Replaces the tables of the previous ruleset and those `ruleset` declares by `ruleset`, atomically. */
+  private async applyRuleset(ruleset: string | null, tables: string[]): Promise<void> {
+    const previous = this.nftables?.tables ?? [];
+    if (ruleset === null && previous.length === 0) return;
+    const replaced = new Set([...previous, ...tables]);
+    await this.run.exec(['nft', '-f', '-'], `${deleteTablesScript(replaced)}${ruleset ?? ''}\n`);
+    this.nftables = ruleset === null ? null : { ruleset, tables };
+  }
+
+  // ---- reading the kernel ---------------------------------------------------------------
+
+  private async readLinks(): Promise<Map<string, KernelLink>> {
+    const links = JSON.parse(await this.run.ip(['-j', 'link', 'show'])) as { ifname: string; mtu: number; flags: string[] }[];
+    return new Map(links.map((link) => [link.ifname, { mtu: link.mtu, up: link.flags.includes('UP') }]));
+  }
+
+  /** Keys of the interface addresses present. */
+  private async readAddresses(): Promise<Set<string>> {
+    type Dump = { ifname: string; addr_info: { local: string; prefixlen: number }[] }[];
+    const keys = new Set<string>();
+    for (const link of JSON.parse(await this.run.ip(['-j', 'addr', 'show'])) as Dump) {
+      for (const info of link.addr_info) keys.add(addressKey({ dev: link.ifname, address: formatPrefix(parsePrefix(`${info.local}/${info.prefixlen}`)) }));
+    }
+    return keys;
+  }
+
+  /** The routes of the main table: key → the values present at that key (IPv6 can hold several). */
+  private async readRoutes(): Promise<Map<string, Set<string>>> {
+    type Dump = { type?: string; dst: string; gateway?: string; dev?: string; metric?: number }[];
+    const present = new Map<string, Set<string>>();
+    for (const family of [4, 6] as const) {
+      for (const route of JSON.parse(await this.run.ip([`-${family}`, '-j', 'route', 'show', 'table', 'main'])) as Dump) {
+        // Multipath routes have no single dev and never equal a route of the config.
+        if ((route.type ?? 'unicast') !== 'unicast' || route.dev === undefined) continue;
+        const spec: RouteSpec = {
+          family,
+          to: canonicalDestination(route.dst, family),
+          via: route.gateway === undefined ? null : formatIp(parseIp(route.gateway)),
+          dev: route.dev,
+          metric: route.metric ?? 0,
+        };
+        const values = present.get(routeKey(spec)) ?? new Set<string>();
+        present.set(routeKey(spec), values.add(routeValue(spec)));
+      }
+    }
+    return present;
+  }
+
+  private async neighborMac(dev: string, address: string): Promise<string | null> {
+    type Dump = { lladdr?: string; state?: string[] }[];
+    const [entry] = JSON.parse(await this.run.ip(['-j', 'neigh', 'show', 'to', address, 'dev', dev])) as Dump;
+    const resolved = entry?.lladdr !== undefined && (entry.state ?? []).some((state) => RESOLVED.has(state));
+    return resolved ? (entry.lladdr ?? null) : null;
+  }
+}
+
+function routeCommand(verb: 'add' | 'replace' | 'del', spec: RouteSpec): string[] {
+  return [
+    `-${spec.family}`,
+    'route',
+    verb,
+    spec.to,
+    ...(spec.via === null ? [] : ['via', spec.via]),
+    'dev',
+    spec.dev,
+    'metric',
+    String(spec.metric),
+    // Installed from configuration: routing daemons (FRR) leave "static" routes alone.
+    'proto',
+    'static',
+  ];
+}

@@ -1,0 +1,540 @@
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { createInterface } from 'node:readline';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { checkConfigText, compileConfig, type CompiledConfig, type Config } from '../../lib/config';
+import { KernelMirror } from '../../lib/slowpath/kernel';
+import { parseMonitorLine, type KernelEvent } from '../../lib/slowpath/monitor';
+import { declaredTables } from '../../lib/slowpath/nftables';
+import { atExit, createNetns, deleteNetns, macAddress, sh } from '../helpers/netns';
+
+const repo = path.resolve(__dirname, '../../..');
+
+function seedConfig(): Config {
+  const file = path.join(repo, 'config/seed.yaml');
+  const { config, issues } = checkConfigText(readFileSync(file, 'utf8'), file, { machine: { cpus: [0, 1, 2, 3] } });
+  assert.deepEqual(issues, []);
+  assert.ok(config);
+  return config;
+}
+
+/** The seed scenario with changes applied to a copy of its config. */
+function seedModel(change: (config: Config) => void = () => undefined): CompiledConfig {
+  const config = structuredClone(seedConfig());
+  change(config);
+  return compileConfig(config);
+}
+
+const RULESET_V1 = `
+table inet flowgate {
+  chain forward {
+    type filter hook forward priority filter; policy accept;
+    ct state invalid drop
+  }
+}
+table ip flowgate_nat {
+  chain postrouting {
+    type nat hook postrouting priority srcnat; policy accept;
+    oifname "tun0" masquerade
+  }
+}
+`;
+
+const RULESET_V2 = `
+table inet flowgate {
+  chain forward {
+    type filter hook forward priority filter; policy drop;
+    ct state established,related accept
+    iifname "eth0" accept
+  }
+}
+`;
+
+/** Reload scenario, first version: the seed plus an address, two routes and a ruleset. */
+function modelV1(): CompiledConfig {
+  return seedModel((config) => {
+    config.ports.eth0!.addresses.push('192.168.50.2/24');
+    config.routes.push({ to: '10.10.0.0/16', via: '192.168.0.1', dev: 'eth0' });
+    config.routes.push({ to: '2001:db8:9::/48', via: '2001:db8:2::2', dev: 'eth1' });
+    config.nftables = RULESET_V1;
+  });
+}
+
+/** Second version: one address replaced by another, a route's next hop, eth0's MTU and the ruleset changed. */
+function modelV2(): CompiledConfig {
+  return seedModel((config) => {
+    config.ports.eth0!.addresses.push('192.168.60.2/24');
+    config.ports.eth0!.mtu = 1400;
+    config.routes.push({ to: '10.10.0.0/16', via: '192.168.0.254', dev: 'eth0' });
+    config.routes.push({ to: '2001:db8:9::/48', via: '2001:db8:2::2', dev: 'eth1' });
+    config.nftables = RULESET_V2;
+  });
+}
+
+// ---- the lab: a gateway namespace with the seed's interfaces, hosts in a peer namespace --
+
+interface Lab {
+  gw: string;
+  peer: string;
+}
+
+/**
+ * Stands in for what DPDK creates: eth0 and eth1 are veths (this kernel has no dummy
+ * driver, and a veth gives a real neighbour to resolve) with the seed's MACs, their far ends
+ * the LAN host and the tunnel peer; tun0 is a TUN. They start down, eth0 with another MTU.
+ */
+async function createLab(options: { tunnel?: boolean } = {}): Promise<Lab> {
+  const gw = await createNetns('fgk');
+  const peer = await createNetns('fgk-peer');
+  const ports = [
+    ['eth0', '00:00:22:33:11:55', 'lan0', '192.168.0.1/24'],
+    ['eth1', '00:11:22:33:11:55', 'wan0', '2001:db8:2::2/64'],
+  ] as const;
+  for (const [port, mac, far, address] of ports) {
+    await sh(['ip', '-n', gw, 'link', 'add', port, 'address', mac, 'type', 'veth', 'peer', 'name', far, 'netns', peer]);
+    await sh(['ip', '-n', peer, 'addr', 'add', address, 'dev', far, 'nodad']);
+    await sh(['ip', '-n', peer, 'link', 'set', far, 'up']);
+  }
+  await sh(['ip', '-n', gw, 'link', 'set', 'eth0', 'mtu', '9000']);
+  if (options.tunnel !== false) await sh(['ip', '-n', gw, 'tuntap', 'add', 'tun0', 'mode', 'tun']);
+  return { gw, peer };
+}
+
+async function deleteLab(lab: Lab | undefined): Promise<void> {
+  if (lab === undefined) return;
+  await deleteNetns(lab.gw);
+  await deleteNetns(lab.peer);
+}
+
+async function json<T>(netns: string, ...args: string[]): Promise<T> {
+  return JSON.parse(await sh(['ip', '-n', netns, '-j', ...args])) as T;
+}
+
+/** Everything of a namespace that the mirror could change, for before/after comparisons. */
+async function snapshot(netns: string): Promise<Record<string, unknown>> {
+  type Links = { qdisc?: string }[];
+  const links = await json<Links>(netns, 'addr', 'show');
+  // The kernel attaches a default qdisc when a link first comes up and keeps it after: a
+  // consequence of having been up, not a setting anyone wrote.
+  for (const link of links) delete link.qdisc;
+  return {
+    links,
+    routes4: await json(netns, '-4', 'route', 'show', 'table', 'all'),
+    routes6: await json(netns, '-6', 'route', 'show', 'table', 'all'),
+    rules4: await json(netns, '-4', 'rule', 'show'),
+    rules6: await json(netns, '-6', 'rule', 'show'),
+    nftables: await sh(['nft', 'list', 'ruleset'], { netns }),
+    sysctls: (await sh(['sysctl', '-a', '-r', '^net\\.ipv[46]\\.'], { netns })).split('\n'),
+  };
+}
+
+/** "dev address/length" of each address of global scope. */
+async function globalAddresses(netns: string): Promise<string[]> {
+  type Dump = { ifname: string; addr_info: { local: string; prefixlen: number; scope: string }[] }[];
+  const links = await json<Dump>(netns, 'addr', 'show');
+  return links.flatMap((link) => link.addr_info.filter((a) => a.scope === 'global').map((a) => `${link.ifname} ${a.local}/${a.prefixlen}`)).sort();
+}
+
+/** The main table as short text, without the kernel's own fe80::/64 link-local routes. */
+async function mainRoutes(netns: string, family: 4 | 6): Promise<string[]> {
+  type Dump = { dst: string; gateway?: string; dev: string; protocol?: string; metric?: number }[];
+  const routes = await json<Dump>(netns, `-${family}`, 'route', 'show', 'table', 'main');
+  return routes
+    .filter((r) => r.dst !== 'fe80::/64')
+    .map((r) => `${r.dst}${r.gateway ? ` via ${r.gateway}` : ''} dev ${r.dev} proto ${r.protocol ?? 'boot'} metric ${r.metric ?? 0}`)
+    .sort();
+}
+
+async function links(netns: string): Promise<Record<string, string>> {
+  const dump = await json<{ ifname: string; mtu: number; flags: string[] }[]>(netns, 'link', 'show');
+  return Object.fromEntries(dump.map((l) => [l.ifname, `mtu ${l.mtu} ${l.flags.includes('UP') ? 'up' : 'down'}`]));
+}
+
+async function sysctls(netns: string, keys: string[]): Promise<Record<string, string>> {
+  const values = (await sh(['sysctl', '-n', ...keys], { netns })).trim().split('\n');
+  return Object.fromEntries(keys.map((key, index) => [key, values[index] ?? '']));
+}
+
+async function until(what: string, condition: () => boolean, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(10);
+  }
+}
+
+/**
+ * The link, address and route events of `change`, recorded by an `ip monitor` of the test's
+ * own. Marker addresses on lo, seen in the transcript, bound the change on both sides.
+ */
+async function transcriptOf(netns: string, change: () => Promise<void>): Promise<string[]> {
+  const monitor = spawn('ip', ['-n', netns, '-o', 'monitor', 'label', 'link', 'address', 'route']);
+  const unregister = atExit(() => monitor.kill('SIGKILL'));
+  const lines: string[] = [];
+  createInterface({ input: monitor.stdout }).on('line', (line) => lines.push(line));
+  const mark = async (address: string): Promise<number> => {
+    const seen = (): number => lines.findIndex((line) => line.includes(`inet ${address}`));
+    // Until the monitor has subscribed, a marker can go unseen: add it again.
+    for (let attempt = 0; seen() < 0 && attempt < 50; attempt++) {
+      await sh(['ip', '-n', netns, 'addr', 'replace', `${address}/32`, 'dev', 'lo']);
+      await sleep(100);
+    }
+    await until(`marker ${address}`, () => seen() >= 0);
+    return seen();
+  };
+  try {
+    const start = await mark('127.0.0.201');
+    await change();
+    const end = await mark('127.0.0.202');
+    return lines.slice(start + 1, end).filter((line) => !line.includes('127.0.0.20'));
+  } finally {
+    monitor.kill();
+    unregister();
+  }
+}
+
+/** Processes running `ip -n NETNS ... monitor`. */
+function monitorPids(netns: string): number[] {
+  const pids: number[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    let argv: string[];
+    try {
+      argv = readFileSync(`/proc/${entry}/cmdline`, 'utf8').split('\0');
+    } catch {
+      continue;
+    }
+    if (argv[0] === 'ip' && argv.includes(netns) && argv.includes('monitor')) pids.push(Number(entry));
+  }
+  return pids;
+}
+
+// ---- tests ------------------------------------------------------------------------------
+
+describe('kernel mirror', () => {
+  let lab: Lab | undefined;
+  let mirror: KernelMirror | undefined;
+
+  afterEach(async () => {
+    await mirror?.teardown().catch(() => undefined);
+    await deleteLab(lab);
+    lab = undefined;
+    mirror = undefined;
+  });
+
+  it("applies the seed config: addresses, static routes, MTUs, up, and a router's sysctls", async () => {
+    lab = await createLab();
+    mirror = new KernelMirror({ netns: lab.gw });
+    const tunDad = await sysctls(lab.gw, ['net.ipv6.conf.tun0.accept_dad']);
+    await mirror.apply(seedModel());
+
+    assert.deepEqual(await globalAddresses(lab.gw), ['eth0 192.168.0.2/24', 'eth1 2001:db8:2::1/64', 'tun0 192.168.100.1/24']);
+    assert.deepEqual(await mainRoutes(lab.gw, 4), [
+      '192.168.0.0/24 dev eth0 proto kernel metric 0',
+      '192.168.100.0/24 dev tun0 proto kernel metric 0',
+      'default via 192.168.100.2 dev tun0 proto static metric 0',
+    ]);
+    assert.deepEqual(await mainRoutes(lab.gw, 6), ['2001:db8:2::/64 dev eth1 proto kernel metric 256']);
+    const state = await links(lab.gw);
+    assert.deepEqual([state.eth0, state.eth1, state.tun0], ['mtu 1500 up', 'mtu 1500 up', 'mtu 1452 up']);
+    assert.deepEqual(
+      await sysctls(lab.gw, [
+        'net.ipv4.ip_forward',
+        'net.ipv6.conf.all.forwarding',
+        ...['eth0', 'eth1', 'tun0'].flatMap((dev) => [`net.ipv4.conf.${dev}.rp_filter`, `net.ipv6.conf.${dev}.accept_ra`, `net.ipv6.conf.${dev}.keep_addr_on_down`]),
+        'net.ipv6.conf.eth0.accept_dad',
+        'net.ipv6.conf.eth1.accept_dad',
+        'net.ipv6.conf.tun0.accept_dad',
+      ]),
+      {
+        'net.ipv4.ip_forward': '1',
+        'net.ipv6.conf.all.forwarding': '1',
+        'net.ipv4.conf.eth0.rp_filter': '2',
+        'net.ipv6.conf.eth0.accept_ra': '0',
+        'net.ipv6.conf.eth0.keep_addr_on_down': '1',
+        'net.ipv4.conf.eth1.rp_filter': '2',
+        'net.ipv6.conf.eth1.accept_ra': '0',
+        'net.ipv6.conf.eth1.keep_addr_on_down': '1',
+        'net.ipv4.conf.tun0.rp_filter': '2',
+        'net.ipv6.conf.tun0.accept_ra': '0',
+        'net.ipv6.conf.tun0.keep_addr_on_down': '1',
+        'net.ipv6.conf.eth0.accept_dad': '0',
+        'net.ipv6.conf.eth1.accept_dad': '0',
+        // A TUN is NOARP: the kernel runs no DAD on it, so its setting is left as it was.
+        ...tunDad,
+      },
+    );
+    // The seed has no ruleset: nftables is left alone.
+    assert.equal(await sh(['nft', 'list', 'tables'], { netns: lab.gw }), '');
+  });
+
+  it('applies the nftables ruleset, whose tables nft then lists', async () => {
+    lab = await createLab();
+    mirror = new KernelMirror({ netns: lab.gw });
+    await mirror.apply(modelV1());
+    assert.equal(await sh(['nft', 'list', 'tables'], { netns: lab.gw }), 'table inet flowgate\ntable ip flowgate_nat\n');
+    assert.match(await sh(['nft', 'list', 'table', 'ip', 'flowgate_nat'], { netns: lab.gw }), /oifname "tun0" masquerade/);
+    assert.deepEqual(mirror.record.nftables?.tables, ['inet flowgate', 'ip flowgate_nat']);
+  });
+
+  it('changes on reload only the addresses, routes, MTU and ruleset that changed', async () => {
+    lab = await createLab();
+    const gw = lab.gw;
+    mirror = new KernelMirror({ netns: gw });
+    await sh(['nft', 'add table ip other; add chain ip other input { type filter hook input priority 0; }'], { netns: gw });
+    await mirror.apply(modelV1());
+    const otherTable = (): Promise<string> => sh(['nft', '-a', 'list', 'table', 'ip', 'other'], { netns: gw });
+    const otherBefore = await otherTable();
+
+    const transcript = await transcriptOf(gw, () => mirror!.apply(modelV2()));
+
+    const expected = [
+      /^\[ADDR\]Deleted \d+: eth0\s+inet 192\.168\.50\.2\/24 /,
+      /^\[ADDR\]\d+: eth0\s+inet 192\.168\.60\.2\/24 /,
+      /^\[ROUTE\]10\.10\.0\.0\/16 via 192\.168\.0\.254 dev eth0 proto static /,
+      /^\[LINK\]\d+: eth0@\S+ <[^>]*> mtu 1400 /,
+    ];
+    for (const pattern of expected) assert.ok(transcript.some((line) => pattern.test(line)), `${pattern} in:\n${transcript.join('\n')}`);
+    // Everything else in the transcript is the kernel's consequence of those changes: the
+    // connected, local and broadcast routes of the two addresses.
+    const consequence = /^\[ROUTE\](Deleted )?(local |broadcast )?192\.168\.(50|60)\.\S+ dev eth0 (table local )?proto kernel /;
+    const unexplained = transcript.filter((line) => !expected.some((pattern) => pattern.test(line)) && !consequence.test(line));
+    assert.deepEqual(unexplained, []);
+
+    assert.deepEqual(await globalAddresses(gw), ['eth0 192.168.0.2/24', 'eth0 192.168.60.2/24', 'eth1 2001:db8:2::1/64', 'tun0 192.168.100.1/24']);
+    assert.deepEqual(await mainRoutes(gw, 4), [
+      '10.10.0.0/16 via 192.168.0.254 dev eth0 proto static metric 0',
+      '192.168.0.0/24 dev eth0 proto kernel metric 0',
+      '192.168.100.0/24 dev tun0 proto kernel metric 0',
+      '192.168.60.0/24 dev eth0 proto kernel metric 0',
+      'default via 192.168.100.2 dev tun0 proto static metric 0',
+    ]);
+    assert.deepEqual(await mainRoutes(gw, 6), [
+      '2001:db8:2::/64 dev eth1 proto kernel metric 256',
+      '2001:db8:9::/48 via 2001:db8:2::2 dev eth1 proto static metric 1024',
+    ]);
+    assert.equal((await links(gw)).eth0, 'mtu 1400 up');
+    // The ruleset's tables were replaced and the one it no longer declares removed; a table
+    // that is not flowgate's kept its handles, so it was not touched.
+    assert.equal(await sh(['nft', 'list', 'tables'], { netns: gw }), 'table ip other\ntable inet flowgate\n');
+    assert.match(await sh(['nft', 'list', 'table', 'inet', 'flowgate'], { netns: gw }), /iifname "eth0" accept/);
+    assert.equal(await otherTable(), otherBefore);
+  });
+
+  it('gives back on teardown exactly what it changed, even across a reload, and again when called twice', async () => {
+    lab = await createLab();
+    const gw = lab.gw;
+    // ip_forward rewrites conf/all/accept_redirects: an unusual original must survive that.
+    await sh(['sysctl', '-q', '-w', 'net.ipv4.conf.all.accept_redirects=0', 'net.ipv4.conf.all.rp_filter=1'], { netns: gw });
+    await sh(['nft', 'add table ip other'], { netns: gw });
+    const before = await snapshot(gw);
+    mirror = new KernelMirror({ netns: gw });
+    await mirror.apply(modelV1());
+    await mirror.apply(modelV2());
+    assert.notDeepEqual(await snapshot(gw), before);
+
+    await mirror.teardown();
+    assert.deepEqual(await snapshot(gw), before);
+    assert.deepEqual(mirror.record, { links: [], addresses: [], routes: [], sysctls: [], nftables: null });
+    await mirror.teardown();
+    assert.deepEqual(await snapshot(gw), before);
+  });
+
+  it('refuses a route it did not create, naming the command and the kernel answer, and teardown keeps what was there', async () => {
+    lab = await createLab();
+    const gw = lab.gw;
+    // Someone else's: the seed's eth0 address, and a default route where the seed wants its own.
+    await sh(['ip', '-n', gw, 'link', 'set', 'eth0', 'up']);
+    await sh(['ip', '-n', gw, 'addr', 'add', '192.168.0.2/24', 'dev', 'eth0']);
+    await sh(['ip', '-n', gw, 'route', 'add', 'default', 'via', '192.168.0.1', 'dev', 'eth0']);
+    const before = await snapshot(gw);
+    mirror = new KernelMirror({ netns: gw });
+
+    await assert.rejects(mirror.apply(seedModel()), {
+      code: 'ERR_FLOWGATE_KERNEL_COMMAND',
+      message: `ip -n ${gw} -4 route add 0.0.0.0/0 via 192.168.100.2 dev tun0 metric 0 proto static: RTNETLINK answers: File exists`,
+    });
+    assert.ok(!mirror.record.addresses.some((spec) => spec.address === '192.168.0.2/24'));
+
+    await mirror.teardown();
+    assert.deepEqual(await snapshot(gw), before);
+  });
+
+  it('changes nothing when an interface of the config does not exist yet', async () => {
+    lab = await createLab({ tunnel: false });
+    const before = await snapshot(lab.gw);
+    mirror = new KernelMirror({ netns: lab.gw });
+    await assert.rejects(mirror.apply(seedModel()), {
+      code: 'ERR_FLOWGATE_KERNEL_MIRROR',
+      message: 'interface tun0 does not exist: the TUN of tunnel tun0 is created by DPDK before the kernel mirror configures it',
+    });
+    assert.deepEqual(await snapshot(lab.gw), before);
+  });
+
+  it('refuses a ruleset that flushes the whole ruleset, before changing anything', async () => {
+    lab = await createLab();
+    const before = await snapshot(lab.gw);
+    mirror = new KernelMirror({ netns: lab.gw });
+    const model = seedModel((config) => {
+      config.nftables = `flush ruleset\n${RULESET_V2}`;
+    });
+    await assert.rejects(mirror.apply(model), { code: 'ERR_FLOWGATE_INVALID_ARGUMENT', message: /found 'flush ruleset'/ });
+    assert.deepEqual(await snapshot(lab.gw), before);
+  });
+
+  it('resolves the MAC of a real neighbour over IPv4 and IPv6, and times out cleanly for an absent one', async () => {
+    lab = await createLab();
+    mirror = new KernelMirror({ netns: lab.gw });
+    await mirror.apply(seedModel());
+
+    assert.equal(await mirror.resolveNeighbor('eth1', '2001:db8:2::2', 5000), await macAddress('wan0', lab.peer));
+    assert.equal(await mirror.resolveNeighbor('eth0', '192.168.0.1', 5000), await macAddress('lan0', lab.peer));
+    const started = Date.now();
+    assert.equal(await mirror.resolveNeighbor('eth0', '192.168.0.99', 300), null);
+    const elapsed = Date.now() - started;
+    assert.ok(elapsed >= 300 && elapsed < 2000, `returned after ${elapsed} ms`);
+  });
+
+  it("reports the kernel's route decision: device, gateway or on-link, and source", async () => {
+    lab = await createLab();
+    mirror = new KernelMirror({ netns: lab.gw });
+    await mirror.apply(seedModel());
+
+    // The tunnel's remote is on-link on the underlay; everything else goes into the tunnel.
+    assert.deepEqual(await mirror.routeTo('2001:db8:2::2'), { type: 'unicast', dev: 'eth1', gateway: null, source: '2001:db8:2::1' });
+    assert.deepEqual(await mirror.routeTo('198.51.100.7'), { type: 'unicast', dev: 'tun0', gateway: '192.168.100.2', source: '192.168.100.1' });
+    assert.deepEqual(await mirror.routeTo('192.168.0.2'), { type: 'local', dev: 'lo', gateway: null, source: '192.168.0.2' });
+    assert.equal(await mirror.routeTo('2001:db8:99::1'), null);
+  });
+
+  it('watches the kernel: reports a neighbour and an MTU change, survives the death of its monitor, and stops it', async () => {
+    lab = await createLab();
+    const gw = lab.gw;
+    mirror = new KernelMirror({ netns: gw });
+    await mirror.apply(seedModel());
+    const events: KernelEvent[] = [];
+    const watch = mirror.watch((event) => events.push(event));
+    try {
+      await watch.ready;
+      assert.equal(monitorPids(gw).length, 1);
+
+      await sh(['ip', '-n', gw, 'link', 'set', 'eth0', 'mtu', '1400']);
+      await until('the MTU change', () => events.some((e) => e.kind === 'link' && e.dev === 'eth0' && e.mtu === 1400 && e.up));
+      const lan0 = await macAddress('lan0', lab.peer);
+      await mirror.resolveNeighbor('eth0', '192.168.0.1', 5000);
+      await until('the resolved neighbour', () =>
+        events.some((e) => e.kind === 'neigh' && !e.deleted && e.dev === 'eth0' && e.address === '192.168.0.1' && e.mac === lan0 && e.state === 'REACHABLE'),
+      );
+
+      const [first] = monitorPids(gw);
+      process.kill(first!, 'SIGKILL');
+      await until('the restarted monitor', () => events.some((e) => e.kind === 'monitor' && e.running));
+      const gap = events.filter((e) => e.kind === 'monitor');
+      assert.deepEqual(gap.map((e) => e.kind === 'monitor' && e.running), [false, true]);
+      assert.match(gap[0]!.kind === 'monitor' ? gap[0]!.reason : '', /monitor .*: killed by SIGKILL$/);
+      assert.equal(monitorPids(gw).filter((pid) => pid !== first).length, 1);
+
+      await sh(['ip', '-n', gw, 'link', 'set', 'eth0', 'mtu', '1300']);
+      await until('the MTU change after the restart', () => events.some((e) => e.kind === 'link' && e.dev === 'eth0' && e.mtu === 1300));
+    } finally {
+      await watch.stop();
+    }
+    assert.deepEqual(monitorPids(gw), []);
+  });
+
+  it('rejects ready when the monitor cannot start, leaving no process behind', async () => {
+    const events: KernelEvent[] = [];
+    const watch = new KernelMirror({ netns: 'fgk-no-such-netns' }).watch((event) => events.push(event));
+    await assert.rejects(watch.ready, { code: 'ERR_FLOWGATE_KERNEL_COMMAND', message: /^ip -n fgk-no-such-netns -o monitor .*: Cannot open network namespace "fgk-no-such-netns"/ });
+    await watch.stop();
+    assert.deepEqual(monitorPids('fgk-no-such-netns'), []);
+    assert.deepEqual(events, []);
+  });
+});
+
+describe('kernel event parsing (ip -o monitor label, iproute2 6.1)', () => {
+  it('reads a link event: index, name without its peer, MTU, admin state, carrier and MAC', () => {
+    const line = '[LINK]7: eth0@peer0: <NO-CARRIER,BROADCAST,MULTICAST,UP> mtu 1400 qdisc noqueue state LOWERLAYERDOWN group default \\    link/ether 56:c8:f7:06:ae:16 brd ff:ff:ff:ff:ff:ff';
+    assert.deepEqual(parseMonitorLine(line), { kind: 'link', deleted: false, index: 7, dev: 'eth0', mtu: 1400, up: true, carrier: false, mac: '56:c8:f7:06:ae:16' });
+    assert.deepEqual(parseMonitorLine('[LINK]Deleted 8: tun7: <POINTOPOINT,MULTICAST,NOARP> mtu 1500 qdisc noop state DOWN group default \\    link/none '), {
+      kind: 'link',
+      deleted: true,
+      index: 8,
+      dev: 'tun7',
+      mtu: 1500,
+      up: false,
+      carrier: false,
+      mac: null,
+    });
+  });
+
+  it('reads address events, including a point-to-point address whose length follows the peer', () => {
+    assert.deepEqual(parseMonitorLine('[ADDR]Deleted 7: eth0    inet6 2001:db8::1/64 scope global tentative \\       valid_lft forever preferred_lft forever'), {
+      kind: 'addr',
+      deleted: true,
+      dev: 'eth0',
+      family: 6,
+      address: '2001:db8::1/64',
+    });
+    assert.deepEqual(parseMonitorLine('[ADDR]2: t0    inet 10.3.0.1 peer 10.3.0.2/32 scope global t0\\       valid_lft forever preferred_lft forever'), {
+      kind: 'addr',
+      deleted: false,
+      dev: 't0',
+      family: 4,
+      address: '10.3.0.1/32',
+    });
+  });
+
+  it('reads route events: type, family of a default route, host routes as full-length prefixes, table and metric', () => {
+    assert.deepEqual(parseMonitorLine('[ROUTE]10.1.0.0/16 via 10.0.0.5 dev eth0 '), {
+      kind: 'route', deleted: false, family: 4, type: 'unicast', to: '10.1.0.0/16', via: '10.0.0.5', dev: 'eth0', table: 'main', metric: 0,
+    });
+    assert.deepEqual(parseMonitorLine('[ROUTE]Deleted default dev t0 metric 1024 linkdown pref medium'), {
+      kind: 'route', deleted: true, family: 6, type: 'unicast', to: '::/0', via: null, dev: 't0', table: 'main', metric: 1024,
+    });
+    assert.deepEqual(parseMonitorLine('[ROUTE]local 10.3.0.1 dev t0 table local proto kernel scope host src 10.3.0.1 '), {
+      kind: 'route', deleted: false, family: 4, type: 'local', to: '10.3.0.1/32', via: null, dev: 't0', table: 'local', metric: 0,
+    });
+    assert.deepEqual(
+      parseMonitorLine('[ROUTE]2001:db8:5::/48 proto static metric 1024 pref medium\\\tnexthop via 2001:db8::7 dev eth0 weight 1 \\\tnexthop via 2001:db8::8 dev eth0 weight 1 '),
+      { kind: 'route', deleted: false, family: 6, type: 'unicast', to: '2001:db8:5::/48', via: null, dev: null, table: 'main', metric: 1024 },
+    );
+  });
+
+  it('reads neighbour events with and without a link-layer address', () => {
+    assert.deepEqual(parseMonitorLine('[NEIGH]10.0.0.7 dev t0 lladdr 02:00:00:00:00:07 router STALE '), {
+      kind: 'neigh', deleted: false, dev: 't0', address: '10.0.0.7', mac: '02:00:00:00:00:07', state: 'STALE',
+    });
+    assert.deepEqual(parseMonitorLine('[NEIGH]Deleted 2001:db8::9 dev eth0 FAILED '), {
+      kind: 'neigh', deleted: true, dev: 'eth0', address: '2001:db8::9', mac: null, state: 'FAILED',
+    });
+  });
+
+  it('skips lines that are not link, address, route or neighbour events', () => {
+    assert.equal(parseMonitorLine('[NEIGH]miss 10.0.0.7 dev t0 '), null);
+    assert.equal(parseMonitorLine('[NEIGH]33:33:00:00:00:01 dev br0 self permanent'), null);
+    assert.equal(parseMonitorLine('[NETCONF]ipv4 dev eth0 forwarding on'), null);
+  });
+});
+
+describe('nftables ruleset ownership', () => {
+  it('finds the tables a ruleset declares, in blocks and commands, ignoring nested blocks and comments', () => {
+    const ruleset = [
+      '# table ip commented',
+      'table inet flowgate { chain c { comment "table ip quoted {" } }',
+      'table filter {',
+      '  chain input { type filter hook input priority 0; }',
+      '}',
+      'add table ip6 six; create table netdev ingress',
+      'add chain inet flowgate extra',
+    ].join('\n');
+    assert.deepEqual(declaredTables(ruleset), ['inet flowgate', 'ip filter', 'ip6 six', 'netdev ingress']);
+  });
+
+  it('refuses flush ruleset and include, which reach beyond the declared tables', () => {
+    assert.throws(() => declaredTables('flush ruleset\ntable inet x {}'), /found 'flush ruleset'/);
+    assert.throws(() => declaredTables('include "/etc/nftables.d/x.nft"'), /found 'include "\/etc\/nftables.d\/x.nft"'/);
+  });
+});
