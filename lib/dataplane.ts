@@ -222,6 +222,7 @@ export class Dataplane {
   private readonly portNames = new Map<number, string>();
   private readonly tunnels = new Map<string, TunnelRecord>();
   private workerCpus: number[] = [];
+  private tscRate = 0;
   /** The EAL arguments the dataplane started with. */
   ealArgs: string[] = [];
   /** Whether EAL runs on hugepages (false: the --no-huge fallback). */
@@ -270,6 +271,7 @@ export class Dataplane {
     this.ealArgs = plan.args;
     this.hugepages = plan.hugepages;
     this.workerCpus = cpus;
+    this.tscRate = call(() => this.addon.stats()).tscHz;
     this.state = 'running';
     try {
       const listener = options.onObservations;
@@ -401,6 +403,17 @@ export class Dataplane {
         udp: intIn(seconds.udp, 'keepalive.udp', 0, 2 ** 32 - 1),
       }),
     );
+  }
+
+  /** The TSC now: observation records carry TSC times. */
+  tsc(): number {
+    return this.addon.tsc();
+  }
+
+  /** TSC ticks per second. */
+  get tscHz(): number {
+    this.requireRunning();
+    return this.tscRate;
   }
 
   /** The name of a port id (observation records carry ids). */

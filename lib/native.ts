@@ -253,6 +253,8 @@ export interface NativeAddon {
   flushFlows(): number;
   stats(): NativeStats;
   reasons(): { punt: NativeReason[]; drop: NativeReason[] };
+  /** The CPU's time stamp counter now (the clock of observation records). */
+  tsc(): number;
   testing: NativeTesting;
 }
 

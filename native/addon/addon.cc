@@ -7,6 +7,8 @@
 #include "dp/dataplane.h"
 #include "dp/observation.h"
 
+#include <rte_cycles.h>
+
 namespace fg::addon {
 
 Napi::Object testing_exports(Napi::Env env);
@@ -256,6 +258,9 @@ Napi::Value Stats(const Napi::CallbackInfo &info) {
 
 Napi::Value Reasons(const Napi::CallbackInfo &info) { return reasons_to_js(info.Env()); }
 
+// The TSC now: observation records carry TSC times, and this is how JavaScript compares.
+Napi::Value Tsc(const Napi::CallbackInfo &info) { return Napi::Number::New(info.Env(), static_cast<double>(rte_rdtsc())); }
+
 Napi::Object ModuleInit(Napi::Env env, Napi::Object exports) {
   // Freed when the environment is torn down (process exit, worker exit): the finaliser stops
   // the workers and cleans up EAL, so pcap output files are flushed and no lcore outlives us.
@@ -286,6 +291,7 @@ Napi::Object ModuleInit(Napi::Env env, Napi::Object exports) {
   exports.Set("flushFlows", Napi::Function::New(env, FlushFlows, "flushFlows"));
   exports.Set("stats", Napi::Function::New(env, Stats, "stats"));
   exports.Set("reasons", Napi::Function::New(env, Reasons, "reasons"));
+  exports.Set("tsc", Napi::Function::New(env, Tsc, "tsc"));
   exports.Set("testing", testing_exports(env));
   return exports;
 }
