@@ -200,7 +200,7 @@ export interface NativeTesting {
     /** Packed observation records, when setup.observe. */
     observations?: Buffer;
   };
-  flowtableExercise(options: { capacity: number; count: number; seed?: number }): {
+  flowtableExercise(options: { capacity: number; count: number; seed?: number; sequential?: boolean }): {
     inserted: number;
     full: number;
     duplicate: number;

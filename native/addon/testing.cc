@@ -387,6 +387,8 @@ Napi::Value FlowtableExercise(const Napi::CallbackInfo &info) {
     uint32_t capacity = get_uint(o, "capacity", "options", 1, MAX_FLOWS);
     uint32_t count = get_uint(o, "count", "options", 0, MAX_FLOWS);
     uint32_t seed = get_uint_or(o, "seed", "options", 0, UINT32_MAX, 1);
+    // Keys that differ only in a counter (consecutive addresses), as real traffic has them.
+    bool sequential = get_bool_or(o, "sequential", "options", false);
     flowtable ft;
     if (ft.create(capacity, 1, nullptr, heap_mem, 0) != 0) throw dp_error(ERR_NO_MEMORY, "flowtable");
     std::mt19937 rng(seed);
@@ -398,10 +400,17 @@ Napi::Value FlowtableExercise(const Napi::CallbackInfo &info) {
       flow_key_zero(&k);
       k.l3proto = FLOW_L3_IPV4;
       k.l4proto = IPPROTO_UDP;
-      k.ip4.src = rng();
-      k.ip4.dst = rng();
-      k.sport = static_cast<uint16_t>(rng());
-      k.dport = static_cast<uint16_t>(rng());
+      if (sequential) {
+        k.ip4.src = rte_cpu_to_be_32(0x0a000000u + i);
+        k.ip4.dst = rte_cpu_to_be_32(0xc0a80001u);
+        k.sport = rte_cpu_to_be_16(1000);
+        k.dport = rte_cpu_to_be_16(2000);
+      } else {
+        k.ip4.src = rng();
+        k.ip4.dst = rng();
+        k.sport = static_cast<uint16_t>(rng());
+        k.dport = static_cast<uint16_t>(rng());
+      }
       uint32_t e = ft.alloc();
       if (e == FLOW_NONE) {
         full++;

@@ -52,12 +52,26 @@ inline bool flow_key_is_tunnelled(const flow_key &k) {
 
 constexpr uint32_t FLOW_HASH_SEED = 0x9e3779b9u;
 
+// The hash of a key given as its six 8-byte words (the fast parser has them in registers).
+inline uint32_t flow_key_hash_words(const uint64_t w[6]) {
+  uint64_t h = FLOW_HASH_SEED;
+  for (int i = 0; i < 6; i++) h = _mm_crc32_u64(h, w[i]);
+  // CRC is linear: keys that differ in a few bits (consecutive addresses, as real traffic
+  // has) map onto a subspace and crowd a fraction of the buckets. A multiply-xorshift
+  // finaliser (MurmurHash3's fmix32) spreads them.
+  uint32_t x = static_cast<uint32_t>(h);
+  x ^= x >> 16;
+  x *= 0x85ebca6bu;
+  x ^= x >> 13;
+  x *= 0xc2b2ae35u;
+  x ^= x >> 16;
+  return x;
+}
+
 inline uint32_t flow_key_hash(const flow_key *k) {
   uint64_t w[6];
   memcpy(w, k, sizeof(w));
-  uint64_t h = FLOW_HASH_SEED;
-  for (int i = 0; i < 6; i++) h = _mm_crc32_u64(h, w[i]);
-  return static_cast<uint32_t>(h);
+  return flow_key_hash_words(w);
 }
 
 inline bool flow_key_equal(const flow_key *a, const flow_key *b) {

@@ -100,10 +100,18 @@ class flowtable {
   // Entries that live in their secondary bucket (a measure of table pressure).
   uint32_t spilled() const { return spilled_; }
 
-  // Lcores: look up n <= MAX_LOOKUP keys; out[i] is the entry index or FLOW_NONE. Three
-  // passes over the batch (hash + prefetch bucket, match signatures + prefetch entry,
-  // compare keys) so that each pass's memory loads are in flight together.
-  inline void lookup_bulk(const flow_key *keys, unsigned n, uint32_t *out) const;
+  // Lcores: look up the keys i < n <= MAX_LOOKUP whose bit is set in `valid`, with their
+  // hashes (flow_key_hash) given; out[i] is the entry index, or FLOW_NONE (also for keys
+  // not looked up). Three passes over the batch (prefetch bucket, match signatures and
+  // prefetch entry, compare keys) so that each pass's loads are in flight together.
+  inline void lookup_bulk(const flow_key *keys, const uint32_t *hashes, uint64_t valid, unsigned n,
+                          uint32_t *out) const;
+  // All n keys, hashing them first.
+  void lookup_bulk(const flow_key *keys, unsigned n, uint32_t *out) const {
+    uint32_t hashes[MAX_LOOKUP];
+    for (unsigned i = 0; i < n; i++) hashes[i] = flow_key_hash(&keys[i]);
+    lookup_bulk(keys, hashes, n == 64 ? ~uint64_t{0} : (uint64_t{1} << n) - 1, n, out);
+  }
 
  private:
   struct alignas(CACHE_LINE) bucket {
@@ -154,18 +162,19 @@ class flowtable {
   const mem_ops *mem_ = nullptr;
 };
 
-inline void flowtable::lookup_bulk(const flow_key *keys, unsigned n, uint32_t *out) const {
-  uint32_t hash[MAX_LOOKUP];
+inline void flowtable::lookup_bulk(const flow_key *keys, const uint32_t *hashes, uint64_t valid, unsigned n,
+                                   uint32_t *out) const {
   const bucket *prim[MAX_LOOKUP];
   unsigned cand[MAX_LOOKUP];
 
   for (unsigned i = 0; i < n; i++) {
-    hash[i] = flow_key_hash(&keys[i]);
-    prim[i] = &buckets_[primary(hash[i])];
+    if (!((valid >> i) & 1)) continue;
+    prim[i] = &buckets_[primary(hashes[i])];
     rte_prefetch0(prim[i]);
   }
   for (unsigned i = 0; i < n; i++) {
-    cand[i] = match(prim[i], signature(hash[i]));
+    if (!((valid >> i) & 1)) continue;
+    cand[i] = match(prim[i], signature(hashes[i]));
     if (cand[i] != 0) {
       unsigned slot = static_cast<unsigned>(__builtin_ctz(cand[i])) >> 1;
       rte_prefetch0(&entries_[__atomic_load_n(&prim[i]->idx[slot], __ATOMIC_RELAXED)]);
@@ -173,9 +182,17 @@ inline void flowtable::lookup_bulk(const flow_key *keys, unsigned n, uint32_t *o
   }
   for (unsigned i = 0; i < n; i++) {
     uint32_t found = FLOW_NONE;
-    if (cand[i] != 0) found = search(prim[i], signature(hash[i]), keys[i]);
-    if (found == FLOW_NONE && __atomic_load_n(&prim[i]->spilled, __ATOMIC_RELAXED) != 0)
-      found = search(&buckets_[secondary(hash[i])], signature(hash[i]), keys[i]);
+    if ((valid >> i) & 1) {
+      for (unsigned m = cand[i]; m != 0; m &= m - 1) {
+        uint32_t idx = __atomic_load_n(&prim[i]->idx[static_cast<unsigned>(__builtin_ctz(m)) >> 1], __ATOMIC_RELAXED);
+        if (likely(flow_key_equal(&entries_[idx].key, &keys[i]))) {
+          found = idx;
+          break;
+        }
+      }
+      if (found == FLOW_NONE && __atomic_load_n(&prim[i]->spilled, __ATOMIC_RELAXED) != 0)
+        found = search(&buckets_[secondary(hashes[i])], signature(hashes[i]), keys[i]);
+    }
     out[i] = found;
   }
 }

@@ -30,6 +30,8 @@ constexpr uint8_t IPPROTO_DSTOPTS_HDR = 60;
 constexpr uint8_t IP6_OPT_PAD1 = 0;
 constexpr uint8_t IP6_OPT_PADN = 1;
 constexpr uint8_t IP6_OPT_TNL_ENCAP_LIMIT = 4;  // RFC 2473 section 5.1
+// The destination options header that carries the Tunnel Encapsulation Limit option.
+constexpr uint16_t TUNNEL_DSTOPT_LEN = 8;
 
 constexpr uint8_t TCP_FLAGS_EXCEPTION = RTE_TCP_SYN_FLAG | RTE_TCP_FIN_FLAG | RTE_TCP_RST_FLAG;
 constexpr uint8_t TCP_FLAGS_TEARDOWN = RTE_TCP_FIN_FLAG | RTE_TCP_RST_FLAG;
@@ -238,6 +240,123 @@ inline verdict parse_packet(const rte_mbuf *m, uint16_t in_port, flow_key *key, 
   return verdict::punt(punt_reason::non_ip);
 }
 
+namespace detail {
+
+inline uint64_t load64(const uint8_t *p) {
+  uint64_t v;
+  memcpy(&v, p, 8);
+  return v;
+}
+
+inline uint32_t load32(const uint8_t *p) {
+  uint32_t v;
+  memcpy(&v, p, 4);
+  return v;
+}
+
+// The destination options header Linux ip6tnl writes (init_tel_txopt), byte 4 (the limit)
+// masked: next header 4, length 0, option 4 length 1, PadN length 1 value 0.
+constexpr uint64_t TEL_OPTION = 0x0001010001040004ull;
+constexpr uint64_t TEL_OPTION_MASK = ~(0xffull << 32);
+
+// Key word 5: ports (as on the wire), input port, L3 and L4 protocol.
+inline uint64_t key_tail(uint32_t ports, uint16_t in_port, uint8_t l3, uint8_t l4) {
+  return uint64_t{ports} | (uint64_t{in_port} << 32) | (uint64_t{l3} << 48) | (uint64_t{l4} << 56);
+}
+
+// IPv4 + TCP/UDP at ip, forwardable as it is. limit: bytes from ip to the end of what
+// encloses it; seg_left: bytes from ip to the end of the first segment.
+inline bool ip4_fast(const uint8_t *ip, uint32_t limit, uint32_t seg_left, uint16_t in_port, uint64_t *w5,
+                     uint16_t *l3_len, uint8_t *tcp_flags) {
+  if (seg_left < IP4_HLEN + sizeof(rte_udp_hdr) || ip[0] != 0x45) return false;
+  uint16_t frag;
+  memcpy(&frag, ip + 6, 2);
+  uint8_t proto = ip[9];
+  if ((frag & rte_cpu_to_be_16(RTE_IPV4_HDR_MF_FLAG | RTE_IPV4_HDR_OFFSET_MASK)) != 0 || ip[8] <= 1) return false;
+  uint32_t l4_min = proto == IPPROTO_TCP ? sizeof(rte_tcp_hdr) : proto == IPPROTO_UDP ? sizeof(rte_udp_hdr) : 0;
+  uint32_t tot = rte_be_to_cpu_16(load_be16(ip + 2));
+  if (l4_min == 0 || tot < IP4_HLEN + l4_min || tot > limit || seg_left < IP4_HLEN + l4_min) return false;
+  uint8_t flags = 0;
+  if (proto == IPPROTO_TCP) {
+    if ((ip[IP4_HLEN + 12] >> 4) < 5) return false;
+    flags = ip[IP4_HLEN + 13] & TCP_FLAGS_EXCEPTION;
+  }
+  *w5 = key_tail(load32(ip + IP4_HLEN), in_port, FLOW_L3_IPV4, proto);
+  *l3_len = static_cast<uint16_t>(tot);
+  *tcp_flags = flags;
+  return true;
+}
+
+}  // namespace detail
+
+// The common case in few instructions: Ethernet + IPv4 without options, fragments or an
+// expiring TTL, IPv6 without extension headers, or IPv4 in IPv6 with no option or the one
+// Linux writes, carrying TCP or UDP, with the headers in the first segment. It builds the
+// key as six words and hashes them while they are in registers. Anything else, every
+// exception and every malformed packet included, returns false: parse_packet() then says
+// what it is. Sets: *key, *meta, *hash.
+inline bool parse_fast(const rte_mbuf *m, uint16_t in_port, flow_key *key, pkt_meta *meta, uint32_t *hash) {
+  using namespace detail;
+  const uint8_t *p = rte_pktmbuf_mtod(m, const uint8_t *);
+  const uint32_t seg = m->data_len;
+  const uint32_t total = m->pkt_len;
+  if (unlikely(seg < ETH_HLEN + IP4_HLEN + sizeof(rte_udp_hdr))) return false;
+  const uint16_t ether_type = load_be16(p + 12);
+  uint64_t w[6];
+  uint16_t l3_off = ETH_HLEN, outer_len = 0, l3_len;
+  uint8_t tcp_flags;
+  if (likely(ether_type == rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4))) {
+    if (!ip4_fast(p + ETH_HLEN, total - ETH_HLEN, seg - ETH_HLEN, in_port, &w[5], &l3_len, &tcp_flags)) return false;
+    w[0] = load64(p + ETH_HLEN + 12);
+    w[1] = w[2] = w[3] = w[4] = 0;
+  } else if (ether_type == rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV6)) {
+    const uint8_t *ip6 = p + ETH_HLEN;
+    if (seg < ETH_HLEN + IP6_HLEN + sizeof(rte_udp_hdr) || (ip6[0] >> 4) != 6) return false;
+    uint32_t plen = rte_be_to_cpu_16(load_be16(ip6 + 4));
+    if (ETH_HLEN + IP6_HLEN + plen > total) return false;
+    uint8_t nh = ip6[6];
+    if (nh == IPPROTO_TCP || nh == IPPROTO_UDP) {
+      uint32_t l4_min = nh == IPPROTO_TCP ? sizeof(rte_tcp_hdr) : sizeof(rte_udp_hdr);
+      if (plen < l4_min || seg < ETH_HLEN + IP6_HLEN + l4_min || ip6[7] <= 1) return false;
+      tcp_flags = 0;
+      if (nh == IPPROTO_TCP) {
+        if ((ip6[IP6_HLEN + 12] >> 4) < 5) return false;
+        tcp_flags = ip6[IP6_HLEN + 13] & TCP_FLAGS_EXCEPTION;
+      }
+      w[0] = load64(ip6 + 8);
+      w[1] = load64(ip6 + 16);
+      w[2] = load64(ip6 + 24);
+      w[3] = load64(ip6 + 32);
+      w[4] = 0;
+      w[5] = key_tail(load32(ip6 + IP6_HLEN), in_port, FLOW_L3_IPV6, nh);
+      l3_len = static_cast<uint16_t>(IP6_HLEN + plen);
+    } else {
+      if (nh == IPPROTO_DSTOPTS_HDR && seg >= ETH_HLEN + IP6_HLEN + TUNNEL_DSTOPT_LEN &&
+          (load64(ip6 + IP6_HLEN) & TEL_OPTION_MASK) == TEL_OPTION)
+        outer_len = IP6_HLEN + TUNNEL_DSTOPT_LEN;
+      else if (nh == IPPROTO_IPIP)
+        outer_len = IP6_HLEN;
+      else
+        return false;
+      if (plen < static_cast<uint32_t>(outer_len - IP6_HLEN)) return false;
+      l3_off = static_cast<uint16_t>(ETH_HLEN + outer_len);
+      if (!ip4_fast(p + l3_off, plen - (outer_len - IP6_HLEN), seg - l3_off, in_port, &w[5], &l3_len, &tcp_flags))
+        return false;
+      w[0] = load64(p + l3_off + 12);
+      w[1] = load64(ip6 + 8);
+      w[2] = load64(ip6 + 16);
+      w[3] = load64(ip6 + 24);
+      w[4] = load64(ip6 + 32);
+    }
+  } else {
+    return false;
+  }
+  memcpy(key, w, sizeof(w));
+  *meta = pkt_meta{l3_off, l3_len, outer_len, tcp_flags, 0};
+  *hash = flow_key_hash_words(w);
+  return true;
+}
+
 // Incremental checksum update for one 16-bit word (RFC 1624, eqn. 3). All three values in
 // network byte order: one's complement sums do not care which order, as long as it is one.
 inline rte_be16_t csum_replace16(rte_be16_t check, rte_be16_t old_word, rte_be16_t new_word) {
@@ -251,20 +370,21 @@ inline rte_be16_t csum_replace16(rte_be16_t check, rte_be16_t old_word, rte_be16
 
 // TTL-1 with the header checksum updated incrementally. Caller checked TTL > 1.
 inline void ip4_dec_ttl(rte_ipv4_hdr *ip) {
+  // TTL and protocol form one checksum word. Load it once and store it once: re-reading it
+  // after a one-byte TTL store would stall on store forwarding. Byte 0 is the TTL in memory
+  // order, and it is > 1, so subtracting 1 from the word as loaded cannot borrow.
   rte_be16_t before;
-  memcpy(&before, &ip->time_to_live, 2);  // TTL and protocol form one checksum word
-  ip->time_to_live--;
-  rte_be16_t after;
-  memcpy(&after, &ip->time_to_live, 2);
+  memcpy(&before, &ip->time_to_live, 2);
+  rte_be16_t after = static_cast<rte_be16_t>(rte_cpu_to_be_16(rte_be_to_cpu_16(before) - 0x100));
+  memcpy(&ip->time_to_live, &after, 2);
   ip->hdr_checksum = csum_replace16(ip->hdr_checksum, before, after);
 }
 
 inline void ip4_set_tos(rte_ipv4_hdr *ip, uint8_t tos) {
   rte_be16_t before;
   memcpy(&before, &ip->version_ihl, 2);  // version/IHL and TOS form one checksum word
-  ip->type_of_service = tos;
-  rte_be16_t after;
-  memcpy(&after, &ip->version_ihl, 2);
+  rte_be16_t after = static_cast<rte_be16_t>(rte_cpu_to_be_16(static_cast<uint16_t>((rte_be_to_cpu_16(before) & 0xff00) | tos)));
+  memcpy(&ip->version_ihl, &after, 2);
   ip->hdr_checksum = csum_replace16(ip->hdr_checksum, before, after);
 }
 

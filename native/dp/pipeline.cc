@@ -111,49 +111,73 @@ inline void write_eth_addrs(uint8_t *frame, const adjacency &a) {
   memcpy(frame, a.dst_mac, 12);  // destination and source MAC, adjacent in both
 }
 
+// What the act stage reads for a whole burst, copied out of the pipeline: writes to packet
+// bytes may alias anything the pipeline points to, and locals keep the compiler from
+// reloading them after every such write.
+struct burst_state {
+  const snapshot *s;
+  flow_entry *entries;
+  flow_counter *counters;
+  const adjacency *adj;
+  uint32_t now_s;
+  uint64_t fast_packets = 0;
+  uint64_t fast_bytes = 0;
+};
+
 // Act on a packet whose flow was found. Uses: meta. Sets: the packet's headers for its
-// output port, or nothing when it punts (packets reach the slow path unmodified).
-inline void forward(pipeline &pl, rte_mbuf *m, uint16_t in_port, const pkt_meta &meta, const flow_key &key,
-                    uint32_t idx) {
-  flow_entry &e = pl.ft->entry(idx);
-  if (unlikely(__atomic_load_n(&e.teardown, __ATOMIC_RELAXED) != 0))
-    return punt(pl, m, in_port, punt_reason::teardown, meta, &key);
+// output port, or nothing when it punts (packets reach the slow path unmodified). Returns
+// the output port, or PORT_NONE when the packet was punted or dropped instead.
+inline uint16_t forward(pipeline &pl, burst_state &b, rte_mbuf *m, uint16_t in_port, const pkt_meta &meta,
+                        const flow_key &key, uint32_t idx) {
+  flow_entry &e = b.entries[idx];
+  if (unlikely(__atomic_load_n(&e.teardown, __ATOMIC_RELAXED) != 0)) {
+    punt(pl, m, in_port, punt_reason::teardown, meta, &key);
+    return PORT_NONE;
+  }
   if (unlikely(meta.tcp_flags != 0)) {
     if (meta.tcp_flags & TCP_FLAGS_TEARDOWN) mark_teardown(pl, e);
-    return punt(pl, m, in_port, punt_reason::tcp_flags, meta, &key);
+    punt(pl, m, in_port, punt_reason::tcp_flags, meta, &key);
+    return PORT_NONE;
   }
-  const snapshot *s = pl.snap;
+  const snapshot *s = b.s;
   uint32_t keepalive_at = __atomic_load_n(&e.keepalive_at, __ATOMIC_RELAXED);
-  if (unlikely(pl.now_s >= keepalive_at)) {
+  if (unlikely(b.now_s >= keepalive_at)) {
     // One lcore wins the entry's next slot and sends this packet through the kernel, whose
     // conntrack entry for the flow would otherwise time out while the fast path carries it.
     uint32_t interval = s->keepalive_s[keepalive_index(e.key.l4proto)];
-    uint32_t next = interval == 0 ? UINT32_MAX : pl.now_s + interval;
+    uint32_t next = interval == 0 ? UINT32_MAX : b.now_s + interval;
     if (__atomic_compare_exchange_n(&e.keepalive_at, &keepalive_at, next, false, __ATOMIC_RELAXED,
                                     __ATOMIC_RELAXED) &&
-        interval != 0)
-      return punt(pl, m, in_port, punt_reason::keepalive, meta);
+        interval != 0) {
+      punt(pl, m, in_port, punt_reason::keepalive, meta);
+      return PORT_NONE;
+    }
   }
 
+  const uint8_t action = e.action;
+  const uint16_t target = e.target;
   const adjacency *a = nullptr;
   const tunnel *t = nullptr;
   uint16_t out;
   uint16_t mtu;
-  if (e.action == FLOW_ACT_ENCAP4IN6) {
-    t = &s->tun[e.target];
+  if (action == FLOW_ACT_ENCAP4IN6) {
+    t = &s->tun[target];
     out = t->port;
-    mtu = t->mtu;
+    mtu = t->active ? t->mtu : 0;
   } else {
-    a = &pl.adj[e.target];
+    a = &b.adj[target];
     out = a->port;
     mtu = s->port[out].mtu;
   }
-  if (unlikely(!s->port[out].active || (t != nullptr && !t->active)))
-    return punt(pl, m, in_port, punt_reason::miss, meta);
-  if (unlikely(meta.l3_len > mtu)) return punt(pl, m, in_port, punt_reason::too_big, meta);
+  if (unlikely(meta.l3_len > mtu || !s->port[out].active)) {
+    // An output going away (port or tunnel removal in progress) reads as a miss.
+    bool gone = !s->port[out].active || (t != nullptr && !t->active);
+    punt(pl, m, in_port, gone ? punt_reason::miss : punt_reason::too_big, meta);
+    return PORT_NONE;
+  }
 
   uint8_t *frame = rte_pktmbuf_mtod(m, uint8_t *);
-  switch (e.action) {
+  switch (action) {
     case FLOW_ACT_FWD4:
       ip4_dec_ttl(reinterpret_cast<rte_ipv4_hdr *>(frame + ETH_HLEN));
       trim_to(m, ETH_HLEN + meta.l3_len);
@@ -167,7 +191,10 @@ inline void forward(pipeline &pl, rte_mbuf *m, uint16_t in_port, const pkt_meta 
     case FLOW_ACT_DECAP4IN6: {
       auto *outer = reinterpret_cast<const rte_ipv6_hdr *>(frame + ETH_HLEN);
       auto *inner = reinterpret_cast<rte_ipv4_hdr *>(frame + meta.l3_off);
-      if (!ecn_decapsulate(ip6_traffic_class(outer), inner)) return drop(pl, m, drop_reason::ecn);
+      if (!ecn_decapsulate(ip6_traffic_class(outer), inner)) {
+        drop(pl, m, drop_reason::ecn);
+        return PORT_NONE;
+      }
       ip4_dec_ttl(inner);
       frame = reinterpret_cast<uint8_t *>(rte_pktmbuf_adj(m, meta.outer_len));
       trim_to(m, ETH_HLEN + meta.l3_len);
@@ -178,60 +205,98 @@ inline void forward(pipeline &pl, rte_mbuf *m, uint16_t in_port, const pkt_meta 
     }
     case FLOW_ACT_ENCAP4IN6:
       ip4_dec_ttl(reinterpret_cast<rte_ipv4_hdr *>(frame + ETH_HLEN));
-      if (!encap_ip4in6(m, *t, meta.l3_len, (t->flags & TUNNEL_F_FLOWLABEL_HASH) ? flowlabel_of(e.key) : 0))
-        return drop(pl, m, drop_reason::no_headroom);
+      if (!encap_ip4in6(m, *t, meta.l3_len, (t->flags & TUNNEL_F_FLOWLABEL_HASH) ? flowlabel_of(key) : 0)) {
+        drop(pl, m, drop_reason::no_headroom);
+        return PORT_NONE;
+      }
       break;
     default:
-      return punt(pl, m, in_port, punt_reason::miss, meta);
+      punt(pl, m, in_port, punt_reason::miss, meta);
+      return PORT_NONE;
   }
 
-  flow_counter &c = pl.counters[idx];
+  flow_counter &c = b.counters[idx];
   c.packets++;
   c.bytes += meta.l3_len;
-  if (e.last_seen != pl.now_s) __atomic_store_n(&e.last_seen, pl.now_s, __ATOMIC_RELAXED);
-  pl.stats->fast_packets++;
-  pl.stats->fast_bytes += meta.l3_len;
-  tx_enqueue(pl, out, m);
+  if (e.last_seen != b.now_s) __atomic_store_n(&e.last_seen, b.now_s, __ATOMIC_RELAXED);
+  b.fast_packets++;
+  b.fast_bytes += meta.l3_len;
+  return out;
 }
 
 }  // namespace
 
 void process_burst(pipeline &pl, uint16_t in_port, rte_mbuf **pkts, uint16_t n) {
-  flow_key keys[BURST_SIZE];  // packed: only packets that parsed, for one bulk lookup
+  // Indexed like pkts; only packets whose bit is set in `parsed` have a key to look up.
+  flow_key keys[BURST_SIZE];
+  uint32_t hashes[BURST_SIZE];
   uint32_t idx[BURST_SIZE];
   pkt_meta meta[BURST_SIZE];
   verdict verdicts[BURST_SIZE];
-  uint8_t key_of[BURST_SIZE];
-  unsigned nc = 0;
+  uint64_t parsed = 0;
 
   pl.stats->rx_packets += n;
   for (unsigned i = 0; i < n && i < PREFETCH_OFFSET; i++) rte_prefetch0(rte_pktmbuf_mtod(pkts[i], void *));
   for (unsigned i = 0; i < n; i++) {
     if (i + PREFETCH_OFFSET < n) rte_prefetch0(rte_pktmbuf_mtod(pkts[i + PREFETCH_OFFSET], void *));
-    verdicts[i] = parse_packet(pkts[i], in_port, &keys[nc], &meta[i]);
-    key_of[i] = static_cast<uint8_t>(nc);
-    if (likely(verdicts[i].is_ok())) nc++;
-  }
-  if (nc != 0) {
-    pl.ft->lookup_bulk(keys, nc, idx);
-    for (unsigned j = 0; j < nc; j++)
-      if (idx[j] != FLOW_NONE) rte_prefetch0(&pl.counters[idx[j]]);
-  }
-  // Act in arrival order, so that the slow path sees a flow's packets in the order they came.
-  for (unsigned i = 0; i < n; i++) {
-    const verdict v = verdicts[i];
-    if (likely(v.is_ok())) {
-      const flow_key &key = keys[key_of[i]];
-      uint32_t flow = idx[key_of[i]];
-      if (flow == FLOW_NONE)
-        punt(pl, pkts[i], in_port, punt_reason::miss, meta[i], &key);
-      else
-        forward(pl, pkts[i], in_port, meta[i], key, flow);
-    } else if (v.kind == verdict::DROP) {
-      drop(pl, pkts[i], static_cast<drop_reason>(v.reason));
-    } else {
-      punt(pl, pkts[i], in_port, static_cast<punt_reason>(v.reason), meta[i]);
+    if (likely(parse_fast(pkts[i], in_port, &keys[i], &meta[i], &hashes[i]))) {
+      parsed |= uint64_t{1} << i;
+      continue;
     }
+    verdicts[i] = parse_packet(pkts[i], in_port, &keys[i], &meta[i]);
+    if (verdicts[i].is_ok()) {
+      hashes[i] = flow_key_hash(&keys[i]);
+      parsed |= uint64_t{1} << i;
+    }
+  }
+
+  burst_state b;
+  b.s = pl.snap;
+  b.entries = &pl.ft->entry(0);
+  b.counters = pl.counters;
+  b.adj = pl.adj;
+  b.now_s = pl.now_s;
+  if (parsed != 0) {
+    pl.ft->lookup_bulk(keys, hashes, parsed, n, idx);
+    // The flows' counter lines, written below: with a large table they are cache misses.
+    for (unsigned i = 0; i < n; i++)
+      if (idx[i] != FLOW_NONE) __builtin_prefetch(&b.counters[idx[i]], 1, 3);
+  }
+
+  // Act in arrival order, so that the slow path sees a flow's packets in the order they came.
+  rte_mbuf *out[BURST_SIZE];
+  uint16_t out_port[BURST_SIZE];
+  unsigned n_out = 0;
+  bool one_port = true;
+  for (unsigned i = 0; i < n; i++) {
+    if (likely((parsed >> i) & 1)) {
+      if (unlikely(idx[i] == FLOW_NONE)) {
+        punt(pl, pkts[i], in_port, punt_reason::miss, meta[i], &keys[i]);
+        continue;
+      }
+      uint16_t port = forward(pl, b, pkts[i], in_port, meta[i], keys[i], idx[i]);
+      if (port == PORT_NONE) continue;
+      out[n_out] = pkts[i];
+      out_port[n_out] = port;
+      one_port = one_port && port == out_port[0];
+      n_out++;
+    } else if (verdicts[i].kind == verdict::DROP) {
+      drop(pl, pkts[i], static_cast<drop_reason>(verdicts[i].reason));
+    } else {
+      punt(pl, pkts[i], in_port, static_cast<punt_reason>(verdicts[i].reason), meta[i]);
+    }
+  }
+  pl.stats->fast_packets += b.fast_packets;
+  pl.stats->fast_bytes += b.fast_bytes;
+  if (n_out == 0) return;
+  if (one_port) {
+    // The usual burst: every forwarded packet leaves by the same port.
+    tx_buffer &tb = pl.tx[out_port[0]];
+    if (tb.n == 0) pl.dirty[pl.n_dirty++] = out_port[0];
+    memcpy(&tb.pkts[tb.n], out, n_out * sizeof(out[0]));
+    tb.n = static_cast<uint16_t>(tb.n + n_out);
+  } else {
+    for (unsigned i = 0; i < n_out; i++) tx_enqueue(pl, out_port[i], out[i]);
   }
 }
 

@@ -19,7 +19,6 @@ enum tunnel_flags : uint8_t {
   TUNNEL_F_FLOWLABEL_HASH = 1 << 2,    // flow label per flow (flow_entry::flowlabel)
 };
 
-constexpr uint16_t TUNNEL_DSTOPT_LEN = 8;
 constexpr uint16_t TUNNEL_HDR_MAX = ETH_HLEN + IP6_HLEN + TUNNEL_DSTOPT_LEN;
 
 // What the control plane configures; tunnel_build() turns it into a tunnel.

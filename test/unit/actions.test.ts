@@ -378,6 +378,12 @@ describe('fast path actions', () => {
       assert.equal(r.wrong, 0);
     });
 
+    it('holds a million flows whose keys differ only in consecutive addresses', () => {
+      // A CRC alone maps such keys onto a few buckets; the hash finaliser must spread them.
+      const r = testing.flowtableExercise({ capacity: 1 << 20, count: 1 << 20, sequential: true });
+      assert.deepEqual([r.inserted, r.full, r.wrong, r.foundBulk], [1 << 20, 0, 0, 1 << 20]);
+    });
+
     it('never shows a reader an entry reused before its grace period, nor misses a key that stays, while a writer churns', () => {
       // Buckets loaded to 93 % so that inserts move keys to their secondary bucket.
       const r = testing.flowtableConcurrency({ capacity: 2048, buckets: 128, stable: 700, churn: 250, rounds: 1500, readers: 1 });
