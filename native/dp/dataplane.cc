@@ -178,15 +178,17 @@ void dataplane::publish(std::unique_ptr<snapshot> next) {
 void dataplane::derive(snapshot &s) const {
   // Kernel-facing ports: a TAP that takes a port's punts sends the kernel's packets out of
   // that port; a TUN that takes a tunnel's punts has the kernel's packets encapsulated.
-  s.n_kernel_tx = 0;
   for (uint16_t p = 0; p < MAX_PORTS; p++) {
     s.port[p].kernel_egress_port = PORT_NONE;
     s.port[p].kernel_egress_tunnel = TUNNEL_NONE;
-    if (s.port[p].active && s.port[p].kernel_tx != nullptr) s.kernel_tx_ports[s.n_kernel_tx++] = p;
   }
+  // Worker 0 drains the kernel_tx ring of each port that has a TAP, and only those.
+  s.n_kernel_tx = 0;
   for (uint16_t p = 0; p < MAX_PORTS; p++) {
     uint16_t sp = s.port[p].slowpath;
-    if (s.port[p].active && sp != PORT_NONE && !s.port[sp].l3) s.port[sp].kernel_egress_port = p;
+    if (!s.port[p].active || sp == PORT_NONE || s.port[sp].l3) continue;
+    s.port[sp].kernel_egress_port = p;
+    if (s.port[p].kernel_tx != nullptr) s.kernel_tx_ports[s.n_kernel_tx++] = p;
   }
   for (uint16_t t = 0; t < MAX_TUNNELS; t++)
     if (s.tun[t].active && s.tun[t].slowpath_port != PORT_NONE) s.port[s.tun[t].slowpath_port].kernel_egress_tunnel = t;
