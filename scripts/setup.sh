@@ -22,7 +22,7 @@ readonly DEBIAN_PACKAGES=(
   python3-scapy tshark
   qemu-system-x86 busybox-static cpio
 )
-readonly MIN_FREE_HUGEPAGES=512
+readonly MIN_FREE_HUGEPAGES=1024
 readonly HUGEPAGES_SYSFS=/sys/kernel/mm/hugepages/hugepages-2048kB
 
 install_debian_packages() {
