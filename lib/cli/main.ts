@@ -11,6 +11,10 @@ interface Subcommand {
 }
 
 const SUBCOMMANDS: Record<string, Subcommand> = {
+  run: { summary: 'run the gateway of a config file in the foreground (SIGHUP reloads, SIGTERM stops)', load: () => import('./run.js') },
+  check: { summary: 'validate a config file and print every problem', load: () => import('./check.js') },
+  flows: { summary: 'list the flows the running instance has offloaded, like conntrack -L', load: () => import('./flows.js') },
+  stats: { summary: "show the running instance's counters: ports, fast and slow path, flows", load: () => import('./stats.js') },
   bench: { summary: 'measure the fast path: Mpps and cycles per packet on virtual devices', load: () => import('./bench.js') },
 };
 

@@ -1,0 +1,118 @@
+/**
+ * `flowgate stats`: the running instance's counters, as a summary for people or as the
+ * control socket's JSON for programs.
+ */
+import { controlRequest } from '../control/client';
+import type { GatewayStats, PortCounters } from '../gateway/types';
+import { parseInstanceArgs } from './flows';
+
+export const USAGE = `usage: flowgate stats [--json] [-c FILE | --socket PATH]
+
+Shows the counters of the running flowgate: per port rx/tx packets, bytes, drops and
+errors; packets and bytes forwarded by the fast path; packets punted to the kernel slow
+path by reason; fast-path drops by reason; flows active, added and removed; the learner;
+the workers' busy ratio.
+
+  --json              the counters as JSON: ports.<name>.{rx_packets,tx_packets,...},
+                      fastpath.{packets,bytes}, slowpath.{packets,reasons,policed},
+                      drops, flows.{active,entries,capacity,added,removed,...},
+                      learner, workers, uptime
+  -c, --config FILE   find the instance by the control.socket of FILE
+  --socket PATH       the control socket      (default /run/flowgate/flowgate.sock)
+  -h, --help          this text
+`;
+
+/** "3d 04:05:06", "04:05:06": uptime as people read it. */
+export function formatDuration(seconds: number): string {
+  const total = Math.max(0, Math.floor(seconds));
+  const days = Math.floor(total / 86400);
+  const hms = [Math.floor((total % 86400) / 3600), Math.floor((total % 3600) / 60), total % 60]
+    .map((n) => String(n).padStart(2, '0'))
+    .join(':');
+  return days > 0 ? `${days}d ${hms}` : hms;
+}
+
+/** Columns left-aligned for the first, right-aligned (numbers) for the others. */
+function table(rows: string[][], indent: string): string {
+  const widths: number[] = [];
+  for (const row of rows) row.forEach((cell, i) => (widths[i] = Math.max(widths[i] ?? 0, cell.length)));
+  return rows
+    .map((row) => indent + row.map((cell, i) => (i === 0 ? cell.padEnd(widths[i] ?? 0) : cell.padStart(widths[i] ?? 0))).join('  ').trimEnd())
+    .map((line) => `${line}\n`)
+    .join('');
+}
+
+/** "miss 180, tcp_flags 20", largest first; empty when there are none. */
+function reasons(counts: Record<string, number>): string {
+  const entries = Object.entries(counts)
+    .filter(([, n]) => n > 0)
+    .sort(([a, x], [b, y]) => y - x || a.localeCompare(b));
+  return entries.map(([reason, n]) => `${reason} ${n}`).join(', ');
+}
+
+function withReasons(total: number, counts: Record<string, number>): string {
+  const detail = reasons(counts);
+  return detail === '' ? `${total}` : `${total} (${detail})`;
+}
+
+function milliseconds(value: number | null): string {
+  return value === null ? '-' : `${value.toFixed(2)} ms`;
+}
+
+const PORT_COLUMNS: { title: string; field: keyof PortCounters }[] = [
+  { title: 'rx packets', field: 'rx_packets' },
+  { title: 'rx bytes', field: 'rx_bytes' },
+  { title: 'rx dropped', field: 'rx_dropped' },
+  { title: 'rx errors', field: 'rx_errors' },
+  { title: 'tx packets', field: 'tx_packets' },
+  { title: 'tx bytes', field: 'tx_bytes' },
+  { title: 'tx dropped', field: 'tx_dropped' },
+  { title: 'tx errors', field: 'tx_errors' },
+];
+
+export function formatStats(stats: GatewayStats): string {
+  const { fastpath, slowpath, drops, flows, learner } = stats;
+  const lines: string[] = [];
+  lines.push(`uptime     ${formatDuration(stats.uptime)}\n`);
+  lines.push('\n');
+  lines.push(
+    table(
+      [
+        ['port', ...PORT_COLUMNS.map((c) => c.title)],
+        ...Object.entries(stats.ports).map(([name, counters]) => [name, ...PORT_COLUMNS.map((c) => String(counters[c.field]))]),
+      ],
+      '',
+    ),
+  );
+  lines.push('\n');
+  lines.push(`fast path  packets ${fastpath.packets}, bytes ${fastpath.bytes}\n`);
+  lines.push(`slow path  packets ${withReasons(slowpath.packets, slowpath.reasons)}, policed ${slowpath.policed}\n`);
+  lines.push(`drops      packets ${withReasons(drops.packets, drops.reasons)}\n`);
+  lines.push(
+    `flows      active ${flows.active}, entries ${flows.entries} of ${flows.capacity}, added ${flows.added}, ` +
+      `removed ${withReasons(flows.removed, flows.removed_by)}, insert failures ${flows.insert_failed}\n`,
+  );
+  lines.push(
+    `learner    observations ${learner.observations}, lost ${learner.observations_lost}, ` +
+      `offload latency p50 ${milliseconds(learner.offload_latency_ms.p50)}, p99 ${milliseconds(learner.offload_latency_ms.p99)}\n`,
+  );
+  lines.push('\n');
+  lines.push(
+    table(
+      [
+        ['worker', 'cpu', 'busy', 'rx packets', 'fast packets'],
+        ...stats.workers.map((w) => [String(w.index), String(w.cpu), `${(w.busy_ratio * 100).toFixed(1)}%`, String(w.rx_packets), String(w.fast_packets)]),
+      ],
+      '',
+    ),
+  );
+  return lines.join('');
+}
+
+export async function run(argv: string[]): Promise<number> {
+  const args = await parseInstanceArgs('stats', argv, USAGE);
+  if (typeof args === 'number') return args;
+  const stats = await controlRequest(args.socket, 'stats');
+  process.stdout.write(args.json ? `${JSON.stringify(stats, null, 2)}\n` : formatStats(stats));
+  return 0;
+}

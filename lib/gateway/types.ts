@@ -1,0 +1,87 @@
+/**
+ * What a running gateway exposes to the control socket, the metrics endpoint and the CLI.
+ * The Gateway (lib/gateway/gateway.ts) owns the dataplane, the kernel mirror and the
+ * learner; everything that only observes it depends on these types, not on the class.
+ */
+
+export interface PortCounters {
+  rx_packets: number;
+  rx_bytes: number;
+  /** Packets the device could not take in (ring full, no mbuf). */
+  rx_dropped: number;
+  rx_errors: number;
+  tx_packets: number;
+  tx_bytes: number;
+  /** Packets flowgate could not hand to the device (queue full). */
+  tx_dropped: number;
+  tx_errors: number;
+}
+
+export interface GatewayStats {
+  /** Seconds since the gateway started. */
+  uptime: number;
+  ports: Record<string, PortCounters>;
+  /** Packets and bytes the fast path forwarded (L3 bytes; the inner packet when tunnelled). */
+  fastpath: { packets: number; bytes: number };
+  /** Packets handed to the kernel, by reason (miss, ttl_expired, too_big, ...). */
+  slowpath: { packets: number; reasons: Record<string, number>; policed: number };
+  /** Packets dropped by the fast path, by reason (truncated, bad_header, ...). */
+  drops: { packets: number; reasons: Record<string, number> };
+  flows: {
+    /** Offloaded connections now. */
+    active: number;
+    /** Flowtable entries (one per direction) and capacity. */
+    entries: number;
+    capacity: number;
+    added: number;
+    removed: number;
+    insert_failed: number;
+    /** Removed by reason: idle timeout, TCP FIN/RST, invalidation (route, neighbour, MTU, config). */
+    removed_by: Record<string, number>;
+  };
+  learner: {
+    /** Observation records received from the fast path (punts and kernel egress). */
+    observations: number;
+    /** Observation records lost because the ring was full. */
+    observations_lost: number;
+    /** Median and 99th percentile of first-packet-to-offload time, milliseconds (null: none yet). */
+    offload_latency_ms: { p50: number | null; p99: number | null };
+  };
+  workers: { index: number; cpu: number; busy_ratio: number; rx_packets: number; fast_packets: number }[];
+}
+
+export interface FlowEndpointView {
+  proto: 'tcp' | 'udp';
+  src: string;
+  dst: string;
+  sport: number;
+  dport: number;
+  /** Input and output device: a port, or a tunnel name for tunnelled traffic. */
+  in: string;
+  out: string;
+  packets: number;
+  bytes: number;
+}
+
+export interface GatewayFlow extends FlowEndpointView {
+  id: number;
+  /** The tunnel the connection goes through, if any. */
+  tunnel: string | null;
+  idle: number;
+  /** 'offloaded', or 'teardown' once FIN/RST was seen (until reaped). */
+  state: 'offloaded' | 'teardown';
+  reply: FlowEndpointView | null;
+}
+
+export interface ReloadResult {
+  /** Human-readable summary of what changed ("port eth2 added", "route default changed"). */
+  changes: string[];
+  /** Flows dropped because they were no longer valid. */
+  flowsRemoved: number;
+}
+
+/** The read-only view the control socket and metrics use. */
+export interface GatewayView {
+  stats(): GatewayStats;
+  flows(): GatewayFlow[];
+}

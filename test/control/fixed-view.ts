@@ -1,0 +1,78 @@
+// A GatewayView with fixed, distinct figures, for tests of what serves or shows a view (the
+// control socket, /metrics, the flows and stats commands) rather than of the gateway.
+import type { GatewayFlow, GatewayStats, GatewayView } from '../../lib/gateway/types';
+
+export function fixedStats(): GatewayStats {
+  return {
+    uptime: 93784.5,
+    ports: {
+      eth0: { rx_packets: 1200, rx_bytes: 180000, rx_dropped: 3, rx_errors: 1, tx_packets: 1100, tx_bytes: 170000, tx_dropped: 2, tx_errors: 0 },
+      eth1: { rx_packets: 2300, rx_bytes: 290000, rx_dropped: 0, rx_errors: 0, tx_packets: 2200, tx_bytes: 280000, tx_dropped: 0, tx_errors: 4 },
+    },
+    fastpath: { packets: 3000, bytes: 420000 },
+    slowpath: { packets: 200, reasons: { miss: 180, tcp_flags: 20 }, policed: 7 },
+    drops: { packets: 5, reasons: { truncated: 5 } },
+    flows: {
+      active: 3,
+      entries: 6,
+      capacity: 1048576,
+      added: 10,
+      removed: 7,
+      insert_failed: 1,
+      removed_by: { idle: 5, teardown: 2 },
+    },
+    learner: { observations: 400, observations_lost: 2, offload_latency_ms: { p50: 1.25, p99: 4 } },
+    workers: [{ index: 0, cpu: 1, busy_ratio: 0.125, rx_packets: 3500, fast_packets: 3000 }],
+  };
+}
+
+export function fixedFlows(): GatewayFlow[] {
+  return [
+    {
+      id: 17,
+      proto: 'tcp',
+      src: '192.168.0.10',
+      dst: '10.0.0.1',
+      sport: 43210,
+      dport: 443,
+      in: 'eth0',
+      out: 'tun0',
+      packets: 10,
+      bytes: 1500,
+      tunnel: 'tun0',
+      idle: 3.7,
+      state: 'offloaded',
+      reply: { proto: 'tcp', src: '10.0.0.1', dst: '192.168.0.10', sport: 443, dport: 43210, in: 'tun0', out: 'eth0', packets: 8, bytes: 9000 },
+    },
+    {
+      id: 18,
+      proto: 'udp',
+      src: '2001:db8:1::10',
+      dst: '2001:db8:2::20',
+      sport: 5353,
+      dport: 53,
+      in: 'eth0',
+      out: 'eth1',
+      packets: 1,
+      bytes: 80,
+      tunnel: null,
+      idle: 0,
+      state: 'teardown',
+      reply: null,
+    },
+  ];
+}
+
+/** A view whose figures a test may change between requests. */
+export class FixedView implements GatewayView {
+  statsValue: GatewayStats = fixedStats();
+  flowsValue: GatewayFlow[] = fixedFlows();
+
+  stats(): GatewayStats {
+    return this.statsValue;
+  }
+
+  flows(): GatewayFlow[] {
+    return this.flowsValue;
+  }
+}

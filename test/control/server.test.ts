@@ -1,0 +1,228 @@
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { existsSync, lstatSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import * as net from 'node:net';
+import { tmpdir } from 'node:os';
+import * as path from 'node:path';
+
+import { ControlClient, ControlServer, controlRequest, GatewayNotReadyError } from '../../lib/control';
+import { FlowgateError } from '../../lib/errors';
+import { FixedView, fixedFlows, fixedStats } from './fixed-view';
+
+/** Sends raw lines and collects `count` response lines, parsed: the wire format itself. */
+function exchange(socketPath: string, payload: string, count: number): Promise<unknown[]> {
+  return new Promise((resolve, reject) => {
+    const socket = net.createConnection({ path: socketPath });
+    let buffered = '';
+    const lines: unknown[] = [];
+    socket.on('error', reject);
+    socket.on('data', (chunk: Buffer) => {
+      buffered += chunk.toString('utf8');
+      let newline: number;
+      while ((newline = buffered.indexOf('\n')) !== -1) {
+        lines.push(JSON.parse(buffered.slice(0, newline)));
+        buffered = buffered.slice(newline + 1);
+      }
+      if (lines.length >= count) {
+        socket.destroy();
+        resolve(lines);
+      }
+    });
+    socket.on('close', () => (lines.length < count ? reject(new Error(`connection closed after ${lines.length} of ${count} lines`)) : undefined));
+    socket.write(payload);
+  });
+}
+
+async function rejectsWithCode(promise: Promise<unknown>, code: string): Promise<FlowgateError> {
+  try {
+    await promise;
+  } catch (err) {
+    assert.ok(err instanceof FlowgateError, `expected a FlowgateError, got ${String(err)}`);
+    assert.equal(err.code, code, err.message);
+    return err;
+  }
+  assert.fail(`expected a rejection with ${code}`);
+}
+
+describe('control socket', () => {
+  let dir: string;
+  let socketPath: string;
+  const servers: ControlServer[] = [];
+
+  async function serve(view = new FixedView(), at = socketPath): Promise<ControlServer> {
+    const server = await ControlServer.listen({ socketPath: at, view });
+    servers.push(server);
+    return server;
+  }
+
+  beforeEach(() => {
+    dir = mkdtempSync(path.join(tmpdir(), 'fg-control-'));
+    socketPath = path.join(dir, 'flowgate.sock');
+  });
+
+  afterEach(async () => {
+    await Promise.all(servers.splice(0).map((s) => s.close()));
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('answers newline-delimited JSON requests with the id echoed and the view as result', async () => {
+    await serve();
+    const [stats, flows] = await exchange(socketPath, '{"id":1,"method":"stats"}\n{"id":"b","method":"flows"}\n', 2);
+    assert.deepEqual(stats, { id: 1, result: fixedStats() });
+    assert.deepEqual(flows, { id: 'b', result: fixedFlows() });
+  });
+
+  it('answers ping with its pid and version with the package version and protocol', async () => {
+    await serve();
+    const [ping, version] = await exchange(socketPath, '{"id":1,"method":"ping"}\n{"id":2,"method":"version"}\n', 2);
+    assert.deepEqual(ping, { id: 1, result: { pid: process.pid } });
+    const { version: expected } = JSON.parse(readFileSync(path.resolve(__dirname, '../../../package.json'), 'utf8')) as { version: string };
+    assert.deepEqual(version, { id: 2, result: { version: expected, protocol: 1, pid: process.pid, node: process.version } });
+  });
+
+  it('answers requests sent in one write in order, and keeps the connection for more', async () => {
+    await serve();
+    const requests = Array.from({ length: 20 }, (_, i) => `{"id":${i},"method":"${i % 2 === 0 ? 'ping' : 'stats'}"}\n`).join('');
+    const answers = (await exchange(socketPath, requests, 20)) as { id: number }[];
+    assert.deepEqual(
+      answers.map((a) => a.id),
+      Array.from({ length: 20 }, (_, i) => i),
+    );
+  });
+
+  it('creates the socket with mode 0600 and its missing directory with mode 0755 whatever the umask', async () => {
+    const nested = path.join(dir, 'run', 'flowgate', 'flowgate.sock');
+    const previous = process.umask(0o077);
+    try {
+      await serve(new FixedView(), nested);
+    } finally {
+      process.umask(previous);
+    }
+    assert.ok(lstatSync(nested).isSocket());
+    assert.equal(statSync(nested).mode & 0o777, 0o600);
+    assert.equal(statSync(path.dirname(nested)).mode & 0o777, 0o755);
+    assert.equal(statSync(path.join(dir, 'run')).mode & 0o777, 0o755);
+  });
+
+  it('reports an unknown method with its code and the known methods, and keeps serving', async () => {
+    await serve();
+    const [unknown, ping] = await exchange(socketPath, '{"id":7,"method":"reboot"}\n{"id":8,"method":"ping"}\n', 2);
+    assert.deepEqual(unknown, {
+      id: 7,
+      error: { code: 'ERR_FLOWGATE_CONTROL_UNKNOWN_METHOD', message: "unknown method 'reboot' (methods: ping, version, stats, flows)" },
+    });
+    assert.deepEqual(ping, { id: 8, result: { pid: process.pid } });
+  });
+
+  it('answers lines that are not requests with a bad-request error, echoing the id when there is one', async () => {
+    await serve();
+    const answers = await exchange(socketPath, 'not json\n[1,2]\n{"id":3}\n{"id":4,"method":"stats","params":5}\n{"id":{},"method":"ping"}\n', 5);
+    assert.deepEqual(answers, [
+      { id: null, error: { code: 'ERR_FLOWGATE_CONTROL_BAD_REQUEST', message: `expected a JSON request such as {"id":1,"method":"stats"}, found 'not json'` } },
+      { id: null, error: { code: 'ERR_FLOWGATE_CONTROL_BAD_REQUEST', message: 'expected a JSON object such as {"id":1,"method":"stats"}, found [1,2]' } },
+      { id: 3, error: { code: 'ERR_FLOWGATE_CONTROL_BAD_REQUEST', message: 'expected "method" to be a string, found nothing' } },
+      { id: 4, error: { code: 'ERR_FLOWGATE_CONTROL_BAD_REQUEST', message: 'expected "params" to be an object when present, found 5' } },
+      { id: null, error: { code: 'ERR_FLOWGATE_CONTROL_BAD_REQUEST', message: 'expected "id" to be a number or a string, found {}' } },
+    ]);
+  });
+
+  it('refuses a request line over 64 KiB and answers the next line', async () => {
+    await serve();
+    const [tooLong, ping] = await exchange(socketPath, `${'x'.repeat(70 * 1024)}\n{"id":1,"method":"ping"}\n`, 2);
+    assert.deepEqual(tooLong, { id: null, error: { code: 'ERR_FLOWGATE_CONTROL_BAD_REQUEST', message: 'expected a request line of at most 65536 bytes' } });
+    assert.deepEqual(ping, { id: 1, result: { pid: process.pid } });
+  });
+
+  it("passes on a view's FlowgateError code and reports other failures as internal errors", async () => {
+    const view = new FixedView();
+    view.stats = () => {
+      throw new GatewayNotReadyError();
+    };
+    view.flows = () => {
+      throw new TypeError('flows exploded');
+    };
+    await serve(view);
+    const [stats, flows] = await exchange(socketPath, '{"id":1,"method":"stats"}\n{"id":2,"method":"flows"}\n', 2);
+    assert.deepEqual(stats, { id: 1, error: { code: 'ERR_FLOWGATE_NOT_READY', message: 'flowgate is starting: the gateway is not up yet' } });
+    assert.deepEqual(flows, { id: 2, error: { code: 'ERR_FLOWGATE_CONTROL_INTERNAL', message: 'flows failed: flows exploded' } });
+  });
+
+  it('refuses a second server on a socket another live instance serves, naming its pid, and the first keeps serving', async () => {
+    await serve();
+    const err = await rejectsWithCode(serve(), 'ERR_FLOWGATE_CONTROL_IN_USE');
+    assert.match(err.message, new RegExp(`^control socket ${socketPath} is served by another flowgate \\(pid ${process.pid}\\)`));
+    assert.deepEqual(await controlRequest(socketPath, 'ping'), { pid: process.pid });
+  });
+
+  it('replaces a stale socket file left by a process that was killed', async () => {
+    // A real leftover: a process binds the path and dies by SIGKILL, leaving the file.
+    const script = `require('net').createServer().listen(${JSON.stringify(socketPath)}, () => process.kill(process.pid, 'SIGKILL'))`;
+    const child = spawnSync(process.execPath, ['-e', script]);
+    assert.equal(child.signal, 'SIGKILL');
+    assert.ok(lstatSync(socketPath).isSocket(), 'the killed process left its socket file');
+    await rejectsWithCode(controlRequest(socketPath, 'ping'), 'ERR_FLOWGATE_CONTROL_UNAVAILABLE');
+
+    await serve();
+    assert.deepEqual(await controlRequest(socketPath, 'stats'), fixedStats());
+    assert.equal(statSync(socketPath).mode & 0o777, 0o600);
+  });
+
+  it('refuses to replace a path that is not a socket, and leaves the file alone', async () => {
+    writeFileSync(socketPath, 'precious');
+    const err = await rejectsWithCode(serve(), 'ERR_FLOWGATE_CONTROL_NOT_SOCKET');
+    assert.match(err.message, /exists and is not a socket/);
+    assert.equal(readFileSync(socketPath, 'utf8'), 'precious');
+  });
+
+  it('removes its socket file on close, after which clients are told nothing serves it', async () => {
+    const server = await serve();
+    await server.close();
+    assert.equal(existsSync(socketPath), false);
+    const err = await rejectsWithCode(controlRequest(socketPath, 'ping'), 'ERR_FLOWGATE_CONTROL_UNAVAILABLE');
+    assert.equal(err.message, `no flowgate is serving ${socketPath}: the socket does not exist (is 'flowgate run' running with this control.socket?)`);
+  });
+
+  it('ends open client connections on close', async () => {
+    const server = await serve();
+    const client = await ControlClient.connect(socketPath);
+    assert.deepEqual(await client.request('ping'), { pid: process.pid });
+    await server.close();
+    await rejectsWithCode(client.request('ping'), 'ERR_FLOWGATE_CONTROL_CLOSED');
+    client.close();
+  });
+
+  it('rejects with the code the instance answered, through the client', async () => {
+    await serve();
+    const client = await ControlClient.connect(socketPath);
+    try {
+      const err = await rejectsWithCode(client.request('reboot'), 'ERR_FLOWGATE_CONTROL_UNKNOWN_METHOD');
+      assert.match(err.message, /unknown method 'reboot'/);
+      assert.deepEqual(await client.request('flows'), fixedFlows());
+    } finally {
+      client.close();
+    }
+  });
+
+  it('gives up on an instance that accepts but does not answer, with a timeout error', async () => {
+    const mute = net.createServer(() => undefined);
+    await new Promise<void>((resolve) => mute.listen(socketPath, resolve));
+    try {
+      const err = await rejectsWithCode(controlRequest(socketPath, 'stats', { timeoutMs: 200 }), 'ERR_FLOWGATE_CONTROL_TIMEOUT');
+      assert.equal(err.message, `${socketPath} did not answer 'stats' within 200 ms`);
+    } finally {
+      mute.close();
+    }
+  });
+
+  it('refuses to start on a socket whose owner accepts but does not answer, rather than removing it', async () => {
+    const mute = net.createServer(() => undefined);
+    await new Promise<void>((resolve) => mute.listen(socketPath, resolve));
+    try {
+      const err = await rejectsWithCode(serve(), 'ERR_FLOWGATE_CONTROL_IN_USE');
+      assert.match(err.message, /served by another flowgate \(pid unknown: it did not answer\)/);
+      assert.ok(lstatSync(socketPath).isSocket());
+    } finally {
+      mute.close();
+    }
+  });
+});
