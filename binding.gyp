@@ -11,6 +11,7 @@
         "native/dp/worker.cc",
         "native/dp/slowpath.cc",
         "native/dp/eal.cc",
+        "native/dp/log.cc",
         "native/dp/port.cc",
         "native/dp/dataplane.cc",
         "native/addon/addon.cc",

@@ -7,6 +7,7 @@
 #include <rte_errno.h>
 
 #include "error.h"
+#include "log.h"
 
 namespace fg {
 namespace {
@@ -35,6 +36,7 @@ void eal_init(const std::vector<std::string> &args) {
   argv.clear();
   for (auto &a : storage) argv.push_back(a.data());
   argv.push_back(nullptr);
+  route_dpdk_log();
   if (rte_eal_init(static_cast<int>(storage.size()), argv.data()) < 0) {
     int err = rte_errno;
     // EAL keeps some state after a failed init and refuses a second attempt (EALREADY).
