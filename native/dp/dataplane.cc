@@ -751,12 +751,22 @@ std::vector<flow_info> dataplane::list_flows() const {
 std::vector<reaped_flow> dataplane::reap(uint32_t tcp_timeout_s, uint32_t udp_timeout_s) {
   require_init();
   std::vector<reaped_flow> reaped;
+  uint32_t now = now_s();
+  // Every second over every flow: read only the two entries' teardown and last_seen, and
+  // build the full description only of the flows that go.
   for (uint32_t i = 0; i < high_water_; i++) {
     if (ctl_[i].state != slot_state::orig) continue;
-    flow_info info = info_of(i);
-    uint32_t timeout = info.orig.key.l4proto == IPPROTO_TCP ? tcp_timeout_s : udp_timeout_s;
-    if (!info.teardown && info.idle_s < timeout) continue;
-    reaped.push_back({info, info.teardown ? reap_reason::teardown : reap_reason::idle});
+    const flow_entry &e = ft_.entry(i);
+    bool teardown = __atomic_load_n(&e.teardown, __ATOMIC_RELAXED) != 0;
+    uint32_t last = __atomic_load_n(&e.last_seen, __ATOMIC_RELAXED);
+    if (e.pair != FLOW_NONE) {
+      const flow_entry &r = ft_.entry(e.pair);
+      teardown = teardown || __atomic_load_n(&r.teardown, __ATOMIC_RELAXED) != 0;
+      last = std::max(last, __atomic_load_n(&r.last_seen, __ATOMIC_RELAXED));
+    }
+    uint32_t timeout = e.key.l4proto == IPPROTO_TCP ? tcp_timeout_s : udp_timeout_s;
+    if (!teardown && now - std::min(now, last) < timeout) continue;
+    reaped.push_back({info_of(i), teardown ? reap_reason::teardown : reap_reason::idle});
     remove_pair(i);
   }
   ft_.reclaim();
