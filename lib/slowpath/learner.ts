@@ -73,7 +73,8 @@ interface Connection {
   lastActivityMs: number;
 }
 
-interface PendingPunt {
+/** A punt waiting for its egress, or an egress waiting for its punt. */
+interface Pending {
   obs: Observation;
   atMs: number;
 }
@@ -93,7 +94,7 @@ export interface LearnerStats {
   latencyMs: { p50: number | null; p99: number | null; samples: number };
 }
 
-// A punt waits this long for the kernel's egress of the same packet.
+// A punt waits this long for the kernel's egress of the same packet, and the other way round.
 const PENDING_MS = 2000;
 // Connections that never got offloaded are forgotten after this long without packets.
 const IDLE_CONNECTION_MS = 30_000;
@@ -106,7 +107,13 @@ function connectionKey(proto: number, a: string, ap: number, b: string, bp: numb
 }
 
 export class Learner {
-  private readonly pending = new Map<number, PendingPunt>();
+  private readonly pending = new Map<number, Pending>();
+  /**
+   * Egresses seen before their punt. The slow-path thread hands over the records of the
+   * kernel's queues and of the workers' rings in batches of its own making, so a packet the
+   * kernel forwarded at once can have its egress delivered first.
+   */
+  private readonly pendingEgress = new Map<number, Pending>();
   private readonly connections = new Map<string, Connection>();
   private readonly byFlow = new Map<number, string>();
   private readonly latencies: number[] = [];
@@ -188,6 +195,12 @@ export class Learner {
       }
       if (o.tcpFlags & (TCP_FIN | TCP_RST)) c.closing = true;
     }
+    const early = this.pendingEgress.get(o.fingerprint);
+    if (early !== undefined) {
+      this.pendingEgress.delete(o.fingerprint);
+      this.onForwarded(o, early.obs);
+      return;
+    }
     this.pending.set(o.fingerprint, { obs: o, atMs: this.now() });
   }
 
@@ -195,12 +208,16 @@ export class Learner {
     this.counters.egresses++;
     const p = this.pending.get(o.fingerprint);
     if (p === undefined) {
-      // The kernel's own packets (ARP, ICMP errors, local traffic) have no punt.
-      this.counters.unmatchedEgress++;
+      // Its punt may still come; the kernel's own packets (local traffic) have none.
+      this.pendingEgress.set(o.fingerprint, { obs: o, atMs: this.now() });
       return;
     }
     this.pending.delete(o.fingerprint);
-    const punt = p.obs;
+    this.onForwarded(p.obs, o);
+  }
+
+  /** The kernel forwarded the packet of `punt` as `o`. */
+  private onForwarded(punt: Observation, o: Observation): void {
     const c = this.connectionOf(punt, false);
     if (c === undefined) return;
     if (punt.src !== o.src || punt.dst !== o.dst || punt.sport !== o.sport || punt.dport !== o.dport) {
@@ -315,6 +332,11 @@ export class Learner {
     }
     const now = this.now();
     for (const [fp, p] of this.pending) if (now - p.atMs > PENDING_MS) this.pending.delete(fp);
+    for (const [fp, p] of this.pendingEgress) {
+      if (now - p.atMs <= PENDING_MS) continue;
+      this.pendingEgress.delete(fp);
+      this.counters.unmatchedEgress++;
+    }
     for (const [key, c] of this.connections)
       if (c.flowId === undefined && now - c.lastActivityMs > IDLE_CONNECTION_MS) this.connections.delete(key);
     return reaped;

@@ -103,6 +103,19 @@ describe('learner', () => {
     assert.deepEqual(f.reply, { in: 'eth1', proto: 'tcp', ...reply, out: { port: 'eth0', mac: '02:00:00:00:00:10', srcMac: '00:22:33:44:55:00' } });
   });
 
+  it('pairs an egress delivered before its punt, as the slow-path thread may batch them', () => {
+    const early = (l: Learner, p: Packet, inp: { port?: number; tunnel?: number }, out: { port: number } | { tunnel: number }) => {
+      fp++;
+      l.observe([egress(p, out)]);
+      l.observe([punt(p, inp)]);
+    };
+    early(learner, { ...orig, flags: SYN }, { port: 0 }, { port: 1 });
+    early(learner, { ...reply, flags: SYN | ACK }, { port: 1 }, { port: 0 });
+    early(learner, { ...orig, flags: ACK }, { port: 0 }, { port: 1 });
+    assert.equal(dp.installed.size, 1);
+    assert.equal([...dp.installed.values()][0]?.reply?.in, 'eth1');
+  });
+
   it('does not offload a TCP connection it saw no handshake for', () => {
     forwarded(learner, { ...orig, flags: ACK }, { port: 0 }, { port: 1 });
     forwarded(learner, { ...reply, flags: ACK | PSH }, { port: 1 }, { port: 0 });
