@@ -18,7 +18,7 @@ log() { printf 'setup: %s\n' "$*" >&2; }
 # (scapy, tshark), network-namespace tooling, and qemu for interop with the kernel's ip6tnl.
 readonly DEBIAN_PACKAGES=(
   dpdk dpdk-dev libdpdk-dev pkg-config g++ make python3
-  iproute2 nftables iputils-ping procps kmod ethtool conntrack tcpdump socat
+  iproute2 nftables iputils-ping procps kmod ethtool conntrack tcpdump socat iperf3
   python3-scapy tshark
   qemu-system-x86 busybox-static cpio
 )

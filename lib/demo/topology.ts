@@ -1,0 +1,410 @@
+/**
+ * The reference scenario (DESIGN.md) in network namespaces, as `flowgate demo` shows it and
+ * the netns tests exercise it:
+ *
+ *   lan ── eth0 ═ a-lan [site A: flowgate] a-wan ═ u-a ─┐
+ *   192.168.0.10        eth0 192.168.0.2/24               br0 (IPv6 underlay, L2 only)
+ *                       eth1 2001:db8:2::1/64               │
+ *                       tun0 192.168.100.1/24  u-b ═ b-wan [site B] b-lan ═ eth0 ── remote
+ *                                                            eth1 2001:db8:2::2  10.0.0.10
+ *                                                            eth0 10.0.0.1/24
+ *
+ * Five namespaces: the LAN host, site A, the underlay (a bridge), site B and the remote host
+ * behind it. Site A is always flowgate (config/demo-site-a.yaml). The far end of its
+ * ip4ip6 tunnel is the kernel's own ip6tnl in site B's namespace when this kernel has one,
+ * else a second flowgate (config/demo-site-b.yaml); or, for interop tests, something the
+ * caller attaches to the underlay bridge (a VM running Linux's ip6tnl).
+ *
+ * flowgate's ports are AF_PACKET sockets on veths in the sites' namespaces, which the
+ * sites' kernels therefore also see. Those kernels must see the ports only through
+ * flowgate's TAPs, so each such veth gets an nftables netdev ingress chain that drops
+ * everything (AF_PACKET taps see frames before the ingress hook) and no IPv6 (otherwise the
+ * kernel's own NDP and MLD on the veth are captured and reflected into the TAP, whose DAD
+ * then fails). And veths hand TCP and UDP to AF_PACKET with checksum offload pending, which
+ * flowgate forwards as they are, with bad checksums: every veth that transmits towards a
+ * flowgate port has tx checksumming off, so the kernel completes the checksums first.
+ */
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import * as path from 'node:path';
+import { parse as parseYaml, stringify as stringifyYaml } from 'yaml';
+
+import type { ConfigInput } from '../config';
+import { FlowgateError } from '../errors';
+import { FlowgateProcess } from './flowgate-process';
+import { deleteNetnsSync, onExit, sh, shStatus, type ShOptions } from './shell';
+
+/** config/, next to dist/ once compiled. */
+export const CONFIG_DIR = path.resolve(__dirname, '..', '..', '..', 'config');
+export const SITE_CONFIG_FILES = { a: path.join(CONFIG_DIR, 'demo-site-a.yaml'), b: path.join(CONFIG_DIR, 'demo-site-b.yaml') } as const;
+
+/** The scenario's addresses; the sites' configs hold the same. */
+export const DEMO_ADDRESSES = {
+  lanHost: '192.168.0.10',
+  lanPrefix: 24,
+  siteALan: '192.168.0.2',
+  remoteHost: '10.0.0.10',
+  remotePrefix: 24,
+  siteBLan: '10.0.0.1',
+  underlayA: '2001:db8:2::1',
+  underlayB: '2001:db8:2::2',
+  underlayPrefix: 64,
+  tunnelA: '192.168.100.1',
+  tunnelB: '192.168.100.2',
+  tunnelPrefix: 24,
+} as const;
+
+/** The veths flowgate's ports use, in each site's namespace. */
+export const SITE_VETHS = { a: { lan: 'a-lan', wan: 'a-wan' }, b: { lan: 'b-lan', wan: 'b-wan' } } as const;
+const UNDERLAY_BRIDGE = 'br0';
+const UNDERLAY_PORTS = { a: 'u-a', b: 'u-b' } as const;
+const HOST_IFACE = 'eth0';
+
+export type Host = 'lan' | 'a' | 'underlay' | 'b' | 'remote';
+export type Site = 'a' | 'b';
+/** Who ends site A's tunnel: a second flowgate, the kernel's ip6tnl, or what the caller attaches to the underlay. */
+export type FarEnd = 'flowgate' | 'kernel' | 'external';
+
+export interface TopologyOptions {
+  /** Default 'auto': the kernel's ip6tnl when this kernel has one, else flowgate. */
+  farEnd?: FarEnd | 'auto';
+  /** Namespace name prefix; the names are `<prefix>-<pid>-<host>`. Default 'fgdemo'. */
+  prefix?: string;
+  /** Edits of a site's config (config/demo-site-{a,b}.yaml) before it starts. */
+  configure?: Partial<Record<Site, (config: ConfigInput) => void>>;
+  /**
+   * Control sockets in the topology's temporary directory instead of the configs'
+   * /run/flowgate/, so that tests never meet a running demo. Implies temporary config files.
+   */
+  privateSockets?: boolean;
+  /** sysctls written in a site's namespace before flowgate starts there, e.g. conntrack timeouts. */
+  sysctls?: Partial<Record<Site, Record<string, string>>>;
+  /**
+   * MTU of the LAN link: the lan host's eth0 and the veth a-lan. Site A's port eth0 keeps its
+   * config's MTU (DPDK 22.11's net_af_packet and net_tap take frames of 1518 and 1522 bytes
+   * at most). Default: 1500.
+   */
+  lanLinkMtu?: number;
+  /** One line per step, for people watching. */
+  progress?: (line: string) => void;
+  /** Per flowgate instance, until it runs with its tunnel resolved. Default 60 s. */
+  readyTimeoutMs?: number;
+}
+
+export class TopologyError extends FlowgateError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_FLOWGATE_DEMO_TOPOLOGY', message, options);
+  }
+}
+
+const DEFAULT_READY_TIMEOUT_MS = 60_000;
+
+/** Whether this kernel can make an ip6tnl device: tried in a scratch namespace. */
+export async function kernelHasIp6tnl(): Promise<boolean> {
+  const scratch = `fgprobe-${process.pid}-ip6tnl`;
+  await sh(['ip', 'netns', 'add', scratch]);
+  const forget = onExit(() => deleteNetnsSync(scratch));
+  try {
+    const probe = await shStatus(['ip', '-n', scratch, 'link', 'add', 'probe0', 'type', 'ip6tnl', 'mode', 'ipip6', 'local', '2001:db8::1', 'remote', '2001:db8::2']);
+    return probe.status === 0;
+  } finally {
+    await sh(['ip', 'netns', 'delete', scratch]).catch(() => undefined);
+    forget();
+  }
+}
+
+interface SiteRuntime {
+  configFile: string;
+  socket: string;
+  tunnels: string[];
+  process: FlowgateProcess | undefined;
+}
+
+export class DemoTopology {
+  /** Namespace of each host. */
+  readonly ns: Record<Host, string>;
+  /** Temporary files: generated configs, logs, private sockets. Removed by destroy(). */
+  readonly dir: string;
+  private readonly sites = new Map<Site, SiteRuntime>();
+  /** The config edits in force, restartSite()'s included. */
+  private readonly configure: Partial<Record<Site, (config: ConfigInput) => void>>;
+  private readonly created: string[] = [];
+  private readonly forgetExitCleanup: () => void;
+  private destroyed: Promise<void> | undefined;
+
+  private constructor(
+    readonly farEnd: FarEnd,
+    private readonly options: TopologyOptions,
+  ) {
+    const base = `${options.prefix ?? 'fgdemo'}-${process.pid}`;
+    this.ns = { lan: `${base}-lan`, a: `${base}-a`, underlay: `${base}-ul`, b: `${base}-b`, remote: `${base}-remote` };
+    this.dir = mkdtempSync(path.join(tmpdir(), 'flowgate-demo-'));
+    this.configure = { ...options.configure };
+    this.forgetExitCleanup = onExit(() => this.destroyNow());
+  }
+
+  /** create() then start(). */
+  static async build(options: TopologyOptions = {}): Promise<DemoTopology> {
+    const topology = await DemoTopology.create(options);
+    try {
+      await topology.start();
+    } catch (err) {
+      await topology.destroy().catch(() => undefined);
+      throw err;
+    }
+    return topology;
+  }
+
+  /**
+   * The namespaces, links, addresses and preparation of every host; site B's ip6tnl when the
+   * kernel is the far end. No flowgate runs yet (start() starts them).
+   */
+  static async create(options: TopologyOptions = {}): Promise<DemoTopology> {
+    const wanted = options.farEnd ?? 'auto';
+    const farEnd: FarEnd = wanted !== 'auto' ? wanted : (await kernelHasIp6tnl()) ? 'kernel' : 'flowgate';
+    const topology = new DemoTopology(farEnd, options);
+    try {
+      await topology.createHosts();
+    } catch (err) {
+      await topology.destroy().catch(() => undefined);
+      throw err;
+    }
+    return topology;
+  }
+
+  /** The flowgate instances of the sites, whichever run. */
+  get flowgates(): { site: Site; process: FlowgateProcess }[] {
+    return [...this.sites].flatMap(([site, s]) => (s.process === undefined ? [] : [{ site, process: s.process }]));
+  }
+
+  /** Site A's flowgate (or B's); throws if it does not run. */
+  site(site: Site = 'a'): FlowgateProcess {
+    const p = this.sites.get(site)?.process;
+    if (p === undefined) throw new TopologyError(`site ${site.toUpperCase()} runs no flowgate (far end: ${this.farEnd})`);
+    return p;
+  }
+
+  /** The config file site `site` runs (or would run) with. */
+  configFile(site: Site): string {
+    const s = this.sites.get(site);
+    if (s === undefined) throw new TopologyError(`site ${site.toUpperCase()} has no flowgate (far end: ${this.farEnd})`);
+    return s.configFile;
+  }
+
+  /** Runs a command in a host's namespace. */
+  run(host: Host, command: string | readonly string[], options: Omit<ShOptions, 'netns'> = {}): Promise<string> {
+    return sh(command, { ...options, netns: this.ns[host] });
+  }
+
+  private progress(line: string): void {
+    this.options.progress?.(line);
+  }
+
+  // ---- hosts and links --------------------------------------------------------------------
+
+  private sitesWithFlowgate(): Site[] {
+    return this.farEnd === 'flowgate' ? ['a', 'b'] : ['a'];
+  }
+
+  private hosts(): Host[] {
+    return this.farEnd === 'external' ? ['lan', 'a', 'underlay'] : ['lan', 'a', 'underlay', 'b', 'remote'];
+  }
+
+  private async createHosts(): Promise<void> {
+    const hosts = this.hosts();
+    this.progress(`namespaces: ${hosts.map((h) => this.ns[h]).join(', ')}`);
+    for (const host of hosts) {
+      await sh(['ip', 'netns', 'add', this.ns[host]]);
+      this.created.push(this.ns[host]);
+      await this.run(host, ['ip', 'link', 'set', 'lo', 'up']);
+    }
+    // The underlay is a wire: no addresses, and no IPv6 of its own to chatter with.
+    await this.run('underlay', ['sysctl', '-q', '-w', 'net.ipv6.conf.all.disable_ipv6=1', 'net.ipv6.conf.default.disable_ipv6=1']);
+    await this.run('underlay', ['ip', 'link', 'add', UNDERLAY_BRIDGE, 'type', 'bridge', 'mcast_snooping', '0']);
+    await this.run('underlay', ['ip', 'link', 'set', UNDERLAY_BRIDGE, 'up']);
+
+    await this.veth('lan', HOST_IFACE, 'a', SITE_VETHS.a.lan, this.options.lanLinkMtu);
+    await this.veth('a', SITE_VETHS.a.wan, 'underlay', UNDERLAY_PORTS.a);
+    await this.host('lan', `${DEMO_ADDRESSES.lanHost}/${DEMO_ADDRESSES.lanPrefix}`, DEMO_ADDRESSES.siteALan);
+    await this.underlayPort(UNDERLAY_PORTS.a);
+    await this.prepareAfPacketVeths('a', [SITE_VETHS.a.lan, SITE_VETHS.a.wan]);
+    this.sites.set('a', this.siteRuntime('a'));
+    if (this.farEnd === 'external') return;
+
+    await this.veth('underlay', UNDERLAY_PORTS.b, 'b', SITE_VETHS.b.wan);
+    await this.veth('b', SITE_VETHS.b.lan, 'remote', HOST_IFACE);
+    await this.host('remote', `${DEMO_ADDRESSES.remoteHost}/${DEMO_ADDRESSES.remotePrefix}`, DEMO_ADDRESSES.siteBLan);
+    await this.underlayPort(UNDERLAY_PORTS.b);
+    if (this.farEnd === 'flowgate') {
+      await this.prepareAfPacketVeths('b', [SITE_VETHS.b.lan, SITE_VETHS.b.wan]);
+      this.sites.set('b', this.siteRuntime('b'));
+    } else {
+      await this.kernelFarEnd();
+    }
+  }
+
+  /** A veth pair between two namespaces, with `mtu` on both ends when given. */
+  private async veth(hostA: Host, nameA: string, hostB: Host, nameB: string, mtu?: number): Promise<void> {
+    await sh(['ip', 'link', 'add', nameA, 'netns', this.ns[hostA], ...(mtu === undefined ? [] : ['mtu', String(mtu)]), 'type', 'veth', 'peer', 'name', nameB, 'netns', this.ns[hostB]]);
+    if (mtu !== undefined) await this.run(hostB, ['ip', 'link', 'set', nameB, 'mtu', String(mtu)]);
+  }
+
+  /** An end host: its address, its default route, and complete checksums on what it sends. */
+  private async host(host: Host, address: string, gateway: string): Promise<void> {
+    await this.run(host, ['ip', 'addr', 'add', address, 'dev', HOST_IFACE]);
+    await this.run(host, ['ip', 'link', 'set', HOST_IFACE, 'up']);
+    await this.run(host, ['ip', 'route', 'add', 'default', 'via', gateway]);
+    await this.run(host, ['ethtool', '-K', HOST_IFACE, 'tx', 'off']);
+    // As nft_flowtable.sh: no cached path MTU from one transfer to the next.
+    await this.run(host, ['sysctl', '-q', '-w', 'net.ipv4.tcp_no_metrics_save=1']);
+  }
+
+  /** A bridge port towards a site: it transmits into an AF_PACKET port, so checksums complete. */
+  private async underlayPort(name: string): Promise<void> {
+    await this.run('underlay', ['ip', 'link', 'set', name, 'master', UNDERLAY_BRIDGE]);
+    await this.run('underlay', ['ethtool', '-K', name, 'tx', 'off']);
+    await this.run('underlay', ['ip', 'link', 'set', name, 'up']);
+  }
+
+  /**
+   * Puts an interface of the underlay namespace (a VM's TAP) on the underlay bridge, with
+   * complete checksums on what leaves it.
+   */
+  async attachToUnderlay(ifname: string): Promise<void> {
+    await this.underlayPort(ifname);
+  }
+
+  /** The veths under a site's AF_PACKET ports: up, and invisible to the site's kernel. */
+  private async prepareAfPacketVeths(site: Site, veths: readonly string[]): Promise<void> {
+    for (const veth of veths) {
+      // Before the link comes up, so that not even a router solicitation leaves.
+      await this.run(site, ['sysctl', '-q', '-w', `net.ipv6.conf.${veth}.disable_ipv6=1`]);
+      await this.run(site, ['ip', 'link', 'set', veth, 'up']);
+    }
+    const chains = veths.map((veth, i) => `  chain ingress_${i} {\n    type filter hook ingress device "${veth}" priority 0; policy drop;\n  }\n`);
+    await this.run(site, ['nft', '-f', '-'], { input: `table netdev flowgate_demo_ports {\n${chains.join('')}}\n` });
+  }
+
+  /** Site B as the kernel: ip6tnl, forwarding, the remote network. */
+  private async kernelFarEnd(): Promise<void> {
+    const a = DEMO_ADDRESSES;
+    const b = (command: string) => this.run('b', command);
+    await b(
+      [
+        'sysctl -q -w net.ipv4.ip_forward=1',
+        `ip link set ${SITE_VETHS.b.wan} up`,
+        `ip link set ${SITE_VETHS.b.lan} up`,
+        `ip -6 addr add ${a.underlayB}/${a.underlayPrefix} dev ${SITE_VETHS.b.wan} nodad`,
+        `ip addr add ${a.siteBLan}/${a.remotePrefix} dev ${SITE_VETHS.b.lan}`,
+        `ip link add tun0 type ip6tnl mode ipip6 local ${a.underlayB} remote ${a.underlayA} encaplimit 4 hoplimit 64`,
+        `ip addr add ${a.tunnelB}/${a.tunnelPrefix} dev tun0`,
+        'ip link set tun0 up',
+        `ip route add default via ${a.tunnelA} dev tun0`,
+      ].join('\n'),
+    );
+  }
+
+  // ---- flowgate ---------------------------------------------------------------------------
+
+  private siteRuntime(site: Site): SiteRuntime {
+    const file = SITE_CONFIG_FILES[site];
+    const config = parseYaml(readFileSync(file, 'utf8')) as ConfigInput;
+    const edit = this.configure[site];
+    const rewrite = edit !== undefined || this.options.privateSockets === true;
+    if (this.options.privateSockets === true) config.control = { ...config.control, socket: path.join(this.dir, `site-${site}.sock`) };
+    edit?.(config);
+    const configFile = rewrite ? path.join(this.dir, `demo-site-${site}.yaml`) : file;
+    if (rewrite) writeFileSync(configFile, stringifyYaml(config));
+    return {
+      configFile,
+      socket: config.control?.socket ?? '/run/flowgate/flowgate.sock',
+      tunnels: Object.keys(config.tunnels ?? {}),
+      process: undefined,
+    };
+  }
+
+  /** Starts the flowgate instances and waits until each runs with its tunnel resolved. */
+  async start(): Promise<void> {
+    for (const [site, values] of Object.entries(this.options.sysctls ?? {}) as [Site, Record<string, string>][]) {
+      const settings = Object.entries(values).map(([key, value]) => `${key}=${value}`);
+      if (settings.length > 0) await this.run(site, ['sysctl', '-q', '-w', ...settings]);
+    }
+    const sites = this.sitesWithFlowgate();
+    for (const site of sites) this.launch(site);
+    // Both at once: each one's tunnel resolves only once the other answers neighbour solicitations.
+    await Promise.all(sites.map((site) => this.awaitReady(site)));
+  }
+
+  private launch(site: Site): void {
+    const s = this.sites.get(site) as SiteRuntime;
+    this.progress(`site ${site.toUpperCase()}: ip netns exec ${this.ns[site]} flowgate run -c ${s.configFile}`);
+    s.process = FlowgateProcess.start({
+      name: `site ${site.toUpperCase()}`,
+      netns: this.ns[site],
+      configFile: s.configFile,
+      socket: s.socket,
+      tunnels: s.tunnels,
+      logFile: path.join(this.dir, `site-${site}.log`),
+    });
+  }
+
+  private async awaitReady(site: Site): Promise<void> {
+    const started = Date.now();
+    await this.site(site).ready(this.options.readyTimeoutMs ?? DEFAULT_READY_TIMEOUT_MS);
+    this.progress(`site ${site.toUpperCase()}: ready in ${((Date.now() - started) / 1000).toFixed(1)} s (control socket ${this.sites.get(site)?.socket})`);
+  }
+
+  /** Stops a site's flowgate and starts it again, with a changed config if `edit` is given. */
+  async restartSite(site: Site, edit?: (config: ConfigInput) => void): Promise<void> {
+    const s = this.sites.get(site);
+    if (s === undefined || s.process === undefined) throw new TopologyError(`site ${site.toUpperCase()} runs no flowgate`);
+    await this.stopSite(site);
+    if (edit !== undefined) {
+      const previous = this.configure[site];
+      this.configure[site] = (config) => {
+        previous?.(config);
+        edit(config);
+      };
+      this.sites.set(site, this.siteRuntime(site));
+    }
+    this.launch(site);
+    await this.awaitReady(site);
+  }
+
+  /** Stops a site's flowgate (SIGTERM); throws if it did not stop cleanly. */
+  async stopSite(site: Site): Promise<void> {
+    const p = this.sites.get(site)?.process;
+    if (p === undefined) return;
+    await p.stop();
+    if (!p.stoppedCleanly) throw new TopologyError(`site ${site.toUpperCase()}: flowgate ${p.exit} on SIGTERM\n${p.logTail(20).join('\n')}`);
+  }
+
+  // ---- teardown ---------------------------------------------------------------------------
+
+  /**
+   * Stops the flowgate instances (each removes what it created), deletes the namespaces (with
+   * their links) and the temporary files. Idempotent; rejects, after doing all of it, if a
+   * flowgate did not stop cleanly.
+   */
+  destroy(): Promise<void> {
+    this.destroyed ??= (async () => {
+      const failures: string[] = [];
+      await Promise.all(
+        this.flowgates.map(({ site }) => this.stopSite(site).catch((err: unknown) => failures.push((err as Error).message))),
+      );
+      for (const ns of this.created.reverse()) await sh(['ip', 'netns', 'delete', ns]).catch(() => deleteNetnsSync(ns));
+      this.created.length = 0;
+      rmSync(this.dir, { recursive: true, force: true });
+      this.forgetExitCleanup();
+      if (failures.length > 0) throw new TopologyError(failures.join('\n'));
+    })();
+    return this.destroyed;
+  }
+
+  /** Synchronous last resort at process exit: kill, delete, remove. */
+  private destroyNow(): void {
+    for (const { process: p } of this.flowgates) p.killNow();
+    for (const ns of this.created) deleteNetnsSync(ns);
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}

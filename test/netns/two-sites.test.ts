@@ -1,0 +1,196 @@
+// The reference scenario with two flowgate sites back to back over an IPv6 underlay: the
+// scenarios of the kernel's tools/testing/selftests/net/netfilter/nft_flowtable.sh with
+// flowgate standing in for the router, and the tunnel's far end a second flowgate.
+//
+//   lan 192.168.0.10 ── [site A] ══ ip4ip6 over 2001:db8:2::/64 ══ [site B] ── remote 10.0.0.10
+//
+// One topology for the whole file (lib/demo/topology.ts), with a short UDP idle timeout.
+// Each test uses its own ports, so that no flow of one test is mistaken for another's.
+
+import assert from 'node:assert/strict';
+
+import { DEMO_ADDRESSES, DemoTopology } from '../../lib/demo/topology';
+import { startTraffic } from '../../lib/demo/traffic';
+import { assertFastPathCarried, awaitAtMost, delta, flowOf, HOOK_TIMEOUT_MS, icmpCounter, macOf, neighbor, statsOf, tcpTransfer, TEST_TIMEOUT_MS, until } from './support';
+
+const UDP_IDLE_TIMEOUT_S = 2;
+const TWO_MB = 2 * 1024 * 1024;
+const SITE_A_MACS = { eth0: '00:00:22:33:11:55', eth1: '00:11:22:33:11:55' };
+const SITE_B_MACS = { eth0: '00:00:22:33:11:66', eth1: '00:11:22:33:11:66' };
+/** A neighbour entry the kernel resolved (as opposed to INCOMPLETE or FAILED). */
+const RESOLVED = /REACHABLE|STALE|DELAY|PROBE/;
+
+describe('two flowgate sites back to back over an IPv6 underlay (reference scenario)', function () {
+  this.timeout(TEST_TIMEOUT_MS);
+  let topology: DemoTopology;
+
+  before(async function () {
+    this.timeout(HOOK_TIMEOUT_MS);
+    topology = await DemoTopology.build({
+      farEnd: 'flowgate',
+      prefix: 'fgt2s',
+      privateSockets: true,
+      configure: {
+        a: (config) => {
+          config.flowtable.timeout = { tcp: 30, udp: UDP_IDLE_TIMEOUT_S };
+        },
+      },
+    });
+  });
+
+  after(async function () {
+    this.timeout(HOOK_TIMEOUT_MS);
+    await topology?.destroy();
+  });
+
+  it('answers ping both ways through the tunnel, with ARP and NDP resolved by the kernels through the TAPs', async () => {
+    const before = await statsOf(topology, ['a', 'b']);
+    await topology.run('lan', ['ping', '-c', '3', '-i', '0.2', '-W', '5', DEMO_ADDRESSES.remoteHost]);
+    await topology.run('remote', ['ping', '-c', '3', '-i', '0.2', '-W', '5', DEMO_ADDRESSES.lanHost]);
+    const after = await statsOf(topology, ['a', 'b']);
+
+    // The hosts learnt the sites' port MACs from the kernels' ARP replies, sent through the TAPs.
+    const lanGateway = await neighbor(topology, 'lan', 'eth0', DEMO_ADDRESSES.siteALan);
+    assert.equal(lanGateway?.lladdr, SITE_A_MACS.eth0);
+    assert.match(String(lanGateway?.state), RESOLVED);
+    assert.equal((await neighbor(topology, 'remote', 'eth0', DEMO_ADDRESSES.siteBLan))?.lladdr, SITE_B_MACS.eth0);
+    // The sites' kernels resolved the hosts (ARP) and each other's underlay address (NDP).
+    assert.equal((await neighbor(topology, 'a', 'eth0', DEMO_ADDRESSES.lanHost))?.lladdr, await macOf(topology, 'lan', 'eth0'));
+    assert.equal((await neighbor(topology, 'b', 'eth0', DEMO_ADDRESSES.remoteHost))?.lladdr, await macOf(topology, 'remote', 'eth0'));
+    const aToB = await neighbor(topology, 'a', 'eth1', DEMO_ADDRESSES.underlayB);
+    assert.equal(aToB?.lladdr, SITE_B_MACS.eth1);
+    assert.match(String(aToB?.state), RESOLVED);
+    assert.equal((await neighbor(topology, 'b', 'eth1', DEMO_ADDRESSES.underlayA))?.lladdr, SITE_A_MACS.eth1);
+    // ICMP is not offloaded: every echo went through both kernels.
+    for (const site of ['a', 'b'] as const) {
+      const d = delta(before[site], after[site]);
+      assert.equal(d.fast, 0, `site ${site}: ${JSON.stringify(d)}`);
+      assert.ok((d.reasons.l4proto ?? 0) >= 12, `site ${site}: 12 echo requests and replies punted as l4proto: ${JSON.stringify(d)}`);
+    }
+  });
+
+  it('carries 2 MB of TCP from the LAN host to the remote host byte for byte, >= 90 % on the fast path of both sites after the handshake', async () => {
+    const transfer = await tcpTransfer(topology, { from: 'lan', to: 'remote', bytes: TWO_MB, port: 5101, offloadedAt: ['a', 'b'] });
+    assert.equal(transfer.received.bytes, TWO_MB);
+    assert.equal(transfer.received.sha256, transfer.sent.sha256);
+    assertFastPathCarried(transfer, ['a', 'b']);
+  });
+
+  it('carries 2 MB of TCP from the remote host to the LAN host byte for byte, >= 90 % on the fast path of both sites after the handshake', async () => {
+    const transfer = await tcpTransfer(topology, { from: 'remote', to: 'lan', bytes: TWO_MB, port: 5102, offloadedAt: ['a', 'b'] });
+    assert.equal(transfer.received.bytes, TWO_MB);
+    assert.equal(transfer.received.sha256, transfer.sent.sha256);
+    assertFastPathCarried(transfer, ['a', 'b']);
+  });
+
+  it('offloads a TCP connection at both sites: encapsulated into tun0 at one, decapsulated from it at the other', async () => {
+    const sink = startTraffic(topology.ns.remote, { kind: 'tcp-receive', port: 5103 });
+    await sink.ready;
+    const source = startTraffic(topology.ns.lan, { kind: 'tcp-send', host: DEMO_ADDRESSES.remoteHost, port: 5103, bytes: 64 * 1024, holdOpen: true });
+    try {
+      await source.ready;
+      const atA = await until('site A to offload the connection', async () => flowOf(await topology.site('a').flows(), 'tcp', { dport: 5103 }));
+      const atB = await until('site B to offload the connection', async () => flowOf(await topology.site('b').flows(), 'tcp', { dport: 5103 }));
+      assert.deepEqual([atA.src, atA.dst, atA.in, atA.out, atA.tunnel], [DEMO_ADDRESSES.lanHost, DEMO_ADDRESSES.remoteHost, 'eth0', 'tun0', 'tun0']);
+      assert.deepEqual([atA.reply?.in, atA.reply?.out], ['tun0', 'eth0']);
+      assert.deepEqual([atB.src, atB.dst, atB.in, atB.out, atB.tunnel], [DEMO_ADDRESSES.lanHost, DEMO_ADDRESSES.remoteHost, 'tun0', 'eth0', 'tun0']);
+      assert.deepEqual([atB.reply?.in, atB.reply?.out], ['eth0', 'tun0']);
+    } finally {
+      source.finish();
+      await source.result.catch(() => undefined);
+      await sink.result.catch(() => undefined);
+    }
+  });
+
+  it('offloads a one-way UDP stream after the kernel forwarded its first datagram', async () => {
+    const receiver = startTraffic(topology.ns.remote, { kind: 'udp-peer', bind: 6101, listen: true, expectCount: 1000 });
+    await receiver.ready;
+    const before = await statsOf(topology, ['a', 'b']);
+    const sender = await startTraffic(topology.ns.lan, {
+      kind: 'udp-peer',
+      bind: 6102,
+      peer: { host: DEMO_ADDRESSES.remoteHost, port: 6101 },
+      pps: 500,
+      count: 1000,
+    }).result;
+    await awaitAtMost(receiver.reached);
+    const flowAtA = flowOf(await topology.site('a').flows(), 'udp', { sport: 6102, dport: 6101 });
+    const after = await statsOf(topology, ['a', 'b']);
+    receiver.finish();
+    const received = await receiver.result;
+
+    assert.equal(sender.sent, 1000);
+    assert.equal(received.received, 1000, 'every datagram arrived');
+    assert.ok(flowAtA !== undefined, 'site A lists the UDP flow');
+    assert.equal(flowAtA.reply, null, 'one direction: nothing came back');
+    assert.deepEqual([flowAtA.in, flowAtA.out], ['eth0', 'tun0']);
+    assert.ok(flowAtA.packets >= 900, `the flow's own counter: ${flowAtA.packets} of 1000 datagrams on the fast path`);
+    for (const site of ['a', 'b'] as const) {
+      const d = delta(before[site], after[site]);
+      assert.ok(d.fast >= 900, `site ${site}: ${JSON.stringify(d)}`);
+    }
+  });
+
+  it('removes a UDP flow once it has been idle for flowtable.timeout.udp, and relearns it when packets come again', async () => {
+    const send = (count: number) =>
+      startTraffic(topology.ns.lan, { kind: 'udp-peer', bind: 6202, peer: { host: DEMO_ADDRESSES.remoteHost, port: 6201 }, pps: 100, count }).result;
+    const before = await topology.site('a').stats();
+    await send(20);
+    const first = await until('site A to offload the UDP flow', async () => flowOf(await topology.site('a').flows(), 'udp', { sport: 6202, dport: 6201 }));
+    await until(`the flow to expire after ${UDP_IDLE_TIMEOUT_S} s idle`, async () =>
+      flowOf(await topology.site('a').flows(), 'udp', { sport: 6202, dport: 6201 }) === undefined ? true : undefined,
+    );
+    const expired = await topology.site('a').stats();
+    assert.ok(delta(before, expired).removedBy.idle !== undefined && (delta(before, expired).removedBy.idle ?? 0) >= 1, JSON.stringify(delta(before, expired)));
+
+    await send(20);
+    const second = await until('site A to offload the flow again', async () => flowOf(await topology.site('a').flows(), 'udp', { sport: 6202, dport: 6201 }));
+    assert.notEqual(second.id, first.id, 'a new flow');
+  });
+
+  it('tears an offloaded TCP flow down when the connection closes', async () => {
+    const sink = startTraffic(topology.ns.remote, { kind: 'tcp-receive', port: 5201 });
+    await sink.ready;
+    const source = startTraffic(topology.ns.lan, { kind: 'tcp-send', host: DEMO_ADDRESSES.remoteHost, port: 5201, bytes: 256 * 1024, holdOpen: true });
+    await source.ready;
+    const offloaded = await until('site A to offload the connection', async () => flowOf(await topology.site('a').flows(), 'tcp', { dport: 5201 }));
+    const before = await topology.site('a').stats();
+
+    source.finish();
+    const sent = await source.result;
+    assert.equal((await sink.result).sha256, sent.sha256);
+    await until('the flow to leave the flowtable after FIN', async () =>
+      (await topology.site('a').flows()).some((f) => f.id === offloaded.id) ? undefined : true,
+    );
+    const d = delta(before, await topology.site('a').stats());
+    assert.ok((d.removedBy.teardown ?? 0) >= 1, `removed as torn down, not idle: ${JSON.stringify(d.removedBy)}`);
+    assert.ok((d.reasons.tcp_flags ?? 0) + (d.reasons.teardown ?? 0) >= 1, `the FIN went to the kernel: ${JSON.stringify(d.reasons)}`);
+  });
+
+  it("answers an expiring TTL with the kernel's ICMP time exceeded, also for a datagram of an offloaded flow", async () => {
+    const send = (count: number, ttl?: number) =>
+      startTraffic(topology.ns.lan, {
+        kind: 'udp-peer',
+        bind: 6302,
+        peer: { host: DEMO_ADDRESSES.remoteHost, port: 6301 },
+        pps: 100,
+        count,
+        ...(ttl === undefined ? {} : { ttl }),
+      }).result;
+    await send(10);
+    await until('site A to offload the UDP flow', async () => flowOf(await topology.site('a').flows(), 'udp', { sport: 6302, dport: 6301 }));
+    const before = await topology.site('a').stats();
+    const timeExceeded = async () => icmpCounter(topology, 'lan', 'InTimeExcds');
+    const received = await timeExceeded();
+    await send(1, 1);
+    await until("the lan host to receive site A's time exceeded", async () => ((await timeExceeded()) > received ? true : undefined));
+    const d = delta(before, await topology.site('a').stats());
+    assert.equal(d.reasons.ttl_expired, 1, `site A punted the TTL-1 datagram: ${JSON.stringify(d.reasons)}`);
+
+    // TTL 1 expires at site A, TTL 2 at site B, whose tunnel address is the source.
+    const atA = await topology.run('lan', `ping -c 1 -t 1 -W 5 ${DEMO_ADDRESSES.remoteHost} || true`);
+    const atB = await topology.run('lan', `ping -c 1 -t 2 -W 5 ${DEMO_ADDRESSES.remoteHost} || true`);
+    assert.match(atA, new RegExp(`From ${DEMO_ADDRESSES.siteALan.replace(/\./g, '\\.')} icmp_seq=1 Time to live exceeded`));
+    assert.match(atB, new RegExp(`From ${DEMO_ADDRESSES.tunnelB.replace(/\./g, '\\.')} icmp_seq=1 Time to live exceeded`));
+  });
+});
