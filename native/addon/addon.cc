@@ -3,6 +3,9 @@
 // surface is declared in TypeScript in lib/native.ts; change both together.
 #include <napi.h>
 
+#include <atomic>
+#include <memory>
+
 #include "addon/convert.h"
 #include "dp/dataplane.h"
 #include "dp/observation.h"
@@ -30,9 +33,10 @@ struct addon_state {
   }
 };
 
-// Batches in flight to JavaScript at most; beyond that the slow-path thread counts records
-// as lost rather than queueing without bound.
-constexpr size_t OBSERVATION_QUEUE_BATCHES = 256;
+// Batches queued to JavaScript at most (a bound the thread-safe function enforces), and
+// how many the slow-path thread lets be in flight before it gathers records instead.
+constexpr size_t OBSERVATION_QUEUE_BATCHES = 64;
+constexpr int OBSERVATION_BATCHES_IN_FLIGHT = 2;
 
 dataplane &dp_of(const Napi::CallbackInfo &info) { return info.Env().GetInstanceData<addon_state>()->dp; }
 
@@ -65,20 +69,34 @@ Napi::Value OnObservations(const Napi::CallbackInfo &info) {
                                                      OBSERVATION_QUEUE_BATCHES, 1);
     st->observations.Unref(env);
     Napi::ThreadSafeFunction tsfn = st->observations;
-    st->dp.set_observation_sink([tsfn](std::unique_ptr<std::vector<observation>> batch) mutable {
+    // Batches handed to JavaScript and not yet processed: while a few are, records wait on
+    // the slow-path thread and gather into a larger batch instead of queueing many small ones.
+    auto in_flight = std::make_shared<std::atomic<int>>(0);
+    observation_sink sink;
+    sink.ready = [in_flight] { return in_flight->load(std::memory_order_acquire) < OBSERVATION_BATCHES_IN_FLIGHT; };
+    sink.deliver = [tsfn, in_flight](std::unique_ptr<std::vector<observation>> batch) mutable {
       std::vector<observation> *raw = batch.release();
-      napi_status status = tsfn.NonBlockingCall(raw, [](Napi::Env env, Napi::Function cb, std::vector<observation> *b) {
-        auto buf = Napi::Buffer<uint8_t>::New(
-            env, reinterpret_cast<uint8_t *>(b->data()), b->size() * sizeof(observation),
-            [](Napi::Env, uint8_t *, std::vector<observation> *owner) { delete owner; }, b);
-        cb.Call({buf});
-      });
+      in_flight->fetch_add(1, std::memory_order_acq_rel);
+      napi_status status =
+          tsfn.NonBlockingCall(raw, [in_flight](Napi::Env env, Napi::Function cb, std::vector<observation> *b) {
+            auto buf = Napi::Buffer<uint8_t>::New(
+                env, reinterpret_cast<uint8_t *>(b->data()), b->size() * sizeof(observation),
+                [](Napi::Env, uint8_t *, std::vector<observation> *owner) { delete owner; }, b);
+            // Counted until the callback returns (or throws): processing is what it is busy with.
+            struct done {
+              std::atomic<int> &n;
+              ~done() { n.fetch_sub(1, std::memory_order_acq_rel); }
+            } guard{*in_flight};
+            cb.Call({buf});
+          });
       if (status != napi_ok) {
+        in_flight->fetch_sub(1, std::memory_order_acq_rel);
         delete raw;
         return false;
       }
       return true;
-    });
+    };
+    st->dp.set_observation_sink(std::move(sink));
     return env.Undefined();
   });
 }

@@ -62,6 +62,10 @@ port_setup port_start(uint16_t id, const port_spec &spec, uint16_t n_workers, rt
   memset(&conf, 0, sizeof(conf));
   uint16_t mtu = spec.mtu;
   if (mtu == 0 && rte_eth_dev_get_mtu(id, &mtu) != 0) mtu = RTE_ETHER_MTU;
+  if (mtu > info.max_mtu || mtu < info.min_mtu)
+    throw dp_error(ERR_PORT_CONFIG, "port " + spec.name + " (" + spec.device + "): MTU " + std::to_string(mtu) +
+                                        " is outside what the " + setup.driver + " device supports (" +
+                                        std::to_string(info.min_mtu) + ".." + std::to_string(info.max_mtu) + ")");
   conf.rxmode.mtu = mtu;
   if (setup.rx_queues > 1) {
     conf.rxmode.mq_mode = RTE_ETH_MQ_RX_RSS;

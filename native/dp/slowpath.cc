@@ -165,9 +165,19 @@ void slowpath_thread::run() {
   std::vector<observation> batch;
   observation drained[RECORDS_PER_DRAIN];
   while (running_.load(std::memory_order_relaxed)) {
+    // The workers' punt records first, all of them: a packet's punt record then reaches
+    // the learner before the record of its egress from the kernel, read below.
+    unsigned work = 0;
+    for (rte_ring *r : rings_) {
+      unsigned n;
+      do {
+        n = rte_ring_sc_dequeue_burst_elem(r, drained, sizeof(observation), RECORDS_PER_DRAIN, nullptr);
+        batch.insert(batch.end(), drained, drained + n);
+        work += n;
+      } while (n == RECORDS_PER_DRAIN);
+    }
     const snapshot *s = __atomic_load_n(&shared_->snap, __ATOMIC_ACQUIRE);
     if (s->generation != armed_generation_) rearm_epoll(s);
-    unsigned work = 0;
     uint16_t facing[MAX_PORTS];
     unsigned n_facing = 0;
     for (uint16_t p = 0; p < MAX_PORTS; p++) {
@@ -185,22 +195,25 @@ void slowpath_thread::run() {
           from_tun(s, pc.kernel_egress_tunnel, pkts[i], batch);
       }
     }
-    for (rte_ring *r : rings_) {
-      unsigned n = rte_ring_sc_dequeue_burst_elem(r, drained, sizeof(observation), RECORDS_PER_DRAIN, nullptr);
-      batch.insert(batch.end(), drained, drained + n);
-      work += n;
+    if (batch.size() > OBSERVATIONS_MAX_WAITING) {
+      stats_.observations_lost += batch.size() - OBSERVATIONS_MAX_WAITING;
+      batch.resize(OBSERVATIONS_MAX_WAITING);
     }
-    if (!batch.empty()) {
+    if (!batch.empty() && sink_ && sink_.ready()) {
       size_t n = batch.size();
       auto out = std::make_unique<std::vector<observation>>(std::move(batch));
       batch = std::vector<observation>();
-      if (sink_ && sink_(std::move(out)))
+      if (sink_.deliver(std::move(out)))
         stats_.observations += n;
       else
         stats_.observations_lost += n;
+    } else if (!batch.empty() && !sink_) {
+      stats_.observations_lost += batch.size();
+      batch.clear();
     }
     // Done with the snapshot for this round: s must not be read below.
     rte_rcu_qsbr_quiescent(qsbr, qsbr_id_);
+    // Waiting records wake us again soon enough through the idle wait below.
     if (work != 0) continue;
 
     rte_rcu_qsbr_thread_offline(qsbr, qsbr_id_);

@@ -32,9 +32,18 @@ struct slowpath_stats {
   uint64_t observations_lost;    // records dropped: the control thread's queue was full
 };
 
-// Receives batches of records on the slow-path thread; returns false when it cannot take
-// the batch (the records are then counted as lost).
-using observation_sink = std::function<bool(std::unique_ptr<std::vector<observation>>)>;
+// Where records go, called on the slow-path thread. While the consumer is busy (ready()
+// false) records wait and gather into one larger batch, so a consumer that falls behind
+// gets fewer, bigger batches rather than losing records; deliver() returns false when it
+// cannot take the batch (the records are then counted as lost).
+struct observation_sink {
+  std::function<bool()> ready;
+  std::function<bool(std::unique_ptr<std::vector<observation>>)> deliver;
+  explicit operator bool() const { return static_cast<bool>(deliver); }
+};
+
+// Records that may wait for a busy consumer; beyond this they are counted as lost.
+constexpr size_t OBSERVATIONS_MAX_WAITING = 1u << 18;
 
 class slowpath_thread {
  public:
