@@ -16,13 +16,13 @@
  * caller attaches to the underlay bridge (a VM running Linux's ip6tnl).
  *
  * flowgate's ports are AF_PACKET sockets on veths in the sites' namespaces, which the
- * sites' kernels therefore also see. Those kernels must see the ports only through
- * flowgate's TAPs, so each such veth gets an nftables netdev ingress chain that drops
- * everything (AF_PACKET taps see frames before the ingress hook) and no IPv6 (otherwise the
- * kernel's own NDP and MLD on the veth are captured and reflected into the TAP, whose DAD
- * then fails). And veths hand TCP and UDP to AF_PACKET with checksum offload pending, which
- * flowgate forwards as they are, with bad checksums: every veth that transmits towards a
- * flowgate port has tx checksumming off, so the kernel completes the checksums first.
+ * sites' kernels therefore also see. flowgate keeps its namespace's kernel off such an
+ * interface itself (an ingress drop chain and no IPv6: lib/slowpath/kernel.ts); here the
+ * veths only get IPv6 off before they come up, so that not even a router solicitation
+ * leaves before flowgate starts. And veths hand TCP and UDP to AF_PACKET with checksum
+ * offload pending, which flowgate forwards as they are, with bad checksums: every veth that
+ * transmits towards a flowgate port has tx checksumming off, so the kernel completes the
+ * checksums first (a property of the hosts, as a real NIC would compute them).
  */
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -274,15 +274,12 @@ export class DemoTopology {
     await this.underlayPort(ifname);
   }
 
-  /** The veths under a site's AF_PACKET ports: up, and invisible to the site's kernel. */
+  /** The veths under a site's AF_PACKET ports: up, with IPv6 off from the start. */
   private async prepareAfPacketVeths(site: Site, veths: readonly string[]): Promise<void> {
     for (const veth of veths) {
-      // Before the link comes up, so that not even a router solicitation leaves.
       await this.run(site, ['sysctl', '-q', '-w', `net.ipv6.conf.${veth}.disable_ipv6=1`]);
       await this.run(site, ['ip', 'link', 'set', veth, 'up']);
     }
-    const chains = veths.map((veth, i) => `  chain ingress_${i} {\n    type filter hook ingress device "${veth}" priority 0; policy drop;\n  }\n`);
-    await this.run(site, ['nft', '-f', '-'], { input: `table netdev flowgate_demo_ports {\n${chains.join('')}}\n` });
   }
 
   /** Site B as the kernel: ip6tnl, forwarding, the remote network. */

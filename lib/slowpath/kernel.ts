@@ -125,18 +125,46 @@ function interfaceSysctls(link: LinkSpec): [string, string][] {
  */
 const CONNTRACK_SYSCTLS: ReadonlyMap<string, string> = new Map([['net/netfilter/nf_conntrack_tcp_be_liberal', '1']]);
 
+/** The kernel interfaces that net_af_packet ports read (their `iface=` argument). */
+export function afPacketInterfaces(model: CompiledConfig): string[] {
+  return model.ports
+    .filter((port) => port.device.startsWith('net_af_packet'))
+    .map((port) => /(?:^|,)iface=([^,]+)/.exec(port.device)?.[1])
+    .filter((iface): iface is string => iface !== undefined);
+}
+
+/**
+ * An af_packet port shares its interface with the kernel of flowgate's namespace: the kernel
+ * would answer ARP, forward what arrives there on its own (through the TAPs: every packet
+ * twice) and send its own NDP and MLD frames out of it, which af_packet reads back as
+ * traffic. An ingress chain with policy drop keeps the kernel off the interface (AF_PACKET
+ * sees frames before the ingress hook), and IPv6 off keeps it silent.
+ */
+export const AF_PACKET_TABLE = 'flowgate_afpacket';
+
+function afPacketRuleset(ifaces: readonly string[]): string | null {
+  if (ifaces.length === 0) return null;
+  const chains = ifaces.map(
+    (iface, i) => `  chain ingress${i} {\n    type filter hook ingress device ${JSON.stringify(iface)} priority -500; policy drop;\n  }`,
+  );
+  return `table netdev ${AF_PACKET_TABLE} {\n${chains.join('\n')}\n}\n`;
+}
+
 export function mirrorState(model: CompiledConfig): MirrorState {
+  const ifaces = afPacketInterfaces(model);
+  const rulesets = [afPacketRuleset(ifaces), model.nftables].filter((r): r is string => r !== null);
   const state: MirrorState = {
     links: new Map(),
     addresses: new Map(),
     routes: new Map(),
     sysctls: new Map(),
     conntrackSysctls: new Map(CONNTRACK_SYSCTLS),
-    nftables: model.nftables,
+    nftables: rulesets.length === 0 ? null : rulesets.join('\n'),
   };
   // Forwarding first: it rewrites per-interface settings, which are written (and restored) after it.
   state.sysctls.set(IP_FORWARD, '1');
   state.sysctls.set('net/ipv6/conf/all/forwarding', '1');
+  for (const iface of ifaces) state.sysctls.set(`net/ipv6/conf/${iface}/disable_ipv6`, '1');
   const interfaces = [
     ...model.ports.map((port) => ({ link: { dev: port.name, mtu: port.mtu, kind: 'tap' as const }, addresses: port.addresses })),
     ...model.tunnels.map((tunnel) => ({ link: { dev: tunnel.name, mtu: tunnel.mtu, kind: 'tun' as const }, addresses: tunnel.addresses })),

@@ -279,6 +279,19 @@ describe('kernel mirror', () => {
     assert.deepEqual(mirror.record.nftables?.tables, ['inet flowgate', 'ip flowgate_nat']);
   });
 
+  it("keeps its namespace's kernel off the interface of an af_packet port, and gives it back on teardown", async () => {
+    lab = await createLab();
+    await sh('ip link add phys0 type veth peer name phys0p && ip link set phys0 up', { netns: lab.gw });
+    mirror = new KernelMirror({ netns: lab.gw });
+    await mirror.apply(seedModel((config) => (config.ports.eth0!.device = 'net_af_packet0,iface=phys0,framecnt=8192')));
+    const table = await sh(['nft', 'list', 'table', 'netdev', 'flowgate_afpacket'], { netns: lab.gw });
+    assert.match(table, /type filter hook ingress device "phys0" priority -500; policy drop;/);
+    assert.deepEqual(await sysctls(lab.gw, ['net.ipv6.conf.phys0.disable_ipv6']), { 'net.ipv6.conf.phys0.disable_ipv6': '1' });
+    await mirror.teardown();
+    assert.equal(await sh(['nft', 'list', 'tables'], { netns: lab.gw }), '');
+    assert.deepEqual(await sysctls(lab.gw, ['net.ipv6.conf.phys0.disable_ipv6']), { 'net.ipv6.conf.phys0.disable_ipv6': '0' });
+  });
+
   it('changes on reload only the addresses, routes, MTU and ruleset that changed', async () => {
     lab = await createLab();
     const gw = lab.gw;
