@@ -1,119 +1,14 @@
 // Host-side helpers for network tests: run commands (optionally inside a network namespace)
 // and create namespaces that are deleted again even when a test fails or the process exits.
 
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 
-export interface ShOptions {
-  /** Run inside this network namespace (`ip netns exec`). */
-  netns?: string;
-  /** Written to the command's stdin, which is otherwise empty. */
-  input?: string | Buffer;
-  /** Kill the command (SIGKILL) after this long; default 30 s. */
-  timeoutMs?: number;
-}
+// Commands and exit cleanups are the demo's (lib/demo/shell.ts): one implementation for the
+// scenario code and the tests.
+import { CommandFailedError, onExit, sh } from '../../lib/demo/shell';
 
-export class CommandError extends Error {
-  constructor(
-    message: string,
-    readonly command: readonly string[],
-    readonly status: number | null,
-    readonly signal: NodeJS.Signals | null,
-    readonly stdout: string,
-    readonly stderr: string,
-  ) {
-    super(message);
-    this.name = 'CommandError';
-  }
-}
-
-const DEFAULT_TIMEOUT_MS = 30_000;
-
-/** argv for running `command` in `netns`; a string is a bash script with errexit and pipefail. */
-export function commandLine(command: string | readonly string[], netns?: string): string[] {
-  const argv = typeof command === 'string' ? ['bash', '-euo', 'pipefail', '-c', command] : [...command];
-  return netns === undefined ? argv : ['ip', 'netns', 'exec', netns, ...argv];
-}
-
-/**
- * Runs a command and resolves with its stdout; rejects with a CommandError carrying the exit
- * status and both outputs when it fails, cannot start or times out.
- */
-export function sh(command: string | readonly string[], options: ShOptions = {}): Promise<string> {
-  const argv = commandLine(command, options.netns);
-  const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
-  const [file, ...args] = argv;
-  if (file === undefined) return Promise.reject(new TypeError('sh: command must not be empty'));
-  return new Promise((resolve, reject) => {
-    const child = spawn(file, args, { stdio: ['pipe', 'pipe', 'pipe'] });
-    const stdout: Buffer[] = [];
-    const stderr: Buffer[] = [];
-    let timedOut = false;
-    const timer = setTimeout(() => {
-      timedOut = true;
-      child.kill('SIGKILL');
-    }, timeoutMs);
-    child.stdout.on('data', (chunk: Buffer) => stdout.push(chunk));
-    child.stderr.on('data', (chunk: Buffer) => stderr.push(chunk));
-    // A command that exits without reading its stdin must not fail the call with EPIPE.
-    child.stdin.on('error', () => undefined);
-    child.stdin.end(options.input ?? '');
-    child.on('error', (err) => {
-      clearTimeout(timer);
-      reject(new CommandError(`${quote(argv)}: ${err.message}`, argv, null, null, '', ''));
-    });
-    child.on('close', (status, signal) => {
-      clearTimeout(timer);
-      const out = Buffer.concat(stdout).toString();
-      const err = Buffer.concat(stderr).toString();
-      if (status === 0) {
-        resolve(out);
-        return;
-      }
-      const why = timedOut ? `timed out after ${timeoutMs} ms` : signal ? `killed by ${signal}` : `exited with status ${status}`;
-      const detail = err.trim() || out.trim();
-      reject(new CommandError(`${quote(argv)} ${why}${detail ? `: ${detail}` : ''}`, argv, status, signal, out, err));
-    });
-  });
-}
-
-function quote(argv: readonly string[]): string {
-  return argv.map((a) => (/^[\w@%+=:,./-]+$/.test(a) ? a : `'${a.replace(/'/g, `'\\''`)}'`)).join(' ');
-}
-
-const exitCleanups = new Set<() => void>();
-let exitHooksInstalled = false;
-
-function runExitCleanups(): void {
-  for (const cleanup of [...exitCleanups]) {
-    exitCleanups.delete(cleanup);
-    try {
-      cleanup();
-    } catch {
-      // The process is going away; the remaining cleanups still get their turn.
-    }
-  }
-}
-
-/**
- * Registers a synchronous cleanup (kill a process, delete a namespace) run when the process
- * exits or is ended by SIGINT, SIGTERM or SIGHUP, so that a failing or interrupted run leaves
- * nothing behind. Returns a function that unregisters it.
- */
-export function atExit(cleanup: () => void): () => void {
-  if (!exitHooksInstalled) {
-    exitHooksInstalled = true;
-    process.on('exit', runExitCleanups);
-    for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
-      process.once(signal, () => {
-        runExitCleanups();
-        // Ours was the only handler: let the signal end the process as it would have.
-        if (process.listenerCount(signal) === 0) process.kill(process.pid, signal);
-      });
-    }
-  }
-  exitCleanups.add(cleanup);
-  return () => exitCleanups.delete(cleanup);
-}
+export { sh, type ShOptions } from '../../lib/demo/shell';
+export const atExit = onExit;
 
 const namespaceCleanups = new Map<string, () => void>();
 let namespaceCounter = 0;
@@ -160,7 +55,7 @@ export async function linkExists(ifname: string, netns?: string): Promise<boolea
     await sh(['ip', 'link', 'show', 'dev', ifname], { netns });
     return true;
   } catch (err) {
-    if (err instanceof CommandError && err.status !== null) return false;
+    if (err instanceof CommandFailedError && err.status !== null) return false;
     throw err;
   }
 }
