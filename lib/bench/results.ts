@@ -78,6 +78,42 @@ function run(cmd: string, args: string[]): string {
   }
 }
 
+/** CPU ticks (utime + stime) of every other process, by pid, with its command line. */
+function processTicks(): Map<number, { ticks: number; command: string }> {
+  const out = new Map<number, { ticks: number; command: string }>();
+  for (const entry of fs.readdirSync('/proc')) {
+    const pid = Number(entry);
+    if (!Number.isInteger(pid) || pid === process.pid) continue;
+    try {
+      const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      const command = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter((a) => a !== '').slice(0, 3).join(' ');
+      out.set(pid, { ticks: Number(fields[11]) + Number(fields[12]), command: command.slice(0, 80) });
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return out;
+}
+
+/**
+ * Other work on a two-core machine moves the figures: what used more than 5 % of a CPU
+ * over one second before the run (ps's %CPU is a lifetime average, not what runs now).
+ */
+function busyProcesses(): string[] {
+  const before = processTicks();
+  execFileSync('sleep', ['1']);
+  const after = processTicks();
+  const busy: { share: number; command: string }[] = [];
+  for (const [pid, a] of after) {
+    const b = before.get(pid);
+    if (b === undefined) continue;
+    const share = (a.ticks - b.ticks) / 100; // USER_HZ ticks over one second
+    if (share >= 0.05) busy.push({ share, command: a.command });
+  }
+  return busy.sort((x, y) => y.share - x.share).map((p) => `\`${p.command}\` (${Math.round(p.share * 100)} % of a CPU)`);
+}
+
 function machineFacts(): Machine {
   const lscpu = run('lscpu', []);
   const field = (name: string) => new RegExp(`^${name}:\\s*(.+)$`, 'm').exec(lscpu)?.[1]?.trim() ?? 'unknown';
@@ -90,12 +126,7 @@ function machineFacts(): Machine {
   };
   const dirty = run('git', ['-C', REPO, 'status', '--porcelain']).split('\n').filter((l) => l !== '').length;
   const commit = run('git', ['-C', REPO, 'rev-parse', '--short', 'HEAD']);
-  // Other work on a two-core machine moves the figures: name what was running.
-  const busy = run('ps', ['-eo', 'pcpu,comm', '--sort=-pcpu', '--no-headers'])
-    .split('\n')
-    .map((l) => l.trim().split(/\s+/, 2))
-    .filter(([pcpu]) => Number(pcpu) >= 5)
-    .map(([pcpu, comm]) => `${comm} (${pcpu} % CPU)`);
+  const busy = busyProcesses();
   return {
     cpuModel: field('Model name'),
     cpus: `${field('CPU\\(s\\)')} (${field('Core\\(s\\) per socket')} cores/socket, ${field('Thread\\(s\\) per core')} thread/core), hypervisor ${field('Hypervisor vendor')}`,
@@ -153,7 +184,12 @@ export function renderMarkdown(data: ResultsData): string {
   L.push(`| CPU | ${machine.cpuModel} |`, `| CPUs | ${machine.cpus} |`, `| Kernel | ${machine.kernel} |`);
   L.push(`| DPDK | ${machine.dpdk} (Debian) |`, `| Hugepages | ${machine.hugepages} |`, `| Node.js | ${machine.node} |`);
   L.push(`| flowgate | ${machine.commit} |`, `| Load average at start | ${machine.loadAverage} |`);
-  L.push(`| Busy processes at start | ${machine.busyProcesses.length === 0 ? 'none above 5 % CPU' : machine.busyProcesses.join(', ')} |`, '');
+  L.push(`| Busy processes at start | ${machine.busyProcesses.length === 0 ? 'none above 5 % of a CPU' : machine.busyProcesses.join(', ')} |`);
+  const shared = results.filter((r) => r.worker_cpu_share < 0.97);
+  L.push(
+    `| During the run | ${shared.length === 0 ? 'the worker had CPU 1 to itself in every case' : `in ${shared.length} of ${results.length} cases the worker ran less than 97 % of the measured window (other work on CPU 1; see "Worker on CPU")`} |`,
+    '',
+  );
 
   L.push('## Method', '');
   L.push(

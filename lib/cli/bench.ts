@@ -52,7 +52,10 @@ Each measurement runs in its own process. Lists are comma-separated; every combi
 
 Mpps counts fast-path forwarded packets; cycles/pkt is worker cycles (busy + idle) per
 forwarded packet; hit is forwarded / received; Gbps is Mpps times the frame size with FCS;
-vs io is Mpps / testpmd io Mpps. Two cores: keep other work off CPU 1 while measuring.
+vs io is Mpps / testpmd io Mpps. net_pcap preloads the whole pcap into mbufs (one packet
+per flow from 4,096 flows up): when a run needs more 2 MiB hugepages than are free, bench
+raises nr_hugepages (as root), says so, and puts it back at exit. Two cores: keep other
+work off the worker's CPU while measuring (a note says when the worker had to share it).
 `;
 
 class UsageError extends Error {}
