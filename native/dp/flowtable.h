@@ -62,6 +62,8 @@ class flowtable {
  public:
   // Keys looked up per lookup_bulk call.
   static constexpr unsigned MAX_LOOKUP = 64;
+  // How far signature matching (which prefetches the entry) runs ahead of key compares.
+  static constexpr unsigned LOOKUP_LAG = 8;
 
   flowtable() = default;
   flowtable(const flowtable &) = delete;
@@ -100,16 +102,24 @@ class flowtable {
   // Entries that live in their secondary bucket (a measure of table pressure).
   uint32_t spilled() const { return spilled_; }
 
+  // Lcores: start loading the bucket of a key with this hash; the parser calls it as soon as
+  // it has a key, so that bucket loads spread over the parse loop instead of leaving
+  // back to back (more misses at once than the core can keep in flight).
+  void prefetch_bucket(uint32_t hash) const { rte_prefetch0(&buckets_[primary(hash)]); }
+
   // Lcores: look up the keys i < n <= MAX_LOOKUP whose bit is set in `valid`, with their
-  // hashes (flow_key_hash) given; out[i] is the entry index, or FLOW_NONE (also for keys
-  // not looked up). Three passes over the batch (prefetch bucket, match signatures and
-  // prefetch entry, compare keys) so that each pass's loads are in flight together.
+  // hashes (flow_key_hash) given and their buckets prefetched; out[i] is the entry index,
+  // or FLOW_NONE (also for keys not looked up). Signatures are matched (and the entry
+  // prefetched) LOOKUP_LAG keys ahead of the key compare, so that entry loads overlap.
   inline void lookup_bulk(const flow_key *keys, const uint32_t *hashes, uint64_t valid, unsigned n,
                           uint32_t *out) const;
   // All n keys, hashing them first.
   void lookup_bulk(const flow_key *keys, unsigned n, uint32_t *out) const {
     uint32_t hashes[MAX_LOOKUP];
-    for (unsigned i = 0; i < n; i++) hashes[i] = flow_key_hash(&keys[i]);
+    for (unsigned i = 0; i < n; i++) {
+      hashes[i] = flow_key_hash(&keys[i]);
+      prefetch_bucket(hashes[i]);
+    }
     lookup_bulk(keys, hashes, n == 64 ? ~uint64_t{0} : (uint64_t{1} << n) - 1, n, out);
   }
 
@@ -167,33 +177,30 @@ inline void flowtable::lookup_bulk(const flow_key *keys, const uint32_t *hashes,
   const bucket *prim[MAX_LOOKUP];
   unsigned cand[MAX_LOOKUP];
 
-  for (unsigned i = 0; i < n; i++) {
-    if (!((valid >> i) & 1)) continue;
-    prim[i] = &buckets_[primary(hashes[i])];
-    rte_prefetch0(prim[i]);
-  }
-  for (unsigned i = 0; i < n; i++) {
-    if (!((valid >> i) & 1)) continue;
-    cand[i] = match(prim[i], signature(hashes[i]));
-    if (cand[i] != 0) {
-      unsigned slot = static_cast<unsigned>(__builtin_ctz(cand[i])) >> 1;
-      rte_prefetch0(&entries_[__atomic_load_n(&prim[i]->idx[slot], __ATOMIC_RELAXED)]);
+  for (unsigned i = 0; i < n + LOOKUP_LAG; i++) {
+    if (i < n && ((valid >> i) & 1)) {
+      prim[i] = &buckets_[primary(hashes[i])];
+      cand[i] = match(prim[i], signature(hashes[i]));
+      if (cand[i] != 0) {
+        unsigned slot = static_cast<unsigned>(__builtin_ctz(cand[i])) >> 1;
+        rte_prefetch0(&entries_[__atomic_load_n(&prim[i]->idx[slot], __ATOMIC_RELAXED)]);
+      }
     }
-  }
-  for (unsigned i = 0; i < n; i++) {
+    if (i < LOOKUP_LAG) continue;
+    unsigned j = i - LOOKUP_LAG;
     uint32_t found = FLOW_NONE;
-    if ((valid >> i) & 1) {
-      for (unsigned m = cand[i]; m != 0; m &= m - 1) {
-        uint32_t idx = __atomic_load_n(&prim[i]->idx[static_cast<unsigned>(__builtin_ctz(m)) >> 1], __ATOMIC_RELAXED);
-        if (likely(flow_key_equal(&entries_[idx].key, &keys[i]))) {
+    if ((valid >> j) & 1) {
+      for (unsigned m = cand[j]; m != 0; m &= m - 1) {
+        uint32_t idx = __atomic_load_n(&prim[j]->idx[static_cast<unsigned>(__builtin_ctz(m)) >> 1], __ATOMIC_RELAXED);
+        if (likely(flow_key_equal(&entries_[idx].key, &keys[j]))) {
           found = idx;
           break;
         }
       }
-      if (found == FLOW_NONE && __atomic_load_n(&prim[i]->spilled, __ATOMIC_RELAXED) != 0)
-        found = search(&buckets_[secondary(hashes[i])], signature(hashes[i]), keys[i]);
+      if (found == FLOW_NONE && __atomic_load_n(&prim[j]->spilled, __ATOMIC_RELAXED) != 0)
+        found = search(&buckets_[secondary(hashes[j])], signature(hashes[j]), keys[j]);
     }
-    out[i] = found;
+    out[j] = found;
   }
 }
 

@@ -240,12 +240,14 @@ void process_burst(pipeline &pl, uint16_t in_port, rte_mbuf **pkts, uint16_t n) 
   for (unsigned i = 0; i < n; i++) {
     if (i + PREFETCH_OFFSET < n) rte_prefetch0(rte_pktmbuf_mtod(pkts[i + PREFETCH_OFFSET], void *));
     if (likely(parse_fast(pkts[i], in_port, &keys[i], &meta[i], &hashes[i]))) {
+      pl.ft->prefetch_bucket(hashes[i]);
       parsed |= uint64_t{1} << i;
       continue;
     }
     verdicts[i] = parse_packet(pkts[i], in_port, &keys[i], &meta[i]);
     if (verdicts[i].is_ok()) {
       hashes[i] = flow_key_hash(&keys[i]);
+      pl.ft->prefetch_bucket(hashes[i]);
       parsed |= uint64_t{1} << i;
     }
   }
