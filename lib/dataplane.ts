@@ -416,6 +416,12 @@ export class Dataplane {
     return this.tscRate;
   }
 
+  /** Per-flow packet and byte counters (nft flowtable's `counter` flag); on by default. */
+  setFlowCounters(on: boolean): void {
+    this.requireRunning();
+    call(() => this.addon.setFlowCounters(on));
+  }
+
   /** The name of a port id (observation records carry ids). */
   portName(id: number): string | undefined {
     return this.portNames.get(id);

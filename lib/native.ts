@@ -177,6 +177,7 @@ export interface NativeTesting {
       now?: number;
       nowTsc?: number;
       keepalive?: { tcp: number; udp: number };
+      counters?: boolean;
       observe?: boolean;
       ports: { id: number; mtu?: number; slowpath?: number | null; l3?: boolean; puntCost?: number; puntBurst?: number }[];
       tunnels?: (NativeTunnelParams & { id: number })[];
@@ -234,6 +235,7 @@ export interface NativeAddon {
   setPortMtu(port: number, mtu: number): void;
   setPuntPolicer(port: number, policer: { rate: number; burst: number }): void;
   setKeepalive(seconds: { tcp: number; udp: number }): void;
+  setFlowCounters(on: boolean): void;
   /** Packed observation records (lib/slowpath/observations.ts), on the JavaScript thread. */
   onObservations(callback: (records: Buffer) => void): void;
   portInfo(port: number): NativePortInfo;

@@ -95,6 +95,7 @@ int main(int argc, char **argv) {
   tp.slowpath_port = PORT_NONE;
   tunnel_build(&snap->tun[0], tp);
   snap->keepalive_s[0] = snap->keepalive_s[1] = 0;
+  snap->count_flows = getenv("NO_COUNTERS") == nullptr;
 
   // One packet per flow (at least 1024 packets), flows spread evenly.
   uint32_t n_packets = flows < 1024 ? 1024 : flows;

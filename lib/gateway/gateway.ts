@@ -99,6 +99,7 @@ export class Gateway implements GatewayView {
       for (const port of m.ports) this.addPort(port);
       for (const tunnel of m.tunnels) this.addTunnelDevice(tunnel);
       this.applyKeepalive();
+      this.dp.setFlowCounters(m.flowtable.counter);
       await this.kernel.apply(m);
       await this.loadNeighbors();
       this.watch = this.kernel.watch((event) => this.onKernelEvent(event));
@@ -341,6 +342,7 @@ export class Gateway implements GatewayView {
     const policyChanged = JSON.stringify(next.flowtable) !== JSON.stringify(old.flowtable);
     if (policyChanged) changes.push('flowtable policy changed');
     this.learner.setPolicy(this.policyOf(next));
+    this.dp.setFlowCounters(next.flowtable.counter);
     // Flows the new policy would not offload, and any flow when routes changed (its next hop
     // may differ now), go; the next packets of those still allowed relearn them.
     if (routesChanged || next.nftables !== old.nftables) this.invalidateAll('config reloaded');

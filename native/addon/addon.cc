@@ -110,6 +110,15 @@ Napi::Value SetPuntPolicer(const Napi::CallbackInfo &info) {
   });
 }
 
+Napi::Value SetFlowCounters(const Napi::CallbackInfo &info) {
+  return guard(info.Env(), [&] {
+    Napi::Value v = arg(info, 0);
+    if (!v.IsBoolean()) throw dp_error(ERR_INVALID_ARGUMENT, "setFlowCounters: expected a boolean");
+    dp_of(info).set_flow_counters(v.As<Napi::Boolean>().Value());
+    return info.Env().Undefined();
+  });
+}
+
 Napi::Value SetKeepalive(const Napi::CallbackInfo &info) {
   return guard(info.Env(), [&] {
     Napi::Object o = as_object(arg(info, 0), "keepalive");
@@ -291,6 +300,7 @@ Napi::Object ModuleInit(Napi::Env env, Napi::Object exports) {
   exports.Set("setPortMtu", Napi::Function::New(env, SetPortMtu, "setPortMtu"));
   exports.Set("setPuntPolicer", Napi::Function::New(env, SetPuntPolicer, "setPuntPolicer"));
   exports.Set("setKeepalive", Napi::Function::New(env, SetKeepalive, "setKeepalive"));
+  exports.Set("setFlowCounters", Napi::Function::New(env, SetFlowCounters, "setFlowCounters"));
   exports.Set("onObservations", Napi::Function::New(env, OnObservations, "onObservations"));
   exports.Set("portInfo", Napi::Function::New(env, PortInfo, "portInfo"));
   exports.Set("portCounters", Napi::Function::New(env, PortCounters, "portCounters"));

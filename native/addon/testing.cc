@@ -179,6 +179,7 @@ struct harness {
     for (auto &p : snap->port) p.slowpath = PORT_NONE;
     for (auto &t : snap->tun) t.slowpath_port = PORT_NONE;
     pl_now = get_uint_or(setup, "now", "setup", 0, UINT32_MAX, 1);
+    snap->count_flows = get_bool_or(setup, "counters", "setup", true) ? 1 : 0;
     Napi::Value ka = setup.Get("keepalive");
     if (ka.IsObject()) {
       Napi::Object k = ka.As<Napi::Object>();

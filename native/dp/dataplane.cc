@@ -108,6 +108,7 @@ void dataplane::init(const init_options &opts) {
 
     auto first = std::make_unique<snapshot>();
     memset(first.get(), 0, sizeof(snapshot));
+    first->count_flows = 1;
     for (auto &p : first->port) {
       p.slowpath = PORT_NONE;
       p.kernel_egress_port = PORT_NONE;
@@ -345,6 +346,13 @@ void dataplane::set_keepalive(uint32_t tcp_s, uint32_t udp_s) {
   auto next = next_snapshot();
   next->keepalive_s[keepalive_index(IPPROTO_TCP)] = tcp_s;
   next->keepalive_s[keepalive_index(IPPROTO_UDP)] = udp_s;
+  publish(std::move(next));
+}
+
+void dataplane::set_flow_counters(bool on) {
+  require_init();
+  auto next = next_snapshot();
+  next->count_flows = on ? 1 : 0;
   publish(std::move(next));
 }
 

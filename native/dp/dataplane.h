@@ -136,6 +136,8 @@ class dataplane {
   // Seconds between the packets of an offloaded flow that go through the kernel to keep its
   // conntrack entry alive; 0: never.
   void set_keepalive(uint32_t tcp_s, uint32_t udp_s);
+  // Per-flow packet and byte counters on or off (on by default).
+  void set_flow_counters(bool on);
   // Where observation records go (called on the slow-path thread); set before start().
   void set_observation_sink(observation_sink sink);
   port_info get_port_info(uint16_t port) const;

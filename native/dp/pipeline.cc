@@ -215,9 +215,11 @@ inline uint16_t forward(pipeline &pl, burst_state &b, rte_mbuf *m, uint16_t in_p
       return PORT_NONE;
   }
 
-  flow_counter &c = b.counters[idx];
-  c.packets++;
-  c.bytes += meta.l3_len;
+  if (b.counters != nullptr) {
+    flow_counter &c = b.counters[idx];
+    c.packets++;
+    c.bytes += meta.l3_len;
+  }
   if (e.last_seen != b.now_s) __atomic_store_n(&e.last_seen, b.now_s, __ATOMIC_RELAXED);
   b.fast_packets++;
   b.fast_bytes += meta.l3_len;
@@ -255,14 +257,15 @@ void process_burst(pipeline &pl, uint16_t in_port, rte_mbuf **pkts, uint16_t n) 
   burst_state b;
   b.s = pl.snap;
   b.entries = &pl.ft->entry(0);
-  b.counters = pl.counters;
+  b.counters = b.s->count_flows ? pl.counters : nullptr;
   b.adj = pl.adj;
   b.now_s = pl.now_s;
   if (parsed != 0) {
     pl.ft->lookup_bulk(keys, hashes, parsed, n, idx);
     // The flows' counter lines, written below: with a large table they are cache misses.
-    for (unsigned i = 0; i < n; i++)
-      if (idx[i] != FLOW_NONE) __builtin_prefetch(&b.counters[idx[i]], 1, 3);
+    if (b.counters != nullptr)
+      for (unsigned i = 0; i < n; i++)
+        if (idx[i] != FLOW_NONE) __builtin_prefetch(&b.counters[idx[i]], 1, 3);
   }
 
   // Act in arrival order, so that the slow path sees a flow's packets in the order they came.

@@ -48,6 +48,9 @@ struct snapshot {
   // Seconds between the packets of an offloaded flow that go through the kernel anyway so
   // that its conntrack entry does not expire; 0: never. Indexed by keepalive_index().
   uint32_t keepalive_s[2];
+  // Per-flow packet and byte counters (nft flowtable's `counter` flag): one cache line more
+  // per packet with a large table when on.
+  uint8_t count_flows;
   port_conf port[MAX_PORTS];
   tunnel tun[MAX_TUNNELS];
   worker_plan plan[MAX_WORKERS];

@@ -358,6 +358,15 @@ describe('fast path actions', () => {
     });
   });
 
+  describe('per-flow counters', () => {
+    it('are left alone when the flowtable has no counter flag, while packets are forwarded', () => {
+      const input = ethernetFrame(GW_LAN_MAC, HOST_MAC, ip4Packet({ src: '192.168.0.10', dst: '198.51.100.7' }, { udp: { sport: 5000, dport: 53 } }));
+      const r = run({ ports: PORTS, flows: [{ orig: fwd4Flow() }], counters: false, now: 9 }, [{ port: LAN, frame: input }]);
+      assert.equal(r.results[0]?.port, WAN);
+      assert.deepEqual([r.flows[0]?.orig.packets, r.flows[0]?.orig.bytes, r.flows[0]?.orig.lastSeen], [0, 0, 9]);
+    });
+  });
+
   describe('the flowtable', () => {
     it('finds every key it holds, one at a time and in bulk, and none it removed', () => {
       const r = testing.flowtableExercise({ capacity: 4096, count: 4096, seed: 7 });
