@@ -15,6 +15,7 @@ import { ControlServer, controlRequest } from '../../lib/control';
 import { FlowgateError } from '../../lib/errors';
 import type { GatewayFlow, GatewayStats, ReloadResult } from '../../lib/gateway/types';
 import { FixedView, fixedStats } from '../control/fixed-view';
+import { until } from '../helpers/wait';
 
 const repo = path.resolve(__dirname, '../../..');
 const main = path.join(repo, 'dist/lib/cli/main.js');
@@ -45,15 +46,6 @@ function freePort(): Promise<number> {
   });
 }
 
-async function until<T>(what: string, probe: () => Promise<T | undefined> | T | undefined, deadlineMs = 20_000): Promise<T> {
-  const deadline = Date.now() + deadlineMs;
-  for (;;) {
-    const value = await probe();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`gave up waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
-}
 
 function configText(options: { socket: string; metrics?: number; routes?: string[]; level?: string }): string {
   return [

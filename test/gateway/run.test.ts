@@ -15,6 +15,7 @@ import { checkConfigText, detectMachine, formatIssue } from '../../lib/config';
 import type { GatewayFlow, GatewayStats } from '../../lib/gateway/types';
 import { atExit, createNetns, deleteNetns, linkExists, sh } from '../helpers/netns';
 import { parseExposition, sampleValue } from '../metrics/exposition';
+import { until } from '../helpers/wait';
 
 const repo = path.resolve(__dirname, '../../..');
 const main = path.join(repo, 'dist/lib/cli/main.js');
@@ -51,20 +52,6 @@ async function json<T>(...args: string[]): Promise<T> {
   return JSON.parse(r.stdout) as T;
 }
 
-async function until<T>(what: string, probe: () => Promise<T | undefined> | T | undefined, deadlineMs = 30_000): Promise<T> {
-  const deadline = Date.now() + deadlineMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const value = await probe();
-      if (value !== undefined) return value;
-    } catch (err) {
-      last = err;
-    }
-    if (Date.now() > deadline) throw new Error(`gave up waiting for ${what}${last === undefined ? '' : `: ${(last as Error).message}`}`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-}
 
 /** Node inside a namespace: the tests need nothing that setup.sh does not install. */
 function nodeIn(netns: string, script: string): Promise<string> {

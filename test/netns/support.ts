@@ -16,23 +16,9 @@ import { readPcap } from '../../lib/pcap';
 export const HOOK_TIMEOUT_MS = 180_000;
 export const TEST_TIMEOUT_MS = 120_000;
 
-const POLL_MS = 50;
+import { until } from '../helpers/wait';
 
-/** Polls `probe` until it returns a value other than undefined; fails after `timeoutMs` naming `what`. */
-export async function until<T>(what: string, probe: () => Promise<T | undefined> | T | undefined, timeoutMs = 20_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const value = await probe();
-      if (value !== undefined) return value;
-    } catch (err) {
-      last = err;
-    }
-    if (Date.now() > deadline) throw new Error(`gave up waiting for ${what}${last === undefined ? '' : ` (last error: ${(last as Error).message})`}`);
-    await new Promise((resolve) => setTimeout(resolve, POLL_MS));
-  }
-}
+export { until };
 
 /** Waits for `event`, but at most `timeoutMs`: the assertions that follow say what was missing. */
 export async function awaitAtMost(event: Promise<unknown>, timeoutMs = 20_000): Promise<void> {
