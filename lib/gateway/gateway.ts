@@ -356,7 +356,7 @@ export class Gateway implements GatewayView {
         ),
       );
     flowsRemoved = this.dp.stats().flows.removed - before;
-    this.log.info('config reloaded', { changes: changes.length, flows_removed: flowsRemoved });
+    this.log.debug('gateway reconfigured', { changes: changes.length, flows_removed: flowsRemoved });
     return { changes, flowsRemoved };
   }
 
