@@ -24,6 +24,10 @@ const REPO = path.resolve(__dirname, '..', '..', '..');
 const BENCH_DIR = path.join(REPO, 'bench');
 const MAIN = path.join(REPO, 'dist', 'lib', 'cli', 'main.js');
 const OVS_SCRIPT = path.join(BENCH_DIR, 'ovs-dpdk.sh');
+const DATA_FILE = path.join(BENCH_DIR, 'results.json');
+const PLOT_FILE = path.join(BENCH_DIR, 'results.svg');
+const MARKDOWN_FILE = path.join(BENCH_DIR, 'RESULTS.md');
+const OUTPUTS = [DATA_FILE, PLOT_FILE, MARKDOWN_FILE];
 
 /** The targets the fast path is measured against (one worker, 64-byte frames). */
 export const TARGETS = {
@@ -60,7 +64,7 @@ interface OvsRun {
   warmup: number;
 }
 
-interface ResultsData {
+export interface ResultsData {
   generatedAt: string;
   machine: Machine;
   commands: { bench: string; ovs: string | null; regenerate: string };
@@ -124,7 +128,11 @@ function machineFacts(): Machine {
       return '?';
     }
   };
-  const dirty = run('git', ['-C', REPO, 'status', '--porcelain']).split('\n').filter((l) => l !== '').length;
+  // The files this command writes do not make the tree it measured dirty.
+  const dirty = run('git', ['-C', REPO, 'status', '--porcelain'])
+    .split('\n')
+    .map((l) => l.slice(3))
+    .filter((f) => f !== '' && !OUTPUTS.some((o) => path.relative(REPO, o) === f));
   const commit = run('git', ['-C', REPO, 'rev-parse', '--short', 'HEAD']);
   const busy = busyProcesses();
   return {
@@ -134,7 +142,7 @@ function machineFacts(): Machine {
     dpdk: run('pkg-config', ['--modversion', 'libdpdk']) || run('dpkg-query', ['-W', '-f=${Version}', 'dpdk']) || 'unknown',
     hugepages: `2 MiB: ${hp('nr_hugepages')} reserved, ${hp('free_hugepages')} free before the run`,
     node: process.version,
-    commit: commit === '' ? 'unknown' : `${commit}${dirty > 0 ? ` + ${dirty} uncommitted changes` : ''}`,
+    commit: commit === '' ? 'unknown' : `${commit}${dirty.length > 0 ? ` + uncommitted changes to ${dirty.join(', ')}` : ''}`,
     loadAverage: os.loadavg().map((l) => l.toFixed(2)).join(' '),
     busyProcesses: busy,
   };
@@ -159,6 +167,19 @@ function median(values: readonly number[]): number {
 
 const f2 = (v: number | null | undefined) => (v === null || v === undefined || !Number.isFinite(v) ? '-' : v.toFixed(2));
 const f1 = (v: number | null | undefined) => (v === null || v === undefined || !Number.isFinite(v) ? '-' : v.toFixed(1));
+
+/** How the rate at b's flow count compares with a's: raw, testpmd io's own, and the first over the second. */
+function scaling(a: BenchResult, b: BenchResult): { raw: number; io: number | null; vsLimit: number | null } {
+  const raw = b.mpps / a.mpps;
+  const io = a.baseline !== null && b.baseline !== null ? b.baseline.io_mpps / a.baseline.io_mpps : null;
+  return { raw, io, vsLimit: io === null ? null : raw / io };
+}
+
+/** Cycles per packet flowgate spends beyond testpmd io on the same pcap and vdevs. */
+function cyclesAboveIo(r: BenchResult): number | null {
+  if (r.baseline === null || !(r.baseline.io_mpps > 0) || !(r.tsc_hz > 0)) return null;
+  return r.cycles_per_packet - r.tsc_hz / (r.baseline.io_mpps * 1e6);
+}
 
 function verdict(ok: boolean | null): string {
   return ok === null ? 'not measured' : ok ? 'met' : '**not met**';
@@ -217,10 +238,18 @@ export function renderMarkdown(data: ResultsData): string {
   for (const scenario of scenarios) {
     const a = lo === undefined ? undefined : byKey.get(`${scenario}/${lo}`);
     const b = hi === undefined ? undefined : byKey.get(`${scenario}/${hi}`);
-    const ratio = a !== undefined && b !== undefined ? b.mpps / a.mpps : null;
-    L.push(
-      `| ${scenario}: at ${formatFlows(hi ?? 0)} flows >= ${TARGETS.scaling1Mover1k} of the ${formatFlows(lo ?? 0)}-flow rate | ${f2(ratio)} | ${verdict(ratio === null ? null : ratio >= TARGETS.scaling1Mover1k)} |`,
-    );
+    const s = a !== undefined && b !== undefined ? scaling(a, b) : null;
+    const target = TARGETS.scaling1Mover1k;
+    const measured = s === null ? '-' : `${f2(s.raw)} (${f2(s.vsLimit)} against the same-run limit)`;
+    const judged =
+      s === null
+        ? verdict(null)
+        : s.raw >= target
+          ? 'met'
+          : s.vsLimit !== null && s.vsLimit >= target
+            ? 'met against the same-run limit; raw **not met**'
+            : verdict(false);
+    L.push(`| ${scenario}: at ${formatFlows(hi ?? 0)} flows >= ${target} of the ${formatFlows(lo ?? 0)}-flow rate | ${measured} | ${judged} |`);
   }
   const ovsRatio = ovs.length === 0 ? null : median(ovs.map((o) => o.ratio));
   L.push(
@@ -244,18 +273,24 @@ export function renderMarkdown(data: ResultsData): string {
   if (lo !== undefined && hi !== undefined && lo !== hi) {
     L.push(`## Scaling: ${formatFlows(hi)} flows against ${formatFlows(lo)}`, '');
     L.push(
-      "testpmd's own rate falls with the pcap's size too (net_pcap copies every packet out of a preloaded mbuf, one packet per flow, and the more of them there are the less stays in cache), so its ratio is shown alongside: the part of the drop that is flowgate's is the difference.",
+      "testpmd's own rate falls with the pcap's size too (net_pcap copies every packet out of a preloaded mbuf, one packet per flow, and the more of them there are the less stays in cache), so its ratio is shown alongside.",
       '',
     );
-    L.push(`| Scenario | Mpps at ${formatFlows(lo)} | Mpps at ${formatFlows(hi)} | flowgate ratio | testpmd io ratio | cycles/packet ${formatFlows(lo)} -> ${formatFlows(hi)} |`);
-    L.push('|---|--:|--:|--:|--:|---|');
+    L.push(
+      `"Against the limit" is flowgate's ratio divided by testpmd's. "Above io" is flowgate's cycles per packet less testpmd io's on the same pcap: the cost of flowgate's own work (parse, lookup, rewrite), which grows with the flowtable's cache and DRAM misses.`,
+      '',
+    );
+    L.push(
+      `| Scenario | Mpps at ${formatFlows(lo)} | Mpps at ${formatFlows(hi)} | flowgate ratio | testpmd io ratio | against the limit | cycles/packet ${formatFlows(lo)} -> ${formatFlows(hi)} | above io ${formatFlows(lo)} -> ${formatFlows(hi)} |`,
+    );
+    L.push('|---|--:|--:|--:|--:|--:|---|---|');
     for (const scenario of scenarios) {
       const a = byKey.get(`${scenario}/${lo}`);
       const b = byKey.get(`${scenario}/${hi}`);
       if (a === undefined || b === undefined) continue;
-      const ioRatio = a.baseline !== null && b.baseline !== null ? b.baseline.io_mpps / a.baseline.io_mpps : null;
+      const s = scaling(a, b);
       L.push(
-        `| ${scenario} | ${f2(a.mpps)} | ${f2(b.mpps)} | ${f2(b.mpps / a.mpps)} | ${f2(ioRatio)} | ${f1(a.cycles_per_packet)} -> ${f1(b.cycles_per_packet)} |`,
+        `| ${scenario} | ${f2(a.mpps)} | ${f2(b.mpps)} | ${f2(s.raw)} | ${f2(s.io)} | ${f2(s.vsLimit)} | ${f1(a.cycles_per_packet)} -> ${f1(b.cycles_per_packet)} | ${f1(cyclesAboveIo(a))} -> ${f1(cyclesAboveIo(b))} |`,
       );
     }
     L.push('');
@@ -312,10 +347,9 @@ async function main(argv: string[]): Promise<number> {
     );
     return 0;
   }
-  const dataFile = path.join(BENCH_DIR, 'results.json');
   let data: ResultsData;
   if (v['render-only'] === true) {
-    data = JSON.parse(fs.readFileSync(dataFile, 'utf8')) as ResultsData;
+    data = JSON.parse(fs.readFileSync(DATA_FILE, 'utf8')) as ResultsData;
   } else {
     const machine = machineFacts();
     const benchArgs = ['bench', '--scenario', 'all', '--flows', v.flows, '--size', '64', '--seconds', v.seconds, '--warmup', v.warmup, '--repeat', v.repeat, '--json'];
@@ -332,7 +366,7 @@ async function main(argv: string[]): Promise<number> {
     const ovsRuns = Number(v['ovs-runs']);
     const ovsArgs = ['--flows', '100000', '--seconds', v.seconds];
     // The scenario figures took most of an hour: keep them even if OVS fails.
-    fs.writeFileSync(dataFile, JSON.stringify({ partial: true, machine, results }, null, 2) + '\n');
+    fs.writeFileSync(DATA_FILE, JSON.stringify({ partial: true, machine, results }, null, 2) + '\n');
     if (v['no-ovs'] !== true) {
       try {
         for (let i = 0; i < ovsRuns; i++) {
@@ -362,10 +396,10 @@ async function main(argv: string[]): Promise<number> {
       ovs,
       ovsError,
     };
-    fs.writeFileSync(dataFile, JSON.stringify(data, null, 2) + '\n');
+    fs.writeFileSync(DATA_FILE, JSON.stringify(data, null, 2) + '\n');
   }
-  fs.writeFileSync(path.join(BENCH_DIR, 'results.svg'), renderPlot(data.results, 'flowgate: Mpps by flow count (64 B, one worker; dashed: testpmd io)'));
-  fs.writeFileSync(path.join(BENCH_DIR, 'RESULTS.md'), renderMarkdown(data));
+  fs.writeFileSync(PLOT_FILE, renderPlot(data.results, 'flowgate: Mpps by flow count (64 B, one worker; dashed: testpmd io)'));
+  fs.writeFileSync(MARKDOWN_FILE, renderMarkdown(data));
   process.stderr.write(`results: wrote bench/RESULTS.md, bench/results.json, bench/results.svg\n`);
   return 0;
 }

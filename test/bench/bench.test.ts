@@ -17,6 +17,7 @@ import { flowInstalls, flowTuple, scenarioFromName } from '../../lib/bench/scena
 import { parseTxPps } from '../../lib/bench/testpmd';
 import { flowSequence, trafficFiles } from '../../lib/bench/traffic';
 import { renderPlot } from '../../lib/bench/plot';
+import { renderMarkdown, ResultsData } from '../../lib/bench/results';
 import { readPcap, writePcap } from '../../lib/pcap';
 
 const MAIN = path.resolve(__dirname, '../../lib/cli/main.js');
@@ -155,19 +156,57 @@ describe('flowgate bench', function () {
       assert.deepEqual(parseTxPps(block(0, 5) + block(1, 0) + block(0, 6) + block(1, 1234567), 1), [0, 1234567]);
     });
 
+    const row = (scenario: string, flows: number, mpps: number, ioMpps = 70): BenchResult => ({
+      scenario, flows, mpps, size: 64, zipf: null, workers: 1, cpus: [1], seconds: 1, warmup: 1, gbps: mpps * 0.512,
+      cycles_per_packet: 2600 / mpps, hit_ratio: 1, baseline: { io_mpps: ioMpps, macswap_mpps: ioMpps * 0.9 }, ratio_io: mpps / ioMpps,
+      frame_bytes: 64, pcap_packets: flows, rx_packets: 1, fast_packets: 1, punts: {}, drops: {}, flows_installed: flows,
+      insert_failed: 0, insert_error: null, install_seconds: 0, busy_ratio: 1, worker_cpu_share: 1, hugepages: true, tsc_hz: 2.6e9, runs: 1,
+      samples: { mpps: [mpps], cycles_per_packet: [], io_mpps: [], macswap_mpps: [], ratio_io: [] },
+    });
+
     it('plots one line per scenario as an SVG', () => {
-      const row = (scenario: string, flows: number, mpps: number): BenchResult => ({
-        scenario, flows, mpps, size: 64, zipf: null, workers: 1, cpus: [1], seconds: 1, warmup: 1, gbps: mpps * 0.512,
-        cycles_per_packet: 2600 / mpps, hit_ratio: 1, baseline: { io_mpps: 70, macswap_mpps: 60 }, ratio_io: mpps / 70,
-        frame_bytes: 64, pcap_packets: flows, rx_packets: 1, fast_packets: 1, punts: {}, drops: {}, flows_installed: flows,
-        insert_failed: 0, insert_error: null, install_seconds: 0, busy_ratio: 1, worker_cpu_share: 1, hugepages: true, tsc_hz: 2.6e9, runs: 1,
-        samples: { mpps: [mpps], cycles_per_packet: [], io_mpps: [], macswap_mpps: [], ratio_io: [] },
-      });
       const svg = renderPlot([row('fwd4', 1000, 30), row('fwd4', 1_000_000, 15), row('decap-limit4', 1000, 25)]);
       assert.match(svg, /^<svg [^>]*xmlns="http:\/\/www.w3.org\/2000\/svg"/);
       assert.equal((svg.match(/<circle /g) ?? []).length, 3);
       assert.match(svg, />decap-limit4</);
       assert.match(svg, />1M</);
+    });
+
+    it('judges the targets in RESULTS.md, the flow-count scaling both raw and against the same-run testpmd limit', () => {
+      const data: ResultsData = {
+        generatedAt: '2026-01-01T00:00:00Z',
+        machine: { cpuModel: 'cpu', cpus: '2', kernel: 'Linux', dpdk: '22.11', hugepages: '1024', node: 'v20', commit: 'abc', loadAverage: '0', busyProcesses: [] },
+        commands: { bench: 'bench', ovs: null, regenerate: 'results' },
+        results: [
+          row('fwd4', 1000, 26, 65), // 100 cycles/packet: over the 90-cycle target
+          row('fwd4', 1_000_000, 13, 26), // half the rate, while testpmd fell to 0.4
+          row('decap-limit4', 1000, 32.5, 65), // 80 cycles/packet
+          row('decap-limit4', 1_000_000, 6.5, 52), // 0.2 raw, 0.25 against testpmd's 0.8
+        ],
+        ovs: [],
+      };
+      const md = renderMarkdown(data);
+      const target = (text: string) => md.split('\n').find((l) => l.startsWith(`| ${text}`));
+      assert.equal(target('fwd4: <= 90 cycles/packet'), '| fwd4: <= 90 cycles/packet at 1,000 flows | 100.0 | **not met** |');
+      assert.equal(target('decap-limit4: <= 100 cycles/packet'), '| decap-limit4: <= 100 cycles/packet at 1,000 flows | 80.0 | met |');
+      assert.equal(
+        target('fwd4: at 1,000,000 flows'),
+        '| fwd4: at 1,000,000 flows >= 0.6 of the 1,000-flow rate | 0.50 (1.25 against the same-run limit) | met against the same-run limit; raw **not met** |',
+      );
+      assert.equal(
+        target('decap-limit4: at 1,000,000 flows'),
+        '| decap-limit4: at 1,000,000 flows >= 0.6 of the 1,000-flow rate | 0.20 (0.25 against the same-run limit) | **not met** |',
+      );
+      assert.equal(target('encap-limit4'), '| encap-limit4: <= 110 cycles/packet at 1,000 flows | - | not measured |');
+      // testpmd io at 65 Mpps is 40 cycles/packet of the 2.6 GHz TSC, at 26 Mpps 100: flowgate adds 60 and 100.
+      assert.ok(md.includes('| fwd4 | 26.00 | 13.00 | 0.50 | 0.40 | 1.25 | 100.0 -> 200.0 | 60.0 -> 100.0 |'), md);
+      assert.match(md, /Not measured in this run/);
+    });
+
+    it('keeps bench/RESULTS.md exactly what bench/results.json renders to', () => {
+      const dir = path.resolve(__dirname, '../../../bench');
+      const data = JSON.parse(fs.readFileSync(path.join(dir, 'results.json'), 'utf8')) as ResultsData;
+      assert.equal(fs.readFileSync(path.join(dir, 'RESULTS.md'), 'utf8'), renderMarkdown(data));
     });
   });
 
