@@ -3,7 +3,10 @@
 // the pipeline's own cost per packet: parse, bulk lookup, act, tx buffering. The I/O floor
 // (rx + tx of a PMD) comes on top of it in `flowgate bench`.
 //
-//   make -C bench/micro && bench/micro/pipeline fwd4 1000
+//   make -C bench/micro && bench/micro/pipeline fwd4 1000 [rounds]
+//
+// bench/micro/pipeline-stages prints the same with the cycles split into parse, lookup and
+// act (rewrite and tx buffering); its total is a few cycles higher for the timing itself.
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -170,7 +173,12 @@ int main(int argc, char **argv) {
       pl.n_drops = 0;
     }
   }
-  printf("%s flows=%u cycles/packet=%.1f fast=%lu punts_miss=%lu\n", scenario.c_str(), flows, double(cycles) / packets,
+  printf("%s flows=%u cycles/packet=%.1f fast=%lu punts_miss=%lu", scenario.c_str(), flows, double(cycles) / packets,
          (unsigned long)stats->fast_packets, (unsigned long)stats->punts[0]);
+#ifdef FG_STAGE_CYCLES
+  printf(" parse=%.1f lookup=%.1f act=%.1f", double(pl.stages.parse) / packets, double(pl.stages.lookup) / packets,
+         double(pl.stages.act) / packets);
+#endif
+  printf("\n");
   return 0;
 }

@@ -1,6 +1,9 @@
 #include "pipeline.h"
 
 #include <rte_prefetch.h>
+#ifdef FG_STAGE_CYCLES
+#include <rte_cycles.h>
+#endif
 
 #include "observation.h"
 #include "packet.h"
@@ -228,7 +231,23 @@ inline uint16_t forward(pipeline &pl, burst_state &b, rte_mbuf *m, uint16_t in_p
 
 }  // namespace
 
+#ifdef FG_STAGE_CYCLES
+#define STAGE_END(stage)                  \
+  do {                                    \
+    uint64_t now_ = rte_rdtsc();          \
+    pl.stages.stage += now_ - stage_tsc;  \
+    stage_tsc = now_;                     \
+  } while (0)
+#else
+#define STAGE_END(stage) \
+  do {                   \
+  } while (0)
+#endif
+
 void process_burst(pipeline &pl, uint16_t in_port, rte_mbuf **pkts, uint16_t n) {
+#ifdef FG_STAGE_CYCLES
+  uint64_t stage_tsc = rte_rdtsc();
+#endif
   // Indexed like pkts; only packets whose bit is set in `parsed` have a key to look up.
   flow_key keys[BURST_SIZE];
   uint32_t hashes[BURST_SIZE];
@@ -253,6 +272,7 @@ void process_burst(pipeline &pl, uint16_t in_port, rte_mbuf **pkts, uint16_t n) 
       parsed |= uint64_t{1} << i;
     }
   }
+  STAGE_END(parse);
 
   burst_state b;
   b.s = pl.snap;
@@ -267,6 +287,7 @@ void process_burst(pipeline &pl, uint16_t in_port, rte_mbuf **pkts, uint16_t n) 
       for (unsigned i = 0; i < n; i++)
         if (idx[i] != FLOW_NONE) __builtin_prefetch(&b.counters[idx[i]], 1, 3);
   }
+  STAGE_END(lookup);
 
   // Act in arrival order, so that the slow path sees a flow's packets in the order they came.
   rte_mbuf *out[BURST_SIZE];
@@ -293,16 +314,20 @@ void process_burst(pipeline &pl, uint16_t in_port, rte_mbuf **pkts, uint16_t n) 
   }
   pl.stats->fast_packets += b.fast_packets;
   pl.stats->fast_bytes += b.fast_bytes;
-  if (n_out == 0) return;
-  if (one_port) {
-    // The usual burst: every forwarded packet leaves by the same port.
-    tx_buffer &tb = pl.tx[out_port[0]];
-    if (tb.n == 0) pl.dirty[pl.n_dirty++] = out_port[0];
-    memcpy(&tb.pkts[tb.n], out, n_out * sizeof(out[0]));
-    tb.n = static_cast<uint16_t>(tb.n + n_out);
-  } else {
-    for (unsigned i = 0; i < n_out; i++) tx_enqueue(pl, out_port[i], out[i]);
+  if (n_out != 0) {
+    if (one_port) {
+      // The usual burst: every forwarded packet leaves by the same port.
+      tx_buffer &tb = pl.tx[out_port[0]];
+      if (tb.n == 0) pl.dirty[pl.n_dirty++] = out_port[0];
+      memcpy(&tb.pkts[tb.n], out, n_out * sizeof(out[0]));
+      tb.n = static_cast<uint16_t>(tb.n + n_out);
+    } else {
+      for (unsigned i = 0; i < n_out; i++) tx_enqueue(pl, out_port[i], out[i]);
+    }
   }
+  STAGE_END(act);
 }
+
+#undef STAGE_END
 
 }  // namespace fg
