@@ -104,6 +104,23 @@ async function destroyGuest(guest: Guest | undefined): Promise<void> {
   }
 }
 
+/** Boots a guest with these tunnel settings before the calling suite and shuts it down after. */
+function guestPerSuite(tunnel: Partial<TunnelSpec>): () => Guest {
+  let guest: Guest | undefined;
+  before(async function () {
+    this.timeout(HOOK_TIMEOUT_MS);
+    guest = await bootGuest(tunnel);
+  });
+  after(async function () {
+    this.timeout(HOOK_TIMEOUT_MS);
+    await destroyGuest(guest);
+  });
+  return () => {
+    assert.ok(guest, 'the VM did not boot');
+    return guest;
+  };
+}
+
 interface EchoRequest {
   seq: number;
   outerSrc?: string;
@@ -407,20 +424,7 @@ function qemuRunningFor(tap: string): boolean {
 
 describe('interop: Linux ip6tnl ipip6, encaplimit 4, hoplimit 64, tclass 0 (the defaults)', function () {
   this.timeout(TEST_TIMEOUT_MS);
-  let guest: Guest | undefined;
-
-  before(async function () {
-    this.timeout(HOOK_TIMEOUT_MS);
-    guest = await bootGuest({ encaplimit: 4, hoplimit: 64, tclass: 0 });
-  });
-  after(async function () {
-    this.timeout(HOOK_TIMEOUT_MS);
-    await destroyGuest(guest);
-  });
-  function g(): Guest {
-    assert.ok(guest, 'the VM did not boot');
-    return guest;
-  }
+  const g = guestPerSuite({ encaplimit: 4, hoplimit: 64, tclass: 0 });
 
   it('encapsulates the echo reply behind a Tunnel Encapsulation Limit option of 4, hop limit 64, traffic class 0', async () => {
     const reply = await replyTo(g(), { seq: 1, encapLimitOption: true });
@@ -502,20 +506,7 @@ describe('interop: Linux ip6tnl ipip6, encaplimit 4, hoplimit 64, tclass 0 (the 
 
 describe('interop: Linux ip6tnl ipip6, encaplimit none', function () {
   this.timeout(TEST_TIMEOUT_MS);
-  let guest: Guest | undefined;
-
-  before(async function () {
-    this.timeout(HOOK_TIMEOUT_MS);
-    guest = await bootGuest({ encaplimit: 'none', hoplimit: 64, tclass: 0 });
-  });
-  after(async function () {
-    this.timeout(HOOK_TIMEOUT_MS);
-    await destroyGuest(guest);
-  });
-  function g(): Guest {
-    assert.ok(guest, 'the VM did not boot');
-    return guest;
-  }
+  const g = guestPerSuite({ encaplimit: 'none', hoplimit: 64, tclass: 0 });
 
   it('puts the inner IPv4 packet right after the IPv6 header (next header 4)', async () => {
     const reply = await replyTo(g(), { seq: 1 });
@@ -534,20 +525,7 @@ describe('interop: Linux ip6tnl ipip6, encaplimit none', function () {
 
 describe('interop: Linux ip6tnl ipip6, hoplimit inherit', function () {
   this.timeout(TEST_TIMEOUT_MS);
-  let guest: Guest | undefined;
-
-  before(async function () {
-    this.timeout(HOOK_TIMEOUT_MS);
-    guest = await bootGuest({ encaplimit: 4, hoplimit: 'inherit', tclass: 0 });
-  });
-  after(async function () {
-    this.timeout(HOOK_TIMEOUT_MS);
-    await destroyGuest(guest);
-  });
-  function g(): Guest {
-    assert.ok(guest, 'the VM did not boot');
-    return guest;
-  }
+  const g = guestPerSuite({ encaplimit: 4, hoplimit: 'inherit', tclass: 0 });
 
   // ip6_tnl_xmit(): hop limit 0 ("inherit") takes the inner TTL as it leaves the guest, i.e.
   // after ip_forward() decremented it.
@@ -566,20 +544,7 @@ describe('interop: Linux ip6tnl ipip6, hoplimit inherit', function () {
 
 describe('interop: Linux ip6tnl ipip6, tclass inherit', function () {
   this.timeout(TEST_TIMEOUT_MS);
-  let guest: Guest | undefined;
-
-  before(async function () {
-    this.timeout(HOOK_TIMEOUT_MS);
-    guest = await bootGuest({ encaplimit: 4, hoplimit: 64, tclass: 'inherit' });
-  });
-  after(async function () {
-    this.timeout(HOOK_TIMEOUT_MS);
-    await destroyGuest(guest);
-  });
-  function g(): Guest {
-    assert.ok(guest, 'the VM did not boot');
-    return guest;
-  }
+  const g = guestPerSuite({ encaplimit: 4, hoplimit: 64, tclass: 'inherit' });
 
   // IP6_TNL_F_USE_ORIG_TCLASS copies the whole inner TOS, then INET_ECN_encapsulate() rewrites
   // CE as ECT(0): a congestion mark is not carried across the tunnel in the outer header.
