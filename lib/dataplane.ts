@@ -16,6 +16,7 @@ import * as os from 'node:os';
 
 import { estimateMemory, HugepageMode, isPciDevice, planEal } from './eal';
 import { DataplaneError, InvalidArgumentError, StateError } from './errors';
+import { decodeFlowRecords, decodeReapedRecords } from './flow-records';
 import { formatIp, formatMac, IpAddress, parseIp, parseMac } from './net/addr';
 import { decodeObservations, Observation } from './slowpath/observations';
 import {
@@ -554,19 +555,20 @@ export class Dataplane {
 
   flow(id: number): Flow | undefined {
     this.requireRunning();
-    const f = call(() => this.addon.getFlow(id));
-    return f === null ? undefined : this.flowOf(f);
+    const record = call(() => this.addon.getFlow(id));
+    const [f] = record === null ? [] : decodeFlowRecords(record);
+    return f === undefined ? undefined : this.flowOf(f);
   }
 
   flows(): Flow[] {
     this.requireRunning();
-    return call(() => this.addon.listFlows()).map((f) => this.flowOf(f));
+    return decodeFlowRecords(call(() => this.addon.listFlows())).map((f) => this.flowOf(f));
   }
 
   /** Remove flows marked for teardown and flows idle longer than their protocol's timeout (seconds). */
   reap(timeouts: { tcp: number; udp: number }): ReapedFlow[] {
     this.requireRunning();
-    return call(() => this.addon.reap({ tcpTimeout: timeouts.tcp, udpTimeout: timeouts.udp })).map((r) => ({
+    return decodeReapedRecords(call(() => this.addon.reap({ tcpTimeout: timeouts.tcp, udpTimeout: timeouts.udp }))).map((r) => ({
       flow: this.flowOf(r.flow),
       reason: r.reason,
     }));

@@ -224,6 +224,7 @@ export interface NativeTesting {
   };
   keyLayout(): { size: number; entrySize: number };
   observationLayout(): Record<string, number>;
+  flowRecordLayout(): Record<string, number>;
 }
 
 export interface NativeAddon {
@@ -249,9 +250,12 @@ export interface NativeAddon {
   removeTunnel(id: number): void;
   addFlowPair(orig: NativeFlowSpec, reply: NativeFlowSpec | null): number;
   removeFlow(handle: number): boolean;
-  getFlow(handle: number): NativeFlowInfo | null;
-  listFlows(): NativeFlowInfo[];
-  reap(options: { tcpTimeout: number; udpTimeout: number }): NativeReaped[];
+  /** One flow record (lib/flow-records.ts), or null when no flow has this handle. */
+  getFlow(handle: number): Buffer | null;
+  /** Flow records (lib/flow-records.ts) of every flow. */
+  listFlows(): Buffer;
+  /** Flow records of the flows removed, each with its reap reason. */
+  reap(options: { tcpTimeout: number; udpTimeout: number }): Buffer;
   flushFlows(): number;
   stats(): NativeStats;
   reasons(): { punt: NativeReason[]; drop: NativeReason[] };

@@ -111,7 +111,7 @@ export function parseIPv6(s: string): Buffer {
 
 export function formatIPv4(bytes: Uint8Array): string {
   if (bytes.length !== 4) throw new InvalidArgumentError(`expected 4 bytes of IPv4 address, found ${bytes.length} bytes`);
-  return Array.from(bytes).join('.');
+  return `${bytes[0]}.${bytes[1]}.${bytes[2]}.${bytes[3]}`;
 }
 
 function isIPv4Mapped(bytes: Uint8Array): boolean {
@@ -227,9 +227,12 @@ export function parseMac(s: string): Buffer {
   return bytes;
 }
 
+const HEX_BYTE = Array.from({ length: 256 }, (_, byte) => byte.toString(16).padStart(2, '0'));
+
 export function formatMac(bytes: Uint8Array): string {
   if (bytes.length !== 6) throw new InvalidArgumentError(`expected 6 bytes of MAC address, found ${bytes.length} bytes`);
-  return Array.from(bytes, (byte) => byte.toString(16).padStart(2, '0')).join(':');
+  const h = (i: number) => HEX_BYTE[bytes[i] as number] as string;
+  return `${h(0)}:${h(1)}:${h(2)}:${h(3)}:${h(4)}:${h(5)}`;
 }
 
 /** IFNAMSIZ is 16 including the terminating NUL. */

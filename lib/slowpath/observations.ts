@@ -67,7 +67,7 @@ export function decodeObservations(buf: Buffer, puntReasons: readonly string[]):
     const family = buf.readUInt8(k + KEY.l3) === 6 ? 6 : 4;
     const port = buf.readUInt16LE(off + OBS.port);
     const tunnel = buf.readUInt16LE(off + OBS.tunnel);
-    const tunnelled = family === 4 && !isZero(buf, k + KEY.ip4OuterDst, 16);
+    const tunnelled = isTunnelledKey(buf, k);
     out.push({
       kind,
       tsc: Number(buf.readBigUInt64LE(off + OBS.tsc)),
@@ -92,7 +92,9 @@ export function decodeObservations(buf: Buffer, puntReasons: readonly string[]):
   return out;
 }
 
-function isZero(buf: Buffer, off: number, len: number): boolean {
-  for (let i = off; i < off + len; i++) if (buf[i] !== 0) return false;
-  return true;
+/** Whether the flow key at `off` is IPv4 inside IPv6: it carries the outer addresses, other keys zeros. */
+export function isTunnelledKey(buf: Buffer, off: number): boolean {
+  if (buf.readUInt8(off + KEY.l3) !== 4) return false;
+  for (let i = off + KEY.ip4OuterDst; i < off + KEY.ip4OuterDst + 16; i++) if (buf[i] !== 0) return true;
+  return false;
 }

@@ -7,6 +7,7 @@
 #include <memory>
 
 #include "addon/convert.h"
+#include "addon/flow_record.h"
 #include "dp/dataplane.h"
 #include "dp/observation.h"
 
@@ -241,20 +242,28 @@ Napi::Value RemoveFlow(const Napi::CallbackInfo &info) {
   return guard(info.Env(), [&] { return Napi::Boolean::New(info.Env(), dp_of(info).remove_flow(handle_arg(info))); });
 }
 
+// n flows as one Buffer of packed flow_records; fill(i, record) writes record i (zeroed).
+template <typename Fill>
+Napi::Buffer<uint8_t> flow_records(Napi::Env env, size_t n, Fill &&fill) {
+  Napi::Buffer<uint8_t> buf = Napi::Buffer<uint8_t>::New(env, n * sizeof(flow_record));
+  auto *records = reinterpret_cast<flow_record *>(buf.Data());
+  memset(records, 0, n * sizeof(flow_record));
+  for (size_t i = 0; i < n; i++) fill(i, &records[i]);
+  return buf;
+}
+
 Napi::Value GetFlow(const Napi::CallbackInfo &info) {
   return guard(info.Env(), [&]() -> Napi::Value {
     flow_info f;
     if (!dp_of(info).get_flow(handle_arg(info), &f)) return info.Env().Null();
-    return flow_info_to_js(info.Env(), f);
+    return flow_records(info.Env(), 1, [&](size_t, flow_record *r) { flow_record_fill(r, f, 0); });
   });
 }
 
 Napi::Value ListFlows(const Napi::CallbackInfo &info) {
   return guard(info.Env(), [&] {
     std::vector<flow_info> flows = dp_of(info).list_flows();
-    Napi::Array a = Napi::Array::New(info.Env(), flows.size());
-    for (size_t i = 0; i < flows.size(); i++) a.Set(static_cast<uint32_t>(i), flow_info_to_js(info.Env(), flows[i]));
-    return a;
+    return flow_records(info.Env(), flows.size(), [&](size_t i, flow_record *r) { flow_record_fill(r, flows[i], 0); });
   });
 }
 
@@ -264,14 +273,9 @@ Napi::Value Reap(const Napi::CallbackInfo &info) {
     uint32_t tcp = get_uint(o, "tcpTimeout", "reap options", 0, UINT32_MAX);
     uint32_t udp = get_uint(o, "udpTimeout", "reap options", 0, UINT32_MAX);
     std::vector<reaped_flow> reaped = dp_of(info).reap(tcp, udp);
-    Napi::Array a = Napi::Array::New(info.Env(), reaped.size());
-    for (size_t i = 0; i < reaped.size(); i++) {
-      Napi::Object r = Napi::Object::New(info.Env());
-      r.Set("flow", flow_info_to_js(info.Env(), reaped[i].info));
-      r.Set("reason", reaped[i].reason == reap_reason::teardown ? "teardown" : "idle");
-      a.Set(static_cast<uint32_t>(i), r);
-    }
-    return a;
+    return flow_records(info.Env(), reaped.size(), [&](size_t i, flow_record *r) {
+      flow_record_fill(r, reaped[i].info, static_cast<uint8_t>(1 + static_cast<unsigned>(reaped[i].reason)));
+    });
   });
 }
 

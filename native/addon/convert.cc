@@ -261,24 +261,6 @@ Napi::Object flow_spec_to_js(Napi::Env env, const flow_spec &f) {
   return o;
 }
 
-Napi::Object flow_info_to_js(Napi::Env env, const flow_info &f) {
-  Napi::Object o = Napi::Object::New(env);
-  o.Set("handle", Napi::Number::New(env, static_cast<double>(f.handle)));
-  o.Set("orig", flow_spec_to_js(env, f.orig));
-  o.Set("reply", f.has_reply ? Napi::Value(flow_spec_to_js(env, f.reply)) : env.Null());
-  Napi::Object oc = Napi::Object::New(env);
-  set_u64(oc, "packets", f.orig_counter.packets);
-  set_u64(oc, "bytes", f.orig_counter.bytes);
-  o.Set("origCounter", oc);
-  Napi::Object rc = Napi::Object::New(env);
-  set_u64(rc, "packets", f.reply_counter.packets);
-  set_u64(rc, "bytes", f.reply_counter.bytes);
-  o.Set("replyCounter", rc);
-  o.Set("idleSeconds", f.idle_s);
-  o.Set("teardown", f.teardown);
-  return o;
-}
-
 static Napi::Object reason_counts(Napi::Env env, const uint64_t *counts, const char *const *names, unsigned n) {
   Napi::Object o = Napi::Object::New(env);
   for (unsigned i = 0; i < n; i++) set_u64(o, names[i], counts[i]);

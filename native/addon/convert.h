@@ -48,7 +48,6 @@ flow_spec flow_spec_from(const Napi::Object &o, const char *ctx);
 Napi::Object port_info_to_js(Napi::Env env, const port_info &p);
 Napi::Object port_counters_to_js(Napi::Env env, const port_counters &c);
 Napi::Object flow_spec_to_js(Napi::Env env, const flow_spec &f);
-Napi::Object flow_info_to_js(Napi::Env env, const flow_info &f);
 Napi::Object stats_to_js(Napi::Env env, const dataplane_stats &s);
 Napi::Object reasons_to_js(Napi::Env env);
 Napi::Buffer<uint8_t> bytes_to_js(Napi::Env env, const uint8_t *p, size_t len);

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "addon/convert.h"
+#include "addon/flow_record.h"
 #include "dp/flowtable.h"
 #include "dp/memory.h"
 #include "dp/observation.h"
@@ -613,6 +614,32 @@ Napi::Value ObservationLayout(const Napi::CallbackInfo &info) {
   return o;
 }
 
+// Offsets of the flow record fields, for lib/flow-records.ts's decoder test.
+Napi::Value FlowRecordLayout(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("size", static_cast<uint32_t>(sizeof(flow_record)));
+  o.Set("directionSize", static_cast<uint32_t>(sizeof(flow_record_direction)));
+#define FG_OFFSET(type, field) o.Set(#type "." #field, static_cast<uint32_t>(offsetof(type, field)))
+  FG_OFFSET(flow_record, handle);
+  FG_OFFSET(flow_record, idle_s);
+  FG_OFFSET(flow_record, teardown);
+  FG_OFFSET(flow_record, has_reply);
+  FG_OFFSET(flow_record, reap_reason);
+  FG_OFFSET(flow_record, orig);
+  FG_OFFSET(flow_record, reply);
+  FG_OFFSET(flow_record_direction, key);
+  FG_OFFSET(flow_record_direction, packets);
+  FG_OFFSET(flow_record_direction, bytes);
+  FG_OFFSET(flow_record_direction, action);
+  FG_OFFSET(flow_record_direction, out_port);
+  FG_OFFSET(flow_record_direction, tunnel);
+  FG_OFFSET(flow_record_direction, dst_mac);
+  FG_OFFSET(flow_record_direction, src_mac);
+#undef FG_OFFSET
+  return o;
+}
+
 // The key layout, so that TypeScript tests can check the bytes that are hashed.
 Napi::Value KeyLayout(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
@@ -632,6 +659,7 @@ Napi::Object testing_exports(Napi::Env env) {
   t.Set("flowtableConcurrency", Napi::Function::New(env, FlowtableConcurrency, "flowtableConcurrency"));
   t.Set("keyLayout", Napi::Function::New(env, KeyLayout, "keyLayout"));
   t.Set("observationLayout", Napi::Function::New(env, ObservationLayout, "observationLayout"));
+  t.Set("flowRecordLayout", Napi::Function::New(env, FlowRecordLayout, "flowRecordLayout"));
   return t;
 }
 
