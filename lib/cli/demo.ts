@@ -100,12 +100,22 @@ async function listening(netns: string, port: number, serverExited: Promise<unkn
   }
 }
 
+class StreamStopped extends Error {
+  constructor() {
+    super('the stream was stopped before it started');
+  }
+}
+
 /** iperf3 from the lan host to the remote host; stop() is safe before it started. */
 function iperfStream(topology: DemoTopology, seconds: number): Stream {
   const server = spawnIn(topology.ns.remote, ['iperf3', '-s', '-1', '-p', String(IPERF_PORT)]);
   let client: ReturnType<typeof spawnIn> | undefined;
+  let stopped = false;
   const result = (async () => {
     await listening(topology.ns.remote, IPERF_PORT, server.output);
+    // Stopped while the server came up: a client started now would be left trying to
+    // connect (for two minutes of SYN retries) to a server that is gone, keeping us alive.
+    if (stopped) throw new StreamStopped();
     client = spawnIn(topology.ns.lan, ['iperf3', '-c', DEMO_ADDRESSES.remoteHost, '-p', String(IPERF_PORT), '-t', String(seconds), '-J']);
     const report = JSON.parse(await client.output) as { end: { sum_received: { bytes: number; seconds: number } } };
     return { tool: 'iperf3', bytes: report.end.sum_received.bytes, seconds: report.end.sum_received.seconds };
@@ -113,6 +123,7 @@ function iperfStream(topology: DemoTopology, seconds: number): Stream {
   return {
     result,
     stop: () => {
+      stopped = true;
       client?.kill();
       server.kill();
     },
@@ -123,8 +134,10 @@ function iperfStream(topology: DemoTopology, seconds: number): Stream {
 function nodeStream(topology: DemoTopology, seconds: number): Stream {
   const sink = startTraffic(topology.ns.remote, { kind: 'tcp-receive', port: STREAM_PORT });
   let source: ReturnType<typeof startTraffic> | undefined;
+  let stopped = false;
   const result = (async () => {
     await sink.ready;
+    if (stopped) throw new StreamStopped();
     source = startTraffic(topology.ns.lan, { kind: 'tcp-send', host: DEMO_ADDRESSES.remoteHost, port: STREAM_PORT, seconds });
     await source.result;
     const received = await sink.result;
@@ -133,6 +146,7 @@ function nodeStream(topology: DemoTopology, seconds: number): Stream {
   return {
     result,
     stop: () => {
+      stopped = true;
       source?.kill();
       sink.kill();
     },
