@@ -171,6 +171,8 @@ export interface DataplaneStats {
 
 const IPPROTO = { tcp: 6, udp: 17 } as const;
 const DEFAULT_FLOW_CAPACITY = 1_048_576;
+/** Connections per page of Dataplane.flowPages(): about 10 ms of decoding and formatting. */
+const FLOW_PAGE_SIZE = 2048;
 const DEFAULT_MBUFS = 16_383;
 const DEFAULT_MBUF_DATA_ROOM = 2048;
 const TUNNEL_OUTER_HEADERS = 40;
@@ -560,9 +562,24 @@ export class Dataplane {
     return f === undefined ? undefined : this.flowOf(f);
   }
 
+  /** Every offloaded connection. */
   flows(): Flow[] {
-    this.requireRunning();
-    return decodeFlowRecords(call(() => this.addon.listFlows())).map((f) => this.flowOf(f));
+    return [...this.flowPages(Number.MAX_SAFE_INTEGER)].flat();
+  }
+
+  /**
+   * The connections a page at a time, so that a caller listing a large table can let the
+   * event loop run between pages. Flows added or removed meanwhile may be missed or listed
+   * once, never twice.
+   */
+  *flowPages(pageSize = FLOW_PAGE_SIZE): Generator<Flow[], void, undefined> {
+    let from = 0;
+    do {
+      this.requireRunning();
+      const page = call(() => this.addon.listFlows({ from, max: Math.min(pageSize, 0xffffffff) }));
+      yield decodeFlowRecords(page.records).map((f) => this.flowOf(f));
+      from = page.next;
+    } while (from !== 0);
   }
 
   /** Remove flows marked for teardown and flows idle longer than their protocol's timeout (seconds). */

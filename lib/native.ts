@@ -252,8 +252,11 @@ export interface NativeAddon {
   removeFlow(handle: number): boolean;
   /** One flow record (lib/flow-records.ts), or null when no flow has this handle. */
   getFlow(handle: number): Buffer | null;
-  /** Flow records (lib/flow-records.ts) of every flow. */
-  listFlows(): Buffer;
+  /**
+   * Flow records (lib/flow-records.ts) of at most `max` flows from cursor `from` (0: the
+   * start); `next` continues the listing, 0 when it is complete.
+   */
+  listFlows(options: { from: number; max: number }): { records: Buffer; next: number };
   /** Flow records of the flows removed, each with its reap reason. */
   reap(options: { tcpTimeout: number; udpTimeout: number }): Buffer;
   flushFlows(): number;

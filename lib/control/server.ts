@@ -36,7 +36,7 @@ export interface ControlServerOptions {
   log?: Logger;
 }
 
-type Handlers = { [M in keyof ControlResults]: (params: Record<string, unknown>) => ControlResults[M] };
+type Handlers = { [M in keyof ControlResults]: (params: Record<string, unknown>) => ControlResults[M] | Promise<ControlResults[M]> };
 
 function handlersFor(view: GatewayView): Handlers {
   return {
@@ -204,23 +204,37 @@ export class ControlServer {
     // A client that goes away mid-answer is its own business, not an error of the server.
     socket.on('error', (err) => this.log.debug('control connection error', { err }));
     const lines = new LineSplitter(MAX_REQUEST_BYTES);
+    // Answers may take a while (flows yields to the event loop between pages): chained, so
+    // that they leave in the order the requests came.
+    let answered = Promise.resolve();
+    const reply = (response: () => ControlResponse | Promise<ControlResponse>) => {
+      answered = answered
+        .then(response)
+        .then((r) => this.send(socket, r))
+        .catch((err: unknown) => {
+          // Only sending can fail here (answer() turns every error into a response): a
+          // response too large to serialise. The client sees the connection end.
+          this.log.error('control response failed', { err });
+          socket.destroy();
+        });
+    };
     socket.on('data', (chunk: Buffer) =>
       lines.push(
         chunk,
         (line) => {
           if (line.trim() === '') return;
-          this.send(socket, this.answer(line));
+          reply(() => this.answer(line));
         },
         () =>
-          this.send(socket, {
+          reply(() => ({
             id: null,
             error: { code: CONTROL_ERROR_CODES.badRequest, message: `expected a request line of at most ${MAX_REQUEST_BYTES} bytes` },
-          }),
+          })),
       ),
     );
   }
 
-  private answer(line: string): ControlResponse {
+  private async answer(line: string): Promise<ControlResponse> {
     const parsed = parseRequest(line);
     if (!parsed.ok) return { id: parsed.id, error: { code: CONTROL_ERROR_CODES.badRequest, message: parsed.message } };
     const { id, method, params } = parsed.request;
@@ -231,7 +245,7 @@ export class ControlServer {
       };
     }
     try {
-      return { id, result: this.handlers[method as keyof Handlers](params ?? {}) };
+      return { id, result: await this.handlers[method as keyof Handlers](params ?? {}) };
     } catch (err) {
       if (err instanceof FlowgateError) return { id, error: { code: err.code, message: err.message } };
       this.log.error('control method failed', { method, err, stack: err instanceof Error ? err.stack : undefined });

@@ -404,8 +404,14 @@ export class Gateway implements GatewayView {
     };
   }
 
-  flows(): GatewayFlow[] {
-    return this.dp.flows().map((f) => this.flowView(f));
+  /** Every offloaded connection, a page at a time with the event loop running in between (the learner keeps learning). */
+  async flows(): Promise<GatewayFlow[]> {
+    const out: GatewayFlow[] = [];
+    for (const page of this.dp.flowPages()) {
+      for (const f of page) out.push(this.flowView(f));
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    return out;
   }
 
   private endpoint(d: FlowDirection & { packets: number; bytes: number }): FlowEndpointView {

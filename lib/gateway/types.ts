@@ -83,5 +83,5 @@ export interface ReloadResult {
 /** The read-only view the control socket and metrics use. */
 export interface GatewayView {
   stats(): GatewayStats;
-  flows(): GatewayFlow[];
+  flows(): Promise<GatewayFlow[]>;
 }

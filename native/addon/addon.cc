@@ -260,10 +260,18 @@ Napi::Value GetFlow(const Napi::CallbackInfo &info) {
   });
 }
 
+// listFlows({ from, max }): { records, next } (see dataplane::list_flows).
 Napi::Value ListFlows(const Napi::CallbackInfo &info) {
   return guard(info.Env(), [&] {
-    std::vector<flow_info> flows = dp_of(info).list_flows();
-    return flow_records(info.Env(), flows.size(), [&](size_t i, flow_record *r) { flow_record_fill(r, flows[i], 0); });
+    Napi::Object o = as_object(arg(info, 0), "list options");
+    uint32_t from = get_uint(o, "from", "list options", 0, UINT32_MAX);
+    uint32_t max = get_uint(o, "max", "list options", 1, UINT32_MAX);
+    uint32_t next = 0;
+    std::vector<flow_info> flows = dp_of(info).list_flows(from, max, &next);
+    Napi::Object page = Napi::Object::New(info.Env());
+    page.Set("records", flow_records(info.Env(), flows.size(), [&](size_t i, flow_record *r) { flow_record_fill(r, flows[i], 0); }));
+    page.Set("next", next);
+    return page;
   });
 }
 

@@ -748,11 +748,13 @@ bool dataplane::get_flow(uint64_t handle, flow_info *out) const {
   return true;
 }
 
-std::vector<flow_info> dataplane::list_flows() const {
+std::vector<flow_info> dataplane::list_flows(uint32_t from, uint32_t max, uint32_t *next) const {
   require_init();
   std::vector<flow_info> flows;
-  for (uint32_t i = 0; i < high_water_; i++)
+  uint32_t i = from;
+  for (; i < high_water_ && flows.size() < max; i++)
     if (ctl_[i].state == slot_state::orig) flows.push_back(info_of(i));
+  *next = i < high_water_ ? i : 0;
   return flows;
 }
 

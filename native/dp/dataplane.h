@@ -156,7 +156,10 @@ class dataplane {
   uint64_t add_flow_pair(const flow_spec &orig, const flow_spec *reply);
   bool remove_flow(uint64_t handle);
   bool get_flow(uint64_t handle, flow_info *out) const;
-  std::vector<flow_info> list_flows() const;
+  // At most `max` flows, in table order from cursor `from` (0 to start); *next is the cursor
+  // to continue from, or 0 when the listing is complete. Flows added or removed between
+  // pages may be missed or listed once, never twice.
+  std::vector<flow_info> list_flows(uint32_t from, uint32_t max, uint32_t *next) const;
   // Remove flows marked for teardown and flows idle longer than their protocol's timeout.
   std::vector<reaped_flow> reap(uint32_t tcp_timeout_s, uint32_t udp_timeout_s);
   // Remove every flow; returns how many pairs were removed.

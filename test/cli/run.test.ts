@@ -97,7 +97,7 @@ class StandInGateway implements ManagedGateway {
     return this.view.stats();
   }
 
-  flows(): GatewayFlow[] {
+  flows(): Promise<GatewayFlow[]> {
     return this.view.flows();
   }
 }

@@ -72,7 +72,7 @@ export class FixedView implements GatewayView {
     return this.statsValue;
   }
 
-  flows(): GatewayFlow[] {
-    return this.flowsValue;
+  flows(): Promise<GatewayFlow[]> {
+    return Promise.resolve(this.flowsValue);
   }
 }

@@ -90,6 +90,25 @@ describe('control socket', () => {
     );
   });
 
+  it('keeps answering other connections while a listing is under way, and answers each connection in order', async () => {
+    // A flows listing that takes a while, as the gateway's does, yielding between pages.
+    let release: () => void = () => undefined;
+    const view = new FixedView();
+    const slow = new Promise<void>((resolve) => (release = resolve));
+    view.flows = async () => {
+      await slow;
+      return fixedFlows();
+    };
+    await serve(view);
+    const listing = exchange(socketPath, '{"id":1,"method":"flows"}\n{"id":2,"method":"ping"}\n', 2);
+    const [other] = await exchange(socketPath, '{"id":"other","method":"ping"}\n', 1);
+    assert.deepEqual(other, { id: 'other', result: { pid: process.pid } });
+    release();
+    const answers = (await listing) as { id: number; result: unknown }[];
+    assert.deepEqual(answers.map((a) => a.id), [1, 2]);
+    assert.deepEqual(answers[0]?.result, fixedFlows());
+  });
+
   it('creates the socket with mode 0600 and its missing directory with mode 0755 whatever the umask', async () => {
     const nested = path.join(dir, 'run', 'flowgate', 'flowgate.sock');
     const previous = process.umask(0o077);

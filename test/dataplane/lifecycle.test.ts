@@ -108,6 +108,35 @@ describe('dataplane lifecycle', function () {
     assert.equal(r.result.worker, '1');
   });
 
+  it('lists flows a page at a time, every connection once, also when flows go between pages', () => {
+    const r = child(`
+      const dp = new Dataplane();
+      dp.start({ workers: { cpus: [1] }, flowCapacity: 1024, ports: [{ name: 'a', device: 'net_null0' }, { name: 'b', device: 'net_null1' }] });
+      const ids = [];
+      for (let i = 0; i < 10; i++)
+        ids.push(dp.addFlow({
+          original: { in: 'a', proto: 'udp', src: '10.0.0.' + i, dst: '10.1.0.1', sport: 1000, dport: 2000, out: { port: 'b', mac: '02:00:00:00:00:03' } },
+          reply: { in: 'b', proto: 'udp', src: '10.1.0.1', dst: '10.0.0.' + i, sport: 2000, dport: 1000, out: { port: 'a', mac: '02:00:00:00:00:04' } },
+        }));
+      const pageSizes = [...dp.flowPages(4)].map((page) => page.length);
+      const listed = [];
+      let first = true;
+      for (const page of dp.flowPages(4)) {
+        listed.push(...page.map((f) => f.id));
+        // The last three go while the listing is under way.
+        if (first) for (const id of ids.slice(7)) dp.removeFlow(id);
+        first = false;
+      }
+      const all = dp.flows();
+      dp.stop();
+      console.log(JSON.stringify({ pageSizes, listed, ids, all: all.map((f) => f.id), replies: all.every((f) => f.reply !== null && f.reply.in === 'b') }));`);
+    assert.equal(r.status, 0, r.stderr);
+    assert.deepEqual(r.result.pageSizes, [4, 4, 2]);
+    assert.deepEqual(r.result.listed, r.result.ids.slice(0, 7));
+    assert.deepEqual(r.result.all, r.result.ids.slice(0, 7));
+    assert.equal(r.result.replies, true);
+  });
+
   it('runs without hugepages when told to, and says so', () => {
     const r = child(`
       const dp = new Dataplane();
