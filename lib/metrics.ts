@@ -14,7 +14,7 @@ import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import { GATEWAY_NOT_READY } from './control/errors';
 import { flowgateVersion } from './control/protocol';
 import { FlowgateError } from './errors';
-import type { GatewayStats, GatewayView, PortCounters } from './gateway/types';
+import { PORT_COUNTERS, type GatewayStats, type GatewayView } from './gateway/types';
 import { silentLogger, type Logger } from './log';
 
 type Labels = Record<string, string>;
@@ -31,17 +31,6 @@ export interface MetricDefinition {
   labelNames: readonly string[];
   samples(stats: GatewayStats): Sample[];
 }
-
-const PORT_COUNTERS: { field: keyof PortCounters; help: string }[] = [
-  { field: 'rx_packets', help: 'Packets received on the port.' },
-  { field: 'rx_bytes', help: 'Bytes received on the port.' },
-  { field: 'rx_dropped', help: 'Packets the port could not take in (ring full, no mbuf).' },
-  { field: 'rx_errors', help: 'Receive errors reported by the port.' },
-  { field: 'tx_packets', help: 'Packets sent on the port.' },
-  { field: 'tx_bytes', help: 'Bytes sent on the port.' },
-  { field: 'tx_dropped', help: 'Packets flowgate could not hand to the port (queue full).' },
-  { field: 'tx_errors', help: 'Transmit errors reported by the port.' },
-];
 
 function byLabel(label: string, values: Record<string, number>): Sample[] {
   return Object.entries(values).map(([key, value]) => ({ labels: { [label]: key }, value }));

@@ -3,7 +3,7 @@
  * control socket's JSON for programs.
  */
 import { controlRequest } from '../control/client';
-import type { GatewayStats, PortCounters } from '../gateway/types';
+import { PORT_COUNTERS, type GatewayStats } from '../gateway/types';
 import { parseInstanceArgs } from './flows';
 
 export const USAGE = `usage: flowgate stats [--json] [-c FILE | --socket PATH]
@@ -59,16 +59,8 @@ function milliseconds(value: number | null): string {
   return value === null ? '-' : `${value.toFixed(2)} ms`;
 }
 
-const PORT_COLUMNS: { title: string; field: keyof PortCounters }[] = [
-  { title: 'rx packets', field: 'rx_packets' },
-  { title: 'rx bytes', field: 'rx_bytes' },
-  { title: 'rx dropped', field: 'rx_dropped' },
-  { title: 'rx errors', field: 'rx_errors' },
-  { title: 'tx packets', field: 'tx_packets' },
-  { title: 'tx bytes', field: 'tx_bytes' },
-  { title: 'tx dropped', field: 'tx_dropped' },
-  { title: 'tx errors', field: 'tx_errors' },
-];
+// Column titles from the field names: rx_packets -> "rx packets".
+const PORT_COLUMNS = PORT_COUNTERS.map(({ field }) => ({ title: field.replace('_', ' '), field }));
 
 export function formatStats(stats: GatewayStats): string {
   const { fastpath, slowpath, drops, flows, learner } = stats;

@@ -17,6 +17,18 @@ export interface PortCounters {
   tx_errors: number;
 }
 
+/** Every port counter, with what it counts: the stats table and the metrics list these. */
+export const PORT_COUNTERS: readonly { field: keyof PortCounters; help: string }[] = [
+  { field: 'rx_packets', help: 'Packets received on the port.' },
+  { field: 'rx_bytes', help: 'Bytes received on the port.' },
+  { field: 'rx_dropped', help: 'Packets the port could not take in (ring full, no mbuf).' },
+  { field: 'rx_errors', help: 'Receive errors reported by the port.' },
+  { field: 'tx_packets', help: 'Packets sent on the port.' },
+  { field: 'tx_bytes', help: 'Bytes sent on the port.' },
+  { field: 'tx_dropped', help: 'Packets flowgate could not hand to the port (queue full).' },
+  { field: 'tx_errors', help: 'Transmit errors reported by the port.' },
+];
+
 export interface GatewayStats {
   /** Seconds since the gateway started. */
   uptime: number;
