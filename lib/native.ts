@@ -187,13 +187,7 @@ export interface NativeTesting {
     options?: { burst?: number; now?: number },
   ): {
     results: { port: number | null; frame: Buffer | null; reason?: string }[];
-    stats: {
-      rxPackets: number;
-      fastPackets: number;
-      fastBytes: number;
-      punts: Record<string, number>;
-      drops: Record<string, number>;
-    };
+    stats: Pick<NativeStats, 'rxPackets' | 'fastPackets' | 'fastBytes' | 'punts' | 'drops'>;
     flows: {
       orig: { packets: number; bytes: number; teardown: boolean; lastSeen: number };
       reply: { packets: number; bytes: number; teardown: boolean; lastSeen: number } | null;

@@ -123,11 +123,11 @@ int main(int argc, char **argv) {
     m.data_len = static_cast<uint16_t>(frames[f].size());
     m.pkt_len = m.data_len;
     m.nb_segs = 1;
-    parse_packet(&m, 0, &en.key, &meta);
-    en.action = decap ? FLOW_ACT_DECAP4IN6 : scenario.rfind("encap", 0) == 0 ? FLOW_ACT_ENCAP4IN6 : FLOW_ACT_FWD4;
+    flow_key key;
+    parse_packet(&m, 0, &key, &meta);
+    uint8_t action = decap ? FLOW_ACT_DECAP4IN6 : scenario.rfind("encap", 0) == 0 ? FLOW_ACT_ENCAP4IN6 : FLOW_ACT_FWD4;
+    flow_entry_init(en, key, action, FLOW_NONE, 1, 0);  // now_s 1 as the pipeline's below; no keepalive
     en.target = 0;
-    en.pair = FLOW_NONE;
-    en.keepalive_at = UINT32_MAX;
     if (int rc = ft.publish(e); rc != 0) { fprintf(stderr, "publish flow %u: %d\n", f, rc); return 2; }
   }
 

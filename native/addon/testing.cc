@@ -251,12 +251,7 @@ struct harness {
     uint32_t idx = ft.alloc();
     if (idx == FLOW_NONE) throw dp_error(ERR_FLOWTABLE_FULL, "setup flows exceed the capacity");
     flow_entry &e = ft.entry(idx);
-    e.key = f.key;
-    e.action = f.action;
-    e.pair = FLOW_NONE;
-    e.last_seen = pl_now;
-    uint32_t keepalive = snap->keepalive_s[keepalive_index(f.key.l4proto)];
-    e.keepalive_at = keepalive == 0 ? UINT32_MAX : pl_now + keepalive;
+    flow_entry_init(e, f.key, f.action, FLOW_NONE, pl_now, snap->keepalive_s[keepalive_index(f.key.l4proto)]);
     if (f.action == FLOW_ACT_ENCAP4IN6) {
       e.target = f.tunnel;
     } else {

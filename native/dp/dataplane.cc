@@ -574,14 +574,7 @@ void dataplane::validate_flow(const flow_spec &f) const {
 
 void dataplane::fill_entry(uint32_t idx, const flow_spec &f, uint32_t pair) {
   flow_entry &e = ft_.entry(idx);
-  e.key = f.key;
-  e.action = f.action;
-  e.teardown = 0;
-  e.pair = pair;
-  uint32_t now = now_s();
-  e.last_seen = now;
-  uint32_t keepalive = snap_->keepalive_s[keepalive_index(f.key.l4proto)];
-  e.keepalive_at = keepalive == 0 ? UINT32_MAX : now + keepalive;
+  flow_entry_init(e, f.key, f.action, pair, now_s(), snap_->keepalive_s[keepalive_index(f.key.l4proto)]);
   if (f.action == FLOW_ACT_ENCAP4IN6) {
     e.target = f.tunnel;
   } else {

@@ -53,6 +53,18 @@ struct alignas(CACHE_LINE) flow_entry {
 };
 static_assert(sizeof(flow_entry) == CACHE_LINE, "a flow entry is one cache line");
 
+// Control thread: a new flow's entry, before publish, all but `target` (which the action
+// decides). keepalive_s: seconds until its first keepalive punt, 0 for none.
+inline void flow_entry_init(flow_entry &e, const flow_key &key, uint8_t action, uint32_t pair, uint32_t now_s,
+                            uint32_t keepalive_s) {
+  e.key = key;
+  e.action = action;
+  e.teardown = 0;
+  e.pair = pair;
+  e.last_seen = now_s;
+  e.keepalive_at = keepalive_s == 0 ? UINT32_MAX : now_s + keepalive_s;
+}
+
 struct flow_counter {
   uint64_t packets;
   uint64_t bytes;
