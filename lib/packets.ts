@@ -162,8 +162,3 @@ export function ethernetFrame(dst: string, src: string, l3: Buffer): Buffer {
   h.writeUInt16BE(((l3[0] ?? 0) >> 4) === 6 ? ETHERTYPE_IPV6 : ETHERTYPE_IPV4, 12);
   return Buffer.concat([h, l3]);
 }
-
-/** Payload bytes that make an Ethernet frame of `frameSize` bytes (without FCS) around headers of `headerBytes`. */
-export function paddingFor(frameSize: number, headerBytes: number): Buffer {
-  return Buffer.alloc(Math.max(0, frameSize - headerBytes));
-}

@@ -212,13 +212,6 @@ export function innerFrameSize(scenario: Scenario, i: number, frameSize: number)
   return Math.max(frameSize, minimumFrameSize(flowRole(scenario.kind, i)));
 }
 
-/** The stored (FCS-less) length of flowFrame(scenario, i, frameSize), without building it. */
-export function flowFrameLength(scenario: Scenario, i: number, frameSize: number): number {
-  const role = flowRole(scenario.kind, i);
-  const inner = Math.max(frameSize, minimumFrameSize(role)) - FCS_BYTES;
-  return role === 'decap' ? inner + tunnelOverhead(scenario.encapLimit ?? 4) : inner;
-}
-
 // ---- the dataplane side ----------------------------------------------------------------
 
 /** The in-port vdev: the traffic's pcaps replayed forever, one rx queue (and one dropping tx queue) per file. */

@@ -13,10 +13,9 @@ import * as path from 'node:path';
 
 import { InvalidArgumentError } from '../errors';
 import { encodePcap, LINKTYPE_ETHERNET } from '../pcap';
-import { flowFrame, flowFrameLength, innerFrameSize, Scenario } from './scenarios';
+import { flowFrame, innerFrameSize, Scenario } from './scenarios';
 
 export type FrameSize = number | 'imix';
-export const FRAME_SIZES: readonly FrameSize[] = [64, 128, 512, 1500, 'imix'];
 
 /**
  * Simple IMIX (7:4:1 of 64, 594 and 1518-byte frames, i.e. IP packets of 46, 576 and 1500
@@ -221,14 +220,5 @@ export function trafficFiles(spec: TrafficSpec, cacheDir: string, onProgress?: (
   const meta: CacheMeta = { packets, maxFrame, meanFrameSize: sizeSum / seq.length };
   fs.writeFileSync(metaFile, JSON.stringify(meta));
   return { files, ...meta, generated: true };
-}
-
-/** The longest stored frame of this traffic, without generating it. */
-export function maxStoredFrame(scenario: Scenario, size: FrameSize): number {
-  const sizes = size === 'imix' ? [...new Set(IMIX_PATTERN)] : [size];
-  let max = 0;
-  // Flows 0 and 1 cover both roles of mixed traffic; every other scenario has one role.
-  for (const s of sizes) for (const i of [0, 1]) max = Math.max(max, flowFrameLength(scenario, i, s));
-  return max;
 }
 
