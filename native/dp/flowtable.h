@@ -53,6 +53,12 @@ struct alignas(CACHE_LINE) flow_entry {
 };
 static_assert(sizeof(flow_entry) == CACHE_LINE, "a flow entry is one cache line");
 
+// When a flow whose keepalive interval is interval_s next sends a packet through the kernel:
+// never for an interval of 0.
+inline uint32_t keepalive_deadline(uint32_t now_s, uint32_t interval_s) {
+  return interval_s == 0 ? UINT32_MAX : now_s + interval_s;
+}
+
 // Control thread: a new flow's entry, before publish, all but `target` (which the action
 // decides). keepalive_s: seconds until its first keepalive punt, 0 for none.
 inline void flow_entry_init(flow_entry &e, const flow_key &key, uint8_t action, uint32_t pair, uint32_t now_s,
@@ -62,7 +68,7 @@ inline void flow_entry_init(flow_entry &e, const flow_key &key, uint8_t action, 
   e.teardown = 0;
   e.pair = pair;
   e.last_seen = now_s;
-  e.keepalive_at = keepalive_s == 0 ? UINT32_MAX : now_s + keepalive_s;
+  e.keepalive_at = keepalive_deadline(now_s, keepalive_s);
 }
 
 struct flow_counter {

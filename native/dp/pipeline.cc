@@ -148,7 +148,7 @@ inline uint16_t forward(pipeline &pl, burst_state &b, rte_mbuf *m, uint16_t in_p
     // One lcore wins the entry's next slot and sends this packet through the kernel, whose
     // conntrack entry for the flow would otherwise time out while the fast path carries it.
     uint32_t interval = s->keepalive_s[keepalive_index(e.key.l4proto)];
-    uint32_t next = interval == 0 ? UINT32_MAX : b.now_s + interval;
+    uint32_t next = keepalive_deadline(b.now_s, interval);
     if (__atomic_compare_exchange_n(&e.keepalive_at, &keepalive_at, next, false, __ATOMIC_RELAXED,
                                     __ATOMIC_RELAXED) &&
         interval != 0) {
