@@ -16,7 +16,9 @@
         "native/dp/dataplane.cc",
         "native/addon/addon.cc",
         "native/addon/convert.cc",
-        "native/addon/testing.cc"
+        "native/addon/testing.cc",
+        "native/addon/conntrack.cc",
+        "native/ct/conntrack.cc"
       ],
       "include_dirs": [
         "<!(node -p \"require('node-addon-api').include_dir\")",
@@ -32,6 +34,7 @@
       "cflags_cc!": ["-fno-exceptions", "-std=gnu++17"],
       "cflags": [
         "<!@(pkg-config --cflags libdpdk)",
+        "<!@(pkg-config --cflags libnetfilter_conntrack libmnl)",
         "-O3",
         "-Wall",
         "-Wextra",
@@ -39,7 +42,7 @@
         "-Wno-missing-field-initializers"
       ],
       "cflags_cc": ["-std=gnu++20", "-fexceptions", "-Wno-volatile"],
-      "libraries": ["<!@(pkg-config --libs libdpdk)"]
+      "libraries": ["<!@(pkg-config --libs libdpdk)", "<!@(pkg-config --libs libnetfilter_conntrack libmnl)"]
     }
   ]
 }

@@ -221,6 +221,27 @@ export interface NativeTesting {
   flowRecordLayout(): Record<string, number>;
 }
 
+/** ctnetlink (native/addon/conntrack.cc): packed records, decoded by lib/conntrack.ts. */
+export interface NativeConntrack {
+  get(tuples: Buffer): Promise<Buffer>;
+  update(updates: Buffer): Promise<{ ok: number; notFound: number; failed: number }>;
+  dump(): Promise<Buffer>;
+  stats(): { events: number; enobufs: number; resyncs: number; gets: number; updates: number; errors: number };
+  close(): void;
+}
+
+export interface NativeConntrackClass {
+  new (options: {
+    events: ('new' | 'update' | 'destroy')[];
+    rcvbuf?: number;
+    /** A namespace file (/run/netns/NAME): the sockets are opened in that namespace. */
+    netns?: string;
+    onEvents: (records: Buffer, kind: 'events' | 'resync') => void;
+  }): NativeConntrack;
+  /** Offsets and sizes of the packed records (record, recordTuple, tuple, update). */
+  layout(): Record<'record' | 'recordTuple' | 'tuple' | 'update', Record<string, number>>;
+}
+
 export interface NativeAddon {
   init(options: NativeInitOptions): void;
   shutdown(): void;
@@ -258,6 +279,7 @@ export interface NativeAddon {
   reasons(): { punt: NativeReason[]; drop: NativeReason[] };
   /** The CPU's time stamp counter now (the clock of observation records). */
   tsc(): number;
+  Conntrack: NativeConntrackClass;
   testing: NativeTesting;
 }
 

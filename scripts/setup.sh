@@ -17,9 +17,9 @@ log() { printf 'setup: %s\n' "$*" >&2; }
 # Runtime: DPDK 22.11 and the build chain for the addon. Tests: independent packet decoders
 # (scapy, tshark), network-namespace tooling, and qemu for interop with the kernel's ip6tnl.
 readonly DEBIAN_PACKAGES=(
-  dpdk dpdk-dev libdpdk-dev pkg-config g++ make python3
+  dpdk dpdk-dev libdpdk-dev pkg-config g++ make python3 libnetfilter-conntrack-dev libmnl-dev
   iproute2 nftables iputils-ping procps kmod ethtool conntrack tcpdump socat iperf3
-  python3-scapy tshark
+  python3-scapy tshark python3-pyftpdlib ftp curl
   qemu-system-x86 busybox-static cpio
 )
 readonly MIN_FREE_HUGEPAGES=1024

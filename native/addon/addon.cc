@@ -16,6 +16,7 @@
 namespace fg::addon {
 
 Napi::Object testing_exports(Napi::Env env);
+Napi::Function conntrack_class(Napi::Env env);
 
 namespace {
 
@@ -332,6 +333,7 @@ Napi::Object ModuleInit(Napi::Env env, Napi::Object exports) {
   exports.Set("stats", Napi::Function::New(env, Stats, "stats"));
   exports.Set("reasons", Napi::Function::New(env, Reasons, "reasons"));
   exports.Set("tsc", Napi::Function::New(env, Tsc, "tsc"));
+  exports.Set("Conntrack", conntrack_class(env));
   exports.Set("testing", testing_exports(env));
   return exports;
 }

@@ -1,0 +1,373 @@
+// The N-API binding of fg::ct::conntrack (native/ct): a Conntrack class whose requests
+// return promises and whose events arrive in batches, all as packed records decoded by
+// lib/conntrack.ts. The conntrack thread never touches JavaScript: results and event
+// batches cross through thread-safe functions and are turned into values on the JS thread.
+#include <napi.h>
+
+#include <cstddef>
+#include <cstring>
+#include <memory>
+#include <string>
+
+#include "addon/convert.h"
+#include "ct/conntrack.h"
+
+namespace fg::addon {
+
+namespace {
+
+using ct::ct_record;
+using ct::ct_tuple;
+using ct::ct_update;
+
+// Event batches queued to JavaScript at most; beyond this the conntrack thread drops the
+// batch and resynchronises (the consumer then gets the whole table).
+constexpr size_t EVENT_QUEUE_BATCHES = 64;
+
+Napi::Error make_error(Napi::Env env, const char *code, const std::string &message, int err) {
+  Napi::Error e = Napi::Error::New(env, message);
+  e.Set("code", Napi::String::New(env, code));
+  if (err != 0) e.Set("errno", Napi::Number::New(env, err));
+  return e;
+}
+
+template <typename T>
+Napi::Buffer<uint8_t> records_buffer(Napi::Env env, std::vector<T> *v) {
+  if (v->empty()) {
+    delete v;
+    return Napi::Buffer<uint8_t>::New(env, 0);
+  }
+  return Napi::Buffer<uint8_t>::New(
+      env, reinterpret_cast<uint8_t *>(v->data()), v->size() * sizeof(T),
+      [](Napi::Env, uint8_t *, std::vector<T> *owner) { delete owner; }, v);
+}
+
+// Packed fixed-size items from a Buffer, copied before they cross to the thread.
+template <typename T>
+std::vector<T> items_from(const Napi::Value &v, const char *what) {
+  if (!v.IsBuffer())
+    throw dp_error(ERR_INVALID_ARGUMENT, std::string(what) + ": expected a Buffer of packed " + std::to_string(sizeof(T)) + "-byte records");
+  auto b = v.As<Napi::Buffer<uint8_t>>();
+  if (b.Length() % sizeof(T) != 0)
+    throw dp_error(ERR_INVALID_ARGUMENT, std::string(what) + ": expected a multiple of " + std::to_string(sizeof(T)) +
+                                              " bytes, received " + std::to_string(b.Length()));
+  std::vector<T> out(b.Length() / sizeof(T));
+  if (!out.empty()) memcpy(out.data(), b.Data(), b.Length());
+  return out;
+}
+
+void check_tuple(const ct_tuple &t, size_t i, const char *what) {
+  if ((t.family != 4 && t.family != 6) || (t.l4proto != 6 && t.l4proto != 17))
+    throw dp_error(ERR_INVALID_ARGUMENT, std::string(what) + "[" + std::to_string(i) +
+                                              "]: expected family 4 or 6 and protocol 6 (TCP) or 17 (UDP)");
+}
+
+// A completion: the promise and what resolves it, run on the JavaScript thread.
+struct completion {
+  Napi::Promise::Deferred deferred;
+  std::function<void(Napi::Env, Napi::Promise::Deferred &)> settle;
+};
+
+class ConntrackWrap : public Napi::ObjectWrap<ConntrackWrap> {
+ public:
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(env, "Conntrack",
+                       {
+                           InstanceMethod<&ConntrackWrap::Get>("get"),
+                           InstanceMethod<&ConntrackWrap::Update>("update"),
+                           InstanceMethod<&ConntrackWrap::Dump>("dump"),
+                           InstanceMethod<&ConntrackWrap::Stats>("stats"),
+                           InstanceMethod<&ConntrackWrap::Close>("close"),
+                           StaticMethod<&ConntrackWrap::Layout>("layout"),
+                       });
+  }
+
+  explicit ConntrackWrap(const Napi::CallbackInfo &info) : Napi::ObjectWrap<ConntrackWrap>(info) {
+    Napi::Env env = info.Env();
+    guard(env, [&] {
+      Napi::Object o = as_object(info.Length() > 0 ? info[0] : env.Undefined(), "Conntrack options");
+      ct::options opts;
+      Napi::Value events = o.Get("events");
+      if (!events.IsArray()) throw dp_error(ERR_INVALID_ARGUMENT, "Conntrack options.events: expected an array of 'new', 'update', 'destroy'");
+      Napi::Array a = events.As<Napi::Array>();
+      for (uint32_t i = 0; i < a.Length(); i++) {
+        Napi::Value e = a.Get(i);
+        std::string s = e.IsString() ? e.As<Napi::String>().Utf8Value() : "";
+        if (s == "new") opts.ev_new = true;
+        else if (s == "update") opts.ev_update = true;
+        else if (s == "destroy") opts.ev_destroy = true;
+        else throw dp_error(ERR_INVALID_ARGUMENT, "Conntrack options.events[" + std::to_string(i) + "]: expected 'new', 'update' or 'destroy'");
+      }
+      opts.rcvbuf = get_uint_or(o, "rcvbuf", "Conntrack options", 0, 1u << 30, 0);
+      Napi::Value ns = o.Get("netns");
+      if (!ns.IsUndefined() && !ns.IsNull()) opts.netns = get_string(o, "netns", "Conntrack options");
+      Napi::Value cb = o.Get("onEvents");
+      if (!cb.IsFunction()) throw dp_error(ERR_INVALID_ARGUMENT, "Conntrack options.onEvents: expected a function");
+
+      // Event batches: they must not keep the process alive (Unref).
+      events_ = Napi::ThreadSafeFunction::New(env, cb.As<Napi::Function>(), "flowgate conntrack events", EVENT_QUEUE_BATCHES, 1);
+      events_.Unref(env);
+      // Completions: unlimited queue (a request's result is never dropped); referenced only
+      // while requests are pending.
+      completions_ = Napi::ThreadSafeFunction::New(env, Napi::Function::New(env, [](const Napi::CallbackInfo &) {}),
+                                                   "flowgate conntrack completions", 0, 1);
+      completions_.Unref(env);
+
+      Napi::ThreadSafeFunction tsfn = events_;
+      auto closed = closed_;
+      opts.deliver = [tsfn, closed](std::vector<ct_record> &&batch, ct::batch_kind kind) mutable {
+        auto *raw = new std::vector<ct_record>(std::move(batch));
+        napi_status st = tsfn.NonBlockingCall(raw, [closed, kind](Napi::Env env, Napi::Function cb, std::vector<ct_record> *b) {
+          if (*closed) {
+            delete b;
+            return;
+          }
+          cb.Call({records_buffer(env, b), Napi::String::New(env, kind == ct::batch_kind::resync ? "resync" : "events")});
+        });
+        if (st != napi_ok) {
+          delete raw;
+          return false;
+        }
+        return true;
+      };
+      try {
+        core_ = std::make_unique<ct::conntrack>(std::move(opts));
+      } catch (...) {
+        release();
+        throw;
+      }
+      napi_add_env_cleanup_hook(env, &ConntrackWrap::cleanup_hook, this);
+      hooked_ = true;
+      return 0;
+    });
+  }
+
+  ~ConntrackWrap() override {
+    if (hooked_) napi_remove_env_cleanup_hook(Env(), &ConntrackWrap::cleanup_hook, this);
+    shutdown();
+  }
+
+ private:
+  static void cleanup_hook(void *arg) {
+    auto *self = static_cast<ConntrackWrap *>(arg);
+    self->hooked_ = false;
+    self->shutdown();
+  }
+
+  // Joins the thread (its callbacks have all been queued by then), then lets go of the
+  // thread-safe functions; results still queued are delivered, events are not.
+  void shutdown() {
+    *closed_ = true;
+    if (core_) {
+      core_->close();
+      core_.reset();
+    }
+    release();
+  }
+
+  void release() {
+    if (events_) {
+      events_.Release();
+      events_ = Napi::ThreadSafeFunction();
+    }
+    if (completions_) {
+      completions_.Release();
+      completions_ = Napi::ThreadSafeFunction();
+    }
+  }
+
+  ct::conntrack &core(const char *what) {
+    if (!core_) throw dp_error(ct::ERR_CONNTRACK_CLOSED, std::string("Conntrack.") + what + ": closed");
+    return *core_;
+  }
+
+  // A promise settled on the JavaScript thread by whatever the conntrack thread hands back.
+  // The wrapper stays referenced (and the loop alive) while requests are pending.
+  completion *begin(Napi::Env env) {
+    auto *c = new completion{Napi::Promise::Deferred::New(env), {}};
+    if (pending_++ == 0) {
+      completions_.Ref(env);
+      Ref();
+    }
+    return c;
+  }
+
+  void finish(completion *c, std::function<void(Napi::Env, Napi::Promise::Deferred &)> settle) {
+    c->settle = std::move(settle);
+    Napi::ThreadSafeFunction tsfn = completions_;
+    napi_status st = tsfn.NonBlockingCall(c, [this](Napi::Env env, Napi::Function, completion *done) {
+      std::unique_ptr<completion> owned(done);
+      Napi::HandleScope scope(env);
+      try {
+        owned->settle(env, owned->deferred);
+      } catch (const Napi::Error &e) {
+        owned->deferred.Reject(e.Value());
+      }
+      if (--pending_ == 0) {
+        if (completions_) completions_.Unref(env);
+        Unref();
+      }
+    });
+    if (st != napi_ok) delete c;  // the environment is going away
+  }
+
+  static void settle_failure(Napi::Env env, Napi::Promise::Deferred &d, const ct::failure &f) {
+    d.Reject(make_error(env, f.code, f.message, f.err).Value());
+  }
+
+  Napi::Value Get(const Napi::CallbackInfo &info) {
+    Napi::Env env = info.Env();
+    return guard(env, [&]() -> Napi::Value {
+      std::vector<ct_tuple> tuples = items_from<ct_tuple>(info.Length() > 0 ? info[0] : env.Undefined(), "Conntrack.get tuples");
+      for (size_t i = 0; i < tuples.size(); i++) check_tuple(tuples[i], i, "Conntrack.get tuples");
+      ct::conntrack &c = core("get");
+      completion *p = begin(env);
+      Napi::Promise promise = p->deferred.Promise();
+      c.get(std::move(tuples), [this, p](std::vector<ct_record> &&out, ct::failure f) {
+        auto *records = new std::vector<ct_record>(std::move(out));
+        finish(p, [records, f](Napi::Env env, Napi::Promise::Deferred &d) {
+          if (f) {
+            delete records;
+            settle_failure(env, d, f);
+          } else {
+            d.Resolve(records_buffer(env, records));
+          }
+        });
+      });
+      return promise;
+    });
+  }
+
+  Napi::Value Update(const Napi::CallbackInfo &info) {
+    Napi::Env env = info.Env();
+    return guard(env, [&]() -> Napi::Value {
+      std::vector<ct_update> updates = items_from<ct_update>(info.Length() > 0 ? info[0] : env.Undefined(), "Conntrack.update updates");
+      for (size_t i = 0; i < updates.size(); i++) check_tuple(updates[i].orig, i, "Conntrack.update updates");
+      ct::conntrack &c = core("update");
+      completion *p = begin(env);
+      Napi::Promise promise = p->deferred.Promise();
+      c.update(std::move(updates), [this, p](ct::ct_update_result r, ct::failure f) {
+        finish(p, [r, f](Napi::Env env, Napi::Promise::Deferred &d) {
+          if (f) return settle_failure(env, d, f);
+          Napi::Object o = Napi::Object::New(env);
+          o.Set("ok", r.ok);
+          o.Set("notFound", r.not_found);
+          o.Set("failed", r.failed);
+          d.Resolve(o);
+        });
+      });
+      return promise;
+    });
+  }
+
+  Napi::Value Dump(const Napi::CallbackInfo &info) {
+    Napi::Env env = info.Env();
+    return guard(env, [&]() -> Napi::Value {
+      ct::conntrack &c = core("dump");
+      completion *p = begin(env);
+      Napi::Promise promise = p->deferred.Promise();
+      c.dump([this, p](std::vector<ct_record> &&out, ct::failure f) {
+        auto *records = new std::vector<ct_record>(std::move(out));
+        finish(p, [records, f](Napi::Env env, Napi::Promise::Deferred &d) {
+          if (f) {
+            delete records;
+            settle_failure(env, d, f);
+          } else {
+            d.Resolve(records_buffer(env, records));
+          }
+        });
+      });
+      return promise;
+    });
+  }
+
+  Napi::Value Stats(const Napi::CallbackInfo &info) {
+    Napi::Env env = info.Env();
+    ct::ct_stats s = core_ ? core_->stats() : last_stats_;
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("events", static_cast<double>(s.events));
+    o.Set("enobufs", static_cast<double>(s.enobufs));
+    o.Set("resyncs", static_cast<double>(s.resyncs));
+    o.Set("gets", static_cast<double>(s.gets));
+    o.Set("updates", static_cast<double>(s.updates));
+    o.Set("errors", static_cast<double>(s.errors));
+    return o;
+  }
+
+  Napi::Value Close(const Napi::CallbackInfo &info) {
+    if (core_) last_stats_ = core_->stats();
+    if (hooked_) {
+      napi_remove_env_cleanup_hook(info.Env(), &ConntrackWrap::cleanup_hook, this);
+      hooked_ = false;
+    }
+    shutdown();
+    return info.Env().Undefined();
+  }
+
+  // The packed layouts, for lib/conntrack.ts to check its constants against.
+  static Napi::Value Layout(const Napi::CallbackInfo &info) {
+    Napi::Env env = info.Env();
+    Napi::Object record = Napi::Object::New(env);
+#define FIELD(obj, T, name, js) obj.Set(js, static_cast<double>(offsetof(T, name)))
+    record.Set("size", static_cast<double>(sizeof(ct_record)));
+    FIELD(record, ct_record, id, "id");
+    FIELD(record, ct_record, status, "status");
+    FIELD(record, ct_record, timeout, "timeout");
+    FIELD(record, ct_record, mark, "mark");
+    FIELD(record, ct_record, zone, "zone");
+    FIELD(record, ct_record, family, "family");
+    FIELD(record, ct_record, l4proto, "l4proto");
+    FIELD(record, ct_record, tcp_state, "tcpState");
+    FIELD(record, ct_record, event, "event");
+    FIELD(record, ct_record, tcp_flags_orig, "tcpFlagsOrig");
+    FIELD(record, ct_record, tcp_flags_reply, "tcpFlagsReply");
+    FIELD(record, ct_record, orig, "orig");
+    FIELD(record, ct_record, reply, "reply");
+    FIELD(record, ct_record, helper, "helper");
+    FIELD(record, ct_record, found, "found");
+    FIELD(record, ct_record, has_helper, "hasHelper");
+    FIELD(record, ct_record, error, "error");
+    Napi::Object rtuple = Napi::Object::New(env);
+    rtuple.Set("size", static_cast<double>(sizeof(ct::ct_record_tuple)));
+    FIELD(rtuple, ct::ct_record_tuple, src, "src");
+    FIELD(rtuple, ct::ct_record_tuple, dst, "dst");
+    FIELD(rtuple, ct::ct_record_tuple, sport, "sport");
+    FIELD(rtuple, ct::ct_record_tuple, dport, "dport");
+    Napi::Object tuple = Napi::Object::New(env);
+    tuple.Set("size", static_cast<double>(sizeof(ct_tuple)));
+    FIELD(tuple, ct_tuple, family, "family");
+    FIELD(tuple, ct_tuple, l4proto, "l4proto");
+    FIELD(tuple, ct_tuple, zone, "zone");
+    FIELD(tuple, ct_tuple, sport, "sport");
+    FIELD(tuple, ct_tuple, dport, "dport");
+    FIELD(tuple, ct_tuple, src, "src");
+    FIELD(tuple, ct_tuple, dst, "dst");
+    Napi::Object update = Napi::Object::New(env);
+    update.Set("size", static_cast<double>(sizeof(ct_update)));
+    FIELD(update, ct_update, orig, "orig");
+    FIELD(update, ct_update, timeout, "timeout");
+    FIELD(update, ct_update, flags, "flags");
+    FIELD(update, ct_update, tcp_state, "tcpState");
+#undef FIELD
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("record", record);
+    o.Set("recordTuple", rtuple);
+    o.Set("tuple", tuple);
+    o.Set("update", update);
+    return o;
+  }
+
+  std::unique_ptr<ct::conntrack> core_;
+  Napi::ThreadSafeFunction events_;
+  Napi::ThreadSafeFunction completions_;
+  std::shared_ptr<std::atomic<bool>> closed_ = std::make_shared<std::atomic<bool>>(false);
+  size_t pending_ = 0;  // JS thread only
+  bool hooked_ = false;
+  ct::ct_stats last_stats_;
+};
+
+}  // namespace
+
+Napi::Function conntrack_class(Napi::Env env) { return ConntrackWrap::Define(env); }
+
+}  // namespace fg::addon
