@@ -582,7 +582,7 @@ void conntrack::run(std::shared_ptr<std::promise<void>> started) {
           },
           [&](size_t, const nlmsghdr *nlh) {
             int e = nlmsg_error(nlh);
-            if (nlh->nlmsg_type != NLMSG_ERROR) return;  // no data expected; the ack follows? (not with CT_NEW)
+            if (nlh->nlmsg_type != NLMSG_ERROR) return;  // without NLM_F_ECHO the kernel only acks
             if (e == 0)
               res.ok++;
             else if (e == ENOENT)

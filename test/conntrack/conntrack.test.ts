@@ -221,6 +221,15 @@ EOF`, { netns });
       { events: ['new', 'update', 'destroy'], rcvbuf: 4096 },
     ));
 
+  it('lets a process exit that never closed its Conntrack, with requests answered first', () =>
+    withNetns(async (netns) => {
+      const script = `const { Conntrack } = require(${JSON.stringify(require.resolve('../../lib/conntrack'))});
+const ct = Conntrack.open({ netns: ${JSON.stringify(netns)}, events: ['new', 'update', 'destroy'], onEvents() {}, onResync() {} });
+ct.dump().then((all) => console.log('dumped', all.length));`;
+      const out = await sh(['node', '-e', script], { timeoutMs: 20_000 });
+      assert.equal(out.trim(), 'dumped 0');
+    }, 'fgct'));
+
   it('rejects invalid tuples, updates and options with messages naming the parameter', () =>
     withConntrack(async ({ ct }) => {
       await assert.rejects(ct.get([{ ...TCP_TUPLE, sport: 70000 }]), { code: 'ERR_FLOWGATE_INVALID_ARGUMENT', message: /tuples\[0\]\.sport: expected an integer 0\.\.65535/ });
