@@ -146,13 +146,20 @@ export interface Flow {
   original: FlowDirection & FlowCounter;
   reply: (FlowDirection & FlowCounter) | null;
   idleSeconds: number;
-  /** Marked for teardown by TCP FIN/RST: packets go to the slow path until it is reaped. */
+  /**
+   * Marked for teardown (a TCP SYN on a closing flow): packets go to the slow path until it
+   * is reaped.
+   */
   teardown: boolean;
+  /** TCP FIN or RST seen: still forwarded; the connection is closing (the kernel's NF_FLOW_CLOSING). */
+  closing: boolean;
 }
 
 export interface ReapedFlow {
   flow: Flow;
   reason: 'teardown' | 'idle';
+  /** Whether it was closing (FIN/RST seen): conntrack should then take it to CLOSE. */
+  closing: boolean;
 }
 
 export interface DataplaneStats {
@@ -394,20 +401,6 @@ export class Dataplane {
     );
   }
 
-  /**
-   * Every this many seconds, one packet of each offloaded flow goes through the kernel so
-   * that its conntrack entry does not expire while the fast path carries the flow; 0: never.
-   */
-  setKeepalive(seconds: { tcp: number; udp: number }): void {
-    this.requireRunning();
-    call(() =>
-      this.addon.setKeepalive({
-        tcp: intIn(seconds.tcp, 'keepalive.tcp', 0, 2 ** 32 - 1),
-        udp: intIn(seconds.udp, 'keepalive.udp', 0, 2 ** 32 - 1),
-      }),
-    );
-  }
-
   /** The TSC now: observation records carry TSC times. */
   tsc(): number {
     return this.addon.tsc();
@@ -588,6 +581,7 @@ export class Dataplane {
     return decodeReapedRecords(call(() => this.addon.reap({ tcpTimeout: timeouts.tcp, udpTimeout: timeouts.udp }))).map((r) => ({
       flow: this.flowOf(r.flow),
       reason: r.reason,
+      closing: r.flow.closing,
     }));
   }
 
@@ -631,6 +625,7 @@ export class Dataplane {
       reply: f.reply === null ? null : this.directionOf(f.reply, f.replyCounter),
       idleSeconds: f.idleSeconds,
       teardown: f.teardown,
+      closing: f.closing,
     };
   }
 

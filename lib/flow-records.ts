@@ -8,7 +8,7 @@ import { KEY, isTunnelledKey } from './slowpath/observations';
 import type { NativeCounter, NativeFlowAction, NativeFlowInfo, NativeFlowSpec, NativeReaped } from './native';
 
 export const FLOW_RECORD_SIZE = 192;
-export const FLOW_RECORD = { handle: 0, idleSeconds: 8, teardown: 12, hasReply: 13, reapReason: 14, orig: 16, reply: 104 } as const;
+export const FLOW_RECORD = { handle: 0, idleSeconds: 8, teardown: 12, hasReply: 13, reapReason: 14, closing: 15, orig: 16, reply: 104 } as const;
 /** Inside each direction of a record. */
 export const FLOW_DIRECTION = { key: 0, packets: 48, bytes: 56, action: 64, outPort: 66, tunnel: 68, dstMac: 70, srcMac: 76 } as const;
 
@@ -45,6 +45,7 @@ function decodeRecord(buf: Buffer, off: number): NativeFlowInfo {
     replyCounter: reply === null ? { packets: 0, bytes: 0 } : reply.counter,
     idleSeconds: buf.readUInt32LE(off + FLOW_RECORD.idleSeconds),
     teardown: buf.readUInt8(off + FLOW_RECORD.teardown) !== 0,
+    closing: buf.readUInt8(off + FLOW_RECORD.closing) !== 0,
   };
 }
 

@@ -97,7 +97,6 @@ int main(int argc, char **argv) {
   tp.port = 1;
   tp.slowpath_port = PORT_NONE;
   tunnel_build(&snap->tun[0], tp);
-  snap->keepalive_s[0] = snap->keepalive_s[1] = 0;
   snap->count_flows = getenv("NO_COUNTERS") == nullptr;
 
   // One packet per flow (at least 1024 packets), flows spread evenly.
@@ -126,7 +125,7 @@ int main(int argc, char **argv) {
     flow_key key;
     parse_packet(&m, 0, &key, &meta);
     uint8_t action = decap ? FLOW_ACT_DECAP4IN6 : scenario.rfind("encap", 0) == 0 ? FLOW_ACT_ENCAP4IN6 : FLOW_ACT_FWD4;
-    flow_entry_init(en, key, action, FLOW_NONE, 1, 0);  // now_s 1 as the pipeline's below; no keepalive
+    flow_entry_init(en, key, action, FLOW_NONE, 1);  // now_s 1 as the pipeline's below
     en.target = 0;
     if (int rc = ft.publish(e); rc != 0) { fprintf(stderr, "publish flow %u: %d\n", f, rc); return 2; }
   }

@@ -33,7 +33,7 @@ struct flow_record {
   uint8_t teardown;     // 0 or 1
   uint8_t has_reply;    // 0 or 1
   uint8_t reap_reason;  // reaped flows: 1 + reap_reason; else 0
-  uint8_t pad;
+  uint8_t closing;      // 0 or 1: TCP FIN or RST seen
   flow_record_direction orig;
   flow_record_direction reply;  // zero when !has_reply
 };
@@ -57,6 +57,7 @@ inline void flow_record_fill(flow_record *r, const flow_info &f, uint8_t reap_re
   r->teardown = f.teardown ? 1 : 0;
   r->has_reply = f.has_reply ? 1 : 0;
   r->reap_reason = reap_reason;
+  r->closing = f.closing ? 1 : 0;
   flow_record_direction_fill(&r->orig, f.orig, f.orig_counter);
   if (f.has_reply) flow_record_direction_fill(&r->reply, f.reply, f.reply_counter);
 }

@@ -16,12 +16,13 @@
 // compares against a live entry whose key is authoritative.
 //
 // Per packet, lcores write nothing shared: packet and byte counters live in per-lcore
-// arrays, last_seen is refreshed at most once a second, and the teardown mark is set only
-// on TCP FIN/RST.
+// arrays, last_seen is refreshed at most once a second, and the state bits are set only on
+// the TCP packets that change them (FIN/RST once, a SYN on a closing flow).
 #pragma once
 
 #include <cerrno>
 #include <cstdint>
+#include <cstring>
 
 #include <emmintrin.h>
 #include <rte_prefetch.h>
@@ -42,33 +43,33 @@ enum flow_action : uint8_t {
   FLOW_ACT_ENCAP4IN6,  // as FWD4, then prepend the tunnel's outer headers
 };
 
+// flow_entry::state bits, as the kernel's NF_FLOW_TEARDOWN and NF_FLOW_CLOSING; set on
+// both directions at once, the kernel having one flow object for both tuples.
+enum flow_state : uint8_t {
+  FLOW_STATE_TEARDOWN = 1 << 0,  // packets go to the slow path until the flow is reaped
+  FLOW_STATE_CLOSING = 1 << 1,   // FIN or RST seen; still forwarded
+};
+
 struct alignas(CACHE_LINE) flow_entry {
   flow_key key;        // control: written before publish; lcores: read
   uint8_t action;      // flow_action; control: written before publish; lcores: read
-  uint8_t teardown;    // lcores: set on TCP FIN/RST; control: reads and reaps
+  uint8_t state;       // flow_state bits; lcores: set (relaxed); control: reads and reaps
   uint16_t target;     // adjacency index (FWD*, DECAP) or tunnel index (ENCAP); as action
-  uint32_t keepalive_at;  // dataplane seconds; the lcore that claims it (CAS) punts one packet
+  uint8_t pad[4];
   uint32_t last_seen;  // dataplane seconds; lcores: refresh when > 1 s stale; control: reads
   uint32_t pair;       // reverse direction's index or FLOW_NONE; control: writes before publish
 };
 static_assert(sizeof(flow_entry) == CACHE_LINE, "a flow entry is one cache line");
 
-// When a flow whose keepalive interval is interval_s next sends a packet through the kernel:
-// never for an interval of 0.
-inline uint32_t keepalive_deadline(uint32_t now_s, uint32_t interval_s) {
-  return interval_s == 0 ? UINT32_MAX : now_s + interval_s;
-}
-
 // Control thread: a new flow's entry, before publish, all but `target` (which the action
-// decides). keepalive_s: seconds until its first keepalive punt, 0 for none.
-inline void flow_entry_init(flow_entry &e, const flow_key &key, uint8_t action, uint32_t pair, uint32_t now_s,
-                            uint32_t keepalive_s) {
+// decides).
+inline void flow_entry_init(flow_entry &e, const flow_key &key, uint8_t action, uint32_t pair, uint32_t now_s) {
   e.key = key;
   e.action = action;
-  e.teardown = 0;
+  e.state = 0;
+  memset(e.pad, 0, sizeof(e.pad));
   e.pair = pair;
   e.last_seen = now_s;
-  e.keepalive_at = keepalive_deadline(now_s, keepalive_s);
 }
 
 struct flow_counter {

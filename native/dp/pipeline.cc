@@ -103,11 +103,11 @@ void punt(pipeline &pl, rte_mbuf *m, uint16_t in_port, punt_reason r, const pkt_
   tx_enqueue(pl, sp, m);
 }
 
-inline void mark_teardown(pipeline &pl, flow_entry &e) {
-  __atomic_store_n(&e.teardown, uint8_t{1}, __ATOMIC_RELAXED);
-  // Both directions leave the fast path at once, as with the kernel's one flow object for
-  // both tuples. The pair is freed in the same grace period as e, so it is live here.
-  if (e.pair != FLOW_NONE) __atomic_store_n(&pl.ft->entry(e.pair).teardown, uint8_t{1}, __ATOMIC_RELAXED);
+// Set state bits on a flow, both directions at once, as on the kernel's one flow object for
+// both tuples. The pair is freed in the same grace period as e, so it is live here.
+inline void flow_mark(pipeline &pl, flow_entry &e, uint8_t bits) {
+  __atomic_fetch_or(&e.state, bits, __ATOMIC_RELAXED);
+  if (e.pair != FLOW_NONE) __atomic_fetch_or(&pl.ft->entry(e.pair).state, bits, __ATOMIC_RELAXED);
 }
 
 inline void write_eth_addrs(uint8_t *frame, const adjacency &a) {
@@ -133,30 +133,14 @@ struct burst_state {
 inline uint16_t forward(pipeline &pl, burst_state &b, rte_mbuf *m, uint16_t in_port, const pkt_meta &meta,
                         const flow_key &key, uint32_t idx) {
   flow_entry &e = b.entries[idx];
-  if (unlikely(__atomic_load_n(&e.teardown, __ATOMIC_RELAXED) != 0)) {
+  // A flow marked for teardown is no longer in the fast path (flow_offload_lookup() skips
+  // NF_FLOW_TEARDOWN flows).
+  const uint8_t state = __atomic_load_n(&e.state, __ATOMIC_RELAXED);
+  if (unlikely(state & FLOW_STATE_TEARDOWN)) {
     punt(pl, m, in_port, punt_reason::teardown, meta, &key);
     return PORT_NONE;
   }
-  if (unlikely(meta.tcp_flags != 0)) {
-    if (meta.tcp_flags & TCP_FLAGS_TEARDOWN) mark_teardown(pl, e);
-    punt(pl, m, in_port, punt_reason::tcp_flags, meta, &key);
-    return PORT_NONE;
-  }
   const snapshot *s = b.s;
-  uint32_t keepalive_at = __atomic_load_n(&e.keepalive_at, __ATOMIC_RELAXED);
-  if (unlikely(b.now_s >= keepalive_at)) {
-    // One lcore wins the entry's next slot and sends this packet through the kernel, whose
-    // conntrack entry for the flow would otherwise time out while the fast path carries it.
-    uint32_t interval = s->keepalive_s[keepalive_index(e.key.l4proto)];
-    uint32_t next = keepalive_deadline(b.now_s, interval);
-    if (__atomic_compare_exchange_n(&e.keepalive_at, &keepalive_at, next, false, __ATOMIC_RELAXED,
-                                    __ATOMIC_RELAXED) &&
-        interval != 0) {
-      punt(pl, m, in_port, punt_reason::keepalive, meta);
-      return PORT_NONE;
-    }
-  }
-
   const uint8_t action = e.action;
   const uint16_t target = e.target;
   const adjacency *a = nullptr;
@@ -177,6 +161,18 @@ inline uint16_t forward(pipeline &pl, burst_state &b, rte_mbuf *m, uint16_t in_p
     bool gone = !s->port[out].active || (t != nullptr && !t->active);
     punt(pl, m, in_port, gone ? punt_reason::miss : punt_reason::too_big, meta);
     return PORT_NONE;
+  }
+
+  if (unlikely(meta.tcp_flags != 0)) {
+    // The kernel's nf_flow_state_check() since 2025 (nf_flow_table_ip.c), after the MTU
+    // check as there: a SYN on a closing flow (a new connection reusing the tuple) tears the
+    // flow down and goes to the slow path; FIN or RST marks it closing and is forwarded.
+    if ((meta.tcp_flags & RTE_TCP_SYN_FLAG) && (state & FLOW_STATE_CLOSING)) {
+      flow_mark(pl, e, FLOW_STATE_TEARDOWN);
+      punt(pl, m, in_port, punt_reason::teardown, meta, &key);
+      return PORT_NONE;
+    }
+    if ((meta.tcp_flags & TCP_FLAGS_CLOSING) && !(state & FLOW_STATE_CLOSING)) flow_mark(pl, e, FLOW_STATE_CLOSING);
   }
 
   uint8_t *frame = rte_pktmbuf_mtod(m, uint8_t *);

@@ -133,7 +133,6 @@ describe('pcap in, pcap out through the addon', function () {
     const tcp = (flags: string, ip = `IP(src='192.168.0.10', dst='10.0.0.1')`) => lanIp(ip, `TCP(sport=40000, dport=80, flags='${flags}')`);
     const EXCEPTIONS: [string, string][] = [
       ['miss', lanIp(`IP(src='192.168.0.99', dst='10.0.0.1')`, `UDP(sport=1, dport=2)`)],
-      ['tcp_flags', tcp('S')],
       ['ttl_expired', tcp('A', `IP(src='192.168.0.10', dst='10.0.0.1', ttl=1)`)],
       ['ip_options', tcp('A', `IP(src='192.168.0.10', dst='10.0.0.1', options=[IPOption_RR()])`)],
       ['fragment', tcp('A', `IP(src='192.168.0.10', dst='10.0.0.1', flags='MF')`)],
@@ -141,8 +140,6 @@ describe('pcap in, pcap out through the addon', function () {
       ['non_ip', `Ether(dst='ff:ff:ff:ff:ff:ff', src='${HOST}')/ARP(psrc='192.168.0.10', pdst='192.168.0.2')`],
       ['ipv6_ext', lanIp(`IPv6(src='2001:db8:1::10', dst='2001:db8:3::1')/IPv6ExtHdrHopByHop()`, `UDP()`)],
       ['too_big', tcp('A') + `/Raw(b'b'*1460)`],
-      ['tcp_flags', tcp('FA')],
-      ['teardown', tcp('A')],
     ];
     const MALFORMED: [string, string][] = [
       ['truncated', lanIp(`IP(src='192.168.0.10', dst='10.0.0.1', len=900)`, `UDP(sport=1, dport=2)`)],
@@ -189,10 +186,38 @@ describe('pcap in, pcap out through the addon', function () {
       assert.equal(r.stats.ports['lan-tap']?.txPackets, EXCEPTIONS.length);
     });
 
-    it('marks the connection for teardown on FIN (both directions)', () => {
-      assert.equal(r.flows[0]?.teardown, true);
+    it('forwards nothing and leaves the flow alone', () => {
+      assert.deepEqual([r.flows[0]?.teardown, r.flows[0]?.closing], [false, false]);
       assert.equal(r.stats.fastpath.packets, 0);
     });
+  });
+
+  it('forwards FIN and keeps forwarding the closing flow; a SYN on it goes to the kernel and tears it down; reaping says it was closing', async () => {
+    const tcp = (flags: string, payload = 0) => lanIp(`IP(src='192.168.0.10', dst='10.0.0.1')`, `TCP(sport=40000, dport=80, flags='${flags}')` + (payload ? `/Raw(b'd'*${payload})` : ''));
+    const input = await scapyBuild([tcp('PA', 10), tcp('FA'), tcp('A'), tcp('S'), tcp('A')]);
+    const r = await runJob({
+      start: {
+        workers: WORKERS,
+        ...SMALL,
+        ports: [
+          { name: 'lan', mac: GW_LAN, device: bench.device('lan', input), slowpath: 'lan-tap' },
+          { name: 'wan', mac: GW_WAN, device: bench.device('wan') },
+          { name: 'lan-tap', device: bench.device('lan-tap'), poll: false },
+        ],
+      },
+      tunnels: [tunnel(4)],
+      flows: [{ original: lanToTunnel, reply: tunnelToLan }],
+      expectRx: input.length,
+      reap: true,
+    });
+    const out = await scapyDissect(bench.sent('wan'));
+    assert.deepEqual(out.map((f) => fields(f, 'TCP').flags), [0x18, 0x11, 0x10], 'PA, FA and A forwarded through the tunnel');
+    const punted = bench.sent('lan-tap');
+    assert.deepEqual(punted.map((p) => p.toString('hex')), [input[3], input[4]].map((p) => (p as Buffer).toString('hex')), 'the SYN and what follows it, unchanged');
+    assert.deepEqual(r.stats.slowpath.reasons.teardown, 2);
+    assert.deepEqual([r.flows[0]?.closing, r.flows[0]?.teardown], [true, true]);
+    assert.equal(r.reaped.length, 1);
+    assert.deepEqual([r.reaped[0]?.reason, r.reaped[0]?.closing, r.reaped[0]?.flow.id], ['teardown', true, r.flowIds[0]]);
   });
 
   it('decapsulates tunnel traffic it has no flow for into the tunnel\'s TUN port as raw IPv4', async () => {

@@ -276,25 +276,48 @@ describe('fast path actions', () => {
       assert.equal(one({ ports: PORTS, flows: [{ orig: fwd4Flow() }] }, LAN, big).reason, 'too_big');
     });
 
-    it('punts SYN without tearing the flow down', () => {
+    it('forwards a SYN on an offloaded flow that is not closing, as the kernel does', () => {
       const r = one(setup(), LAN, lanTcp(TCP_SYN));
-      assert.deepEqual([r.reason, r.port], ['tcp_flags', LAN_SLOW]);
-      assert.equal(r.flows[0]?.orig.teardown, false);
+      assert.deepEqual([r.reason, r.port], ['forward', WAN]);
+      assert.deepEqual([r.flows[0]?.orig.teardown, r.flows[0]?.orig.closing], [false, false]);
     });
 
     for (const [name, flags] of [['FIN', TCP_FIN | TCP_ACK], ['RST', TCP_RST]] as const) {
-      it(`punts ${name} and marks both directions for teardown; later packets of the flow are punted too`, () => {
+      it(`forwards ${name}, marks both directions closing, and keeps forwarding the flow`, () => {
         const r = run(setup(), [
           { port: LAN, frame: lanTcp(flags) },
           { port: LAN, frame: lanTcp(TCP_ACK) },
+          { port: WAN, frame: wanTunnelled(innerReply({ flags })) },
           { port: WAN, frame: wanTunnelled(innerReply()) },
         ], 1);
-        assert.deepEqual(r.results.map((x) => x.reason), ['tcp_flags', 'teardown', 'teardown']);
-        assert.equal(r.flows[0]?.orig.teardown, true);
-        assert.equal(r.flows[0]?.reply?.teardown, true);
-        assert.equal(r.stats.fastPackets, 0);
+        assert.deepEqual(r.results.map((x) => [x.reason, x.port]), [['forward', WAN], ['forward', WAN], ['forward', LAN], ['forward', LAN]]);
+        assert.deepEqual([r.flows[0]?.orig.closing, r.flows[0]?.reply?.closing], [true, true]);
+        assert.deepEqual([r.flows[0]?.orig.teardown, r.flows[0]?.reply?.teardown], [false, false]);
+        assert.equal(r.stats.fastPackets, 4);
       });
     }
+
+    it('punts a SYN on a closing flow, marks both directions for teardown, and punts the flow from then on', () => {
+      const closing = () => ({ ...setup(), flows: [{ orig: encapFlow(), reply: decapFlow(), closing: true }] });
+      const r = run(closing(), [
+        { port: LAN, frame: lanTcp(TCP_SYN) },
+        { port: LAN, frame: lanTcp(TCP_ACK) },
+        { port: WAN, frame: wanTunnelled(innerReply()) },
+      ], 1);
+      assert.deepEqual(r.results.map((x) => [x.reason, x.port]), [['teardown', LAN_SLOW], ['teardown', LAN_SLOW], ['teardown', WAN_SLOW]]);
+      assert.ok((r.results[0]?.frame as Buffer).equals(lanTcp(TCP_SYN)), 'the SYN reaches the kernel unchanged');
+      assert.deepEqual([r.flows[0]?.orig.teardown, r.flows[0]?.reply?.teardown], [true, true]);
+      assert.equal(r.stats.fastPackets, 0);
+      // The reply's SYN-ACK on a closing flow tears it down too.
+      const back = run(closing(), [{ port: WAN, frame: wanTunnelled(innerReply({ flags: TCP_SYN | TCP_ACK })) }]);
+      assert.equal(back.results[0]?.reason, 'teardown');
+      assert.deepEqual([back.flows[0]?.orig.teardown, back.flows[0]?.reply?.teardown], [true, true]);
+    });
+
+    it('punts the packets of a flow marked for teardown', () => {
+      const r = one({ ...setup(), flows: [{ orig: encapFlow(), reply: decapFlow(), teardown: true }] }, LAN, lanTcp(TCP_ACK));
+      assert.deepEqual([r.reason, r.port], ['teardown', LAN_SLOW]);
+    });
 
     it('punts a tunnelled miss decapsulated into the tunnel\'s TUN when the tunnel has one', () => {
       const inner = ip4Packet({ src: '10.0.0.1', dst: '192.168.0.99' }, { proto: 1, data: Buffer.from([0, 0, 0xff, 0xff, 0, 0, 0, 0]) });

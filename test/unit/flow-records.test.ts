@@ -68,6 +68,7 @@ describe('flow records', () => {
       'flow_record.teardown': FLOW_RECORD.teardown,
       'flow_record.has_reply': FLOW_RECORD.hasReply,
       'flow_record.reap_reason': FLOW_RECORD.reapReason,
+      'flow_record.closing': FLOW_RECORD.closing,
       'flow_record.orig': FLOW_RECORD.orig,
       'flow_record.reply': FLOW_RECORD.reply,
       'flow_record_direction.key': FLOW_DIRECTION.key,
@@ -80,6 +81,7 @@ describe('flow records', () => {
       'flow_record_direction.src_mac': FLOW_DIRECTION.srcMac,
     };
     for (const [name, off] of Object.entries(expected)) assert.equal(l[name], off, `offset of ${name}`);
+    assert.equal(Object.keys(l).length, Object.keys(expected).length + 2, 'every field the addon has is decoded');
   });
 
   it('decode both directions: tunnel outer addresses, output port and MACs, tunnel, 64-bit counters', () => {
