@@ -90,6 +90,18 @@ export interface NativeFlowSpec {
   dstMac?: Buffer;
   srcMac?: Buffer;
   tunnel?: number;
+  nat?: NativeFlowNat;
+}
+
+/**
+ * What a flow direction's packets leave with (SNAT/DNAT, from the connection's reply
+ * tuple): only the fields that change. Addresses of the key's family; ports 1..65535.
+ */
+export interface NativeFlowNat {
+  src?: Buffer;
+  dst?: Buffer;
+  sport?: number;
+  dport?: number;
 }
 
 export interface NativeCounter {

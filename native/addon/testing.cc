@@ -250,6 +250,7 @@ struct harness {
     if (idx == FLOW_NONE) throw dp_error(ERR_FLOWTABLE_FULL, "setup flows exceed the capacity");
     flow_entry &e = ft.entry(idx);
     flow_entry_init(e, f.key, f.action, FLOW_NONE, pl_now);
+    ft.set_nat(idx, f.nat);
     if (f.action == FLOW_ACT_ENCAP4IN6) {
       e.target = f.tunnel;
     } else {
@@ -631,6 +632,11 @@ Napi::Value FlowRecordLayout(const Napi::CallbackInfo &info) {
   FG_OFFSET(flow_record_direction, tunnel);
   FG_OFFSET(flow_record_direction, dst_mac);
   FG_OFFSET(flow_record_direction, src_mac);
+  FG_OFFSET(flow_record_direction, nat_flags);
+  FG_OFFSET(flow_record_direction, nat_sport);
+  FG_OFFSET(flow_record_direction, nat_dport);
+  FG_OFFSET(flow_record_direction, nat_src);
+  FG_OFFSET(flow_record_direction, nat_dst);
 #undef FG_OFFSET
   return o;
 }

@@ -556,6 +556,8 @@ void dataplane::validate_flow(const flow_spec &f) const {
     default:
       throw dp_error(ERR_INVALID_ARGUMENT, "unknown flow action " + std::to_string(f.action));
   }
+  if (((f.nat.flags & NAT_F_SPORT) && f.nat.sport == 0) || ((f.nat.flags & NAT_F_DPORT) && f.nat.dport == 0))
+    throw dp_error(ERR_INVALID_ARGUMENT, "flow NAT ports must be 1..65535");
   if (f.action == FLOW_ACT_ENCAP4IN6) {
     if (f.tunnel >= MAX_TUNNELS || !snap_->tun[f.tunnel].active)
       throw dp_error(ERR_NOT_FOUND, "flow tunnel " + std::to_string(f.tunnel) + " does not exist");
@@ -567,6 +569,7 @@ void dataplane::validate_flow(const flow_spec &f) const {
 void dataplane::fill_entry(uint32_t idx, const flow_spec &f, uint32_t pair) {
   flow_entry &e = ft_.entry(idx);
   flow_entry_init(e, f.key, f.action, pair, now_s());
+  ft_.set_nat(idx, f.nat);
   if (f.action == FLOW_ACT_ENCAP4IN6) {
     e.target = f.tunnel;
   } else {
@@ -701,6 +704,7 @@ flow_spec dataplane::spec_of(uint32_t idx) const {
     memcpy(f.src_mac, a.src_mac, 6);
     f.has_src_mac = true;
   }
+  if (e.flags & FLOW_F_NAT) f.nat = flow_nat_spec_of(ft_.nat()[idx], e.key.l3proto);
   return f;
 }
 

@@ -72,6 +72,9 @@ struct flow_spec {
   bool has_src_mac = false;       // default: the output port's address
   uint8_t src_mac[6] = {};
   uint16_t tunnel = TUNNEL_NONE;  // ENCAP4IN6
+  // The tuple the packet leaves with (from the connection's reply tuple), applied to the
+  // (inner) IP packet before the TTL decrement and encapsulation; flags 0: no NAT.
+  flow_nat_spec nat;
 };
 
 struct flow_info {

@@ -121,6 +121,7 @@ struct burst_state {
   const snapshot *s;
   flow_entry *entries;
   flow_counter *counters;
+  const flow_nat *nat;
   const adjacency *adj;
   uint32_t now_s;
   uint64_t fast_packets = 0;
@@ -176,6 +177,9 @@ inline uint16_t forward(pipeline &pl, burst_state &b, rte_mbuf *m, uint16_t in_p
   }
 
   uint8_t *frame = rte_pktmbuf_mtod(m, uint8_t *);
+  // NAT before the TTL decrement and encapsulation, on the (inner) IP packet: the kernel's
+  // nf_flow_nat_ip() before ip_decrease_ttl().
+  if (e.flags & FLOW_F_NAT) nat_apply(frame + meta.l3_off, key.l3proto, key.l4proto, b.nat[idx]);
   switch (action) {
     case FLOW_ACT_FWD4:
       ip4_dec_ttl(reinterpret_cast<rte_ipv4_hdr *>(frame + ETH_HLEN));
@@ -274,6 +278,7 @@ void process_burst(pipeline &pl, uint16_t in_port, rte_mbuf **pkts, uint16_t n) 
   b.s = pl.snap;
   b.entries = &pl.ft->entry(0);
   b.counters = b.s->count_flows ? pl.counters : nullptr;
+  b.nat = pl.ft->nat();
   b.adj = pl.adj;
   b.now_s = pl.now_s;
   if (parsed != 0) {
@@ -282,6 +287,11 @@ void process_burst(pipeline &pl, uint16_t in_port, rte_mbuf **pkts, uint16_t n) 
     if (b.counters != nullptr)
       for (unsigned i = 0; i < n; i++)
         if (idx[i] != FLOW_NONE) __builtin_prefetch(&b.counters[idx[i]], 1, 3);
+    // Likewise the NAT records, read below, of flows that have one (the entry is in cache
+    // after the key compare); not even looked for while the table has no NAT flow.
+    if (pl.ft->any_nat())
+      for (unsigned i = 0; i < n; i++)
+        if (idx[i] != FLOW_NONE && (b.entries[idx[i]].flags & FLOW_F_NAT)) rte_prefetch0(&b.nat[idx[i]]);
   }
   STAGE_END(lookup);
 
