@@ -23,6 +23,7 @@ import {
   native,
   NativeAddon,
   NativeFlowInfo,
+  NativeFlowNat,
   NativeFlowSpec,
   NativePortCounters,
   NativePortSpec,
@@ -128,6 +129,20 @@ export interface FlowDirection {
   tunnel?: string;
   /** Where it leaves: a port with the next hop's MAC, or a tunnel (encapsulated). */
   out: FlowOutput;
+  /**
+   * Address and port translation (SNAT, DNAT, masquerade): the values the (inner) IP packet
+   * leaves with, only the fields that change, as conntrack's reply tuple says. Applied
+   * before the TTL decrement and encapsulation, so a flow can be NATed into a tunnel or
+   * out of one.
+   */
+  nat?: FlowNat;
+}
+
+export interface FlowNat {
+  src?: string;
+  dst?: string;
+  sport?: number;
+  dport?: number;
 }
 
 export interface FlowPairOptions {
@@ -146,13 +161,20 @@ export interface Flow {
   original: FlowDirection & FlowCounter;
   reply: (FlowDirection & FlowCounter) | null;
   idleSeconds: number;
-  /** Marked for teardown by TCP FIN/RST: packets go to the slow path until it is reaped. */
+  /**
+   * Marked for teardown (a TCP SYN on a closing flow): packets go to the slow path until it
+   * is reaped.
+   */
   teardown: boolean;
+  /** TCP FIN or RST seen: still forwarded; the connection is closing (the kernel's NF_FLOW_CLOSING). */
+  closing: boolean;
 }
 
 export interface ReapedFlow {
   flow: Flow;
   reason: 'teardown' | 'idle';
+  /** Whether it was closing (FIN/RST seen): conntrack should then take it to CLOSE. */
+  closing: boolean;
 }
 
 export interface DataplaneStats {
@@ -201,6 +223,32 @@ function ipOf(text: string, what: string): IpAddress {
   } catch (err) {
     throw new InvalidArgumentError(`${what}: ${(err as Error).message}`);
   }
+}
+
+/** An address a packet may be translated to: a unicast host address of the flow's family. */
+function natAddressOf(text: unknown, family: 4 | 6, what: string): Buffer {
+  if (typeof text !== 'string') throw new InvalidArgumentError(`${what}: expected an IPv${family} address, found ${String(text)}`);
+  const a = ipOf(text, what);
+  if (a.family !== family) throw new InvalidArgumentError(`${what}: expected an IPv${family} address as the flow's, found ${text}`);
+  const b = a.bytes;
+  const unusable =
+    family === 4
+      ? b.readUInt32BE(0) === 0 || b.readUInt32BE(0) === 0xffffffff || ((b[0] as number) & 0xf0) === 0xe0
+      : b.every((x) => x === 0) || b[0] === 0xff;
+  if (unusable)
+    throw new InvalidArgumentError(`${what}: expected a unicast address, found ${text} (unspecified, broadcast or multicast)`);
+  return b;
+}
+
+function natOf(nat: FlowNat, family: 4 | 6, what: string): NativeFlowNat {
+  if (typeof nat !== 'object' || nat === null) throw new InvalidArgumentError(`${what}: expected an object, found ${String(nat)}`);
+  const out: NativeFlowNat = {};
+  if (nat.src !== undefined) out.src = natAddressOf(nat.src, family, `${what}.src`);
+  if (nat.dst !== undefined) out.dst = natAddressOf(nat.dst, family, `${what}.dst`);
+  if (nat.sport !== undefined) out.sport = intIn(nat.sport, `${what}.sport`, 1, 65535);
+  if (nat.dport !== undefined) out.dport = intIn(nat.dport, `${what}.dport`, 1, 65535);
+  if (Object.keys(out).length === 0) throw new InvalidArgumentError(`${what}: expected at least one of src, dst, sport, dport`);
+  return out;
 }
 
 function macOf(text: string, what: string): Buffer {
@@ -394,20 +442,6 @@ export class Dataplane {
     );
   }
 
-  /**
-   * Every this many seconds, one packet of each offloaded flow goes through the kernel so
-   * that its conntrack entry does not expire while the fast path carries the flow; 0: never.
-   */
-  setKeepalive(seconds: { tcp: number; udp: number }): void {
-    this.requireRunning();
-    call(() =>
-      this.addon.setKeepalive({
-        tcp: intIn(seconds.tcp, 'keepalive.tcp', 0, 2 ** 32 - 1),
-        udp: intIn(seconds.udp, 'keepalive.udp', 0, 2 ** 32 - 1),
-      }),
-    );
-  }
-
   /** The TSC now: observation records carry TSC times. */
   tsc(): number {
     return this.addon.tsc();
@@ -538,6 +572,7 @@ export class Dataplane {
       spec.dstMac = macOf(d.out.mac, `${what}.out.mac`);
       if (d.out.srcMac !== undefined) spec.srcMac = macOf(d.out.srcMac, `${what}.out.srcMac`);
     }
+    if (d.nat !== undefined) spec.nat = natOf(d.nat, src.family, `${what}.nat`);
     return spec;
   }
 
@@ -588,6 +623,7 @@ export class Dataplane {
     return decodeReapedRecords(call(() => this.addon.reap({ tcpTimeout: timeouts.tcp, udpTimeout: timeouts.udp }))).map((r) => ({
       flow: this.flowOf(r.flow),
       reason: r.reason,
+      closing: r.flow.closing,
     }));
   }
 
@@ -621,6 +657,14 @@ export class Dataplane {
         srcMac: formatMac(f.srcMac as Buffer),
       };
     }
+    if (f.nat !== undefined) {
+      const n: FlowNat = {};
+      if (f.nat.src !== undefined) n.src = formatIp({ family, bytes: f.nat.src });
+      if (f.nat.dst !== undefined) n.dst = formatIp({ family, bytes: f.nat.dst });
+      if (f.nat.sport !== undefined) n.sport = f.nat.sport;
+      if (f.nat.dport !== undefined) n.dport = f.nat.dport;
+      d.nat = n;
+    }
     return d;
   }
 
@@ -631,6 +675,7 @@ export class Dataplane {
       reply: f.reply === null ? null : this.directionOf(f.reply, f.replyCounter),
       idleSeconds: f.idleSeconds,
       teardown: f.teardown,
+      closing: f.closing,
     };
   }
 

@@ -122,11 +122,12 @@ export function estimateMemory(opts: {
   mbufDataRoom: number;
 }): number {
   const FLOW_ENTRY = 64;
+  const FLOW_NAT = 64; // the NAT record array, parallel to the entries
   const FLOW_COUNTER = 16;
   const BUCKET = 64;
   const MBUF_OVERHEAD = 128 /* struct rte_mbuf */ + 128 /* headroom */ + 64 /* mempool header */;
   const buckets = 2 ** Math.ceil(Math.log2(Math.max(2, Math.ceil(opts.flowCapacity / 4))));
-  const flowtable = opts.flowCapacity * (FLOW_ENTRY + FLOW_COUNTER * opts.workers) + buckets * BUCKET;
+  const flowtable = opts.flowCapacity * (FLOW_ENTRY + FLOW_NAT + FLOW_COUNTER * opts.workers) + buckets * BUCKET;
   const mbufs = opts.mbufs * (opts.mbufDataRoom + MBUF_OVERHEAD);
   const adjacencies = 65536 * 16;
   const slack = 96 * 1024 * 1024; // ethdev rings, mempool caches, PMD state

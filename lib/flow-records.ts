@@ -1,5 +1,5 @@
 /**
- * Decoding the flows the addon lists, looks up and reaps: packed 192-byte records in one
+ * Decoding the flows the addon lists, looks up and reaps: packed 256-byte records in one
  * Buffer (native/addon/flow_record.h), little-endian, decoded here into NativeFlowInfo.
  * The offsets mirror the C++ structs; test/unit/flow-records.test.ts checks them against
  * the addon's.
@@ -7,10 +7,26 @@
 import { KEY, isTunnelledKey } from './slowpath/observations';
 import type { NativeCounter, NativeFlowAction, NativeFlowInfo, NativeFlowSpec, NativeReaped } from './native';
 
-export const FLOW_RECORD_SIZE = 192;
-export const FLOW_RECORD = { handle: 0, idleSeconds: 8, teardown: 12, hasReply: 13, reapReason: 14, orig: 16, reply: 104 } as const;
+export const FLOW_RECORD_SIZE = 256;
+export const FLOW_RECORD = { handle: 0, idleSeconds: 8, teardown: 12, hasReply: 13, reapReason: 14, closing: 15, orig: 16, reply: 136 } as const;
 /** Inside each direction of a record. */
-export const FLOW_DIRECTION = { key: 0, packets: 48, bytes: 56, action: 64, outPort: 66, tunnel: 68, dstMac: 70, srcMac: 76 } as const;
+export const FLOW_DIRECTION = {
+  key: 0,
+  packets: 48,
+  bytes: 56,
+  action: 64,
+  outPort: 66,
+  tunnel: 68,
+  dstMac: 70,
+  srcMac: 76,
+  natFlags: 82,
+  natSport: 84,
+  natDport: 86,
+  natSrc: 88,
+  natDst: 104,
+} as const;
+/** Bits of natFlags (native/dp/nat.h NAT_F_*). */
+export const NAT_FLAG = { src: 1, dst: 2, sport: 4, dport: 8 } as const;
 
 const ACTIONS: Record<number, NativeFlowAction> = { 1: 'fwd4', 2: 'fwd6', 3: 'decap4in6', 4: 'encap4in6' };
 const REAP_REASONS: Record<number, NativeReaped['reason']> = { 1: 'teardown', 2: 'idle' };
@@ -45,6 +61,7 @@ function decodeRecord(buf: Buffer, off: number): NativeFlowInfo {
     replyCounter: reply === null ? { packets: 0, bytes: 0 } : reply.counter,
     idleSeconds: buf.readUInt32LE(off + FLOW_RECORD.idleSeconds),
     teardown: buf.readUInt8(off + FLOW_RECORD.teardown) !== 0,
+    closing: buf.readUInt8(off + FLOW_RECORD.closing) !== 0,
   };
 }
 
@@ -73,6 +90,15 @@ function decodeDirection(buf: Buffer, off: number): { spec: NativeFlowSpec; coun
     spec.outPort = buf.readUInt16LE(off + FLOW_DIRECTION.outPort);
     spec.dstMac = bytes(off + FLOW_DIRECTION.dstMac, 6);
     spec.srcMac = bytes(off + FLOW_DIRECTION.srcMac, 6);
+  }
+  const nat = buf.readUInt8(off + FLOW_DIRECTION.natFlags);
+  if (nat !== 0) {
+    const alen = l3 === 4 ? 4 : 16;
+    spec.nat = {};
+    if (nat & NAT_FLAG.src) spec.nat.src = bytes(off + FLOW_DIRECTION.natSrc, alen);
+    if (nat & NAT_FLAG.dst) spec.nat.dst = bytes(off + FLOW_DIRECTION.natDst, alen);
+    if (nat & NAT_FLAG.sport) spec.nat.sport = buf.readUInt16BE(off + FLOW_DIRECTION.natSport);
+    if (nat & NAT_FLAG.dport) spec.nat.dport = buf.readUInt16BE(off + FLOW_DIRECTION.natDport);
   }
   return {
     spec,

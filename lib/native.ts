@@ -90,6 +90,18 @@ export interface NativeFlowSpec {
   dstMac?: Buffer;
   srcMac?: Buffer;
   tunnel?: number;
+  nat?: NativeFlowNat;
+}
+
+/**
+ * What a flow direction's packets leave with (SNAT/DNAT, from the connection's reply
+ * tuple): only the fields that change. Addresses of the key's family; ports 1..65535.
+ */
+export interface NativeFlowNat {
+  src?: Buffer;
+  dst?: Buffer;
+  sport?: number;
+  dport?: number;
 }
 
 export interface NativeCounter {
@@ -104,7 +116,10 @@ export interface NativeFlowInfo {
   origCounter: NativeCounter;
   replyCounter: NativeCounter;
   idleSeconds: number;
+  /** Marked for teardown (either direction). */
   teardown: boolean;
+  /** TCP FIN or RST seen (either direction); still forwarded. */
+  closing: boolean;
 }
 
 export interface NativeReaped {
@@ -176,12 +191,11 @@ export interface NativeTesting {
       capacity?: number;
       now?: number;
       nowTsc?: number;
-      keepalive?: { tcp: number; udp: number };
       counters?: boolean;
       observe?: boolean;
       ports: { id: number; mtu?: number; slowpath?: number | null; l3?: boolean; puntCost?: number; puntBurst?: number }[];
       tunnels?: (NativeTunnelParams & { id: number })[];
-      flows?: { orig: NativeFlowSpec; reply?: NativeFlowSpec; teardown?: boolean }[];
+      flows?: { orig: NativeFlowSpec; reply?: NativeFlowSpec; teardown?: boolean; closing?: boolean }[];
     },
     packets: { port: number; frame: Buffer; headroom?: number; segments?: number[] }[],
     options?: { burst?: number; now?: number },
@@ -189,8 +203,8 @@ export interface NativeTesting {
     results: { port: number | null; frame: Buffer | null; reason?: string }[];
     stats: Pick<NativeStats, 'rxPackets' | 'fastPackets' | 'fastBytes' | 'punts' | 'drops'>;
     flows: {
-      orig: { packets: number; bytes: number; teardown: boolean; lastSeen: number };
-      reply: { packets: number; bytes: number; teardown: boolean; lastSeen: number } | null;
+      orig: { packets: number; bytes: number; teardown: boolean; closing: boolean; lastSeen: number };
+      reply: { packets: number; bytes: number; teardown: boolean; closing: boolean; lastSeen: number } | null;
     }[];
     /** Packed observation records, when setup.observe. */
     observations?: Buffer;
@@ -250,7 +264,6 @@ export interface NativeAddon {
   setPortSlowpath(port: number, slowpath: number | null): void;
   setPortMtu(port: number, mtu: number): void;
   setPuntPolicer(port: number, policer: { rate: number; burst: number }): void;
-  setKeepalive(seconds: { tcp: number; udp: number }): void;
   setFlowCounters(on: boolean): void;
   /** Packed observation records (lib/slowpath/observations.ts), on the JavaScript thread. */
   onObservations(callback: (records: Buffer) => void): void;

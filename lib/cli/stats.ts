@@ -42,7 +42,7 @@ function table(rows: string[][], indent: string): string {
     .join('');
 }
 
-/** "miss 180, tcp_flags 20", largest first; empty when there are none. */
+/** "miss 180, teardown 20", largest first; empty when there are none. */
 function reasons(counts: Record<string, number>): string {
   const entries = Object.entries(counts)
     .filter(([, n]) => n > 0)

@@ -28,7 +28,6 @@ const NEIGHBOR_TIMEOUT_MS = 3000;
 const DEFAULT_UDP_TIMEOUT_S = 30;
 const DEFAULT_UDP_STREAM_TIMEOUT_S = 120;
 const DEFAULT_TCP_TIMEOUT_S = 432000;
-const MAX_TCP_KEEPALIVE_S = 600;
 
 const tapOf = (port: string) => `tap:${port}`;
 const tunOf = (tunnel: string) => `tun:${tunnel}`;
@@ -98,7 +97,6 @@ export class Gateway implements GatewayView {
       this.log.info('dataplane started', { eal: this.dp.ealArgs.join(' '), hugepages: this.dp.hugepages });
       for (const port of m.ports) this.addPort(port);
       for (const tunnel of m.tunnels) this.addTunnelDevice(tunnel);
-      this.applyKeepalive();
       this.dp.setFlowCounters(m.flowtable.counter);
       await this.kernel.apply(m);
       await this.loadNeighbors();
@@ -152,17 +150,6 @@ export class Gateway implements GatewayView {
   private removeTunnel(name: string): void {
     if (this.adjacencies.delete(name)) this.dp.removeTunnel(name);
     this.dp.removePort(tunOf(name));
-  }
-
-  private applyKeepalive(): void {
-    // A UDP entry seen both ways (as an offloaded pair is) lives by the stream timeout, one
-    // seen one way by the other: the shorter one keeps either alive.
-    const udp = Math.min(
-      readSysctl('net/netfilter/nf_conntrack_udp_timeout', DEFAULT_UDP_TIMEOUT_S),
-      readSysctl('net/netfilter/nf_conntrack_udp_timeout_stream', DEFAULT_UDP_STREAM_TIMEOUT_S),
-    );
-    const tcp = readSysctl('net/netfilter/nf_conntrack_tcp_timeout_established', DEFAULT_TCP_TIMEOUT_S);
-    this.dp.setKeepalive({ udp: Math.max(1, Math.floor(udp / 3)), tcp: Math.max(1, Math.min(MAX_TCP_KEEPALIVE_S, Math.floor(tcp / 3))) });
   }
 
   /**
@@ -436,7 +423,7 @@ export class Gateway implements GatewayView {
       ...this.endpoint(o),
       tunnel,
       idle: f.idleSeconds,
-      state: f.teardown ? 'teardown' : 'offloaded',
+      state: f.teardown ? 'teardown' : f.closing ? 'closing' : 'offloaded',
       reply: f.reply === null ? null : this.endpoint(f.reply),
     };
   }

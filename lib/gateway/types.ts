@@ -80,8 +80,11 @@ export interface GatewayFlow extends FlowEndpointView {
   /** The tunnel the connection goes through, if any. */
   tunnel: string | null;
   idle: number;
-  /** 'offloaded', or 'teardown' once FIN/RST was seen (until reaped). */
-  state: 'offloaded' | 'teardown';
+  /**
+   * 'offloaded'; 'closing' once TCP FIN/RST was seen (still forwarded by the fast path);
+   * 'teardown' once marked for removal (a SYN on a closing flow), until reaped.
+   */
+  state: 'offloaded' | 'closing' | 'teardown';
   reply: FlowEndpointView | null;
 }
 

@@ -116,8 +116,8 @@ function interfaceSysctls(link: LinkSpec): [string, string][] {
 
 /**
  * The packets of an offloaded TCP flow bypass conntrack, so its window tracking falls behind
- * the connection; when the flow returns to the slow path (FIN, a keepalive, an invalidated
- * flow), conntrack would mark its packets INVALID, and a stateful ruleset (`ct state
+ * the connection; when the flow returns to the slow path (a SYN on a closing flow, an
+ * invalidated flow), conntrack would mark its packets INVALID, and a stateful ruleset (`ct state
  * established accept`, policy drop) would drop them: the connection could not even close.
  * Liberal tracking still follows the connection's state, without checking sequence numbers
  * against a window it did not see. The kernel's own flowtable gets away without this because

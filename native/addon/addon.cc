@@ -121,14 +121,6 @@ Napi::Value SetFlowCounters(const Napi::CallbackInfo &info) {
   });
 }
 
-Napi::Value SetKeepalive(const Napi::CallbackInfo &info) {
-  return guard(info.Env(), [&] {
-    Napi::Object o = as_object(arg(info, 0), "keepalive");
-    dp_of(info).set_keepalive(get_uint(o, "tcp", "keepalive", 0, UINT32_MAX), get_uint(o, "udp", "keepalive", 0, UINT32_MAX));
-    return info.Env().Undefined();
-  });
-}
-
 Napi::Value AddPort(const Napi::CallbackInfo &info) {
   return guard(info.Env(), [&] {
     return Napi::Number::New(info.Env(), dp_of(info).add_port(port_spec_from(as_object(arg(info, 0), "port"))));
@@ -312,7 +304,6 @@ Napi::Object ModuleInit(Napi::Env env, Napi::Object exports) {
   exports.Set("setPortSlowpath", Napi::Function::New(env, SetPortSlowpath, "setPortSlowpath"));
   exports.Set("setPortMtu", Napi::Function::New(env, SetPortMtu, "setPortMtu"));
   exports.Set("setPuntPolicer", Napi::Function::New(env, SetPuntPolicer, "setPuntPolicer"));
-  exports.Set("setKeepalive", Napi::Function::New(env, SetKeepalive, "setKeepalive"));
   exports.Set("setFlowCounters", Napi::Function::New(env, SetFlowCounters, "setFlowCounters"));
   exports.Set("onObservations", Napi::Function::New(env, OnObservations, "onObservations"));
   exports.Set("portInfo", Napi::Function::New(env, PortInfo, "portInfo"));

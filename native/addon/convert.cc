@@ -192,6 +192,23 @@ flow_spec flow_spec_from(const Napi::Object &o, const char *ctx) {
     get_bytes(o, "dstMac", ctx, 6, f.dst_mac, true);
     f.has_src_mac = get_bytes(o, "srcMac", ctx, 6, f.src_mac, false);
   }
+  Napi::Value nat = o.Get("nat");
+  if (!nat.IsUndefined() && !nat.IsNull()) {
+    std::string nctx = std::string(ctx) + ".nat";
+    Napi::Object n = as_object(nat, nctx.c_str());
+    size_t alen = l3 == 4 ? 4 : 16;
+    flow_nat_spec &s = f.nat;
+    if (get_bytes(n, "src", nctx.c_str(), alen, s.src, false)) s.flags |= NAT_F_SRC;
+    if (get_bytes(n, "dst", nctx.c_str(), alen, s.dst, false)) s.flags |= NAT_F_DST;
+    if (!n.Get("sport").IsUndefined()) {
+      s.sport = rte_cpu_to_be_16(static_cast<uint16_t>(get_uint(n, "sport", nctx.c_str(), 1, 65535)));
+      s.flags |= NAT_F_SPORT;
+    }
+    if (!n.Get("dport").IsUndefined()) {
+      s.dport = rte_cpu_to_be_16(static_cast<uint16_t>(get_uint(n, "dport", nctx.c_str(), 1, 65535)));
+      s.flags |= NAT_F_DPORT;
+    }
+  }
   return f;
 }
 
@@ -257,6 +274,15 @@ Napi::Object flow_spec_to_js(Napi::Env env, const flow_spec &f) {
     o.Set("outPort", f.out_port);
     o.Set("dstMac", bytes_to_js(env, f.dst_mac, 6));
     o.Set("srcMac", bytes_to_js(env, f.src_mac, 6));
+  }
+  if (f.nat.flags != 0) {
+    Napi::Object n = Napi::Object::New(env);
+    size_t alen = k.l3proto == FLOW_L3_IPV4 ? 4 : 16;
+    if (f.nat.flags & NAT_F_SRC) n.Set("src", bytes_to_js(env, f.nat.src, alen));
+    if (f.nat.flags & NAT_F_DST) n.Set("dst", bytes_to_js(env, f.nat.dst, alen));
+    if (f.nat.flags & NAT_F_SPORT) n.Set("sport", rte_be_to_cpu_16(f.nat.sport));
+    if (f.nat.flags & NAT_F_DPORT) n.Set("dport", rte_be_to_cpu_16(f.nat.dport));
+    o.Set("nat", n);
   }
   return o;
 }

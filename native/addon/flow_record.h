@@ -23,9 +23,14 @@ struct flow_record_direction {
   uint16_t tunnel;     // ENCAP: the tunnel; else TUNNEL_NONE
   uint8_t dst_mac[6];  // FWD*, DECAP: the Ethernet header written
   uint8_t src_mac[6];
-  uint8_t pad1[6];
+  uint8_t nat_flags;   // NAT_F_*: which of the nat_* fields the packet leaves with
+  uint8_t pad1;
+  uint16_t nat_sport;  // network order, as the key's ports
+  uint16_t nat_dport;
+  uint8_t nat_src[16];  // IPv4: the first 4 bytes
+  uint8_t nat_dst[16];
 };
-static_assert(sizeof(flow_record_direction) == 88, "a flow record direction is 88 bytes");
+static_assert(sizeof(flow_record_direction) == 120, "a flow record direction is 120 bytes");
 
 struct flow_record {
   uint64_t handle;
@@ -33,11 +38,11 @@ struct flow_record {
   uint8_t teardown;     // 0 or 1
   uint8_t has_reply;    // 0 or 1
   uint8_t reap_reason;  // reaped flows: 1 + reap_reason; else 0
-  uint8_t pad;
+  uint8_t closing;      // 0 or 1: TCP FIN or RST seen
   flow_record_direction orig;
   flow_record_direction reply;  // zero when !has_reply
 };
-static_assert(sizeof(flow_record) == 192, "a flow record is 192 bytes");
+static_assert(sizeof(flow_record) == 256, "a flow record is 256 bytes");
 
 inline void flow_record_direction_fill(flow_record_direction *d, const flow_spec &f, const flow_counter &c) {
   d->key = f.key;
@@ -48,6 +53,11 @@ inline void flow_record_direction_fill(flow_record_direction *d, const flow_spec
   d->tunnel = f.action == FLOW_ACT_ENCAP4IN6 ? f.tunnel : TUNNEL_NONE;
   memcpy(d->dst_mac, f.dst_mac, 6);
   memcpy(d->src_mac, f.src_mac, 6);
+  d->nat_flags = f.nat.flags;
+  d->nat_sport = f.nat.sport;
+  d->nat_dport = f.nat.dport;
+  memcpy(d->nat_src, f.nat.src, 16);
+  memcpy(d->nat_dst, f.nat.dst, 16);
 }
 
 // r must be zeroed.
@@ -57,6 +67,7 @@ inline void flow_record_fill(flow_record *r, const flow_info &f, uint8_t reap_re
   r->teardown = f.teardown ? 1 : 0;
   r->has_reply = f.has_reply ? 1 : 0;
   r->reap_reason = reap_reason;
+  r->closing = f.closing ? 1 : 0;
   flow_record_direction_fill(&r->orig, f.orig, f.orig_counter);
   if (f.has_reply) flow_record_direction_fill(&r->reply, f.reply, f.reply_counter);
 }

@@ -181,12 +181,6 @@ struct harness {
     for (auto &t : snap->tun) t.slowpath_port = PORT_NONE;
     pl_now = get_uint_or(setup, "now", "setup", 0, UINT32_MAX, 1);
     snap->count_flows = get_bool_or(setup, "counters", "setup", true) ? 1 : 0;
-    Napi::Value ka = setup.Get("keepalive");
-    if (ka.IsObject()) {
-      Napi::Object k = ka.As<Napi::Object>();
-      snap->keepalive_s[keepalive_index(IPPROTO_TCP)] = get_uint(k, "tcp", "setup.keepalive", 0, UINT32_MAX);
-      snap->keepalive_s[keepalive_index(IPPROTO_UDP)] = get_uint(k, "udp", "setup.keepalive", 0, UINT32_MAX);
-    }
 
     Napi::Value ports = setup.Get("ports");
     if (ports.IsArray()) {
@@ -223,7 +217,11 @@ struct harness {
         if (f.Get("reply").IsObject()) ir = install(flow_spec_from(f.Get("reply").As<Napi::Object>(), "reply"));
         ft.entry(io).pair = ir;
         if (ir != FLOW_NONE) ft.entry(ir).pair = io;
-        if (get_bool_or(f, "teardown", "setup.flows[]", false)) ft.entry(io).teardown = 1;
+        if (get_bool_or(f, "teardown", "setup.flows[]", false)) ft.entry(io).state |= FLOW_STATE_TEARDOWN;
+        if (get_bool_or(f, "closing", "setup.flows[]", false)) {
+          ft.entry(io).state |= FLOW_STATE_CLOSING;
+          if (ir != FLOW_NONE) ft.entry(ir).state |= FLOW_STATE_CLOSING;
+        }
         if (ft.publish(io) != 0 || (ir != FLOW_NONE && ft.publish(ir) != 0))
           throw dp_error(ERR_FLOW_EXISTS, "setup.flows[" + std::to_string(i) + "]: duplicate key or full bucket");
         flows.push_back({io, ir});
@@ -251,7 +249,8 @@ struct harness {
     uint32_t idx = ft.alloc();
     if (idx == FLOW_NONE) throw dp_error(ERR_FLOWTABLE_FULL, "setup flows exceed the capacity");
     flow_entry &e = ft.entry(idx);
-    flow_entry_init(e, f.key, f.action, FLOW_NONE, pl_now, snap->keepalive_s[keepalive_index(f.key.l4proto)]);
+    flow_entry_init(e, f.key, f.action, FLOW_NONE, pl_now);
+    ft.set_nat(idx, f.nat);
     if (f.action == FLOW_ACT_ENCAP4IN6) {
       e.target = f.tunnel;
     } else {
@@ -353,7 +352,8 @@ Napi::Value Process(const Napi::CallbackInfo &info) {
         flow_counter c = h.ft.counter(idx);
         d.Set("packets", Napi::Number::New(env, static_cast<double>(c.packets)));
         d.Set("bytes", Napi::Number::New(env, static_cast<double>(c.bytes)));
-        d.Set("teardown", h.ft.entry(idx).teardown != 0);
+        d.Set("teardown", (h.ft.entry(idx).state & FLOW_STATE_TEARDOWN) != 0);
+        d.Set("closing", (h.ft.entry(idx).state & FLOW_STATE_CLOSING) != 0);
         d.Set("lastSeen", h.ft.entry(idx).last_seen);
         return d;
       };
@@ -505,7 +505,7 @@ Napi::Value FlowtableConcurrency(const Napi::CallbackInfo &info) {
       uint32_t e = ft.alloc();
       if (e == FLOW_NONE) return FLOW_NONE;
       ft.entry(e).key = keys[i];
-      ft.entry(e).keepalive_at = i;  // the key's number, checked by readers
+      ft.entry(e).last_seen = i;  // the key's number, checked by readers
       if (ft.publish(e) != 0) {
         ft.discard(e);
         return FLOW_NONE;
@@ -540,7 +540,7 @@ Napi::Value FlowtableConcurrency(const Napi::CallbackInfo &info) {
               }
               if (i >= n_stable) hits++;
               const flow_entry &e = ft.entry(out[j]);
-              if (__atomic_load_n(&e.keepalive_at, __ATOMIC_RELAXED) != i || !flow_key_equal(&e.key, &keys[i])) bad++;
+              if (__atomic_load_n(&e.last_seen, __ATOMIC_RELAXED) != i || !flow_key_equal(&e.key, &keys[i])) bad++;
             }
             n += cnt;
             rte_rcu_qsbr_quiescent(qsbr.get(), r);
@@ -621,6 +621,7 @@ Napi::Value FlowRecordLayout(const Napi::CallbackInfo &info) {
   FG_OFFSET(flow_record, teardown);
   FG_OFFSET(flow_record, has_reply);
   FG_OFFSET(flow_record, reap_reason);
+  FG_OFFSET(flow_record, closing);
   FG_OFFSET(flow_record, orig);
   FG_OFFSET(flow_record, reply);
   FG_OFFSET(flow_record_direction, key);
@@ -631,6 +632,11 @@ Napi::Value FlowRecordLayout(const Napi::CallbackInfo &info) {
   FG_OFFSET(flow_record_direction, tunnel);
   FG_OFFSET(flow_record_direction, dst_mac);
   FG_OFFSET(flow_record_direction, src_mac);
+  FG_OFFSET(flow_record_direction, nat_flags);
+  FG_OFFSET(flow_record_direction, nat_sport);
+  FG_OFFSET(flow_record_direction, nat_dport);
+  FG_OFFSET(flow_record_direction, nat_src);
+  FG_OFFSET(flow_record_direction, nat_dst);
 #undef FG_OFFSET
   return o;
 }

@@ -341,14 +341,6 @@ void dataplane::set_punt_policer(uint16_t port, uint32_t rate_pps, uint32_t burs
   publish(std::move(next));
 }
 
-void dataplane::set_keepalive(uint32_t tcp_s, uint32_t udp_s) {
-  require_init();
-  auto next = next_snapshot();
-  next->keepalive_s[keepalive_index(IPPROTO_TCP)] = tcp_s;
-  next->keepalive_s[keepalive_index(IPPROTO_UDP)] = udp_s;
-  publish(std::move(next));
-}
-
 void dataplane::set_flow_counters(bool on) {
   require_init();
   auto next = next_snapshot();
@@ -564,6 +556,8 @@ void dataplane::validate_flow(const flow_spec &f) const {
     default:
       throw dp_error(ERR_INVALID_ARGUMENT, "unknown flow action " + std::to_string(f.action));
   }
+  if (((f.nat.flags & NAT_F_SPORT) && f.nat.sport == 0) || ((f.nat.flags & NAT_F_DPORT) && f.nat.dport == 0))
+    throw dp_error(ERR_INVALID_ARGUMENT, "flow NAT ports must be 1..65535");
   if (f.action == FLOW_ACT_ENCAP4IN6) {
     if (f.tunnel >= MAX_TUNNELS || !snap_->tun[f.tunnel].active)
       throw dp_error(ERR_NOT_FOUND, "flow tunnel " + std::to_string(f.tunnel) + " does not exist");
@@ -574,7 +568,8 @@ void dataplane::validate_flow(const flow_spec &f) const {
 
 void dataplane::fill_entry(uint32_t idx, const flow_spec &f, uint32_t pair) {
   flow_entry &e = ft_.entry(idx);
-  flow_entry_init(e, f.key, f.action, pair, now_s(), snap_->keepalive_s[keepalive_index(f.key.l4proto)]);
+  flow_entry_init(e, f.key, f.action, pair, now_s());
+  ft_.set_nat(idx, f.nat);
   if (f.action == FLOW_ACT_ENCAP4IN6) {
     e.target = f.tunnel;
   } else {
@@ -709,6 +704,7 @@ flow_spec dataplane::spec_of(uint32_t idx) const {
     memcpy(f.src_mac, a.src_mac, 6);
     f.has_src_mac = true;
   }
+  if (e.flags & FLOW_F_NAT) f.nat = flow_nat_spec_of(ft_.nat()[idx], e.key.l3proto);
   return f;
 }
 
@@ -719,15 +715,17 @@ flow_info dataplane::info_of(uint32_t io) const {
   info.orig = spec_of(io);
   info.orig_counter = ft_.counter(io);
   uint32_t last = __atomic_load_n(&e.last_seen, __ATOMIC_RELAXED);
-  info.teardown = __atomic_load_n(&e.teardown, __ATOMIC_RELAXED) != 0;
+  uint8_t state = __atomic_load_n(&e.state, __ATOMIC_RELAXED);
   if (e.pair != FLOW_NONE) {
     const flow_entry &r = ft_.entry(e.pair);
     info.has_reply = true;
     info.reply = spec_of(e.pair);
     info.reply_counter = ft_.counter(e.pair);
     last = std::max(last, __atomic_load_n(&r.last_seen, __ATOMIC_RELAXED));
-    info.teardown = info.teardown || __atomic_load_n(&r.teardown, __ATOMIC_RELAXED) != 0;
+    state |= __atomic_load_n(&r.state, __ATOMIC_RELAXED);
   }
+  info.teardown = (state & FLOW_STATE_TEARDOWN) != 0;
+  info.closing = (state & FLOW_STATE_CLOSING) != 0;
   uint32_t now = now_s();
   info.idle_s = now > last ? now - last : 0;
   return info;
@@ -755,18 +753,19 @@ std::vector<reaped_flow> dataplane::reap(uint32_t tcp_timeout_s, uint32_t udp_ti
   require_init();
   std::vector<reaped_flow> reaped;
   uint32_t now = now_s();
-  // Every second over every flow: read only the two entries' teardown and last_seen, and
+  // Every second over every flow: read only the two entries' state and last_seen, and
   // build the full description only of the flows that go.
   for (uint32_t i = 0; i < high_water_; i++) {
     if (ctl_[i].state != slot_state::orig) continue;
     const flow_entry &e = ft_.entry(i);
-    bool teardown = __atomic_load_n(&e.teardown, __ATOMIC_RELAXED) != 0;
+    uint8_t state = __atomic_load_n(&e.state, __ATOMIC_RELAXED);
     uint32_t last = __atomic_load_n(&e.last_seen, __ATOMIC_RELAXED);
     if (e.pair != FLOW_NONE) {
       const flow_entry &r = ft_.entry(e.pair);
-      teardown = teardown || __atomic_load_n(&r.teardown, __ATOMIC_RELAXED) != 0;
+      state |= __atomic_load_n(&r.state, __ATOMIC_RELAXED);
       last = std::max(last, __atomic_load_n(&r.last_seen, __ATOMIC_RELAXED));
     }
+    bool teardown = (state & FLOW_STATE_TEARDOWN) != 0;
     uint32_t timeout = e.key.l4proto == IPPROTO_TCP ? tcp_timeout_s : udp_timeout_s;
     if (!teardown && now - std::min(now, last) < timeout) continue;
     reaped.push_back({info_of(i), teardown ? reap_reason::teardown : reap_reason::idle});

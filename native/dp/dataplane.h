@@ -72,6 +72,9 @@ struct flow_spec {
   bool has_src_mac = false;       // default: the output port's address
   uint8_t src_mac[6] = {};
   uint16_t tunnel = TUNNEL_NONE;  // ENCAP4IN6
+  // The tuple the packet leaves with (from the connection's reply tuple), applied to the
+  // (inner) IP packet before the TTL decrement and encapsulation; flags 0: no NAT.
+  flow_nat_spec nat;
 };
 
 struct flow_info {
@@ -82,7 +85,8 @@ struct flow_info {
   flow_counter orig_counter;
   flow_counter reply_counter;
   uint32_t idle_s;
-  bool teardown;
+  bool teardown;  // either direction marked for teardown
+  bool closing;   // TCP FIN or RST seen (either direction): the learner closes the connection
 };
 
 enum class reap_reason : uint8_t { teardown, idle };
@@ -133,9 +137,6 @@ class dataplane {
   void set_port_mtu(uint16_t port, uint16_t mtu);
   // Limit the packets a port punts to the slow path; rate 0: no limit.
   void set_punt_policer(uint16_t port, uint32_t rate_pps, uint32_t burst);
-  // Seconds between the packets of an offloaded flow that go through the kernel to keep its
-  // conntrack entry alive; 0: never.
-  void set_keepalive(uint32_t tcp_s, uint32_t udp_s);
   // Per-flow packet and byte counters on or off (on by default).
   void set_flow_counters(bool on);
   // Where observation records go (called on the slow-path thread); set before start().
@@ -160,7 +161,8 @@ class dataplane {
   // to continue from, or 0 when the listing is complete. Flows added or removed between
   // pages may be missed or listed once, never twice.
   std::vector<flow_info> list_flows(uint32_t from, uint32_t max, uint32_t *next) const;
-  // Remove flows marked for teardown and flows idle longer than their protocol's timeout.
+  // Remove flows marked for teardown and flows idle longer than their protocol's timeout;
+  // each reaped flow says whether it was closing.
   std::vector<reaped_flow> reap(uint32_t tcp_timeout_s, uint32_t udp_timeout_s);
   // Remove every flow; returns how many pairs were removed.
   uint32_t flush_flows();

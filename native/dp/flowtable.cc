@@ -19,7 +19,8 @@ int flowtable::create(uint32_t capacity, unsigned n_workers, rte_rcu_qsbr *qsbr,
   mask_ = n_buckets - 1;
   buckets_ = static_cast<bucket *>(mem.alloc(sizeof(bucket) * n_buckets, CACHE_LINE, socket));
   entries_ = static_cast<flow_entry *>(mem.alloc(sizeof(flow_entry) * capacity, CACHE_LINE, socket));
-  bool ok = buckets_ != nullptr && entries_ != nullptr;
+  nat_ = static_cast<flow_nat *>(mem.alloc(sizeof(flow_nat) * capacity, CACHE_LINE, socket));
+  bool ok = buckets_ != nullptr && entries_ != nullptr && nat_ != nullptr;
   for (unsigned w = 0; ok && w < n_workers; w++) {
     counters_[w] = static_cast<flow_counter *>(
         mem.alloc(sizeof(flow_counter) * capacity, CACHE_LINE, socket));
@@ -32,6 +33,7 @@ int flowtable::create(uint32_t capacity, unsigned n_workers, rte_rcu_qsbr *qsbr,
   pool_.init(capacity, qsbr);
   active_ = 0;
   spilled_ = 0;
+  nat_flows_ = 0;
   return 0;
 }
 
@@ -39,12 +41,14 @@ void flowtable::destroy() {
   if (mem_ == nullptr) return;
   mem_->free(buckets_);
   mem_->free(entries_);
+  mem_->free(nat_);
   for (auto &c : counters_) {
     mem_->free(c);
     c = nullptr;
   }
   buckets_ = nullptr;
   entries_ = nullptr;
+  nat_ = nullptr;
   mem_ = nullptr;
 }
 
@@ -133,6 +137,8 @@ void flowtable::remove(uint32_t idx) {
       __atomic_store_n(&b->sig[slot], uint16_t{0}, __ATOMIC_RELEASE);
       if (c == 1) count_spill(prim, -1);
       active_--;
+      // The entry keeps its flag: readers in their grace period still rewrite its packets.
+      if (e.flags & FLOW_F_NAT) __atomic_store_n(&nat_flows_, nat_flows_ - 1, __ATOMIC_RELAXED);
       pool_.release(idx);
       return;
     }

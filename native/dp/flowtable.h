@@ -16,12 +16,17 @@
 // compares against a live entry whose key is authoritative.
 //
 // Per packet, lcores write nothing shared: packet and byte counters live in per-lcore
-// arrays, last_seen is refreshed at most once a second, and the teardown mark is set only
-// on TCP FIN/RST.
+// arrays, last_seen is refreshed at most once a second, and the state bits are set only on
+// the TCP packets that change them (FIN/RST once, a SYN on a closing flow).
+//
+// NAT. A flow direction with an address/port rewrite has FLOW_F_NAT and its record in a
+// parallel array (nat()), so that the entry stays one line and flows without NAT never
+// touch the records.
 #pragma once
 
 #include <cerrno>
 #include <cstdint>
+#include <cstring>
 
 #include <emmintrin.h>
 #include <rte_prefetch.h>
@@ -30,6 +35,7 @@
 #include "common.h"
 #include "flow_key.h"
 #include "memory.h"
+#include "nat.h"
 #include "rcu_pool.h"
 
 namespace fg {
@@ -42,33 +48,40 @@ enum flow_action : uint8_t {
   FLOW_ACT_ENCAP4IN6,  // as FWD4, then prepend the tunnel's outer headers
 };
 
+// flow_entry::state bits, as the kernel's NF_FLOW_TEARDOWN and NF_FLOW_CLOSING; set on
+// both directions at once, the kernel having one flow object for both tuples.
+enum flow_state : uint8_t {
+  FLOW_STATE_TEARDOWN = 1 << 0,  // packets go to the slow path until the flow is reaped
+  FLOW_STATE_CLOSING = 1 << 1,   // FIN or RST seen; still forwarded
+};
+
+// flow_entry::flags
+enum flow_flag : uint8_t {
+  FLOW_F_NAT = 1 << 0,  // rewrite addresses/ports with flowtable::nat(index)
+};
+
 struct alignas(CACHE_LINE) flow_entry {
   flow_key key;        // control: written before publish; lcores: read
   uint8_t action;      // flow_action; control: written before publish; lcores: read
-  uint8_t teardown;    // lcores: set on TCP FIN/RST; control: reads and reaps
+  uint8_t state;       // flow_state bits; lcores: set (relaxed); control: reads and reaps
   uint16_t target;     // adjacency index (FWD*, DECAP) or tunnel index (ENCAP); as action
-  uint32_t keepalive_at;  // dataplane seconds; the lcore that claims it (CAS) punts one packet
+  uint8_t flags;       // flow_flag bits; control: written before publish; lcores: read
+  uint8_t pad[3];
   uint32_t last_seen;  // dataplane seconds; lcores: refresh when > 1 s stale; control: reads
   uint32_t pair;       // reverse direction's index or FLOW_NONE; control: writes before publish
 };
 static_assert(sizeof(flow_entry) == CACHE_LINE, "a flow entry is one cache line");
 
-// When a flow whose keepalive interval is interval_s next sends a packet through the kernel:
-// never for an interval of 0.
-inline uint32_t keepalive_deadline(uint32_t now_s, uint32_t interval_s) {
-  return interval_s == 0 ? UINT32_MAX : now_s + interval_s;
-}
-
 // Control thread: a new flow's entry, before publish, all but `target` (which the action
-// decides). keepalive_s: seconds until its first keepalive punt, 0 for none.
-inline void flow_entry_init(flow_entry &e, const flow_key &key, uint8_t action, uint32_t pair, uint32_t now_s,
-                            uint32_t keepalive_s) {
+// decides) and the NAT flag (set with the record, flowtable::set_nat).
+inline void flow_entry_init(flow_entry &e, const flow_key &key, uint8_t action, uint32_t pair, uint32_t now_s) {
   e.key = key;
   e.action = action;
-  e.teardown = 0;
+  e.state = 0;
+  e.flags = 0;
+  memset(e.pad, 0, sizeof(e.pad));
   e.pair = pair;
   e.last_seen = now_s;
-  e.keepalive_at = keepalive_deadline(now_s, keepalive_s);
 }
 
 struct flow_counter {
@@ -97,7 +110,13 @@ class flowtable {
   // Control thread: an entry index to fill in, or FLOW_NONE when the table is full.
   uint32_t alloc() { return pool_.alloc(); }
   // Control thread: return an index that was allocated but never published.
-  void discard(uint32_t idx) { pool_.release(idx); }
+  void discard(uint32_t idx) {
+    if (entries_[idx].flags & FLOW_F_NAT) {
+      entries_[idx].flags = static_cast<uint8_t>(entries_[idx].flags & ~FLOW_F_NAT);
+      __atomic_store_n(&nat_flows_, nat_flows_ - 1, __ATOMIC_RELAXED);
+    }
+    pool_.release(idx);
+  }
   // Control thread: link a filled entry into its bucket. 0, -EEXIST when its key is
   // already present, -ENOSPC when both of its buckets are full.
   int publish(uint32_t idx);
@@ -112,6 +131,19 @@ class flowtable {
 
   flow_entry &entry(uint32_t idx) { return entries_[idx]; }
   const flow_entry &entry(uint32_t idx) const { return entries_[idx]; }
+  // The NAT records, indexed like the entries; meaningful where the entry has FLOW_F_NAT.
+  flow_nat *nat() const { return nat_; }
+  // Control thread, after flow_entry_init and before publish: give entry idx the rewrite s
+  // (none when s.flags is 0).
+  void set_nat(uint32_t idx, const flow_nat_spec &s) {
+    if (s.flags == 0) return;
+    flow_nat_build(&nat_[idx], entries_[idx].key, s);
+    entries_[idx].flags |= FLOW_F_NAT;
+    __atomic_store_n(&nat_flows_, nat_flows_ + 1, __ATOMIC_RELAXED);
+  }
+  // Lcores, once a burst: whether any entry may have FLOW_F_NAT. Only a hint (for
+  // prefetching NAT records), so that tables without NAT do not pay for looking.
+  bool any_nat() const { return __atomic_load_n(&nat_flows_, __ATOMIC_RELAXED) != 0; }
   flow_counter *worker_counters(unsigned worker) const { return counters_[worker]; }
 
   uint32_t capacity() const { return capacity_; }
@@ -180,12 +212,14 @@ class flowtable {
 
   bucket *buckets_ = nullptr;
   flow_entry *entries_ = nullptr;
+  flow_nat *nat_ = nullptr;
   flow_counter *counters_[MAX_WORKERS] = {};
   uint32_t mask_ = 0;
   uint32_t capacity_ = 0;
   unsigned n_workers_ = 0;
   uint32_t active_ = 0;
   uint32_t spilled_ = 0;
+  uint32_t nat_flows_ = 0;  // entries with FLOW_F_NAT; control: writes; lcores: read (hint)
   rcu_index_pool pool_;
   const mem_ops *mem_ = nullptr;
 };

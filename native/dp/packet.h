@@ -33,8 +33,9 @@ constexpr uint8_t IP6_OPT_TNL_ENCAP_LIMIT = 4;  // RFC 2473 section 5.1
 // The destination options header that carries the Tunnel Encapsulation Limit option.
 constexpr uint16_t TUNNEL_DSTOPT_LEN = 8;
 
-constexpr uint8_t TCP_FLAGS_EXCEPTION = RTE_TCP_SYN_FLAG | RTE_TCP_FIN_FLAG | RTE_TCP_RST_FLAG;
-constexpr uint8_t TCP_FLAGS_TEARDOWN = RTE_TCP_FIN_FLAG | RTE_TCP_RST_FLAG;
+// The TCP flags that change an offloaded flow's state (nf_flow_state_check()).
+constexpr uint8_t TCP_FLAGS_STATE = RTE_TCP_SYN_FLAG | RTE_TCP_FIN_FLAG | RTE_TCP_RST_FLAG;
+constexpr uint8_t TCP_FLAGS_CLOSING = RTE_TCP_FIN_FLAG | RTE_TCP_RST_FLAG;
 
 // ECN codepoints (RFC 3168) in the low two bits of the IPv4 TOS / IPv6 traffic class.
 constexpr uint8_t ECN_MASK = 0x03;
@@ -102,7 +103,7 @@ inline verdict parse_l4(const uint8_t *frame, uint32_t l4_off, uint8_t proto, co
   if (proto == IPPROTO_TCP) {
     const auto *tcp = reinterpret_cast<const rte_tcp_hdr *>(l4);
     if ((tcp->data_off >> 4) < 5) return verdict::drop(drop_reason::bad_header);
-    meta->tcp_flags = tcp->tcp_flags & TCP_FLAGS_EXCEPTION;
+    meta->tcp_flags = tcp->tcp_flags & TCP_FLAGS_STATE;
   }
   return verdict::ok();
 }
@@ -279,7 +280,7 @@ inline bool ip4_fast(const uint8_t *ip, uint32_t limit, uint32_t seg_left, uint1
   uint8_t flags = 0;
   if (proto == IPPROTO_TCP) {
     if ((ip[IP4_HLEN + 12] >> 4) < 5) return false;
-    flags = ip[IP4_HLEN + 13] & TCP_FLAGS_EXCEPTION;
+    flags = ip[IP4_HLEN + 13] & TCP_FLAGS_STATE;
   }
   *w5 = key_tail(load32(ip + IP4_HLEN), in_port, FLOW_L3_IPV4, proto);
   *l3_len = static_cast<uint16_t>(tot);
@@ -321,7 +322,7 @@ inline bool parse_fast(const rte_mbuf *m, uint16_t in_port, flow_key *key, pkt_m
       tcp_flags = 0;
       if (nh == IPPROTO_TCP) {
         if ((ip6[IP6_HLEN + 12] >> 4) < 5) return false;
-        tcp_flags = ip6[IP6_HLEN + 13] & TCP_FLAGS_EXCEPTION;
+        tcp_flags = ip6[IP6_HLEN + 13] & TCP_FLAGS_STATE;
       }
       w[0] = load64(ip6 + 8);
       w[1] = load64(ip6 + 16);

@@ -103,11 +103,11 @@ void punt(pipeline &pl, rte_mbuf *m, uint16_t in_port, punt_reason r, const pkt_
   tx_enqueue(pl, sp, m);
 }
 
-inline void mark_teardown(pipeline &pl, flow_entry &e) {
-  __atomic_store_n(&e.teardown, uint8_t{1}, __ATOMIC_RELAXED);
-  // Both directions leave the fast path at once, as with the kernel's one flow object for
-  // both tuples. The pair is freed in the same grace period as e, so it is live here.
-  if (e.pair != FLOW_NONE) __atomic_store_n(&pl.ft->entry(e.pair).teardown, uint8_t{1}, __ATOMIC_RELAXED);
+// Set state bits on a flow, both directions at once, as on the kernel's one flow object for
+// both tuples. The pair is freed in the same grace period as e, so it is live here.
+inline void flow_mark(pipeline &pl, flow_entry &e, uint8_t bits) {
+  __atomic_fetch_or(&e.state, bits, __ATOMIC_RELAXED);
+  if (e.pair != FLOW_NONE) __atomic_fetch_or(&pl.ft->entry(e.pair).state, bits, __ATOMIC_RELAXED);
 }
 
 inline void write_eth_addrs(uint8_t *frame, const adjacency &a) {
@@ -121,6 +121,7 @@ struct burst_state {
   const snapshot *s;
   flow_entry *entries;
   flow_counter *counters;
+  const flow_nat *nat;
   const adjacency *adj;
   uint32_t now_s;
   uint64_t fast_packets = 0;
@@ -133,30 +134,14 @@ struct burst_state {
 inline uint16_t forward(pipeline &pl, burst_state &b, rte_mbuf *m, uint16_t in_port, const pkt_meta &meta,
                         const flow_key &key, uint32_t idx) {
   flow_entry &e = b.entries[idx];
-  if (unlikely(__atomic_load_n(&e.teardown, __ATOMIC_RELAXED) != 0)) {
+  // A flow marked for teardown is no longer in the fast path (flow_offload_lookup() skips
+  // NF_FLOW_TEARDOWN flows).
+  const uint8_t state = __atomic_load_n(&e.state, __ATOMIC_RELAXED);
+  if (unlikely(state & FLOW_STATE_TEARDOWN)) {
     punt(pl, m, in_port, punt_reason::teardown, meta, &key);
     return PORT_NONE;
   }
-  if (unlikely(meta.tcp_flags != 0)) {
-    if (meta.tcp_flags & TCP_FLAGS_TEARDOWN) mark_teardown(pl, e);
-    punt(pl, m, in_port, punt_reason::tcp_flags, meta, &key);
-    return PORT_NONE;
-  }
   const snapshot *s = b.s;
-  uint32_t keepalive_at = __atomic_load_n(&e.keepalive_at, __ATOMIC_RELAXED);
-  if (unlikely(b.now_s >= keepalive_at)) {
-    // One lcore wins the entry's next slot and sends this packet through the kernel, whose
-    // conntrack entry for the flow would otherwise time out while the fast path carries it.
-    uint32_t interval = s->keepalive_s[keepalive_index(e.key.l4proto)];
-    uint32_t next = keepalive_deadline(b.now_s, interval);
-    if (__atomic_compare_exchange_n(&e.keepalive_at, &keepalive_at, next, false, __ATOMIC_RELAXED,
-                                    __ATOMIC_RELAXED) &&
-        interval != 0) {
-      punt(pl, m, in_port, punt_reason::keepalive, meta);
-      return PORT_NONE;
-    }
-  }
-
   const uint8_t action = e.action;
   const uint16_t target = e.target;
   const adjacency *a = nullptr;
@@ -179,7 +164,22 @@ inline uint16_t forward(pipeline &pl, burst_state &b, rte_mbuf *m, uint16_t in_p
     return PORT_NONE;
   }
 
+  if (unlikely(meta.tcp_flags != 0)) {
+    // The kernel's nf_flow_state_check() since 2025 (nf_flow_table_ip.c), after the MTU
+    // check as there: a SYN on a closing flow (a new connection reusing the tuple) tears the
+    // flow down and goes to the slow path; FIN or RST marks it closing and is forwarded.
+    if ((meta.tcp_flags & RTE_TCP_SYN_FLAG) && (state & FLOW_STATE_CLOSING)) {
+      flow_mark(pl, e, FLOW_STATE_TEARDOWN);
+      punt(pl, m, in_port, punt_reason::teardown, meta, &key);
+      return PORT_NONE;
+    }
+    if ((meta.tcp_flags & TCP_FLAGS_CLOSING) && !(state & FLOW_STATE_CLOSING)) flow_mark(pl, e, FLOW_STATE_CLOSING);
+  }
+
   uint8_t *frame = rte_pktmbuf_mtod(m, uint8_t *);
+  // NAT before the TTL decrement and encapsulation, on the (inner) IP packet: the kernel's
+  // nf_flow_nat_ip() before ip_decrease_ttl().
+  if (e.flags & FLOW_F_NAT) nat_apply(frame + meta.l3_off, key.l3proto, key.l4proto, b.nat[idx]);
   switch (action) {
     case FLOW_ACT_FWD4:
       ip4_dec_ttl(reinterpret_cast<rte_ipv4_hdr *>(frame + ETH_HLEN));
@@ -278,6 +278,7 @@ void process_burst(pipeline &pl, uint16_t in_port, rte_mbuf **pkts, uint16_t n) 
   b.s = pl.snap;
   b.entries = &pl.ft->entry(0);
   b.counters = b.s->count_flows ? pl.counters : nullptr;
+  b.nat = pl.ft->nat();
   b.adj = pl.adj;
   b.now_s = pl.now_s;
   if (parsed != 0) {
@@ -286,6 +287,11 @@ void process_burst(pipeline &pl, uint16_t in_port, rte_mbuf **pkts, uint16_t n) 
     if (b.counters != nullptr)
       for (unsigned i = 0; i < n; i++)
         if (idx[i] != FLOW_NONE) __builtin_prefetch(&b.counters[idx[i]], 1, 3);
+    // Likewise the NAT records, read below, of flows that have one (the entry is in cache
+    // after the key compare); not even looked for while the table has no NAT flow.
+    if (pl.ft->any_nat())
+      for (unsigned i = 0; i < n; i++)
+        if (idx[i] != FLOW_NONE && (b.entries[idx[i]].flags & FLOW_F_NAT)) rte_prefetch0(&b.nat[idx[i]]);
   }
   STAGE_END(lookup);
 

@@ -58,7 +58,7 @@ struct pipeline {
   const adjacency *adj = nullptr;
   worker_stats *stats = nullptr;
   rte_ring *observations = nullptr;  // punt records for the learner (SP: this worker), or null
-  uint32_t now_s = 0;    // dataplane seconds, for flow_entry::last_seen and keepalive_at
+  uint32_t now_s = 0;    // dataplane seconds, for flow_entry::last_seen
   uint64_t now_tsc = 0;  // TSC at the start of this loop iteration
   punt_credit credits[MAX_PORTS] = {};
 

@@ -11,17 +11,15 @@ namespace fg {
 // clang-format off
 #define FG_PUNT_REASONS(X)                                                               \
   X(miss,        "no offloaded flow matches the packet")                                 \
-  X(teardown,    "the flow is marked for teardown")                                      \
+  X(teardown,    "the flow is marked for teardown, or a TCP SYN on a closing flow")      \
   X(ttl_expired, "TTL or hop limit <= 1")                                                \
   X(too_big,     "larger than the egress MTU")                                           \
   X(ip_options,  "IPv4 header with options")                                             \
   X(fragment,    "IPv4 fragment or IPv6 fragment header")                                \
   X(ipv6_ext,    "IPv6 extension header other than the tunnel's destination options")    \
-  X(tcp_flags,   "TCP SYN, FIN or RST")                                                  \
   X(l4proto,     "L4 protocol other than TCP and UDP")                                   \
   X(non_ip,      "neither IPv4 nor IPv6")                                                \
-  X(segmented,   "headers span more than the first mbuf segment")                      \
-  X(keepalive,   "one packet per interval refreshes the kernel's conntrack entry")
+  X(segmented,   "headers span more than the first mbuf segment")
 
 #define FG_DROP_REASONS(X)                                                               \
   X(truncated,    "shorter than its headers say")                                        \

@@ -45,9 +45,6 @@ struct worker_plan {
 
 struct snapshot {
   uint64_t generation;
-  // Seconds between the packets of an offloaded flow that go through the kernel anyway so
-  // that its conntrack entry does not expire; 0: never. Indexed by keepalive_index().
-  uint32_t keepalive_s[2];
   // Per-flow packet and byte counters (nft flowtable's `counter` flag): one cache line more
   // per packet with a large table when on.
   uint8_t count_flows;
@@ -70,7 +67,5 @@ struct alignas(16) adjacency {
 static_assert(sizeof(adjacency) == 16, "two adjacencies a 32-byte load");
 
 constexpr uint32_t MAX_ADJACENCIES = 1u << 16;
-
-inline unsigned keepalive_index(uint8_t l4proto) { return l4proto == IPPROTO_TCP ? 0 : 1; }
 
 }  // namespace fg

@@ -97,7 +97,7 @@ describe('flowgate flows and stats', () => {
           'eth1        2300    290000           0          0        2200    280000           0          4',
           '',
           'fast path  packets 3000, bytes 420000',
-          'slow path  packets 200 (miss 180, tcp_flags 20), policed 7',
+          'slow path  packets 200 (miss 180, teardown 20), policed 7',
           'drops      packets 5 (truncated 5)',
           'flows      active 3, entries 6 of 1048576, added 10, removed 7 (idle 5, teardown 2), insert failures 1',
           'learner    observations 400, lost 2, offload latency p50 1.25 ms, p99 4.00 ms',

@@ -10,7 +10,7 @@ export function fixedStats(): GatewayStats {
       eth1: { rx_packets: 2300, rx_bytes: 290000, rx_dropped: 0, rx_errors: 0, tx_packets: 2200, tx_bytes: 280000, tx_dropped: 0, tx_errors: 4 },
     },
     fastpath: { packets: 3000, bytes: 420000 },
-    slowpath: { packets: 200, reasons: { miss: 180, tcp_flags: 20 }, policed: 7 },
+    slowpath: { packets: 200, reasons: { miss: 180, teardown: 20 }, policed: 7 },
     drops: { packets: 5, reasons: { truncated: 5 } },
     flows: {
       active: 3,

@@ -133,7 +133,6 @@ describe('pcap in, pcap out through the addon', function () {
     const tcp = (flags: string, ip = `IP(src='192.168.0.10', dst='10.0.0.1')`) => lanIp(ip, `TCP(sport=40000, dport=80, flags='${flags}')`);
     const EXCEPTIONS: [string, string][] = [
       ['miss', lanIp(`IP(src='192.168.0.99', dst='10.0.0.1')`, `UDP(sport=1, dport=2)`)],
-      ['tcp_flags', tcp('S')],
       ['ttl_expired', tcp('A', `IP(src='192.168.0.10', dst='10.0.0.1', ttl=1)`)],
       ['ip_options', tcp('A', `IP(src='192.168.0.10', dst='10.0.0.1', options=[IPOption_RR()])`)],
       ['fragment', tcp('A', `IP(src='192.168.0.10', dst='10.0.0.1', flags='MF')`)],
@@ -141,8 +140,6 @@ describe('pcap in, pcap out through the addon', function () {
       ['non_ip', `Ether(dst='ff:ff:ff:ff:ff:ff', src='${HOST}')/ARP(psrc='192.168.0.10', pdst='192.168.0.2')`],
       ['ipv6_ext', lanIp(`IPv6(src='2001:db8:1::10', dst='2001:db8:3::1')/IPv6ExtHdrHopByHop()`, `UDP()`)],
       ['too_big', tcp('A') + `/Raw(b'b'*1460)`],
-      ['tcp_flags', tcp('FA')],
-      ['teardown', tcp('A')],
     ];
     const MALFORMED: [string, string][] = [
       ['truncated', lanIp(`IP(src='192.168.0.10', dst='10.0.0.1', len=900)`, `UDP(sport=1, dport=2)`)],
@@ -189,11 +186,90 @@ describe('pcap in, pcap out through the addon', function () {
       assert.equal(r.stats.ports['lan-tap']?.txPackets, EXCEPTIONS.length);
     });
 
-    it('marks the connection for teardown on FIN (both directions)', () => {
-      assert.equal(r.flows[0]?.teardown, true);
+    it('forwards nothing and leaves the flow alone', () => {
+      assert.deepEqual([r.flows[0]?.teardown, r.flows[0]?.closing], [false, false]);
       assert.equal(r.stats.fastpath.packets, 0);
     });
   });
+
+  it('forwards FIN and keeps forwarding the closing flow; a SYN on it goes to the kernel and tears it down; reaping says it was closing', async () => {
+    const tcp = (flags: string, payload = 0) => lanIp(`IP(src='192.168.0.10', dst='10.0.0.1')`, `TCP(sport=40000, dport=80, flags='${flags}')` + (payload ? `/Raw(b'd'*${payload})` : ''));
+    const input = await scapyBuild([tcp('PA', 10), tcp('FA'), tcp('A'), tcp('S'), tcp('A')]);
+    const r = await runJob({
+      start: {
+        workers: WORKERS,
+        ...SMALL,
+        ports: [
+          { name: 'lan', mac: GW_LAN, device: bench.device('lan', input), slowpath: 'lan-tap' },
+          { name: 'wan', mac: GW_WAN, device: bench.device('wan') },
+          { name: 'lan-tap', device: bench.device('lan-tap'), poll: false },
+        ],
+      },
+      tunnels: [tunnel(4)],
+      flows: [{ original: lanToTunnel, reply: tunnelToLan }],
+      expectRx: input.length,
+      reap: true,
+    });
+    const out = await scapyDissect(bench.sent('wan'));
+    assert.deepEqual(out.map((f) => fields(f, 'TCP').flags), [0x18, 0x11, 0x10], 'PA, FA and A forwarded through the tunnel');
+    const punted = bench.sent('lan-tap');
+    assert.deepEqual(punted.map((p) => p.toString('hex')), [input[3], input[4]].map((p) => (p as Buffer).toString('hex')), 'the SYN and what follows it, unchanged');
+    assert.deepEqual(r.stats.slowpath.reasons.teardown, 2);
+    assert.deepEqual([r.flows[0]?.closing, r.flows[0]?.teardown], [true, true]);
+    assert.equal(r.reaped.length, 1);
+    assert.deepEqual([r.reaped[0]?.reason, r.reaped[0]?.closing, r.reaped[0]?.flow.id], ['teardown', true, r.flowIds[0]]);
+  });
+
+  it('masquerades LAN traffic into the tunnel and translates the replies back, with valid checksums', async () => {
+    const lanIn = await scapyBuild([
+      lanIp(`IP(src='192.168.0.10', dst='10.0.0.1', ttl=64)`, `TCP(sport=40000, dport=80, flags='PA')/Raw(b'q'*40)`),
+      lanIp(`IPv6(src='2001:db8:1::10', dst='2001:db8:3::1', hlim=64)`, `UDP(sport=5000, dport=53)/Raw(b'6'*20)`),
+    ]);
+    const wanIn = await scapyBuild([fromPeer(`IP(src='10.0.0.1', dst='192.168.100.1', ttl=60)/TCP(sport=80, dport=50000, flags='A')/Raw(b'r'*30)`, 4)]);
+    const r = await runJob({
+      start: { workers: WORKERS, ...SMALL, ports: [{ name: 'lan', mac: GW_LAN, device: bench.device('lan', lanIn) }, { name: 'wan', mac: GW_WAN, device: bench.device('wan', wanIn) }] },
+      tunnels: [tunnel(4)],
+      flows: [
+        {
+          original: { ...lanToTunnel, nat: { src: '192.168.100.1', sport: 50000 } },
+          reply: { ...tunnelToLan, dst: '192.168.100.1', dport: 50000, nat: { dst: '192.168.0.10', dport: 40000 } },
+        },
+        { original: { in: 'lan', proto: 'udp', src: '2001:db8:1::10', dst: '2001:db8:3::1', sport: 5000, dport: 53, out: { port: 'wan', mac: PEER }, nat: { src: '2001:db8:ff::1', sport: 33000 } } },
+      ],
+      expectRx: 3,
+    });
+    const toWan = await scapyDissect(bench.sent('wan'));
+    assert.equal(toWan.length, 2);
+    const [encapped, v6] = toWan as [ScapyFrame, ScapyFrame];
+    assert.deepEqual([fields(encapped, 'IPv6').src, fields(encapped, 'IPv6').dst], [LOCAL, REMOTE]);
+    assert.deepEqual([fields(encapped, 'IP').src, fields(encapped, 'IP').dst, fields(encapped, 'TCP').sport, fields(encapped, 'TCP').dport], ['192.168.100.1', '10.0.0.1', 50000, 80]);
+    assert.deepEqual([fields(v6, 'IPv6').src, fields(v6, 'UDP').sport, fields(v6, 'IPv6').dst, fields(v6, 'UDP').dport], ['2001:db8:ff::1', 33000, '2001:db8:3::1', 53]);
+    const [back] = await scapyDissect(bench.sent('lan'));
+    assert.ok(back);
+    assert.deepEqual([fields(back, 'IP').src, fields(back, 'IP').dst, fields(back, 'IP').ttl, fields(back, 'TCP').sport, fields(back, 'TCP').dport], ['10.0.0.1', '192.168.0.10', 59, 80, 40000]);
+    await assertChecksumsGood(bench.output('wan'), 2);
+    await assertChecksumsGood(bench.output('lan'), 1);
+    assert.equal(r.stats.fastpath.packets, 3);
+    assert.deepEqual(r.flows[0]?.original.nat, { src: '192.168.100.1', sport: 50000 });
+    assert.deepEqual(r.flows[0]?.reply?.nat, { dst: '192.168.0.10', dport: 40000 });
+    assert.deepEqual(r.flows[1]?.original.nat, { src: '2001:db8:ff::1', sport: 33000 });
+  });
+
+  for (const [nat, message] of [
+    [{ src: '224.0.0.5' }, /original\.nat\.src: expected a unicast address, found 224\.0\.0\.5/],
+    [{ dst: '2001:db8::1' }, /original\.nat\.dst: expected an IPv4 address as the flow's, found 2001:db8::1/],
+    [{ sport: 0 }, /original\.nat\.sport: expected an integer 1\.\.65535, found 0/],
+  ] as const) {
+    it(`refuses a NAT of ${JSON.stringify(nat)}, naming the parameter`, async () => {
+      const job = runJob({
+        start: { workers: WORKERS, ...SMALL, ports: [{ name: 'lan', device: bench.device('lan') }, { name: 'wan', device: bench.device('wan') }] },
+        tunnels: [tunnel(4)],
+        flows: [{ original: { ...lanToTunnel, nat } }],
+        expectRx: 0,
+      });
+      await assert.rejects(job, message);
+    });
+  }
 
   it('decapsulates tunnel traffic it has no flow for into the tunnel\'s TUN port as raw IPv4', async () => {
     const inner = `IP(src='10.0.0.1', dst='192.168.0.10')/ICMP(type=8, id=7, seq=1)/Raw(b'ping')`;

@@ -12,6 +12,8 @@ export interface DataplaneJob {
   /** Packets the workers must have received before the job ends (all input pcaps). */
   expectRx: number;
   timeoutMs?: number;
+  /** Reap after the run (flows marked for teardown only: the timeouts are long), and report what went. */
+  reap?: boolean;
 }
 
 async function main(): Promise<void> {
@@ -30,7 +32,9 @@ async function main(): Promise<void> {
     while (received() < job.expectRx && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
     // Joining the workers finishes the burst in flight and its transmission.
     dp.pause();
-    const result = { stats: dp.stats(), flows: dp.flows(), flowIds, ports: dp.ports(), hugepages: dp.hugepages, warnings, received: received() };
+    const flows = dp.flows();
+    const reaped = job.reap === true ? dp.reap({ tcp: 1_000_000, udp: 1_000_000 }) : [];
+    const result = { stats: dp.stats(), flows, reaped, flowIds, ports: dp.ports(), hugepages: dp.hugepages, warnings, received: received() };
     process.stdout.write(JSON.stringify(result));
   } finally {
     dp.stop(); // closes the pcap ports, which flushes their output files

@@ -9,7 +9,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 
-import type { DataplaneStats, Flow, PortInfo } from '../../lib/dataplane';
+import type { DataplaneStats, Flow, PortInfo, ReapedFlow } from '../../lib/dataplane';
 import { readPcap, writePcap } from '../../lib/pcap';
 import type { DataplaneJob } from './dataplane-child';
 import { sh } from './netns';
@@ -17,6 +17,8 @@ import { sh } from './netns';
 export interface JobResult {
   stats: DataplaneStats;
   flows: Flow[];
+  /** With job.reap: the flows reaped after the run. */
+  reaped: ReapedFlow[];
   flowIds: number[];
   ports: PortInfo[];
   hugepages: boolean;

@@ -102,7 +102,28 @@ def send_recv(job):
         sniffer.stop()
     return [dissect(bytes(p)) for p in sniffer.results]
 
-if job["op"] == "sendrecv":
+def checksums(data):
+    # Every IPv4, TCP and UDP checksum of the frame (inner headers too) as found, and as
+    # scapy computes it for the same bytes with the checksum fields cleared.
+    found = Ether(data)
+    cleared = Ether(data)
+    layer = cleared
+    while not isinstance(layer, NoPayload):
+        if isinstance(layer, (IP, TCP, UDP)):
+            del layer.chksum
+        layer = layer.payload
+    computed = Ether(bytes(cleared))
+    out = []
+    a, b = found, computed
+    while not isinstance(a, NoPayload):
+        if isinstance(a, (IP, TCP, UDP)):
+            out.append({"layer": type(a).__name__, "found": a.chksum, "computed": b.chksum})
+        a, b = a.payload, b.payload
+    return out
+
+if job["op"] == "checksums":
+    answer = [checksums(bytes.fromhex(h)) for h in job["frames"]]
+elif job["op"] == "sendrecv":
     answer = send_recv(job)
 elif job["op"] == "dissect":
     answer = [dissect(bytes.fromhex(h)) for h in job["frames"]]
@@ -155,6 +176,20 @@ export async function scapySendRecv(options: SendRecvOptions): Promise<ScapyFram
 export async function scapyDissect(frames: readonly Buffer[]): Promise<ScapyFrame[]> {
   const raw = (await runScapy({ op: 'dissect', frames: frames.map((f) => f.toString('hex')) })) as RawFrame[];
   return raw.map(toFrame);
+}
+
+export interface ScapyChecksum {
+  /** IP, TCP or UDP (inner headers of tunnelled packets have their own entries). */
+  layer: string;
+  /** The checksum field as the frame has it. */
+  found: number;
+  /** What scapy computes for the same bytes (a UDP checksum that computes to 0 as 0xffff). */
+  computed: number;
+}
+
+/** Every IPv4, TCP and UDP checksum of each frame, as found and as scapy computes it. */
+export async function scapyChecksums(frames: readonly Buffer[]): Promise<ScapyChecksum[][]> {
+  return (await runScapy({ op: 'checksums', frames: frames.map((f) => f.toString('hex')) })) as ScapyChecksum[][];
 }
 
 /** Builds frames from scapy expressions (checksums and lengths filled in by scapy). */

@@ -80,7 +80,7 @@ describe('metrics endpoint', () => {
     assert.equal(sampleValue(families, 'flowgate_fastpath_packets_total'), 3000);
     assert.equal(sampleValue(families, 'flowgate_fastpath_bytes_total'), 420000);
     assert.equal(sampleValue(families, 'flowgate_slowpath_packets_total', { reason: 'miss' }), 180);
-    assert.equal(sampleValue(families, 'flowgate_slowpath_packets_total', { reason: 'tcp_flags' }), 20);
+    assert.equal(sampleValue(families, 'flowgate_slowpath_packets_total', { reason: 'teardown' }), 20);
     assert.equal(sampleValue(families, 'flowgate_slowpath_policed_packets_total'), 7);
     assert.equal(sampleValue(families, 'flowgate_dropped_packets_total', { reason: 'truncated' }), 5);
   });

@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { native, NativeFlowSpec, NativeTunnelParams } from '../../lib/native';
 import { parseIPv4, parseIPv6, parseMac } from '../../lib/net/addr';
 import { ethernetFrame, internetChecksum, ip4in6Packet, ip4Packet, ip6Packet, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN } from '../../lib/packets';
+import { layer, scapyChecksums, ScapyChecksum, scapyDissect, ScapyFrame } from '../helpers/scapy';
 
 const testing = native().testing;
 
@@ -276,25 +277,48 @@ describe('fast path actions', () => {
       assert.equal(one({ ports: PORTS, flows: [{ orig: fwd4Flow() }] }, LAN, big).reason, 'too_big');
     });
 
-    it('punts SYN without tearing the flow down', () => {
+    it('forwards a SYN on an offloaded flow that is not closing, as the kernel does', () => {
       const r = one(setup(), LAN, lanTcp(TCP_SYN));
-      assert.deepEqual([r.reason, r.port], ['tcp_flags', LAN_SLOW]);
-      assert.equal(r.flows[0]?.orig.teardown, false);
+      assert.deepEqual([r.reason, r.port], ['forward', WAN]);
+      assert.deepEqual([r.flows[0]?.orig.teardown, r.flows[0]?.orig.closing], [false, false]);
     });
 
     for (const [name, flags] of [['FIN', TCP_FIN | TCP_ACK], ['RST', TCP_RST]] as const) {
-      it(`punts ${name} and marks both directions for teardown; later packets of the flow are punted too`, () => {
+      it(`forwards ${name}, marks both directions closing, and keeps forwarding the flow`, () => {
         const r = run(setup(), [
           { port: LAN, frame: lanTcp(flags) },
           { port: LAN, frame: lanTcp(TCP_ACK) },
+          { port: WAN, frame: wanTunnelled(innerReply({ flags })) },
           { port: WAN, frame: wanTunnelled(innerReply()) },
         ], 1);
-        assert.deepEqual(r.results.map((x) => x.reason), ['tcp_flags', 'teardown', 'teardown']);
-        assert.equal(r.flows[0]?.orig.teardown, true);
-        assert.equal(r.flows[0]?.reply?.teardown, true);
-        assert.equal(r.stats.fastPackets, 0);
+        assert.deepEqual(r.results.map((x) => [x.reason, x.port]), [['forward', WAN], ['forward', WAN], ['forward', LAN], ['forward', LAN]]);
+        assert.deepEqual([r.flows[0]?.orig.closing, r.flows[0]?.reply?.closing], [true, true]);
+        assert.deepEqual([r.flows[0]?.orig.teardown, r.flows[0]?.reply?.teardown], [false, false]);
+        assert.equal(r.stats.fastPackets, 4);
       });
     }
+
+    it('punts a SYN on a closing flow, marks both directions for teardown, and punts the flow from then on', () => {
+      const closing = () => ({ ...setup(), flows: [{ orig: encapFlow(), reply: decapFlow(), closing: true }] });
+      const r = run(closing(), [
+        { port: LAN, frame: lanTcp(TCP_SYN) },
+        { port: LAN, frame: lanTcp(TCP_ACK) },
+        { port: WAN, frame: wanTunnelled(innerReply()) },
+      ], 1);
+      assert.deepEqual(r.results.map((x) => [x.reason, x.port]), [['teardown', LAN_SLOW], ['teardown', LAN_SLOW], ['teardown', WAN_SLOW]]);
+      assert.ok((r.results[0]?.frame as Buffer).equals(lanTcp(TCP_SYN)), 'the SYN reaches the kernel unchanged');
+      assert.deepEqual([r.flows[0]?.orig.teardown, r.flows[0]?.reply?.teardown], [true, true]);
+      assert.equal(r.stats.fastPackets, 0);
+      // The reply's SYN-ACK on a closing flow tears it down too.
+      const back = run(closing(), [{ port: WAN, frame: wanTunnelled(innerReply({ flags: TCP_SYN | TCP_ACK })) }]);
+      assert.equal(back.results[0]?.reason, 'teardown');
+      assert.deepEqual([back.flows[0]?.orig.teardown, back.flows[0]?.reply?.teardown], [true, true]);
+    });
+
+    it('punts the packets of a flow marked for teardown', () => {
+      const r = one({ ...setup(), flows: [{ orig: encapFlow(), reply: decapFlow(), teardown: true }] }, LAN, lanTcp(TCP_ACK));
+      assert.deepEqual([r.reason, r.port], ['teardown', LAN_SLOW]);
+    });
 
     it('punts a tunnelled miss decapsulated into the tunnel\'s TUN when the tunnel has one', () => {
       const inner = ip4Packet({ src: '10.0.0.1', dst: '192.168.0.99' }, { proto: 1, data: Buffer.from([0, 0, 0xff, 0xff, 0, 0, 0, 0]) });
@@ -401,5 +425,181 @@ describe('fast path actions', () => {
       assert.equal(r.stableMisses, 0);
       assert.equal(r.reused, 0);
     });
+  });
+});
+
+// NAT as the kernel's flowtable does it (nf_flow_snat_ip/nf_flow_dnat_ip/nf_flow_nat_port):
+// the outputs are decoded by scapy, and every checksum is compared with the one scapy
+// computes for the same bytes.
+describe('fast path NAT', function () {
+  this.timeout(60_000);
+  const ip4 = parseIPv4;
+  const ip6 = parseIPv6;
+  const lanUdp4 = (payload: Buffer) => ethernetFrame(GW_LAN_MAC, HOST_MAC, ip4Packet({ src: '192.168.0.10', dst: '198.51.100.7', ttl: 64 }, { udp: { sport: 5000, dport: 53 } }, payload));
+  const snatUdp: NativeFlowSpec = { ...fwd4Flow(), nat: { src: ip4('203.0.113.1'), sport: 61000 } };
+
+  // A payload whose UDP checksum computes to 0 once the packet has the NATed tuple: the
+  // fast path must write 0xffff then (CSUM_MANGLED_0).
+  function payloadForZeroChecksum(): Buffer {
+    const payload = Buffer.from('0000zero-checksum', 'latin1');
+    payload.writeUInt16BE(0, 0);
+    const after = ip4Packet({ src: '203.0.113.1', dst: '198.51.100.7' }, { udp: { sport: 61000, dport: 53 } }, payload);
+    const check = after.readUInt16BE(20 + 6);
+    payload.writeUInt16BE(check === 0xffff ? 0 : check, 0);
+    return payload;
+  }
+  const zeroChecksumUdp = () => {
+    const f = lanUdp4(Buffer.from('no checksum'));
+    f.writeUInt16BE(0, 14 + 20 + 6);
+    return f;
+  };
+
+  interface Case {
+    name: string;
+    setup: Parameters<typeof testing.process>[0];
+    port: number;
+    frame: Buffer;
+    out?: { port: number | null; frame: Buffer | null };
+    decoded?: ScapyFrame;
+    sums?: ScapyChecksum[];
+  }
+  const cases: Record<string, Case> = {
+    tcpSnat: {
+      name: 'IPv4 TCP SNAT',
+      setup: { ports: PORTS, flows: [{ orig: { ...fwd4Flow(), l4: 6, sport: 40000, dport: 443, nat: { src: ip4('203.0.113.1'), sport: 61000 } } }] },
+      port: LAN,
+      frame: ethernetFrame(GW_LAN_MAC, HOST_MAC, ip4Packet({ src: '192.168.0.10', dst: '198.51.100.7', ttl: 64 }, { tcp: { sport: 40000, dport: 443, flags: TCP_ACK, seq: 0x12345678 } }, Buffer.from('GET / HTTP/1.1'))),
+    },
+    udpSnat: { name: 'IPv4 UDP SNAT', setup: { ports: PORTS, flows: [{ orig: snatUdp }] }, port: LAN, frame: lanUdp4(Buffer.from('query')) },
+    udpDnat: {
+      name: 'IPv4 UDP DNAT',
+      setup: {
+        ports: PORTS,
+        flows: [{ orig: { inPort: WAN, l3: 4, l4: 17, src: ip4('198.51.100.7'), dst: ip4('203.0.113.1'), sport: 53, dport: 61000, action: 'fwd4', outPort: LAN, dstMac: parseMac(HOST_MAC), srcMac: parseMac(GW_LAN_MAC), nat: { dst: ip4('192.168.0.10'), dport: 5000 } } }],
+      },
+      port: WAN,
+      frame: ethernetFrame(GW_WAN_MAC, PEER_MAC, ip4Packet({ src: '198.51.100.7', dst: '203.0.113.1', ttl: 60 }, { udp: { sport: 53, dport: 61000 } }, Buffer.from('answer!'))),
+    },
+    tcpBoth: {
+      name: 'IPv4 TCP SNAT and DNAT with both ports',
+      setup: { ports: PORTS, flows: [{ orig: { ...fwd4Flow(), l4: 6, sport: 40000, dport: 8080, nat: { src: ip4('203.0.113.1'), dst: ip4('10.9.8.7'), sport: 1024, dport: 80 } } }] },
+      port: LAN,
+      frame: ethernetFrame(GW_LAN_MAC, HOST_MAC, ip4Packet({ src: '192.168.0.10', dst: '198.51.100.7', ttl: 64 }, { tcp: { sport: 40000, dport: 8080, flags: TCP_ACK | TCP_FIN } }, Buffer.alloc(33, 7))),
+    },
+    tcp6Snat: {
+      name: 'IPv6 TCP SNAT',
+      setup: { ports: PORTS, flows: [{ orig: { ...fwd6Flow(), l4: 6, sport: 5001, dport: 443, nat: { src: ip6('2001:db8:ff::1'), sport: 40001 } } }] },
+      port: LAN,
+      frame: ethernetFrame(GW_LAN_MAC, HOST_MAC, ip6Packet({ src: '2001:db8:1::10', dst: '2001:db8:3::1', hopLimit: 64 }, { tcp: { sport: 5001, dport: 443 } }, Buffer.from('six'))),
+    },
+    udp6Dnat: {
+      name: 'IPv6 UDP DNAT',
+      setup: { ports: PORTS, flows: [{ orig: { ...fwd6Flow(), nat: { dst: ip6('2001:db8:3::53'), dport: 5353 } } }] },
+      port: LAN,
+      frame: ethernetFrame(GW_LAN_MAC, HOST_MAC, ip6Packet({ src: '2001:db8:1::10', dst: '2001:db8:3::1', hopLimit: 64 }, { udp: { sport: 5000, dport: 53 } }, Buffer.from('dns?'))),
+    },
+    udpNoChecksum: { name: 'IPv4 UDP without checksum', setup: { ports: PORTS, flows: [{ orig: snatUdp }] }, port: LAN, frame: zeroChecksumUdp() },
+    udpToZero: { name: 'IPv4 UDP whose checksum becomes 0', setup: { ports: PORTS, flows: [{ orig: snatUdp }] }, port: LAN, frame: lanUdp4(payloadForZeroChecksum()) },
+    encap: {
+      name: 'masquerade to the tunnel address, then encapsulation',
+      setup: { ports: PORTS, tunnels: [tunnel()], flows: [{ orig: { ...encapFlow(), nat: { src: ip4('192.168.100.1'), sport: 50000 } } }] },
+      port: LAN,
+      frame: lanTcp(TCP_ACK, { payload: 10 }),
+    },
+    decap: {
+      name: 'decapsulation, then un-NAT of the reply',
+      setup: {
+        ports: PORTS,
+        tunnels: [tunnel()],
+        flows: [{ orig: { ...decapFlow(), dst: ip4('192.168.100.1'), dport: 50000, nat: { dst: ip4('192.168.0.10'), dport: 40000 } } }],
+      },
+      port: WAN,
+      frame: wanTunnelled(ip4Packet({ src: '10.0.0.1', dst: '192.168.100.1', ttl: 63 }, { tcp: { sport: 80, dport: 50000, flags: TCP_ACK } }, Buffer.alloc(20, 1))),
+    },
+  };
+
+  before(async () => {
+    const list = Object.values(cases);
+    for (const c of list) {
+      const r = one(c.setup, c.port, c.frame);
+      c.out = { port: r.port, frame: r.frame };
+    }
+    const frames = list.map((c) => c.out?.frame ?? Buffer.alloc(0));
+    const [decoded, sums] = await Promise.all([scapyDissect(frames), scapyChecksums(frames)]);
+    list.forEach((c, i) => {
+      c.decoded = decoded[i];
+      c.sums = sums[i];
+    });
+  });
+
+  function checked(key: string): { c: Case; f: ScapyFrame; field: (name: string, nth?: number) => Record<string, unknown> } {
+    const c = cases[key] as Case;
+    assert.ok(c.out?.frame, `${c.name}: forwarded`);
+    const f = c.decoded as ScapyFrame;
+    for (const s of c.sums ?? []) {
+      if (s.layer === 'UDP' && s.found === 0 && key === 'udpNoChecksum') continue;
+      assert.equal(s.found.toString(16), s.computed.toString(16), `${c.name}: ${s.layer} checksum (scapy: ${f.summary})`);
+    }
+    return { c, f, field: (name, nth = 0) => layer(f, name, nth).fields };
+  }
+
+  it('rewrites the source address and port of IPv4 TCP with valid checksums, TTL-1', () => {
+    const { c, field } = checked('tcpSnat');
+    assert.equal(c.out?.port, WAN);
+    assert.deepEqual([field('IP').src, field('IP').dst, field('IP').ttl], ['203.0.113.1', '198.51.100.7', 63]);
+    assert.deepEqual([field('TCP').sport, field('TCP').dport, field('TCP').seq], [61000, 443, 0x12345678]);
+    assert.equal(layer(cases.tcpSnat?.decoded as ScapyFrame, 'Raw').fields.load, Buffer.from('GET / HTTP/1.1').toString('hex'));
+  });
+
+  it('rewrites the source of IPv4 UDP and the destination of its reply (DNAT), with valid checksums', () => {
+    const s = checked('udpSnat');
+    assert.deepEqual([s.field('IP').src, s.field('UDP').sport, s.field('IP').dst, s.field('UDP').dport], ['203.0.113.1', 61000, '198.51.100.7', 53]);
+    const d = checked('udpDnat');
+    assert.equal(d.c.out?.port, LAN);
+    assert.deepEqual([d.field('IP').src, d.field('UDP').sport, d.field('IP').dst, d.field('UDP').dport, d.field('IP').ttl], ['198.51.100.7', 53, '192.168.0.10', 5000, 59]);
+  });
+
+  it('rewrites both addresses and both ports at once', () => {
+    const { field } = checked('tcpBoth');
+    assert.deepEqual([field('IP').src, field('IP').dst, field('TCP').sport, field('TCP').dport], ['203.0.113.1', '10.9.8.7', 1024, 80]);
+  });
+
+  it('rewrites IPv6 TCP and UDP (pseudo-header checksum), with hop limit-1', () => {
+    const t = checked('tcp6Snat');
+    assert.deepEqual([t.field('IPv6').src, t.field('IPv6').dst, t.field('TCP').sport, t.field('TCP').dport, t.field('IPv6').hlim], ['2001:db8:ff::1', '2001:db8:3::1', 40001, 443, 63]);
+    const u = checked('udp6Dnat');
+    assert.deepEqual([u.field('IPv6').src, u.field('IPv6').dst, u.field('UDP').sport, u.field('UDP').dport], ['2001:db8:1::10', '2001:db8:3::53', 5000, 5353]);
+  });
+
+  it('leaves a zero IPv4 UDP checksum (none) at zero', () => {
+    const { field } = checked('udpNoChecksum');
+    assert.deepEqual([field('IP').src, field('UDP').sport, field('UDP').chksum], ['203.0.113.1', 61000, 0]);
+  });
+
+  it('writes a UDP checksum that becomes 0 as 0xffff (CSUM_MANGLED_0)', () => {
+    const { c, field } = checked('udpToZero');
+    assert.notEqual(c.frame.readUInt16BE(14 + 20 + 6), 0, 'the input has a checksum');
+    assert.equal(field('UDP').chksum, 0xffff);
+  });
+
+  it('masquerades LAN traffic to the tunnel address before encapsulating it (ENCAP4IN6 + SNAT)', () => {
+    const { c, f, field } = checked('encap');
+    assert.equal(c.out?.port, WAN);
+    assert.deepEqual(f.layers.map((l) => l.name), ['Ether', 'IPv6', 'IPv6ExtHdrDestOpt', 'IP', 'TCP', 'Raw']);
+    assert.deepEqual([field('IPv6').src, field('IPv6').dst, field('IPv6').plen], [LOCAL, REMOTE, 8 + 20 + 20 + 10]);
+    assert.deepEqual([field('IP').src, field('IP').dst, field('IP').ttl, field('TCP').sport, field('TCP').dport], ['192.168.100.1', '10.0.0.1', 63, 50000, 80]);
+  });
+
+  it('decapsulates a reply and then translates it back to the LAN host (DECAP4IN6 + DNAT)', () => {
+    const { c, f, field } = checked('decap');
+    assert.equal(c.out?.port, LAN);
+    assert.deepEqual(f.layers.map((l) => l.name), ['Ether', 'IP', 'TCP', 'Raw']);
+    assert.deepEqual([field('IP').src, field('IP').dst, field('IP').ttl, field('TCP').sport, field('TCP').dport], ['10.0.0.1', '192.168.0.10', 62, 80, 40000]);
+  });
+
+  it('does not touch the packets of flows without NAT', () => {
+    const input = lanUdp4(Buffer.from('plain'));
+    const out = one({ ports: PORTS, flows: [{ orig: fwd4Flow() }, { orig: { ...snatUdp, sport: 5001 } }] }, LAN, input).frame as Buffer;
+    assert.ok(out.subarray(14 + 12).equals(input.subarray(14 + 12)), 'addresses, ports and UDP checksum as they came');
   });
 });

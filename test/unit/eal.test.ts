@@ -77,7 +77,8 @@ describe('EAL plan', () => {
   it('estimates memory that grows with the flowtable and the mbufs', () => {
     const small = estimateMemory({ flowCapacity: 1024, workers: 1, mbufs: 4095, mbufDataRoom: 2048 });
     const big = estimateMemory({ flowCapacity: 1 << 20, workers: 1, mbufs: 4095, mbufDataRoom: 2048 });
-    // A million flows: 64-byte entries, 16-byte counters per worker, 64-byte buckets at 4 keys each.
-    assert.equal(big - small, ((1 << 20) - 1024) * 80 + ((1 << 18) - 256) * 64);
+    // A million flows: 64-byte entries and NAT records, 16-byte counters per worker, 64-byte
+    // buckets at 4 keys each.
+    assert.equal(big - small, ((1 << 20) - 1024) * (64 + 64 + 16) + ((1 << 18) - 256) * 64);
   });
 });

@@ -1,7 +1,7 @@
 // Tier 1: the flow records the addon lists, looks up and reaps flows in, and their decoder.
 import assert from 'node:assert/strict';
 
-import { decodeFlowRecords, decodeReapedRecords, FLOW_DIRECTION, FLOW_RECORD, FLOW_RECORD_SIZE } from '../../lib/flow-records';
+import { decodeFlowRecords, decodeReapedRecords, FLOW_DIRECTION, FLOW_RECORD, FLOW_RECORD_SIZE, NAT_FLAG } from '../../lib/flow-records';
 import { native } from '../../lib/native';
 import { formatIPv4, formatIPv6, formatMac, parseIPv4, parseIPv6, parseMac } from '../../lib/net/addr';
 import { KEY } from '../../lib/slowpath/observations';
@@ -68,6 +68,7 @@ describe('flow records', () => {
       'flow_record.teardown': FLOW_RECORD.teardown,
       'flow_record.has_reply': FLOW_RECORD.hasReply,
       'flow_record.reap_reason': FLOW_RECORD.reapReason,
+      'flow_record.closing': FLOW_RECORD.closing,
       'flow_record.orig': FLOW_RECORD.orig,
       'flow_record.reply': FLOW_RECORD.reply,
       'flow_record_direction.key': FLOW_DIRECTION.key,
@@ -78,8 +79,36 @@ describe('flow records', () => {
       'flow_record_direction.tunnel': FLOW_DIRECTION.tunnel,
       'flow_record_direction.dst_mac': FLOW_DIRECTION.dstMac,
       'flow_record_direction.src_mac': FLOW_DIRECTION.srcMac,
+      'flow_record_direction.nat_flags': FLOW_DIRECTION.natFlags,
+      'flow_record_direction.nat_sport': FLOW_DIRECTION.natSport,
+      'flow_record_direction.nat_dport': FLOW_DIRECTION.natDport,
+      'flow_record_direction.nat_src': FLOW_DIRECTION.natSrc,
+      'flow_record_direction.nat_dst': FLOW_DIRECTION.natDst,
     };
     for (const [name, off] of Object.entries(expected)) assert.equal(l[name], off, `offset of ${name}`);
+    assert.equal(Object.keys(l).length, Object.keys(expected).length + 2, 'every field the addon has is decoded');
+  });
+
+  it('decode the closing mark and each direction\'s NAT, only the fields it changes', () => {
+    const b = record();
+    b.writeUInt8(1, FLOW_RECORD.closing);
+    const o = FLOW_RECORD.orig;
+    b.writeUInt8(NAT_FLAG.dst | NAT_FLAG.dport, o + FLOW_DIRECTION.natFlags);
+    parseIPv4('192.168.100.1').copy(b, o + FLOW_DIRECTION.natDst);
+    b.writeUInt16BE(40000, o + FLOW_DIRECTION.natDport);
+    b.writeUInt16BE(999, o + FLOW_DIRECTION.natSport); // not flagged: not decoded
+    const r = FLOW_RECORD.reply;
+    b.writeUInt8(NAT_FLAG.src | NAT_FLAG.sport, r + FLOW_DIRECTION.natFlags);
+    parseIPv4('203.0.113.1').copy(b, r + FLOW_DIRECTION.natSrc);
+    b.writeUInt16BE(61000, r + FLOW_DIRECTION.natSport);
+    const [f] = decodeFlowRecords(b);
+    assert.ok(f);
+    assert.equal(f.closing, true);
+    assert.deepEqual(Object.keys(f.orig.nat ?? {}).sort(), ['dport', 'dst']);
+    assert.deepEqual([formatIPv4(f.orig.nat?.dst as Buffer), f.orig.nat?.dport], ['192.168.100.1', 40000]);
+    assert.deepEqual([formatIPv4(f.reply?.nat?.src as Buffer), f.reply?.nat?.sport], ['203.0.113.1', 61000]);
+    assert.equal(decodeFlowRecords(record())[0]?.orig.nat, undefined);
+    assert.equal(decodeFlowRecords(record())[0]?.closing, false);
   });
 
   it('decode both directions: tunnel outer addresses, output port and MACs, tunnel, 64-bit counters', () => {

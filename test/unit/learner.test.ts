@@ -181,7 +181,7 @@ describe('learner', () => {
 
   it('forgets reaped flows, so that a new connection on the same tuple is learned again', () => {
     forwarded(learner, { ...orig, proto: 17 }, { port: 0 }, { port: 1 });
-    dp.toReap = [{ flow: { id: 1 } as ReapedFlow['flow'], reason: 'idle' }];
+    dp.toReap = [{ flow: { id: 1 } as ReapedFlow['flow'], reason: 'idle', closing: false }];
     learner.tick();
     assert.equal(learner.stats().removedBy.idle, 1);
     forwarded(learner, { ...orig, proto: 17 }, { port: 0 }, { port: 1 });

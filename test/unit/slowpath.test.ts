@@ -1,5 +1,5 @@
 // Tier 1: what the fast path does for the slow path — observation records for the learner,
-// the punt policer and the conntrack keepalive — run without EAL.
+// and the punt policer — run without EAL.
 import assert from 'node:assert/strict';
 
 import { native, NativeFlowSpec } from '../../lib/native';
@@ -87,22 +87,6 @@ describe('fast path for the slow path', () => {
       assert.equal(r.stats.punts.miss, 3);
       assert.equal(r.stats.drops.punt_policed, 7);
       assert.equal(r.stats.fastPackets, 5);
-    });
-  });
-
-  describe('the conntrack keepalive', () => {
-    it('sends one packet of an offloaded flow through the kernel each interval', () => {
-      const setup = { ports: PORTS, keepalive: { tcp: 0, udp: 10 }, now: 100, flows: [{ orig: udpFlow() }] };
-      const before = testing.process(setup, [{ port: 0, frame: udp() }, { port: 0, frame: udp() }], { now: 109, burst: 1 });
-      assert.deepEqual(before.results.map((x) => x.reason), ['forward', 'forward']);
-      const due = testing.process(setup, [{ port: 0, frame: udp() }, { port: 0, frame: udp() }], { now: 110, burst: 1 });
-      assert.deepEqual(due.results.map((x) => [x.reason, x.port]), [['keepalive', 2], ['forward', 1]]);
-    });
-
-    it('never does so when the interval is 0', () => {
-      const setup = { ports: PORTS, keepalive: { tcp: 0, udp: 0 }, now: 100, flows: [{ orig: udpFlow() }] };
-      const r = testing.process(setup, [{ port: 0, frame: udp() }], { now: 1_000_000 });
-      assert.equal(r.stats.fastPackets, 1);
     });
   });
 });
