@@ -173,8 +173,6 @@ export interface Flow {
 export interface ReapedFlow {
   flow: Flow;
   reason: 'teardown' | 'idle';
-  /** Whether it was closing (FIN/RST seen): conntrack should then take it to CLOSE. */
-  closing: boolean;
 }
 
 export interface DataplaneStats {
@@ -623,7 +621,6 @@ export class Dataplane {
     return decodeReapedRecords(call(() => this.addon.reap({ tcpTimeout: timeouts.tcp, udpTimeout: timeouts.udp }))).map((r) => ({
       flow: this.flowOf(r.flow),
       reason: r.reason,
-      closing: r.flow.closing,
     }));
   }
 

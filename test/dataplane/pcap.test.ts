@@ -217,7 +217,7 @@ describe('pcap in, pcap out through the addon', function () {
     assert.deepEqual(r.stats.slowpath.reasons.teardown, 2);
     assert.deepEqual([r.flows[0]?.closing, r.flows[0]?.teardown], [true, true]);
     assert.equal(r.reaped.length, 1);
-    assert.deepEqual([r.reaped[0]?.reason, r.reaped[0]?.closing, r.reaped[0]?.flow.id], ['teardown', true, r.flowIds[0]]);
+    assert.deepEqual([r.reaped[0]?.reason, r.reaped[0]?.flow.closing, r.reaped[0]?.flow.id], ['teardown', true, r.flowIds[0]]);
   });
 
   it('masquerades LAN traffic into the tunnel and translates the replies back, with valid checksums', async () => {
