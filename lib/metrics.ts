@@ -152,8 +152,36 @@ export const METRICS: readonly MetricDefinition[] = [
     samples: (stats) => single(stats.learner.observations_lost),
   },
   {
+    name: 'flowgate_conntrack_queries_total',
+    help: 'Connections the learner looked up in conntrack (ctnetlink) after the kernel forwarded one of their packets.',
+    type: 'counter',
+    labelNames: [],
+    samples: (stats) => single(stats.learner.conntrack.queries),
+  },
+  {
+    name: 'flowgate_conntrack_refused_total',
+    help: 'Conntrack answers that did not allow offloading, by reason (not_established, helper, unconfirmed, seq_adjust, nat_clash, l4proto).',
+    type: 'counter',
+    labelNames: ['reason'],
+    samples: (stats) => byLabel('reason', stats.learner.conntrack.refused),
+  },
+  {
+    name: 'flowgate_conntrack_resyncs_total',
+    help: 'Resynchronisations from a conntrack dump after its events were lost (ENOBUFS).',
+    type: 'counter',
+    labelNames: [],
+    samples: (stats) => single(stats.learner.conntrack.resyncs),
+  },
+  {
+    name: 'flowgate_learner_evicted_total',
+    help: 'Learner state dropped to stay within its bounds, by the bound that was reached (pending records, forwarded directions, queued conntrack queries).',
+    type: 'counter',
+    labelNames: ['reason'],
+    samples: (stats) => byLabel('reason', stats.learner.evicted),
+  },
+  {
     name: 'flowgate_learner_offload_latency_seconds',
-    help: 'Time from the first packet of a connection to its offload: median and 99th percentile.',
+    help: 'Time from the packet that made a connection offloadable to its offload: median and 99th percentile.',
     type: 'gauge',
     labelNames: ['quantile'],
     samples: (stats) => {

@@ -14,9 +14,14 @@ export const USAGE = `usage: flowgate flows [--json] [-c FILE | --socket PATH]
 Lists the connections the running flowgate has offloaded to the fast path, like
 conntrack -L: protocol, idle seconds, state, then the original direction (addresses,
 ports, input and output device, packets, bytes), the reply direction, and the tunnel.
+The two tuples are conntrack's original and reply tuples, so a NATed connection shows its
+translation as conntrack does; a connection seen one way only shows the reply tuple
+conntrack expects, after [UNREPLIED]. State: offloaded, closing (FIN/RST seen, still on the
+fast path) or teardown (leaving it).
 
-  --json              a JSON array of flows: proto, src, dst, sport, dport, in, out,
-                      packets, bytes, tunnel, idle, state, reply, id
+  --json              a JSON array of flows: proto, src, dst, sport, dport, nat, in,
+                      out, packets, bytes, tunnel, idle, state, reply, id (nat: the
+                      tuple packets leave with when NAT rewrites them, else null)
   -c, --config FILE   find the instance by the control.socket of FILE
   --socket PATH       the control socket      (default /run/flowgate/flowgate.sock)
   -h, --help          this text
@@ -37,6 +42,12 @@ function tuple(direction: FlowEndpointView): string {
   ].join(' ');
 }
 
+/** The reply tuple conntrack expects for a direction: the inverse of how its packets leave. */
+function expectedReply(direction: FlowEndpointView): string {
+  const out = direction.nat ?? direction;
+  return `src=${out.dst} dst=${out.src} sport=${out.dport} dport=${out.sport}`;
+}
+
 /** One flow as a conntrack -L style line (conntrack's timeout column is our idle time). */
 export function formatFlow(flow: GatewayFlow): string {
   const parts = [
@@ -44,7 +55,7 @@ export function formatFlow(flow: GatewayFlow): string {
     `idle=${Math.floor(flow.idle)}`,
     flow.state,
     tuple(flow),
-    flow.reply === null ? '[UNREPLIED]' : tuple(flow.reply),
+    flow.reply === null ? `[UNREPLIED] ${expectedReply(flow)}` : tuple(flow.reply),
   ];
   if (flow.tunnel !== null) parts.push(`tunnel=${flow.tunnel}`);
   parts.push(`id=${flow.id}`);

@@ -88,6 +88,11 @@ export function formatStats(stats: GatewayStats): string {
     `learner    observations ${learner.observations}, lost ${learner.observations_lost}, ` +
       `offload latency p50 ${milliseconds(learner.offload_latency_ms.p50)}, p99 ${milliseconds(learner.offload_latency_ms.p99)}\n`,
   );
+  const ct = learner.conntrack;
+  lines.push(
+    `conntrack  queries ${ct.queries}, not found ${ct.not_found}, refused ${withReasons(Object.values(ct.refused).reduce((a, b) => a + b, 0), ct.refused)}, ` +
+      `updates ${ct.updates}, update failures ${ct.update_failures}, events ${ct.events}, resyncs ${ct.resyncs}\n`,
+  );
   lines.push('\n');
   lines.push(
     table(

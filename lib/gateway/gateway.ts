@@ -9,25 +9,20 @@
  *   tunnels: tun:<name>  net_tun iface=<name>  decapsulated punts in, encapsulated egress out
  */
 import { execFile } from 'node:child_process';
-import * as fs from 'node:fs';
 import { promisify } from 'node:util';
 
 import type { CompiledConfig, PortModel, TunnelModel } from '../config/compile';
+import { Conntrack, conntrackSysctl, type CtConnection } from '../conntrack';
 import { Dataplane, Flow, FlowDirection } from '../dataplane';
 import { FlowgateError } from '../errors';
 import type { Logger } from '../log';
 import { KernelMirror } from '../slowpath/kernel';
-import { Learner, LearnerPolicy } from '../slowpath/learner';
+import { type ConntrackTimeouts, Learner, LearnerPolicy } from '../slowpath/learner';
 import type { KernelEvent, KernelWatch } from '../slowpath/monitor';
 import type { FlowEndpointView, GatewayFlow, GatewayStats, GatewayView, ReloadResult } from './types';
 
 const TICK_MS = 1000;
 const NEIGHBOR_TIMEOUT_MS = 3000;
-// Without conntrack loaded, the kernel's defaults (nf_conntrack_udp_timeout,
-// nf_conntrack_tcp_timeout_established): a third of them keeps the entry alive.
-const DEFAULT_UDP_TIMEOUT_S = 30;
-const DEFAULT_UDP_STREAM_TIMEOUT_S = 120;
-const DEFAULT_TCP_TIMEOUT_S = 432000;
 
 const tapOf = (port: string) => `tap:${port}`;
 const tunOf = (tunnel: string) => `tun:${tunnel}`;
@@ -43,19 +38,18 @@ interface TunnelAdjacency {
   mac: string;
 }
 
-function readSysctl(path: string, fallback: number): number {
-  try {
-    const v = Number(fs.readFileSync(`/proc/sys/${path}`, 'utf8').trim());
-    return Number.isFinite(v) && v > 0 ? v : fallback;
-  } catch {
-    return fallback;
-  }
+/** Conntrack's timeouts in this namespace, which flowgate hands connections back with. */
+function conntrackTimeouts(): ConntrackTimeouts {
+  return { tcpClose: conntrackSysctl('tcp_timeout_close'), udp: conntrackSysctl('udp_timeout'), udpStream: conntrackSysctl('udp_timeout_stream') };
 }
 
 export class Gateway implements GatewayView {
   private readonly dp = new Dataplane();
   private readonly kernel = new KernelMirror();
   private readonly learner: Learner;
+  private conntrack: Conntrack | undefined;
+  private ctTimeouts: ConntrackTimeouts = { tcpClose: 10, udp: 30, udpStream: 120 };
+  private readonly tickMs = { last: 0, max: 0 };
   private readonly log: Logger;
   private model: CompiledConfig;
   private watch: KernelWatch | undefined;
@@ -70,7 +64,18 @@ export class Gateway implements GatewayView {
   constructor(config: CompiledConfig, options: GatewayOptions) {
     this.model = config;
     this.log = options.log.child({ component: 'gateway' });
-    this.learner = new Learner(this.dp, this.policyOf(config));
+    const tracker = {
+      get: (tuples: Parameters<Conntrack['get']>[0]) => this.requireConntrack().get(tuples),
+      update: (updates: Parameters<Conntrack['update']>[0]) => this.requireConntrack().update(updates),
+    };
+    this.learner = new Learner(this.dp, tracker, this.policyOf(config), undefined, undefined, (what, err) =>
+      this.log.warn(what, { error: err instanceof Error ? err.message : String(err) }),
+    );
+  }
+
+  private requireConntrack(): Conntrack {
+    if (this.conntrack === undefined) throw new FlowgateError('ERR_FLOWGATE_CONNTRACK', 'conntrack is not open: the gateway is not running');
+    return this.conntrack;
   }
 
   private policyOf(config: CompiledConfig): LearnerPolicy {
@@ -79,20 +84,36 @@ export class Gateway implements GatewayView {
       l4proto: config.flowtable.l4proto,
       timeout: config.flowtable.timeout,
       tunnelUnderlay: new Map(config.tunnels.map((t) => [t.name, t.underlay])),
+      conntrack: this.ctTimeouts,
     };
   }
 
   async start(): Promise<void> {
     const m = this.model;
     this.startedAt = Date.now();
-    this.dp.start({
-      workers: m.workers,
-      hugepages: m.eal.hugepages,
-      eal: m.eal.args,
-      flowCapacity: m.flowtable.size,
-      onObservations: (records) => this.learner.observe(records),
-      onWarning: (message) => this.log.warn('dataplane warning', { message }),
+    // Conntrack first: without it (or its events) flowgate cannot know what it may offload,
+    // and refuses to start.
+    this.conntrack = Conntrack.open({
+      events: ['destroy'],
+      onEvents: (events) => this.onConntrackDestroyed(events.filter((e) => e.type === 'destroy').map((e) => e.conn)),
+      onResync: (all) => this.onConntrackResync(all),
     });
+    this.ctTimeouts = conntrackTimeouts();
+    this.learner.setPolicy(this.policyOf(m));
+    try {
+      this.dp.start({
+        workers: m.workers,
+        hugepages: m.eal.hugepages,
+        eal: m.eal.args,
+        flowCapacity: m.flowtable.size,
+        onObservations: (records) => this.learner.observe(records),
+        onWarning: (message) => this.log.warn('dataplane warning', { message }),
+      });
+    } catch (err) {
+      this.conntrack.close();
+      this.conntrack = undefined;
+      throw err;
+    }
     try {
       this.log.info('dataplane started', { eal: this.dp.ealArgs.join(' '), hugepages: this.dp.hugepages });
       for (const port of m.ports) this.addPort(port);
@@ -116,6 +137,8 @@ export class Gateway implements GatewayView {
     if (this.timer !== undefined) clearInterval(this.timer);
     this.timer = undefined;
     const failures: unknown[] = [];
+    this.conntrack?.close();
+    this.conntrack = undefined;
     if (this.watch !== undefined) await this.watch.stop().catch((err: unknown) => failures.push(err));
     this.watch = undefined;
     await this.kernel.teardown().catch((err: unknown) => failures.push(err));
@@ -250,6 +273,16 @@ export class Gateway implements GatewayView {
     }
   }
 
+  private onConntrackDestroyed(conns: CtConnection[]): void {
+    const n = this.learner.onDestroyed(conns);
+    if (n > 0) this.log.debug('flows removed', { reason: 'conntrack destroyed the connection', flows: n });
+  }
+
+  private onConntrackResync(all: CtConnection[]): void {
+    const n = this.learner.onResync(all);
+    this.log.warn('conntrack events lost (ENOBUFS): resynchronised from a dump', { connections: all.length, flows_removed: n });
+  }
+
   private invalidateAll(reason: string): number {
     const n = this.learner.invalidate(() => true);
     if (n > 0) this.log.info('flows invalidated', { reason, flows: n });
@@ -258,7 +291,10 @@ export class Gateway implements GatewayView {
 
   private async tick(): Promise<void> {
     try {
+      const started = performance.now();
       this.learner.tick();
+      this.tickMs.last = performance.now() - started;
+      this.tickMs.max = Math.max(this.tickMs.max, this.tickMs.last);
       for (const t of this.model.tunnels) if (!this.adjacencies.has(t.name)) await this.resolveTunnel(t);
     } catch (err) {
       this.log.error('periodic maintenance failed', { error: err instanceof Error ? err.message : String(err) });
@@ -352,6 +388,7 @@ export class Gateway implements GatewayView {
   stats(): GatewayStats {
     const s = this.dp.stats();
     const l = this.learner.stats();
+    const ct = this.conntrack?.stats();
     const ports: GatewayStats['ports'] = {};
     for (const p of this.model.ports) {
       const c = s.ports[p.name];
@@ -386,6 +423,22 @@ export class Gateway implements GatewayView {
         observations: l.observations,
         observations_lost: s.observations.lost,
         offload_latency_ms: { p50: l.latencyMs.p50, p99: l.latencyMs.p99 },
+        forwarded: l.forwarded,
+        connections: l.connections,
+        directions: l.directions,
+        evicted: l.evicted,
+        tick_ms: { ...this.tickMs },
+        heap_bytes: process.memoryUsage().heapUsed,
+        conntrack: {
+          queries: l.ctQueries,
+          not_found: l.ctNotFound,
+          refused: l.ctRefused,
+          updates: l.ctUpdates,
+          update_failures: l.ctUpdateFailures,
+          events: ct?.events ?? 0,
+          enobufs: ct?.enobufs ?? 0,
+          resyncs: ct?.resyncs ?? 0,
+        },
       },
       workers: s.workers.map((w) => ({ index: w.index, cpu: w.cpu, busy_ratio: w.busyRatio, rx_packets: w.rxPackets, fast_packets: w.fastPackets })),
     };
@@ -408,6 +461,7 @@ export class Gateway implements GatewayView {
       dst: d.dst,
       sport: d.sport,
       dport: d.dport,
+      nat: d.nat === undefined ? null : { src: d.nat.src ?? d.src, dst: d.nat.dst ?? d.dst, sport: d.nat.sport ?? d.sport, dport: d.nat.dport ?? d.dport },
       in: d.tunnel ?? d.in,
       out: 'tunnel' in d.out ? d.out.tunnel : d.out.port,
       packets: d.packets,

@@ -48,7 +48,11 @@ export interface GatewayStats {
     added: number;
     removed: number;
     insert_failed: number;
-    /** Removed by reason: idle timeout, TCP FIN/RST, invalidation (route, neighbour, MTU, config). */
+    /**
+     * Removed by reason: idle timeout, teardown (a SYN on a closing TCP flow), invalidation
+     * (route, neighbour, MTU, config), destroyed (conntrack destroyed the connection) and
+     * resync (gone from conntrack while its events were lost).
+     */
     removed_by: Record<string, number>;
   };
   learner: {
@@ -56,18 +60,46 @@ export interface GatewayStats {
     observations: number;
     /** Observation records lost because the ring was full. */
     observations_lost: number;
-    /** Median and 99th percentile of first-packet-to-offload time, milliseconds (null: none yet). */
+    /** Median and 99th percentile of offload latency, milliseconds (null: none yet): from the packet that made the connection offloadable. */
     offload_latency_ms: { p50: number | null; p99: number | null };
+    /** Packets the kernel forwarded (punt and egress paired). */
+    forwarded: number;
+    /** Offloaded connections, and forwarded directions remembered for the others. */
+    connections: number;
+    directions: number;
+    /** State dropped to stay within the learner's bounds. */
+    evicted: { pending: number; directions: number; queries: number };
+    /** Time the last periodic pass took, and the longest one, milliseconds. */
+    tick_ms: { last: number; max: number };
+    /** The JavaScript heap in use, bytes. */
+    heap_bytes: number;
+    conntrack: {
+      /** Connections looked up through ctnetlink, and those not found. */
+      queries: number;
+      not_found: number;
+      /** Why conntrack's answer did not allow offloading: unconfirmed, not_established, helper, seq_adjust, nat_clash, l4proto. */
+      refused: Record<string, number>;
+      /** Connections updated (timeout, liberal, CLOSE) through ctnetlink, and failures. */
+      updates: number;
+      update_failures: number;
+      /** Conntrack events received, ENOBUFS seen and the resynchronisations they caused. */
+      events: number;
+      enobufs: number;
+      resyncs: number;
+    };
   };
   workers: { index: number; cpu: number; busy_ratio: number; rx_packets: number; fast_packets: number }[];
 }
 
 export interface FlowEndpointView {
   proto: 'tcp' | 'udp';
+  /** The tuple as packets arrive (conntrack's original tuple, or its reply tuple for the reply). */
   src: string;
   dst: string;
   sport: number;
   dport: number;
+  /** NAT: the tuple as packets leave, when it differs. */
+  nat: { src: string; dst: string; sport: number; dport: number } | null;
   /** Input and output device: a port, or a tunnel name for tunnelled traffic. */
   in: string;
   out: string;
@@ -80,10 +112,7 @@ export interface GatewayFlow extends FlowEndpointView {
   /** The tunnel the connection goes through, if any. */
   tunnel: string | null;
   idle: number;
-  /**
-   * 'offloaded'; 'closing' once TCP FIN/RST was seen (still forwarded by the fast path);
-   * 'teardown' once marked for removal (a SYN on a closing flow), until reaped.
-   */
+  /** 'offloaded'; 'closing' once FIN/RST passed (still forwarded); 'teardown' after a SYN on a closing flow (until reaped). */
   state: 'offloaded' | 'closing' | 'teardown';
   reply: FlowEndpointView | null;
 }

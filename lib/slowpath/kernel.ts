@@ -49,11 +49,6 @@ export interface MirrorState {
   routes: Map<string, RouteSpec>;
   /** sysctl path → value, in the order to write them. */
   sysctls: Map<string, string>;
-  /**
-   * sysctls of nf_conntrack, written only where it is loaded (they exist only then), after
-   * the ruleset, which may be what loads it.
-   */
-  conntrackSysctls: Map<string, string>;
   nftables: string | null;
 }
 
@@ -114,16 +109,6 @@ function interfaceSysctls(link: LinkSpec): [string, string][] {
   return settings;
 }
 
-/**
- * The packets of an offloaded TCP flow bypass conntrack, so its window tracking falls behind
- * the connection; when the flow returns to the slow path (a SYN on a closing flow, an
- * invalidated flow), conntrack would mark its packets INVALID, and a stateful ruleset (`ct state
- * established accept`, policy drop) would drop them: the connection could not even close.
- * Liberal tracking still follows the connection's state, without checking sequence numbers
- * against a window it did not see. The kernel's own flowtable gets away without this because
- * it hands the flow back to conntrack with its window tracking reset (flow_offload_fixup_tcp).
- */
-const CONNTRACK_SYSCTLS: ReadonlyMap<string, string> = new Map([['net/netfilter/nf_conntrack_tcp_be_liberal', '1']]);
 
 /** The kernel interfaces that net_af_packet ports read (their `iface=` argument). */
 export function afPacketInterfaces(model: CompiledConfig): string[] {
@@ -158,7 +143,6 @@ export function mirrorState(model: CompiledConfig): MirrorState {
     addresses: new Map(),
     routes: new Map(),
     sysctls: new Map(),
-    conntrackSysctls: new Map(CONNTRACK_SYSCTLS),
     nftables: rulesets.length === 0 ? null : rulesets.join('\n'),
   };
   // Forwarding first: it rewrites per-interface settings, which are written (and restored) after it.
@@ -340,39 +324,24 @@ export class KernelMirror {
       }
     }
     // Before the links come up: link-local addresses and DAD start then.
-    await this.reconcileSysctls(want.sysctls, new Set(want.conntrackSysctls.keys()));
+    await this.reconcileSysctls(want.sysctls);
     await this.reconcileLinks(want.links, links);
     // Routes go first: an address removed before its routes could take them with it.
     for (const [key, spec] of this.routes) if (want.routes.get(key) === undefined) await this.removeRoute(spec);
     await this.reconcileAddresses(want.addresses);
     await this.reconcileRoutes(want.routes);
     if (want.nftables !== this.nftables?.ruleset) await this.applyRuleset(want.nftables, tables);
-    await this.reconcileConntrackSysctls(want.conntrackSysctls);
   }
 
-  /** `keep`: recorded keys written elsewhere (conntrack's), not to be restored here. */
-  private async reconcileSysctls(want: Map<string, string>, keep: ReadonlySet<string>): Promise<void> {
+  private async reconcileSysctls(want: Map<string, string>): Promise<void> {
     for (const key of [...this.sysctls.keys()]) {
-      if (!want.has(key) && !keep.has(key) && ![...SIDE_EFFECTS.values()].some((keys) => keys.includes(key))) await this.restoreSysctl(key);
+      if (!want.has(key) && ![...SIDE_EFFECTS.values()].some((keys) => keys.includes(key))) await this.restoreSysctl(key);
     }
     const keys = [...want.keys()];
     const values = (await this.run.exec(['sysctl', '-n', ...keys])).split('\n');
     for (const [index, key] of keys.entries()) await this.writeSysctl(key, want.get(key) as string, values[index] ?? '');
   }
 
-  /** Each one where conntrack is loaded, that is where the sysctl exists. */
-  private async reconcileConntrackSysctls(want: Map<string, string>): Promise<void> {
-    for (const [key, value] of want) {
-      let current: string;
-      try {
-        current = (await this.run.exec(['sysctl', '-n', key])).trim();
-      } catch (err) {
-        if (isAbsent(err)) continue;
-        throw err;
-      }
-      await this.writeSysctl(key, value, current);
-    }
-  }
 
   /** Writes `value` unless it is `current`, recording the original (and its side effects') first. */
   private async writeSysctl(key: string, value: string, current: string): Promise<void> {

@@ -1,17 +1,33 @@
 /**
- * The learner: offloads flows the way nftables' `flow add @ft` does, from what the fast path
- * observes around the slow path. A punt record says where a packet came in; the egress
- * record of the same packet (same fingerprint) says where the kernel sent it and with which
- * Ethernet header. Together they are one direction of a connection; the kernel forwarding
- * the packet is what allows offloading it, so a flow the kernel drops is never offloaded.
+ * The learner: offloads connections the way nftables' `flow add @ft` does
+ * (net/netfilter/nft_flow_offload.c, nft_flow_offload_eval), with the kernel's conntrack as
+ * the authority and the fast path's observation records as the map of where packets go.
  *
- * Rules, after the kernel's nft_flow_offload: only connections whose input and output
- * devices are flowtable devices (a tunnel counts through its underlay port) and whose L4
- * protocol is listed; TCP once established (SYN seen both ways) and on a packet that is not
- * SYN/FIN/RST; UDP as soon as the kernel forwarded it; both directions installed together
- * when both are known, one direction for one-way UDP. No NAT offload: a connection whose
- * tuple the kernel rewrites stays in the slow path.
+ * Where: a punt record says where a packet came in (port, tunnel, tuple); the egress record of
+ * the same packet says where the kernel sent it (port and Ethernet header, or tunnel) and with
+ * which tuple after NAT. Paired, they are one forwarded direction, kept in a bounded table.
+ * A packet the kernel drops has no egress, so it creates no state at all.
+ *
+ * Whether: each forwarded packet that could make its connection offloadable asks conntrack
+ * (ctnetlink, batched) for the connection, and offloads it when nft_flow_offload_eval would:
+ * confirmed; TCP ESTABLISHED and ASSURED, the packet without FIN/RST; UDP any confirmed
+ * connection; never one with a helper, sequence adjustment or a NAT clash. The rewrite of each
+ * direction comes from the connection's tuples (the kernel's NF_FLOW_SNAT/DNAT), and both
+ * directions are installed together, oriented as conntrack's original tuple, so `flowgate
+ * flows` and `conntrack -L` agree. Nothing about TCP is guessed from packets: a connection
+ * that was idle past the flowtable timeout, or older than flowgate, is offloaded again on its
+ * next packets, and a FIN or RST the kernel dropped changes nothing.
+ *
+ * Lifecycle, after nf_flow_table_core.c: on offload the connection's timeout is extended to a
+ * day and its TCP window tracking made liberal (the kernel does both: flow_offload_add,
+ * nft_flow_offload_eval), and extended again before it could expire
+ * (nf_flow_table_extend_ct_timeout); the fast path marks a flow closing on FIN/RST and tears it
+ * down on a SYN while closing; a reaped closing TCP flow puts its connection in CLOSE with the
+ * close timeout, a reaped UDP flow gives its connection the rest of its own timeout
+ * (flow_offload_fixup_ct); the connection's DESTROY event (expiry, `conntrack -D`, `-F`)
+ * removes the flow at once.
  */
+import { IPS, type CtConnection, type CtTuple, type CtUpdate, type TcpCtState } from '../conntrack';
 import type { FlowDirection, FlowOutput, FlowPairOptions, ReapedFlow } from '../dataplane';
 import { formatMac } from '../net/addr';
 import type { Observation } from './observations';
@@ -21,7 +37,7 @@ const UDP = 17;
 const TCP_FIN = 0x01;
 const TCP_SYN = 0x02;
 const TCP_RST = 0x04;
-const TCP_ACK = 0x10;
+
 
 /** What the learner needs of the dataplane; the Dataplane class provides it. */
 export interface FlowInstaller {
@@ -35,42 +51,59 @@ export interface FlowInstaller {
   readonly tscHz: number;
 }
 
+/** What the learner needs of conntrack; lib/conntrack.ts's Conntrack provides it. */
+export interface ConnectionTracker {
+  get(tuples: readonly CtTuple[]): Promise<(CtConnection | null)[]>;
+  update(updates: readonly CtUpdate[]): Promise<{ ok: number; notFound: number; failed: number }>;
+}
+
+/** Conntrack's own timeouts in the namespace (the nf_conntrack_* sysctls), seconds. */
+export interface ConntrackTimeouts {
+  tcpClose: number;
+  udp: number;
+  udpStream: number;
+}
+
 export interface LearnerPolicy {
   /** flowtable.devices: port names. */
   devices: readonly string[];
   l4proto: readonly ('tcp' | 'udp')[];
+  /** flowtable.timeout: idle seconds before an offloaded flow is reaped. */
   timeout: { tcp: number; udp: number };
   /** Tunnel name -> its underlay port, for the device rule. */
   tunnelUnderlay: ReadonlyMap<string, string>;
+  conntrack: ConntrackTimeouts;
 }
 
+export interface LearnerLimits {
+  /** Punt and egress records waiting for their other half, each. */
+  pending: number;
+  /** Forwarded directions remembered for connections not (yet) offloaded. */
+  directions: number;
+  /** Tuples waiting for a conntrack query. */
+  queries: number;
+}
+
+export const DEFAULT_LIMITS: LearnerLimits = { pending: 16384, directions: 65536, queries: 65536 };
+
+/** One forwarded direction: where a packet with this tuple came in, and how the kernel sent it. */
 interface Direction {
   in: string;
   tunnel: string | undefined;
-  src: string;
-  dst: string;
-  sport: number;
-  dport: number;
+  ingress: CtTuple;
+  egress: CtTuple;
   out: FlowOutput;
+  atMs: number;
 }
 
-interface Connection {
-  proto: 'tcp' | 'udp';
-  /** The initiator's side: the first packet seen went from (src, sport). */
-  src: string;
-  sport: number;
-  orig: Direction | undefined;
-  reply: Direction | undefined;
-  synOrig: boolean;
-  synReply: boolean;
-  closing: boolean;
-  nat: boolean;
-  flowId: number | undefined;
-  /** Whether the installed flow has both directions. */
-  installedPair: boolean;
-  firstTsc: number;
-  measured: boolean;
-  lastActivityMs: number;
+interface Offloaded {
+  flowId: number;
+  conn: CtConnection;
+  /** As installed: the original direction first. */
+  directions: FlowDirection[];
+  pair: boolean;
+  /** When the connection's conntrack timeout is next extended. */
+  extendAtMs: number;
 }
 
 /** A punt waiting for its egress, or an egress waiting for its punt. */
@@ -79,62 +112,157 @@ interface Pending {
   atMs: number;
 }
 
+interface Query {
+  tuple: CtTuple;
+  /** TSC of the punt whose forwarding prompted the query: offload latency counts from it. */
+  tsc: number;
+}
+
 export interface LearnerStats {
   observations: number;
   punts: number;
   egresses: number;
+  /** Punt and egress records paired: packets the kernel forwarded. */
+  forwarded: number;
   unmatchedEgress: number;
+  /** Tunnelled packets for no configured tunnel: never learned as plain flows. */
+  untunnelled: number;
+  ctQueries: number;
+  ctNotFound: number;
+  /** Why conntrack's answer did not allow offloading, by reason. */
+  ctRefused: Record<string, number>;
+  ctUpdates: number;
+  ctUpdateFailures: number;
   installs: number;
   installFailures: number;
-  natSkipped: number;
+  natInstalls: number;
   notAllowed: number;
+  /** State dropped to stay within its bounds. */
+  evicted: { pending: number; directions: number; queries: number };
   removedBy: Record<string, number>;
   connections: number;
-  /** Offload latency samples, milliseconds: first packet seen -> flow installed. */
+  directions: number;
+  /** Offload latency samples, milliseconds: the packet that made the connection offloadable -> flow installed. */
   latencyMs: { p50: number | null; p99: number | null; samples: number };
 }
 
 // A punt waits this long for the kernel's egress of the same packet, and the other way round.
 const PENDING_MS = 2000;
-// Connections that never got offloaded are forgotten after this long without packets.
-const IDLE_CONNECTION_MS = 30_000;
+// A forwarded direction is remembered this long for its connection's other direction.
+const DIRECTION_MS = 30_000;
 const LATENCY_SAMPLES = 4096;
+// Conntrack queries in flight at once; while they are, new tuples gather into the next batch.
+const QUERIES_IN_FLIGHT = 2;
+// As the kernel: an offloaded connection's conntrack timeout is set to a day (flow_offload_add,
+// NF_CT_DAY) and extended when less than five minutes would be left
+// (nf_flow_table_extend_ct_timeout).
+const OFFLOADED_CT_TIMEOUT_S = 86_400;
+const CT_EXTEND_MARGIN_S = 300;
 
-function connectionKey(proto: number, a: string, ap: number, b: string, bp: number): string {
-  const x = `${a}|${ap}`;
-  const y = `${b}|${bp}`;
-  return x < y ? `${proto}|${x}|${y}` : `${proto}|${y}|${x}`;
+function tupleKey(t: CtTuple): string {
+  return `${t.proto}|${t.src}|${t.sport}|${t.dst}|${t.dport}`;
+}
+
+/** The tuple a packet of the other direction carries. */
+function inverse(t: CtTuple): CtTuple {
+  return { family: t.family, proto: t.proto, src: t.dst, dst: t.src, sport: t.dport, dport: t.sport };
+}
+
+function sameTuple(a: CtTuple, b: CtTuple): boolean {
+  return a.proto === b.proto && a.src === b.src && a.dst === b.dst && a.sport === b.sport && a.dport === b.dport;
+}
+
+/** A bounded map whose oldest entries (by last write) go first. */
+class BoundedMap<K, V> {
+  private readonly map = new Map<K, V>();
+  evicted = 0;
+  constructor(private readonly limit: number) {}
+  get size(): number {
+    return this.map.size;
+  }
+  get(key: K): V | undefined {
+    return this.map.get(key);
+  }
+  /** Writes move the key to the young end. */
+  set(key: K, value: V): void {
+    this.map.delete(key);
+    this.map.set(key, value);
+    if (this.map.size > this.limit) {
+      const oldest = this.map.keys().next();
+      if (oldest.done !== true) this.map.delete(oldest.value);
+      this.evicted++;
+    }
+  }
+  delete(key: K): boolean {
+    return this.map.delete(key);
+  }
+  /** Removes entries from the old end while `stale` says so; returns how many. */
+  expire(stale: (value: V) => boolean): number {
+    let n = 0;
+    for (const [key, value] of this.map) {
+      if (!stale(value)) break;
+      this.map.delete(key);
+      n++;
+    }
+    return n;
+  }
 }
 
 export class Learner {
-  private readonly pending = new Map<number, Pending>();
+  private readonly pending: BoundedMap<number, Pending>;
   /**
    * Egresses seen before their punt. The slow-path thread hands over the records of the
    * kernel's queues and of the workers' rings in batches of its own making, so a packet the
    * kernel forwarded at once can have its egress delivered first.
    */
-  private readonly pendingEgress = new Map<number, Pending>();
-  private readonly connections = new Map<string, Connection>();
+  private readonly pendingEgress: BoundedMap<number, Pending>;
+  /** Forwarded directions by their ingress tuple. */
+  private readonly directions: BoundedMap<string, Direction>;
+  /** Offloaded connections by their original tuple (tupleKey), and that key by flow id and by either direction's tuple. */
+  private readonly offloaded = new Map<string, Offloaded>();
   private readonly byFlow = new Map<number, string>();
+  private readonly byTuple = new Map<string, string>();
+  /** Connections whose conntrack timeout is due an extension, in order of due time (all intervals are equal). */
+  private readonly extendQueue: string[] = [];
+  private extendHead = 0;
+  private queries = new Map<string, Query>();
+  private queriesInFlight = 0;
+  private updates: CtUpdate[] = [];
+  private updatesInFlight = false;
   private readonly latencies: number[] = [];
   private latencyNext = 0;
   private readonly counters = {
     observations: 0,
     punts: 0,
     egresses: 0,
+    forwarded: 0,
     unmatchedEgress: 0,
+    untunnelled: 0,
+    ctQueries: 0,
+    ctNotFound: 0,
+    ctUpdates: 0,
+    ctUpdateFailures: 0,
     installs: 0,
     installFailures: 0,
-    natSkipped: 0,
+    natInstalls: 0,
     notAllowed: 0,
   };
-  private readonly removedBy: Record<string, number> = { idle: 0, teardown: 0, invalidated: 0 };
+  private queriesEvicted = 0;
+  private readonly ctRefused: Record<string, number> = { unconfirmed: 0, not_established: 0, helper: 0, seq_adjust: 0, nat_clash: 0, l4proto: 0 };
+  private readonly removedBy: Record<string, number> = { idle: 0, teardown: 0, invalidated: 0, destroyed: 0, resync: 0 };
 
   constructor(
     private readonly dp: FlowInstaller,
+    private readonly ct: ConnectionTracker,
     private policy: LearnerPolicy,
+    private readonly limits: LearnerLimits = DEFAULT_LIMITS,
     private readonly now: () => number = () => performance.now(),
-  ) {}
+    private readonly onError: (what: string, err: unknown) => void = () => undefined,
+  ) {
+    this.pending = new BoundedMap(limits.pending);
+    this.pendingEgress = new BoundedMap(limits.pending);
+    this.directions = new BoundedMap(limits.directions);
+  }
 
   setPolicy(policy: LearnerPolicy): void {
     this.policy = policy;
@@ -147,95 +275,76 @@ export class Learner {
       if (o.kind === 'punt') this.onPunt(o);
       else this.onEgress(o);
     }
+    this.sendQueries();
   }
 
-  private connectionOf(o: Observation, create: boolean): Connection | undefined {
-    const key = connectionKey(o.proto, o.src, o.sport, o.dst, o.dport);
-    let c = this.connections.get(key);
-    if (c === undefined && create) {
-      c = {
-        proto: o.proto === TCP ? 'tcp' : 'udp',
-        src: o.src,
-        sport: o.sport,
-        orig: undefined,
-        reply: undefined,
-        synOrig: false,
-        synReply: false,
-        closing: false,
-        nat: false,
-        flowId: undefined,
-        installedPair: false,
-        firstTsc: o.tsc,
-        measured: false,
-        lastActivityMs: this.now(),
-      };
-      // A SYN-ACK seen first means we missed the SYN: the initiator is the other side.
-      if (o.proto === TCP && (o.tcpFlags & (TCP_SYN | TCP_ACK)) === (TCP_SYN | TCP_ACK)) {
-        c.src = o.dst;
-        c.sport = o.dport;
-      }
-      this.connections.set(key, c);
-    }
-    return c;
+  // The key pairs records on the fingerprint and the packet's length; family and protocol are
+  // compared on a match. Two unrelated packets agreeing on all of these are as good as never.
+  private static pairKey(o: Observation): number {
+    return o.fingerprint * 65536 + o.length;
   }
 
-  private isOrig(c: Connection, src: string, sport: number): boolean {
-    return src === c.src && sport === c.sport;
+  private static samePacket(a: Observation, b: Observation): boolean {
+    return a.family === b.family && a.proto === b.proto && a.length === b.length;
   }
 
   private onPunt(o: Observation): void {
     this.counters.punts++;
-    const c = this.connectionOf(o, true) as Connection;
-    c.lastActivityMs = this.now();
-    if (c.proto === 'tcp') {
-      const orig = this.isOrig(c, o.src, o.sport);
-      if (o.tcpFlags & TCP_SYN) {
-        if (orig) c.synOrig = true;
-        else c.synReply = true;
-      }
-      if (o.tcpFlags & (TCP_FIN | TCP_RST)) c.closing = true;
+    if (o.outerSrc !== null && o.tunnel === null) {
+      // IPv4 in IPv6 for no configured tunnel went to the kernel as it came: whatever the
+      // kernel does with it, it is not the plain IPv4 flow its inner tuple looks like.
+      this.counters.untunnelled++;
+      return;
     }
-    const early = this.pendingEgress.get(o.fingerprint);
-    if (early !== undefined) {
-      this.pendingEgress.delete(o.fingerprint);
+    const key = Learner.pairKey(o);
+    const early = this.pendingEgress.get(key);
+    if (early !== undefined && Learner.samePacket(o, early.obs)) {
+      this.pendingEgress.delete(key);
       this.onForwarded(o, early.obs);
       return;
     }
-    this.pending.set(o.fingerprint, { obs: o, atMs: this.now() });
+    this.pending.set(key, { obs: o, atMs: this.now() });
   }
 
   private onEgress(o: Observation): void {
     this.counters.egresses++;
-    const p = this.pending.get(o.fingerprint);
-    if (p === undefined) {
+    const key = Learner.pairKey(o);
+    const p = this.pending.get(key);
+    if (p === undefined || !Learner.samePacket(p.obs, o)) {
       // Its punt may still come; the kernel's own packets (local traffic) have none.
-      this.pendingEgress.set(o.fingerprint, { obs: o, atMs: this.now() });
+      this.pendingEgress.set(key, { obs: o, atMs: this.now() });
       return;
     }
-    this.pending.delete(o.fingerprint);
+    this.pending.delete(key);
     this.onForwarded(p.obs, o);
   }
 
-  /** The kernel forwarded the packet of `punt` as `o`. */
-  private onForwarded(punt: Observation, o: Observation): void {
-    const c = this.connectionOf(punt, false);
-    if (c === undefined) return;
-    if (punt.src !== o.src || punt.dst !== o.dst || punt.sport !== o.sport || punt.dport !== o.dport) {
-      if (!c.nat) this.counters.natSkipped++;
-      c.nat = true;
-      return;
-    }
-    const direction = this.directionOf(punt, o);
+  /** The kernel forwarded the packet of `punt` as `egress`. */
+  private onForwarded(punt: Observation, egress: Observation): void {
+    this.counters.forwarded++;
+    const direction = this.directionOf(punt, egress);
     if (direction === undefined) return;
-    if (this.isOrig(c, punt.src, punt.sport)) c.orig = direction;
-    else c.reply = direction;
-    this.maybeInstall(c, o.tcpFlags);
+    const key = tupleKey(direction.ingress);
+    this.directions.set(key, direction);
+    const offloaded = this.byTuple.get(key);
+    if (offloaded !== undefined && this.offloaded.get(offloaded)?.pair === true) return;
+    // nft_flow_offload_eval offloads TCP on a packet without FIN or RST; a SYN cannot find
+    // its connection established.
+    if (punt.proto === TCP && (punt.tcpFlags & (TCP_SYN | TCP_FIN | TCP_RST)) !== 0) return;
+    if (!this.queries.has(key)) {
+      if (this.queries.size >= this.limits.queries) {
+        this.queriesEvicted++;
+        return;
+      }
+      this.queries.set(key, { tuple: direction.ingress, tsc: punt.tsc });
+    }
   }
 
   private directionOf(punt: Observation, egress: Observation): Direction | undefined {
     const inPort = punt.port === null ? undefined : this.dp.portName(punt.port);
     if (inPort === undefined) return undefined;
     const tunnel = punt.tunnel === null ? undefined : this.dp.tunnelName(punt.tunnel);
+    if (punt.tunnel !== null && tunnel === undefined) return undefined;
     let out: FlowOutput;
     if (egress.kind === 'egress-tunnel') {
       const t = egress.tunnel === null ? undefined : this.dp.tunnelName(egress.tunnel);
@@ -246,7 +355,106 @@ export class Learner {
       if (port === undefined || egress.dstMac === null || egress.srcMac === null) return undefined;
       out = { port, mac: formatMac(egress.dstMac), srcMac: formatMac(egress.srcMac) };
     }
-    return { in: inPort, tunnel, src: punt.src, dst: punt.dst, sport: punt.sport, dport: punt.dport, out };
+    const proto = punt.proto === TCP ? 'tcp' : 'udp';
+    return {
+      in: inPort,
+      tunnel,
+      ingress: { family: punt.family, proto, src: punt.src, dst: punt.dst, sport: punt.sport, dport: punt.dport },
+      egress: { family: egress.family, proto, src: egress.src, dst: egress.dst, sport: egress.sport, dport: egress.dport },
+      out,
+      atMs: this.now(),
+    };
+  }
+
+  private sendQueries(): void {
+    if (this.queries.size === 0 || this.queriesInFlight >= QUERIES_IN_FLIGHT) return;
+    const batch = [...this.queries.values()];
+    this.queries = new Map();
+    this.queriesInFlight++;
+    this.counters.ctQueries += batch.length;
+    this.ct
+      .get(batch.map((q) => q.tuple))
+      .then((conns) => {
+        conns.forEach((conn, i) => this.decide(batch[i] as Query, conn));
+      })
+      .catch((err: unknown) => this.onError('conntrack query failed', err))
+      .finally(() => {
+        this.queriesInFlight--;
+        this.sendQueries();
+        this.sendUpdates();
+      });
+  }
+
+  /** Why nft_flow_offload_eval would not offload this connection, or null when it would. */
+  private refusal(conn: CtConnection): string | null {
+    if (!this.policy.l4proto.includes(conn.orig.proto)) return 'l4proto';
+    if ((conn.status & IPS.CONFIRMED) === 0) return 'unconfirmed';
+    if (conn.helper !== null || (conn.status & IPS.HELPER) !== 0) return 'helper';
+    if ((conn.status & IPS.SEQ_ADJUST) !== 0) return 'seq_adjust';
+    if ((conn.status & IPS.NAT_CLASH) !== 0) return 'nat_clash';
+    // nf_conntrack_tcp_established()
+    if (conn.orig.proto === 'tcp' && (conn.tcpState !== 'ESTABLISHED' || (conn.status & IPS.ASSURED) === 0)) return 'not_established';
+    return null;
+  }
+
+  /** Conntrack answered the query prompted by a forwarded packet. */
+  private decide(q: Query, conn: CtConnection | null): void {
+    if (conn === null) {
+      this.counters.ctNotFound++;
+      return;
+    }
+    const why = this.refusal(conn);
+    if (why !== null) {
+      this.ctRefused[why] = (this.ctRefused[why] ?? 0) + 1;
+      return;
+    }
+    const key = tupleKey(conn.orig);
+    const existing = this.offloaded.get(key);
+    if (existing?.pair === true) return;
+    // Each direction as the kernel forwarded it, if it did so as this connection says: the
+    // original direction leaves as the inverse of the reply tuple and the other way round.
+    const origDir = this.usable(this.directions.get(key), conn.reply);
+    const replyDir = this.usable(this.directions.get(tupleKey(conn.reply)), conn.orig);
+    const dirs = [origDir, replyDir].filter((d): d is Direction => d !== undefined);
+    // Both directions together, as the kernel's one flow object; UDP also one way while its
+    // reply has yet to come (then both, in its place).
+    if (dirs.length === 0 || (conn.orig.proto === 'tcp' && dirs.length < 2)) return;
+    if (existing !== undefined && dirs.length < 2) return;
+    if (!dirs.every((d) => this.deviceAllowed(d))) {
+      this.counters.notAllowed++;
+      return;
+    }
+    if (existing !== undefined) this.forget(key, existing);
+    const directions = dirs.map(flowDirection);
+    const [first, second] = directions as [FlowDirection, FlowDirection | undefined];
+    let flowId: number;
+    try {
+      flowId = this.dp.addFlow({ original: first, ...(second === undefined ? {} : { reply: second }) });
+    } catch {
+      // Full table, or the flow raced with another install: it stays in the slow path.
+      this.counters.installFailures++;
+      return;
+    }
+    const nowMs = this.now();
+    const entry: Offloaded = { flowId, conn, directions, pair: second !== undefined, extendAtMs: nowMs + (OFFLOADED_CT_TIMEOUT_S - CT_EXTEND_MARGIN_S) * 1000 };
+    this.offloaded.set(key, entry);
+    this.byFlow.set(flowId, key);
+    for (const d of dirs) this.byTuple.set(tupleKey(d.ingress), key);
+    this.extendQueue.push(key);
+    this.counters.installs++;
+    if (directions.some((d) => d.nat !== undefined)) this.counters.natInstalls++;
+    if (existing === undefined) {
+      // Offloaded connections bypass conntrack's window tracking: liberal, as the kernel's
+      // nft_flow_offload_eval sets it, and alive for a day (flow_offload_add).
+      this.updates.push({ orig: conn.orig, timeout: OFFLOADED_CT_TIMEOUT_S, ...(conn.orig.proto === 'tcp' ? { liberal: true } : {}) });
+      this.recordLatency(((this.dp.tsc() - q.tsc) / this.dp.tscHz) * 1000);
+    }
+  }
+
+  /** A direction, if the kernel sent it on with the tuple the connection says it leaves with. */
+  private usable(d: Direction | undefined, leavingAsInverseOf: CtTuple): Direction | undefined {
+    if (d === undefined || !sameTuple(d.egress, inverse(leavingAsInverseOf))) return undefined;
+    return d;
   }
 
   private deviceAllowed(d: Direction): boolean {
@@ -263,56 +471,34 @@ export class Learner {
     );
   }
 
-  private maybeInstall(c: Connection, flags: number): void {
-    if (c.nat || c.closing || !this.policy.l4proto.includes(c.proto)) return;
-    if (c.proto === 'tcp') {
-      if (!(c.synOrig && c.synReply)) return;
-      if (flags & (TCP_SYN | TCP_FIN | TCP_RST)) return;
-      if (c.orig === undefined || c.reply === undefined) return;
-    }
-    const dirs = [c.orig, c.reply].filter((d): d is Direction => d !== undefined);
-    if (dirs.length === 0) return;
-    if (!dirs.every((d) => this.deviceAllowed(d))) {
-      this.counters.notAllowed++;
-      return;
-    }
-    const pair = c.orig !== undefined && c.reply !== undefined;
-    if (c.flowId !== undefined) {
-      if (c.installedPair || !pair) return;
-      // A one-way UDP flow now has its reply: install both directions in its place.
-      this.dp.removeFlow(c.flowId);
-      this.byFlow.delete(c.flowId);
-      c.flowId = undefined;
-    }
-    const first = (c.orig ?? c.reply) as Direction;
-    const second = c.orig !== undefined ? c.reply : undefined;
-    try {
-      const id = this.dp.addFlow({ original: this.flowDirection(c, first), ...(second === undefined ? {} : { reply: this.flowDirection(c, second) }) });
-      c.flowId = id;
-      c.installedPair = pair;
-      this.byFlow.set(id, connectionKey(c.proto === 'tcp' ? TCP : UDP, first.src, first.sport, first.dst, first.dport));
-      this.counters.installs++;
-      if (!c.measured) {
-        c.measured = true;
-        this.recordLatency(((this.dp.tsc() - c.firstTsc) / this.dp.tscHz) * 1000);
-      }
-    } catch {
-      // Full table, or the flow raced with another install: it stays in the slow path.
-      this.counters.installFailures++;
-    }
+  /** Forget an offloaded connection whose flow is gone (or about to be replaced). */
+  private forget(key: string, o: Offloaded): void {
+    this.offloaded.delete(key);
+    this.byFlow.delete(o.flowId);
+    this.byTuple.delete(tupleKey(o.conn.orig));
+    this.byTuple.delete(tupleKey(o.conn.reply));
+    this.dp.removeFlow(o.flowId);
   }
 
-  private flowDirection(c: Connection, d: Direction): FlowDirection {
-    return {
-      in: d.in,
-      proto: c.proto,
-      src: d.src,
-      dst: d.dst,
-      sport: d.sport,
-      dport: d.dport,
-      ...(d.tunnel === undefined ? {} : { tunnel: d.tunnel }),
-      out: d.out,
-    };
+  private sendUpdates(): void {
+    if (this.updates.length === 0 || this.updatesInFlight) return;
+    const batch = this.updates;
+    this.updates = [];
+    this.updatesInFlight = true;
+    this.ct
+      .update(batch)
+      .then((r) => {
+        this.counters.ctUpdates += r.ok;
+        this.counters.ctUpdateFailures += r.failed + r.notFound;
+      })
+      .catch((err: unknown) => {
+        this.counters.ctUpdateFailures += batch.length;
+        this.onError('conntrack update failed', err);
+      })
+      .finally(() => {
+        this.updatesInFlight = false;
+        this.sendUpdates();
+      });
   }
 
   private recordLatency(ms: number): void {
@@ -321,46 +507,114 @@ export class Learner {
     this.latencyNext = (this.latencyNext + 1) % LATENCY_SAMPLES;
   }
 
-  /** Every second or so: expire idle and torn-down flows, forget stale state. */
+  /** Every second or so: expire idle and torn-down flows, extend timeouts, forget stale state. */
   tick(): ReapedFlow[] {
     const reaped = this.dp.reap(this.policy.timeout);
     for (const r of reaped) {
       this.removedBy[r.reason] = (this.removedBy[r.reason] ?? 0) + 1;
       const key = this.byFlow.get(r.flow.id);
+      if (key === undefined) continue;
+      const o = this.offloaded.get(key) as Offloaded;
+      this.offloaded.delete(key);
       this.byFlow.delete(r.flow.id);
-      if (key !== undefined) this.connections.delete(key);
+      this.byTuple.delete(tupleKey(o.conn.orig));
+      this.byTuple.delete(tupleKey(o.conn.reply));
+      const handBack = this.handBack(o.conn, r);
+      if (handBack !== null) this.updates.push(handBack);
     }
     const now = this.now();
-    for (const [fp, p] of this.pending) if (now - p.atMs > PENDING_MS) this.pending.delete(fp);
-    for (const [fp, p] of this.pendingEgress) {
-      if (now - p.atMs <= PENDING_MS) continue;
-      this.pendingEgress.delete(fp);
-      this.counters.unmatchedEgress++;
-    }
-    for (const [key, c] of this.connections)
-      if (c.flowId === undefined && now - c.lastActivityMs > IDLE_CONNECTION_MS) this.connections.delete(key);
+    this.extendTimeouts(now);
+    this.pending.expire((p) => now - p.atMs > PENDING_MS);
+    this.counters.unmatchedEgress += this.pendingEgress.expire((p) => now - p.atMs > PENDING_MS);
+    this.directions.expire((d) => now - d.atMs > DIRECTION_MS);
+    this.sendQueries();
+    this.sendUpdates();
     return reaped;
   }
 
   /**
+   * What the connection's conntrack entry becomes when its flow leaves the fast path, as
+   * flow_offload_fixup_ct: a closing TCP connection enters CLOSE with the close timeout (a
+   * SYN then reopens it in conntrack); a UDP connection gets its state's timeout, less the
+   * flowtable timeout it already sat idle. A TCP connection that did not close keeps its
+   * state and the day it has, which is less than the state's own timeout.
+   */
+  private handBack(conn: CtConnection, r: ReapedFlow): CtUpdate | null {
+    const ct = this.policy.conntrack;
+    if (conn.orig.proto === 'tcp') {
+      if (!r.flow.closing) return null;
+      const state: TcpCtState = 'CLOSE';
+      return { orig: conn.orig, tcpState: state, timeout: ct.tcpClose };
+    }
+    const own = (conn.status & IPS.SEEN_REPLY) !== 0 ? ct.udpStream : ct.udp;
+    const expired = r.reason === 'idle' ? this.policy.timeout.udp : 0;
+    return { orig: conn.orig, timeout: Math.max(0, own - expired) };
+  }
+
+  private extendTimeouts(now: number): void {
+    while (this.extendHead < this.extendQueue.length) {
+      const key = this.extendQueue[this.extendHead] as string;
+      const o = this.offloaded.get(key);
+      if (o !== undefined && o.extendAtMs > now) break;
+      this.extendHead++;
+      if (o === undefined) continue;
+      o.extendAtMs = now + (OFFLOADED_CT_TIMEOUT_S - CT_EXTEND_MARGIN_S) * 1000;
+      this.extendQueue.push(key);
+      this.updates.push({ orig: o.conn.orig, timeout: OFFLOADED_CT_TIMEOUT_S });
+    }
+    // Keep the queue's array from growing without bound.
+    if (this.extendHead > 4096 && this.extendHead * 2 > this.extendQueue.length) {
+      this.extendQueue.splice(0, this.extendHead);
+      this.extendHead = 0;
+    }
+  }
+
+  /** Conntrack destroyed connections (expiry, `conntrack -D`, `-F`): their flows go at once. */
+  onDestroyed(conns: readonly CtConnection[]): number {
+    let removed = 0;
+    for (const conn of conns) {
+      const key = tupleKey(conn.orig);
+      const o = this.offloaded.get(key);
+      if (o === undefined) continue;
+      this.forget(key, o);
+      removed++;
+    }
+    this.removedBy.destroyed = (this.removedBy.destroyed ?? 0) + removed;
+    return removed;
+  }
+
+  /** After lost events: conntrack's whole table. Offloaded connections not in it are gone. */
+  onResync(all: readonly CtConnection[]): number {
+    const live = new Set(all.map((c) => tupleKey(c.orig)));
+    let removed = 0;
+    for (const [key, o] of [...this.offloaded]) {
+      if (live.has(key)) continue;
+      this.forget(key, o);
+      removed++;
+    }
+    this.removedBy.resync = (this.removedBy.resync ?? 0) + removed;
+    return removed;
+  }
+
+  /**
    * Remove flows that may no longer be right (a route, neighbour, MTU or config changed).
-   * Connections keep their TCP state, so the next packets relearn them at once.
+   * Conntrack keeps the connections, so their next packets offload them again.
    */
   invalidate(match: (flow: { id: number; directions: FlowDirection[] }) => boolean): number {
     let removed = 0;
-    for (const [, c] of this.connections) {
-      if (c.flowId === undefined) continue;
-      const directions = [c.orig, c.reply].filter((d): d is Direction => d !== undefined).map((d) => this.flowDirection(c, d));
-      if (!match({ id: c.flowId, directions })) continue;
-      this.dp.removeFlow(c.flowId);
-      this.byFlow.delete(c.flowId);
-      c.flowId = undefined;
-      c.installedPair = false;
-      c.orig = c.reply = undefined;
+    for (const [key, o] of [...this.offloaded]) {
+      if (!match({ id: o.flowId, directions: o.directions })) continue;
+      this.forget(key, o);
       removed++;
     }
     this.removedBy.invalidated = (this.removedBy.invalidated ?? 0) + removed;
     return removed;
+  }
+
+  /** Whether a flow id is one of the learner's, and its connection's conntrack id. */
+  connectionOf(flowId: number): CtConnection | undefined {
+    const key = this.byFlow.get(flowId);
+    return key === undefined ? undefined : this.offloaded.get(key)?.conn;
   }
 
   stats(): LearnerStats {
@@ -368,9 +622,32 @@ export class Learner {
     const pct = (p: number) => (sorted.length === 0 ? null : (sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))] as number));
     return {
       ...this.counters,
+      ctRefused: { ...this.ctRefused },
+      evicted: { pending: this.pending.evicted + this.pendingEgress.evicted, directions: this.directions.evicted, queries: this.queriesEvicted },
       removedBy: { ...this.removedBy },
-      connections: this.connections.size,
+      connections: this.offloaded.size,
+      directions: this.directions.size,
       latencyMs: { p50: pct(0.5), p99: pct(0.99), samples: sorted.length },
     };
   }
+}
+
+/** A forwarded direction as the dataplane installs it: matched as it arrives, rewritten to how the kernel sent it. */
+function flowDirection(d: Direction): FlowDirection {
+  const nat: NonNullable<FlowDirection['nat']> = {};
+  if (d.egress.src !== d.ingress.src) nat.src = d.egress.src;
+  if (d.egress.dst !== d.ingress.dst) nat.dst = d.egress.dst;
+  if (d.egress.sport !== d.ingress.sport) nat.sport = d.egress.sport;
+  if (d.egress.dport !== d.ingress.dport) nat.dport = d.egress.dport;
+  return {
+    in: d.in,
+    proto: d.ingress.proto,
+    src: d.ingress.src,
+    dst: d.ingress.dst,
+    sport: d.ingress.sport,
+    dport: d.ingress.dport,
+    ...(d.tunnel === undefined ? {} : { tunnel: d.tunnel }),
+    ...(Object.keys(nat).length === 0 ? {} : { nat }),
+    out: d.out,
+  };
 }

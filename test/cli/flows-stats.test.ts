@@ -57,7 +57,8 @@ describe('flowgate flows and stats', () => {
         r.stdout,
         'tcp      6 idle=3 offloaded src=192.168.0.10 dst=10.0.0.1 sport=43210 dport=443 in=eth0 out=tun0 packets=10 bytes=1500 ' +
           'src=10.0.0.1 dst=192.168.0.10 sport=443 dport=43210 in=tun0 out=eth0 packets=8 bytes=9000 tunnel=tun0 id=17\n' +
-          'udp      17 idle=0 teardown src=2001:db8:1::10 dst=2001:db8:2::20 sport=5353 dport=53 in=eth0 out=eth1 packets=1 bytes=80 [UNREPLIED] id=18\n',
+          'udp      17 idle=0 teardown src=2001:db8:1::10 dst=2001:db8:2::20 sport=5353 dport=53 in=eth0 out=eth1 packets=1 bytes=80 ' +
+          '[UNREPLIED] src=2001:db8:2::20 dst=2001:db8:2::1 sport=53 dport=61000 id=18\n',
       );
       assert.equal(r.stderr, 'flowgate v0.1.0: 2 flow entries have been shown.\n');
     });
@@ -101,6 +102,7 @@ describe('flowgate flows and stats', () => {
           'drops      packets 5 (truncated 5)',
           'flows      active 3, entries 6 of 1048576, added 10, removed 7 (idle 5, teardown 2), insert failures 1',
           'learner    observations 400, lost 2, offload latency p50 1.25 ms, p99 4.00 ms',
+          'conntrack  queries 60, not found 1, refused 43 (not_established 40, helper 3), updates 9, update failures 1, events 12, resyncs 0',
           '',
           'worker  cpu   busy  rx packets  fast packets',
           '0         1  12.5%        3500          3000',

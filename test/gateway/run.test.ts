@@ -165,7 +165,7 @@ describe('flowgate run in a network namespace', function () {
     assert.ok(stats.flows.active >= 1);
 
     const text = await flowgate('flows', '--socket', socketPath);
-    assert.match(text.stdout, /^udp {6}17 idle=\d+ offloaded src=192\.168\.0\.2 dst=203\.0\.113\.2 sport=4000 dport=5000 in=eth0 out=eth1 packets=\d+ bytes=\d+ \[UNREPLIED\] id=\d+$/m);
+    assert.match(text.stdout, /^udp {6}17 idle=\d+ offloaded src=192\.168\.0\.2 dst=203\.0\.113\.2 sport=4000 dport=5000 in=eth0 out=eth1 packets=\d+ bytes=\d+ \[UNREPLIED\] src=203\.0\.113\.2 dst=192\.168\.0\.2 sport=5000 dport=4000 id=\d+$/m);
   });
 
   it('serves /metrics in its namespace with the figures of its ports, flows and workers', async () => {

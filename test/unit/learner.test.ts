@@ -1,13 +1,16 @@
-// The learner's offload decisions, fed with observation records as the fast path makes
-// them. The dataplane side is a recorder of the calls the learner makes: what is under test
-// here is which flows get offloaded, when, and with what.
+// The learner's offload decisions, fed with observation records as the fast path makes them
+// and with conntrack's answers as ctnetlink gives them. The dataplane side records the calls
+// the learner makes, and conntrack is a table the test fills: what is under test here is
+// which flows get offloaded, when, with what rewrite, and what conntrack is told. The real
+// ctnetlink is exercised in test/conntrack and, with the whole gateway, in test/netns.
 import assert from 'node:assert/strict';
 
+import { IPS, type CtConnection, type CtTuple, type CtUpdate } from '../../lib/conntrack';
 import type { FlowPairOptions, ReapedFlow } from '../../lib/dataplane';
-import { FlowInstaller, Learner, LearnerPolicy } from '../../lib/slowpath/learner';
+import { ConnectionTracker, FlowInstaller, Learner, LearnerPolicy } from '../../lib/slowpath/learner';
 import type { Observation } from '../../lib/slowpath/observations';
 
-const SYN = 0x02, ACK = 0x10, FIN = 0x01, PSH = 0x08;
+const SYN = 0x02, ACK = 0x10, FIN = 0x01, RST = 0x04;
 const PORTS = ['eth0', 'eth1', 'eth2'];
 const TUNNELS = ['tun0'];
 
@@ -44,11 +47,33 @@ class RecordingInstaller implements FlowInstaller {
   }
 }
 
+const key = (t: CtTuple) => `${t.proto}|${t.src}|${t.sport}|${t.dst}|${t.dport}`;
+
+/** Conntrack as a table: found by either direction's tuple, as ctnetlink's get does. */
+class TableTracker implements ConnectionTracker {
+  readonly conns = new Map<string, CtConnection>();
+  readonly updates: CtUpdate[] = [];
+  queries = 0;
+  put(c: CtConnection): void {
+    this.conns.set(key(c.orig), c);
+    this.conns.set(key(c.reply), c);
+  }
+  async get(tuples: readonly CtTuple[]) {
+    this.queries += tuples.length;
+    return tuples.map((t) => this.conns.get(key(t)) ?? null);
+  }
+  async update(updates: readonly CtUpdate[]) {
+    this.updates.push(...updates);
+    return { ok: updates.length, notFound: 0, failed: 0 };
+  }
+}
+
 const policy = (over: Partial<LearnerPolicy> = {}): LearnerPolicy => ({
   devices: ['eth0', 'eth1'],
   l4proto: ['tcp', 'udp'],
   timeout: { tcp: 30, udp: 30 },
   tunnelUnderlay: new Map([['tun0', 'eth1']]),
+  conntrack: { tcpClose: 10, udp: 30, udpStream: 120 },
   ...over,
 });
 
@@ -60,11 +85,13 @@ interface Packet {
   dport: number;
   proto?: number;
   flags?: number;
+  length?: number;
 }
-function punt(p: Packet, o: { port?: number; tunnel?: number; tsc?: number } = {}): Observation {
+function punt(p: Packet, o: { port?: number; tunnel?: number; tsc?: number; outer?: boolean } = {}): Observation {
   return {
     kind: 'punt', tsc: o.tsc ?? 0, reason: 'miss', tcpFlags: p.flags ?? 0, port: o.port ?? 0, tunnel: o.tunnel ?? null, family: 4, proto: p.proto ?? 6,
-    src: p.src, dst: p.dst, sport: p.sport, dport: p.dport, outerSrc: null, outerDst: null, dstMac: null, srcMac: null, fingerprint: fp, length: 40,
+    src: p.src, dst: p.dst, sport: p.sport, dport: p.dport, outerSrc: o.outer === true || o.tunnel !== undefined ? '2001:db8:2::2' : null,
+    outerDst: o.outer === true || o.tunnel !== undefined ? '2001:db8:2::1' : null, dstMac: null, srcMac: null, fingerprint: fp, length: p.length ?? 40,
   };
 }
 function egress(p: Packet, out: { port: number } | { tunnel: number }, fingerprint = fp): Observation {
@@ -72,136 +99,259 @@ function egress(p: Packet, out: { port: number } | { tunnel: number }, fingerpri
   return {
     kind: port === null ? 'egress-tunnel' : 'egress-port', tsc: 0, reason: null, tcpFlags: p.flags ?? 0, port, tunnel: 'tunnel' in out ? out.tunnel : null, family: 4, proto: p.proto ?? 6,
     src: p.src, dst: p.dst, sport: p.sport, dport: p.dport, outerSrc: null, outerDst: null,
-    dstMac: port === null ? null : Buffer.from([2, 0, 0, 0, 0, port + 0x10]), srcMac: port === null ? null : Buffer.from([0, 0x22, 0x33, 0x44, 0x55, port]), fingerprint, length: 40,
+    dstMac: port === null ? null : Buffer.from([2, 0, 0, 0, 0, port + 0x10]), srcMac: port === null ? null : Buffer.from([0, 0x22, 0x33, 0x44, 0x55, port]), fingerprint, length: p.length ?? 40,
   };
 }
-/** A packet the kernel forwarded: its punt, then its egress. */
-function forwarded(l: Learner, p: Packet, inp: { port?: number; tunnel?: number; tsc?: number }, out: { port: number } | { tunnel: number }) {
+
+/** Lets the learner's conntrack queries and their answers run. */
+const settle = () => new Promise((resolve) => setImmediate(resolve));
+
+/** A packet the kernel forwarded (as `as`, when it rewrote it): its punt, then its egress. */
+async function forwarded(l: Learner, p: Packet, inp: { port?: number; tunnel?: number; tsc?: number }, out: { port: number } | { tunnel: number }, as: Packet = p) {
   fp++;
-  l.observe([punt(p, inp), egress(p, out)]);
+  l.observe([punt(p, inp), egress({ ...as, flags: p.flags, proto: p.proto, length: p.length }, out)]);
+  await settle();
 }
 
 const orig = { src: '192.168.0.10', dst: '10.0.0.1', sport: 40000, dport: 80 };
 const reply = { src: '10.0.0.1', dst: '192.168.0.10', sport: 80, dport: 40000 };
+const tuple = (p: Packet, proto: 'tcp' | 'udp' = 'tcp'): CtTuple => ({ family: 4, proto, src: p.src, dst: p.dst, sport: p.sport, dport: p.dport });
+
+function connection(o: Packet, r: Packet, over: Partial<CtConnection> = {}, proto: 'tcp' | 'udp' = 'tcp'): CtConnection {
+  return {
+    id: 7, orig: tuple(o, proto), reply: tuple(r, proto), status: IPS.CONFIRMED | IPS.SEEN_REPLY | IPS.ASSURED,
+    tcpState: proto === 'tcp' ? 'ESTABLISHED' : null, helper: null, timeout: 120, mark: 0, zone: 0, tcpFlags: { orig: 0, reply: 0 }, ...over,
+  };
+}
 
 describe('learner', () => {
   let dp: RecordingInstaller;
+  let ct: TableTracker;
   let learner: Learner;
   beforeEach(() => {
     dp = new RecordingInstaller();
-    learner = new Learner(dp, policy());
+    ct = new TableTracker();
+    learner = new Learner(dp, ct, policy());
   });
 
-  it('offloads TCP only after the handshake, on the first packet without SYN, both directions at once', () => {
-    forwarded(learner, { ...orig, flags: SYN }, { port: 0 }, { port: 1 });
-    forwarded(learner, { ...reply, flags: SYN | ACK }, { port: 1 }, { port: 0 });
-    assert.equal(dp.installed.size, 0, 'not during the handshake');
-    forwarded(learner, { ...orig, flags: ACK }, { port: 0 }, { port: 1 });
+  it('offloads a TCP connection once conntrack has it ESTABLISHED and ASSURED, both directions at once, oriented as conntrack', async () => {
+    ct.put(connection(orig, reply, { tcpState: 'SYN_SENT', status: IPS.CONFIRMED }));
+    await forwarded(learner, { ...orig, flags: SYN }, { port: 0 }, { port: 1 });
+    await forwarded(learner, { ...reply, flags: SYN | ACK }, { port: 1 }, { port: 0 });
+    assert.equal(ct.queries, 0, 'no question is asked for a SYN');
+    ct.put(connection(orig, reply, { tcpState: 'SYN_RECV', status: IPS.CONFIRMED | IPS.SEEN_REPLY }));
+    await forwarded(learner, { ...reply, flags: ACK }, { port: 1 }, { port: 0 });
+    assert.equal(dp.installed.size, 0, 'not before conntrack says ESTABLISHED and ASSURED');
+    ct.put(connection(orig, reply));
+    await forwarded(learner, { ...orig, flags: ACK }, { port: 0 }, { port: 1 });
     assert.equal(dp.installed.size, 1);
     const f = [...dp.installed.values()][0] as FlowPairOptions;
     assert.deepEqual(f.original, { in: 'eth0', proto: 'tcp', ...orig, out: { port: 'eth1', mac: '02:00:00:00:00:11', srcMac: '00:22:33:44:55:01' } });
     assert.deepEqual(f.reply, { in: 'eth1', proto: 'tcp', ...reply, out: { port: 'eth0', mac: '02:00:00:00:00:10', srcMac: '00:22:33:44:55:00' } });
+    await settle();
+    assert.deepEqual(ct.updates, [{ orig: tuple(orig), timeout: 86400, liberal: true }], "conntrack's entry made liberal and kept for a day, as flow_offload_add does");
   });
 
-  it('pairs an egress delivered before its punt, as the slow-path thread may batch them', () => {
-    const early = (l: Learner, p: Packet, inp: { port?: number; tunnel?: number }, out: { port: number } | { tunnel: number }) => {
-      fp++;
-      l.observe([egress(p, out)]);
-      l.observe([punt(p, inp)]);
-    };
-    early(learner, { ...orig, flags: SYN }, { port: 0 }, { port: 1 });
-    early(learner, { ...reply, flags: SYN | ACK }, { port: 1 }, { port: 0 });
-    early(learner, { ...orig, flags: ACK }, { port: 0 }, { port: 1 });
+  it('offloads a connection it saw no handshake for (older than flowgate, or back from idle) on its next packets', async () => {
+    ct.put(connection(orig, reply));
+    await forwarded(learner, { ...orig, flags: ACK }, { port: 0 }, { port: 1 });
+    assert.equal(dp.installed.size, 0, 'one direction is not enough for TCP');
+    await forwarded(learner, { ...reply, flags: ACK }, { port: 1 }, { port: 0 });
     assert.equal(dp.installed.size, 1);
-    assert.equal([...dp.installed.values()][0]?.reply?.in, 'eth1');
   });
 
-  it('does not offload a TCP connection it saw no handshake for', () => {
-    forwarded(learner, { ...orig, flags: ACK }, { port: 0 }, { port: 1 });
-    forwarded(learner, { ...reply, flags: ACK | PSH }, { port: 1 }, { port: 0 });
-    forwarded(learner, { ...orig, flags: ACK }, { port: 0 }, { port: 1 });
+  it('pairs an egress delivered before its punt, as the slow-path thread may batch them', async () => {
+    ct.put(connection(orig, reply));
+    for (const [p, inp, out] of [[reply, 1, 0], [orig, 0, 1]] as const) {
+      fp++;
+      learner.observe([egress({ ...p, flags: ACK }, { port: out })]);
+      learner.observe([punt({ ...p, flags: ACK }, { port: inp })]);
+      await settle();
+    }
+    assert.equal(dp.installed.size, 1);
+  });
+
+  it('pairs records on their length, family and protocol as well as the fingerprint', async () => {
+    ct.put(connection(orig, reply, {}, 'udp'));
+    fp++;
+    learner.observe([punt({ ...orig, proto: 17, length: 100 }), egress({ ...orig, proto: 17, length: 60 }, { port: 1 })]);
+    await settle();
+    assert.equal(learner.stats().forwarded, 0, 'same fingerprint, another packet');
     assert.equal(dp.installed.size, 0);
   });
 
-  it('does not offload a connection that is closing', () => {
-    forwarded(learner, { ...orig, flags: SYN }, { port: 0 }, { port: 1 });
-    forwarded(learner, { ...reply, flags: SYN | ACK }, { port: 1 }, { port: 0 });
-    forwarded(learner, { ...orig, flags: FIN | ACK }, { port: 0 }, { port: 1 });
-    forwarded(learner, { ...orig, flags: ACK }, { port: 0 }, { port: 1 });
+  it('never offloads a connection with a helper, a sequence adjustment, or not yet confirmed', async () => {
+    const cases: Partial<CtConnection>[] = [{ helper: 'ftp' }, { status: IPS.CONFIRMED | IPS.ASSURED | IPS.SEQ_ADJUST }, { status: IPS.ASSURED }];
+    for (const [i, over] of cases.entries()) {
+      const o = { ...orig, sport: 41000 + i };
+      const r = { ...reply, dport: 41000 + i };
+      ct.put(connection(o, r, over));
+      await forwarded(learner, { ...o, flags: ACK }, { port: 0 }, { port: 1 });
+      await forwarded(learner, { ...r, flags: ACK }, { port: 1 }, { port: 0 });
+    }
     assert.equal(dp.installed.size, 0);
+    assert.deepEqual(learner.stats().ctRefused, { unconfirmed: 2, not_established: 0, helper: 2, seq_adjust: 2, nat_clash: 0, l4proto: 0 });
   });
 
-  it('offloads UDP one way once the kernel forwarded it, then both ways when the reply comes', () => {
+  it('is not stopped by a FIN or RST the kernel dropped: conntrack decides, not the flags it saw', async () => {
+    ct.put(connection(orig, reply));
+    fp++;
+    learner.observe([punt({ ...orig, flags: RST | ACK })]);
+    await forwarded(learner, { ...orig, flags: ACK }, { port: 0 }, { port: 1 });
+    await forwarded(learner, { ...reply, flags: ACK }, { port: 1 }, { port: 0 });
+    assert.equal(dp.installed.size, 1);
+  });
+
+  it('does not offload on a FIN or RST, nor a connection conntrack has closing', async () => {
+    ct.put(connection(orig, reply));
+    await forwarded(learner, { ...orig, flags: FIN | ACK }, { port: 0 }, { port: 1 });
+    await forwarded(learner, { ...reply, flags: FIN | ACK }, { port: 1 }, { port: 0 });
+    assert.equal(ct.queries, 0);
+    ct.put(connection(orig, reply, { tcpState: 'TIME_WAIT' }));
+    await forwarded(learner, { ...orig, flags: ACK }, { port: 0 }, { port: 1 });
+    assert.equal(dp.installed.size, 0);
+    assert.equal(learner.stats().ctRefused.not_established, 1);
+  });
+
+  it('offloads UDP one way once conntrack confirmed it, then both ways when the reply comes', async () => {
     const q = { ...orig, proto: 17, dport: 53 };
-    forwarded(learner, q, { port: 0 }, { port: 1 });
+    const a = { src: q.dst, dst: q.src, sport: q.dport, dport: q.sport, proto: 17 };
+    ct.put(connection(q, a, { status: IPS.CONFIRMED }, 'udp'));
+    await forwarded(learner, q, { port: 0 }, { port: 1 });
     assert.equal(dp.installed.size, 1);
     assert.equal([...dp.installed.values()][0]?.reply, undefined);
-    forwarded(learner, { src: q.dst, dst: q.src, sport: q.dport, dport: q.sport, proto: 17 }, { port: 1 }, { port: 0 });
+    await forwarded(learner, a, { port: 1 }, { port: 0 });
     assert.equal(dp.installed.size, 1);
     assert.deepEqual(dp.removed, [1], 'the one-way flow made way for the pair');
     assert.equal([...dp.installed.values()][0]?.reply?.in, 'eth1');
+    await settle();
+    assert.deepEqual(ct.updates, [{ orig: tuple(q, 'udp'), timeout: 86400 }], 'kept for a day once, no liberal flag for UDP');
   });
 
-  it('never offloads what the kernel did not forward (dropped by its ruleset)', () => {
-    fp++;
-    learner.observe([punt({ ...orig, proto: 17 })]);
+  it('offloads a masqueraded connection with the rewrite conntrack\'s reply tuple gives, both ways', async () => {
+    const wan = '203.0.113.1';
+    const natReply = { src: reply.src, dst: wan, sport: 80, dport: 61000 };
+    ct.put(connection(orig, natReply));
+    await forwarded(learner, { ...orig, flags: ACK }, { port: 0 }, { port: 1 }, { ...orig, src: wan, sport: 61000 });
+    await forwarded(learner, { ...natReply, flags: ACK }, { port: 1 }, { port: 0 }, reply);
+    const f = [...dp.installed.values()][0] as FlowPairOptions;
+    assert.deepEqual([f.original.src, f.original.sport, f.original.nat], [orig.src, orig.sport, { src: wan, sport: 61000 }]);
+    assert.deepEqual([f.reply?.dst, f.reply?.dport, f.reply?.nat], [wan, 61000, { dst: orig.src, dport: orig.sport }]);
+    assert.equal(learner.stats().natInstalls, 1);
+  });
+
+  it('offloads a DNAT port forward arriving through the tunnel: decapsulated, then translated', async () => {
+    const o = { src: '10.0.0.10', dst: '192.168.100.1', sport: 50000, dport: 8080 };
+    const r = { src: '192.168.0.10', dst: '10.0.0.10', sport: 80, dport: 50000 };
+    ct.put(connection(o, r));
+    await forwarded(learner, { ...o, flags: ACK }, { port: 1, tunnel: 0 }, { port: 0 }, { ...o, dst: r.src, dport: 80 });
+    await forwarded(learner, { ...r, flags: ACK }, { port: 0 }, { tunnel: 0 }, { ...r, src: o.dst, sport: 8080 });
+    const f = [...dp.installed.values()][0] as FlowPairOptions;
+    assert.deepEqual([f.original.tunnel, f.original.nat], ['tun0', { dst: '192.168.0.10', dport: 80 }]);
+    assert.deepEqual([f.reply?.out, f.reply?.nat], [{ tunnel: 'tun0' }, { src: '192.168.100.1', sport: 8080 }]);
+  });
+
+  it('does not trust a direction the kernel forwarded other than the connection says', async () => {
+    ct.put(connection(orig, reply));
+    await forwarded(learner, { ...orig, flags: ACK }, { port: 0 }, { port: 1 }, { ...orig, src: '203.0.113.9' });
+    await forwarded(learner, { ...reply, flags: ACK }, { port: 1 }, { port: 0 });
     assert.equal(dp.installed.size, 0);
   });
 
-  it('leaves NATed connections in the slow path', () => {
+  it('never learns a tunnelled packet for no configured tunnel as a plain flow', async () => {
+    ct.put(connection(orig, reply, {}, 'udp'));
     fp++;
-    learner.observe([punt({ ...orig, proto: 17 }), egress({ ...orig, src: '203.0.113.5', sport: 61000, proto: 17 }, { port: 1 })]);
+    learner.observe([punt({ ...orig, proto: 17 }, { port: 1, outer: true }), egress({ ...orig, proto: 17 }, { port: 0 })]);
+    await settle();
     assert.equal(dp.installed.size, 0);
-    assert.equal(learner.stats().natSkipped, 1);
+    assert.equal(learner.stats().untunnelled, 1);
   });
 
-  it('offloads only between flowtable devices, counting a tunnel through its underlay port', () => {
-    forwarded(learner, { ...orig, proto: 17 }, { port: 0 }, { port: 2 });
+  it('offloads only between flowtable devices, counting a tunnel through its underlay port', async () => {
+    const q = { ...orig, proto: 17 };
+    for (const sport of [40000, 40001, 40002]) ct.put(connection({ ...q, sport }, { ...reply, proto: 17, dport: sport }, {}, 'udp'));
+    await forwarded(learner, q, { port: 0 }, { port: 2 });
     assert.equal(dp.installed.size, 0, 'eth2 is not a flowtable device');
-    forwarded(learner, { ...orig, proto: 17, sport: 40001 }, { port: 0 }, { tunnel: 0 });
+    await forwarded(learner, { ...q, sport: 40001 }, { port: 0 }, { tunnel: 0 });
     assert.deepEqual([...dp.installed.values()][0]?.original.out, { tunnel: 'tun0' });
-    const l = new Learner(dp, policy({ devices: ['eth0'] }));
-    forwarded(l, { ...orig, proto: 17, sport: 40002 }, { port: 0 }, { tunnel: 0 });
+    const l = new Learner(dp, ct, policy({ devices: ['eth0'] }));
+    await forwarded(l, { ...q, sport: 40002 }, { port: 0 }, { tunnel: 0 });
     assert.equal(dp.installed.size, 1, "tun0's underlay eth1 is not a device here");
   });
 
-  it('offloads the decapsulated direction with its tunnel', () => {
-    const q = { ...orig, proto: 17 };
-    forwarded(learner, q, { port: 0 }, { tunnel: 0 });
-    forwarded(learner, { src: q.dst, dst: q.src, sport: q.dport, dport: q.sport, proto: 17 }, { port: 1, tunnel: 0 }, { port: 0 });
-    const f = [...dp.installed.values()][0] as FlowPairOptions;
-    assert.deepEqual([f.original.out, f.reply?.tunnel, f.reply?.in], [{ tunnel: 'tun0' }, 'tun0', 'eth1']);
-  });
-
-  it('offloads only the configured L4 protocols', () => {
-    learner = new Learner(dp, policy({ l4proto: ['tcp'] }));
-    forwarded(learner, { ...orig, proto: 17 }, { port: 0 }, { port: 1 });
+  it('offloads only the configured L4 protocols', async () => {
+    learner = new Learner(dp, ct, policy({ l4proto: ['tcp'] }));
+    ct.put(connection({ ...orig, proto: 17 }, { ...reply, proto: 17 }, {}, 'udp'));
+    await forwarded(learner, { ...orig, proto: 17 }, { port: 0 }, { port: 1 });
     assert.equal(dp.installed.size, 0);
   });
 
-  it('forgets reaped flows, so that a new connection on the same tuple is learned again', () => {
-    forwarded(learner, { ...orig, proto: 17 }, { port: 0 }, { port: 1 });
-    dp.toReap = [{ flow: { id: 1 } as ReapedFlow['flow'], reason: 'idle', closing: false }];
+  it('hands a reaped closing TCP connection back to conntrack in CLOSE, and a UDP one with the rest of its timeout', async () => {
+    ct.put(connection(orig, reply));
+    await forwarded(learner, { ...orig, flags: ACK }, { port: 0 }, { port: 1 });
+    await forwarded(learner, { ...reply, flags: ACK }, { port: 1 }, { port: 0 });
+    const q = { ...orig, proto: 17, dport: 53 };
+    ct.put(connection(q, { src: q.dst, dst: q.src, sport: 53, dport: q.sport }, {}, 'udp'));
+    await forwarded(learner, q, { port: 0 }, { port: 1 });
+    ct.updates.length = 0;
+    dp.toReap = [
+      { flow: { id: 1, closing: true } as ReapedFlow['flow'], reason: 'teardown' },
+      { flow: { id: 2, closing: false } as ReapedFlow['flow'], reason: 'idle' },
+    ];
     learner.tick();
-    assert.equal(learner.stats().removedBy.idle, 1);
-    forwarded(learner, { ...orig, proto: 17 }, { port: 0 }, { port: 1 });
-    assert.equal(dp.installed.size, 1);
-    assert.ok(dp.installed.has(2));
+    await settle();
+    assert.deepEqual(ct.updates, [
+      { orig: tuple(orig), tcpState: 'CLOSE', timeout: 10 },
+      { orig: tuple(q, 'udp'), timeout: 90 },
+    ]);
+    assert.equal(learner.stats().connections, 0);
   });
 
-  it('removes invalidated flows and relearns them from the next packets, TCP state kept', () => {
-    forwarded(learner, { ...orig, flags: SYN }, { port: 0 }, { port: 1 });
-    forwarded(learner, { ...reply, flags: SYN | ACK }, { port: 1 }, { port: 0 });
-    forwarded(learner, { ...orig, flags: ACK }, { port: 0 }, { port: 1 });
+  it('removes the flow of a connection conntrack destroyed, and after lost events every flow not in the dump', async () => {
+    const conns = [0, 1, 2].map((i) => connection({ ...orig, sport: 42000 + i, proto: 17 }, { ...reply, dport: 42000 + i, proto: 17 }, {}, 'udp'));
+    for (const c of conns) {
+      ct.put(c);
+      await forwarded(learner, { ...orig, sport: c.orig.sport, proto: 17 }, { port: 0 }, { port: 1 });
+    }
+    assert.equal(dp.installed.size, 3);
+    assert.equal(learner.onDestroyed([conns[0] as CtConnection]), 1);
+    assert.equal(learner.onResync([conns[1] as CtConnection]), 1);
+    assert.deepEqual([...dp.installed.keys()], [2]);
+    assert.deepEqual(learner.stats().removedBy, { idle: 0, teardown: 0, invalidated: 0, destroyed: 1, resync: 1 });
+  });
+
+  it('removes invalidated flows and offloads them again from the next packets', async () => {
+    ct.put(connection(orig, reply));
+    await forwarded(learner, { ...orig, flags: ACK }, { port: 0 }, { port: 1 });
+    await forwarded(learner, { ...reply, flags: ACK }, { port: 1 }, { port: 0 });
     assert.equal(learner.invalidate((f) => f.directions.some((d) => 'port' in d.out && d.out.port === 'eth1')), 1);
     assert.equal(dp.installed.size, 0);
-    forwarded(learner, { ...orig, flags: ACK }, { port: 0 }, { port: 1 });
-    forwarded(learner, { ...reply, flags: ACK }, { port: 1 }, { port: 0 });
+    await forwarded(learner, { ...orig, flags: ACK }, { port: 0 }, { port: 1 });
     assert.equal(dp.installed.size, 1);
   });
 
-  it('measures the time from a connection\'s first packet to its offload', () => {
-    forwarded(learner, { ...orig, proto: 17 }, { port: 0, tsc: dp.clock - 500_000 }, { port: 1 });
+  it('keeps its state bounded: a flood of forwarded SYNs evicts the oldest directions and is counted', async () => {
+    learner = new Learner(dp, ct, policy(), { pending: 64, directions: 100, queries: 10 });
+    for (let i = 0; i < 1000; i++) {
+      fp++;
+      const p = { ...orig, sport: 1024 + i, flags: SYN };
+      learner.observe([punt(p), egress(p, { port: 1 })]);
+    }
+    for (let i = 0; i < 200; i++) {
+      fp++;
+      learner.observe([punt({ ...orig, sport: 5000 + i })]);
+    }
+    await settle();
+    const s = learner.stats();
+    assert.equal(s.directions, 100);
+    assert.equal(s.evicted.directions, 900);
+    assert.equal(s.evicted.pending, 136);
+    assert.equal(ct.queries, 0);
+  });
+
+  it('measures the time from the packet that made the connection offloadable to its offload', async () => {
+    ct.put(connection({ ...orig, proto: 17 }, { ...reply, proto: 17 }, {}, 'udp'));
+    await forwarded(learner, { ...orig, proto: 17 }, { port: 0, tsc: dp.clock - 500_000 }, { port: 1 });
     assert.deepEqual(learner.stats().latencyMs, { p50: 0.5, p99: 0.5, samples: 1 });
   });
 });
