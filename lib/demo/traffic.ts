@@ -42,6 +42,13 @@ export interface TcpSendJob {
   expectBytes?: number;
   /** Local port; default ephemeral. */
   sport?: number;
+  /** Half-close (FIN) as soon as everything is sent, then read what the peer sends until it closes. */
+  halfClose?: boolean;
+}
+/** Echoes everything of one connection back, and closes once the peer has closed its side. */
+export interface TcpEchoJob {
+  kind: 'tcp-echo';
+  port: number;
 }
 export interface UdpPeerJob {
   kind: 'udp-peer';
@@ -79,7 +86,7 @@ export interface UdpFlowsJob {
   /** Datagrams per second at most; default unlimited. */
   pps?: number;
 }
-export type TrafficJob = TcpReceiveJob | TcpSendJob | UdpPeerJob | UdpFlowsJob;
+export type TrafficJob = TcpReceiveJob | TcpSendJob | TcpEchoJob | UdpPeerJob | UdpFlowsJob;
 
 export interface TcpResult {
   /** Sent (tcp-send) or received (tcp-receive). */
@@ -103,7 +110,7 @@ export interface UdpFlowsResult {
   sent: number;
   seconds: number;
 }
-export type TrafficResult<J extends TrafficJob> = J extends TcpReceiveJob | TcpSendJob ? TcpResult : J extends UdpPeerJob ? UdpPeerResult : UdpFlowsResult;
+export type TrafficResult<J extends TrafficJob> = J extends TcpReceiveJob | TcpSendJob | TcpEchoJob ? TcpResult : J extends UdpPeerJob ? UdpPeerResult : UdpFlowsResult;
 
 export class TrafficError extends FlowgateError {
   constructor(message: string) {
@@ -255,6 +262,31 @@ async function tcpReceive(job: TcpReceiveJob): Promise<TcpResult> {
   return { bytes, sha256: hash.digest('hex'), ...ports, seconds: (performance.now() - started) / 1000 };
 }
 
+async function tcpEcho(job: TcpEchoJob): Promise<TcpResult> {
+  const server = net.createServer({ allowHalfOpen: true });
+  await new Promise<void>((resolve, reject) => server.once('error', reject).listen({ port: job.port, host: '0.0.0.0' }, resolve));
+  report({ ready: true });
+  const socket = await new Promise<net.Socket>((resolve) => server.once('connection', resolve));
+  server.close();
+  const hash = createHash('sha256');
+  let bytes = 0;
+  const started = performance.now();
+  await new Promise<void>((resolve, reject) => {
+    socket.on('data', (chunk: Buffer) => {
+      bytes += chunk.length;
+      hash.update(chunk);
+      if (!socket.write(chunk)) {
+        socket.pause();
+        socket.once('drain', () => socket.resume());
+      }
+    });
+    // The peer half-closed: the echo is complete once everything written has gone.
+    socket.on('end', () => socket.end(resolve));
+    socket.on('error', reject);
+  });
+  return { bytes, sha256: hash.digest('hex'), sport: socket.localPort ?? 0, dport: socket.remotePort ?? 0, seconds: (performance.now() - started) / 1000 };
+}
+
 async function tcpSend(job: TcpSendJob): Promise<TcpResult> {
   const socket = net.connect({ host: job.host, port: job.port, ...(job.sport === undefined ? {} : { localPort: job.sport }) });
   await new Promise<void>((resolve, reject) => socket.once('connect', resolve).once('error', reject));
@@ -284,6 +316,10 @@ async function tcpSend(job: TcpSendJob): Promise<TcpResult> {
     hash.update(chunk);
     bytes += chunk.length;
     if (!socket.write(chunk)) await new Promise((resolve) => socket.once('drain', resolve));
+  }
+  if (job.halfClose === true) {
+    socket.end();
+    await closed;
   }
   if (job.holdOpen === true) await control.end();
   if (job.expectBytes !== undefined) await Promise.race([allEchoed, closed]);
@@ -385,6 +421,8 @@ async function runJob(job: TrafficJob): Promise<unknown> {
       return tcpReceive(job);
     case 'tcp-send':
       return tcpSend(job);
+    case 'tcp-echo':
+      return tcpEcho(job);
     case 'udp-peer':
       return udpPeer(job);
     case 'udp-flows':

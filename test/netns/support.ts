@@ -84,21 +84,32 @@ export interface Transfer {
  */
 export async function tcpTransfer(
   topology: DemoTopology,
-  options: { from: 'lan' | 'remote'; to: 'lan' | 'remote' | Host; toAddress?: string; bytes: number; port: number; offloadedAt: readonly Site[] },
+  options: {
+    from: 'lan' | 'remote';
+    to: 'lan' | 'remote' | Host;
+    toAddress?: string;
+    bytes: number;
+    /** The receiver listens here... */
+    port: number;
+    /** ...and the sender connects to this port (a port forward's), by default the same. */
+    dialPort?: number;
+    offloadedAt: readonly Site[];
+  },
 ): Promise<Transfer> {
   const sink = startTraffic(topology.ns[options.to], { kind: 'tcp-receive', port: options.port, expectBytes: options.bytes }, { timeoutMs: 90_000 });
   await sink.ready;
   const host = options.toAddress ?? HOST_ADDRESS[options.to as 'lan' | 'remote'];
+  const dport = options.dialPort ?? options.port;
   const source = startTraffic(
     topology.ns[options.from],
-    { kind: 'tcp-send', host, port: options.port, bytes: options.bytes, gate: true, holdOpen: true },
+    { kind: 'tcp-send', host, port: dport, bytes: options.bytes, gate: true, holdOpen: true },
     { timeoutMs: 90_000 },
   );
   try {
     await source.ready;
     for (const site of options.offloadedAt) {
-      await until(`site ${site.toUpperCase()} to offload the connection to port ${options.port} after its handshake`, async () =>
-        flowOf(await topology.site(site).flows(), 'tcp', { dport: options.port }) !== undefined ? true : undefined,
+      await until(`site ${site.toUpperCase()} to offload the connection to port ${dport} after its handshake`, async () =>
+        flowOf(await topology.site(site).flows(), 'tcp', { dport }) !== undefined ? true : undefined,
       );
     }
     const before = await statsOf(topology, options.offloadedAt);
