@@ -17,13 +17,16 @@
  * nothing comes back through the tunnel. Site B only forwards (it offloads TCP only), so
  * that its learning does not compete for the same cores. Figures are medians over the runs.
  *
- * `--components` measures the JavaScript side alone, in this process (EAL on net_null
- * devices, no traffic): decoding observation records, the learner's decisions, and the
- * N-API flow insertions, per flow.
+ * `--components` measures the control plane's parts alone, in a child process (EAL on
+ * net_null devices, no traffic), per flow: decoding observation records, the learner's
+ * decisions (with conntrack's answers made up in memory, to time the JavaScript alone),
+ * ctnetlink lookups against the real kernel (tuples it does not have: the same lookup and
+ * round trip), ctnetlink timeout updates of real connections, and the N-API flow insertions.
  */
 import { spawn } from 'node:child_process';
 import { parseArgs } from 'node:util';
 
+import { Conntrack, type CtConnection, type CtTuple } from '../conntrack';
 import { Dataplane, exceptionReasons } from '../dataplane';
 import type { GatewayStats } from '../gateway/types';
 import { KEY, OBS, OBSERVATION_SIZE, decodeObservations } from '../slowpath/observations';
@@ -198,8 +201,10 @@ function describeStep(s: Step): string {
 interface Components {
   /** Microseconds per flow (a punt and an egress record). */
   decodeUs: number;
-  /** The learner's decisions with a stand-in installer. */
+  /** The learner's decisions with a stand-in installer and conntrack answers made up in memory. */
   learnerUs: number;
+  /** One ctnetlink lookup, in batches of 64 as the learner sends them. */
+  ctGetUs: number;
   /** Dataplane.addFlow alone: validation and the N-API call into the flowtable. */
   addFlowUs: number;
   /** All three, as the gateway runs them. */
@@ -234,14 +239,25 @@ function syntheticRecords(n: number, tsc: number): Buffer {
   return buf;
 }
 
-function measureComponents(): Components {
+/** Lets promises settle until `done` holds. */
+async function until(done: () => boolean): Promise<void> {
+  while (!done()) await new Promise((resolve) => setImmediate(resolve));
+}
+
+async function measureComponents(): Promise<Components> {
   const dp = new Dataplane();
   dp.start({ workers: { cpus: [1], idle: 'adaptive' }, flowCapacity: 262_144, ports: [{ name: 'eth0', device: 'net_null0' }, { name: 'eth1', device: 'net_null1' }] });
   try {
     const n = COMPONENT_FLOWS;
     const reasons = exceptionReasons().punt.map((r) => r.name);
     const buf = syntheticRecords(n, dp.tsc());
-    const policy = { devices: ['eth0', 'eth1'], l4proto: ['udp' as const], timeout: { tcp: 30, udp: 30 }, tunnelUnderlay: new Map<string, string>() };
+    const policy = {
+      devices: ['eth0', 'eth1'],
+      l4proto: ['udp' as const],
+      timeout: { tcp: 30, udp: 30 },
+      tunnelUnderlay: new Map<string, string>(),
+      conntrack: { tcpClose: 10, udp: 30, udpStream: 120 },
+    };
     const batches = (records: ReturnType<typeof decodeObservations>, fn: (batch: typeof records) => void) => {
       for (let i = 0; i < records.length; i += 64) fn(records.slice(i, i + 64));
     };
@@ -250,11 +266,33 @@ function measureComponents(): Components {
     const records = decodeObservations(buf, reasons);
     const decodeUs = ((performance.now() - t) * 1000) / n;
 
-    const standIn = { addFlow: () => 1, removeFlow: () => true, reap: () => [], portName: (id: number) => dp.portName(id), tunnelName: () => undefined, tsc: () => dp.tsc(), tscHz: dp.tscHz };
-    const dry = new Learner(standIn, policy);
+    let installs = 0;
+    const standIn = { addFlow: () => ++installs, removeFlow: () => true, reap: () => [], portName: (id: number) => dp.portName(id), tunnelName: () => undefined, tsc: () => dp.tsc(), tscHz: dp.tscHz };
+    // Conntrack's answer for a one-way UDP flow the kernel forwarded: confirmed, no NAT.
+    const answered = {
+      get: async (tuples: readonly CtTuple[]) =>
+        tuples.map((t): CtConnection => ({
+          id: 1, orig: t, reply: { ...t, src: t.dst, dst: t.src, sport: t.dport, dport: t.sport }, status: 1 << 3, tcpState: null,
+          helper: null, timeout: 30, mark: 0, zone: 0, tcpFlags: { orig: 0, reply: 0 },
+        })),
+      update: async () => ({ ok: 0, notFound: 0, failed: 0 }),
+    };
+    const dry = new Learner(standIn, answered, policy);
     t = performance.now();
     batches(records, (b) => dry.observe(b));
+    await until(() => installs >= n);
     const learnerUs = ((performance.now() - t) * 1000) / n;
+
+    const ct = Conntrack.open({ events: ['destroy'], onEvents: () => undefined, onResync: () => undefined });
+    let ctGetUs: number;
+    try {
+      const tuples = records.filter((r) => r.kind === 'punt').map((r): CtTuple => ({ family: 4, proto: 'udp', src: r.src, dst: r.dst, sport: r.sport, dport: r.dport }));
+      t = performance.now();
+      for (let i = 0; i < tuples.length; i += 64) await ct.get(tuples.slice(i, i + 64));
+      ctGetUs = ((performance.now() - t) * 1000) / tuples.length;
+    } finally {
+      ct.close();
+    }
 
     t = performance.now();
     for (let i = 0; i < n; i++)
@@ -262,11 +300,12 @@ function measureComponents(): Components {
     const addFlowUs = ((performance.now() - t) * 1000) / n;
     dp.flushFlows();
 
-    const real = new Learner(dp, policy);
+    const real = new Learner(dp, answered, policy);
     t = performance.now();
     batches(decodeObservations(buf, reasons), (b) => real.observe(b));
+    await until(() => dp.stats().flows.active >= n);
     const totalUs = ((performance.now() - t) * 1000) / n;
-    return { decodeUs, learnerUs, addFlowUs, totalUs };
+    return { decodeUs, learnerUs, ctGetUs, addFlowUs, totalUs };
   } finally {
     dp.stop();
   }
@@ -288,7 +327,7 @@ function componentsInChild(): Promise<Components> {
 export async function main(argv: string[]): Promise<number> {
   const { values } = parseArgs({ args: argv, options: { runs: { type: 'string' }, json: { type: 'boolean' }, components: { type: 'boolean' } }, strict: true });
   if (values.components === true) {
-    process.stdout.write(`${JSON.stringify(measureComponents())}\n`);
+    process.stdout.write(`${JSON.stringify(await measureComponents())}\n`);
     return 0;
   }
   const runs = Number(values.runs ?? 3);
@@ -360,7 +399,9 @@ export async function main(argv: string[]): Promise<number> {
     ),
     `  flood (${FLOOD_FLOWS} flows, sender ${summary.flood.senderRate?.toFixed(0)}/s): ${summary.flood.flowsPerSecond?.toFixed(0)} flows/s learned (${pct(summary.flood.learnedShare)} of them), latency p50 ${ms(summary.flood.latencyMs.p50)}, p99 ${ms(summary.flood.latencyMs.p99)}`,
     `    where they went (medians): ${describeFunnel(summary.flood.funnel as Funnel, summary.flood.offered ?? 0, summary.flood.learned ?? 0)}`,
-    `  JavaScript per flow: decode ${components.decodeUs.toFixed(2)} us, learner ${components.learnerUs.toFixed(2)} us, addFlow (N-API) ${components.addFlowUs.toFixed(2)} us; all together ${components.totalUs.toFixed(2)} us (${(1e6 / components.totalUs).toFixed(0)} flows/s on one core)`,
+    `  control plane per flow: decode ${components.decodeUs.toFixed(2)} us, learner ${components.learnerUs.toFixed(2)} us, addFlow (N-API) ${components.addFlowUs.toFixed(2)} us; ` +
+      `the JavaScript thread all together ${components.totalUs.toFixed(2)} us (${(1e6 / components.totalUs).toFixed(0)} flows/s); ` +
+      `a ctnetlink lookup ${components.ctGetUs.toFixed(2)} us, on the addon's conntrack thread (${(1e6 / components.ctGetUs).toFixed(0)}/s)`,
     '',
   ];
   process.stdout.write(lines.join('\n'));
