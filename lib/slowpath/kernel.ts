@@ -135,9 +135,25 @@ function afPacketRuleset(ifaces: readonly string[]): string | null {
   return `table netdev ${AF_PACKET_TABLE} {\n${chains.join('\n')}\n}\n`;
 }
 
+/**
+ * Conntrack tracks a namespace's packets only while something there uses it (its hooks are
+ * registered on demand, nf_ct_netns_get), and flowgate offloads only what conntrack confirmed:
+ * as nftables' `ct state ... flow add @ft` rule does for the kernel's flowtable, this table's
+ * one ct expression makes conntrack track the forwarded traffic, whatever the config's own
+ * ruleset. It counts the packets conntrack calls invalid, and changes no verdict.
+ */
+export const CONNTRACK_TABLE = 'flowgate_conntrack';
+const CONNTRACK_RULESET = `table inet ${CONNTRACK_TABLE} {
+  chain forward {
+    type filter hook forward priority filter;
+    ct state invalid counter
+  }
+}
+`;
+
 export function mirrorState(model: CompiledConfig): MirrorState {
   const ifaces = afPacketInterfaces(model);
-  const rulesets = [afPacketRuleset(ifaces), model.nftables].filter((r): r is string => r !== null);
+  const rulesets = [afPacketRuleset(ifaces), CONNTRACK_RULESET, model.nftables].filter((r): r is string => r !== null);
   const state: MirrorState = {
     links: new Map(),
     addresses: new Map(),

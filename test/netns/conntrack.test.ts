@@ -28,6 +28,8 @@ const FLOWTABLE_TIMEOUT_S = 2;
 const DNAT_PORT = 8080;
 const LAN_SERVICE_PORT = 5600;
 const FTP_PORT = 21;
+/** config/demo-site-a.yaml's eth0. */
+const SITE_A_LAN_MAC = '00:00:22:33:11:55';
 
 const SITE_A_RULESET = `table inet fg_ct_test {
   ct helper ftp-standard {
@@ -80,6 +82,33 @@ async function conntrackTcp(topology: DemoTopology, site: 'a' | 'b', dport: numb
 }
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/**
+ * Sends `count` TCP SYNs with random sources in 198.18.0.0/15 and random source ports out of
+ * `iface`, to `dst` port 80 through the router with MAC `dmac`: valid checksums, so that the
+ * kernel tracks and forwards them (a SYN flood as spoofed as it gets). argv: iface dmac dst count.
+ */
+const SYN_FLOOD = `
+import random, socket, struct, sys
+iface, dmac, dst, count = sys.argv[1], bytes.fromhex(sys.argv[2].replace(':', '')), socket.inet_aton(sys.argv[3]), int(sys.argv[4])
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+s.bind((iface, 0))
+smac = s.getsockname()[4][:6]
+def csum(b):
+    t = sum(struct.unpack('!%dH' % (len(b) // 2), b))
+    t = (t >> 16) + (t & 0xffff)
+    t += t >> 16
+    return ~t & 0xffff
+rnd = random.Random(7)
+for _ in range(count):
+    src = struct.pack('!I', 0xc6120000 | rnd.getrandbits(17))
+    sport = rnd.randrange(1024, 65536)
+    tcp = struct.pack('!HHIIBBHHH', sport, 80, rnd.getrandbits(32), 0, 5 << 4, 0x02, 64240, 0, 0)
+    tcp = tcp[:16] + struct.pack('!H', csum(src + dst + struct.pack('!BBH', 0, 6, 20) + tcp)) + tcp[18:]
+    ip = struct.pack('!BBHHHBBH4s4s', 0x45, 0, 40, 0, 0, 64, 6, 0, src, dst)
+    ip = ip[:10] + struct.pack('!H', csum(ip)) + ip[12:]
+    s.send(dmac + smac + b'\\x08\\x00' + ip + tcp)
+`;
 
 describe('conntrack decides: NAT, helpers, teardown and timeouts from ctnetlink', function () {
   this.timeout(TEST_TIMEOUT_MS);
@@ -312,5 +341,36 @@ describe('conntrack decides: NAT, helpers, teardown and timeouts from ctnetlink'
 
   it('leaves nf_conntrack_tcp_be_liberal alone: only offloaded connections are liberal', async () => {
     assert.equal((await topology.run('a', ['sysctl', '-n', 'net.netfilter.nf_conntrack_tcp_be_liberal'])).trim(), liberalBefore);
+  });
+
+  // Last: the flood fills site A's conntrack table for the SYN_SENT timeout.
+  it('keeps its state bounded under 300,000 spoofed SYNs from the LAN, and an offloaded flow keeps flowing', async () => {
+    const port = 5540;
+    const peer = startTraffic(topology.ns.remote, { kind: 'udp-peer', bind: port, listen: true });
+    await peer.ready;
+    const stream = startTraffic(topology.ns.lan, { kind: 'udp-peer', bind: port + 100, peer: { host: DEMO_ADDRESSES.remoteHost, port }, pps: 200, seconds: 120, sendUntilNext: true });
+    try {
+      const flow = await until('site A to offload the UDP stream', async () => flowOf(await topology.site('a').flows(), 'udp', { dport: port }));
+      const before = await topology.site('a').stats();
+      await topology.run('lan', ['/usr/bin/python3', '-c', SYN_FLOOD, 'eth0', SITE_A_LAN_MAC, DEMO_ADDRESSES.remoteHost, '300000'], { timeoutMs: 180_000 });
+      const after = await topology.site('a').stats();
+      const still = (await topology.site('a').flows()).find((f) => f.id === flow.id);
+      stream.next();
+      const sent = await stream.result;
+      peer.finish();
+      const received = await peer.result;
+
+      const learned = after.learner.forwarded - before.learner.forwarded;
+      assert.ok(learned > 10_000, `the flood reached the learner: ${learned} SYNs forwarded by the kernel`);
+      const growth = after.learner.heap_bytes - before.learner.heap_bytes;
+      assert.ok(growth < 64 * 2 ** 20, `JavaScript heap grew ${(growth / 2 ** 20).toFixed(1)} MiB`);
+      assert.ok(after.learner.directions <= 65_536, `directions remembered: ${after.learner.directions}`);
+      assert.equal(after.learner.conntrack.queries, before.learner.conntrack.queries, 'a SYN is never a reason to ask conntrack');
+      assert.ok(still !== undefined && still.packets > flow.packets, 'the UDP stream stayed on the fast path during the flood');
+      assert.equal(received.receivedFromPeer, sent.sent, 'and lost nothing');
+    } finally {
+      stream.kill();
+      peer.kill();
+    }
   });
 });

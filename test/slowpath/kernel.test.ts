@@ -266,17 +266,18 @@ describe('kernel mirror', () => {
         ...tunDad,
       },
     );
-    // The seed has no ruleset: nftables is left alone.
-    assert.equal(await sh(['nft', 'list', 'tables'], { netns: lab.gw }), '');
+    // The seed has no ruleset: only flowgate's own table, which makes conntrack track the
+    // forwarded traffic.
+    assert.equal(await sh(['nft', 'list', 'tables'], { netns: lab.gw }), 'table inet flowgate_conntrack\n');
   });
 
   it('applies the nftables ruleset, whose tables nft then lists', async () => {
     lab = await createLab();
     mirror = new KernelMirror({ netns: lab.gw });
     await mirror.apply(modelV1());
-    assert.equal(await sh(['nft', 'list', 'tables'], { netns: lab.gw }), 'table inet flowgate\ntable ip flowgate_nat\n');
+    assert.equal(await sh(['nft', 'list', 'tables'], { netns: lab.gw }), 'table inet flowgate_conntrack\ntable inet flowgate\ntable ip flowgate_nat\n');
     assert.match(await sh(['nft', 'list', 'table', 'ip', 'flowgate_nat'], { netns: lab.gw }), /oifname "tun0" masquerade/);
-    assert.deepEqual(mirror.record.nftables?.tables, ['inet flowgate', 'ip flowgate_nat']);
+    assert.deepEqual(mirror.record.nftables?.tables, ['inet flowgate_conntrack', 'inet flowgate', 'ip flowgate_nat']);
   });
 
   it("keeps its namespace's kernel off the interface of an af_packet port, and gives it back on teardown", async () => {
@@ -331,7 +332,7 @@ describe('kernel mirror', () => {
     assert.equal((await links(gw)).eth0, 'mtu 1400 up');
     // The ruleset's tables were replaced and the one it no longer declares removed; a table
     // that is not flowgate's kept its handles, so it was not touched.
-    assert.equal(await sh(['nft', 'list', 'tables'], { netns: gw }), 'table ip other\ntable inet flowgate\n');
+    assert.equal(await sh(['nft', 'list', 'tables'], { netns: gw }), 'table ip other\ntable inet flowgate_conntrack\ntable inet flowgate\n');
     assert.match(await sh(['nft', 'list', 'table', 'inet', 'flowgate'], { netns: gw }), /iifname "eth0" accept/);
     assert.equal(await otherTable(), otherBefore);
   });
