@@ -102,8 +102,6 @@ interface Offloaded {
   /** As installed: the original direction first. */
   directions: FlowDirection[];
   pair: boolean;
-  /** When the connection's conntrack timeout is next extended. */
-  extendAtMs: number;
 }
 
 /** A punt waiting for its egress, or an egress waiting for its punt. */
@@ -157,7 +155,7 @@ const QUERIES_IN_FLIGHT = 2;
 // NF_CT_DAY) and extended when less than five minutes would be left
 // (nf_flow_table_extend_ct_timeout).
 const OFFLOADED_CT_TIMEOUT_S = 86_400;
-const CT_EXTEND_MARGIN_S = 300;
+const EXTEND_EVERY_MS = (OFFLOADED_CT_TIMEOUT_S - 300) * 1000;
 
 function tupleKey(t: CtTuple): string {
   return `${t.proto}|${t.src}|${t.sport}|${t.dst}|${t.dport}`;
@@ -222,13 +220,18 @@ export class Learner {
   private readonly offloaded = new Map<string, Offloaded>();
   private readonly byFlow = new Map<number, string>();
   private readonly byTuple = new Map<string, string>();
-  /** Connections whose conntrack timeout is due an extension, in order of due time (all intervals are equal). */
-  private readonly extendQueue: string[] = [];
+  /**
+   * When offloaded connections' conntrack timeouts are next due an extension, in order of due
+   * time (all intervals are equal); an entry whose flow is gone is skipped.
+   */
+  private readonly extendQueue: { key: string; flowId: number; dueMs: number }[] = [];
   private extendHead = 0;
   private queries = new Map<string, Query>();
   private queriesInFlight = 0;
   private updates: CtUpdate[] = [];
   private updatesInFlight = false;
+  /** Connections with an extension among the updates not yet sent. */
+  private readonly extending = new Set<string>();
   private readonly latencies: number[] = [];
   private latencyNext = 0;
   private readonly counters = {
@@ -276,6 +279,7 @@ export class Learner {
       else this.onEgress(o);
     }
     this.sendQueries();
+    this.sendUpdates();
   }
 
   // The key pairs records on the fingerprint and the packet's length; family and protocol are
@@ -326,8 +330,16 @@ export class Learner {
     if (direction === undefined) return;
     const key = tupleKey(direction.ingress);
     this.directions.set(key, direction);
-    const offloaded = this.byTuple.get(key);
-    if (offloaded !== undefined && this.offloaded.get(offloaded)?.pair === true) return;
+    const offloadedKey = this.byTuple.get(key);
+    const offloaded = offloadedKey === undefined ? undefined : this.offloaded.get(offloadedKey);
+    if (offloaded !== undefined) {
+      // A packet of an offloaded connection went through the kernel (too big, or its other
+      // direction not yet offloaded): conntrack refreshed the connection's timeout to its
+      // state's own, which is short for UDP. Extend it again, as the kernel's flowtable GC
+      // would (nf_flow_table_extend_ct_timeout).
+      this.extendSoon(offloadedKey as string, offloaded);
+      if (offloaded.pair) return;
+    }
     // nft_flow_offload_eval offloads TCP on a packet without FIN or RST; a SYN cannot find
     // its connection established.
     if (punt.proto === TCP && (punt.tcpFlags & (TCP_SYN | TCP_FIN | TCP_RST)) !== 0) return;
@@ -435,20 +447,24 @@ export class Learner {
       this.counters.installFailures++;
       return;
     }
-    const nowMs = this.now();
-    const entry: Offloaded = { flowId, conn, directions, pair: second !== undefined, extendAtMs: nowMs + (OFFLOADED_CT_TIMEOUT_S - CT_EXTEND_MARGIN_S) * 1000 };
-    this.offloaded.set(key, entry);
+    this.offloaded.set(key, { flowId, conn, directions, pair: second !== undefined });
     this.byFlow.set(flowId, key);
     for (const d of dirs) this.byTuple.set(tupleKey(d.ingress), key);
-    this.extendQueue.push(key);
+    this.extendQueue.push({ key, flowId, dueMs: this.now() + EXTEND_EVERY_MS });
     this.counters.installs++;
     if (directions.some((d) => d.nat !== undefined)) this.counters.natInstalls++;
-    if (existing === undefined) {
-      // Offloaded connections bypass conntrack's window tracking: liberal, as the kernel's
-      // nft_flow_offload_eval sets it, and alive for a day (flow_offload_add).
-      this.updates.push({ orig: conn.orig, timeout: OFFLOADED_CT_TIMEOUT_S, ...(conn.orig.proto === 'tcp' ? { liberal: true } : {}) });
-      this.recordLatency(((this.dp.tsc() - q.tsc) / this.dp.tscHz) * 1000);
-    }
+    // Offloaded connections bypass conntrack's window tracking: liberal, as the kernel's
+    // nft_flow_offload_eval sets it, and alive for a day (flow_offload_add); again when the
+    // other direction joins, whose packet conntrack has just seen.
+    this.updates.push({ orig: conn.orig, timeout: OFFLOADED_CT_TIMEOUT_S, ...(conn.orig.proto === 'tcp' ? { liberal: true } : {}) });
+    if (existing === undefined) this.recordLatency(((this.dp.tsc() - q.tsc) / this.dp.tscHz) * 1000);
+  }
+
+  /** Queue an extension of an offloaded connection's conntrack timeout, once per batch of updates. */
+  private extendSoon(key: string, o: Offloaded): void {
+    if (this.extending.has(key)) return;
+    this.extending.add(key);
+    this.updates.push({ orig: o.conn.orig, timeout: OFFLOADED_CT_TIMEOUT_S });
   }
 
   /** A direction, if the kernel sent it on with the tuple the connection says it leaves with. */
@@ -484,6 +500,7 @@ export class Learner {
     if (this.updates.length === 0 || this.updatesInFlight) return;
     const batch = this.updates;
     this.updates = [];
+    this.extending.clear();
     this.updatesInFlight = true;
     this.ct
       .update(batch)
@@ -553,14 +570,13 @@ export class Learner {
 
   private extendTimeouts(now: number): void {
     while (this.extendHead < this.extendQueue.length) {
-      const key = this.extendQueue[this.extendHead] as string;
-      const o = this.offloaded.get(key);
-      if (o !== undefined && o.extendAtMs > now) break;
+      const due = this.extendQueue[this.extendHead] as { key: string; flowId: number; dueMs: number };
+      if (due.dueMs > now) break;
       this.extendHead++;
-      if (o === undefined) continue;
-      o.extendAtMs = now + (OFFLOADED_CT_TIMEOUT_S - CT_EXTEND_MARGIN_S) * 1000;
-      this.extendQueue.push(key);
-      this.updates.push({ orig: o.conn.orig, timeout: OFFLOADED_CT_TIMEOUT_S });
+      const o = this.offloaded.get(due.key);
+      if (o === undefined || o.flowId !== due.flowId) continue;
+      this.extendQueue.push({ ...due, dueMs: now + EXTEND_EVERY_MS });
+      this.extendSoon(due.key, o);
     }
     // Keep the queue's array from growing without bound.
     if (this.extendHead > 4096 && this.extendHead * 2 > this.extendQueue.length) {

@@ -225,7 +225,20 @@ describe('learner', () => {
     assert.deepEqual(dp.removed, [1], 'the one-way flow made way for the pair');
     assert.equal([...dp.installed.values()][0]?.reply?.in, 'eth1');
     await settle();
-    assert.deepEqual(ct.updates, [{ orig: tuple(q, 'udp'), timeout: 86400 }], 'kept for a day once, no liberal flag for UDP');
+    assert.deepEqual(ct.updates, [{ orig: tuple(q, 'udp'), timeout: 86400 }, { orig: tuple(q, 'udp'), timeout: 86400 }], 'kept for a day, again when the reply joined; no liberal flag for UDP');
+  });
+
+  it('extends the conntrack timeout again when a packet of an offloaded connection went through the kernel, which shortened it', async () => {
+    ct.put(connection(orig, reply));
+    await forwarded(learner, { ...orig, flags: ACK }, { port: 0 }, { port: 1 });
+    await forwarded(learner, { ...reply, flags: ACK }, { port: 1 }, { port: 0 });
+    ct.updates.length = 0;
+    // Too big for the fast path, say: the kernel forwards it (and answers for conntrack).
+    await forwarded(learner, { ...orig, flags: ACK, length: 1500 }, { port: 0 }, { port: 1 });
+    await forwarded(learner, { ...orig, flags: ACK, length: 1500 }, { port: 0 }, { port: 1 });
+    await settle();
+    assert.deepEqual(ct.updates.map((u) => u.timeout), [86400, 86400]);
+    assert.equal(dp.installed.size, 1, 'and nothing is installed twice');
   });
 
   it('offloads a masqueraded connection with the rewrite conntrack\'s reply tuple gives, both ways', async () => {
