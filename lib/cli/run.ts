@@ -109,6 +109,9 @@ const STARTUP_ADVICE: Record<string, (err: FlowgateError) => string | null> = {
       : 'the EAL lines above say why; usual causes: a PCI device not bound to vfio-pci or used by another DPDK process, no free hugepages, an invalid eal.args',
   ERR_FLOWGATE_NO_MEMORY: () => 'reserve more hugepages (README, Deploying on bare metal) or lower flowtable.size',
   ERR_FLOWGATE_PORT_CONFIG: () => 'the driver refused the port settings: check ports.<name>.mtu and that the NIC has a queue per worker',
+  ERR_FLOWGATE_CONNTRACK_EVENTS: () =>
+    'flowgate offloads only what conntrack allows and must hear when it destroys a connection: run a kernel built with CONFIG_NF_CONNTRACK_EVENTS=y (every distribution kernel is), and load nf_conntrack_netlink',
+  ERR_FLOWGATE_CONNTRACK_UNAVAILABLE: () => 'load ctnetlink (modprobe nf_conntrack_netlink; CONFIG_NF_CT_NETLINK) and check that nothing (a seccomp or LSM policy) blocks netlink sockets',
   ERR_FLOWGATE_INVALID_ARGUMENT: (err) =>
     /workers\.cpus|CPU/.test(err.message) ? 'pick worker CPUs that exist and that this process may use (taskset, systemd CPUAffinity)' : null,
 };

@@ -92,7 +92,8 @@ export class Gateway implements GatewayView {
     const m = this.model;
     this.startedAt = Date.now();
     // Conntrack first: without it (or its events) flowgate cannot know what it may offload,
-    // and refuses to start.
+    // and refuses to start. Where ctnetlink is a module, it is loaded (and with it conntrack).
+    await promisify(execFile)('modprobe', ['-q', 'nf_conntrack_netlink']).catch(() => undefined);
     this.conntrack = Conntrack.open({
       events: ['destroy'],
       onEvents: (events) => this.onConntrackDestroyed(events.filter((e) => e.type === 'destroy').map((e) => e.conn)),
