@@ -84,7 +84,7 @@ export interface LearnerLimits {
   queries: number;
 }
 
-export const DEFAULT_LIMITS: LearnerLimits = { pending: 16384, directions: 65536, queries: 65536 };
+export const DEFAULT_LIMITS: LearnerLimits = { pending: 8192, directions: 32768, queries: 32768 };
 
 /** One forwarded direction: where a packet with this tuple came in, and how the kernel sent it. */
 interface Direction {
@@ -149,6 +149,9 @@ const PENDING_MS = 2000;
 // A forwarded direction is remembered this long for its connection's other direction.
 const DIRECTION_MS = 30_000;
 const LATENCY_SAMPLES = 4096;
+// Stale state forgotten per tick and kind, at most: the rest waits for the next ticks (it is
+// bounded anyway), so that a tick after a flood stays short.
+const EXPIRE_PER_TICK = 2048;
 // Conntrack queries in flight at once; while they are, new tuples gather into the next batch.
 const QUERIES_IN_FLIGHT = 2;
 // As the kernel: an offloaded connection's conntrack timeout is set to a day (flow_offload_add,
@@ -194,11 +197,11 @@ class BoundedMap<K, V> {
   delete(key: K): boolean {
     return this.map.delete(key);
   }
-  /** Removes entries from the old end while `stale` says so; returns how many. */
-  expire(stale: (value: V) => boolean): number {
+  /** Removes at most `budget` entries from the old end while `stale` says so; returns how many. */
+  expire(stale: (value: V) => boolean, budget: number): number {
     let n = 0;
     for (const [key, value] of this.map) {
-      if (!stale(value)) break;
+      if (n >= budget || !stale(value)) break;
       this.map.delete(key);
       n++;
     }
@@ -541,9 +544,9 @@ export class Learner {
     }
     const now = this.now();
     this.extendTimeouts(now);
-    this.pending.expire((p) => now - p.atMs > PENDING_MS);
-    this.counters.unmatchedEgress += this.pendingEgress.expire((p) => now - p.atMs > PENDING_MS);
-    this.directions.expire((d) => now - d.atMs > DIRECTION_MS);
+    this.pending.expire((p) => now - p.atMs > PENDING_MS, EXPIRE_PER_TICK);
+    this.counters.unmatchedEgress += this.pendingEgress.expire((p) => now - p.atMs > PENDING_MS, EXPIRE_PER_TICK);
+    this.directions.expire((d) => now - d.atMs > DIRECTION_MS, EXPIRE_PER_TICK);
     this.sendQueries();
     this.sendUpdates();
     return reaped;

@@ -215,6 +215,21 @@ class ConntrackWrap : public Napi::ObjectWrap<ConntrackWrap> {
     d.Reject(make_error(env, f.code, f.message, f.err).Value());
   }
 
+  // The callback of a request answered with records: settles p with them as one Buffer.
+  ct::conntrack::records_done resolve_records(completion *p) {
+    return [this, p](std::vector<ct_record> &&out, ct::failure f) {
+      auto *records = new std::vector<ct_record>(std::move(out));
+      finish(p, [records, f](Napi::Env env, Napi::Promise::Deferred &d) {
+        if (f) {
+          delete records;
+          settle_failure(env, d, f);
+        } else {
+          d.Resolve(records_buffer(env, records));
+        }
+      });
+    };
+  }
+
   Napi::Value Get(const Napi::CallbackInfo &info) {
     Napi::Env env = info.Env();
     return guard(env, [&]() -> Napi::Value {
@@ -223,17 +238,7 @@ class ConntrackWrap : public Napi::ObjectWrap<ConntrackWrap> {
       ct::conntrack &c = core("get");
       completion *p = begin(env);
       Napi::Promise promise = p->deferred.Promise();
-      c.get(std::move(tuples), [this, p](std::vector<ct_record> &&out, ct::failure f) {
-        auto *records = new std::vector<ct_record>(std::move(out));
-        finish(p, [records, f](Napi::Env env, Napi::Promise::Deferred &d) {
-          if (f) {
-            delete records;
-            settle_failure(env, d, f);
-          } else {
-            d.Resolve(records_buffer(env, records));
-          }
-        });
-      });
+      c.get(std::move(tuples), resolve_records(p));
       return promise;
     });
   }
@@ -266,17 +271,7 @@ class ConntrackWrap : public Napi::ObjectWrap<ConntrackWrap> {
       ct::conntrack &c = core("dump");
       completion *p = begin(env);
       Napi::Promise promise = p->deferred.Promise();
-      c.dump([this, p](std::vector<ct_record> &&out, ct::failure f) {
-        auto *records = new std::vector<ct_record>(std::move(out));
-        finish(p, [records, f](Napi::Env env, Napi::Promise::Deferred &d) {
-          if (f) {
-            delete records;
-            settle_failure(env, d, f);
-          } else {
-            d.Resolve(records_buffer(env, records));
-          }
-        });
-      });
+      c.dump(resolve_records(p));
       return promise;
     });
   }
