@@ -99,9 +99,9 @@ export class Gateway implements GatewayView {
       onEvents: (events) => this.onConntrackDestroyed(events.filter((e) => e.type === 'destroy').map((e) => e.conn)),
       onResync: (all) => this.onConntrackResync(all),
     });
-    this.ctTimeouts = conntrackTimeouts();
-    this.learner.setPolicy(this.policyOf(m));
     try {
+      this.ctTimeouts = conntrackTimeouts();
+      this.learner.setPolicy(this.policyOf(m));
       this.dp.start({
         workers: m.workers,
         hugepages: m.eal.hugepages,

