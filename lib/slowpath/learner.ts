@@ -630,12 +630,6 @@ export class Learner {
     return removed;
   }
 
-  /** Whether a flow id is one of the learner's, and its connection's conntrack id. */
-  connectionOf(flowId: number): CtConnection | undefined {
-    const key = this.byFlow.get(flowId);
-    return key === undefined ? undefined : this.offloaded.get(key)?.conn;
-  }
-
   stats(): LearnerStats {
     const sorted = [...this.latencies].sort((a, b) => a - b);
     const pct = (p: number) => (sorted.length === 0 ? null : (sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))] as number));
