@@ -173,9 +173,19 @@ function sameTuple(a: CtTuple, b: CtTuple): boolean {
   return a.proto === b.proto && a.src === b.src && a.dst === b.dst && a.sport === b.sport && a.dport === b.dport;
 }
 
-/** A bounded map whose oldest entries (by last write) go first. */
+/**
+ * A bounded map whose oldest entries (by last write) go first. Write order is kept in a queue
+ * of its own (keys and values side by side, stale slots skipped), not in the Map's: a Map
+ * iterator starts at the table's first slot and steps over every entry deleted since the
+ * table was last compacted, so taking the oldest entry from a Map made each eviction cost as
+ * much as the deletions before it.
+ */
 class BoundedMap<K, V> {
   private readonly map = new Map<K, V>();
+  // Writes in order from `head`; a slot is stale once its key was deleted or written again.
+  private keys: K[] = [];
+  private values: V[] = [];
+  private head = 0;
   evicted = 0;
   constructor(private readonly limit: number) {}
   get size(): number {
@@ -184,15 +194,15 @@ class BoundedMap<K, V> {
   get(key: K): V | undefined {
     return this.map.get(key);
   }
-  /** Writes move the key to the young end. */
   set(key: K, value: V): void {
-    this.map.delete(key);
     this.map.set(key, value);
+    this.keys.push(key);
+    this.values.push(value);
     if (this.map.size > this.limit) {
-      const oldest = this.map.keys().next();
-      if (oldest.done !== true) this.map.delete(oldest.value);
+      this.removeOldest();
       this.evicted++;
     }
+    this.compact();
   }
   delete(key: K): boolean {
     return this.map.delete(key);
@@ -200,12 +210,46 @@ class BoundedMap<K, V> {
   /** Removes at most `budget` entries from the old end while `stale` says so; returns how many. */
   expire(stale: (value: V) => boolean, budget: number): number {
     let n = 0;
-    for (const [key, value] of this.map) {
-      if (n >= budget || !stale(value)) break;
-      this.map.delete(key);
+    while (n < budget && this.skipStale() && stale(this.values[this.head] as V)) {
+      this.removeOldest();
       n++;
     }
+    this.compact();
     return n;
+  }
+  /** Moves `head` to the oldest live write; false when there is none. */
+  private skipStale(): boolean {
+    while (this.head < this.keys.length && this.map.get(this.keys[this.head] as K) !== this.values[this.head]) this.head++;
+    return this.head < this.keys.length;
+  }
+  private removeOldest(): void {
+    if (!this.skipStale()) return;
+    this.map.delete(this.keys[this.head] as K);
+    this.head++;
+  }
+  /** Drops the consumed slots, and rebuilds the queue when rewrites left it mostly stale. */
+  private compact(): void {
+    if (this.head > 1024 && this.head * 2 > this.keys.length) {
+      this.keys = this.keys.slice(this.head);
+      this.values = this.values.slice(this.head);
+      this.head = 0;
+    }
+    if (this.keys.length - this.head > 4 * (this.map.size + 1024)) {
+      // Many writes of the same keys and no eviction to consume them: the live slots, in order.
+      const keys: K[] = [];
+      const values: V[] = [];
+      for (let i = this.head; i < this.keys.length; i++) {
+        const key = this.keys[i] as K;
+        const value = this.values[i] as V;
+        if (this.map.get(key) === value) {
+          keys.push(key);
+          values.push(value);
+        }
+      }
+      this.keys = keys;
+      this.values = values;
+      this.head = 0;
+    }
   }
 }
 

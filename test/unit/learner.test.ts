@@ -362,6 +362,22 @@ describe('learner', () => {
     assert.equal(ct.queries, 0);
   });
 
+  it('forgets the oldest state first, by last write, whatever was deleted or written again in between', async () => {
+    learner = new Learner(dp, ct, policy({ l4proto: ['udp'] }), { pending: 64, directions: 3, queries: 10 });
+    const p = (sport: number) => ({ ...orig, sport, proto: 17 });
+    for (const sport of [1, 2, 3]) await forwarded(learner, p(sport), { port: 0 }, { port: 1 });
+    await forwarded(learner, p(1), { port: 0 }, { port: 1 }); // 1 is now the youngest
+    await forwarded(learner, p(4), { port: 0 }, { port: 1 }); // evicts 2, the oldest write
+    ct.put(connection(p(2), { ...reply, dport: 2, proto: 17 }, {}, 'udp'));
+    ct.put(connection(p(1), { ...reply, dport: 1, proto: 17 }, {}, 'udp'));
+    assert.deepEqual([learner.stats().directions, learner.stats().evicted.directions], [3, 1]);
+    // A query answered now finds 1's direction, and not 2's.
+    await forwarded(learner, { ...reply, dport: 1, proto: 17 }, { port: 1 }, { port: 0 });
+    await forwarded(learner, { ...reply, dport: 2, proto: 17 }, { port: 1 }, { port: 0 });
+    const pairs = [...dp.installed.values()].map((f) => [f.original.sport, f.reply?.dport ?? null]);
+    assert.deepEqual(pairs, [[1, 1], [80, null]]);
+  });
+
   it('measures the time from the packet that made the connection offloadable to its offload', async () => {
     ct.put(connection({ ...orig, proto: 17 }, { ...reply, proto: 17 }, {}, 'udp'));
     await forwarded(learner, { ...orig, proto: 17 }, { port: 0, tsc: dp.clock - 500_000 }, { port: 1 });
