@@ -12,6 +12,7 @@ import { estimateMemory } from '../eal';
 import { FlowgateError } from '../errors';
 import { detectMachine } from '../machine';
 import { HugepageKeeper } from './hugepages';
+import { median } from './median';
 import { CaptureOutcome, ChildJob, ChildMessage, Measurement, ResourcePlan } from './protocol';
 import { pcapDevice, Scenario } from './scenarios';
 import { runTestpmd, TestpmdResult } from './testpmd';
@@ -167,12 +168,6 @@ export function runChild(job: ChildJob, ctx: RunContext, timeoutSeconds: number)
         );
     });
   });
-}
-
-function median(values: readonly number[]): number {
-  const s = [...values].sort((a, b) => a - b);
-  const mid = s.length >> 1;
-  return s.length % 2 === 1 ? (s[mid] as number) : ((s[mid - 1] as number) + (s[mid] as number)) / 2;
 }
 
 interface SingleRun {

@@ -18,6 +18,7 @@
 import { spawnSync } from 'node:child_process';
 import { parseArgs } from 'node:util';
 
+import { median } from '../bench/median';
 import { Conntrack, type CtTuple } from '../conntrack';
 import { deleteNetnsSync, onExit, sh } from './shell';
 import { startTraffic } from './traffic';
@@ -35,12 +36,6 @@ interface Figures {
   updateCpuSeconds: number;
   getSeconds: number;
   getCpuSeconds: number;
-}
-
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = Math.floor(sorted.length / 2);
-  return sorted.length % 2 === 1 ? (sorted[mid] as number) : ((sorted[mid - 1] as number) + (sorted[mid] as number)) / 2;
 }
 
 async function timed(fn: () => Promise<void>): Promise<{ seconds: number; cpuSeconds: number }> {

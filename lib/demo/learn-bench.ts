@@ -26,6 +26,7 @@
 import { spawn } from 'node:child_process';
 import { parseArgs } from 'node:util';
 
+import { median } from '../bench/median';
 import { Conntrack, type CtConnection, type CtTuple } from '../conntrack';
 import { Dataplane, exceptionReasons } from '../dataplane';
 import type { GatewayStats } from '../gateway/types';
@@ -87,11 +88,8 @@ interface Run {
   flood: Step;
 }
 
-function median(values: number[]): number | null {
-  if (values.length === 0) return null;
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = Math.floor(sorted.length / 2);
-  return sorted.length % 2 === 1 ? (sorted[mid] as number) : ((sorted[mid - 1] as number) + (sorted[mid] as number)) / 2;
+function medianOrNull(values: number[]): number | null {
+  return values.length === 0 ? null : median(values);
 }
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -368,7 +366,7 @@ export async function main(argv: string[]): Promise<number> {
     await topology.destroy();
   }
 
-  const med = (pick: (r: Run) => number | null) => median(results.map(pick).filter((v): v is number => v !== null));
+  const med = (pick: (r: Run) => number | null) => medianOrNull(results.map(pick).filter((v): v is number => v !== null));
   const summary = {
     runs,
     idleLatencyMs: { p50: med((r) => r.idle.p50), p99: med((r) => r.idle.p99) },
