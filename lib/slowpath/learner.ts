@@ -27,7 +27,7 @@
  * (flow_offload_fixup_ct); the connection's DESTROY event (expiry, `conntrack -D`, `-F`)
  * removes the flow at once.
  */
-import { IPS, type CtConnection, type CtTuple, type CtUpdate, type TcpCtState } from '../conntrack';
+import { IPS, type CtConnection, type CtTuple, type CtUpdate } from '../conntrack';
 import type { FlowDirection, FlowOutput, FlowPairOptions, ReapedFlow } from '../dataplane';
 import { formatMac } from '../net/addr';
 import type { Observation } from './observations';
@@ -607,8 +607,7 @@ export class Learner {
     const ct = this.policy.conntrack;
     if (conn.orig.proto === 'tcp') {
       if (!r.flow.closing) return null;
-      const state: TcpCtState = 'CLOSE';
-      return { orig: conn.orig, tcpState: state, timeout: ct.tcpClose };
+      return { orig: conn.orig, tcpState: 'CLOSE', timeout: ct.tcpClose };
     }
     const own = (conn.status & IPS.SEEN_REPLY) !== 0 ? ct.udpStream : ct.udp;
     const expired = r.reason === 'idle' ? this.policy.timeout.udp : 0;
