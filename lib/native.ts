@@ -178,7 +178,8 @@ export interface NativeTesting {
   parse(
     frame: Buffer,
     inPort: number,
-    options?: { segments?: number[] },
+    /** mac: the receiving port's address, checked against the frame's destination (none is checked without it). */
+    options?: { segments?: number[]; mac?: Buffer },
   ): {
     verdict: 'ok' | 'punt' | 'drop';
     reason: string;
@@ -189,18 +190,22 @@ export interface NativeTesting {
   process(
     setup: {
       capacity?: number;
+      /** The flowtable's hash seed; random when absent, as in the dataplane. */
+      hashSeed?: number;
       now?: number;
       nowTsc?: number;
       counters?: boolean;
       observe?: boolean;
-      ports: { id: number; mtu?: number; slowpath?: number | null; l3?: boolean; puntCost?: number; puntBurst?: number }[];
+      /** mac: the port's own address (frames to others are not forwarded); multiseg: tx takes chains (default true). */
+      ports: { id: number; mac?: Buffer; mtu?: number; slowpath?: number | null; l3?: boolean; multiseg?: boolean; puntCost?: number; puntBurst?: number }[];
       tunnels?: (NativeTunnelParams & { id: number })[];
       flows?: { orig: NativeFlowSpec; reply?: NativeFlowSpec; teardown?: boolean; closing?: boolean }[];
     },
     packets: { port: number; frame: Buffer; headroom?: number; segments?: number[] }[],
     options?: { burst?: number; now?: number },
   ): {
-    results: { port: number | null; frame: Buffer | null; reason?: string }[];
+    /** segments: the data length of each mbuf segment of the output packet. */
+    results: { port: number | null; frame: Buffer | null; segments?: number[]; reason?: string }[];
     stats: Pick<NativeStats, 'rxPackets' | 'fastPackets' | 'fastBytes' | 'punts' | 'drops'>;
     flows: {
       orig: { packets: number; bytes: number; teardown: boolean; closing: boolean; lastSeen: number };
@@ -230,6 +235,7 @@ export interface NativeTesting {
     insertFailures: number;
     maxSpilled: number;
   };
+  flowtableCollide(options: { capacity: number; craftSeed: number; hashSeed?: number }): { placed: number; victimPlaced: boolean; seed: number };
   keyLayout(): { size: number; entrySize: number };
   observationLayout(): Record<string, number>;
   flowRecordLayout(): Record<string, number>;

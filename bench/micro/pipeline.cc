@@ -33,9 +33,13 @@ static uint16_t csum(const uint8_t *p, size_t n) {
   return static_cast<uint16_t>(~s);
 }
 
+// The receiving port's address, to which every frame is sent.
+static const uint8_t PORT_MAC[6] = {2, 0, 0, 0, 1, 0};
+
 // Ethernet + IPv4 + UDP, 64 bytes on the wire without FCS: 60.
 static std::vector<uint8_t> udp4(uint32_t src, uint32_t dst, uint16_t sport, uint16_t dport) {
   std::vector<uint8_t> f(60, 0);
+  memcpy(&f[0], PORT_MAC, 6);
   put16(&f[12], 0x0800);
   uint8_t *ip = &f[14];
   ip[0] = 0x45;
@@ -56,6 +60,7 @@ static std::vector<uint8_t> tunnelled(const std::vector<uint8_t> &inner_frame, c
   size_t inner_len = inner_frame.size() - 14;
   size_t opt = option ? 8 : 0;
   std::vector<uint8_t> f(14 + 40 + opt + inner_len, 0);
+  memcpy(&f[0], PORT_MAC, 6);
   put16(&f[12], 0x86dd);
   uint8_t *ip6 = &f[14];
   ip6[0] = 0x60;
@@ -84,8 +89,16 @@ int main(int argc, char **argv) {
   auto *adj = static_cast<adjacency *>(heap_mem.alloc(sizeof(adjacency) * 16, 64, 0));
   auto *stats = static_cast<worker_stats *>(heap_mem.alloc(sizeof(worker_stats), 64, 0));
   for (auto &p : snap->port) p.slowpath = PORT_NONE;
-  snap->port[0] = port_conf{1500, PORT_NONE, 1, 0, {}, 0, 0, nullptr, PORT_NONE, TUNNEL_NONE};
-  snap->port[1] = port_conf{1500, PORT_NONE, 1, 0, {}, 0, 0, nullptr, PORT_NONE, TUNNEL_NONE};
+  for (uint16_t p = 0; p < 2; p++) {
+    port_conf &pc = snap->port[p];
+    pc = port_conf{};
+    pc.mtu = 1500;
+    pc.slowpath = PORT_NONE;
+    pc.active = 1;
+    pc.kernel_egress_port = PORT_NONE;
+    pc.kernel_egress_tunnel = TUNNEL_NONE;
+  }
+  snap->port[0].mac = port_mac_word(PORT_MAC);
   adj[0] = adjacency{{2, 0, 0, 0, 0, 1}, {2, 0, 0, 0, 0, 2}, 1, 0};
   uint8_t local[16] = {0x20, 0x01, 0x0d, 0xb8, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
   uint8_t remote[16] = {0x20, 0x01, 0x0d, 0xb8, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2};
@@ -124,7 +137,7 @@ int main(int argc, char **argv) {
     m.pkt_len = m.data_len;
     m.nb_segs = 1;
     flow_key key;
-    parse_packet(&m, 0, &key, &meta);
+    parse_packet(&m, 0, nullptr, &key, &meta);
     uint8_t action = decap ? FLOW_ACT_DECAP4IN6 : scenario.rfind("encap", 0) == 0 ? FLOW_ACT_ENCAP4IN6 : FLOW_ACT_FWD4;
     flow_entry_init(en, key, action, FLOW_NONE, 1);  // now_s 1 as the pipeline's below
     en.target = 0;

@@ -229,7 +229,8 @@ export function benchPorts(scenario: Scenario, inDevice: string, sink: SinkOptio
   const out: PortOptions = { name: PORT_OUT, device: sink.device ?? 'net_null0,no-rx=1' };
   if (isTunnelKind(scenario.kind)) out.mtu = TOPOLOGY.tunnelUnderlayMtu;
   return [
-    { name: PORT_IN, device: inDevice, slowpath: PORT_PUNT },
+    // The frames are sent to the gateway's address: a router forwards no others.
+    { name: PORT_IN, device: inDevice, mac: TOPOLOGY.gatewayMac, slowpath: PORT_PUNT },
     out,
     // Never polled: it only takes the punted packets (misses), as a TAP would.
     { name: PORT_PUNT, device: 'net_null1,no-rx=1', poll: false },

@@ -92,9 +92,10 @@ export function decodeObservations(buf: Buffer, puntReasons: readonly string[]):
   return out;
 }
 
-/** Whether the flow key at `off` is IPv4 inside IPv6: it carries the outer addresses, other keys zeros. */
+/** The key's L3 value for IPv4 inside IPv6 (FLOW_L3_IPV4_IN_IPV6 in native/dp/flow_key.h): such a key carries the outer addresses. */
+export const KEY_L3_IPV4_IN_IPV6 = 46;
+
+/** Whether the flow key at `off` is IPv4 inside IPv6. */
 export function isTunnelledKey(buf: Buffer, off: number): boolean {
-  if (buf.readUInt8(off + KEY.l3) !== 4) return false;
-  for (let i = off + KEY.ip4OuterDst; i < off + KEY.ip4OuterDst + 16; i++) if (buf[i] !== 0) return true;
-  return false;
+  return buf.readUInt8(off + KEY.l3) === KEY_L3_IPV4_IN_IPV6;
 }

@@ -173,6 +173,7 @@ flow_spec flow_spec_from(const Napi::Object &o, const char *ctx) {
     bool has_src = get_bytes(o, "outerSrc", ctx, 16, k.ip4.outer_src, false);
     bool has_dst = get_bytes(o, "outerDst", ctx, 16, k.ip4.outer_dst, false);
     if (has_src != has_dst) invalid(ctx, has_src ? "outerDst" : "outerSrc", "both outer addresses or neither", o.Get(has_src ? "outerDst" : "outerSrc"));
+    if (has_src) k.l3proto = FLOW_L3_IPV4_IN_IPV6;
   } else {
     get_bytes(o, "src", ctx, 16, k.ip6.src, true);
     get_bytes(o, "dst", ctx, 16, k.ip6.dst, true);
@@ -252,9 +253,10 @@ Napi::Object flow_spec_to_js(Napi::Env env, const flow_spec &f) {
   Napi::Object o = Napi::Object::New(env);
   const flow_key &k = f.key;
   o.Set("inPort", k.in_port);
-  o.Set("l3", k.l3proto);
+  // JavaScript says 4 for IPv4 inside IPv6 too: the outer addresses tell the two apart.
+  o.Set("l3", flow_l3_is_ipv4(k.l3proto) ? 4 : 6);
   o.Set("l4", k.l4proto);
-  if (k.l3proto == FLOW_L3_IPV4) {
+  if (flow_l3_is_ipv4(k.l3proto)) {
     o.Set("src", bytes_to_js(env, reinterpret_cast<const uint8_t *>(&k.ip4.src), 4));
     o.Set("dst", bytes_to_js(env, reinterpret_cast<const uint8_t *>(&k.ip4.dst), 4));
     if (flow_key_is_tunnelled(k)) {
@@ -277,7 +279,7 @@ Napi::Object flow_spec_to_js(Napi::Env env, const flow_spec &f) {
   }
   if (f.nat.flags != 0) {
     Napi::Object n = Napi::Object::New(env);
-    size_t alen = k.l3proto == FLOW_L3_IPV4 ? 4 : 16;
+    size_t alen = flow_l3_is_ipv4(k.l3proto) ? 4 : 16;
     if (f.nat.flags & NAT_F_SRC) n.Set("src", bytes_to_js(env, f.nat.src, alen));
     if (f.nat.flags & NAT_F_DST) n.Set("dst", bytes_to_js(env, f.nat.dst, alen));
     if (f.nat.flags & NAT_F_SPORT) n.Set("sport", rte_be_to_cpu_16(f.nat.sport));

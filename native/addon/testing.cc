@@ -109,6 +109,22 @@ Napi::Buffer<uint8_t> read_packet(Napi::Env env, const rte_mbuf *m) {
   return bytes_to_js(env, out.data(), out.size());
 }
 
+// The data length of each segment of a packet, and a check that the head's nb_segs and
+// pkt_len describe the chain (a chain that lies about itself is the pipeline's bug).
+Napi::Array segment_lengths(Napi::Env env, const rte_mbuf *m) {
+  Napi::Array a = Napi::Array::New(env);
+  uint32_t total = 0, n = 0;
+  for (const rte_mbuf *s = m; s != nullptr; s = s->next, n++) {
+    a.Set(n, s->data_len);
+    total += s->data_len;
+  }
+  if (n != m->nb_segs || total != m->pkt_len)
+    throw dp_error(ERR_STATE, "output chain of " + std::to_string(n) + " segments, " + std::to_string(total) +
+                                  " bytes, says nb_segs " + std::to_string(m->nb_segs) + ", pkt_len " +
+                                  std::to_string(m->pkt_len));
+  return a;
+}
+
 Napi::Object key_to_js(Napi::Env env, const flow_key &k) {
   flow_spec f;
   f.key = k;
@@ -127,7 +143,9 @@ const char *reason_name(const verdict &v) {
   return "ok";
 }
 
-// parse(frame, inPort, { headroom?, segments? }) -> { verdict, reason, key, meta }
+// parse(frame, inPort, { headroom?, segments?, mac? }) -> { verdict, reason, key, meta }
+//   mac: the receiving port's address, checked against the frame's destination; without
+//   it, none is (as for frames from the kernel).
 Napi::Value Parse(const Napi::CallbackInfo &info) {
   return guard(info.Env(), [&] {
     Napi::Env env = info.Env();
@@ -137,9 +155,13 @@ Napi::Value Parse(const Napi::CallbackInfo &info) {
     Napi::Object opts = info.Length() > 2 && info[2].IsObject() ? info[2].As<Napi::Object>() : Napi::Object::New(env);
     guarded_mbufs mbufs;
     rte_mbuf *m = mbufs.make(frame.Data(), frame.Length(), RTE_PKTMBUF_HEADROOM, segments_of(opts));
+    uint8_t mac[6];
+    uint64_t port_mac = 0;
+    bool check_mac = get_bytes(opts, "mac", "options", 6, mac, false);
+    if (check_mac) port_mac = port_mac_word(mac);
     flow_key key;
     pkt_meta meta;
-    verdict v = parse_packet(m, in_port, &key, &meta);
+    verdict v = parse_packet(m, in_port, check_mac ? &port_mac : nullptr, &key, &meta);
     Napi::Object r = Napi::Object::New(env);
     r.Set("verdict", v.kind == verdict::OK ? "ok" : v.kind == verdict::PUNT ? "punt" : "drop");
     r.Set("reason", reason_name(v));
@@ -173,7 +195,10 @@ struct harness {
 
   explicit harness(const Napi::Object &setup) {
     uint32_t capacity = get_uint_or(setup, "capacity", "setup", 1, MAX_FLOWS, 1024);
-    if (ft.create(capacity, 1, nullptr, heap_mem, 0) != 0) throw dp_error(ERR_NO_MEMORY, "flowtable");
+    bool fixed_seed = setup.Has("hashSeed");
+    uint32_t hash_seed = get_uint_or(setup, "hashSeed", "setup", 0, UINT32_MAX, 0);
+    if (ft.create(capacity, 1, nullptr, heap_mem, 0, 0, fixed_seed ? &hash_seed : nullptr) != 0)
+      throw dp_error(ERR_NO_MEMORY, "flowtable");
     snap.reset(static_cast<snapshot *>(heap_mem.alloc(sizeof(snapshot), CACHE_LINE, 0)));
     adj.reset(static_cast<adjacency *>(heap_mem.alloc(sizeof(adjacency) * 1024, CACHE_LINE, 0)));
     stats.reset(static_cast<worker_stats *>(heap_mem.alloc(sizeof(worker_stats), CACHE_LINE, 0)));
@@ -192,6 +217,10 @@ struct harness {
         pc.mtu = static_cast<uint16_t>(get_uint_or(p, "mtu", "setup.ports[]", 68, 65535, 1500));
         pc.slowpath = to_port(p.Get("slowpath"), "setup.ports[].slowpath");
         pc.l3 = get_bool_or(p, "l3", "setup.ports[]", false);
+        pc.multiseg = get_bool_or(p, "multiseg", "setup.ports[]", true);
+        uint8_t mac[6] = {};
+        get_bytes(p, "mac", "setup.ports[]", 6, mac, false);
+        pc.mac = port_mac_word(mac);
         pc.active = 1;
         // Raw policer parameters in TSC cycles: the tests fix the clock (setup.nowTsc).
         pc.punt_cost = get_uint_or(p, "puntCost", "setup.ports[]", 0, UINT32_MAX, 0);
@@ -321,6 +350,7 @@ Napi::Value Process(const Napi::CallbackInfo &info) {
             if (b.pkts[k] == in[i]) {
               r.Set("port", pl.dirty[d]);
               r.Set("frame", read_packet(env, in[i]));
+              r.Set("segments", segment_lengths(env, in[i]));
             }
         }
         if (end - start == 1) r.Set("reason", single);
@@ -465,6 +495,63 @@ Napi::Value FlowtableExercise(const Napi::CallbackInfo &info) {
     r.Set("removed", removed);
     r.Set("foundAfterRemove", found_after);
     r.Set("activeAfterRemove", ft.active());
+    return r;
+  });
+}
+
+// flowtableCollide({ capacity, craftSeed, hashSeed? }): the attack a known hash seed allows.
+// Keys are crafted (by search) whose hashes under craftSeed share a victim key's primary and
+// secondary bucket, sixteen of them to fill both; they and then the victim go into a table
+// hashed with hashSeed (random when absent). Returns whether the victim found a place.
+Napi::Value FlowtableCollide(const Napi::CallbackInfo &info) {
+  return guard(info.Env(), [&] {
+    Napi::Env env = info.Env();
+    Napi::Object o = as_object(info.Length() > 0 ? info[0] : env.Undefined(), "options");
+    uint32_t capacity = get_uint(o, "capacity", "options", 1, 4096);
+    uint32_t craft_seed = get_uint(o, "craftSeed", "options", 0, UINT32_MAX);
+    bool fixed = o.Has("hashSeed");
+    uint32_t hash_seed = get_uint_or(o, "hashSeed", "options", 0, UINT32_MAX, 0);
+    flowtable crafted, attacked;
+    if (crafted.create(capacity, 1, nullptr, heap_mem, 0, 0, &craft_seed) != 0 ||
+        attacked.create(capacity, 1, nullptr, heap_mem, 0, 0, fixed ? &hash_seed : nullptr) != 0)
+      throw dp_error(ERR_NO_MEMORY, "flowtable");
+    auto key_of = [](uint32_t n) {
+      flow_key k;
+      flow_key_zero(&k);
+      k.l3proto = FLOW_L3_IPV4;
+      k.l4proto = IPPROTO_UDP;
+      k.ip4.src = rte_cpu_to_be_32(0x0a000001u);
+      k.ip4.dst = rte_cpu_to_be_32(0xc0a80000u + (n >> 16));
+      k.sport = rte_cpu_to_be_16(static_cast<uint16_t>(n));
+      k.dport = rte_cpu_to_be_16(53);
+      return k;
+    };
+    const flow_key victim = key_of(0);
+    const auto target = crafted.buckets_of(crafted.hash(victim));
+    std::vector<flow_key> keys;
+    for (uint32_t n = 1; keys.size() < 16 && n < (1u << 28); n++) {
+      flow_key k = key_of(n);
+      if (crafted.buckets_of(crafted.hash(k)) == target) keys.push_back(k);
+    }
+    if (keys.size() < 16) throw dp_error(ERR_LIMIT, "no colliding keys found");
+    keys.push_back(victim);
+    uint32_t placed = 0;
+    bool victim_placed = false;
+    for (size_t i = 0; i < keys.size(); i++) {
+      uint32_t e = attacked.alloc();
+      if (e == FLOW_NONE) break;
+      attacked.entry(e).key = keys[i];
+      if (attacked.publish(e) != 0) {
+        attacked.discard(e);
+        continue;
+      }
+      placed++;
+      if (i == keys.size() - 1) victim_placed = true;
+    }
+    Napi::Object r = Napi::Object::New(env);
+    r.Set("placed", placed);
+    r.Set("victimPlaced", victim_placed);
+    r.Set("seed", attacked.seed());
     return r;
   });
 }
@@ -658,6 +745,7 @@ Napi::Object testing_exports(Napi::Env env) {
   t.Set("process", Napi::Function::New(env, Process, "process"));
   t.Set("flowtableExercise", Napi::Function::New(env, FlowtableExercise, "flowtableExercise"));
   t.Set("flowtableConcurrency", Napi::Function::New(env, FlowtableConcurrency, "flowtableConcurrency"));
+  t.Set("flowtableCollide", Napi::Function::New(env, FlowtableCollide, "flowtableCollide"));
   t.Set("keyLayout", Napi::Function::New(env, KeyLayout, "keyLayout"));
   t.Set("observationLayout", Napi::Function::New(env, ObservationLayout, "observationLayout"));
   t.Set("flowRecordLayout", Napi::Function::New(env, FlowRecordLayout, "flowRecordLayout"));

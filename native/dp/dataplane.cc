@@ -253,6 +253,8 @@ uint16_t dataplane::add_port(const port_spec &spec) {
   pc.slowpath = PORT_NONE;
   pc.active = 1;
   pc.l3 = ps.l3 ? 1 : 0;
+  pc.multiseg = setup.multiseg ? 1 : 0;
+  pc.mac = port_mac_word(ps.mac);
   if (spec.poll) {
     std::string ring_name = "fg_ktx_" + std::to_string(id);
     pc.kernel_tx = rte_ring_create(ring_name.c_str(), KERNEL_TX_RING_SIZE, rte_eth_dev_socket_id(id) < 0 ? 0 : rte_eth_dev_socket_id(id),
@@ -441,6 +443,8 @@ static void check_tunnel_params(const tunnel_params &p) {
   if (p.tclass < -1 || p.tclass > 255) throw dp_error(ERR_INVALID_ARGUMENT, "traffic class must be 0..255 or inherit");
   if (p.flowlabel > 0xfffff) throw dp_error(ERR_INVALID_ARGUMENT, "flow label must be 0..0xfffff");
   if (p.mtu < 68) throw dp_error(ERR_INVALID_ARGUMENT, "tunnel MTU must be at least 68");
+  if (!tunnel_endpoint_ok(p.local) || !tunnel_endpoint_ok(p.remote))
+    throw dp_error(ERR_INVALID_ARGUMENT, "tunnel endpoints must be unicast addresses (not ::, ::1 or multicast)");
 }
 
 uint16_t dataplane::add_tunnel(const tunnel_params &p) {
@@ -540,18 +544,22 @@ void dataplane::validate_flow(const flow_spec &f) const {
     throw dp_error(ERR_NOT_FOUND, "flow input port " + std::to_string(k.in_port) + " does not exist");
   if (k.l4proto != IPPROTO_TCP && k.l4proto != IPPROTO_UDP)
     throw dp_error(ERR_INVALID_ARGUMENT, "flow L4 protocol must be TCP or UDP, got " + std::to_string(k.l4proto));
-  bool tunnelled = flow_key_is_tunnelled(k);
   switch (f.action) {
     case FLOW_ACT_FWD4:
     case FLOW_ACT_ENCAP4IN6:
-      if (k.l3proto != FLOW_L3_IPV4 || tunnelled)
+      if (k.l3proto != FLOW_L3_IPV4)
         throw dp_error(ERR_INVALID_ARGUMENT, "forward and encap flows match plain IPv4 packets");
       break;
     case FLOW_ACT_FWD6:
       if (k.l3proto != FLOW_L3_IPV6) throw dp_error(ERR_INVALID_ARGUMENT, "IPv6 forward flows match IPv6 packets");
       break;
     case FLOW_ACT_DECAP4IN6:
-      if (!tunnelled) throw dp_error(ERR_INVALID_ARGUMENT, "decap flows match the outer IPv6 source and destination too");
+      if (!flow_key_is_tunnelled(k))
+        throw dp_error(ERR_INVALID_ARGUMENT, "decap flows match the outer IPv6 source and destination too");
+      // No tunnel has such an endpoint (add_tunnel refuses it), and nothing is decapsulated
+      // from one: a packet to or from it is not a tunnel's.
+      if (!tunnel_endpoint_ok(k.ip4.outer_src) || !tunnel_endpoint_ok(k.ip4.outer_dst))
+        throw dp_error(ERR_INVALID_ARGUMENT, "decap flows' outer addresses must be unicast (not ::, ::1 or multicast)");
       break;
     default:
       throw dp_error(ERR_INVALID_ARGUMENT, "unknown flow action " + std::to_string(f.action));

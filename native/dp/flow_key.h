@@ -1,5 +1,8 @@
 // The flowtable key, after the kernel's struct flow_offload_tuple: addresses, ports, L3/L4
 // protocol, input port and, for tunnelled traffic, the outer IPv6 source and destination.
+// A tunnelled key has an L3 value of its own (as the kernel's tuple has tun.l3_proto): were
+// it told apart from a plain IPv4 key by its outer addresses alone, an IPv6 packet from ::
+// to :: wrapping a plain flow's tuple would be that flow's key.
 // It is kept to 48 bytes (three 16-byte words) so that hashing it is six CRC32 steps and
 // comparing it is three vector compares; a key and its flow's action share one cache line.
 #pragma once
@@ -14,8 +17,9 @@
 namespace fg {
 
 enum flow_l3 : uint8_t {
-  FLOW_L3_IPV4 = 4,  // plain IPv4, or IPv4 inside an IPv6 tunnel (outer addresses set)
-  FLOW_L3_IPV6 = 6,
+  FLOW_L3_IPV4 = 4,            // plain IPv4
+  FLOW_L3_IPV6 = 6,            // plain IPv6
+  FLOW_L3_IPV4_IN_IPV6 = 46,   // IPv4 inside an IPv6 tunnel: ip4 with the outer addresses
 };
 
 struct flow_key {
@@ -27,8 +31,7 @@ struct flow_key {
     struct {
       uint32_t src;  // network byte order
       uint32_t dst;
-      // Outer IPv6 source and destination of a decapsulated packet; zero when the packet
-      // arrived without a tunnel header (no tunnel endpoint can be the unspecified address).
+      // FLOW_L3_IPV4_IN_IPV6: the outer IPv6 source and destination; otherwise zero.
       uint8_t outer_src[16];
       uint8_t outer_dst[16];
     } ip4;
@@ -43,18 +46,15 @@ static_assert(sizeof(flow_key) == 48, "flow_key must stay three 16-byte words");
 
 inline void flow_key_zero(flow_key *k) { memset(k, 0, sizeof(*k)); }
 
-inline bool flow_key_is_tunnelled(const flow_key &k) {
-  if (k.l3proto != FLOW_L3_IPV4) return false;
-  uint64_t w[2];
-  memcpy(w, k.ip4.outer_dst, sizeof(w));
-  return (w[0] | w[1]) != 0;
-}
-
-constexpr uint32_t FLOW_HASH_SEED = 0x9e3779b9u;
+inline bool flow_key_is_tunnelled(const flow_key &k) { return k.l3proto == FLOW_L3_IPV4_IN_IPV6; }
+// Whether the packet the key describes (the inner one when tunnelled) is IPv4.
+inline bool flow_l3_is_ipv4(uint8_t l3proto) { return l3proto != FLOW_L3_IPV6; }
 
 // The hash of a key given as its six 8-byte words (the fast parser has them in registers).
-inline uint32_t flow_key_hash_words(const uint64_t w[6]) {
-  uint64_t h = FLOW_HASH_SEED;
+// seed: the flowtable's own (flowtable::seed()), random per table, so that nobody can craft
+// keys that crowd one bucket pair and keep other flows out of the fast path.
+inline uint32_t flow_key_hash_words(const uint64_t w[6], uint32_t seed) {
+  uint64_t h = seed;
   for (int i = 0; i < 6; i++) h = _mm_crc32_u64(h, w[i]);
   // CRC is linear: keys that differ in a few bits (consecutive addresses, as real traffic
   // has) map onto a subspace and crowd a fraction of the buckets. A multiply-xorshift
@@ -68,10 +68,10 @@ inline uint32_t flow_key_hash_words(const uint64_t w[6]) {
   return x;
 }
 
-inline uint32_t flow_key_hash(const flow_key *k) {
+inline uint32_t flow_key_hash(const flow_key *k, uint32_t seed) {
   uint64_t w[6];
   memcpy(w, k, sizeof(w));
-  return flow_key_hash_words(w);
+  return flow_key_hash_words(w, seed);
 }
 
 inline bool flow_key_equal(const flow_key *a, const flow_key *b) {

@@ -1,5 +1,7 @@
 #include "flowtable.h"
 
+#include <sys/random.h>
+
 #include <algorithm>
 
 #include <rte_common.h>
@@ -7,10 +9,13 @@
 namespace fg {
 
 int flowtable::create(uint32_t capacity, unsigned n_workers, rte_rcu_qsbr *qsbr,
-                      const mem_ops &mem, int socket, uint32_t n_buckets) {
+                      const mem_ops &mem, int socket, uint32_t n_buckets, const uint32_t *seed) {
   if (capacity == 0 || capacity > MAX_FLOWS || n_workers > MAX_WORKERS) return -EINVAL;
   if (n_buckets != 0 && (n_buckets < 2 || !rte_is_power_of_2(n_buckets))) return -EINVAL;
+  uint32_t random_seed = 0;
+  if (seed == nullptr && getrandom(&random_seed, sizeof(random_seed), 0) != sizeof(random_seed)) return -EIO;
   destroy();
+  seed_ = seed != nullptr ? *seed : random_seed;
   mem_ = &mem;
   capacity_ = capacity;
   n_workers_ = n_workers;
@@ -53,7 +58,7 @@ void flowtable::destroy() {
 }
 
 uint32_t flowtable::find(const flow_key &key) const {
-  uint32_t h = flow_key_hash(&key);
+  uint32_t h = hash(key);
   const bucket *b = &buckets_[primary(h)];
   uint32_t idx = search(b, signature(h), key);
   if (idx == FLOW_NONE && b->spilled != 0) idx = search(&buckets_[secondary(h)], signature(h), key);
@@ -78,7 +83,7 @@ int flowtable::make_room(bucket *b) {
   // finds it in one or the other; keys only ever move from primary to secondary.
   for (unsigned slot = 0; slot < 8; slot++) {
     uint32_t other = b->idx[slot];
-    uint32_t h = flow_key_hash(&entries_[other].key);
+    uint32_t h = hash(entries_[other].key);
     if (&buckets_[primary(h)] != b) continue;
     bucket *alt = &buckets_[secondary(h)];
     unsigned free_slots = match(alt, 0);
@@ -95,7 +100,7 @@ int flowtable::publish(uint32_t idx) {
   flow_entry &e = entries_[idx];
   if (find(e.key) != FLOW_NONE) return -EEXIST;
 
-  uint32_t h = flow_key_hash(&e.key);
+  uint32_t h = hash(e.key);
   uint16_t sig = signature(h);
   bucket *prim = &buckets_[primary(h)];
   bucket *sec = &buckets_[secondary(h)];
@@ -125,7 +130,7 @@ int flowtable::publish(uint32_t idx) {
 
 void flowtable::remove(uint32_t idx) {
   const flow_entry &e = entries_[idx];
-  uint32_t h = flow_key_hash(&e.key);
+  uint32_t h = hash(e.key);
   uint16_t sig = signature(h);
   bucket *prim = &buckets_[primary(h)];
   bucket *candidates[2] = {prim, &buckets_[secondary(h)]};

@@ -27,6 +27,7 @@
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
+#include <utility>
 
 #include <emmintrin.h>
 #include <rte_prefetch.h>
@@ -102,9 +103,10 @@ class flowtable {
   ~flowtable() { destroy(); }
 
   // Control thread. Returns 0 or a negative errno (-ENOMEM, -EINVAL). n_buckets 0 sizes
-  // the buckets for the capacity; tests pass a power of two to load them harder.
+  // the buckets for the capacity; tests pass a power of two to load them harder. The hash
+  // seed is random (getrandom) unless a test fixes it.
   int create(uint32_t capacity, unsigned n_workers, rte_rcu_qsbr *qsbr, const mem_ops &mem,
-             int socket, uint32_t n_buckets = 0);
+             int socket, uint32_t n_buckets = 0, const uint32_t *seed = nullptr);
   void destroy();
 
   // Control thread: an entry index to fill in, or FLOW_NONE when the table is full.
@@ -146,6 +148,12 @@ class flowtable {
   bool any_nat() const { return __atomic_load_n(&nat_flows_, __ATOMIC_RELAXED) != 0; }
   flow_counter *worker_counters(unsigned worker) const { return counters_[worker]; }
 
+  // This table's hash seed: keys are hashed with flow_key_hash(key, seed()).
+  uint32_t seed() const { return seed_; }
+  uint32_t hash(const flow_key &key) const { return flow_key_hash(&key, seed_); }
+  // The primary and secondary bucket of a key with this hash (tests: crafting collisions).
+  std::pair<uint32_t, uint32_t> buckets_of(uint32_t hash) const { return {primary(hash), secondary(hash)}; }
+
   uint32_t capacity() const { return capacity_; }
   uint32_t active() const { return active_; }
   uint32_t bucket_count() const { return mask_ + 1; }
@@ -158,7 +166,7 @@ class flowtable {
   void prefetch_bucket(uint32_t hash) const { rte_prefetch0(&buckets_[primary(hash)]); }
 
   // Lcores: look up the keys i < n <= MAX_LOOKUP whose bit is set in `valid`, with their
-  // hashes (flow_key_hash) given and their buckets prefetched; out[i] is the entry index,
+  // hashes (hash()) given and their buckets prefetched; out[i] is the entry index,
   // or FLOW_NONE (also for keys not looked up). Signatures are matched (and the entry
   // prefetched) LOOKUP_LAG keys ahead of the key compare, so that entry loads overlap.
   inline void lookup_bulk(const flow_key *keys, const uint32_t *hashes, uint64_t valid, unsigned n,
@@ -167,7 +175,7 @@ class flowtable {
   void lookup_bulk(const flow_key *keys, unsigned n, uint32_t *out) const {
     uint32_t hashes[MAX_LOOKUP];
     for (unsigned i = 0; i < n; i++) {
-      hashes[i] = flow_key_hash(&keys[i]);
+      hashes[i] = hash(keys[i]);
       prefetch_bucket(hashes[i]);
     }
     lookup_bulk(keys, hashes, n == 64 ? ~uint64_t{0} : (uint64_t{1} << n) - 1, n, out);
@@ -215,6 +223,7 @@ class flowtable {
   flow_nat *nat_ = nullptr;
   flow_counter *counters_[MAX_WORKERS] = {};
   uint32_t mask_ = 0;
+  uint32_t seed_ = 0;
   uint32_t capacity_ = 0;
   unsigned n_workers_ = 0;
   uint32_t active_ = 0;

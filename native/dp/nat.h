@@ -97,7 +97,7 @@ inline void flow_nat_build(flow_nat *n, const flow_key &k, const flow_nat_spec &
   memset(n, 0, sizeof(*n));
   n->flags = s.flags;
   uint32_t addr_sum = 0;
-  if (k.l3proto == FLOW_L3_IPV4) {
+  if (flow_l3_is_ipv4(k.l3proto)) {
     n->ip4.src = k.ip4.src;
     n->ip4.dst = k.ip4.dst;
     if (s.flags & NAT_F_SRC) memcpy(&n->ip4.src, s.src, 4);
@@ -122,7 +122,7 @@ inline void flow_nat_build(flow_nat *n, const flow_key &k, const flow_nat_spec &
 inline flow_nat_spec flow_nat_spec_of(const flow_nat &n, uint8_t l3proto) {
   flow_nat_spec s;
   s.flags = n.flags;
-  if (l3proto == FLOW_L3_IPV4) {
+  if (flow_l3_is_ipv4(l3proto)) {
     if (n.flags & NAT_F_SRC) memcpy(s.src, &n.ip4.src, 4);
     if (n.flags & NAT_F_DST) memcpy(s.dst, &n.ip4.dst, 4);
   } else {
@@ -140,7 +140,7 @@ inline flow_nat_spec flow_nat_spec_of(const flow_nat &n, uint8_t l3proto) {
 // Sets: addresses, ports, the IPv4 header checksum and the TCP/UDP checksum.
 inline void nat_apply(uint8_t *l3, uint8_t l3proto, uint8_t l4proto, const flow_nat &n) {
   uint8_t *l4;
-  if (l3proto == FLOW_L3_IPV4) {
+  if (flow_l3_is_ipv4(l3proto)) {
     memcpy(l3 + 12, &n.ip4, 8);  // source and destination, adjacent in both
     uint16_t check;
     memcpy(&check, l3 + 10, 2);

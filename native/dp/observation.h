@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cstdint>
+#include <algorithm>
 #include <cstring>
 
 #include <nmmintrin.h>
@@ -42,11 +43,17 @@ struct observation {
 };
 static_assert(sizeof(observation) == 88, "observation records are 88 bytes");
 
+// Payload bytes a fingerprint covers.
+constexpr uint32_t FINGERPRINT_PAYLOAD = 16;
+
 // Fields of an IP packet that forwarding and NAT leave alone: the IPv4 identification, the
 // TCP sequence and acknowledgement numbers and flags, the UDP length, and the first payload
-// bytes (after the TCP options, which MSS clamping may rewrite). Uses: the (inner) IP header
-// at l3 and its l3_len bytes, whose L4 header parsing validated.
-inline uint32_t packet_fingerprint(const uint8_t *l3, uint16_t l3_len, const flow_key &key) {
+// bytes (after the TCP options, which MSS clamping may rewrite). Uses: the (inner) IP packet
+// of l3_len bytes at l3_off in m, whose L3 and L4 headers parsing found in the first
+// segment. The payload may be in later segments (a chain from a scattering port): it is
+// read across them, so that a packet has one fingerprint however it was segmented.
+inline uint32_t packet_fingerprint(const rte_mbuf *m, uint32_t l3_off, uint16_t l3_len, const flow_key &key) {
+  const uint8_t *l3 = rte_pktmbuf_mtod_offset(m, const uint8_t *, l3_off);
   uint32_t h = 0x2545f491u;
   uint32_t l4_off;
   if (key.l3proto == FLOW_L3_IPV6) {
@@ -71,7 +78,13 @@ inline uint32_t packet_fingerprint(const uint8_t *l3, uint16_t l3_len, const flo
     h = _mm_crc32_u16(h, udp_len);
     fixed = sizeof(rte_udp_hdr);
   }
-  for (uint32_t i = l4_off + fixed; i < l3_len && i < l4_off + fixed + 16; i++) h = _mm_crc32_u8(h, l3[i]);
+  uint32_t start = l4_off + fixed;
+  if (start >= l3_len) return h;
+  uint32_t n = std::min<uint32_t>(FINGERPRINT_PAYLOAD, l3_len - start);
+  uint8_t copy[FINGERPRINT_PAYLOAD];
+  const auto *payload = static_cast<const uint8_t *>(rte_pktmbuf_read(m, l3_off + start, n, copy));
+  if (payload == nullptr) return h;  // shorter than its headers say: parsing refuses those
+  for (uint32_t i = 0; i < n; i++) h = _mm_crc32_u8(h, payload[i]);
   return h;
 }
 

@@ -30,6 +30,9 @@ constexpr uint8_t IPPROTO_DSTOPTS_HDR = 60;
 constexpr uint8_t IP6_OPT_PAD1 = 0;
 constexpr uint8_t IP6_OPT_PADN = 1;
 constexpr uint8_t IP6_OPT_TNL_ENCAP_LIMIT = 4;  // RFC 2473 section 5.1
+// The two high bits of an option type: what a node that does not know the option does.
+constexpr uint8_t IP6_OPT_ACTION_MASK = 0xc0;
+constexpr uint8_t IP6_OPT_ACTION_SKIP = 0x00;
 // The destination options header that carries the Tunnel Encapsulation Limit option.
 constexpr uint16_t TUNNEL_DSTOPT_LEN = 8;
 
@@ -108,8 +111,25 @@ inline verdict parse_l4(const uint8_t *frame, uint32_t l4_off, uint8_t proto, co
   return verdict::ok();
 }
 
+// The IPv4 header at ip (ihl bytes, readable) sums to 0xffff in one's complement: RFC 1812
+// section 5.2.2, which ip_rcv_core() enforces (IPSTATS_MIB_CSUMERRORS) before any routing.
+inline bool ip4_checksum_ok(const uint8_t *ip, uint32_t ihl) { return rte_raw_cksum(ip, ihl) == 0xffff; }
+
+// What the receiving port's checksum offload says of the outermost IPv4 header.
+enum class ip4_csum : uint8_t { unknown, good, bad };
+
+inline ip4_csum ip4_csum_of(const rte_mbuf *m) {
+  switch (m->ol_flags & RTE_MBUF_F_RX_IP_CKSUM_MASK) {
+    case RTE_MBUF_F_RX_IP_CKSUM_GOOD: return ip4_csum::good;
+    case RTE_MBUF_F_RX_IP_CKSUM_BAD: return ip4_csum::bad;
+    default: return ip4_csum::unknown;  // not checked by the port: verify in software
+  }
+}
+
+// l3: the key's L3 value (FLOW_L3_IPV4, or FLOW_L3_IPV4_IN_IPV6 for a tunnel's inner packet);
+// csum: what the port checked of this header (unknown for an inner header).
 inline verdict parse_ip4(const uint8_t *frame, uint32_t off, bounds b, flow_key *key,
-                         pkt_meta *meta) {
+                         pkt_meta *meta, uint8_t l3 = FLOW_L3_IPV4, ip4_csum csum = ip4_csum::unknown) {
   verdict v = b.need(off + IP4_HLEN);
   if (!v.is_ok()) return v;
   const auto *ip = reinterpret_cast<const rte_ipv4_hdr *>(frame + off);
@@ -118,13 +138,18 @@ inline verdict parse_ip4(const uint8_t *frame, uint32_t off, bounds b, flow_key 
   uint32_t tot = rte_be_to_cpu_16(ip->total_length);
   if (ihl < IP4_HLEN || tot < ihl) return verdict::drop(drop_reason::bad_header);
   if (off + tot > b.limit) return verdict::drop(drop_reason::truncated);
+  // The checksum covers the options too: they must be readable to check it.
+  v = b.need(off + ihl);
+  if (!v.is_ok()) return v;
+  if (csum == ip4_csum::bad || (csum == ip4_csum::unknown && !ip4_checksum_ok(frame + off, ihl)))
+    return verdict::drop(drop_reason::bad_checksum);
   b.limit = off + tot;
   meta->l3_off = static_cast<uint16_t>(off);
   meta->l3_len = static_cast<uint16_t>(tot);
   if (ihl != IP4_HLEN) return verdict::punt(punt_reason::ip_options);
   if (ip->fragment_offset & rte_cpu_to_be_16(RTE_IPV4_HDR_MF_FLAG | RTE_IPV4_HDR_OFFSET_MASK))
     return verdict::punt(punt_reason::fragment);
-  key->l3proto = FLOW_L3_IPV4;
+  key->l3proto = l3;
   key->ip4.src = ip->src_addr;
   key->ip4.dst = ip->dst_addr;
   v = parse_l4(frame, off + IP4_HLEN, ip->next_proto_id, b, key, meta);
@@ -152,9 +177,10 @@ inline bool ip6_is_extension(uint8_t nh) {
   }
 }
 
-// The destination options header a tunnel entry point adds (RFC 2473 section 4.1.1): only
-// the Tunnel Encapsulation Limit option and padding may appear; anything else is for the
-// kernel to interpret.
+// The destination options header a tunnel entry point adds (RFC 2473 section 4.1.1), with
+// the Tunnel Encapsulation Limit option. Options are processed as RFC 8200 section 4.2 says
+// (and ip6_parse_tlv() does): one whose type's two high bits are 00 is skipped, whatever it
+// is; any other asks for the packet to be discarded and is for the kernel to act on.
 inline verdict parse_tunnel_dstopts(const uint8_t *frame, uint32_t off, const bounds &b,
                                     uint32_t *len) {
   verdict v = b.need(off + 8);
@@ -171,10 +197,8 @@ inline verdict parse_tunnel_dstopts(const uint8_t *frame, uint32_t off, const bo
       continue;
     }
     if (i + 2 > hlen || i + 2 + opt[i + 1] > hlen) return verdict::drop(drop_reason::bad_header);
-    uint8_t olen = opt[i + 1];
-    if (type != IP6_OPT_PADN && !(type == IP6_OPT_TNL_ENCAP_LIMIT && olen == 1))
-      return verdict::punt(punt_reason::ipv6_ext);
-    i += 2u + olen;
+    if ((type & IP6_OPT_ACTION_MASK) != IP6_OPT_ACTION_SKIP) return verdict::punt(punt_reason::ipv6_ext);
+    i += 2u + opt[i + 1];
   }
   *len = hlen;
   return verdict::ok();
@@ -208,7 +232,7 @@ inline verdict parse_ip6(const uint8_t *frame, uint32_t off, bounds b, flow_key 
     memcpy(key->ip4.outer_src, ip6->src_addr, 16);
     memcpy(key->ip4.outer_dst, ip6->dst_addr, 16);
     meta->l3_len = 0;
-    return parse_ip4(frame, off + outer_len, b, key, meta);
+    return parse_ip4(frame, off + outer_len, b, key, meta, FLOW_L3_IPV4_IN_IPV6);
   }
   if (ip6_is_extension(nh))
     return verdict::punt(nh == 44 ? punt_reason::fragment : punt_reason::ipv6_ext);
@@ -223,9 +247,32 @@ inline verdict parse_ip6(const uint8_t *frame, uint32_t off, bounds b, flow_key 
 
 }  // namespace detail
 
-// Parse an Ethernet frame into its flow key. Reads the first segment only.
-// Sets: *key (all 48 bytes), *meta. Reads: packet data, data_len, pkt_len.
-inline verdict parse_packet(const rte_mbuf *m, uint16_t in_port, flow_key *key, pkt_meta *meta) {
+// A port's own Ethernet address as parse_fast() compares it: the six bytes loaded little
+// endian into the low 48 bits.
+inline uint64_t port_mac_word(const uint8_t mac[6]) {
+  uint64_t w = 0;
+  memcpy(&w, mac, 6);
+  return w;
+}
+
+// Whom the frame is for, as the kernel's eth_type_trans() classifies it: the port itself
+// (ok), everyone (broadcast or multicast: PACKET_BROADCAST/MULTICAST, which ip_forward()
+// and ip6_forward() never forward, so the kernel decides), or another host
+// (PACKET_OTHERHOST, which ip_rcv_core(), ipv6_rcv() and arp_rcv() drop).
+inline verdict eth_destination(const uint8_t *frame, uint64_t port_mac) {
+  uint64_t dst = 0;
+  memcpy(&dst, frame, 6);
+  if (dst == port_mac) return verdict::ok();
+  if (frame[0] & 1) return verdict::punt(punt_reason::multicast);
+  return verdict::drop(drop_reason::other_host);
+}
+
+// Parse an Ethernet frame into its flow key. Reads the first segment only. port_mac: the
+// receiving port's address (port_mac_word), or nullptr for frames from the kernel, which
+// are addressed to the next hop.
+// Sets: *key (all 48 bytes), *meta. Reads: packet data, data_len, pkt_len, ol_flags.
+inline verdict parse_packet(const rte_mbuf *m, uint16_t in_port, const uint64_t *port_mac, flow_key *key,
+                            pkt_meta *meta) {
   flow_key_zero(key);
   key->in_port = in_port;
   *meta = pkt_meta{};
@@ -233,9 +280,13 @@ inline verdict parse_packet(const rte_mbuf *m, uint16_t in_port, flow_key *key, 
   detail::bounds b{m->data_len, m->pkt_len};
   verdict v = b.need(ETH_HLEN);
   if (!v.is_ok()) return v;
+  if (port_mac != nullptr) {
+    v = eth_destination(frame, *port_mac);
+    if (!v.is_ok()) return v;
+  }
   uint16_t ether_type = detail::load_be16(frame + 12);
   if (ether_type == rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4))
-    return detail::parse_ip4(frame, ETH_HLEN, b, key, meta);
+    return detail::parse_ip4(frame, ETH_HLEN, b, key, meta, FLOW_L3_IPV4, detail::ip4_csum_of(m));
   if (ether_type == rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV6))
     return detail::parse_ip6(frame, ETH_HLEN, b, key, meta);
   return verdict::punt(punt_reason::non_ip);
@@ -265,11 +316,27 @@ inline uint64_t key_tail(uint32_t ports, uint16_t in_port, uint8_t l3, uint8_t l
   return uint64_t{ports} | (uint64_t{in_port} << 32) | (uint64_t{l3} << 48) | (uint64_t{l4} << 56);
 }
 
+// The 20-byte IPv4 header at ip sums to 0xffff: ip4_checksum_ok() in a few register adds.
+inline bool ip4_checksum_ok20(const uint8_t *ip) {
+  uint64_t a = load64(ip), b = load64(ip + 8), c = load32(ip + 16);
+  uint64_t sum = a + b;
+  sum += sum < b;  // end-around carry
+  sum += c;
+  sum += sum < c;
+  sum = (sum & 0xffffffffu) + (sum >> 32);
+  sum = (sum & 0xffff) + (sum >> 16);
+  sum = (sum & 0xffff) + (sum >> 16);
+  sum = (sum & 0xffff) + (sum >> 16);
+  return sum == 0xffff;
+}
+
 // IPv4 + TCP/UDP at ip, forwardable as it is. limit: bytes from ip to the end of what
-// encloses it; seg_left: bytes from ip to the end of the first segment.
-inline bool ip4_fast(const uint8_t *ip, uint32_t limit, uint32_t seg_left, uint16_t in_port, uint64_t *w5,
-                     uint16_t *l3_len, uint8_t *tcp_flags) {
+// encloses it; seg_left: bytes from ip to the end of the first segment; l3: the key's L3
+// value; verified: the port checked the header checksum and found it good.
+inline bool ip4_fast(const uint8_t *ip, uint32_t limit, uint32_t seg_left, uint16_t in_port, uint8_t l3,
+                     bool verified, uint64_t *w5, uint16_t *l3_len, uint8_t *tcp_flags) {
   if (seg_left < IP4_HLEN + sizeof(rte_udp_hdr) || ip[0] != 0x45) return false;
+  if (!verified && !ip4_checksum_ok20(ip)) return false;
   uint16_t frag;
   memcpy(&frag, ip + 6, 2);
   uint8_t proto = ip[9];
@@ -282,7 +349,7 @@ inline bool ip4_fast(const uint8_t *ip, uint32_t limit, uint32_t seg_left, uint1
     if ((ip[IP4_HLEN + 12] >> 4) < 5) return false;
     flags = ip[IP4_HLEN + 13] & TCP_FLAGS_STATE;
   }
-  *w5 = key_tail(load32(ip + IP4_HLEN), in_port, FLOW_L3_IPV4, proto);
+  *w5 = key_tail(load32(ip + IP4_HLEN), in_port, l3, proto);
   *l3_len = static_cast<uint16_t>(tot);
   *tcp_flags = flags;
   return true;
@@ -290,24 +357,34 @@ inline bool ip4_fast(const uint8_t *ip, uint32_t limit, uint32_t seg_left, uint1
 
 }  // namespace detail
 
-// The common case in few instructions: Ethernet + IPv4 without options, fragments or an
+// The common case in few instructions: Ethernet to the port's own address (port_mac, as
+// port_mac_word gives it) + IPv4 without options, fragments, a bad checksum or an
 // expiring TTL, IPv6 without extension headers, or IPv4 in IPv6 with no option or the one
 // Linux writes, carrying TCP or UDP, with the headers in the first segment. It builds the
-// key as six words and hashes them while they are in registers. Anything else, every
-// exception and every malformed packet included, returns false: parse_packet() then says
-// what it is. Sets: *key, *meta, *hash.
-inline bool parse_fast(const rte_mbuf *m, uint16_t in_port, flow_key *key, pkt_meta *meta, uint32_t *hash) {
+// key as six words and hashes them with the flowtable's seed while they are in registers.
+// Anything else, every exception and every malformed packet included, returns false:
+// parse_packet() then says what it is. Sets: *key, *meta, *hash.
+inline bool parse_fast(const rte_mbuf *m, uint16_t in_port, uint64_t port_mac, uint32_t seed, flow_key *key,
+                       pkt_meta *meta, uint32_t *hash) {
   using namespace detail;
   const uint8_t *p = rte_pktmbuf_mtod(m, const uint8_t *);
   const uint32_t seg = m->data_len;
   const uint32_t total = m->pkt_len;
   if (unlikely(seg < ETH_HLEN + IP4_HLEN + sizeof(rte_udp_hdr))) return false;
+  // The destination MAC is the low six bytes of the first word; the source's first two,
+  // the high ones, are shifted out.
+  if (unlikely(((load64(p) ^ port_mac) << 16) != 0)) return false;
   const uint16_t ether_type = load_be16(p + 12);
   uint64_t w[6];
   uint16_t l3_off = ETH_HLEN, outer_len = 0, l3_len;
   uint8_t tcp_flags;
   if (likely(ether_type == rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4))) {
-    if (!ip4_fast(p + ETH_HLEN, total - ETH_HLEN, seg - ETH_HLEN, in_port, &w[5], &l3_len, &tcp_flags)) return false;
+    // A header the port found bad goes to parse_packet(), which drops it.
+    const uint64_t csum = m->ol_flags & RTE_MBUF_F_RX_IP_CKSUM_MASK;
+    if (unlikely(csum == RTE_MBUF_F_RX_IP_CKSUM_BAD)) return false;
+    if (!ip4_fast(p + ETH_HLEN, total - ETH_HLEN, seg - ETH_HLEN, in_port, FLOW_L3_IPV4,
+                  csum == RTE_MBUF_F_RX_IP_CKSUM_GOOD, &w[5], &l3_len, &tcp_flags))
+      return false;
     w[0] = load64(p + ETH_HLEN + 12);
     w[1] = w[2] = w[3] = w[4] = 0;
   } else if (ether_type == rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV6)) {
@@ -341,7 +418,9 @@ inline bool parse_fast(const rte_mbuf *m, uint16_t in_port, flow_key *key, pkt_m
         return false;
       if (plen < static_cast<uint32_t>(outer_len - IP6_HLEN)) return false;
       l3_off = static_cast<uint16_t>(ETH_HLEN + outer_len);
-      if (!ip4_fast(p + l3_off, plen - (outer_len - IP6_HLEN), seg - l3_off, in_port, &w[5], &l3_len, &tcp_flags))
+      // The port's checksum flags are about the outer header, if anything: verify this one.
+      if (!ip4_fast(p + l3_off, plen - (outer_len - IP6_HLEN), seg - l3_off, in_port, FLOW_L3_IPV4_IN_IPV6, false,
+                    &w[5], &l3_len, &tcp_flags))
         return false;
       w[0] = load64(p + l3_off + 12);
       w[1] = load64(ip6 + 8);
@@ -354,7 +433,7 @@ inline bool parse_fast(const rte_mbuf *m, uint16_t in_port, flow_key *key, pkt_m
   }
   memcpy(key, w, sizeof(w));
   *meta = pkt_meta{l3_off, l3_len, outer_len, tcp_flags, 0};
-  *hash = flow_key_hash_words(w);
+  *hash = flow_key_hash_words(w, seed);
   return true;
 }
 
@@ -419,16 +498,33 @@ inline bool ecn_decapsulate(uint8_t outer_tclass, rte_ipv4_hdr *inner) {
 }
 
 // Cut link-layer padding (and anything else) after the IP packet: a 60-byte minimum frame
-// carrying a 40-byte TCP ACK must not grow a 6-byte tail inside a tunnel.
-inline void trim_to(rte_mbuf *m, uint32_t len) {
-  if (m->pkt_len <= len) return;
-  uint32_t excess = m->pkt_len - len;
-  if (m->nb_segs == 1) {
-    m->data_len = static_cast<uint16_t>(m->data_len - excess);
-    m->pkt_len = len;
-  } else {
-    rte_pktmbuf_trim(m, static_cast<uint16_t>(excess));  // fails only if excess spans segments
+// carrying a 40-byte TCP ACK must not grow a 6-byte tail inside a tunnel. A chain loses the
+// segments after the one that holds byte len, empty ones included (an empty last segment
+// wedges the tx queues of some PMDs). Returns those segments, detached, for the caller to
+// free (the fast path frees them with the burst's drops), or nullptr.
+inline rte_mbuf *trim_to(rte_mbuf *m, uint32_t len) {
+  if (likely(m->nb_segs == 1)) {
+    if (m->pkt_len > len) {
+      m->data_len = static_cast<uint16_t>(m->data_len - (m->pkt_len - len));
+      m->pkt_len = len;
+    }
+    return nullptr;
   }
+  if (len > m->pkt_len) len = m->pkt_len;
+  rte_mbuf *last = m;
+  uint32_t left = len;
+  uint16_t segs = 1;
+  while (left > last->data_len && last->next != nullptr) {
+    left -= last->data_len;
+    last = last->next;
+    segs++;
+  }
+  if (left < last->data_len) last->data_len = static_cast<uint16_t>(left);
+  rte_mbuf *tail = last->next;
+  last->next = nullptr;
+  m->nb_segs = segs;
+  m->pkt_len = len;
+  return tail;
 }
 
 }  // namespace fg

@@ -23,6 +23,13 @@ inline void drop(pipeline &pl, rte_mbuf *m, drop_reason r) {
   pl.drops[pl.n_drops++] = m;
 }
 
+// Cut what follows the IP packet (trim_to); segments cut off a chain are freed with the
+// burst's drops.
+inline void trim_packet(pipeline &pl, rte_mbuf *m, uint32_t len) {
+  rte_mbuf *cut = trim_to(m, len);
+  if (unlikely(cut != nullptr)) pl.drops[pl.n_drops++] = cut;
+}
+
 // A tunnel whose punted packets go decapsulated to its own slow-path port (the kernel's
 // TUN device for it), matched by outer source = remote and outer destination = local.
 uint16_t slowpath_tunnel(const snapshot *s, const rte_ipv6_hdr *outer) {
@@ -61,10 +68,10 @@ inline void observe_punt(pipeline &pl, rte_mbuf *m, uint16_t in_port, punt_reaso
   o.key = *key;
   o.kind = OBS_PUNT;
   o.reason = static_cast<uint8_t>(r);
-  if (key->l4proto == IPPROTO_TCP) o.tcp_flags = l3[(key->l3proto == FLOW_L3_IPV4 ? IP4_HLEN : IP6_HLEN) + 13];
+  if (key->l4proto == IPPROTO_TCP) o.tcp_flags = l3[(flow_l3_is_ipv4(key->l3proto) ? IP4_HLEN : IP6_HLEN) + 13];
   o.port = in_port;
   o.tunnel = tunnel;
-  o.fingerprint = packet_fingerprint(l3, meta.l3_len, *key);
+  o.fingerprint = packet_fingerprint(m, meta.l3_off, meta.l3_len, *key);
   o.l3_len = meta.l3_len;
   if (rte_ring_sp_enqueue_elem(pl.observations, &o, sizeof(o)) != 0) pl.stats->observations_lost++;
 }
@@ -84,14 +91,17 @@ void punt(pipeline &pl, rte_mbuf *m, uint16_t in_port, punt_reason r, const pkt_
     if (tid != TUNNEL_NONE) {
       auto *inner = rte_pktmbuf_mtod_offset(m, rte_ipv4_hdr *, meta.l3_off);
       if (!ecn_decapsulate(ip6_traffic_class(outer), inner)) return drop(pl, m, drop_reason::ecn);
+      uint16_t tun_port = s->tun[tid].slowpath_port;
+      if (m->nb_segs > 1 && !s->port[tun_port].multiseg) return drop(pl, m, drop_reason::chained);
       observe_punt(pl, m, in_port, r, meta, key, tid);
+      trim_packet(pl, m, meta.l3_off + meta.l3_len);
       rte_pktmbuf_adj(m, meta.l3_off);
-      trim_to(m, meta.l3_len);
-      return tx_enqueue(pl, s->tun[tid].slowpath_port, m);
+      return tx_enqueue(pl, tun_port, m);
     }
   }
   uint16_t sp = s->port[in_port].slowpath;
   if (sp == PORT_NONE || !s->port[sp].active) return drop(pl, m, drop_reason::no_slowpath);
+  if (m->nb_segs > 1 && !s->port[sp].multiseg) return drop(pl, m, drop_reason::chained);
   if (s->port[sp].l3) {
     // A TUN takes IP packets only.
     if (r == punt_reason::non_ip) return drop(pl, m, drop_reason::no_slowpath);
@@ -176,6 +186,19 @@ inline uint16_t forward(pipeline &pl, burst_state &b, rte_mbuf *m, uint16_t in_p
     if ((meta.tcp_flags & TCP_FLAGS_CLOSING) && !(state & FLOW_STATE_CLOSING)) flow_mark(pl, e, FLOW_STATE_CLOSING);
   }
 
+  // Whatever can stop the packet from leaving is checked before it is modified, so that a
+  // packet that goes to the slow path after all goes there as it came. Cutting the link
+  // layer's padding (and, off a chain, the segments that held only padding) does not count.
+  trim_packet(pl, m, meta.l3_off + meta.l3_len);
+  if (unlikely(m->nb_segs > 1) && !s->port[out].multiseg) {
+    punt(pl, m, in_port, punt_reason::chained, meta);
+    return PORT_NONE;
+  }
+  if (action == FLOW_ACT_ENCAP4IN6 && unlikely(rte_pktmbuf_headroom(m) < tunnel_growth(*t))) {
+    punt(pl, m, in_port, punt_reason::no_headroom, meta);
+    return PORT_NONE;
+  }
+
   uint8_t *frame = rte_pktmbuf_mtod(m, uint8_t *);
   // NAT before the TTL decrement and encapsulation, on the (inner) IP packet: the kernel's
   // nf_flow_nat_ip() before ip_decrease_ttl().
@@ -183,12 +206,10 @@ inline uint16_t forward(pipeline &pl, burst_state &b, rte_mbuf *m, uint16_t in_p
   switch (action) {
     case FLOW_ACT_FWD4:
       ip4_dec_ttl(reinterpret_cast<rte_ipv4_hdr *>(frame + ETH_HLEN));
-      trim_to(m, ETH_HLEN + meta.l3_len);
       write_eth_addrs(frame, *a);
       break;
     case FLOW_ACT_FWD6:
       ip6_dec_hop_limit(reinterpret_cast<rte_ipv6_hdr *>(frame + ETH_HLEN));
-      trim_to(m, ETH_HLEN + meta.l3_len);
       write_eth_addrs(frame, *a);
       break;
     case FLOW_ACT_DECAP4IN6: {
@@ -200,7 +221,6 @@ inline uint16_t forward(pipeline &pl, burst_state &b, rte_mbuf *m, uint16_t in_p
       }
       ip4_dec_ttl(inner);
       frame = reinterpret_cast<uint8_t *>(rte_pktmbuf_adj(m, meta.outer_len));
-      trim_to(m, ETH_HLEN + meta.l3_len);
       write_eth_addrs(frame, *a);
       const rte_be16_t ipv4 = rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4);
       memcpy(frame + 12, &ipv4, 2);
@@ -208,10 +228,7 @@ inline uint16_t forward(pipeline &pl, burst_state &b, rte_mbuf *m, uint16_t in_p
     }
     case FLOW_ACT_ENCAP4IN6:
       ip4_dec_ttl(reinterpret_cast<rte_ipv4_hdr *>(frame + ETH_HLEN));
-      if (!encap_ip4in6(m, *t, meta.l3_len, (t->flags & TUNNEL_F_FLOWLABEL_HASH) ? flowlabel_of(key) : 0)) {
-        drop(pl, m, drop_reason::no_headroom);
-        return PORT_NONE;
-      }
+      encap_ip4in6(m, *t, meta.l3_len, (t->flags & TUNNEL_F_FLOWLABEL_HASH) ? flowlabel_of(key) : 0);
       break;
     default:
       punt(pl, m, in_port, punt_reason::miss, meta);
@@ -257,17 +274,19 @@ void process_burst(pipeline &pl, uint16_t in_port, rte_mbuf **pkts, uint16_t n) 
   uint64_t parsed = 0;
 
   pl.stats->rx_packets += n;
+  const uint64_t port_mac = pl.snap->port[in_port].mac;
+  const uint32_t seed = pl.ft->seed();
   for (unsigned i = 0; i < n && i < PREFETCH_OFFSET; i++) rte_prefetch0(rte_pktmbuf_mtod(pkts[i], void *));
   for (unsigned i = 0; i < n; i++) {
     if (i + PREFETCH_OFFSET < n) rte_prefetch0(rte_pktmbuf_mtod(pkts[i + PREFETCH_OFFSET], void *));
-    if (likely(parse_fast(pkts[i], in_port, &keys[i], &meta[i], &hashes[i]))) {
+    if (likely(parse_fast(pkts[i], in_port, port_mac, seed, &keys[i], &meta[i], &hashes[i]))) {
       pl.ft->prefetch_bucket(hashes[i]);
       parsed |= uint64_t{1} << i;
       continue;
     }
-    verdicts[i] = parse_packet(pkts[i], in_port, &keys[i], &meta[i]);
+    verdicts[i] = parse_packet(pkts[i], in_port, &port_mac, &keys[i], &meta[i]);
     if (verdicts[i].is_ok()) {
-      hashes[i] = flow_key_hash(&keys[i]);
+      hashes[i] = pl.ft->hash(keys[i]);
       pl.ft->prefetch_bucket(hashes[i]);
       parsed |= uint64_t{1} << i;
     }

@@ -65,8 +65,10 @@ struct pipeline {
   uint16_t n_dirty = 0;        // ports with packets waiting in tx
   uint16_t dirty[MAX_PORTS];
   tx_buffer tx[MAX_PORTS];
+  // Mbufs to free after the burst: dropped packets, and the segments trim_to() cut off
+  // chains (at most one of each a packet).
   uint16_t n_drops = 0;
-  rte_mbuf *drops[BURST_SIZE];
+  rte_mbuf *drops[2 * BURST_SIZE];
 #ifdef FG_STAGE_CYCLES
   stage_cycles stages = {};
 #endif

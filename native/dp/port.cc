@@ -72,13 +72,20 @@ port_setup port_start(uint16_t id, const port_spec &spec, uint16_t n_workers, rt
     conf.rx_adv_conf.rss_conf.rss_hf =
         (RTE_ETH_RSS_IP | RTE_ETH_RSS_TCP | RTE_ETH_RSS_UDP) & info.flow_type_rss_offloads;
   }
-  // Frames larger than one mbuf need scattered rx and multi-segment tx.
+  // Frames larger than one mbuf need scattered rx.
   uint32_t frame = uint32_t{mtu} + RTE_ETHER_HDR_LEN + RTE_ETHER_CRC_LEN + 2 * RTE_VLAN_HLEN;
   uint32_t room = rte_pktmbuf_data_room_size(pool) - RTE_PKTMBUF_HEADROOM;
-  if (frame > room) {
-    if (info.rx_offload_capa & RTE_ETH_RX_OFFLOAD_SCATTER) conf.rxmode.offloads |= RTE_ETH_RX_OFFLOAD_SCATTER;
-    if (info.tx_offload_capa & RTE_ETH_TX_OFFLOAD_MULTI_SEGS) conf.txmode.offloads |= RTE_ETH_TX_OFFLOAD_MULTI_SEGS;
+  if (frame > room && (info.rx_offload_capa & RTE_ETH_RX_OFFLOAD_SCATTER)) conf.rxmode.offloads |= RTE_ETH_RX_OFFLOAD_SCATTER;
+  // Chained mbufs reach any port: another port scatters, or a reassembly chains. Where the
+  // device cannot send them, the fast path gives them to the slow path instead (punt
+  // reason chained).
+  if (info.tx_offload_capa & RTE_ETH_TX_OFFLOAD_MULTI_SEGS) {
+    conf.txmode.offloads |= RTE_ETH_TX_OFFLOAD_MULTI_SEGS;
+    setup.multiseg = true;
   }
+  // The device checks IPv4 header checksums where it can (the mbuf's RX_IP_CKSUM flags);
+  // the fast path checks the rest in software.
+  if (info.rx_offload_capa & RTE_ETH_RX_OFFLOAD_IPV4_CKSUM) conf.rxmode.offloads |= RTE_ETH_RX_OFFLOAD_IPV4_CKSUM;
   // The kernel-facing TAP/TUN queues are read by the slow-path thread, which sleeps on
   // their rx interrupts (the tap file descriptors) when the kernel sends nothing.
   if (!spec.poll && (setup.driver == "net_tap" || setup.driver == "net_tun")) conf.intr_conf.rxq = 1;

@@ -15,6 +15,7 @@ struct port_spec;
 struct port_setup {
   uint16_t rx_queues;
   uint16_t tx_queues;
+  bool multiseg = false;  // tx takes chained mbufs
   std::string driver;
 };
 

@@ -19,13 +19,18 @@ namespace fg {
   X(ipv6_ext,    "IPv6 extension header other than the tunnel's destination options")    \
   X(l4proto,     "L4 protocol other than TCP and UDP")                                   \
   X(non_ip,      "neither IPv4 nor IPv6")                                                \
-  X(segmented,   "headers span more than the first mbuf segment")
+  X(segmented,   "headers span more than the first mbuf segment")                      \
+  X(multicast,   "Ethernet broadcast or multicast destination")                          \
+  X(no_headroom, "no mbuf headroom for the tunnel's outer headers")                     \
+  X(chained,     "a multi-segment packet for an output port without multi-segment tx")
 
 #define FG_DROP_REASONS(X)                                                               \
   X(truncated,    "shorter than its headers say")                                        \
   X(bad_header,   "malformed header (version, header length or total length)")           \
+  X(bad_checksum, "IPv4 header checksum wrong (RFC 1812 5.2.2)")                         \
+  X(other_host,   "Ethernet destination is another host's address")                      \
   X(ecn,          "outer CE over a not-ECT inner packet (RFC 6040 decapsulation)")       \
-  X(no_headroom,  "no mbuf headroom for the outer headers")                              \
+  X(chained,      "a multi-segment punt for a slow-path port without multi-segment tx")  \
   X(no_slowpath,  "a punt with no slow-path port to take it")                            \
   X(punt_policed, "a punt over the input port's slow-path rate limit")                   \
   X(tx_full,      "output queue full")

@@ -102,19 +102,20 @@ void slowpath_thread::to_kernel_tx(const snapshot *s, uint16_t port, rte_mbuf *m
 void slowpath_thread::from_tap(const snapshot *s, uint16_t port, rte_mbuf *m, std::vector<observation> &batch) {
   flow_key key;
   pkt_meta meta;
-  if (parse_packet(m, port, &key, &meta).is_ok()) {
+  // Frames from the kernel are addressed to the next hop, not to the port: no MAC check.
+  if (parse_packet(m, port, nullptr, &key, &meta).is_ok()) {
     const uint8_t *frame = rte_pktmbuf_mtod(m, const uint8_t *);
     observation &o = batch.emplace_back();
     memset(&o, 0, sizeof(o));
     o.tsc = rte_rdtsc();
     o.key = key;
     o.kind = OBS_EGRESS_PORT;
-    o.tcp_flags = key.l4proto == IPPROTO_TCP ? frame[meta.l3_off + (key.l3proto == FLOW_L3_IPV4 ? IP4_HLEN : IP6_HLEN) + 13] : 0;
+    o.tcp_flags = key.l4proto == IPPROTO_TCP ? frame[meta.l3_off + (flow_l3_is_ipv4(key.l3proto) ? IP4_HLEN : IP6_HLEN) + 13] : 0;
     o.port = port;
     o.tunnel = TUNNEL_NONE;
     memcpy(o.dst_mac, frame, 6);
     memcpy(o.src_mac, frame + 6, 6);
-    o.fingerprint = packet_fingerprint(frame + meta.l3_off, meta.l3_len, key);
+    o.fingerprint = packet_fingerprint(m, meta.l3_off, meta.l3_len, key);
     o.l3_len = meta.l3_len;
   }
   to_kernel_tx(s, port, m);
@@ -145,16 +146,18 @@ void slowpath_thread::from_tun(const snapshot *s, uint16_t tunnel_id, rte_mbuf *
     o.tcp_flags = key.l4proto == IPPROTO_TCP ? l3[IP4_HLEN + 13] : 0;
     o.port = PORT_NONE;
     o.tunnel = tunnel_id;
-    o.fingerprint = packet_fingerprint(l3, meta.l3_len, key);
+    o.fingerprint = packet_fingerprint(m, 0, meta.l3_len, key);
     o.l3_len = meta.l3_len;
   }
-  // encap_ip4in6 expects the IPv4 packet behind an Ethernet header; the template's replaces it.
-  if (inner_len > m->pkt_len || rte_pktmbuf_prepend(m, ETH_HLEN) == nullptr ||
-      !encap_ip4in6(m, t, inner_len, (parsed && (t.flags & TUNNEL_F_FLOWLABEL_HASH)) ? flowlabel_of(key) : 0)) {
+  if (inner_len > m->pkt_len || rte_pktmbuf_headroom(m) < ETH_HLEN + tunnel_growth(t)) {
     stats_.no_headroom++;
     rte_pktmbuf_free(m);
     return;
   }
+  rte_pktmbuf_free(trim_to(m, inner_len));
+  // encap_ip4in6 expects the IPv4 packet behind an Ethernet header; the template's replaces it.
+  rte_pktmbuf_prepend(m, ETH_HLEN);
+  encap_ip4in6(m, t, inner_len, (parsed && (t.flags & TUNNEL_F_FLOWLABEL_HASH)) ? flowlabel_of(key) : 0);
   to_kernel_tx(s, t.port, m);
 }
 

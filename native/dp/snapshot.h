@@ -19,7 +19,11 @@ struct port_conf {
   uint16_t slowpath;  // port that takes this port's punted packets, or PORT_NONE
   uint8_t active;     // configured and started
   uint8_t l3;         // no Ethernet header on this port (a TUN device)
-  uint8_t pad[2];
+  uint8_t multiseg;   // tx takes chained mbufs (RTE_ETH_TX_OFFLOAD_MULTI_SEGS is on)
+  uint8_t pad;
+  // The port's own Ethernet address (port_mac_word): the fast path forwards only frames
+  // sent to it.
+  uint64_t mac;
   // Punt policer, per worker (the control thread divides the port's rate among them):
   // a punt costs punt_cost TSC cycles of credit, credit is capped at punt_burst. 0: none.
   uint64_t punt_cost;

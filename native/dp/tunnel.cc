@@ -50,7 +50,11 @@ uint32_t flowlabel_of(const flow_key &inner) {
   flow_key k = inner;
   memset(k.ip4.outer_src, 0, sizeof(k.ip4.outer_src) + sizeof(k.ip4.outer_dst));
   k.in_port = 0;
-  uint32_t h = flow_key_hash(&k);
+  k.l3proto = FLOW_L3_IPV4;
+  // A seed of its own, fixed: the fast path and the slow path (and a restarted flowgate)
+  // must give a flow the same label, whichever flowtable hashed its key.
+  constexpr uint32_t FLOWLABEL_SEED = 0x9e3779b9u;
+  uint32_t h = flow_key_hash(&k, FLOWLABEL_SEED);
   uint32_t label = (h ^ (h >> 12)) & 0xfffff;
   return label != 0 ? label : 1;
 }

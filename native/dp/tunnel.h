@@ -56,22 +56,33 @@ struct alignas(CACHE_LINE) tunnel {
 
 void tunnel_build(tunnel *t, const tunnel_params &p);
 
+// Whether an IPv6 address can be a tunnel's endpoint: not the unspecified address, the
+// loopback address or a multicast address, which ipv6_rcv() drops or no tunnel answers to.
+inline bool tunnel_endpoint_ok(const uint8_t a[16]) {
+  static constexpr uint8_t loopback[16] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
+  uint64_t w[2];
+  memcpy(w, a, 16);
+  return (w[0] | w[1]) != 0 && memcmp(a, loopback, 16) != 0 && a[0] != 0xff;
+}
+
 // Is this decapsulated packet's outer source/destination the tunnel's remote/local?
 inline bool tunnel_matches(const tunnel &t, const uint8_t *outer_src, const uint8_t *outer_dst) {
   return t.active && memcmp(outer_src, t.remote(), 16) == 0 && memcmp(outer_dst, t.local(), 16) == 0;
 }
 
-// Encapsulate the IPv4 packet that follows the Ethernet header of m (already forwarded:
-// TTL decremented). Sets: the outer headers; the Ethernet header is the template's.
-// Reads: inner TOS and TTL. Returns false when the mbuf lacks headroom.
-inline bool encap_ip4in6(rte_mbuf *m, const tunnel &t, uint16_t inner_len, uint32_t flow_label) {
+// Bytes the outer headers add in front of the packet's Ethernet header: the headroom
+// encap_ip4in6() needs.
+inline uint16_t tunnel_growth(const tunnel &t) { return static_cast<uint16_t>(t.tmpl_len - ETH_HLEN); }
+
+// Encapsulate the IPv4 packet of inner_len bytes that follows the Ethernet header of m, and
+// ends the frame (trim_to), already forwarded (TTL decremented), in a frame with at least
+// tunnel_growth(t) bytes of headroom: callers check both before they modify the packet.
+// Sets: the outer headers; the Ethernet header is the template's. Reads: inner TOS and TTL.
+inline void encap_ip4in6(rte_mbuf *m, const tunnel &t, uint16_t inner_len, uint32_t flow_label) {
   const auto *inner = rte_pktmbuf_mtod_offset(m, const rte_ipv4_hdr *, ETH_HLEN);
   uint8_t tos = inner->type_of_service;
   uint8_t ttl = inner->time_to_live;
-  trim_to(m, ETH_HLEN + inner_len);
-  uint16_t grow = static_cast<uint16_t>(t.tmpl_len - ETH_HLEN);
-  if (rte_pktmbuf_headroom(m) < grow) return false;
-  auto *h = reinterpret_cast<uint8_t *>(rte_pktmbuf_prepend(m, grow));
+  auto *h = reinterpret_cast<uint8_t *>(rte_pktmbuf_prepend(m, tunnel_growth(t)));
   // Constant-size copies so the compiler emits vector moves, not a memcpy call.
   if (t.tmpl_len == TUNNEL_HDR_MAX)
     memcpy(h, t.tmpl, TUNNEL_HDR_MAX);
@@ -84,7 +95,6 @@ inline bool encap_ip4in6(rte_mbuf *m, const tunnel &t, uint16_t inner_len, uint3
   ip6->vtc_flow = rte_cpu_to_be_32((6u << 28) | (uint32_t{tclass} << 20) | (label & 0xfffff));
   ip6->payload_len = rte_cpu_to_be_16(static_cast<uint16_t>(inner_len + t.tmpl_len - ETH_HLEN - IP6_HLEN));
   ip6->hop_limits = (t.flags & TUNNEL_F_INHERIT_HOPLIMIT) ? ttl : t.hop_limit;
-  return true;
 }
 
 // A per-flow IPv6 flow label (RFC 6437): a hash of the inner 5-tuple, never zero.

@@ -74,7 +74,7 @@ describe('dataplane lifecycle', function () {
       const r = child(`
         const dp = new Dataplane();
         dp.start({ workers: { cpus: [1] }, flowCapacity: 1024, paused: true, ports: [
-          { name: 'in', device: ${JSON.stringify(device)} }, { name: 'out', device: 'net_null0,no-rx=1' }] });
+          { name: 'in', mac: '02:00:00:00:00:01', device: ${JSON.stringify(device)} }, { name: 'out', device: 'net_null0,no-rx=1' }] });
         for (let i = 0; i < 64; i++) dp.addFlow({ original: { in: 'in', proto: 'udp', src: '10.0.0.' + i, dst: '10.1.0.1', sport: 1000, dport: 2000, out: { port: 'out', mac: '02:00:00:00:00:03' } } });
         dp.resume();
         await new Promise((r) => setTimeout(r, 500));

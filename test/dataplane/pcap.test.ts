@@ -137,13 +137,16 @@ describe('pcap in, pcap out through the addon', function () {
       ['ip_options', tcp('A', `IP(src='192.168.0.10', dst='10.0.0.1', options=[IPOption_RR()])`)],
       ['fragment', tcp('A', `IP(src='192.168.0.10', dst='10.0.0.1', flags='MF')`)],
       ['l4proto', lanIp(`IP(src='192.168.0.10', dst='10.0.0.1')`, `ICMP()`)],
-      ['non_ip', `Ether(dst='ff:ff:ff:ff:ff:ff', src='${HOST}')/ARP(psrc='192.168.0.10', pdst='192.168.0.2')`],
+      ['non_ip', `Ether(dst='${GW_LAN}', src='${HOST}')/ARP(op=2, psrc='192.168.0.10', pdst='192.168.0.2')`],
+      ['multicast', `Ether(dst='ff:ff:ff:ff:ff:ff', src='${HOST}')/ARP(psrc='192.168.0.10', pdst='192.168.0.2')`],
       ['ipv6_ext', lanIp(`IPv6(src='2001:db8:1::10', dst='2001:db8:3::1')/IPv6ExtHdrHopByHop()`, `UDP()`)],
       ['too_big', tcp('A') + `/Raw(b'b'*1460)`],
     ];
     const MALFORMED: [string, string][] = [
       ['truncated', lanIp(`IP(src='192.168.0.10', dst='10.0.0.1', len=900)`, `UDP(sport=1, dport=2)`)],
       ['bad_header', lanIp(`IP(src='192.168.0.10', dst='10.0.0.1', version=5)`, `UDP(sport=1, dport=2)`)],
+      ['bad_checksum', tcp('A', `IP(src='192.168.0.10', dst='10.0.0.1', chksum=0x1234)`)],
+      ['other_host', `Ether(dst='02:00:00:00:00:99', src='${HOST}')/IP(src='192.168.0.10', dst='10.0.0.1')/TCP(sport=40000, dport=80, flags='A')`],
     ];
 
     before(async () => {
@@ -154,8 +157,8 @@ describe('pcap in, pcap out through the addon', function () {
           workers: WORKERS,
           ...SMALL,
           ports: [
-            { name: 'lan', device: ex.device('lan', input), slowpath: 'lan-tap' },
-            { name: 'wan', device: ex.device('wan') },
+            { name: 'lan', mac: GW_LAN, device: ex.device('lan', input), slowpath: 'lan-tap' },
+            { name: 'wan', mac: GW_WAN, device: ex.device('wan') },
             { name: 'lan-tap', device: ex.device('lan-tap'), poll: false },
           ],
         },
@@ -271,6 +274,18 @@ describe('pcap in, pcap out through the addon', function () {
     });
   }
 
+  for (const endpoints of [{ local: '::' }, { remote: '::' }, { remote: 'ff02::1' }, { local: '::1' }]) {
+    it(`refuses a tunnel with the endpoint ${JSON.stringify(endpoints)}: nothing may be decapsulated from it`, async () => {
+      const job = runJob({
+        start: { workers: WORKERS, ...SMALL, ports: [{ name: 'lan', device: bench.device('lan') }, { name: 'wan', device: bench.device('wan') }] },
+        tunnels: [tunnel(4, endpoints)],
+        flows: [],
+        expectRx: 0,
+      });
+      await assert.rejects(job, /tunnel endpoints must be unicast addresses/);
+    });
+  }
+
   it('decapsulates tunnel traffic it has no flow for into the tunnel\'s TUN port as raw IPv4', async () => {
     const inner = `IP(src='10.0.0.1', dst='192.168.0.10')/ICMP(type=8, id=7, seq=1)/Raw(b'ping')`;
     const input = await scapyBuild([fromPeer(inner, 4), fromPeer(inner, null)]);
@@ -280,7 +295,7 @@ describe('pcap in, pcap out through the addon', function () {
         workers: WORKERS,
         ...SMALL,
         ports: [
-          { name: 'wan', device: bench.device('wan', input) },
+          { name: 'wan', mac: GW_WAN, device: bench.device('wan', input) },
           { name: 'tun0', device: bench.device('tun0'), poll: false, l3: true },
         ],
       },

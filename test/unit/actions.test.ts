@@ -17,16 +17,16 @@ const WAN = 1;
 const LAN_SLOW = 2;
 const WAN_SLOW = 3;
 const TUN = 4;
+const HOST_MAC = '02:00:00:00:00:10';
+const GW_LAN_MAC = '00:00:22:33:11:55';
+const GW_WAN_MAC = '00:11:22:33:11:55';
 const PORTS = [
-  { id: LAN, mtu: 1500, slowpath: LAN_SLOW },
-  { id: WAN, mtu: 1500, slowpath: WAN_SLOW },
+  { id: LAN, mac: parseMac(GW_LAN_MAC), mtu: 1500, slowpath: LAN_SLOW },
+  { id: WAN, mac: parseMac(GW_WAN_MAC), mtu: 1500, slowpath: WAN_SLOW },
   { id: LAN_SLOW, mtu: 1500 },
   { id: WAN_SLOW, mtu: 1500 },
   { id: TUN, mtu: 1452, l3: true },
 ];
-const HOST_MAC = '02:00:00:00:00:10';
-const GW_LAN_MAC = '00:00:22:33:11:55';
-const GW_WAN_MAC = '00:11:22:33:11:55';
 const PEER_MAC = '02:00:00:00:00:22';
 const LOCAL = '2001:db8:2::1';
 const REMOTE = '2001:db8:2::2';
@@ -246,10 +246,12 @@ describe('fast path actions', () => {
       assert.equal(label({ flowLabelHash: true }), hashed, 'stable for the same flow');
     });
 
-    it('drops, counted, when the mbuf has no headroom for the outer headers', () => {
-      const r = one({ ports: PORTS, tunnels: [tunnel()], flows: [{ orig: encapFlow() }] }, LAN, lanTcp(), 16);
-      assert.equal(r.port, null);
-      assert.equal(r.reason, 'no_headroom');
+    it('gives the packet unmodified to the slow path when the mbuf has no headroom for the outer headers', () => {
+      const nat = { src: parseIPv4('203.0.113.1'), sport: 61000 };
+      const r = one({ ports: PORTS, tunnels: [tunnel()], flows: [{ orig: { ...encapFlow(), nat } }] }, LAN, lanTcp(), 16);
+      assert.deepEqual([r.reason, r.port], ['no_headroom', LAN_SLOW]);
+      assert.ok((r.frame as Buffer).equals(lanTcp()), 'not NATed, TTL not decremented');
+      assert.equal(one({ ports: PORTS, tunnels: [tunnel()], flows: [{ orig: encapFlow() }] }, LAN, lanTcp(), 48).reason, 'forward');
     });
   });
 
@@ -335,7 +337,7 @@ describe('fast path actions', () => {
     });
 
     it('strips the Ethernet header of packets punted to an L3 slow-path port', () => {
-      const ports = [{ id: LAN, mtu: 1500, slowpath: TUN }, { id: TUN, mtu: 1500, l3: true }];
+      const ports = [{ id: LAN, mac: parseMac(GW_LAN_MAC), mtu: 1500, slowpath: TUN }, { id: TUN, mtu: 1500, l3: true }];
       const input = ethernetFrame(GW_LAN_MAC, HOST_MAC, ip4Packet({ src: '192.168.0.11', dst: '10.0.0.1' }, { udp: { sport: 1, dport: 2 } }));
       const r = one({ ports }, LAN, input);
       assert.equal(r.port, TUN);
@@ -343,7 +345,7 @@ describe('fast path actions', () => {
     });
 
     it('drops a punt, counted, when the port has no slow path', () => {
-      const r = one({ ports: [{ id: 0, mtu: 1500 }] }, 0, lanTcp());
+      const r = one({ ports: [{ id: 0, mac: parseMac(GW_LAN_MAC), mtu: 1500 }] }, 0, lanTcp());
       assert.deepEqual([r.port, r.reason], [null, 'no_slowpath']);
     });
 
@@ -417,6 +419,22 @@ describe('fast path actions', () => {
       assert.deepEqual([r.inserted, r.full, r.wrong, r.foundBulk], [1 << 20, 0, 0, 1 << 20]);
     });
 
+    it('seeds its hash at random, so that tuples crafted against a known seed cannot crowd out a victim', () => {
+      // The seed flowgate had fixed until now: sixteen tuples crafted against it fill the
+      // victim's bucket pair, and the victim has no place (the attack works)...
+      const FORMER_SEED = 0x9e3779b9;
+      const fixed = testing.flowtableCollide({ capacity: 64, craftSeed: FORMER_SEED, hashSeed: FORMER_SEED });
+      assert.deepEqual([fixed.placed, fixed.victimPlaced], [16, false]);
+      // ...but not against a table seeded at random, as every flowtable now is.
+      const seeds = new Set<number>();
+      for (let i = 0; i < 3; i++) {
+        const random = testing.flowtableCollide({ capacity: 64, craftSeed: FORMER_SEED });
+        assert.deepEqual([random.placed, random.victimPlaced], [17, true]);
+        seeds.add(random.seed);
+      }
+      assert.equal(seeds.size, 3, 'each table has its own seed');
+    });
+
     it('never shows a reader an entry reused before its grace period, nor misses a key that stays, while a writer churns', () => {
       // Buckets loaded to 93 % so that inserts move keys to their secondary bucket.
       const r = testing.flowtableConcurrency({ capacity: 2048, buckets: 128, stable: 700, churn: 250, rounds: 1500, readers: 1 });
@@ -424,6 +442,94 @@ describe('fast path actions', () => {
       assert.ok(r.maxSpilled > 0, 'keys were placed in secondary buckets');
       assert.equal(r.stableMisses, 0);
       assert.equal(r.reused, 0);
+    });
+  });
+  describe('never forwards what the kernel would not', () => {
+    const wanFwd4 = (): NativeFlowSpec => ({ ...fwd4Flow(), inPort: WAN, outPort: LAN, dstMac: parseMac(HOST_MAC), srcMac: parseMac(GW_LAN_MAC) });
+    const offloaded = () => ({ ports: PORTS, tunnels: [tunnel()], flows: [{ orig: encapFlow() }, { orig: fwd4Flow() }, { orig: wanFwd4() }] });
+    const plainUdp = () => ip4Packet({ src: '192.168.0.10', dst: '198.51.100.7' }, { udp: { sport: 5000, dport: 53 } }, Buffer.from('payload'));
+
+    for (const encapLimit of [null, 4]) {
+      for (const [where, port, mac] of [['LAN', LAN, GW_LAN_MAC], ['underlay', WAN, GW_WAN_MAC]] as const) {
+        it(`does not take IPv6 from :: to :: (${encapLimit === null ? 'next header 4' : 'with the encapsulation limit option'}) wrapping offloaded tuples for those flows, on the ${where}`, () => {
+          const inners = [ip4Packet({ src: '192.168.0.10', dst: '10.0.0.1', ttl: 64, id: 7, df: true }, { tcp: { sport: 40000, dport: 80, flags: TCP_ACK } }), plainUdp()];
+          for (const inner of inners) {
+            const frame = ethernetFrame(mac, PEER_MAC, ip4in6Packet({ src: '::', dst: '::', encapLimit }, inner));
+            const r = one(offloaded(), port, frame);
+            assert.notEqual(r.reason, 'forward');
+            assert.deepEqual([r.reason, r.port], ['miss', port === LAN ? LAN_SLOW : WAN_SLOW]);
+            assert.ok((r.frame as Buffer).equals(frame), 'unmodified');
+          }
+        });
+      }
+    }
+
+    it('drops a frame of an offloaded flow sent to another host\'s MAC (PACKET_OTHERHOST)', () => {
+      const frame = ethernetFrame('02:00:00:00:00:99', HOST_MAC, plainUdp());
+      const r = one(offloaded(), LAN, frame);
+      assert.deepEqual([r.reason, r.port], ['other_host', null]);
+      assert.equal(r.stats.fastPackets, 0);
+    });
+
+    for (const [what, mac] of [['broadcast', 'ff:ff:ff:ff:ff:ff'], ['multicast', '01:00:5e:00:00:01']] as const) {
+      it(`punts a ${what} frame of an offloaded flow to the kernel, unmodified`, () => {
+        const frame = ethernetFrame(mac, HOST_MAC, plainUdp());
+        const r = one(offloaded(), LAN, frame);
+        assert.deepEqual([r.reason, r.port], ['multicast', LAN_SLOW]);
+        assert.ok((r.frame as Buffer).equals(frame));
+      });
+    }
+
+    it('drops IPv4 with a wrong header checksum (RFC 1812 5.2.2), plain or inside the tunnel', () => {
+      const bad = ethernetFrame(GW_LAN_MAC, HOST_MAC, plainUdp());
+      bad.writeUInt16BE(bad.readUInt16BE(24) ^ 0x0100, 24);
+      const r = one(offloaded(), LAN, bad);
+      assert.deepEqual([r.reason, r.port], ['bad_checksum', null]);
+      const inner = innerReply();
+      inner.writeUInt16BE(inner.readUInt16BE(10) ^ 0x0001, 10);
+      const d = one({ ports: PORTS, tunnels: [tunnel()], flows: [{ orig: decapFlow() }] }, WAN, wanTunnelled(inner));
+      assert.deepEqual([d.reason, d.port], ['bad_checksum', null]);
+      assert.equal(r.stats.fastPackets + d.stats.fastPackets, 0);
+    });
+  });
+
+  describe('chained mbufs', () => {
+    const input = () => ethernetFrame(GW_LAN_MAC, HOST_MAC, ip4Packet({ src: '192.168.0.10', dst: '198.51.100.7', ttl: 64 }, { udp: { sport: 5000, dport: 53 } }, Buffer.alloc(100)));
+    const send = (ports: typeof PORTS, frame: Buffer, segments: number[]) =>
+      run({ ports, flows: [{ orig: fwd4Flow() }] }, [{ port: LAN, frame, segments } as { port: number; frame: Buffer }]);
+
+    it('cuts trailing bytes across segments: a 3142-byte frame carrying 128 bytes of IP leaves as 142', () => {
+      const frame = Buffer.concat([input(), Buffer.alloc(3142 - 142, 0xee)]);
+      const r = send(PORTS, frame, [100, 1500, 1500, 42]);
+      const out = r.results[0];
+      assert.equal(out?.reason, 'forward');
+      assert.equal((out?.frame as Buffer).length, 142);
+      assert.deepEqual(out?.segments, [100, 42]);
+    });
+
+    it('never sends a chain with an empty segment', () => {
+      const frame = input();
+      const r = send(PORTS, frame, [frame.length, 0]);
+      assert.equal(r.results[0]?.reason, 'forward');
+      assert.deepEqual(r.results[0]?.segments, [frame.length]);
+    });
+
+    it('forwards a chain to a port with multi-segment tx, and gives it unmodified to the slow path for one without', () => {
+      const frame = input();
+      const ok = send(PORTS, frame, [60, frame.length - 60]);
+      assert.deepEqual([ok.results[0]?.reason, ok.results[0]?.segments], ['forward', [60, frame.length - 60]]);
+      const noChains = PORTS.map((p) => (p.id === WAN ? { ...p, multiseg: false } : p));
+      const r = send(noChains, frame, [60, frame.length - 60]);
+      assert.deepEqual([r.results[0]?.reason, r.results[0]?.port], ['chained', LAN_SLOW]);
+      assert.ok((r.results[0]?.frame as Buffer).equals(frame));
+    });
+
+    it('drops, counted, a chained punt for a slow-path port without multi-segment tx', () => {
+      const frame = input();
+      const ports = PORTS.map((p) => (p.id === LAN_SLOW ? { ...p, multiseg: false } : p));
+      const r = run({ ports }, [{ port: LAN, frame, segments: [60, frame.length - 60] } as { port: number; frame: Buffer }]);
+      assert.deepEqual([r.results[0]?.reason, r.results[0]?.port], ['chained', null]);
+      assert.equal(r.stats.drops.chained, 1);
     });
   });
 });

@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { decodeFlowRecords, decodeReapedRecords, FLOW_DIRECTION, FLOW_RECORD, FLOW_RECORD_SIZE, NAT_FLAG } from '../../lib/flow-records';
 import { native } from '../../lib/native';
 import { formatIPv4, formatIPv6, formatMac, parseIPv4, parseIPv6, parseMac } from '../../lib/net/addr';
-import { KEY } from '../../lib/slowpath/observations';
+import { KEY, KEY_L3_IPV4_IN_IPV6 } from '../../lib/slowpath/observations';
 
 const testing = native().testing;
 
@@ -27,7 +27,7 @@ function record(options: { reapReason?: number; withReply?: boolean } = {}): Buf
   b.writeUInt16BE(53, k + KEY.sport);
   b.writeUInt16BE(5000, k + KEY.dport);
   b.writeUInt16LE(1, k + KEY.inPort);
-  b.writeUInt8(4, k + KEY.l3);
+  b.writeUInt8(KEY_L3_IPV4_IN_IPV6, k + KEY.l3);
   b.writeUInt8(17, k + KEY.l4);
   b.writeUInt32LE(3, o + FLOW_DIRECTION.packets);
   b.writeUInt32LE(2, o + FLOW_DIRECTION.packets + 4);

@@ -4,8 +4,10 @@
 import assert from 'node:assert/strict';
 
 import { native } from '../../lib/native';
+import { parseMac } from '../../lib/net/addr';
 import {
   ethernetFrame,
+  internetChecksum,
   ip4in6Packet,
   ip4Packet,
   ip6Packet,
@@ -39,6 +41,14 @@ function ip6WithExtension(nh: number, ext: Buffer): Buffer {
 
 function parse(frame: Buffer, segments?: number[]) {
   return testing.parse(frame, IN_PORT, segments === undefined ? {} : { segments });
+}
+
+/** The frame with the IPv4 header at `off` given a correct checksum again (after a test changed a field). */
+function rechecksum(frame: Buffer, off = 14): Buffer {
+  const ihl = ((frame[off] ?? 0) & 0x0f) * 4;
+  frame.writeUInt16BE(0, off + 10);
+  frame.writeUInt16BE(internetChecksum(frame.subarray(off, off + ihl)), off + 10);
+  return frame;
 }
 
 describe('fast path parser', () => {
@@ -77,6 +87,17 @@ describe('fast path parser', () => {
       assert.deepEqual(r.meta, { l3Off: 14 + 48, l3Len: 36, outerLen: 48, tcpFlags: 0 });
     });
 
+    it('of a tunnelled packet with an L3 value of its own, so that it never equals a plain IPv4 key, even from :: to ::', () => {
+      const keyL3 = testing.keyLayout().size - 2;
+      const plain = parse(ethernetFrame(MAC_A, MAC_B, inner()));
+      const wrapped = parse(ethernetFrame(MAC_A, MAC_B, ip4in6Packet({ src: '::', dst: '::', encapLimit: null }, inner())));
+      const optioned = parse(ethernetFrame(MAC_A, MAC_B, ip4in6Packet({ src: '::', dst: '::', encapLimit: 4 }, inner())));
+      assert.deepEqual([plain.verdict, wrapped.verdict, optioned.verdict], ['ok', 'ok', 'ok']);
+      assert.deepEqual([plain.keyBytes[keyL3], wrapped.keyBytes[keyL3], optioned.keyBytes[keyL3]], [4, 46, 46]);
+      assert.ok(!wrapped.keyBytes.equals(plain.keyBytes));
+      assert.ok(wrapped.keyBytes.equals(optioned.keyBytes));
+    });
+
     it('of IPv4 in IPv6 without the option', () => {
       const r = parse(tunnelled(null));
       assert.equal(r.verdict, 'ok');
@@ -95,6 +116,12 @@ describe('fast path parser', () => {
       assert.equal(parse(tcp4(TCP_FIN | TCP_ACK)).meta.tcpFlags, TCP_FIN);
       assert.equal(parse(tcp4(TCP_RST)).meta.tcpFlags, TCP_RST);
       assert.equal(parse(tcp4(TCP_ACK)).meta.tcpFlags, 0);
+    });
+
+    it('skips an unknown tunnel destination option whose type says skip (RFC 8200 4.2: high bits 00)', () => {
+      const l3 = ip6Packet({ src: '2001:db8:2::2', dst: '2001:db8:2::1' }, { proto: 60, data: Buffer.concat([Buffer.from([4, 0, 0x1e, 4, 0, 0, 0, 0]), inner()]) });
+      const r = parse(ethernetFrame(MAC_A, MAC_B, l3));
+      assert.deepEqual([r.verdict, r.meta.outerLen, r.key.outerSrc?.toString('hex')], ['ok', 48, '20010db8000200000000000000000002']);
     });
 
     it('accepts destination options made only of the encapsulation limit, PadN and Pad1', () => {
@@ -125,11 +152,12 @@ describe('fast path parser', () => {
       ['IPv6 with a routing header', ip6WithExtension(43, Buffer.from([17, 0, 0, 0, 0, 0, 0, 0])), 'ipv6_ext'],
       ['IPv6 with a fragment header', ip6WithExtension(44, Buffer.from([17, 0, 0, 1, 0, 0, 0, 1])), 'fragment'],
       ['IPv6 destination options followed by UDP', ip6WithExtension(60, Buffer.from([17, 0, 1, 4, 0, 0, 0, 0])), 'ipv6_ext'],
-      [
-        'tunnel destination options with an unknown option',
-        ethernetFrame(MAC_A, MAC_B, ip6Packet({ src: '::1', dst: '::2' }, { proto: 60, data: Buffer.concat([Buffer.from([4, 0, 0x1e, 4, 0, 0, 0, 0]), inner()]) })),
+      // RFC 8200 4.2: an unknown option whose type's high bits are not 00 asks for a discard.
+      ...[0x5e, 0x9e, 0xde].map((type): [string, Buffer, string] => [
+        `tunnel destination options with an unknown option of type 0x${type.toString(16)}`,
+        ethernetFrame(MAC_A, MAC_B, ip6Packet({ src: '::1', dst: '::2' }, { proto: 60, data: Buffer.concat([Buffer.from([4, 0, type, 4, 0, 0, 0, 0]), inner()]) })),
         'ipv6_ext',
-      ],
+      ]),
       [
         'a tunnelled packet whose inner packet has TTL 1',
         ethernetFrame(MAC_A, MAC_B, ip4in6Packet({ src: '::1', dst: '::2' }, ip4Packet({ src: '1.1.1.1', dst: '2.2.2.2', ttl: 1 }, { udp: { sport: 1, dport: 2 } }))),
@@ -153,6 +181,15 @@ describe('fast path parser', () => {
     });
   });
 
+  describe('classifies the Ethernet destination as the kernel does (eth_type_trans)', () => {
+    const PORT_MAC = parseMac(MAC_A);
+    const to = (dst: string) => testing.parse(ethernetFrame(dst, MAC_B, ip4Packet({ src: '192.168.0.10', dst: '10.0.0.1' }, { udp: { sport: 1234, dport: 53 } })), IN_PORT, { mac: PORT_MAC });
+    it('parses a frame to the port\'s own address', () => assert.equal(to(MAC_A).verdict, 'ok'));
+    it('drops a frame to another host\'s address (PACKET_OTHERHOST)', () => assert.deepEqual([to('02:00:00:00:00:0c').verdict, to('02:00:00:00:00:0c').reason], ['drop', 'other_host']));
+    for (const [what, mac] of [['broadcast', 'ff:ff:ff:ff:ff:ff'], ['IPv4 multicast', '01:00:5e:00:00:fb'], ['IPv6 multicast', '33:33:00:00:00:01']] as const)
+      it(`punts a ${what} frame to the kernel`, () => assert.deepEqual([to(mac).verdict, to(mac).reason], ['punt', 'multicast']));
+  });
+
   describe('drops malformed packets', () => {
     const mutate = (frame: Buffer, f: (b: Buffer) => void) => {
       const b = Buffer.from(frame);
@@ -164,7 +201,13 @@ describe('fast path parser', () => {
       ['IPv4 with a header length under 20', mutate(udp4(), (b) => b.writeUInt8(0x44, 14)), 'bad_header'],
       ['IPv4 with a total length under its header length', mutate(udp4(), (b) => b.writeUInt16BE(19, 16)), 'bad_header'],
       ['IPv4 with a total length beyond the frame', mutate(udp4(), (b) => b.writeUInt16BE(200, 16)), 'truncated'],
-      ['IPv4 whose total length cuts the UDP header', mutate(udp4(), (b) => b.writeUInt16BE(24, 16)), 'truncated'],
+      ['IPv4 whose total length cuts the UDP header', mutate(udp4(), (b) => {
+        b.writeUInt16BE(24, 16);
+        rechecksum(b);
+      }), 'truncated'],
+      ['IPv4 with a wrong header checksum', mutate(udp4(), (b) => b.writeUInt16BE(b.readUInt16BE(24) ^ 1, 24)), 'bad_checksum'],
+      ['IPv4 with options and a wrong header checksum', mutate(ethernetFrame(MAC_A, MAC_B, ip4Packet({ src: '1.1.1.1', dst: '2.2.2.2', options: Buffer.from([1, 1, 1, 0]) }, { udp: { sport: 1, dport: 2 } })), (b) => b.writeUInt8(7, 14 + 21)), 'bad_checksum'],
+      ['IPv4 in IPv6 whose inner header checksum is wrong', mutate(tunnelled(4), (b) => b.writeUInt8(1, 14 + 48 + 8)), 'bad_checksum'],
       ['IPv6 labelled as IPv4 version', mutate(udp6(), (b) => b.writeUInt8(0x40, 14)), 'bad_header'],
       ['IPv6 with a payload length beyond the frame', mutate(udp6(), (b) => b.writeUInt16BE(500, 18)), 'truncated'],
       ['TCP with a data offset under 5', mutate(tcp4(), (b) => b.writeUInt8(0x40, 14 + 20 + 12)), 'bad_header'],

@@ -4,14 +4,14 @@ import assert from 'node:assert/strict';
 
 import { native, NativeFlowSpec } from '../../lib/native';
 import { parseIPv4, parseIPv6, parseMac } from '../../lib/net/addr';
-import { ethernetFrame, ip4in6Packet, ip4Packet, TCP_ACK, TCP_SYN } from '../../lib/packets';
+import { ethernetFrame, ip4in6Packet, ip4Packet, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN } from '../../lib/packets';
 import { decodeObservations, KEY, OBS, OBSERVATION_SIZE } from '../../lib/slowpath/observations';
 
 const testing = native().testing;
 const reasons = native().reasons().punt.map((r) => r.name);
 const PORTS = [
-  { id: 0, mtu: 1500, slowpath: 2 },
-  { id: 1, mtu: 1500, slowpath: 3 },
+  { id: 0, mac: parseMac('02:00:00:00:00:01'), mtu: 1500, slowpath: 2 },
+  { id: 1, mac: parseMac('02:00:00:00:00:11'), mtu: 1500, slowpath: 3 },
   { id: 2, mtu: 1500 },
   { id: 3, mtu: 1500 },
   { id: 4, mtu: 1452, l3: true },
@@ -59,7 +59,7 @@ describe('fast path for the slow path', () => {
     it('give a packet and its NATed copy the same fingerprint, and another packet a different one', () => {
       const r = testing.process({ ports: PORTS, observe: true }, [
         { port: 0, frame: lan('192.168.0.10', 40000) },
-        { port: 1, frame: lan('198.51.100.1', 61000) }, // the same packet after SNAT
+        { port: 0, frame: lan('198.51.100.1', 61000) }, // the same packet after SNAT
         { port: 0, frame: lan('192.168.0.10', 40000, TCP_ACK, 'other') },
       ]);
       const [a, natted, other] = decodeObservations(r.observations as Buffer, reasons);
@@ -67,12 +67,25 @@ describe('fast path for the slow path', () => {
       assert.notEqual(other?.fingerprint, a?.fingerprint);
     });
 
+    it('give a packet whose payload is in a later mbuf segment the fingerprint it has in one, reading no byte past a segment', () => {
+      const frame = lan('192.168.0.10', 40000, TCP_ACK, 'payload in the second and third segments');
+      const headers = 14 + 20 + 20;
+      const r = testing.process({ ports: PORTS, observe: true }, [
+        { port: 0, frame },
+        { port: 0, frame, segments: [headers, 10, frame.length - headers - 10] },
+        { port: 0, frame, segments: [headers + 3, frame.length - headers - 3] },
+      ]);
+      const [whole, split, partly] = decodeObservations(r.observations as Buffer, reasons);
+      assert.ok(whole);
+      assert.deepEqual([split?.fingerprint, partly?.fingerprint], [whole.fingerprint, whole.fingerprint]);
+    });
+
     it('are not made for packets without a flow key (ARP, ICMP)', () => {
       const arp = Buffer.concat([Buffer.from('ffffffffffff020000000001' + '0806', 'hex'), Buffer.alloc(28)]);
       const icmp = ethernetFrame('02:00:00:00:00:01', '02:00:00:00:00:02', ip4Packet({ src: '1.1.1.1', dst: '2.2.2.2' }, { proto: 1, data: Buffer.alloc(8) }));
       const r = testing.process({ ports: PORTS, observe: true }, [{ port: 0, frame: arp }, { port: 0, frame: icmp }]);
       assert.equal(r.observations?.length, 0);
-      assert.equal(r.stats.punts.non_ip! + r.stats.punts.l4proto!, 2);
+      assert.equal(r.stats.punts.multicast! + r.stats.punts.l4proto!, 2);
     });
   });
 
@@ -87,6 +100,20 @@ describe('fast path for the slow path', () => {
       assert.equal(r.stats.punts.miss, 3);
       assert.equal(r.stats.drops.punt_policed, 7);
       assert.equal(r.stats.fastPackets, 5);
+    });
+
+    it('never polices an offloaded TCP flow\'s FIN and RST: they are forwarded, not punted, while misses flood', () => {
+      const ports = [{ ...PORTS[0]!, puntCost: 1000, puntBurst: 1000 }, ...PORTS.slice(1)];
+      const tcpFlow: NativeFlowSpec = { ...udpFlow(), l4: 6, sport: 40000, dport: 80 };
+      const flood = Array.from({ length: 8 }, (_, i) => ({ port: 0, frame: lan('192.168.0.10', 41000 + i) }));
+      const r = testing.process({ ports, flows: [{ orig: tcpFlow }] }, [
+        ...flood,
+        { port: 0, frame: lan('192.168.0.10', 40000, TCP_FIN | TCP_ACK) },
+        { port: 0, frame: lan('192.168.0.10', 40000, TCP_RST) },
+      ], { burst: 1 });
+      assert.equal(r.stats.drops.punt_policed, 7);
+      assert.deepEqual(r.results.slice(8).map((x) => [x.reason, x.port]), [['forward', 1], ['forward', 1]]);
+      assert.equal(r.flows[0]?.orig.closing, true);
     });
   });
 });
