@@ -79,6 +79,10 @@ port_setup port_start(uint16_t id, const port_spec &spec, uint16_t n_workers, rt
     if (info.rx_offload_capa & RTE_ETH_RX_OFFLOAD_SCATTER) conf.rxmode.offloads |= RTE_ETH_RX_OFFLOAD_SCATTER;
     if (info.tx_offload_capa & RTE_ETH_TX_OFFLOAD_MULTI_SEGS) conf.txmode.offloads |= RTE_ETH_TX_OFFLOAD_MULTI_SEGS;
   }
+  // The kernel-facing TAPs and TUNs take reassembled tunnel packets, which are chains of
+  // the fragments' mbufs. Only there: on a NIC, multi-segment tx may select a slower path.
+  if (!spec.poll && (info.tx_offload_capa & RTE_ETH_TX_OFFLOAD_MULTI_SEGS))
+    conf.txmode.offloads |= RTE_ETH_TX_OFFLOAD_MULTI_SEGS;
   // The kernel-facing TAP/TUN queues are read by the slow-path thread, which sleeps on
   // their rx interrupts (the tap file descriptors) when the kernel sends nothing.
   if (!spec.poll && (setup.driver == "net_tap" || setup.driver == "net_tun")) conf.intr_conf.rxq = 1;

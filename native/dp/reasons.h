@@ -19,7 +19,9 @@ namespace fg {
   X(ipv6_ext,    "IPv6 extension header other than the tunnel's destination options")    \
   X(l4proto,     "L4 protocol other than TCP and UDP")                                   \
   X(non_ip,      "neither IPv4 nor IPv6")                                                \
-  X(segmented,   "headers span more than the first mbuf segment")
+  X(segmented,   "headers span more than the first mbuf segment")                        \
+  X(tunnel_fragment, "outer IPv6 fragment of a tunnel packet, reassembled for its TUN")  \
+  X(tunnel_too_big, "ICMPv6 packet too big about a tunnel packet, to its TUN as ICMPv4")
 
 #define FG_DROP_REASONS(X)                                                               \
   X(truncated,    "shorter than its headers say")                                        \
@@ -28,7 +30,8 @@ namespace fg {
   X(no_headroom,  "no mbuf headroom for the outer headers")                              \
   X(no_slowpath,  "a punt with no slow-path port to take it")                            \
   X(punt_policed, "a punt over the input port's slow-path rate limit")                   \
-  X(tx_full,      "output queue full")
+  X(tx_full,      "output queue full")                                                   \
+  X(reassembly,   "tunnel fragment given up by reassembly: timed out, table full, bad")
 // clang-format on
 
 enum class punt_reason : uint8_t {

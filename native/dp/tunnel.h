@@ -45,7 +45,13 @@ struct alignas(CACHE_LINE) tunnel {
   uint8_t tclass;
   uint8_t hop_limit;
   uint32_t flowlabel;
-  uint16_t mtu;
+  uint16_t mtu;  // as configured
+  // The underlay path MTU towards remote learnt from ICMPv6 packet too big (as Linux's
+  // ip6_update_pmtu() on the route to the remote), or 0 while none was learnt.
+  uint16_t path_mtu;
+  // The largest inner packet the tunnel sends: min(mtu, underlay port MTU - outer headers,
+  // path_mtu - outer headers), set by derive_tunnel_mtus() when the snapshot is built.
+  uint16_t effective_mtu;
   uint16_t port;
   uint16_t slowpath_port;
   uint8_t active;
@@ -55,6 +61,20 @@ struct alignas(CACHE_LINE) tunnel {
 };
 
 void tunnel_build(tunnel *t, const tunnel_params &p);
+
+// Outer headers added by encapsulation, without the Ethernet header: 40, or 48 with the
+// encapsulation limit option.
+inline uint16_t tunnel_overhead(const tunnel &t) { return static_cast<uint16_t>(t.tmpl_len - ETH_HLEN); }
+
+// The smallest MTU an IPv6 link may have (RFC 8200 section 5), and so the lowest path MTU
+// that a packet too big can set (Linux clamps likewise, __ip6_rt_update_pmtu()).
+constexpr uint16_t IP6_MIN_MTU = 1280;
+// The smallest IPv4 MTU (RFC 791): the floor of a tunnel's effective MTU, as ip6_tnl_xmit()'s
+// max(mtu, IPV4_MIN_MTU) for IPv4 inner packets.
+constexpr uint16_t IP4_MIN_MTU = 68;
+
+// A tunnel's effective MTU given its underlay port's MTU (0: unknown).
+uint16_t tunnel_effective_mtu(const tunnel &t, uint16_t underlay_mtu);
 
 // Is this decapsulated packet's outer source/destination the tunnel's remote/local?
 inline bool tunnel_matches(const tunnel &t, const uint8_t *outer_src, const uint8_t *outer_dst) {
