@@ -73,6 +73,16 @@ export interface StartOptions {
   onWarning?: (message: string) => void;
 }
 
+export interface TunnelMtu {
+  name: string;
+  /** As configured. */
+  mtu: number;
+  /** The underlay path MTU towards the remote learnt from ICMPv6 packet too big; null: none. */
+  pathMtu: number | null;
+  /** min(mtu, underlay port MTU - outer headers, pathMtu - outer headers): the largest inner packet sent. */
+  effectiveMtu: number;
+}
+
 export interface PortInfo {
   id: number;
   name: string;
@@ -534,6 +544,27 @@ export class Dataplane {
     const t = this.tunnel(name, 'removeTunnel');
     call(() => this.addon.removeTunnel(t.id));
     this.tunnels.delete(name);
+  }
+
+  /** A tunnel's MTUs: configured, the underlay path's learnt from packet too big, and the effective one. */
+  tunnelMtu(name: string): TunnelMtu {
+    this.requireRunning();
+    const t = this.tunnel(name, 'tunnelMtu');
+    const m = call(() => this.addon.tunnelMtu(t.id));
+    return { name, mtu: m.mtu, pathMtu: m.pathMtu, effectiveMtu: m.effectiveMtu };
+  }
+
+  /**
+   * Lowers the path MTU of the tunnels about whose packets the workers received ICMPv6
+   * packet too big since the last call (the fast path then sends larger packets to the
+   * kernel), and returns the tunnels whose MTUs changed.
+   */
+  applyPathMtuReports(): TunnelMtu[] {
+    this.requireRunning();
+    return call(() => this.addon.applyPathMtuReports()).flatMap((m) => {
+      const name = this.tunnelName(m.id);
+      return name === undefined ? [] : [{ name, mtu: m.mtu, pathMtu: m.pathMtu, effectiveMtu: m.effectiveMtu }];
+    });
   }
 
   // ---- flows ---------------------------------------------------------------------------

@@ -198,7 +198,8 @@ export interface NativeTesting {
       observe?: boolean;
       /** mac: the port's own address (frames to others are not forwarded); multiseg: tx takes chains (default true). */
       ports: { id: number; mac?: Buffer; mtu?: number; slowpath?: number | null; l3?: boolean; multiseg?: boolean; puntCost?: number; puntBurst?: number }[];
-      tunnels?: (NativeTunnelParams & { id: number })[];
+      /** pathMtu: the tunnel's learnt underlay path MTU (default none). */
+      tunnels?: (NativeTunnelParams & { id: number; pathMtu?: number })[];
       flows?: { orig: NativeFlowSpec; reply?: NativeFlowSpec; teardown?: boolean; closing?: boolean }[];
     },
     packets: { port: number; frame: Buffer; headroom?: number; segments?: number[] }[],
@@ -213,6 +214,8 @@ export interface NativeTesting {
     }[];
     /** Packed observation records, when setup.observe. */
     observations?: Buffer;
+    /** Path MTUs the packets reported (ICMPv6 packet too big about a tunnel), per tunnel. */
+    pathMtuReports: { tunnel: number; mtu: number }[];
   };
   flowtableExercise(options: { capacity: number; count: number; seed?: number; sequential?: boolean }): {
     inserted: number;
@@ -262,6 +265,14 @@ export interface NativeConntrackClass {
   layout(): Record<'record' | 'recordTuple' | 'tuple' | 'update', Record<string, number>>;
 }
 
+/** A tunnel's MTUs: configured, underlay path (learnt from packet too big; null: none) and effective. */
+export interface NativeTunnelMtu {
+  id: number;
+  mtu: number;
+  pathMtu: number | null;
+  effectiveMtu: number;
+}
+
 export interface NativeAddon {
   init(options: NativeInitOptions): void;
   shutdown(): void;
@@ -282,6 +293,9 @@ export interface NativeAddon {
   addTunnel(params: NativeTunnelParams): number;
   updateTunnel(id: number, params: NativeTunnelParams): void;
   removeTunnel(id: number): void;
+  tunnelMtu(id: number): NativeTunnelMtu;
+  /** Lowers the path MTU of tunnels that received ICMPv6 packet too big; returns those changed. */
+  applyPathMtuReports(): NativeTunnelMtu[];
   addFlowPair(orig: NativeFlowSpec, reply: NativeFlowSpec | null): number;
   removeFlow(handle: number): boolean;
   /** One flow record (lib/flow-records.ts), or null when no flow has this handle. */

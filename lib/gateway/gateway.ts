@@ -174,6 +174,19 @@ export class Gateway implements GatewayView {
   private removeTunnel(name: string): void {
     if (this.adjacencies.delete(name)) this.dp.removeTunnel(name);
     this.dp.removePort(tunOf(name));
+    void this.kernel.overrideMtu(name, null);
+  }
+
+  /**
+   * The tunnel's TUN takes the tunnel's effective MTU (the configured one, lowered by the
+   * underlay port's MTU and the path MTU learnt from ICMPv6 packet too big), as Linux's
+   * ip6tnl device MTU follows its underlay: the kernel then answers the packets the fast
+   * path finds too big for the tunnel with ICMP fragmentation needed of that MTU.
+   */
+  private async followTunnelMtu(name: string): Promise<void> {
+    if (!this.adjacencies.has(name)) return;
+    const m = this.dp.tunnelMtu(name);
+    await this.kernel.overrideMtu(name, m.effectiveMtu);
   }
 
   /**
@@ -210,6 +223,7 @@ export class Gateway implements GatewayView {
     else this.dp.addTunnel(options);
     this.adjacencies.set(t.name, { dev: route.dev, nextHop, mac });
     this.log.info('tunnel adjacency', { tunnel: t.name, next_hop: nextHop, mac });
+    await this.followTunnelMtu(t.name);
     return true;
   }
 
@@ -257,6 +271,7 @@ export class Gateway implements GatewayView {
           this.dp.setMtu(port.name, event.mtu);
           const n = this.learner.invalidate((f) => f.directions.some((d) => 'port' in d.out && d.out.port === port.name));
           this.log.info('port MTU changed', { port: port.name, mtu: event.mtu, flows_invalidated: n });
+          this.followUnderlayMtu(port.name);
         }
         break;
       }
@@ -272,6 +287,13 @@ export class Gateway implements GatewayView {
       default:
         break;
     }
+  }
+
+  /** The tunnels over `port` follow its MTU (their effective MTU, and their TUNs'). */
+  private followUnderlayMtu(port: string): void {
+    for (const t of this.model.tunnels)
+      if (t.underlay === port)
+        void this.followTunnelMtu(t.name).catch((err: unknown) => this.log.error('tunnel MTU update failed', { tunnel: t.name, error: String(err) }));
   }
 
   private onConntrackDestroyed(conns: CtConnection[]): void {
@@ -295,6 +317,10 @@ export class Gateway implements GatewayView {
       const started = performance.now();
       this.learner.tick();
       this.tickMs.last = performance.now() - started;
+      for (const m of this.dp.applyPathMtuReports()) {
+        this.log.info('tunnel path MTU lowered by ICMPv6 packet too big', { tunnel: m.name, path_mtu: m.pathMtu, mtu: m.effectiveMtu });
+        await this.followTunnelMtu(m.name);
+      }
       this.tickMs.max = Math.max(this.tickMs.max, this.tickMs.last);
       for (const t of this.model.tunnels) if (!this.adjacencies.has(t.name)) await this.resolveTunnel(t);
     } catch (err) {
@@ -339,6 +365,7 @@ export class Gateway implements GatewayView {
         this.dp.setMtu(name, n.mtu);
         this.dp.setMtu(tapOf(name), n.mtu);
         changes.push(`port ${name} MTU ${p.mtu} -> ${n.mtu}`);
+        this.followUnderlayMtu(name);
       }
       if (JSON.stringify(n.punt) !== JSON.stringify(p.punt)) {
         this.dp.setPuntPolicer(name, n.punt);

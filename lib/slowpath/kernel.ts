@@ -201,6 +201,7 @@ interface KernelLink {
 /** What a neighbour entry in these states holds is a usable link-layer address. */
 const RESOLVED = new Set(['REACHABLE', 'STALE', 'DELAY', 'PROBE', 'PERMANENT', 'NOARP']);
 const NEIGHBOR_POLL_MIN_MS = 5;
+const IPV6_MIN_MTU = 1280;
 const NEIGHBOR_POLL_MAX_MS = 100;
 // What `ip route get` answers when the kernel would not forward: no route, or an
 // unreachable, prohibit or blackhole route.
@@ -222,6 +223,8 @@ export class KernelMirror {
   private readonly routes = new Map<string, RouteSpec>();
   private readonly sysctls = new Map<string, string>();
   private nftables: { ruleset: string; tables: string[] } | null = null;
+  /** MTUs that replace the config's, by interface (a tunnel's TUN follows its effective MTU). */
+  private readonly mtuOverrides = new Map<string, number>();
 
   /** `netns`: run every command in this network namespace instead of the caller's. */
   constructor(options: { netns?: string } = {}) {
@@ -265,6 +268,27 @@ export class KernelMirror {
         const reasons = failures.map((err) => (err instanceof Error ? err.message : String(err)));
         throw new MirrorError(`teardown left ${failures.length} change(s) in place:\n${reasons.join('\n')}`, { cause: failures[0] });
       }
+    });
+  }
+
+  /**
+   * Holds `dev`'s MTU at `mtu` rather than the config's, now and through later apply()s,
+   * until called with null (which leaves the MTU for the next apply()). A tunnel's TUN
+   * follows the tunnel's effective MTU this way, so that the kernel answers the packets too
+   * big for the tunnel's underlay with ICMP fragmentation needed of the right MTU. The
+   * original MTU is recorded as for any change, and teardown restores it.
+   */
+  overrideMtu(dev: string, mtu: number | null): Promise<void> {
+    return this.serialized(async () => {
+      if (mtu === null) {
+        this.mtuOverrides.delete(dev);
+        return;
+      }
+      this.mtuOverrides.set(dev, mtu);
+      const now = (await this.readLinks()).get(dev);
+      if (now === undefined || now.mtu === mtu) return;
+      this.links.set(dev, { mtu: now.mtu, ...this.links.get(dev) });
+      await this.run.ip(['link', 'set', 'dev', dev, 'mtu', String(mtu)]);
     });
   }
 
@@ -339,9 +363,27 @@ export class KernelMirror {
         throw new MirrorError(`interface ${link.dev} does not exist: the ${what} ${link.dev} is created by DPDK before the kernel mirror configures it`);
       }
     }
+    for (const [dev, mtu] of this.mtuOverrides) {
+      const link = want.links.get(dev);
+      if (link !== undefined) want.links.set(dev, { ...link, mtu });
+    }
+    // Below 1280 the kernel disables IPv6 on an interface and removes its IPv6 settings
+    // (addrconf_notify): a tunnel's TUN gets there when its underlay path is at 1280. Its
+    // IPv6 settings are written only once its MTU allows them, after the links.
+    const later = new Map<string, string>();
+    for (const link of want.links.values()) {
+      const now = links.get(link.dev)?.mtu ?? IPV6_MIN_MTU;
+      if (link.mtu >= IPV6_MIN_MTU && now >= IPV6_MIN_MTU) continue;
+      for (const [key, value] of [...want.sysctls]) {
+        if (!key.startsWith(`net/ipv6/conf/${link.dev}/`)) continue;
+        want.sysctls.delete(key);
+        if (link.mtu >= IPV6_MIN_MTU) later.set(key, value);
+      }
+    }
     // Before the links come up: link-local addresses and DAD start then.
     await this.reconcileSysctls(want.sysctls);
     await this.reconcileLinks(want.links, links);
+    await this.writeSysctls(later);
     // Routes go first: an address removed before its routes could take them with it.
     for (const [key, spec] of this.routes) if (want.routes.get(key) === undefined) await this.removeRoute(spec);
     await this.reconcileAddresses(want.addresses);
@@ -353,7 +395,12 @@ export class KernelMirror {
     for (const key of [...this.sysctls.keys()]) {
       if (!want.has(key) && ![...SIDE_EFFECTS.values()].some((keys) => keys.includes(key))) await this.restoreSysctl(key);
     }
+    await this.writeSysctls(want);
+  }
+
+  private async writeSysctls(want: Map<string, string>): Promise<void> {
     const keys = [...want.keys()];
+    if (keys.length === 0) return;
     const values = (await this.run.exec(['sysctl', '-n', ...keys])).split('\n');
     for (const [index, key] of keys.entries()) await this.writeSysctl(key, want.get(key) as string, values[index] ?? '');
   }

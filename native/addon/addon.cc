@@ -212,6 +212,29 @@ Napi::Value RemoveTunnel(const Napi::CallbackInfo &info) {
   });
 }
 
+Napi::Object tunnel_mtu_to_js(Napi::Env env, const tunnel_mtu_info &t) {
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("id", t.id);
+  o.Set("mtu", t.mtu);
+  o.Set("pathMtu", t.path_mtu == 0 ? env.Null() : Napi::Number::New(env, t.path_mtu));
+  o.Set("effectiveMtu", t.effective_mtu);
+  return o;
+}
+
+Napi::Value TunnelMtu(const Napi::CallbackInfo &info) {
+  return guard(info.Env(), [&] { return tunnel_mtu_to_js(info.Env(), dp_of(info).tunnel_mtu(tunnel_id(info))); });
+}
+
+Napi::Value ApplyPathMtuReports(const Napi::CallbackInfo &info) {
+  return guard(info.Env(), [&] {
+    Napi::Env env = info.Env();
+    std::vector<tunnel_mtu_info> changed = dp_of(info).apply_path_mtu_reports();
+    Napi::Array a = Napi::Array::New(env, changed.size());
+    for (size_t i = 0; i < changed.size(); i++) a.Set(static_cast<uint32_t>(i), tunnel_mtu_to_js(env, changed[i]));
+    return a;
+  });
+}
+
 uint64_t handle_arg(const Napi::CallbackInfo &info) {
   Napi::Value v = arg(info, 0);
   double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : -1;
@@ -315,6 +338,8 @@ Napi::Object ModuleInit(Napi::Env env, Napi::Object exports) {
   exports.Set("addTunnel", Napi::Function::New(env, AddTunnel, "addTunnel"));
   exports.Set("updateTunnel", Napi::Function::New(env, UpdateTunnel, "updateTunnel"));
   exports.Set("removeTunnel", Napi::Function::New(env, RemoveTunnel, "removeTunnel"));
+  exports.Set("tunnelMtu", Napi::Function::New(env, TunnelMtu, "tunnelMtu"));
+  exports.Set("applyPathMtuReports", Napi::Function::New(env, ApplyPathMtuReports, "applyPathMtuReports"));
   exports.Set("addFlowPair", Napi::Function::New(env, AddFlowPair, "addFlowPair"));
   exports.Set("removeFlow", Napi::Function::New(env, RemoveFlow, "removeFlow"));
   exports.Set("getFlow", Napi::Function::New(env, GetFlow, "getFlow"));

@@ -5,6 +5,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <array>
 #include <atomic>
 #include <cstring>
 #include <memory>
@@ -191,6 +192,7 @@ struct harness {
   std::unique_ptr<rte_ring, heap_deleter> observations;
   uint32_t n_adj = 0;
   uint32_t pl_now = 0;
+  std::array<uint16_t, MAX_TUNNELS> path_mtu_reports{};
   std::vector<std::pair<uint32_t, uint32_t>> flows;  // orig, reply (FLOW_NONE)
 
   explicit harness(const Napi::Object &setup) {
@@ -234,8 +236,10 @@ struct harness {
         Napi::Object t = as_object(a.Get(i), "setup.tunnels[]");
         uint32_t id = get_uint(t, "id", "setup.tunnels[]", 0, MAX_TUNNELS - 1);
         tunnel_build(&snap->tun[id], tunnel_params_from(t));
+        snap->tun[id].path_mtu = static_cast<uint16_t>(get_uint_or(t, "pathMtu", "setup.tunnels[]", 0, 65535, 0));
       }
     }
+    derive_tunnel_mtus(*snap);  // as dataplane::derive() does for every published snapshot
     Napi::Value fl = setup.Get("flows");
     if (fl.IsArray()) {
       Napi::Array a = fl.As<Napi::Array>();
@@ -262,6 +266,7 @@ struct harness {
     pl->counters = ft.worker_counters(0);
     pl->adj = adj.get();
     pl->stats = stats.get();
+    pl->path_mtu_reports = path_mtu_reports.data();
     pl->now_s = pl_now;
     pl->now_tsc = get_uint_or(setup, "nowTsc", "setup", 0, UINT32_MAX, 1000000000);
     if (get_bool_or(setup, "observe", "setup", false)) {
@@ -395,6 +400,15 @@ Napi::Value Process(const Napi::CallbackInfo &info) {
     out.Set("results", results);
     out.Set("stats", so);
     out.Set("flows", flows);
+    Napi::Array reports = Napi::Array::New(env);
+    for (uint16_t id = 0; id < MAX_TUNNELS; id++) {
+      if (h.path_mtu_reports[id] == 0) continue;
+      Napi::Object r = Napi::Object::New(env);
+      r.Set("tunnel", id);
+      r.Set("mtu", h.path_mtu_reports[id]);
+      reports.Set(reports.Length(), r);
+    }
+    out.Set("pathMtuReports", reports);
     if (h.observations != nullptr) {
       std::vector<observation> recs(rte_ring_count(h.observations.get()));
       unsigned n = rte_ring_sc_dequeue_burst_elem(h.observations.get(), recs.data(), sizeof(observation),

@@ -103,6 +103,10 @@ void dataplane::init(const init_options &opts) {
       w->pl.observations = rte_ring_create_elem(ring_name.c_str(), sizeof(observation), OBSERVATION_RING_SIZE, socket,
                                                 RING_F_SP_ENQ | RING_F_SC_DEQ);
       if (w->pl.observations == nullptr) throw dp_error(ERR_NO_MEMORY, "cannot create an observation ring");
+      w->pl.frag_tbl = rte_ip_frag_table_create(FRAG_BUCKETS, FRAG_BUCKET_ENTRIES, FRAG_MAX_PACKETS,
+                                                shared_.tsc_hz * FRAG_TIMEOUT_MS / 1000, socket);
+      if (w->pl.frag_tbl == nullptr) throw dp_error(ERR_NO_MEMORY, "cannot create a fragment reassembly table");
+      w->pl.path_mtu_reports = path_mtu_reports_.data();
       index++;
     }
 
@@ -136,6 +140,8 @@ void dataplane::shutdown() {
   }
   for (worker *w : workers_) {
     rte_ring_free(w->pl.observations);
+    // Frees the fragments it holds: before the mbuf pool goes.
+    if (w->pl.frag_tbl != nullptr) rte_ip_frag_table_destroy(w->pl.frag_tbl);
     rte_free(w);
   }
   workers_.clear();
@@ -208,6 +214,7 @@ void dataplane::derive(snapshot &s) const {
       plan.rxq[plan.n_rxq++] = rxq_ref{p, q};
     }
   }
+  derive_tunnel_mtus(s);
 }
 
 // ---- ports -----------------------------------------------------------------------------
@@ -481,9 +488,14 @@ void dataplane::update_tunnel(uint16_t id, const tunnel_params &p) {
              memcmp(e.key.ip4.outer_src, old.remote(), 16) == 0;
     });
   }
+  // The path towards the same remote keeps the MTU it was found to have (a new next hop
+  // MAC is the same path, as Linux's route PMTU outlives a neighbour change).
+  const uint16_t path_mtu = endpoints_changed || old.port != p.port ? 0 : old.path_mtu;
   auto next = next_snapshot();
   tunnel_build(&next->tun[id], p);
+  next->tun[id].path_mtu = path_mtu;
   publish(std::move(next));
+  if (path_mtu == 0) __atomic_store_n(&path_mtu_reports_[id], uint16_t{0}, __ATOMIC_RELAXED);
 }
 
 void dataplane::remove_tunnel(uint16_t id) {
@@ -499,6 +511,34 @@ void dataplane::remove_tunnel(uint16_t id) {
   memset(&next->tun[id], 0, sizeof(tunnel));
   next->tun[id].slowpath_port = PORT_NONE;
   publish(std::move(next));
+  // No worker sees the tunnel now: a report left is about it, not the next one with its id.
+  __atomic_store_n(&path_mtu_reports_[id], uint16_t{0}, __ATOMIC_RELAXED);
+}
+
+std::vector<tunnel_mtu_info> dataplane::apply_path_mtu_reports() {
+  require_init();
+  std::vector<tunnel_mtu_info> changed;
+  std::unique_ptr<snapshot> next;
+  for (uint16_t id = 0; id < MAX_TUNNELS; id++) {
+    uint16_t reported = __atomic_exchange_n(&path_mtu_reports_[id], uint16_t{0}, __ATOMIC_RELAXED);
+    const tunnel &t = snap_->tun[id];
+    // As ip6_update_pmtu(): a packet too big only ever lowers the path MTU.
+    if (reported == 0 || !t.active || (t.path_mtu != 0 && reported >= t.path_mtu)) continue;
+    if (!next) next = next_snapshot();
+    next->tun[id].path_mtu = reported;
+    changed.push_back({id, 0, 0, 0});
+  }
+  if (!next) return changed;
+  publish(std::move(next));
+  for (tunnel_mtu_info &c : changed) c = tunnel_mtu(c.id);
+  return changed;
+}
+
+tunnel_mtu_info dataplane::tunnel_mtu(uint16_t id) const {
+  require_init();
+  if (id >= MAX_TUNNELS || !snap_->tun[id].active) throw dp_error(ERR_NOT_FOUND, "no tunnel with id " + std::to_string(id));
+  const tunnel &t = snap_->tun[id];
+  return {id, t.mtu, t.path_mtu, t.effective_mtu};
 }
 
 // ---- adjacencies -----------------------------------------------------------------------

@@ -89,6 +89,15 @@ struct flow_info {
   bool closing;   // TCP FIN or RST seen (either direction): the learner closes the connection
 };
 
+// A tunnel's MTUs: as configured, the underlay path's as learnt from ICMPv6 packet too
+// big (0: none), and the effective one the fast path and the TUN device use.
+struct tunnel_mtu_info {
+  uint16_t id;
+  uint16_t mtu;
+  uint16_t path_mtu;
+  uint16_t effective_mtu;
+};
+
 enum class reap_reason : uint8_t { teardown, idle };
 
 struct reaped_flow {
@@ -152,6 +161,10 @@ class dataplane {
   uint16_t add_tunnel(const tunnel_params &p);
   void update_tunnel(uint16_t id, const tunnel_params &p);
   void remove_tunnel(uint16_t id);
+  // Lower the path MTU of the tunnels for which the workers received ICMPv6 packet too big
+  // since the last call, and return those whose path MTU changed.
+  std::vector<tunnel_mtu_info> apply_path_mtu_reports();
+  tunnel_mtu_info tunnel_mtu(uint16_t id) const;
 
   // Both directions of a connection, installed together; reply may be null (one-way UDP).
   uint64_t add_flow_pair(const flow_spec &orig, const flow_spec *reply);
@@ -228,9 +241,19 @@ class dataplane {
   snapshot *snap_ = nullptr;
   slowpath_thread slowpath_;
   observation_sink sink_;
+  // Written by the workers (pipeline::path_mtu_reports), taken by apply_path_mtu_reports().
+  std::array<uint16_t, MAX_TUNNELS> path_mtu_reports_{};
 };
 
 constexpr unsigned OBSERVATION_RING_SIZE = 4096;
 constexpr unsigned KERNEL_TX_RING_SIZE = 1024;
+// Per worker reassembly of tunnel fragments: packets being reassembled at once (each holds
+// up to RTE_LIBRTE_IP_FRAG_MAX_FRAG mbufs, so at most 512 mbufs per worker), and how long
+// a packet may wait for its missing fragments. A tunnel's fragments come back to back;
+// Linux waits 60 s (ip6frag_time), which here would only let lost fragments hold mbufs.
+constexpr uint32_t FRAG_MAX_PACKETS = 64;
+constexpr uint32_t FRAG_BUCKET_ENTRIES = 4;
+constexpr uint32_t FRAG_BUCKETS = FRAG_MAX_PACKETS / FRAG_BUCKET_ENTRIES * 2;
+constexpr uint64_t FRAG_TIMEOUT_MS = 2000;
 
 }  // namespace fg

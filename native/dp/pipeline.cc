@@ -1,5 +1,8 @@
 #include "pipeline.h"
 
+#include <algorithm>
+
+#include <rte_ip_frag.h>
 #include <rte_prefetch.h>
 #ifdef FG_STAGE_CYCLES
 #include <rte_cycles.h>
@@ -31,11 +34,11 @@ inline void trim_packet(pipeline &pl, rte_mbuf *m, uint32_t len) {
 }
 
 // A tunnel whose punted packets go decapsulated to its own slow-path port (the kernel's
-// TUN device for it), matched by outer source = remote and outer destination = local.
-uint16_t slowpath_tunnel(const snapshot *s, const rte_ipv6_hdr *outer) {
+// TUN device for it), by its remote and local address.
+uint16_t slowpath_tunnel(const snapshot *s, const uint8_t *remote, const uint8_t *local) {
   for (uint16_t id = 0; id < MAX_TUNNELS; id++) {
     const tunnel &t = s->tun[id];
-    if (t.slowpath_port != PORT_NONE && tunnel_matches(t, outer->src_addr, outer->dst_addr)) return id;
+    if (t.slowpath_port != PORT_NONE && tunnel_matches(t, remote, local)) return id;
   }
   return TUNNEL_NONE;
 }
@@ -76,23 +79,19 @@ inline void observe_punt(pipeline &pl, rte_mbuf *m, uint16_t in_port, punt_reaso
   if (rte_ring_sp_enqueue_elem(pl.observations, &o, sizeof(o)) != 0) pl.stats->observations_lost++;
 }
 
-// Hand a packet to the slow path. key: the packet's flow key when it has a complete one
-// (misses and TCP flag exceptions), for the learner; else null. Uses: meta.outer_len/l3_len
-// of tunnelled packets.
-void punt(pipeline &pl, rte_mbuf *m, uint16_t in_port, punt_reason r, const pkt_meta &meta,
-          const flow_key *key = nullptr) {
-  if (!punt_allowed(pl, in_port)) return drop(pl, m, drop_reason::punt_policed);
-  pl.stats->punts[static_cast<unsigned>(r)]++;
+// Hand a packet to its slow-path port: a tunnel packet decapsulated to the tunnel's TUN,
+// anything else to the input port's TAP. key: as for punt().
+void to_slowpath(pipeline &pl, rte_mbuf *m, uint16_t in_port, punt_reason r, const pkt_meta &meta,
+                 const flow_key *key) {
   const snapshot *s = pl.snap;
   // l3_len != 0: parsing validated the inner IPv4 header, so it can be read and decapsulated.
   if (meta.outer_len != 0 && meta.l3_len != 0) {
     auto *outer = rte_pktmbuf_mtod_offset(m, const rte_ipv6_hdr *, ETH_HLEN);
-    uint16_t tid = slowpath_tunnel(s, outer);
+    uint16_t tid = slowpath_tunnel(s, outer->src_addr, outer->dst_addr);
     if (tid != TUNNEL_NONE) {
       auto *inner = rte_pktmbuf_mtod_offset(m, rte_ipv4_hdr *, meta.l3_off);
       if (!ecn_decapsulate(ip6_traffic_class(outer), inner)) return drop(pl, m, drop_reason::ecn);
       uint16_t tun_port = s->tun[tid].slowpath_port;
-      if (m->nb_segs > 1 && !s->port[tun_port].multiseg) return drop(pl, m, drop_reason::chained);
       observe_punt(pl, m, in_port, r, meta, key, tid);
       trim_packet(pl, m, meta.l3_off + meta.l3_len);
       rte_pktmbuf_adj(m, meta.l3_off);
@@ -100,8 +99,9 @@ void punt(pipeline &pl, rte_mbuf *m, uint16_t in_port, punt_reason r, const pkt_
     }
   }
   uint16_t sp = s->port[in_port].slowpath;
+  // Chains go to the slow path as they are: TAP and TUN devices take them (they offer
+  // MULTI_SEGS, which port_start() turns on), as the kernel takes any skb.
   if (sp == PORT_NONE || !s->port[sp].active) return drop(pl, m, drop_reason::no_slowpath);
-  if (m->nb_segs > 1 && !s->port[sp].multiseg) return drop(pl, m, drop_reason::chained);
   if (s->port[sp].l3) {
     // A TUN takes IP packets only.
     if (r == punt_reason::non_ip) return drop(pl, m, drop_reason::no_slowpath);
@@ -111,6 +111,182 @@ void punt(pipeline &pl, rte_mbuf *m, uint16_t in_port, punt_reason r, const pkt_
     observe_punt(pl, m, in_port, r, meta, key, TUNNEL_NONE);
   }
   tx_enqueue(pl, sp, m);
+}
+
+// ---- the tunnel's ICMP and fragments (rare: only ever reached from punt()) --------------
+
+// A tunnel's path MTU as a packet too big reports it: the lowest report wins until the
+// control thread takes it (dataplane::apply_path_mtu_reports()).
+void report_path_mtu(pipeline &pl, uint16_t tunnel_id, uint16_t mtu) {
+  if (pl.path_mtu_reports == nullptr) return;
+  uint16_t *slot = &pl.path_mtu_reports[tunnel_id];
+  uint16_t seen = __atomic_load_n(slot, __ATOMIC_RELAXED);
+  while ((seen == 0 || mtu < seen) &&
+         !__atomic_compare_exchange_n(slot, &seen, mtu, true, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+  }
+}
+
+constexpr uint8_t ICMP6_PACKET_TOO_BIG = 2;
+constexpr uint8_t ICMP4_DEST_UNREACH = 3;
+constexpr uint8_t ICMP4_FRAG_NEEDED = 4;
+constexpr uint16_t ICMP_HLEN = 8;
+// An ICMPv4 error carries at most 576 bytes (RFC 1812 section 4.3.2.3), as Linux's
+// icmp_send() sends them.
+constexpr uint32_t ICMP4_ERROR_MAX = 576;
+// IPv4 TTL of the ICMP errors made here: they enter the kernel as if from the tunnel.
+constexpr uint8_t ICMP4_TTL = 64;
+// RFC 1812 section 4.3.2.5: ICMP errors with precedence internetwork control, and the TOS
+// bits of the packet they are about, as Linux's icmp_send() (RT_TOS(tos) |
+// IPTOS_PREC_INTERNETCONTROL).
+constexpr uint8_t ICMP4_ERROR_PRECEDENCE = 0xc0;
+constexpr uint8_t IP4_TOS_BITS = 0x1e;
+
+// An ICMPv6 packet too big (RFC 4443 section 3.2) about a packet that this gateway sent
+// into a tunnel: the quoted outer source and destination are the tunnel's local and remote,
+// and the inner IPv4 packet is quoted behind them. Does what Linux's ip4ip6_err() and
+// ip6_tnl_err() (net/ipv6/ip6_tunnel.c) do with it:
+//  - the path MTU towards the remote becomes max(reported MTU, 1280) when that is lower
+//    (ip6_update_pmtu()): reported to the control thread, which lowers the tunnel's
+//    effective MTU and its TUN device's (item 10's MTU, and the kernel's own ICMP with it);
+//  - the inner sender gets ICMPv4 destination unreachable, fragmentation needed (RFC 1191)
+//    with MTU max(reported MTU - outer headers, 1280), Linux's floor, when the quoted packet
+//    was larger than that and no larger than the tunnel's MTU (ip4ip6_err() sends nothing
+//    when the route already has a lower MTU: the next packet is then too big for the tunnel
+//    and the kernel answers it with the exact MTU).
+// The ICMPv4 error is built in place of the packet too big and sent into the tunnel's TUN,
+// as if it came out of the tunnel from the quoted packet's destination: the kernel then
+// forwards it to the inner sender, and conntrack sees it as RELATED to the connection, so
+// that NAT (masquerade on the tunnel) translates it back like any ICMP error (RFC 5508);
+// a source address of the gateway's own would be dropped as martian on the TUN. Returns
+// false, and leaves the packet alone, when it is not such a packet too big or calls for no
+// ICMPv4: it then goes to the kernel unchanged.
+bool tunnel_packet_too_big(pipeline &pl, rte_mbuf *m) {
+  constexpr uint32_t ICMP6_OFF = ETH_HLEN + IP6_HLEN;
+  constexpr uint32_t QUOTED_OFF = ICMP6_OFF + ICMP_HLEN;
+  if (m->nb_segs != 1 || m->data_len < QUOTED_OFF + IP6_HLEN) return false;
+  uint8_t *f = rte_pktmbuf_mtod(m, uint8_t *);
+  auto *ip6 = reinterpret_cast<const rte_ipv6_hdr *>(f + ETH_HLEN);
+  if (detail::load_be16(f + 12) != rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV6) || ip6->proto != IPPROTO_ICMPV6 ||
+      f[ICMP6_OFF] != ICMP6_PACKET_TOO_BIG || f[ICMP6_OFF + 1] != 0)
+    return false;
+  const uint32_t end = ETH_HLEN + IP6_HLEN + rte_be_to_cpu_16(ip6->payload_len);
+  if (end > m->data_len || end < QUOTED_OFF + IP6_HLEN) return false;
+  // The kernel checks the ICMPv6 checksum before it believes a packet too big (icmpv6_rcv()).
+  if (rte_ipv6_udptcp_cksum_verify(ip6, f + ICMP6_OFF) != 0) return false;
+
+  auto *quoted = reinterpret_cast<const rte_ipv6_hdr *>(f + QUOTED_OFF);
+  const uint16_t tid = slowpath_tunnel(pl.snap, quoted->dst_addr, quoted->src_addr);
+  if (tid == TUNNEL_NONE) return false;
+  uint32_t inner_off = QUOTED_OFF + IP6_HLEN;
+  uint8_t nh = quoted->proto;
+  if (nh == IPPROTO_DSTOPTS_HDR) {
+    if (inner_off + 8 > end) return false;
+    nh = f[inner_off];
+    inner_off += (uint32_t{f[inner_off + 1]} + 1) * 8;
+  }
+  // RFC 792: an ICMPv4 error quotes the IP header and at least 8 bytes after it.
+  if (nh != IPPROTO_IPIP || inner_off + IP4_HLEN + 8 > end) return false;
+  auto *inner = reinterpret_cast<const rte_ipv4_hdr *>(f + inner_off);
+  const uint32_t inner_hlen = (inner->version_ihl & RTE_IPV4_HDR_IHL_MASK) * RTE_IPV4_IHL_MULTIPLIER;
+  if ((inner->version_ihl >> 4) != 4 || inner_hlen < IP4_HLEN || inner_off + inner_hlen + 8 > end) return false;
+
+  const uint32_t reported = rte_be_to_cpu_32(detail::load32(f + ICMP6_OFF + 4));
+  const tunnel &t = pl.snap->tun[tid];
+  report_path_mtu(pl, tid, static_cast<uint16_t>(std::min<uint32_t>(std::max<uint32_t>(reported, IP6_MIN_MTU), UINT16_MAX)));
+  const uint32_t outer_headers = inner_off - QUOTED_OFF;
+  const uint32_t inner_mtu = std::max<uint32_t>(reported > outer_headers ? reported - outer_headers : 0, IP6_MIN_MTU);
+  const uint32_t quoted_len = IP6_HLEN + rte_be_to_cpu_16(quoted->payload_len);
+  if (quoted_len <= inner_mtu || inner_mtu > t.effective_mtu) return false;
+
+  // The error quotes as much of the inner packet as the packet too big held, up to 576.
+  uint32_t copy = std::min<uint32_t>(end - inner_off, ICMP4_ERROR_MAX - IP4_HLEN - ICMP_HLEN);
+  copy = std::min<uint32_t>(copy, rte_be_to_cpu_16(inner->total_length));
+  if (copy < inner_hlen + 8) return false;
+  const rte_be32_t sender = inner->src_addr;
+  const rte_be32_t receiver = inner->dst_addr;
+  const uint8_t tos = inner->type_of_service;
+  auto *ip4 = reinterpret_cast<rte_ipv4_hdr *>(rte_pktmbuf_adj(m, static_cast<uint16_t>(inner_off - IP4_HLEN - ICMP_HLEN)));
+  trim_to(m, IP4_HLEN + ICMP_HLEN + copy);
+  memset(ip4, 0, IP4_HLEN + ICMP_HLEN);
+  ip4->version_ihl = 0x45;
+  ip4->type_of_service = static_cast<uint8_t>((tos & IP4_TOS_BITS) | ICMP4_ERROR_PRECEDENCE);
+  ip4->total_length = rte_cpu_to_be_16(static_cast<uint16_t>(IP4_HLEN + ICMP_HLEN + copy));
+  ip4->time_to_live = ICMP4_TTL;
+  ip4->next_proto_id = IPPROTO_ICMP;
+  ip4->src_addr = receiver;
+  ip4->dst_addr = sender;
+  ip4->hdr_checksum = rte_ipv4_cksum(ip4);
+  uint8_t *icmp = reinterpret_cast<uint8_t *>(ip4) + IP4_HLEN;
+  icmp[0] = ICMP4_DEST_UNREACH;
+  icmp[1] = ICMP4_FRAG_NEEDED;
+  const rte_be16_t next_hop_mtu = rte_cpu_to_be_16(static_cast<uint16_t>(inner_mtu));
+  memcpy(icmp + 6, &next_hop_mtu, 2);
+  const uint16_t sum = static_cast<uint16_t>(~rte_raw_cksum(icmp, ICMP_HLEN + copy));
+  memcpy(icmp + 2, &sum, 2);
+  pl.stats->punts[static_cast<unsigned>(punt_reason::tunnel_too_big)]++;
+  tx_enqueue(pl, t.slowpath_port, m);
+  return true;
+}
+
+// An outer IPv6 fragment of a tunnel packet (RFC 2473 section 7: Linux's ip6tnl fragments
+// the outer packet when the path MTU is below the inner packet plus the outer headers),
+// from a tunnel's remote to its local address. The kernel cannot take it (it has no
+// ip6tnl: flowgate is the tunnel), so it is reassembled here, in this worker's table, and
+// the whole packet decapsulated into the tunnel's TUN. Fragments for no tunnel go to the
+// kernel as they are. Returns false when the packet is not one to reassemble.
+bool tunnel_fragment(pipeline &pl, rte_mbuf *m, uint16_t in_port) {
+  constexpr uint32_t FRAG_OFF = ETH_HLEN + IP6_HLEN;
+  if (pl.frag_tbl == nullptr || m->data_len < FRAG_OFF + sizeof(rte_ipv6_fragment_ext)) return false;
+  uint8_t *f = rte_pktmbuf_mtod(m, uint8_t *);
+  auto *ip6 = reinterpret_cast<rte_ipv6_hdr *>(f + ETH_HLEN);
+  // Only a fragment header right after the IPv6 header: where Linux puts it (the tunnel's
+  // destination options are part of the fragmentable payload), and all rte_ip_frag handles.
+  if (detail::load_be16(f + 12) != rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV6) || ip6->proto != IPPROTO_FRAGMENT) return false;
+  if (slowpath_tunnel(pl.snap, ip6->src_addr, ip6->dst_addr) == TUNNEL_NONE) return false;
+  pl.stats->punts[static_cast<unsigned>(punt_reason::tunnel_fragment)]++;
+  auto *frag = reinterpret_cast<rte_ipv6_fragment_ext *>(f + FRAG_OFF);
+  // What DPDK 22.11's reassembly takes on trust: a fragment with payload, within the packet,
+  // ending within the 64 KiB an IPv6 payload length can say.
+  const uint32_t payload = rte_be_to_cpu_16(ip6->payload_len);
+  const uint32_t offset = rte_be_to_cpu_16(frag->frag_data) & ~7u;
+  if (payload <= sizeof(*frag) || FRAG_OFF + payload > m->pkt_len || offset + payload - sizeof(*frag) > UINT16_MAX) {
+    drop(pl, m, drop_reason::reassembly);
+    return true;
+  }
+  m->l2_len = ETH_HLEN;
+  m->l3_len = IP6_HLEN + sizeof(*frag);
+  rte_ip_frag_death_row &dr = pl.frag_death_row;
+  const uint32_t held = dr.cnt;
+  rte_mbuf *whole = rte_ipv6_frag_reassemble_packet(pl.frag_tbl, &dr, m, pl.now_tsc, ip6, frag);
+  // Fragments given up: this one (overlapping, too many, no room in the table) or those of
+  // packets that timed out.
+  pl.stats->drops[static_cast<unsigned>(drop_reason::reassembly)] += dr.cnt - held;
+  rte_ip_frag_free_death_row(&dr, 0);
+  if (whole == nullptr) return true;
+  flow_key key;
+  pkt_meta meta;
+  // No MAC check: each fragment's frame passed it before it was punted as a fragment.
+  verdict v = parse_packet(whole, in_port, nullptr, &key, &meta);
+  if (v.kind == verdict::DROP) {
+    drop(pl, whole, static_cast<drop_reason>(v.reason));
+    return true;
+  }
+  // Decapsulated into the TUN by the outer addresses, as any punted tunnel packet; the flow
+  // is not observed: a fragmented flow is never one for the fast path.
+  to_slowpath(pl, whole, in_port, punt_reason::tunnel_fragment, meta, nullptr);
+  return true;
+}
+
+// Hand a packet to the slow path. key: the packet's flow key when it has a complete one
+// (misses and TCP flag exceptions), for the learner; else null. Uses: meta.outer_len/l3_len
+// of tunnelled packets.
+void punt(pipeline &pl, rte_mbuf *m, uint16_t in_port, punt_reason r, const pkt_meta &meta,
+          const flow_key *key = nullptr) {
+  if (!punt_allowed(pl, in_port)) return drop(pl, m, drop_reason::punt_policed);
+  if (unlikely(r == punt_reason::fragment) && tunnel_fragment(pl, m, in_port)) return;
+  if (unlikely(r == punt_reason::l4proto) && tunnel_packet_too_big(pl, m)) return;
+  pl.stats->punts[static_cast<unsigned>(r)]++;
+  to_slowpath(pl, m, in_port, r, meta, key);
 }
 
 // Set state bits on a flow, both directions at once, as on the kernel's one flow object for
@@ -161,7 +337,7 @@ inline uint16_t forward(pipeline &pl, burst_state &b, rte_mbuf *m, uint16_t in_p
   if (action == FLOW_ACT_ENCAP4IN6) {
     t = &s->tun[target];
     out = t->port;
-    mtu = t->active ? t->mtu : 0;
+    mtu = t->active ? t->effective_mtu : 0;
   } else {
     a = &b.adj[target];
     out = a->port;
@@ -194,7 +370,7 @@ inline uint16_t forward(pipeline &pl, burst_state &b, rte_mbuf *m, uint16_t in_p
     punt(pl, m, in_port, punt_reason::chained, meta);
     return PORT_NONE;
   }
-  if (action == FLOW_ACT_ENCAP4IN6 && unlikely(rte_pktmbuf_headroom(m) < tunnel_growth(*t))) {
+  if (action == FLOW_ACT_ENCAP4IN6 && unlikely(rte_pktmbuf_headroom(m) < tunnel_overhead(*t))) {
     punt(pl, m, in_port, punt_reason::no_headroom, meta);
     return PORT_NONE;
   }

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 
+#include <rte_ip_frag.h>
 #include <rte_mbuf.h>
 
 #include "common.h"
@@ -61,6 +62,14 @@ struct pipeline {
   uint32_t now_s = 0;    // dataplane seconds, for flow_entry::last_seen
   uint64_t now_tsc = 0;  // TSC at the start of this loop iteration
   punt_credit credits[MAX_PORTS] = {};
+  // Reassembly of outer IPv6 fragments of tunnel packets (RFC 2473 section 7): this worker's
+  // own table, as rte_ip_frag tables are not thread-safe, and the fragments it gave up,
+  // freed after each use. Null: fragments go to the underlay's slow path unreassembled.
+  rte_ip_frag_tbl *frag_tbl = nullptr;
+  rte_ip_frag_death_row frag_death_row = {};
+  // Per tunnel, the lowest path MTU reported by ICMPv6 packet too big since the control
+  // thread last looked (0: none). Workers: atomic min; control thread: exchange with 0.
+  uint16_t *path_mtu_reports = nullptr;
 
   uint16_t n_dirty = 0;        // ports with packets waiting in tx
   uint16_t dirty[MAX_PORTS];

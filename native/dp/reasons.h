@@ -19,10 +19,12 @@ namespace fg {
   X(ipv6_ext,    "IPv6 extension header other than the tunnel's destination options")    \
   X(l4proto,     "L4 protocol other than TCP and UDP")                                   \
   X(non_ip,      "neither IPv4 nor IPv6")                                                \
-  X(segmented,   "headers span more than the first mbuf segment")                      \
+  X(segmented,   "headers span more than the first mbuf segment")                        \
   X(multicast,   "Ethernet broadcast or multicast destination")                          \
-  X(no_headroom, "no mbuf headroom for the tunnel's outer headers")                     \
-  X(chained,     "a multi-segment packet for an output port without multi-segment tx")
+  X(no_headroom, "no mbuf headroom for the tunnel's outer headers")                      \
+  X(chained,     "a multi-segment packet for an output port without multi-segment tx")   \
+  X(tunnel_fragment, "outer IPv6 fragment of a tunnel packet, reassembled for its TUN")  \
+  X(tunnel_too_big, "ICMPv6 packet too big about a tunnel packet, to its TUN as ICMPv4")
 
 #define FG_DROP_REASONS(X)                                                               \
   X(truncated,    "shorter than its headers say")                                        \
@@ -30,10 +32,10 @@ namespace fg {
   X(bad_checksum, "IPv4 header checksum wrong (RFC 1812 5.2.2)")                         \
   X(other_host,   "Ethernet destination is another host's address")                      \
   X(ecn,          "outer CE over a not-ECT inner packet (RFC 6040 decapsulation)")       \
-  X(chained,      "a multi-segment punt for a slow-path port without multi-segment tx")  \
   X(no_slowpath,  "a punt with no slow-path port to take it")                            \
   X(punt_policed, "a punt over the input port's slow-path rate limit")                   \
-  X(tx_full,      "output queue full")
+  X(tx_full,      "output queue full")                                                   \
+  X(reassembly,   "tunnel fragment given up by reassembly: timed out, table full, bad")
 // clang-format on
 
 enum class punt_reason : uint8_t {

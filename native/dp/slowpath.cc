@@ -149,7 +149,7 @@ void slowpath_thread::from_tun(const snapshot *s, uint16_t tunnel_id, rte_mbuf *
     o.fingerprint = packet_fingerprint(m, 0, meta.l3_len, key);
     o.l3_len = meta.l3_len;
   }
-  if (inner_len > m->pkt_len || rte_pktmbuf_headroom(m) < ETH_HLEN + tunnel_growth(t)) {
+  if (inner_len > m->pkt_len || rte_pktmbuf_headroom(m) < ETH_HLEN + tunnel_overhead(t)) {
     stats_.no_headroom++;
     rte_pktmbuf_free(m);
     return;

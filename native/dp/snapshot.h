@@ -60,6 +60,17 @@ struct snapshot {
   uint16_t kernel_tx_ports[MAX_PORTS];
 };
 
+// Each tunnel's effective MTU from its configured MTU, its underlay port's MTU and its
+// learnt path MTU: computed once per snapshot, so that the fast path compares one number
+// per packet (the kernel's ip6_tnl_xmit() computes it per packet from the route).
+inline void derive_tunnel_mtus(snapshot &s) {
+  for (tunnel &t : s.tun) {
+    if (!t.active) continue;
+    const port_conf &underlay = s.port[t.port];
+    t.effective_mtu = tunnel_effective_mtu(t, underlay.active ? underlay.mtu : 0);
+  }
+}
+
 // Where a flow's packets go: the Ethernet addresses to write and the output port.
 // Immutable once published; recycled by the control thread after a grace period.
 struct alignas(16) adjacency {

@@ -1,5 +1,7 @@
 #include "tunnel.h"
 
+#include <algorithm>
+
 namespace fg {
 
 void tunnel_build(tunnel *t, const tunnel_params &p) {
@@ -40,9 +42,20 @@ void tunnel_build(tunnel *t, const tunnel_params &p) {
   t->hop_limit = p.hop_limit;
   t->flowlabel = p.flowlabel & 0xfffff;
   t->mtu = p.mtu;
+  t->effective_mtu = p.mtu;  // until derive_tunnel_mtus() sees the underlay port
   t->port = p.port;
   t->slowpath_port = p.slowpath_port;
   t->active = 1;
+}
+
+uint16_t tunnel_effective_mtu(const tunnel &t, uint16_t underlay_mtu) {
+  // As ip6_tnl_xmit(): the route's MTU less the outer headers, never below the IPv4 minimum;
+  // and never above the tunnel device's own MTU (the configured one).
+  uint32_t mtu = t.mtu;
+  const uint32_t overhead = tunnel_overhead(t);
+  if (underlay_mtu != 0) mtu = std::min<uint32_t>(mtu, underlay_mtu > overhead ? underlay_mtu - overhead : 0);
+  if (t.path_mtu != 0) mtu = std::min<uint32_t>(mtu, t.path_mtu > overhead ? t.path_mtu - overhead : 0);
+  return static_cast<uint16_t>(std::max<uint32_t>(mtu, IP4_MIN_MTU));
 }
 
 uint32_t flowlabel_of(const flow_key &inner) {

@@ -45,7 +45,13 @@ struct alignas(CACHE_LINE) tunnel {
   uint8_t tclass;
   uint8_t hop_limit;
   uint32_t flowlabel;
-  uint16_t mtu;
+  uint16_t mtu;  // as configured
+  // The underlay path MTU towards remote learnt from ICMPv6 packet too big (as Linux's
+  // ip6_update_pmtu() on the route to the remote), or 0 while none was learnt.
+  uint16_t path_mtu;
+  // The largest inner packet the tunnel sends: min(mtu, underlay port MTU - outer headers,
+  // path_mtu - outer headers), set by derive_tunnel_mtus() when the snapshot is built.
+  uint16_t effective_mtu;
   uint16_t port;
   uint16_t slowpath_port;
   uint8_t active;
@@ -65,24 +71,34 @@ inline bool tunnel_endpoint_ok(const uint8_t a[16]) {
   return (w[0] | w[1]) != 0 && memcmp(a, loopback, 16) != 0 && a[0] != 0xff;
 }
 
+// Outer headers added by encapsulation, without the Ethernet header: 40, or 48 with the
+// encapsulation limit option. Also the headroom encap_ip4in6() needs.
+inline uint16_t tunnel_overhead(const tunnel &t) { return static_cast<uint16_t>(t.tmpl_len - ETH_HLEN); }
+
+// The smallest MTU an IPv6 link may have (RFC 8200 section 5), and so the lowest path MTU
+// that a packet too big can set (Linux clamps likewise, __ip6_rt_update_pmtu()).
+constexpr uint16_t IP6_MIN_MTU = 1280;
+// The smallest IPv4 MTU (RFC 791): the floor of a tunnel's effective MTU, as ip6_tnl_xmit()'s
+// max(mtu, IPV4_MIN_MTU) for IPv4 inner packets.
+constexpr uint16_t IP4_MIN_MTU = 68;
+
+// A tunnel's effective MTU given its underlay port's MTU (0: unknown).
+uint16_t tunnel_effective_mtu(const tunnel &t, uint16_t underlay_mtu);
+
 // Is this decapsulated packet's outer source/destination the tunnel's remote/local?
 inline bool tunnel_matches(const tunnel &t, const uint8_t *outer_src, const uint8_t *outer_dst) {
   return t.active && memcmp(outer_src, t.remote(), 16) == 0 && memcmp(outer_dst, t.local(), 16) == 0;
 }
 
-// Bytes the outer headers add in front of the packet's Ethernet header: the headroom
-// encap_ip4in6() needs.
-inline uint16_t tunnel_growth(const tunnel &t) { return static_cast<uint16_t>(t.tmpl_len - ETH_HLEN); }
-
 // Encapsulate the IPv4 packet of inner_len bytes that follows the Ethernet header of m, and
 // ends the frame (trim_to), already forwarded (TTL decremented), in a frame with at least
-// tunnel_growth(t) bytes of headroom: callers check both before they modify the packet.
+// tunnel_overhead(t) bytes of headroom: callers check both before they modify the packet.
 // Sets: the outer headers; the Ethernet header is the template's. Reads: inner TOS and TTL.
 inline void encap_ip4in6(rte_mbuf *m, const tunnel &t, uint16_t inner_len, uint32_t flow_label) {
   const auto *inner = rte_pktmbuf_mtod_offset(m, const rte_ipv4_hdr *, ETH_HLEN);
   uint8_t tos = inner->type_of_service;
   uint8_t ttl = inner->time_to_live;
-  auto *h = reinterpret_cast<uint8_t *>(rte_pktmbuf_prepend(m, tunnel_growth(t)));
+  auto *h = reinterpret_cast<uint8_t *>(rte_pktmbuf_prepend(m, tunnel_overhead(t)));
   // Constant-size copies so the compiler emits vector moves, not a memcpy call.
   if (t.tmpl_len == TUNNEL_HDR_MAX)
     memcpy(h, t.tmpl, TUNNEL_HDR_MAX);

@@ -286,6 +286,108 @@ describe('pcap in, pcap out through the addon', function () {
     });
   }
 
+  describe('outer IPv6 fragments of tunnel packets (RFC 2473 section 7)', () => {
+    let r: JobResult;
+    let fb: PcapBench;
+    let inner: Buffer[];
+    let input: Buffer[];
+    // Three tunnel packets too large for a 1280-byte underlay hop, fragmented as Linux's
+    // ip6tnl does it: the fragment header right after the IPv6 header, the tunnel's
+    // destination options (when present) in the fragmentable part (scapy's fragment6).
+    const INNER = [
+      `IP(src='10.0.0.1', dst='192.168.0.10', id=1)/UDP(sport=53, dport=5000)/Raw(b'a'*1400)`,
+      `IP(src='10.0.0.1', dst='192.168.0.10', id=2)/UDP(sport=53, dport=5000)/Raw(b'b'*3000)`,
+      `IP(src='10.0.0.1', dst='192.168.0.10', id=3, flags='DF')/TCP(sport=80, dport=40000, flags='A')/Raw(b'c'*1300)`,
+    ];
+    const fragment = (inner: string, id: number, nth: number, o: { src?: string; option?: boolean } = {}) =>
+      `Ether(dst='${GW_WAN}', src='${PEER}')/fragment6(IPv6(src='${o.src ?? REMOTE}', dst='${LOCAL}')/IPv6ExtHdrFragment(id=${id})/${o.option === false ? '' : `${TEL(4)}/`}${inner}, 1280)[${nth}]`;
+    const FRAMES = [
+      fragment(INNER[0] as string, 11, 0),
+      fragment(INNER[0] as string, 11, 1),
+      // Out of order, last first.
+      fragment(INNER[1] as string, 12, 2),
+      fragment(INNER[1] as string, 12, 0),
+      fragment(INNER[1] as string, 12, 1),
+      fragment(INNER[2] as string, 13, 0, { option: false }),
+      fragment(INNER[2] as string, 13, 1, { option: false }),
+      // From no tunnel's remote: for the kernel, as they are.
+      fragment(INNER[0] as string, 14, 0, { src: '2001:db8:9::9' }),
+      fragment(INNER[0] as string, 14, 1, { src: '2001:db8:9::9' }),
+      // Hostile: the first fragment twice (overlap), and a fragment without payload.
+      fragment(INNER[0] as string, 15, 0),
+      fragment(INNER[0] as string, 15, 0),
+      `Ether(dst='${GW_WAN}', src='${PEER}')/IPv6(src='${REMOTE}', dst='${LOCAL}')/IPv6ExtHdrFragment(id=16, m=1)`,
+    ];
+    const TUNNEL_FRAGMENTS = 10;
+
+    before(async function () {
+      this.timeout(120_000);
+      fb = new PcapBench();
+      input = await scapyBuild(FRAMES);
+      inner = await scapyBuild(INNER);
+      r = await runJob({
+        start: {
+          workers: WORKERS,
+          ...SMALL,
+          ports: [
+            { name: 'wan', mac: GW_WAN, device: fb.device('wan', input), slowpath: 'wan-tap' },
+            { name: 'wan-tap', device: fb.device('wan-tap'), poll: false },
+            { name: 'tun0', device: fb.device('tun0'), poll: false, l3: true },
+          ],
+        },
+        tunnels: [tunnel(4, { slowpath: 'tun0' })],
+        expectRx: input.length,
+      });
+    });
+    after(() => fb?.dispose());
+
+    it('reassembles them, in any order, and hands each inner IPv4 packet decapsulated to the tunnel\'s TUN', () => {
+      const sent = fb.sent('tun0');
+      assert.equal(sent.length, INNER.length);
+      sent.forEach((p, i) => assert.equal(p.toString('hex'), (inner[i] as Buffer).toString('hex'), `inner packet ${i}`));
+      assert.equal(r.stats.slowpath.reasons.tunnel_fragment, TUNNEL_FRAGMENTS);
+    });
+
+    it('hands fragments of no tunnel to the underlay\'s slow path unchanged', () => {
+      const sent = fb.sent('wan-tap');
+      assert.equal(sent.length, 2);
+      sent.forEach((p, i) => assert.ok(p.equals(input[7 + i] as Buffer), `fragment ${i} unchanged`));
+      assert.equal(r.stats.slowpath.reasons.fragment, 2);
+    });
+
+    it('drops overlapping and empty fragments, counted, and delivers nothing of them', () => {
+      assert.equal(r.stats.drops.reasons.reassembly, 3);
+      assert.equal(r.stats.drops.packets, 3, JSON.stringify(r.stats.drops));
+    });
+  });
+
+  it('lowers a tunnel\'s MTU to its underlay port\'s less the outer headers, and further to the path MTU a packet too big reports', async () => {
+    const TELQ = TEL(4);
+    const ptb = `Ether(dst='${GW_WAN}', src='${PEER}')/IPv6(src='2001:db8:5::1', dst='${LOCAL}')/ICMPv6PacketTooBig(mtu=1300)/` +
+      `Raw(bytes(IPv6(src='${LOCAL}', dst='${REMOTE}')/${TELQ}/IP(src='192.168.100.1', dst='10.0.0.1', flags='DF')/TCP(sport=40000, dport=80, flags='A')/Raw(b'x'*1400))[:1232])`;
+    const input = await scapyBuild([ptb]);
+    const r = await runJob({
+      start: {
+        workers: WORKERS,
+        ...SMALL,
+        ports: [
+          { name: 'wan', mac: GW_WAN, device: bench.device('wan', input) },
+          { name: 'tun0', device: bench.device('tun0'), poll: false, l3: true },
+        ],
+      },
+      tunnels: [tunnel(4, { slowpath: 'tun0' })],
+      portMtus: [{ port: 'wan', mtu: 1400 }],
+      expectRx: 1,
+      pathMtu: true,
+    });
+    assert.deepEqual(r.tunnelsBefore, [{ name: 'tun0', mtu: 1452, pathMtu: null, effectiveMtu: 1400 - 48 }], 'the underlay port MTU, lowered under the tunnel, bounds it');
+    assert.deepEqual(r.pathMtuChanges, [{ name: 'tun0', mtu: 1452, pathMtu: 1300, effectiveMtu: 1300 - 48 }]);
+    assert.deepEqual(r.tunnelMtus, r.pathMtuChanges);
+    const [icmp] = bench.sent('tun0');
+    assert.ok(icmp !== undefined, 'the ICMPv4 error went into the TUN');
+    assert.deepEqual([icmp[20], icmp[21], icmp.readUInt16BE(26)], [3, 4, 1280], 'fragmentation needed, MTU floored at 1280 as Linux does');
+  });
+
   it('decapsulates tunnel traffic it has no flow for into the tunnel\'s TUN port as raw IPv4', async () => {
     const inner = `IP(src='10.0.0.1', dst='192.168.0.10')/ICMP(type=8, id=7, seq=1)/Raw(b'ping')`;
     const input = await scapyBuild([fromPeer(inner, 4), fromPeer(inner, null)]);

@@ -14,6 +14,10 @@ export interface DataplaneJob {
   timeoutMs?: number;
   /** Reap after the run (flows marked for teardown only: the timeouts are long), and report what went. */
   reap?: boolean;
+  /** Port MTUs set after the tunnels and flows are installed (an underlay MTU changing under a tunnel). */
+  portMtus?: { port: string; mtu: number }[];
+  /** After the run, apply the path MTUs the workers learnt from packet too big, and report every tunnel's MTUs. */
+  pathMtu?: boolean;
 }
 
 async function main(): Promise<void> {
@@ -26,6 +30,7 @@ async function main(): Promise<void> {
   try {
     for (const t of job.tunnels ?? []) dp.addTunnel(t);
     const flowIds = (job.flows ?? []).map((f) => dp.addFlow(f));
+    for (const { port, mtu } of job.portMtus ?? []) dp.setMtu(port, mtu);
     dp.resume();
     const deadline = Date.now() + (job.timeoutMs ?? 10_000);
     const received = () => dp.stats().workers.reduce((n, w) => n + w.rxPackets, 0);
@@ -34,7 +39,22 @@ async function main(): Promise<void> {
     dp.pause();
     const flows = dp.flows();
     const reaped = job.reap === true ? dp.reap({ tcp: 1_000_000, udp: 1_000_000 }) : [];
-    const result = { stats: dp.stats(), flows, reaped, flowIds, ports: dp.ports(), hugepages: dp.hugepages, warnings, received: received() };
+    const tunnelsBefore = (job.tunnels ?? []).map((t) => dp.tunnelMtu(t.name));
+    const pathMtuChanges = job.pathMtu === true ? dp.applyPathMtuReports() : [];
+    const tunnelMtus = (job.tunnels ?? []).map((t) => dp.tunnelMtu(t.name));
+    const result = {
+      stats: dp.stats(),
+      flows,
+      reaped,
+      flowIds,
+      ports: dp.ports(),
+      hugepages: dp.hugepages,
+      warnings,
+      received: received(),
+      tunnelsBefore,
+      pathMtuChanges,
+      tunnelMtus,
+    };
     process.stdout.write(JSON.stringify(result));
   } finally {
     dp.stop(); // closes the pcap ports, which flushes their output files

@@ -9,7 +9,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 
-import type { DataplaneStats, Flow, PortInfo, ReapedFlow } from '../../lib/dataplane';
+import type { DataplaneStats, Flow, PortInfo, ReapedFlow, TunnelMtu } from '../../lib/dataplane';
 import { readPcap, writePcap } from '../../lib/pcap';
 import type { DataplaneJob } from './dataplane-child';
 import { sh } from './netns';
@@ -24,6 +24,10 @@ export interface JobResult {
   hugepages: boolean;
   warnings: string[];
   received: number;
+  /** Every job tunnel's MTUs after the run, before and after job.pathMtu applied the reports, and those it changed. */
+  tunnelsBefore: TunnelMtu[];
+  pathMtuChanges: TunnelMtu[];
+  tunnelMtus: TunnelMtu[];
 }
 
 const CHILD = path.join(__dirname, 'dataplane-child.js');

@@ -356,6 +356,25 @@ describe('kernel mirror', () => {
     assert.deepEqual(await snapshot(gw), before);
   });
 
+  it("holds a tunnel's TUN at an overridden MTU across reloads until the override is lifted, and teardown restores the original", async () => {
+    lab = await createLab();
+    const gw = lab.gw;
+    const before = await snapshot(gw);
+    mirror = new KernelMirror({ netns: gw });
+    await mirror.apply(seedModel());
+    // The tunnel's effective MTU after its underlay path shrank to 1280: 1280 - 48.
+    await mirror.overrideMtu('tun0', 1232);
+    assert.equal((await links(gw)).tun0, 'mtu 1232 up');
+    await mirror.apply(modelV1());
+    assert.equal((await links(gw)).tun0, 'mtu 1232 up', 'a reload keeps the learnt MTU');
+    await mirror.overrideMtu('tun0', null);
+    await mirror.apply(modelV1());
+    assert.equal((await links(gw)).tun0, 'mtu 1452 up', "the config's MTU again once lifted");
+    await mirror.overrideMtu('tun0', 1300);
+    await mirror.teardown();
+    assert.deepEqual(await snapshot(gw), before);
+  });
+
   it('refuses a route it did not create, naming the command and the kernel answer, and teardown keeps what was there', async () => {
     lab = await createLab();
     const gw = lab.gw;

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { native, NativeFlowSpec, NativeTunnelParams } from '../../lib/native';
 import { parseIPv4, parseIPv6, parseMac } from '../../lib/net/addr';
 import { ethernetFrame, internetChecksum, ip4in6Packet, ip4Packet, ip6Packet, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN } from '../../lib/packets';
-import { layer, scapyChecksums, ScapyChecksum, scapyDissect, ScapyFrame } from '../helpers/scapy';
+import { layer, scapyBuild, scapyChecksums, ScapyChecksum, scapyDissect, ScapyFrame } from '../helpers/scapy';
 
 const testing = native().testing;
 
@@ -523,14 +523,6 @@ describe('fast path actions', () => {
       assert.deepEqual([r.results[0]?.reason, r.results[0]?.port], ['chained', LAN_SLOW]);
       assert.ok((r.results[0]?.frame as Buffer).equals(frame));
     });
-
-    it('drops, counted, a chained punt for a slow-path port without multi-segment tx', () => {
-      const frame = input();
-      const ports = PORTS.map((p) => (p.id === LAN_SLOW ? { ...p, multiseg: false } : p));
-      const r = run({ ports }, [{ port: LAN, frame, segments: [60, frame.length - 60] } as { port: number; frame: Buffer }]);
-      assert.deepEqual([r.results[0]?.reason, r.results[0]?.port], ['chained', null]);
-      assert.equal(r.stats.drops.chained, 1);
-    });
   });
 });
 
@@ -707,5 +699,151 @@ describe('fast path NAT', function () {
     const input = lanUdp4(Buffer.from('plain'));
     const out = one({ ports: PORTS, flows: [{ orig: fwd4Flow() }, { orig: { ...snatUdp, sport: 5001 } }] }, LAN, input).frame as Buffer;
     assert.ok(out.subarray(14 + 12).equals(input.subarray(14 + 12)), 'addresses, ports and UDP checksum as they came');
+  });
+});
+
+// Issue 10 items 10 and 11: the tunnel's effective MTU (configured, underlay port, learnt
+// path MTU) and what flowgate does with an ICMPv6 packet too big about a tunnel packet.
+// Packets too big are built by scapy and the ICMPv4 errors decoded by scapy.
+describe('the tunnel MTU and its ICMP', function () {
+  this.timeout(60_000);
+  const TEL = `IPv6ExtHdrDestOpt(options=[HBHOptUnknown(otype=4, optdata=bytes([4])), PadN(optdata=b'\\x00')])`;
+  const PTB_SOURCE = '2001:db8:5::1';
+  // The LAN host's connection after masquerade on the tunnel: 192.168.100.1 is site A's tunnel address.
+  const QUOTED_INNER = `IP(src='192.168.100.1', dst='10.0.0.1', ttl=63, id=99, flags='DF')/TCP(sport=40000, dport=80, flags='A', seq=1234)/Raw(b'x'*1400)`;
+  // An ICMPv6 packet too big as a router of the underlay sends it: as much of the packet as fits in 1280 bytes.
+  const packetTooBig = (mtu: number, o: { quotedSrc?: string; quotedDst?: string; encapLimit?: boolean; cut?: number; chksum?: number } = {}) =>
+    `Ether(dst='${GW_WAN_MAC}', src='${PEER_MAC}')/IPv6(src='${PTB_SOURCE}', dst='${LOCAL}')/ICMPv6PacketTooBig(mtu=${mtu}${o.chksum === undefined ? '' : `, cksum=${o.chksum}`})/` +
+    `Raw(bytes(IPv6(src='${o.quotedSrc ?? LOCAL}', dst='${o.quotedDst ?? REMOTE}')/${o.encapLimit === false ? '' : `${TEL}/`}${QUOTED_INNER})[:${o.cut ?? 1280 - 48}])`;
+  const ptbSetup = (over: Partial<NativeTunnelParams> = {}) => ({ ports: PORTS, tunnels: [tunnel({ slowpathPort: TUN, ...over })] });
+
+  describe('effective MTU', () => {
+    const underlay1280 = PORTS.map((p) => (p.id === WAN ? { ...p, mtu: 1280 } : p));
+    const encapSetup = (over: { ports?: typeof PORTS; pathMtu?: number } = {}) => ({
+      ports: over.ports ?? PORTS,
+      tunnels: [{ ...tunnel(), ...(over.pathMtu === undefined ? {} : { pathMtu: over.pathMtu }) }],
+      flows: [{ orig: encapFlow(), reply: decapFlow() }],
+    });
+
+    it('sends a packet that fits the tunnel MTU but not the underlay port MTU less the outer headers to the slow path', () => {
+      // Underlay port 1280, tunnel MTU 1452 (as configured for a 1500 underlay): 1280 - 48 = 1232 is what fits.
+      const tooBig = lanTcp(TCP_ACK, { payload: 1448 - 40 });
+      const r = one(encapSetup({ ports: underlay1280 }), LAN, tooBig);
+      assert.deepEqual([r.reason, r.port], ['too_big', LAN_SLOW]);
+      assert.ok((r.frame as Buffer).equals(tooBig), 'unchanged, for the kernel to answer with fragmentation needed');
+      assert.equal(one(encapSetup({ ports: underlay1280 }), LAN, lanTcp(TCP_ACK, { payload: 1233 - 40 })).reason, 'too_big');
+      const fits = one(encapSetup({ ports: underlay1280 }), LAN, lanTcp(TCP_ACK, { payload: 1232 - 40 }));
+      assert.deepEqual([fits.reason, fits.port, (fits.frame as Buffer).length], ['forward', WAN, 14 + 48 + 1232]);
+    });
+
+    it('counts 40 bytes of outer headers without the encap-limit option', () => {
+      const underlay1280 = PORTS.map((p) => (p.id === WAN ? { ...p, mtu: 1280 } : p));
+      const setup = { ports: underlay1280, tunnels: [tunnel({ encapLimit: null })], flows: [{ orig: encapFlow(), reply: decapFlow() }] };
+      assert.equal(one(setup, LAN, lanTcp(TCP_ACK, { payload: 1240 - 40 })).reason, 'forward');
+      assert.equal(one(setup, LAN, lanTcp(TCP_ACK, { payload: 1241 - 40 })).reason, 'too_big');
+    });
+
+    it('sends a packet larger than the learnt path MTU less the outer headers to the slow path', () => {
+      assert.equal(one(encapSetup({ pathMtu: 1300 }), LAN, lanTcp(TCP_ACK, { payload: 1253 - 40 })).reason, 'too_big');
+      assert.equal(one(encapSetup({ pathMtu: 1300 }), LAN, lanTcp(TCP_ACK, { payload: 1252 - 40 })).reason, 'forward');
+    });
+  });
+
+  describe('ICMPv6 packet too big about a tunnel packet', () => {
+    async function ptbToTun(mtu: number, over: Partial<NativeTunnelParams> = {}, pathMtu?: number) {
+      const [frame] = await scapyBuild([packetTooBig(mtu)]);
+      const setup = { ports: PORTS, tunnels: [{ ...tunnel({ slowpathPort: TUN, ...over }), ...(pathMtu === undefined ? {} : { pathMtu }) }] };
+      const r = run(setup, [{ port: WAN, frame: frame as Buffer }]);
+      return { r, result: r.results[0] as { port: number | null; frame: Buffer | null; reason?: string }, input: frame as Buffer };
+    }
+
+    it('sends the inner sender ICMPv4 fragmentation needed with the MTU less the outer headers, through the tunnel\'s TUN, and reports the path MTU', async () => {
+      const { r, result, input } = await ptbToTun(1400);
+      assert.deepEqual([result.reason, result.port], ['tunnel_too_big', TUN]);
+      const icmp = result.frame as Buffer;
+      const [decoded] = await scapyDissect([ethernetFrame(GW_LAN_MAC, HOST_MAC, icmp)]);
+      const ip = layer(decoded as ScapyFrame, 'IP').fields;
+      const err = layer(decoded as ScapyFrame, 'ICMP').fields;
+      // From the quoted packet's destination to its source, so that conntrack relates it to the
+      // connection and the kernel forwards (and un-NATs) it to the LAN host.
+      assert.deepEqual([ip.src, ip.dst, ip.ttl, ip.proto, ip.len], ['10.0.0.1', '192.168.100.1', 64, 1, icmp.length]);
+      assert.deepEqual([err.type, err.code, err.nexthopmtu], [3, 4, 1400 - 48]);
+      assert.equal(layer(decoded as ScapyFrame, 'IPerror').fields.src, '192.168.100.1');
+      assert.equal(layer(decoded as ScapyFrame, 'TCPerror').fields.seq, 1234);
+      assert.equal(internetChecksum(icmp.subarray(0, 20)), 0, 'IPv4 header checksum');
+      assert.equal(internetChecksum(icmp.subarray(20)), 0, 'ICMP checksum');
+      assert.equal(icmp.length, 576, 'an ICMPv4 error of at most 576 bytes (RFC 1812), as full as that allows');
+      const quotedInner = input.subarray(14 + 40 + 8 + 48);
+      assert.ok(icmp.subarray(28).equals(quotedInner.subarray(0, 576 - 28)), 'quotes the inner packet as it was sent');
+      assert.deepEqual(r.pathMtuReports, [{ tunnel: 0, mtu: 1400 }]);
+      assert.equal(r.stats.punts.tunnel_too_big, 1);
+    });
+
+    it('floors the reported MTU at 1280 as Linux does (ip6_tnl_err), and the path MTU at the IPv6 minimum', async () => {
+      const { r, result } = await ptbToTun(1280);
+      const [decoded] = await scapyDissect([ethernetFrame(GW_LAN_MAC, HOST_MAC, result.frame as Buffer)]);
+      assert.equal(layer(decoded as ScapyFrame, 'ICMP').fields.nexthopmtu, 1280);
+      assert.deepEqual(r.pathMtuReports, [{ tunnel: 0, mtu: 1280 }]);
+      const below = await ptbToTun(600);
+      assert.deepEqual(below.r.pathMtuReports, [{ tunnel: 0, mtu: 1280 }], 'a path MTU below 1280 is not IPv6');
+    });
+
+    it('sends no ICMPv4 when the tunnel already knows a lower MTU, but still reports the path MTU', async () => {
+      // As ip4ip6_err(): the route's MTU (1232 here) is below what the packet too big implies (1352).
+      const { r, result, input } = await ptbToTun(1400, {}, 1280);
+      assert.deepEqual([result.reason, result.port], ['l4proto', WAN_SLOW]);
+      assert.ok((result.frame as Buffer).equals(input));
+      assert.deepEqual(r.pathMtuReports, [{ tunnel: 0, mtu: 1400 }]);
+    });
+
+    it('quotes a tunnel packet sent without the encap-limit option (40 bytes of outer headers)', async () => {
+      const [frame] = await scapyBuild([packetTooBig(1400, { encapLimit: false })]);
+      const r = one(ptbSetup({ encapLimit: null }), WAN, frame as Buffer);
+      assert.deepEqual([r.reason, r.port], ['tunnel_too_big', TUN]);
+      assert.equal((r.frame as Buffer).readUInt16BE(20 + 6), 1400 - 40);
+    });
+
+    it('hands a packet too big about a packet of no tunnel to the kernel unchanged', async () => {
+      const frames = await scapyBuild([packetTooBig(1400, { quotedSrc: '2001:db8:2::7' }), packetTooBig(1400, { quotedDst: '2001:db8:2::7' })]);
+      for (const frame of frames) {
+        const r = run(ptbSetup(), [{ port: WAN, frame }]);
+        assert.deepEqual([r.results[0]?.reason, r.results[0]?.port], ['l4proto', WAN_SLOW]);
+        assert.ok((r.results[0]?.frame as Buffer).equals(frame));
+        assert.deepEqual(r.pathMtuReports, []);
+      }
+    });
+
+    it('hands hostile packets too big to the kernel unchanged: a bad checksum, a quote cut short, a tunnel without TUN', async () => {
+      const [badSum, cutInOuter, cutInInner, ok] = await scapyBuild([
+        packetTooBig(1400, { chksum: 0x1234 }),
+        packetTooBig(1400, { cut: 30 }),
+        packetTooBig(1400, { cut: 48 + 20 + 4 }),
+        packetTooBig(1400),
+      ]);
+      const cases: [Buffer | undefined, ReturnType<typeof ptbSetup>][] = [
+        [badSum, ptbSetup()],
+        [cutInOuter, ptbSetup()],
+        [cutInInner, ptbSetup()],
+        [ok, { ports: PORTS, tunnels: [tunnel()] }],
+      ];
+      for (const [frame, setup] of cases) {
+        const r = run(setup, [{ port: WAN, frame: frame as Buffer }]);
+        assert.deepEqual([r.results[0]?.reason, r.results[0]?.port], ['l4proto', WAN_SLOW]);
+        assert.ok((r.results[0]?.frame as Buffer).equals(frame as Buffer));
+        assert.deepEqual(r.pathMtuReports, []);
+      }
+    });
+
+    it('reads nothing past a packet too big cut at every length', async () => {
+      const [whole] = await scapyBuild([packetTooBig(1400, { cut: 200 })]);
+      const full = whole as Buffer;
+      // Each prefix with a payload length that says so: the guard page after the data catches any over-read.
+      for (let len = 14 + 40; len <= full.length; len++) {
+        const frame = Buffer.from(full.subarray(0, len));
+        frame.writeUInt16BE(len - 14 - 40, 14 + 4);
+        const r = run(ptbSetup(), [{ port: WAN, frame }]);
+        assert.ok(r.results[0]?.port === WAN_SLOW || r.results[0]?.port === TUN);
+      }
+    });
   });
 });
