@@ -7,6 +7,7 @@
         "native/dp/memory.cc",
         "native/dp/tunnel.cc",
         "native/dp/flowtable.cc",
+        "native/dp/flow_manager.cc",
         "native/dp/pipeline.cc",
         "native/dp/worker.cc",
         "native/dp/slowpath.cc",
