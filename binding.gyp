@@ -18,6 +18,7 @@
         "native/addon/addon.cc",
         "native/addon/convert.cc",
         "native/addon/testing.cc",
+        "native/stress/stress.cc",
         "native/addon/conntrack.cc",
         "native/ct/conntrack.cc"
       ],

@@ -230,6 +230,15 @@ export interface NativeTesting {
     insertFailures: number;
     maxSpilled: number;
   };
+  flowChurn(options: { flows: number; rounds: number; seed?: number }): {
+    bursts: number;
+    forwarded: number;
+    wrongMac: number;
+    removed: number;
+    added: number;
+    clashes: number;
+    reaped: number;
+  };
   keyLayout(): { size: number; entrySize: number };
   observationLayout(): Record<string, number>;
   flowRecordLayout(): Record<string, number>;
