@@ -132,9 +132,12 @@ uint64_t flow_manager::add_pair(const flow_spec &orig, const flow_spec *reply, u
 
   auto fail = [&](int rc, bool orig_published) {
     insert_failed_++;
+    // Lcores may have found the published orig direction: unlinked first, so that the
+    // grace periods of its entry and adjacency start after no lcore can find it any more.
+    if (orig_published) ft_.unlink(io);
     release_entry(io);
     if (orig_published)
-      ft_.remove(io);
+      ft_.retire(io);
     else
       ft_.discard(io);
     if (ir != FLOW_NONE) {
@@ -158,11 +161,19 @@ uint64_t flow_manager::add_pair(const flow_spec &orig, const flow_spec *reply, u
 
 void flow_manager::remove_pair(uint32_t io) {
   uint32_t ir = ft_.entry(io).pair;
+  // Both directions out of the table before any grace period starts. A token taken
+  // earlier would let an lcore report a quiescent state, then still find the flow and use
+  // its adjacency (or, through flow_entry::pair, the other direction's entry) after that
+  // was recycled for another flow. The kernel's flowtable likewise unlinks a flow from its
+  // rhashtable (flow_offload_del) before freeing it after an RCU grace period
+  // (flow_offload_free -> kfree_rcu).
+  ft_.unlink(io);
+  if (ir != FLOW_NONE) ft_.unlink(ir);
   release_entry(io);
-  ft_.remove(io);
+  ft_.retire(io);
   if (ir != FLOW_NONE) {
     release_entry(ir);
-    ft_.remove(ir);
+    ft_.retire(ir);
   }
   removed_++;
 }

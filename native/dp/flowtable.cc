@@ -123,7 +123,7 @@ int flowtable::publish(uint32_t idx) {
   return 0;
 }
 
-void flowtable::remove(uint32_t idx) {
+void flowtable::unlink(uint32_t idx) {
   const flow_entry &e = entries_[idx];
   uint32_t h = flow_key_hash(&e.key);
   uint16_t sig = signature(h);
@@ -139,7 +139,6 @@ void flowtable::remove(uint32_t idx) {
       active_--;
       // The entry keeps its flag: readers in their grace period still rewrite its packets.
       if (e.flags & FLOW_F_NAT) __atomic_store_n(&nat_flows_, nat_flows_ - 1, __ATOMIC_RELAXED);
-      pool_.release(idx);
       return;
     }
   }

@@ -120,8 +120,16 @@ class flowtable {
   // Control thread: link a filled entry into its bucket. 0, -EEXIST when its key is
   // already present, -ENOSPC when both of its buckets are full.
   int publish(uint32_t idx);
+  // Control thread: take a published entry out of its bucket. Lcores that found it before
+  // may use it until a grace period that starts after this call has passed.
+  void unlink(uint32_t idx);
+  // Control thread: free an unlinked entry after a grace period that starts now.
+  void retire(uint32_t idx) { pool_.release(idx); }
   // Control thread: unlink a published entry and free it after a grace period.
-  void remove(uint32_t idx);
+  void remove(uint32_t idx) {
+    unlink(idx);
+    retire(idx);
+  }
   // Control thread: the published entry with this key, or FLOW_NONE.
   uint32_t find(const flow_key &key) const;
   // Control thread: packet and byte counters summed over the lcores.
