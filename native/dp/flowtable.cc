@@ -61,7 +61,10 @@ uint32_t flowtable::find(const flow_key &key) const {
 }
 
 void flowtable::place(bucket *b, unsigned slot, uint32_t idx, uint16_t sig) {
-  __atomic_store_n(&b->idx[slot], idx, __ATOMIC_RELAXED);
+  // Both release: a reader that matched the slot's earlier signature may read the index
+  // again after this (lookup_bulk compares keys LOOKUP_LAG keys later) and must then see
+  // the entry behind it complete. On x86 both are plain stores.
+  __atomic_store_n(&b->idx[slot], idx, __ATOMIC_RELEASE);
   __atomic_store_n(&b->sig[slot], sig, __ATOMIC_RELEASE);
 }
 
