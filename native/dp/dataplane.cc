@@ -476,6 +476,17 @@ void dataplane::remove_tunnel(uint16_t id) {
 
 // ---- flows -----------------------------------------------------------------------------
 
+namespace {
+
+bool ip4_is_multicast(uint32_t addr) { return (addr >> 28) == 0xe; }  // 224.0.0.0/4, host order
+bool ip6_is_multicast(const uint8_t a[16]) { return a[0] == 0xff; }  // ff00::/8
+bool ip6_is_unspecified(const uint8_t a[16]) {
+  static const uint8_t zero[16] = {};
+  return memcmp(a, zero, 16) == 0;
+}
+
+}  // namespace
+
 void dataplane::validate_flow(const flow_spec &f) const {
   const flow_key &k = f.key;
   if (k.in_port >= MAX_PORTS || !ports_[k.in_port].used)
@@ -497,6 +508,22 @@ void dataplane::validate_flow(const flow_spec &f) const {
       break;
     default:
       throw dp_error(ERR_INVALID_ARGUMENT, "unknown flow action " + std::to_string(f.action));
+  }
+  // The kernel forwards no packet to a multicast or broadcast destination (ip_forward()
+  // drops PACKET_BROADCAST and PACKET_MULTICAST, ip_route_input_slow() refuses zero and
+  // multicast sources) and so never offers such a flow; the fast path, which compares
+  // addresses only, must not hold one either.
+  if (k.l3proto == FLOW_L3_IPV4) {
+    uint32_t src = rte_be_to_cpu_32(k.ip4.src), dst = rte_be_to_cpu_32(k.ip4.dst);
+    if (ip4_is_multicast(dst) || dst == UINT32_MAX)
+      throw dp_error(ERR_INVALID_ARGUMENT, "flow destination must be a unicast address, not multicast or broadcast");
+    if (src == 0 || ip4_is_multicast(src) || src == UINT32_MAX)
+      throw dp_error(ERR_INVALID_ARGUMENT, "flow source must be a unicast address, not unspecified, multicast or broadcast");
+  } else if (k.l3proto == FLOW_L3_IPV6) {
+    if (ip6_is_multicast(k.ip6.dst))
+      throw dp_error(ERR_INVALID_ARGUMENT, "flow destination must be a unicast address, not multicast");
+    if (ip6_is_unspecified(k.ip6.src) || ip6_is_multicast(k.ip6.src))
+      throw dp_error(ERR_INVALID_ARGUMENT, "flow source must be a unicast address, not unspecified or multicast");
   }
   if (((f.nat.flags & NAT_F_SPORT) && f.nat.sport == 0) || ((f.nat.flags & NAT_F_DPORT) && f.nat.dport == 0))
     throw dp_error(ERR_INVALID_ARGUMENT, "flow NAT ports must be 1..65535");
