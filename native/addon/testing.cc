@@ -94,7 +94,12 @@ std::vector<uint32_t> segments_of(const Napi::Object &o) {
   Napi::Value v = o.Get("segments");
   if (v.IsArray()) {
     Napi::Array a = v.As<Napi::Array>();
-    for (uint32_t i = 0; i < a.Length(); i++) lens.push_back(a.Get(i).As<Napi::Number>().Uint32Value());
+    for (uint32_t i = 0; i < a.Length(); i++) {
+      Napi::Value len = a.Get(i);
+      if (!len.IsNumber() || !is_integer_in(len.As<Napi::Number>().DoubleValue(), 0, UINT16_MAX))
+        throw dp_error(ERR_INVALID_ARGUMENT, "segments[]: expected an integer 0..65535");
+      lens.push_back(static_cast<uint32_t>(len.As<Napi::Number>().DoubleValue()));
+    }
   }
   return lens;
 }
