@@ -7,6 +7,7 @@
         "native/dp/memory.cc",
         "native/dp/tunnel.cc",
         "native/dp/flowtable.cc",
+        "native/dp/flow_manager.cc",
         "native/dp/pipeline.cc",
         "native/dp/worker.cc",
         "native/dp/slowpath.cc",
@@ -17,6 +18,7 @@
         "native/addon/addon.cc",
         "native/addon/convert.cc",
         "native/addon/testing.cc",
+        "native/stress/stress.cc",
         "native/addon/conntrack.cc",
         "native/ct/conntrack.cc"
       ],

@@ -239,6 +239,15 @@ export interface NativeTesting {
     maxSpilled: number;
   };
   flowtableCollide(options: { capacity: number; craftSeed: number; hashSeed?: number }): { placed: number; victimPlaced: boolean; seed: number };
+  flowChurn(options: { flows: number; rounds: number; seed?: number }): {
+    bursts: number;
+    forwarded: number;
+    wrongMac: number;
+    removed: number;
+    added: number;
+    clashes: number;
+    reaped: number;
+  };
   keyLayout(): { size: number; entrySize: number };
   observationLayout(): Record<string, number>;
   flowRecordLayout(): Record<string, number>;

@@ -237,9 +237,10 @@ Napi::Value ApplyPathMtuReports(const Napi::CallbackInfo &info) {
 
 uint64_t handle_arg(const Napi::CallbackInfo &info) {
   Napi::Value v = arg(info, 0);
-  double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : -1;
-  if (d < 0 || d > 9007199254740991.0 || d != static_cast<double>(static_cast<uint64_t>(d)))
-    throw dp_error(ERR_INVALID_ARGUMENT, "flow handle: expected a non-negative integer");
+  // Handles are below 2^53 (exact in JavaScript).
+  if (!v.IsNumber() || !is_integer_in(v.As<Napi::Number>().DoubleValue(), 0, 9007199254740991.0))
+    throw dp_error(ERR_INVALID_ARGUMENT, "flow handle: expected an integer 0..2^53-1");
+  double d = v.As<Napi::Number>().DoubleValue();
   return static_cast<uint64_t>(d);
 }
 

@@ -1,5 +1,6 @@
 #include "convert.h"
 
+#include <cmath>
 #include <cstring>
 
 #include "dp/reasons.h"
@@ -38,6 +39,10 @@ void throw_js(Napi::Env env, const dp_error &e) {
   throw err;
 }
 
+bool is_integer_in(double d, double min, double max) {
+  return std::isfinite(d) && d >= min && d <= max && std::trunc(d) == d;
+}
+
 Napi::Object as_object(const Napi::Value &v, const char *what) {
   if (!v.IsObject() || v.IsArray())
     throw dp_error(ERR_INVALID_ARGUMENT, std::string(what) + ": expected an object, received " + describe(v));
@@ -49,7 +54,7 @@ uint32_t get_uint(const Napi::Object &o, const char *field, const char *ctx, uin
   std::string range = "an integer " + std::to_string(min) + ".." + std::to_string(max);
   if (!v.IsNumber()) invalid(ctx, field, range, v);
   double d = v.As<Napi::Number>().DoubleValue();
-  if (d != static_cast<double>(static_cast<int64_t>(d)) || d < min || d > max) invalid(ctx, field, range, v);
+  if (!is_integer_in(d, min, max)) invalid(ctx, field, range, v);
   return static_cast<uint32_t>(d);
 }
 
@@ -86,7 +91,7 @@ uint16_t to_port(const Napi::Value &v, const char *what) {
   if (v.IsNull() || v.IsUndefined()) return PORT_NONE;
   if (!v.IsNumber()) throw dp_error(ERR_INVALID_ARGUMENT, std::string(what) + ": expected a port id, received " + describe(v));
   double d = v.As<Napi::Number>().DoubleValue();
-  if (d < 0 || d >= MAX_PORTS || d != static_cast<double>(static_cast<int>(d)))
+  if (!is_integer_in(d, 0, MAX_PORTS - 1))
     throw dp_error(ERR_INVALID_ARGUMENT, std::string(what) + ": expected a port id 0.." + std::to_string(MAX_PORTS - 1) +
                                              ", received " + describe(v));
   return static_cast<uint16_t>(d);

@@ -30,6 +30,10 @@ auto guard(Napi::Env env, F &&body) -> decltype(body()) {
   }
 }
 
+// Whether d is an integer in [min, max]. Checked on the double, before any cast: casting
+// NaN, an infinity or an out-of-range double to an integer type is undefined behaviour.
+bool is_integer_in(double d, double min, double max);
+
 Napi::Object as_object(const Napi::Value &v, const char *what);
 uint32_t get_uint(const Napi::Object &o, const char *field, const char *ctx, uint32_t min, uint32_t max);
 uint32_t get_uint_or(const Napi::Object &o, const char *field, const char *ctx, uint32_t min, uint32_t max,

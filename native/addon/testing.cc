@@ -6,10 +6,8 @@
 #include <unistd.h>
 
 #include <array>
-#include <atomic>
 #include <cstring>
 #include <memory>
-#include <thread>
 #include <random>
 #include <vector>
 
@@ -23,6 +21,7 @@
 #include "dp/reasons.h"
 #include "dp/snapshot.h"
 #include "dp/tunnel.h"
+#include "stress/stress.h"
 
 namespace fg::addon {
 namespace {
@@ -96,7 +95,12 @@ std::vector<uint32_t> segments_of(const Napi::Object &o) {
   Napi::Value v = o.Get("segments");
   if (v.IsArray()) {
     Napi::Array a = v.As<Napi::Array>();
-    for (uint32_t i = 0; i < a.Length(); i++) lens.push_back(a.Get(i).As<Napi::Number>().Uint32Value());
+    for (uint32_t i = 0; i < a.Length(); i++) {
+      Napi::Value len = a.Get(i);
+      if (!len.IsNumber() || !is_integer_in(len.As<Napi::Number>().DoubleValue(), 0, UINT16_MAX))
+        throw dp_error(ERR_INVALID_ARGUMENT, "segments[]: expected an integer 0..65535");
+      lens.push_back(static_cast<uint32_t>(len.As<Napi::Number>().DoubleValue()));
+    }
   }
   return lens;
 }
@@ -570,115 +574,49 @@ Napi::Value FlowtableCollide(const Napi::CallbackInfo &info) {
   });
 }
 
-// flowtableConcurrency({ capacity, stable, churn, rounds, readers }): reader threads look up
-// keys that are always present and keys that a writer inserts and removes in rounds (with
-// displacement under load and RCU-deferred reuse of entries), as lcores and the control
-// thread do. Every entry carries its key's number; a reader that finds an entry whose
-// number is not its key's has seen an entry reused under its feet.
+// flowtableConcurrency({ capacity, stable, churn, rounds, readers, buckets? }): see
+// stress::flowtable_concurrency.
 Napi::Value FlowtableConcurrency(const Napi::CallbackInfo &info) {
   return guard(info.Env(), [&] {
     Napi::Env env = info.Env();
     Napi::Object o = as_object(info.Length() > 0 ? info[0] : env.Undefined(), "options");
-    uint32_t capacity = get_uint(o, "capacity", "options", 2, MAX_FLOWS);
-    uint32_t n_stable = get_uint(o, "stable", "options", 1, MAX_FLOWS);
-    uint32_t n_churn = get_uint(o, "churn", "options", 1, MAX_FLOWS);
-    uint32_t rounds = get_uint(o, "rounds", "options", 1, 1u << 20);
-    unsigned readers = get_uint(o, "readers", "options", 1, 8);
-    uint32_t buckets = get_uint_or(o, "buckets", "options", 0, MAX_FLOWS, 0);
-
-    size_t qsbr_size = rte_rcu_qsbr_get_memsize(readers);
-    std::unique_ptr<rte_rcu_qsbr, heap_deleter> qsbr(static_cast<rte_rcu_qsbr *>(heap_mem.alloc(qsbr_size, CACHE_LINE, 0)));
-    if (qsbr == nullptr || rte_rcu_qsbr_init(qsbr.get(), readers) != 0) throw dp_error(ERR_NO_MEMORY, "qsbr");
-    flowtable ft;
-    if (ft.create(capacity, readers, qsbr.get(), heap_mem, 0, buckets) != 0) throw dp_error(ERR_INVALID_ARGUMENT, "flowtable");
-
-    std::mt19937 rng(5);
-    std::vector<flow_key> keys(n_stable + n_churn);
-    for (auto &k : keys) {
-      flow_key_zero(&k);
-      k.l3proto = FLOW_L3_IPV4;
-      k.l4proto = IPPROTO_TCP;
-      k.ip4.src = rng();
-      k.ip4.dst = rng();
-      k.sport = static_cast<uint16_t>(rng());
-    }
-    auto insert = [&](uint32_t i) {
-      uint32_t e = ft.alloc();
-      if (e == FLOW_NONE) return FLOW_NONE;
-      ft.entry(e).key = keys[i];
-      ft.entry(e).last_seen = i;  // the key's number, checked by readers
-      if (ft.publish(e) != 0) {
-        ft.discard(e);
-        return FLOW_NONE;
-      }
-      return e;
-    };
-    for (uint32_t i = 0; i < n_stable; i++)
-      if (insert(i) == FLOW_NONE) throw dp_error(ERR_FLOWTABLE_FULL, "stable keys do not fit");
-
-    std::atomic<bool> stop{false};
-    std::atomic<uint64_t> stable_misses{0}, reused{0}, lookups{0}, churn_hits{0};
-    std::vector<std::thread> threads;
-    for (unsigned r = 0; r < readers; r++) {
-      threads.emplace_back([&, r] {
-        rte_rcu_qsbr_thread_register(qsbr.get(), r);
-        rte_rcu_qsbr_thread_online(qsbr.get(), r);
-        uint64_t misses = 0, bad = 0, n = 0, hits = 0;
-        while (!stop.load(std::memory_order_relaxed)) {
-          for (uint32_t base = 0; base < keys.size(); base += flowtable::MAX_LOOKUP) {
-            unsigned cnt = std::min<uint32_t>(flowtable::MAX_LOOKUP, static_cast<uint32_t>(keys.size()) - base);
-            uint32_t out[flowtable::MAX_LOOKUP];
-            ft.lookup_bulk(&keys[base], cnt, out);
-            // Hold the entries a while, as an lcore does while it acts on its burst: until
-            // the quiescent state below, none of them may change.
-            for (volatile unsigned spin = 0; spin < 200; spin++) {
-            }
-            for (unsigned j = 0; j < cnt; j++) {
-              uint32_t i = base + j;
-              if (out[j] == FLOW_NONE) {
-                if (i < n_stable) misses++;
-                continue;
-              }
-              if (i >= n_stable) hits++;
-              const flow_entry &e = ft.entry(out[j]);
-              if (__atomic_load_n(&e.last_seen, __ATOMIC_RELAXED) != i || !flow_key_equal(&e.key, &keys[i])) bad++;
-            }
-            n += cnt;
-            rte_rcu_qsbr_quiescent(qsbr.get(), r);
-          }
-        }
-        rte_rcu_qsbr_thread_offline(qsbr.get(), r);
-        stable_misses += misses;
-        reused += bad;
-        lookups += n;
-        churn_hits += hits;
-      });
-    }
-    uint32_t max_spilled = 0, insert_failures = 0;
-    std::vector<uint32_t> live;
-    for (uint32_t round = 0; round < rounds; round++) {
-      for (uint32_t i = n_stable; i < keys.size(); i++) {
-        uint32_t e = insert(i);
-        if (e == FLOW_NONE)
-          insert_failures++;
-        else
-          live.push_back(e);
-      }
-      max_spilled = std::max(max_spilled, ft.spilled());
-      for (uint32_t e : live) ft.remove(e);
-      live.clear();
-      ft.reclaim();
-    }
-    stop = true;
-    for (auto &t : threads) t.join();
-
+    stress::flowtable_options opts;
+    opts.capacity = get_uint(o, "capacity", "options", 2, MAX_FLOWS);
+    opts.stable = get_uint(o, "stable", "options", 1, MAX_FLOWS);
+    opts.churn = get_uint(o, "churn", "options", 1, MAX_FLOWS);
+    opts.rounds = get_uint(o, "rounds", "options", 1, 1u << 20);
+    opts.readers = get_uint(o, "readers", "options", 1, 8);
+    opts.buckets = get_uint_or(o, "buckets", "options", 0, MAX_FLOWS, 0);
+    stress::flowtable_result r = stress::flowtable_concurrency(opts);
     Napi::Object res = Napi::Object::New(env);
-    res.Set("stableMisses", Napi::Number::New(env, static_cast<double>(stable_misses.load())));
-    res.Set("reused", Napi::Number::New(env, static_cast<double>(reused.load())));
-    res.Set("lookups", Napi::Number::New(env, static_cast<double>(lookups.load())));
-    res.Set("churnHits", Napi::Number::New(env, static_cast<double>(churn_hits.load())));
-    res.Set("insertFailures", insert_failures);
-    res.Set("maxSpilled", max_spilled);
+    res.Set("stableMisses", Napi::Number::New(env, static_cast<double>(r.stable_misses)));
+    res.Set("reused", Napi::Number::New(env, static_cast<double>(r.reused)));
+    res.Set("lookups", Napi::Number::New(env, static_cast<double>(r.lookups)));
+    res.Set("churnHits", Napi::Number::New(env, static_cast<double>(r.churn_hits)));
+    res.Set("insertFailures", r.insert_failures);
+    res.Set("maxSpilled", r.max_spilled);
+    return res;
+  });
+}
+
+// flowChurn({ flows, rounds, seed? }): see stress::flow_churn.
+Napi::Value FlowChurn(const Napi::CallbackInfo &info) {
+  return guard(info.Env(), [&] {
+    Napi::Env env = info.Env();
+    Napi::Object o = as_object(info.Length() > 0 ? info[0] : env.Undefined(), "options");
+    stress::churn_options opts;
+    opts.flows = get_uint(o, "flows", "options", 2, 4096);
+    opts.rounds = get_uint(o, "rounds", "options", 1, 1u << 24);
+    opts.seed = get_uint_or(o, "seed", "options", 0, UINT32_MAX, 1);
+    stress::churn_result r = stress::flow_churn(opts);
+    Napi::Object res = Napi::Object::New(env);
+    res.Set("bursts", Napi::Number::New(env, static_cast<double>(r.bursts)));
+    res.Set("forwarded", Napi::Number::New(env, static_cast<double>(r.forwarded)));
+    res.Set("wrongMac", Napi::Number::New(env, static_cast<double>(r.wrong_mac)));
+    res.Set("removed", Napi::Number::New(env, static_cast<double>(r.removed)));
+    res.Set("added", Napi::Number::New(env, static_cast<double>(r.added)));
+    res.Set("clashes", Napi::Number::New(env, static_cast<double>(r.clashes)));
+    res.Set("reaped", Napi::Number::New(env, static_cast<double>(r.reaped)));
     return res;
   });
 }
@@ -760,6 +698,7 @@ Napi::Object testing_exports(Napi::Env env) {
   t.Set("flowtableExercise", Napi::Function::New(env, FlowtableExercise, "flowtableExercise"));
   t.Set("flowtableConcurrency", Napi::Function::New(env, FlowtableConcurrency, "flowtableConcurrency"));
   t.Set("flowtableCollide", Napi::Function::New(env, FlowtableCollide, "flowtableCollide"));
+  t.Set("flowChurn", Napi::Function::New(env, FlowChurn, "flowChurn"));
   t.Set("keyLayout", Napi::Function::New(env, KeyLayout, "keyLayout"));
   t.Set("observationLayout", Napi::Function::New(env, ObservationLayout, "observationLayout"));
   t.Set("flowRecordLayout", Napi::Function::New(env, FlowRecordLayout, "flowRecordLayout"));

@@ -16,16 +16,6 @@
 #include "port.h"
 
 namespace fg {
-namespace {
-
-// A flow handle: the orig entry's index and that index's generation, so that a handle of
-// a removed flow never names the flow that reuses its index. Below 2^53: exact in JS.
-constexpr unsigned HANDLE_INDEX_BITS = 23;
-constexpr uint64_t HANDLE_INDEX_MASK = (uint64_t{1} << HANDLE_INDEX_BITS) - 1;
-constexpr uint32_t HANDLE_GEN_MASK = (1u << 30) - 1;
-static_assert(MAX_FLOWS <= (1u << HANDLE_INDEX_BITS), "flow index must fit a handle");
-
-}  // namespace
 
 dataplane::~dataplane() { shutdown(); }
 
@@ -69,21 +59,11 @@ void dataplane::init(const init_options &opts) {
     if (qsbr_ == nullptr || rte_rcu_qsbr_init(qsbr_, n_workers + 1) != 0)
       throw dp_error(ERR_NO_MEMORY, "cannot allocate the RCU state");
 
-    int rc = ft_.create(opts.flow_capacity, n_workers, qsbr_, hugepage_mem, socket);
-    if (rc != 0)
-      throw dp_error(ERR_NO_MEMORY, "cannot allocate a flowtable of " + std::to_string(opts.flow_capacity) +
-                                        " flows (" + rte_strerror(-rc) + "); reserve more hugepages",
-                     -rc);
-    ctl_.assign(opts.flow_capacity, flow_ctl{});
-
-    adj_ = static_cast<adjacency *>(hugepage_mem.alloc(sizeof(adjacency) * MAX_ADJACENCIES, CACHE_LINE, socket));
-    if (adj_ == nullptr) throw dp_error(ERR_NO_MEMORY, "cannot allocate the adjacency table");
-    adj_pool_.init(MAX_ADJACENCIES, qsbr_);
-    adj_refs_.assign(MAX_ADJACENCIES, 0);
+    flows_.create(opts.flow_capacity, n_workers, qsbr_, hugepage_mem, socket);
 
     shared_.qsbr = qsbr_;
-    shared_.ft = &ft_;
-    shared_.adj = adj_;
+    shared_.ft = &flows_.table();
+    shared_.adj = flows_.adjacencies();
     shared_.idle = opts.idle;
     shared_.tsc_hz = rte_get_tsc_hz();
     shared_.tsc_epoch = rte_rdtsc();
@@ -145,10 +125,7 @@ void dataplane::shutdown() {
     rte_free(w);
   }
   workers_.clear();
-  ft_.destroy();
-  if (adj_ != nullptr) hugepage_mem.free(adj_);
-  adj_ = nullptr;
-  adj_index_.clear();
+  flows_.destroy();
   delete snap_;
   snap_ = nullptr;
   rte_free(qsbr_);
@@ -280,10 +257,10 @@ void dataplane::remove_port(uint16_t port) {
   require_port(port);
   // Nothing may point at the port once it is gone: flows in or out, tunnels over it, ports
   // that punt to it.
-  remove_flows_if([&](const flow_entry &e, uint32_t) {
+  flows_.remove_if([&](const flow_entry &e, uint32_t) {
     if (e.key.in_port == port) return true;
     if (e.action == FLOW_ACT_ENCAP4IN6) return snap_->tun[e.target].port == port;
-    return adj_[e.target].port == port;
+    return flows_.adjacencies()[e.target].port == port;
   });
   auto next = next_snapshot();
   rte_ring *kernel_tx = next->port[port].kernel_tx;
@@ -482,7 +459,7 @@ void dataplane::update_tunnel(uint16_t id, const tunnel_params &p) {
   if (endpoints_changed || label_mode_changed) {
     // Decap flows are keyed by the old endpoints and encap flows carry per-flow labels made
     // for the old mode: the learner installs them again through the slow path.
-    remove_flows_if([&](const flow_entry &e, uint32_t) {
+    flows_.remove_if([&](const flow_entry &e, uint32_t) {
       if (e.action == FLOW_ACT_ENCAP4IN6) return e.target == id;
       return e.action == FLOW_ACT_DECAP4IN6 && memcmp(e.key.ip4.outer_dst, old.local(), 16) == 0 &&
              memcmp(e.key.ip4.outer_src, old.remote(), 16) == 0;
@@ -502,7 +479,7 @@ void dataplane::remove_tunnel(uint16_t id) {
   require_init();
   if (id >= MAX_TUNNELS || !snap_->tun[id].active) throw dp_error(ERR_NOT_FOUND, "no tunnel with id " + std::to_string(id));
   const tunnel &t = snap_->tun[id];
-  remove_flows_if([&](const flow_entry &e, uint32_t) {
+  flows_.remove_if([&](const flow_entry &e, uint32_t) {
     if (e.action == FLOW_ACT_ENCAP4IN6) return e.target == id;
     return e.action == FLOW_ACT_DECAP4IN6 && memcmp(e.key.ip4.outer_dst, t.local(), 16) == 0 &&
            memcmp(e.key.ip4.outer_src, t.remote(), 16) == 0;
@@ -541,42 +518,18 @@ tunnel_mtu_info dataplane::tunnel_mtu(uint16_t id) const {
   return {id, t.mtu, t.path_mtu, t.effective_mtu};
 }
 
-// ---- adjacencies -----------------------------------------------------------------------
-
-uint32_t dataplane::adjacency_acquire(uint16_t port, const uint8_t dst[6], const uint8_t src[6]) {
-  adj_key key;
-  memcpy(key.data(), &port, 2);
-  memcpy(key.data() + 2, dst, 6);
-  memcpy(key.data() + 8, src, 6);
-  auto it = adj_index_.find(key);
-  if (it != adj_index_.end()) {
-    adj_refs_[it->second]++;
-    return it->second;
-  }
-  uint32_t idx = adj_pool_.alloc();
-  if (idx == rcu_index_pool::NONE)
-    throw dp_error(ERR_LIMIT, "more than " + std::to_string(MAX_ADJACENCIES) + " distinct next hops");
-  adjacency &a = adj_[idx];
-  memcpy(a.dst_mac, dst, 6);
-  memcpy(a.src_mac, src, 6);
-  a.port = port;
-  adj_index_.emplace(key, idx);
-  adj_refs_[idx] = 1;
-  return idx;
-}
-
-void dataplane::adjacency_release(uint32_t idx) {
-  if (--adj_refs_[idx] != 0) return;
-  const adjacency &a = adj_[idx];
-  adj_key key;
-  memcpy(key.data(), &a.port, 2);
-  memcpy(key.data() + 2, a.dst_mac, 6);
-  memcpy(key.data() + 8, a.src_mac, 6);
-  adj_index_.erase(key);
-  adj_pool_.release(idx);
-}
-
 // ---- flows -----------------------------------------------------------------------------
+
+namespace {
+
+bool ip4_is_multicast(uint32_t addr) { return (addr >> 28) == 0xe; }  // 224.0.0.0/4, host order
+bool ip6_is_multicast(const uint8_t a[16]) { return a[0] == 0xff; }  // ff00::/8
+bool ip6_is_unspecified(const uint8_t a[16]) {
+  static const uint8_t zero[16] = {};
+  return memcmp(a, zero, 16) == 0;
+}
+
+}  // namespace
 
 void dataplane::validate_flow(const flow_spec &f) const {
   const flow_key &k = f.key;
@@ -604,6 +557,22 @@ void dataplane::validate_flow(const flow_spec &f) const {
     default:
       throw dp_error(ERR_INVALID_ARGUMENT, "unknown flow action " + std::to_string(f.action));
   }
+  // The kernel forwards no packet to a multicast or broadcast destination (ip_forward()
+  // drops PACKET_BROADCAST and PACKET_MULTICAST, ip_route_input_slow() refuses zero and
+  // multicast sources) and so never offers such a flow; the fast path, which compares
+  // addresses only, must not hold one either.
+  if (k.l3proto == FLOW_L3_IPV4) {
+    uint32_t src = rte_be_to_cpu_32(k.ip4.src), dst = rte_be_to_cpu_32(k.ip4.dst);
+    if (ip4_is_multicast(dst) || dst == UINT32_MAX)
+      throw dp_error(ERR_INVALID_ARGUMENT, "flow destination must be a unicast address, not multicast or broadcast");
+    if (src == 0 || ip4_is_multicast(src) || src == UINT32_MAX)
+      throw dp_error(ERR_INVALID_ARGUMENT, "flow source must be a unicast address, not unspecified, multicast or broadcast");
+  } else if (k.l3proto == FLOW_L3_IPV6) {
+    if (ip6_is_multicast(k.ip6.dst))
+      throw dp_error(ERR_INVALID_ARGUMENT, "flow destination must be a unicast address, not multicast");
+    if (ip6_is_unspecified(k.ip6.src) || ip6_is_multicast(k.ip6.src))
+      throw dp_error(ERR_INVALID_ARGUMENT, "flow source must be a unicast address, not unspecified or multicast");
+  }
   if (((f.nat.flags & NAT_F_SPORT) && f.nat.sport == 0) || ((f.nat.flags & NAT_F_DPORT) && f.nat.dport == 0))
     throw dp_error(ERR_INVALID_ARGUMENT, "flow NAT ports must be 1..65535");
   if (f.action == FLOW_ACT_ENCAP4IN6) {
@@ -614,214 +583,48 @@ void dataplane::validate_flow(const flow_spec &f) const {
   }
 }
 
-void dataplane::fill_entry(uint32_t idx, const flow_spec &f, uint32_t pair) {
-  flow_entry &e = ft_.entry(idx);
-  flow_entry_init(e, f.key, f.action, pair, now_s());
-  ft_.set_nat(idx, f.nat);
-  if (f.action == FLOW_ACT_ENCAP4IN6) {
-    e.target = f.tunnel;
-  } else {
-    uint8_t src[6];
-    memcpy(src, f.has_src_mac ? f.src_mac : ports_[f.out_port].mac, 6);
-    e.target = static_cast<uint16_t>(adjacency_acquire(f.out_port, f.dst_mac, src));
+flow_spec dataplane::resolve_flow(const flow_spec &f) const {
+  flow_spec r = f;
+  if (f.action != FLOW_ACT_ENCAP4IN6 && !f.has_src_mac) {
+    memcpy(r.src_mac, ports_[f.out_port].mac, 6);
+    r.has_src_mac = true;
   }
-}
-
-void dataplane::release_entry(uint32_t idx) {
-  const flow_entry &e = ft_.entry(idx);
-  if (e.action != FLOW_ACT_ENCAP4IN6) adjacency_release(e.target);
-  ctl_[idx].state = slot_state::free;
-}
-
-uint64_t dataplane::handle_of(uint32_t idx) const {
-  return (uint64_t{ctl_[idx].gen} << HANDLE_INDEX_BITS) | idx;
-}
-
-bool dataplane::decode_handle(uint64_t handle, uint32_t *idx) const {
-  uint64_t i = handle & HANDLE_INDEX_MASK;
-  if (i >= ctl_.size()) return false;
-  if (ctl_[i].state != slot_state::orig || (handle >> HANDLE_INDEX_BITS) != ctl_[i].gen) return false;
-  *idx = static_cast<uint32_t>(i);
-  return true;
+  return r;
 }
 
 uint64_t dataplane::add_flow_pair(const flow_spec &orig, const flow_spec *reply) {
   require_init();
   validate_flow(orig);
   if (reply != nullptr) validate_flow(*reply);
-  ft_.reclaim();
-  adj_pool_.reclaim();
-
-  uint32_t io = ft_.alloc();
-  uint32_t ir = FLOW_NONE;
-  if (io != FLOW_NONE && reply != nullptr) {
-    ir = ft_.alloc();
-    if (ir == FLOW_NONE) {
-      ft_.discard(io);
-      io = FLOW_NONE;
-    }
-  }
-  if (io == FLOW_NONE) {
-    flows_insert_failed_++;
-    throw dp_error(ERR_FLOWTABLE_FULL, "the flowtable is full (" + std::to_string(ft_.capacity()) + " flows)");
-  }
-  fill_entry(io, orig, ir);
-  ctl_[io].state = slot_state::orig;
-  if (reply != nullptr) {
-    fill_entry(ir, *reply, io);
-    ctl_[ir].state = slot_state::reply;
-  }
-
-  auto fail = [&](int rc, bool orig_published) {
-    flows_insert_failed_++;
-    release_entry(io);
-    if (orig_published)
-      ft_.remove(io);
-    else
-      ft_.discard(io);
-    if (ir != FLOW_NONE) {
-      release_entry(ir);
-      ft_.discard(ir);
-    }
-    if (rc == -EEXIST) throw dp_error(ERR_FLOW_EXISTS, "a flow with the same key is already offloaded");
-    throw dp_error(ERR_FLOWTABLE_FULL, "no room in the flowtable buckets for this key");
-  };
-  int rc = ft_.publish(io);
-  if (rc != 0) fail(rc, false);
-  if (ir != FLOW_NONE) {
-    rc = ft_.publish(ir);
-    if (rc != 0) fail(rc, true);
-  }
-  ctl_[io].gen = (ctl_[io].gen + 1) & HANDLE_GEN_MASK;
-  high_water_ = std::max({high_water_, io + 1, ir == FLOW_NONE ? 0 : ir + 1});
-  flows_added_++;
-  return handle_of(io);
-}
-
-void dataplane::remove_pair(uint32_t io) {
-  uint32_t ir = ft_.entry(io).pair;
-  release_entry(io);
-  ft_.remove(io);
-  if (ir != FLOW_NONE) {
-    release_entry(ir);
-    ft_.remove(ir);
-  }
-  flows_removed_++;
+  flow_spec o = resolve_flow(orig);
+  if (reply == nullptr) return flows_.add_pair(o, nullptr, now_s());
+  flow_spec r = resolve_flow(*reply);
+  return flows_.add_pair(o, &r, now_s());
 }
 
 bool dataplane::remove_flow(uint64_t handle) {
   require_init();
-  uint32_t idx;
-  if (!decode_handle(handle, &idx)) return false;
-  remove_pair(idx);
-  return true;
-}
-
-template <typename Pred>
-uint32_t dataplane::remove_flows_if(Pred pred) {
-  uint32_t removed = 0;
-  for (uint32_t i = 0; i < high_water_; i++) {
-    if (ctl_[i].state != slot_state::orig) continue;
-    const flow_entry &e = ft_.entry(i);
-    bool match = pred(e, i);
-    if (!match && e.pair != FLOW_NONE) match = pred(ft_.entry(e.pair), e.pair);
-    if (match) {
-      remove_pair(i);
-      removed++;
-    }
-  }
-  return removed;
+  return flows_.remove(handle);
 }
 
 uint32_t dataplane::flush_flows() {
   require_init();
-  return remove_flows_if([](const flow_entry &, uint32_t) { return true; });
-}
-
-flow_spec dataplane::spec_of(uint32_t idx) const {
-  const flow_entry &e = ft_.entry(idx);
-  flow_spec f;
-  f.key = e.key;
-  f.action = e.action;
-  if (e.action == FLOW_ACT_ENCAP4IN6) {
-    f.tunnel = e.target;
-  } else {
-    const adjacency &a = adj_[e.target];
-    f.out_port = a.port;
-    memcpy(f.dst_mac, a.dst_mac, 6);
-    memcpy(f.src_mac, a.src_mac, 6);
-    f.has_src_mac = true;
-  }
-  if (e.flags & FLOW_F_NAT) f.nat = flow_nat_spec_of(ft_.nat()[idx], e.key.l3proto);
-  return f;
-}
-
-flow_info dataplane::info_of(uint32_t io) const {
-  const flow_entry &e = ft_.entry(io);
-  flow_info info{};
-  info.handle = handle_of(io);
-  info.orig = spec_of(io);
-  info.orig_counter = ft_.counter(io);
-  uint32_t last = __atomic_load_n(&e.last_seen, __ATOMIC_RELAXED);
-  uint8_t state = __atomic_load_n(&e.state, __ATOMIC_RELAXED);
-  if (e.pair != FLOW_NONE) {
-    const flow_entry &r = ft_.entry(e.pair);
-    info.has_reply = true;
-    info.reply = spec_of(e.pair);
-    info.reply_counter = ft_.counter(e.pair);
-    last = std::max(last, __atomic_load_n(&r.last_seen, __ATOMIC_RELAXED));
-    state |= __atomic_load_n(&r.state, __ATOMIC_RELAXED);
-  }
-  info.teardown = (state & FLOW_STATE_TEARDOWN) != 0;
-  info.closing = (state & FLOW_STATE_CLOSING) != 0;
-  uint32_t now = now_s();
-  info.idle_s = now > last ? now - last : 0;
-  return info;
+  return flows_.flush();
 }
 
 bool dataplane::get_flow(uint64_t handle, flow_info *out) const {
   require_init();
-  uint32_t idx;
-  if (!decode_handle(handle, &idx)) return false;
-  *out = info_of(idx);
-  return true;
+  return flows_.get(handle, now_s(), out);
 }
 
 std::vector<flow_info> dataplane::list_flows(uint32_t from, uint32_t max, uint32_t *next) const {
   require_init();
-  std::vector<flow_info> flows;
-  uint32_t i = from;
-  for (; i < high_water_ && flows.size() < max; i++)
-    if (ctl_[i].state == slot_state::orig) flows.push_back(info_of(i));
-  *next = i < high_water_ ? i : 0;
-  return flows;
+  return flows_.list(from, max, next, now_s());
 }
 
 std::vector<reaped_flow> dataplane::reap(uint32_t tcp_timeout_s, uint32_t udp_timeout_s) {
   require_init();
-  std::vector<reaped_flow> reaped;
-  uint32_t now = now_s();
-  // Every second over every flow: read only the two entries' state and last_seen, and
-  // build the full description only of the flows that go.
-  for (uint32_t i = 0; i < high_water_; i++) {
-    if (ctl_[i].state != slot_state::orig) continue;
-    const flow_entry &e = ft_.entry(i);
-    uint8_t state = __atomic_load_n(&e.state, __ATOMIC_RELAXED);
-    uint32_t last = __atomic_load_n(&e.last_seen, __ATOMIC_RELAXED);
-    if (e.pair != FLOW_NONE) {
-      const flow_entry &r = ft_.entry(e.pair);
-      state |= __atomic_load_n(&r.state, __ATOMIC_RELAXED);
-      last = std::max(last, __atomic_load_n(&r.last_seen, __ATOMIC_RELAXED));
-    }
-    bool teardown = (state & FLOW_STATE_TEARDOWN) != 0;
-    uint32_t timeout = e.key.l4proto == IPPROTO_TCP ? tcp_timeout_s : udp_timeout_s;
-    if (!teardown && now - std::min(now, last) < timeout) continue;
-    reaped.push_back({info_of(i), teardown ? reap_reason::teardown : reap_reason::idle});
-    remove_pair(i);
-  }
-  ft_.reclaim();
-  adj_pool_.reclaim();
-  return reaped;
+  return flows_.reap(tcp_timeout_s, udp_timeout_s, now_s());
 }
 
 // ---- stats -----------------------------------------------------------------------------
@@ -845,14 +648,15 @@ dataplane_stats dataplane::stats() const {
     for (unsigned r = 0; r < DROP_REASON_COUNT; r++) s.drops[r] += wi.stats.drops[r];
     s.workers.push_back(wi);
   }
-  s.flows_active = static_cast<uint32_t>(flows_added_ - flows_removed_);
-  s.flow_entries = ft_.active();
-  s.flows_capacity = ft_.capacity();
-  s.flows_spilled = ft_.spilled();
-  s.flows_added = flows_added_;
-  s.flows_removed = flows_removed_;
-  s.flows_insert_failed = flows_insert_failed_;
-  s.adjacencies = static_cast<uint32_t>(adj_index_.size());
+  const flowtable &ft = flows_.table();
+  s.flows_active = flows_.active_pairs();
+  s.flow_entries = ft.active();
+  s.flows_capacity = ft.capacity();
+  s.flows_spilled = ft.spilled();
+  s.flows_added = flows_.added();
+  s.flows_removed = flows_.removed();
+  s.flows_insert_failed = flows_.insert_failed();
+  s.adjacencies = flows_.adjacency_count();
   s.slowpath = slowpath_.stats();
   s.tsc_hz = shared_.tsc_hz;
   s.now_s = now_s();

@@ -5,7 +5,6 @@
 
 #include <array>
 #include <cstdint>
-#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -13,6 +12,7 @@
 #include <rte_mempool.h>
 
 #include "error.h"
+#include "flow_manager.h"
 #include "flowtable.h"
 #include "slowpath.h"
 #include "snapshot.h"
@@ -63,32 +63,6 @@ struct port_counters {
   uint64_t tx_packets, tx_bytes, tx_errors, tx_dropped;
 };
 
-// One direction of a flow, as the control plane describes it.
-struct flow_spec {
-  flow_key key;
-  uint8_t action = FLOW_ACT_NONE;
-  uint16_t out_port = PORT_NONE;  // FWD4, FWD6, DECAP4IN6
-  uint8_t dst_mac[6] = {};
-  bool has_src_mac = false;       // default: the output port's address
-  uint8_t src_mac[6] = {};
-  uint16_t tunnel = TUNNEL_NONE;  // ENCAP4IN6
-  // The tuple the packet leaves with (from the connection's reply tuple), applied to the
-  // (inner) IP packet before the TTL decrement and encapsulation; flags 0: no NAT.
-  flow_nat_spec nat;
-};
-
-struct flow_info {
-  uint64_t handle;
-  flow_spec orig;
-  bool has_reply;
-  flow_spec reply;
-  flow_counter orig_counter;
-  flow_counter reply_counter;
-  uint32_t idle_s;
-  bool teardown;  // either direction marked for teardown
-  bool closing;   // TCP FIN or RST seen (either direction): the learner closes the connection
-};
-
 // A tunnel's MTUs: as configured, the underlay path's as learnt from ICMPv6 packet too
 // big (0: none), and the effective one the fast path and the TUN device use.
 struct tunnel_mtu_info {
@@ -96,13 +70,6 @@ struct tunnel_mtu_info {
   uint16_t mtu;
   uint16_t path_mtu;
   uint16_t effective_mtu;
-};
-
-enum class reap_reason : uint8_t { teardown, idle };
-
-struct reaped_flow {
-  flow_info info;
-  reap_reason reason;
 };
 
 struct worker_info {
@@ -184,11 +151,6 @@ class dataplane {
   uint32_t now_s() const;
 
  private:
-  enum class slot_state : uint8_t { free, orig, reply };
-  struct flow_ctl {
-    uint32_t gen = 0;
-    slot_state state = slot_state::free;
-  };
   struct port_state {
     bool used = false;
     port_spec spec;
@@ -198,7 +160,6 @@ class dataplane {
     bool l3 = false;
     uint8_t mac[6] = {};  // the configured address, or the device's own
   };
-  using adj_key = std::array<uint8_t, 14>;  // port (2) + dst MAC + src MAC
 
   void require_init() const;
   void require_port(uint16_t port) const;
@@ -207,33 +168,15 @@ class dataplane {
   void derive(snapshot &s) const;
 
   void validate_flow(const flow_spec &f) const;
-  void fill_entry(uint32_t idx, const flow_spec &f, uint32_t pair);
-  void release_entry(uint32_t idx);
-  void remove_pair(uint32_t orig_idx);
-  flow_spec spec_of(uint32_t idx) const;
-  flow_info info_of(uint32_t orig_idx) const;
-  uint64_t handle_of(uint32_t idx) const;
-  bool decode_handle(uint64_t handle, uint32_t *idx) const;
-  template <typename Pred>
-  uint32_t remove_flows_if(Pred pred);
-
-  uint32_t adjacency_acquire(uint16_t port, const uint8_t dst[6], const uint8_t src[6]);
-  void adjacency_release(uint32_t idx);
+  // f with its source MAC: the output port's address unless given.
+  flow_spec resolve_flow(const flow_spec &f) const;
 
   bool initialized_ = false;
   bool running_ = false;
   init_options opts_;
   rte_mempool *pool_ = nullptr;
   rte_rcu_qsbr *qsbr_ = nullptr;
-  flowtable ft_;
-  std::vector<flow_ctl> ctl_;
-  uint32_t high_water_ = 0;  // one past the highest flow index ever handed out
-  uint64_t flows_added_ = 0, flows_removed_ = 0, flows_insert_failed_ = 0;
-
-  adjacency *adj_ = nullptr;
-  rcu_index_pool adj_pool_;
-  std::map<adj_key, uint32_t> adj_index_;
-  std::vector<uint32_t> adj_refs_;
+  flow_manager flows_;
 
   std::array<port_state, MAX_PORTS> ports_{};
   std::vector<worker *> workers_;

@@ -66,7 +66,10 @@ uint32_t flowtable::find(const flow_key &key) const {
 }
 
 void flowtable::place(bucket *b, unsigned slot, uint32_t idx, uint16_t sig) {
-  __atomic_store_n(&b->idx[slot], idx, __ATOMIC_RELAXED);
+  // Both release: a reader that matched the slot's earlier signature may read the index
+  // again after this (lookup_bulk compares keys LOOKUP_LAG keys later) and must then see
+  // the entry behind it complete. On x86 both are plain stores.
+  __atomic_store_n(&b->idx[slot], idx, __ATOMIC_RELEASE);
   __atomic_store_n(&b->sig[slot], sig, __ATOMIC_RELEASE);
 }
 
@@ -128,7 +131,7 @@ int flowtable::publish(uint32_t idx) {
   return 0;
 }
 
-void flowtable::remove(uint32_t idx) {
+void flowtable::unlink(uint32_t idx) {
   const flow_entry &e = entries_[idx];
   uint32_t h = hash(e.key);
   uint16_t sig = signature(h);
@@ -144,7 +147,6 @@ void flowtable::remove(uint32_t idx) {
       active_--;
       // The entry keeps its flag: readers in their grace period still rewrite its packets.
       if (e.flags & FLOW_F_NAT) __atomic_store_n(&nat_flows_, nat_flows_ - 1, __ATOMIC_RELAXED);
-      pool_.release(idx);
       return;
     }
   }

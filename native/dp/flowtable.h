@@ -122,8 +122,16 @@ class flowtable {
   // Control thread: link a filled entry into its bucket. 0, -EEXIST when its key is
   // already present, -ENOSPC when both of its buckets are full.
   int publish(uint32_t idx);
+  // Control thread: take a published entry out of its bucket. Lcores that found it before
+  // may use it until a grace period that starts after this call has passed.
+  void unlink(uint32_t idx);
+  // Control thread: free an unlinked entry after a grace period that starts now.
+  void retire(uint32_t idx) { pool_.release(idx); }
   // Control thread: unlink a published entry and free it after a grace period.
-  void remove(uint32_t idx);
+  void remove(uint32_t idx) {
+    unlink(idx);
+    retire(idx);
+  }
   // Control thread: the published entry with this key, or FLOW_NONE.
   uint32_t find(const flow_key &key) const;
   // Control thread: packet and byte counters summed over the lcores.
@@ -189,6 +197,8 @@ class flowtable {
     uint32_t pad[3];
   };
   static_assert(sizeof(bucket) == CACHE_LINE, "a bucket is one cache line");
+  // Four signatures read as one word (the signatures' own type is uint16_t).
+  typedef uint64_t __attribute__((may_alias)) sig_word;
 
   static uint16_t signature(uint32_t hash) {
     return static_cast<uint16_t>(((hash * 0x9e3779b1u) >> 16) | 1u);
@@ -199,9 +209,15 @@ class flowtable {
     return (hash ^ (((hash >> 12) * 0x85ebca6bu) | 1u)) & mask_;
   }
   static unsigned match(const bucket *b, uint16_t sig) {
-    __m128i sigs = _mm_load_si128(reinterpret_cast<const __m128i *>(b->sig));
-    // Entry indices are read after the signatures (the writer stores them before).
-    __atomic_thread_fence(__ATOMIC_ACQUIRE);
+    // The eight signatures as two 64-bit acquire loads: the writer stores a slot's entry
+    // index before its signature (release), so the indices read after this are the ones
+    // the signatures were published with. A plain vector load followed by a fence would be
+    // a data race with those stores (undefined in the C++ memory model, and reported by
+    // ThreadSanitizer); on x86, where every load is an acquire, these are plain moves.
+    const auto *words = reinterpret_cast<const sig_word *>(b->sig);
+    uint64_t lo = __atomic_load_n(&words[0], __ATOMIC_ACQUIRE);
+    uint64_t hi = __atomic_load_n(&words[1], __ATOMIC_ACQUIRE);
+    __m128i sigs = _mm_set_epi64x(static_cast<long long>(hi), static_cast<long long>(lo));
     __m128i eq = _mm_cmpeq_epi16(sigs, _mm_set1_epi16(static_cast<short>(sig)));
     // One bit per slot, at even positions: slot = bit / 2.
     return static_cast<unsigned>(_mm_movemask_epi8(eq)) & 0x5555u;
@@ -212,7 +228,7 @@ class flowtable {
   uint32_t search(const bucket *b, uint16_t sig, const flow_key &key) const {
     for (unsigned m = match(b, sig); m != 0; m &= m - 1) {
       unsigned slot = static_cast<unsigned>(__builtin_ctz(m)) >> 1;
-      uint32_t idx = __atomic_load_n(&b->idx[slot], __ATOMIC_RELAXED);
+      uint32_t idx = __atomic_load_n(&b->idx[slot], __ATOMIC_ACQUIRE);
       if (flow_key_equal(&entries_[idx].key, &key)) return idx;
     }
     return FLOW_NONE;
@@ -252,7 +268,9 @@ inline void flowtable::lookup_bulk(const flow_key *keys, const uint32_t *hashes,
     uint32_t found = FLOW_NONE;
     if ((valid >> j) & 1) {
       for (unsigned m = cand[j]; m != 0; m &= m - 1) {
-        uint32_t idx = __atomic_load_n(&prim[j]->idx[static_cast<unsigned>(__builtin_ctz(m)) >> 1], __ATOMIC_RELAXED);
+        // Acquire: the slot may have been given to another entry since its signature was
+        // matched, and the entry is then read through this index alone (see place()).
+        uint32_t idx = __atomic_load_n(&prim[j]->idx[static_cast<unsigned>(__builtin_ctz(m)) >> 1], __ATOMIC_ACQUIRE);
         if (likely(flow_key_equal(&entries_[idx].key, &keys[j]))) {
           found = idx;
           break;

@@ -412,9 +412,11 @@ inline uint16_t forward(pipeline &pl, burst_state &b, rte_mbuf *m, uint16_t in_p
   }
 
   if (b.counters != nullptr) {
+    // This lcore is the counters' one writer; the control thread reads them meanwhile
+    // (relaxed loads, flowtable::counter), so the stores are atomic too: the same moves.
     flow_counter &c = b.counters[idx];
-    c.packets++;
-    c.bytes += meta.l3_len;
+    __atomic_store_n(&c.packets, c.packets + 1, __ATOMIC_RELAXED);
+    __atomic_store_n(&c.bytes, c.bytes + meta.l3_len, __ATOMIC_RELAXED);
   }
   if (e.last_seen != b.now_s) __atomic_store_n(&e.last_seen, b.now_s, __ATOMIC_RELAXED);
   b.fast_packets++;

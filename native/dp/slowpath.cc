@@ -219,9 +219,15 @@ void slowpath_thread::run() {
     // Waiting records wake us again soon enough through the idle wait below.
     if (work != 0) continue;
 
+    // Rx interrupts back on while still online: facing[] comes from the snapshot read
+    // above, and once we are offline the control thread's publish() no longer waits for
+    // us, so remove_port() may go on to stop and release one of these ports (port_release
+    // after publish) while we touch its interrupt; online, it cannot pass its grace period
+    // until we are done. A packet that arrives after this wakes the epoll_wait below.
+    if (all_ports_have_interrupts_)
+      for (unsigned i = 0; i < n_facing; i++) rte_eth_dev_rx_intr_enable(facing[i], 0);
     rte_rcu_qsbr_thread_offline(qsbr, qsbr_id_);
     if (all_ports_have_interrupts_) {
-      for (unsigned i = 0; i < n_facing; i++) rte_eth_dev_rx_intr_enable(facing[i], 0);
       epoll_event events[8];
       int n = epoll_wait(epoll_fd_, events, 8, IDLE_WAIT_MS);
       for (int i = 0; i < n; i++) {

@@ -148,6 +148,40 @@ describe('dataplane lifecycle', function () {
     assert.deepEqual(r.result, { hugepages: false, noHuge: true, linkUp: true });
   });
 
+  it('refuses flows to multicast or broadcast destinations and from unspecified or multicast sources', () => {
+    // Straight to the addon: its own check, whatever lib/dataplane.ts lets through.
+    const r = child(`
+      const { native } = require(${JSON.stringify(path.join(__dirname, '..', '..', 'lib', 'native.js'))});
+      const dp = new Dataplane();
+      dp.start({ workers: { cpus: [1] }, flowCapacity: 1024, ports: [{ name: 'a', device: 'net_null0' }, { name: 'b', device: 'net_null1' }] });
+      const [a, b] = dp.ports().map((p) => p.id);
+      const v4 = (s) => Buffer.from(s.split('.').map(Number));
+      const v6 = (first, last) => { const x = Buffer.alloc(16); x[0] = first; x[15] = last; return x; };
+      const flow = (l3, src, dst) => ({ inPort: a, l3, l4: 17, src, dst, sport: 1000, dport: 2000, action: l3 === 4 ? 'fwd4' : 'fwd6', outPort: b, dstMac: Buffer.from([2, 0, 0, 0, 0, 9]) });
+      const cases = {
+        dst224: flow(4, v4('10.0.0.1'), v4('224.0.0.5')),
+        dst239: flow(4, v4('10.0.0.1'), v4('239.255.255.250')),
+        dstBroadcast: flow(4, v4('10.0.0.1'), v4('255.255.255.255')),
+        srcZero: flow(4, v4('0.0.0.0'), v4('10.1.0.1')),
+        srcMulticast: flow(4, v4('224.0.0.1'), v4('10.1.0.1')),
+        dst6Multicast: flow(6, v6(0x20, 1), v6(0xff, 1)),
+        src6Unspecified: flow(6, v6(0, 0), v6(0x20, 2)),
+        src6Multicast: flow(6, v6(0xff, 2), v6(0x20, 2)),
+      };
+      const codes = {};
+      for (const [name, spec] of Object.entries(cases)) {
+        try { native().addFlowPair(spec, null); codes[name] = 'accepted'; } catch (e) { codes[name] = e.code; }
+      }
+      const unicast = native().addFlowPair(flow(4, v4('10.0.0.1'), v4('223.255.255.255')), null) > 0;
+      const unicast6 = native().addFlowPair(flow(6, v6(0x20, 1), v6(0xfe, 0x80)), null) >= 0;
+      dp.stop();
+      console.log(JSON.stringify({ codes, unicast, unicast6 }));`);
+    assert.equal(r.status, 0, r.stderr);
+    for (const [name, code] of Object.entries(r.result.codes)) assert.equal(code, 'ERR_FLOWGATE_INVALID_ARGUMENT', name);
+    assert.equal(Object.keys(r.result.codes).length, 8);
+    assert.deepEqual([r.result.unicast, r.result.unicast6], [true, true]);
+  });
+
   it('reports a device that does not exist, and a device used twice, as errors with codes', () => {
     const r = child(`
       const codes = {};
