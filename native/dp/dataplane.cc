@@ -238,6 +238,7 @@ uint16_t dataplane::add_port(const port_spec &spec) {
   pc.active = 1;
   pc.l3 = ps.l3 ? 1 : 0;
   pc.multiseg = setup.multiseg ? 1 : 0;
+  pc.csum_offload = setup.csum_offload ? 1 : 0;
   pc.mac = port_mac_word(ps.mac);
   if (spec.poll) {
     std::string ring_name = "fg_ktx_" + std::to_string(id);

@@ -115,15 +115,13 @@ inline verdict parse_l4(const uint8_t *frame, uint32_t l4_off, uint8_t proto, co
 // section 5.2.2, which ip_rcv_core() enforces (IPSTATS_MIB_CSUMERRORS) before any routing.
 inline bool ip4_checksum_ok(const uint8_t *ip, uint32_t ihl) { return rte_raw_cksum(ip, ihl) == 0xffff; }
 
-// What the receiving port's checksum offload says of the outermost IPv4 header.
-enum class ip4_csum : uint8_t { unknown, good, bad };
+// What the receiving port's checksum offload says of the outermost IPv4 header: good, or
+// nothing to rely on (not checked, or found bad: software then finds it bad too, so that
+// both parsers decide alike).
+enum class ip4_csum : uint8_t { unknown, good };
 
 inline ip4_csum ip4_csum_of(const rte_mbuf *m) {
-  switch (m->ol_flags & RTE_MBUF_F_RX_IP_CKSUM_MASK) {
-    case RTE_MBUF_F_RX_IP_CKSUM_GOOD: return ip4_csum::good;
-    case RTE_MBUF_F_RX_IP_CKSUM_BAD: return ip4_csum::bad;
-    default: return ip4_csum::unknown;  // not checked by the port: verify in software
-  }
+  return (m->ol_flags & RTE_MBUF_F_RX_IP_CKSUM_MASK) == RTE_MBUF_F_RX_IP_CKSUM_GOOD ? ip4_csum::good : ip4_csum::unknown;
 }
 
 // l3: the key's L3 value (FLOW_L3_IPV4, or FLOW_L3_IPV4_IN_IPV6 for a tunnel's inner packet);
@@ -141,7 +139,7 @@ inline verdict parse_ip4(const uint8_t *frame, uint32_t off, bounds b, flow_key 
   // The checksum covers the options too: they must be readable to check it.
   v = b.need(off + ihl);
   if (!v.is_ok()) return v;
-  if (csum == ip4_csum::bad || (csum == ip4_csum::unknown && !ip4_checksum_ok(frame + off, ihl)))
+  if (csum == ip4_csum::unknown && !ip4_checksum_ok(frame + off, ihl))
     return verdict::drop(drop_reason::bad_checksum);
   b.limit = off + tot;
   meta->l3_off = static_cast<uint16_t>(off);
@@ -316,18 +314,15 @@ inline uint64_t key_tail(uint32_t ports, uint16_t in_port, uint8_t l3, uint8_t l
   return uint64_t{ports} | (uint64_t{in_port} << 32) | (uint64_t{l3} << 48) | (uint64_t{l4} << 56);
 }
 
-// The 20-byte IPv4 header at ip sums to 0xffff: ip4_checksum_ok() in a few register adds.
+// The 20-byte IPv4 header at ip sums to 0xffff: ip4_checksum_ok() in a few instructions.
+// The one's complement sum of 16-bit words is their sum modulo 0xffff (2^16 = 1 there),
+// and so is the plain sum of the five 32-bit words (2^32 = 1 too), which cannot overflow
+// 64 bits and needs no carry folding. A sum that folds to 0xffff is a non-zero multiple of
+// 0xffff (never zero: the version nibble is 4), and the compiler tests divisibility by a
+// constant with one multiplication.
 inline bool ip4_checksum_ok20(const uint8_t *ip) {
-  uint64_t a = load64(ip), b = load64(ip + 8), c = load32(ip + 16);
-  uint64_t sum = a + b;
-  sum += sum < b;  // end-around carry
-  sum += c;
-  sum += sum < c;
-  sum = (sum & 0xffffffffu) + (sum >> 32);
-  sum = (sum & 0xffff) + (sum >> 16);
-  sum = (sum & 0xffff) + (sum >> 16);
-  sum = (sum & 0xffff) + (sum >> 16);
-  return sum == 0xffff;
+  uint64_t sum = uint64_t{load32(ip)} + load32(ip + 4) + load32(ip + 8) + load32(ip + 12) + load32(ip + 16);
+  return sum % 0xffff == 0;
 }
 
 // IPv4 + TCP/UDP at ip, forwardable as it is. limit: bytes from ip to the end of what
@@ -357,15 +352,21 @@ inline bool ip4_fast(const uint8_t *ip, uint32_t limit, uint32_t seg_left, uint1
 
 }  // namespace detail
 
-// The common case in few instructions: Ethernet to the port's own address (port_mac, as
-// port_mac_word gives it) + IPv4 without options, fragments, a bad checksum or an
+// What parse_fast() needs of the receiving port and of the flowtable: loaded once a burst.
+struct rx_context {
+  uint64_t mac;       // the port's own address (port_mac_word)
+  uint32_t seed;      // the flowtable's hash seed
+  uint16_t port;      // the port's id: the key's in_port
+  bool csum_offload;  // the port checks IPv4 header checksums (sets RX_IP_CKSUM_GOOD)
+};
+
+// The common case in few instructions: Ethernet to the port's own address + IPv4 without options, fragments, a bad checksum or an
 // expiring TTL, IPv6 without extension headers, or IPv4 in IPv6 with no option or the one
 // Linux writes, carrying TCP or UDP, with the headers in the first segment. It builds the
 // key as six words and hashes them with the flowtable's seed while they are in registers.
 // Anything else, every exception and every malformed packet included, returns false:
 // parse_packet() then says what it is. Sets: *key, *meta, *hash.
-inline bool parse_fast(const rte_mbuf *m, uint16_t in_port, uint64_t port_mac, uint32_t seed, flow_key *key,
-                       pkt_meta *meta, uint32_t *hash) {
+inline bool parse_fast(const rte_mbuf *m, const rx_context &rx, flow_key *key, pkt_meta *meta, uint32_t *hash) {
   using namespace detail;
   const uint8_t *p = rte_pktmbuf_mtod(m, const uint8_t *);
   const uint32_t seg = m->data_len;
@@ -373,17 +374,15 @@ inline bool parse_fast(const rte_mbuf *m, uint16_t in_port, uint64_t port_mac, u
   if (unlikely(seg < ETH_HLEN + IP4_HLEN + sizeof(rte_udp_hdr))) return false;
   // The destination MAC is the low six bytes of the first word; the source's first two,
   // the high ones, are shifted out.
-  if (unlikely(((load64(p) ^ port_mac) << 16) != 0)) return false;
+  if (unlikely(((load64(p) ^ rx.mac) << 16) != 0)) return false;
   const uint16_t ether_type = load_be16(p + 12);
   uint64_t w[6];
   uint16_t l3_off = ETH_HLEN, outer_len = 0, l3_len;
   uint8_t tcp_flags;
   if (likely(ether_type == rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4))) {
-    // A header the port found bad goes to parse_packet(), which drops it.
-    const uint64_t csum = m->ol_flags & RTE_MBUF_F_RX_IP_CKSUM_MASK;
-    if (unlikely(csum == RTE_MBUF_F_RX_IP_CKSUM_BAD)) return false;
-    if (!ip4_fast(p + ETH_HLEN, total - ETH_HLEN, seg - ETH_HLEN, in_port, FLOW_L3_IPV4,
-                  csum == RTE_MBUF_F_RX_IP_CKSUM_GOOD, &w[5], &l3_len, &tcp_flags))
+    // The mbuf's flags are read only where the port sets them: a load less per packet.
+    if (!ip4_fast(p + ETH_HLEN, total - ETH_HLEN, seg - ETH_HLEN, rx.port, FLOW_L3_IPV4,
+                  rx.csum_offload && ip4_csum_of(m) == ip4_csum::good, &w[5], &l3_len, &tcp_flags))
       return false;
     w[0] = load64(p + ETH_HLEN + 12);
     w[1] = w[2] = w[3] = w[4] = 0;
@@ -406,7 +405,7 @@ inline bool parse_fast(const rte_mbuf *m, uint16_t in_port, uint64_t port_mac, u
       w[2] = load64(ip6 + 24);
       w[3] = load64(ip6 + 32);
       w[4] = 0;
-      w[5] = key_tail(load32(ip6 + IP6_HLEN), in_port, FLOW_L3_IPV6, nh);
+      w[5] = key_tail(load32(ip6 + IP6_HLEN), rx.port, FLOW_L3_IPV6, nh);
       l3_len = static_cast<uint16_t>(IP6_HLEN + plen);
     } else {
       if (nh == IPPROTO_DSTOPTS_HDR && seg >= ETH_HLEN + IP6_HLEN + TUNNEL_DSTOPT_LEN &&
@@ -419,7 +418,7 @@ inline bool parse_fast(const rte_mbuf *m, uint16_t in_port, uint64_t port_mac, u
       if (plen < static_cast<uint32_t>(outer_len - IP6_HLEN)) return false;
       l3_off = static_cast<uint16_t>(ETH_HLEN + outer_len);
       // The port's checksum flags are about the outer header, if anything: verify this one.
-      if (!ip4_fast(p + l3_off, plen - (outer_len - IP6_HLEN), seg - l3_off, in_port, FLOW_L3_IPV4_IN_IPV6, false,
+      if (!ip4_fast(p + l3_off, plen - (outer_len - IP6_HLEN), seg - l3_off, rx.port, FLOW_L3_IPV4_IN_IPV6, false,
                     &w[5], &l3_len, &tcp_flags))
         return false;
       w[0] = load64(p + l3_off + 12);
@@ -433,7 +432,7 @@ inline bool parse_fast(const rte_mbuf *m, uint16_t in_port, uint64_t port_mac, u
   }
   memcpy(key, w, sizeof(w));
   *meta = pkt_meta{l3_off, l3_len, outer_len, tcp_flags, 0};
-  *hash = flow_key_hash_words(w, seed);
+  *hash = flow_key_hash_words(w, rx.seed);
   return true;
 }
 

@@ -365,10 +365,14 @@ inline uint16_t forward(pipeline &pl, burst_state &b, rte_mbuf *m, uint16_t in_p
   // Whatever can stop the packet from leaving is checked before it is modified, so that a
   // packet that goes to the slow path after all goes there as it came. Cutting the link
   // layer's padding (and, off a chain, the segments that held only padding) does not count.
-  trim_packet(pl, m, meta.l3_off + meta.l3_len);
-  if (unlikely(m->nb_segs > 1) && !s->port[out].multiseg) {
-    punt(pl, m, in_port, punt_reason::chained, meta);
-    return PORT_NONE;
+  if (likely(m->nb_segs == 1)) {
+    trim_to(m, meta.l3_off + meta.l3_len);
+  } else {
+    trim_packet(pl, m, meta.l3_off + meta.l3_len);
+    if (m->nb_segs > 1 && !s->port[out].multiseg) {
+      punt(pl, m, in_port, punt_reason::chained, meta);
+      return PORT_NONE;
+    }
   }
   if (action == FLOW_ACT_ENCAP4IN6 && unlikely(rte_pktmbuf_headroom(m) < tunnel_overhead(*t))) {
     punt(pl, m, in_port, punt_reason::no_headroom, meta);
@@ -452,17 +456,17 @@ void process_burst(pipeline &pl, uint16_t in_port, rte_mbuf **pkts, uint16_t n) 
   uint64_t parsed = 0;
 
   pl.stats->rx_packets += n;
-  const uint64_t port_mac = pl.snap->port[in_port].mac;
-  const uint32_t seed = pl.ft->seed();
+  const port_conf &pc = pl.snap->port[in_port];
+  const rx_context rx{pc.mac, pl.ft->seed(), in_port, pc.csum_offload != 0};
   for (unsigned i = 0; i < n && i < PREFETCH_OFFSET; i++) rte_prefetch0(rte_pktmbuf_mtod(pkts[i], void *));
   for (unsigned i = 0; i < n; i++) {
     if (i + PREFETCH_OFFSET < n) rte_prefetch0(rte_pktmbuf_mtod(pkts[i + PREFETCH_OFFSET], void *));
-    if (likely(parse_fast(pkts[i], in_port, port_mac, seed, &keys[i], &meta[i], &hashes[i]))) {
+    if (likely(parse_fast(pkts[i], rx, &keys[i], &meta[i], &hashes[i]))) {
       pl.ft->prefetch_bucket(hashes[i]);
       parsed |= uint64_t{1} << i;
       continue;
     }
-    verdicts[i] = parse_packet(pkts[i], in_port, &port_mac, &keys[i], &meta[i]);
+    verdicts[i] = parse_packet(pkts[i], in_port, &rx.mac, &keys[i], &meta[i]);
     if (verdicts[i].is_ok()) {
       hashes[i] = pl.ft->hash(keys[i]);
       pl.ft->prefetch_bucket(hashes[i]);

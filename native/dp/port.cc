@@ -85,7 +85,10 @@ port_setup port_start(uint16_t id, const port_spec &spec, uint16_t n_workers, rt
   }
   // The device checks IPv4 header checksums where it can (the mbuf's RX_IP_CKSUM flags);
   // the fast path checks the rest in software.
-  if (info.rx_offload_capa & RTE_ETH_RX_OFFLOAD_IPV4_CKSUM) conf.rxmode.offloads |= RTE_ETH_RX_OFFLOAD_IPV4_CKSUM;
+  if (info.rx_offload_capa & RTE_ETH_RX_OFFLOAD_IPV4_CKSUM) {
+    conf.rxmode.offloads |= RTE_ETH_RX_OFFLOAD_IPV4_CKSUM;
+    setup.csum_offload = true;
+  }
   // The kernel-facing TAP/TUN queues are read by the slow-path thread, which sleeps on
   // their rx interrupts (the tap file descriptors) when the kernel sends nothing.
   if (!spec.poll && (setup.driver == "net_tap" || setup.driver == "net_tun")) conf.intr_conf.rxq = 1;

@@ -15,7 +15,8 @@ struct port_spec;
 struct port_setup {
   uint16_t rx_queues;
   uint16_t tx_queues;
-  bool multiseg = false;  // tx takes chained mbufs
+  bool multiseg = false;      // tx takes chained mbufs
+  bool csum_offload = false;  // rx checks IPv4 header checksums
   std::string driver;
 };
 

@@ -20,7 +20,7 @@ struct port_conf {
   uint8_t active;     // configured and started
   uint8_t l3;         // no Ethernet header on this port (a TUN device)
   uint8_t multiseg;   // tx takes chained mbufs (RTE_ETH_TX_OFFLOAD_MULTI_SEGS is on)
-  uint8_t pad;
+  uint8_t csum_offload;  // rx checks IPv4 header checksums (RTE_ETH_RX_OFFLOAD_IPV4_CKSUM is on)
   // The port's own Ethernet address (port_mac_word): the fast path forwards only frames
   // sent to it.
   uint64_t mac;
