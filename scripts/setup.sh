@@ -15,12 +15,14 @@ build_only=0
 log() { printf 'setup: %s\n' "$*" >&2; }
 
 # Runtime: DPDK 22.11 and the build chain for the addon. Tests: independent packet decoders
-# (scapy, tshark), network-namespace tooling, and qemu for interop with the kernel's ip6tnl.
+# (scapy, tshark), network-namespace tooling, qemu for interop with the kernel's ip6tnl, and
+# clang with libFuzzer and the sanitizer runtimes for the fast path's fuzz target.
 readonly DEBIAN_PACKAGES=(
   dpdk dpdk-dev libdpdk-dev pkg-config g++ make python3 libnetfilter-conntrack-dev libmnl-dev
   iproute2 nftables iputils-ping procps kmod ethtool conntrack tcpdump socat iperf3
   python3-scapy tshark python3-pyftpdlib ftp curl
   qemu-system-x86 busybox-static cpio
+  clang-14 libclang-rt-14-dev
 )
 readonly MIN_FREE_HUGEPAGES=1024
 readonly HUGEPAGES_SYSFS=/sys/kernel/mm/hugepages/hugepages-2048kB
