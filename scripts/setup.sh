@@ -16,7 +16,8 @@ log() { printf 'setup: %s\n' "$*" >&2; }
 
 # Runtime: DPDK 22.11 and the build chain for the addon. Tests: independent packet decoders
 # (scapy, tshark), network-namespace tooling, qemu for interop with the kernel's ip6tnl, and
-# clang-14 for the ThreadSanitizer build of the concurrency tests (test/tsan).
+# clang-14 with libFuzzer and the sanitizer runtimes: the fast path's fuzz target (test/fuzz) and the
+# ThreadSanitizer build of the concurrency tests (test/tsan).
 readonly DEBIAN_PACKAGES=(
   dpdk dpdk-dev libdpdk-dev pkg-config g++ make python3 libnetfilter-conntrack-dev libmnl-dev
   iproute2 nftables iputils-ping procps kmod ethtool conntrack tcpdump socat iperf3

@@ -1,9 +1,8 @@
 // Test-only exports: the fast path's packet code run without EAL, on mbufs built by hand.
-// Each packet's data ends at a page boundary followed by an inaccessible guard page, so a
-// parser that reads one byte past the end of a packet crashes the test instead of passing.
+// Each packet's data ends at a page boundary followed by an inaccessible guard page
+// (testing/guarded_mbufs.h), so a parser that reads one byte past the end of a packet
+// crashes the test instead of passing.
 #include <napi.h>
-#include <sys/mman.h>
-#include <unistd.h>
 
 #include <array>
 #include <cstring>
@@ -22,73 +21,12 @@
 #include "dp/snapshot.h"
 #include "dp/tunnel.h"
 #include "stress/stress.h"
+#include "testing/guarded_mbufs.h"
 
 namespace fg::addon {
 namespace {
 
-// Mbufs whose data regions are mmap'ed with a guard page right after the last byte.
-class guarded_mbufs {
- public:
-  guarded_mbufs() = default;
-  guarded_mbufs(const guarded_mbufs &) = delete;
-  guarded_mbufs &operator=(const guarded_mbufs &) = delete;
-  ~guarded_mbufs() {
-    for (auto &m : maps_) munmap(m.first, m.second);
-    for (rte_mbuf *m : mbufs_) free(m);
-  }
-
-  // One packet split into segments of the given lengths (one segment when empty).
-  rte_mbuf *make(const uint8_t *data, size_t len, uint16_t headroom, const std::vector<uint32_t> &segments) {
-    std::vector<uint32_t> lens = segments;
-    if (lens.empty()) lens.push_back(static_cast<uint32_t>(len));
-    size_t total = 0;
-    for (uint32_t l : lens) total += l;
-    if (total != len) throw dp_error(ERR_INVALID_ARGUMENT, "segment lengths must add up to the frame length");
-    rte_mbuf *head = nullptr, *prev = nullptr;
-    size_t off = 0;
-    for (size_t i = 0; i < lens.size(); i++) {
-      rte_mbuf *m = segment(data + off, lens[i], i == 0 ? headroom : 0);
-      off += lens[i];
-      if (head == nullptr) {
-        head = m;
-      } else {
-        prev->next = m;
-      }
-      prev = m;
-    }
-    head->nb_segs = static_cast<uint16_t>(lens.size());
-    head->pkt_len = static_cast<uint32_t>(len);
-    return head;
-  }
-
- private:
-  rte_mbuf *segment(const uint8_t *data, uint32_t len, uint16_t headroom) {
-    size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
-    size_t body = (headroom + len + page - 1) / page * page;
-    size_t map_len = body + page;
-    auto *base = static_cast<uint8_t *>(mmap(nullptr, map_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
-    if (base == MAP_FAILED) throw dp_error(ERR_NO_MEMORY, "mmap failed");
-    maps_.push_back({base, map_len});
-    mprotect(base + body, page, PROT_NONE);
-    uint8_t *buf = base + body - len - headroom;
-    memcpy(buf + headroom, data, len);
-
-    auto *m = static_cast<rte_mbuf *>(aligned_alloc(RTE_CACHE_LINE_SIZE, sizeof(rte_mbuf)));
-    memset(m, 0, sizeof(*m));
-    mbufs_.push_back(m);
-    m->buf_addr = buf;
-    m->buf_len = static_cast<uint16_t>(headroom + len);
-    m->data_off = headroom;
-    m->data_len = static_cast<uint16_t>(len);
-    m->pkt_len = len;
-    m->nb_segs = 1;
-    rte_mbuf_refcnt_set(m, 1);
-    return m;
-  }
-
-  std::vector<std::pair<void *, size_t>> maps_;
-  std::vector<rte_mbuf *> mbufs_;
-};
+using fg::testing::guarded_mbufs;
 
 std::vector<uint32_t> segments_of(const Napi::Object &o) {
   std::vector<uint32_t> lens;

@@ -105,6 +105,9 @@ void to_slowpath(pipeline &pl, rte_mbuf *m, uint16_t in_port, punt_reason r, con
   if (s->port[sp].l3) {
     // A TUN takes IP packets only.
     if (r == punt_reason::non_ip) return drop(pl, m, drop_reason::no_slowpath);
+    // The Ethernet header goes, from the first segment: one that holds no more than it
+    // (a chain no real NIC makes) would leave the TUN the header or an empty segment.
+    if (m->data_len <= ETH_HLEN) return drop(pl, m, drop_reason::short_segment);
     observe_punt(pl, m, in_port, r, meta, key, TUNNEL_NONE);
     rte_pktmbuf_adj(m, ETH_HLEN);
   } else {
@@ -363,20 +366,19 @@ inline uint16_t forward(pipeline &pl, burst_state &b, rte_mbuf *m, uint16_t in_p
   }
 
   // Whatever can stop the packet from leaving is checked before it is modified, so that a
-  // packet that goes to the slow path after all goes there as it came. Cutting the link
-  // layer's padding (and, off a chain, the segments that held only padding) does not count.
-  if (likely(m->nb_segs == 1)) {
-    trim_to(m, meta.l3_off + meta.l3_len);
-  } else {
-    trim_packet(pl, m, meta.l3_off + meta.l3_len);
-    if (m->nb_segs > 1 && !s->port[out].multiseg) {
-      punt(pl, m, in_port, punt_reason::chained, meta);
-      return PORT_NONE;
-    }
-  }
+  // packet that goes to the slow path after all goes there as it came.
   if (action == FLOW_ACT_ENCAP4IN6 && unlikely(rte_pktmbuf_headroom(m) < tunnel_overhead(*t))) {
     punt(pl, m, in_port, punt_reason::no_headroom, meta);
     return PORT_NONE;
+  }
+  if (likely(m->nb_segs == 1)) {
+    trim_to(m, meta.l3_off + meta.l3_len);
+  } else {
+    if (!s->port[out].multiseg) {
+      punt(pl, m, in_port, punt_reason::chained, meta);
+      return PORT_NONE;
+    }
+    trim_packet(pl, m, meta.l3_off + meta.l3_len);
   }
 
   uint8_t *frame = rte_pktmbuf_mtod(m, uint8_t *);

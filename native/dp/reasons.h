@@ -33,6 +33,7 @@ namespace fg {
   X(other_host,   "Ethernet destination is another host's address")                      \
   X(ecn,          "outer CE over a not-ECT inner packet (RFC 6040 decapsulation)")       \
   X(no_slowpath,  "a punt with no slow-path port to take it")                            \
+  X(short_segment, "a punt for a TUN whose first mbuf segment holds only Ethernet header") \
   X(punt_policed, "a punt over the input port's slow-path rate limit")                   \
   X(tx_full,      "output queue full")                                                   \
   X(reassembly,   "tunnel fragment given up by reassembly: timed out, table full, bad")

@@ -514,6 +514,15 @@ describe('fast path actions', () => {
       assert.deepEqual(r.results[0]?.segments, [frame.length]);
     });
 
+    it('drops, counted, a punt for a TUN whose first segment holds no more than the Ethernet header', () => {
+      const ports = [{ id: LAN, mac: parseMac(GW_LAN_MAC), mtu: 1500, slowpath: TUN }, { id: TUN, mtu: 1500, l3: true }];
+      const frame = input();
+      for (const first of [6, 14]) {
+        const r = run({ ports }, [{ port: LAN, frame, segments: [first, frame.length - first] } as { port: number; frame: Buffer }]);
+        assert.deepEqual([r.results[0]?.port, r.stats.drops.short_segment], [null, 1], `first segment of ${first} bytes`);
+      }
+    });
+
     it('forwards a chain to a port with multi-segment tx, and gives it unmodified to the slow path for one without', () => {
       const frame = input();
       const ok = send(PORTS, frame, [60, frame.length - 60]);

@@ -1,0 +1,188 @@
+#!/usr/bin/python3
+"""Seed corpus for the fast path's fuzz target (test/fuzz/pipeline_fuzz.cc), built with scapy.
+
+Run with Debian's interpreter, which has python3-scapy:
+
+    /usr/bin/python3 test/fuzz/make_corpus.py     # rewrites test/fuzz/corpus/
+
+Each seed is one burst in the target's input format:
+
+    n: u8 (frames - 1)
+    n + 1 times: length: u16 big endian, then the frame
+    choices: consumed by the target from the end backwards; every seed here either has
+             none (every choice 0: the ordinary world, every frame's flow installed,
+             plain forwarding) or a few pseudo-random bytes (named *-world-N), so that
+             encapsulation, NAT, chains, small MTUs and the rest start from the seeds too.
+
+The frames are the reference scenario's (LAN 192.168.0.0/24, tunnel 2001:db8:2::1 to
+2001:db8:2::2) and everything the fast path must punt or drop: options, fragments,
+extension headers, ICMP, ARP, VLAN, TTL 1, TCP flags, bad checksums, truncated frames.
+"""
+
+import os
+import random
+import struct
+import sys
+
+from scapy.all import (ARP, ICMP, IP, TCP, UDP, Dot1Q, Ether, ICMPv6EchoRequest, IPOption_NOP,
+                       IPOption_RR, IPv6, IPv6ExtHdrFragment, IPv6ExtHdrHopByHop,
+                       IPv6ExtHdrRouting, Padding, Raw)
+
+CORPUS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'corpus')
+
+# The target addresses frames to the input port's MAC itself (most of the time); this is
+# port 0's, so that seeds read as what they are.
+PORT_MAC = '02:00:5e:10:00:00'
+PEER_MAC = '02:00:5e:20:00:01'
+LAN_HOST = '192.168.0.10'
+SERVER = '198.51.100.7'
+LOCAL6 = '2001:db8:2::1'
+REMOTE6 = '2001:db8:2::2'
+# The destination options header Linux ip6tnl writes (init_tel_txopt): next header 4,
+# Tunnel Encapsulation Limit 4, PadN of one byte.
+TEL = bytes([4, 0, 4, 1, 4, 1, 1, 0])
+# Enough choice bytes for the target to build a whole world (ports, tunnels, flows, mbufs)
+# before it runs out and takes the ordinary case for the rest.
+CHOICES_LEN = 256
+
+
+def eth(ethertype=None, dst=PORT_MAC):
+    return Ether(dst=dst, src=PEER_MAC) if ethertype is None else Ether(dst=dst, src=PEER_MAC, type=ethertype)
+
+
+def ip4(**kw):
+    fields = dict(src=LAN_HOST, dst=SERVER, ttl=64)
+    fields.update(kw)
+    return IP(**fields)
+
+
+def tunnel(inner, option=True, src=REMOTE6, dst=LOCAL6, tc=0, dstopt=TEL):
+    """An IPv4 packet inside IPv6 from the tunnel's remote, as the underlay delivers it."""
+    if option:
+        return eth() / IPv6(src=src, dst=dst, nh=60, tc=tc) / Raw(dstopt) / inner
+    return eth() / IPv6(src=src, dst=dst, nh=4, tc=tc) / inner
+
+
+def udp4(**kw):
+    return ip4(**kw) / UDP(sport=40000, dport=53) / Raw(b'fuzz payload')
+
+
+def tcp4(flags='A', **kw):
+    return ip4(**kw) / TCP(sport=40001, dport=443, flags=flags, seq=1000, ack=2000) / Raw(b'GET / HTTP/1.1\r\n')
+
+
+def frames():
+    """(name, [frames]) pairs."""
+    yield 'ip4-udp', [eth() / udp4()]
+    yield 'ip4-tcp', [eth() / tcp4()]
+    yield 'ip4-tcp-syn', [eth() / tcp4('S')]
+    yield 'ip4-tcp-fin', [eth() / tcp4('FA')]
+    yield 'ip4-tcp-rst', [eth() / tcp4('R')]
+    yield 'ip4-tcp-options', [eth() / ip4() / TCP(sport=40001, dport=443, flags='A',
+                                                   options=[('MSS', 1460), ('SAckOK', b''), ('WScale', 7)])]
+    yield 'ip4-tcp-bad-data-offset', [eth() / ip4() / TCP(sport=1, dport=2, dataofs=4)]
+    yield 'ip4-udp-no-checksum', [eth() / ip4() / UDP(sport=5000, dport=5001, chksum=0) / Raw(b'x' * 20)]
+    yield 'ip4-ttl1', [eth() / udp4(ttl=1)]
+    yield 'ip4-bad-checksum', [eth() / udp4(chksum=0x1234)]
+    yield 'ip4-options', [eth() / ip4(options=[IPOption_RR()]) / UDP(sport=1, dport=2)]
+    yield 'ip4-options-nop', [eth() / ip4(options=[IPOption_NOP()] * 4) / TCP(sport=1, dport=2)]
+    yield 'ip4-fragment-first', [eth() / ip4(flags='MF', id=7) / UDP(sport=1, dport=2) / Raw(b'a' * 32)]
+    yield 'ip4-fragment-later', [eth() / ip4(frag=4, id=7) / Raw(b'a' * 32)]
+    yield 'ip4-icmp', [eth() / ip4() / ICMP()]
+    yield 'ip4-padded-min-frame', [eth() / ip4() / TCP(sport=40001, dport=443, flags='A') / Padding(b'\0' * 6)]
+    yield 'ip4-1500', [eth() / ip4() / UDP(sport=40000, dport=9) / Raw(b'm' * 1472)]
+    yield 'ip4-1600', [eth() / ip4() / UDP(sport=40000, dport=9) / Raw(b'm' * 1572)]
+    yield 'ip4-broadcast-mac', [eth(dst='ff:ff:ff:ff:ff:ff') / udp4()]
+    yield 'ip4-multicast-mac', [eth(dst='01:00:5e:00:00:fb') / udp4(dst='224.0.0.251')]
+    yield 'ip4-ecn-ce', [eth() / udp4(tos=0x03)]
+
+    v6 = dict(src='2001:db8:1::10', dst='2001:db8:3::7', hlim=64)
+    yield 'ip6-udp', [eth() / IPv6(**v6) / UDP(sport=40000, dport=53) / Raw(b'fuzz payload')]
+    yield 'ip6-tcp', [eth() / IPv6(**v6) / TCP(sport=40001, dport=443, flags='A') / Raw(b'data')]
+    yield 'ip6-tcp-syn', [eth() / IPv6(**v6) / TCP(sport=40001, dport=443, flags='S')]
+    yield 'ip6-hop-limit1', [eth() / IPv6(src=v6['src'], dst=v6['dst'], hlim=1) / UDP(sport=1, dport=2)]
+    yield 'ip6-hop-by-hop', [eth() / IPv6(**v6) / IPv6ExtHdrHopByHop() / UDP(sport=1, dport=2)]
+    yield 'ip6-routing', [eth() / IPv6(**v6) / IPv6ExtHdrRouting(addresses=['2001:db8::1']) / UDP(sport=1, dport=2)]
+    yield 'ip6-fragment', [eth() / IPv6(**v6) / IPv6ExtHdrFragment(m=1, id=9) / UDP(sport=1, dport=2) / Raw(b'f' * 24)]
+    yield 'ip6-icmp', [eth() / IPv6(**v6) / ICMPv6EchoRequest()]
+    yield 'ip6-1600', [eth() / IPv6(**v6) / UDP(sport=40000, dport=9) / Raw(b'm' * 1552)]
+
+    yield 'ip4in6-tel-udp', [tunnel(udp4(src=SERVER, dst=LAN_HOST))]
+    yield 'ip4in6-tel-tcp', [tunnel(tcp4(src=SERVER, dst=LAN_HOST))]
+    yield 'ip4in6-udp', [tunnel(udp4(src=SERVER, dst=LAN_HOST), option=False)]
+    yield 'ip4in6-tcp-fin', [tunnel(tcp4('FA', src=SERVER, dst=LAN_HOST), option=False)]
+    yield 'ip4in6-inner-ttl1', [tunnel(udp4(src=SERVER, dst=LAN_HOST, ttl=1))]
+    yield 'ip4in6-inner-options', [tunnel(ip4(options=[IPOption_RR()]) / UDP(sport=1, dport=2))]
+    yield 'ip4in6-inner-fragment', [tunnel(ip4(flags='MF') / UDP(sport=1, dport=2) / Raw(b'a' * 16))]
+    yield 'ip4in6-inner-icmp', [tunnel(ip4() / ICMP())]
+    yield 'ip4in6-ecn-ce-over-not-ect', [tunnel(udp4(src=SERVER, dst=LAN_HOST, tos=0), tc=3)]
+    yield 'ip4in6-ecn-ce-over-ect0', [tunnel(udp4(src=SERVER, dst=LAN_HOST, tos=2), tc=3)]
+    yield 'ip4in6-ecn-ect1-over-ect0', [tunnel(udp4(src=SERVER, dst=LAN_HOST, tos=2), tc=1)]
+    # Options other than Linux's layout: longer padding, an unknown option (skippable and
+    # not), and a header claiming more than the packet holds.
+    yield 'ip4in6-tel-padn4', [tunnel(udp4(), dstopt=bytes([4, 1, 4, 1, 4, 1, 4, 0, 0, 0, 0, 0, 0, 0, 1, 0]))]
+    yield 'ip4in6-dstopt-unknown-skip', [tunnel(udp4(), dstopt=bytes([4, 0, 0x1e, 1, 0, 1, 1, 0]))]
+    yield 'ip4in6-dstopt-unknown-discard', [tunnel(udp4(), dstopt=bytes([4, 0, 0x9e, 1, 0, 1, 1, 0]))]
+    yield 'ip4in6-dstopt-overlong', [tunnel(udp4(), dstopt=bytes([4, 9, 4, 1, 4, 1, 1, 0]))]
+    yield 'ip4in6-outer-fragment', [eth() / IPv6(src=REMOTE6, dst=LOCAL6) / IPv6ExtHdrFragment(nh=4, m=1)
+                                    / udp4(src=SERVER, dst=LAN_HOST)]
+    # Issue 10 item 1: unspecified outer addresses wrapping a plain flow's tuple.
+    yield 'ip4in6-unspecified', [tunnel(udp4(), option=False, src='::', dst='::'),
+                                 eth() / udp4()]
+    yield 'ip4in6-unspecified-tel', [tunnel(udp4(), src='::', dst='::'), eth() / udp4()]
+    yield 'ip4in6-multicast-outer', [tunnel(udp4(), dst='ff02::1')]
+
+    yield 'arp', [Ether(dst='ff:ff:ff:ff:ff:ff', src=PEER_MAC) / ARP(psrc=LAN_HOST, pdst='192.168.0.1')]
+    yield 'vlan-ip4-udp', [eth() / Dot1Q(vlan=10) / udp4()]
+    yield 'qinq-ip4-udp', [eth(0x88a8) / Dot1Q(vlan=100, type=0x8100) / Dot1Q(vlan=10) / udp4()]
+    yield 'ether-short', [bytes(eth() / udp4())[:13]]
+    yield 'empty', [b'']
+
+    # Truncated: every header cut short somewhere, and IP lengths larger than the frame.
+    for name, full in (('ip4-udp', eth() / udp4()), ('ip6-tcp', eth() / IPv6(**v6) / TCP(sport=1, dport=2)),
+                       ('ip4in6-tel-tcp', tunnel(tcp4(src=SERVER, dst=LAN_HOST)))):
+        raw = bytes(full)
+        for cut in (20, 34, 40, 54, 62, 70):
+            if cut < len(raw):
+                yield f'truncated-{name}-{cut}', [raw[:cut]]
+    yield 'ip4-total-length-too-big', [eth() / ip4(len=400) / UDP(sport=1, dport=2)]
+    yield 'ip6-payload-length-too-big', [eth() / IPv6(plen=300, **v6) / UDP(sport=1, dport=2)]
+
+    # Bursts: a connection's two directions; a mix of everything; a full burst of flows.
+    yield 'burst-both-directions', [eth() / tcp4(), tunnel(tcp4(src=SERVER, dst=LAN_HOST))]
+    yield 'burst-mixed', [eth() / udp4(), eth() / IPv6(**v6) / UDP(sport=1, dport=2), tunnel(udp4()),
+                          eth() / tcp4('S'), Ether(dst='ff:ff:ff:ff:ff:ff') / ARP(), eth() / ip4(flags='MF') / UDP(),
+                          tunnel(udp4(), option=False)]
+    yield 'burst-32-flows', [eth() / ip4(src=f'192.168.0.{10 + i}') / UDP(sport=40000 + i, dport=53) / Raw(b'q')
+                             for i in range(32)]
+
+
+def seed(frame_list, choices=b''):
+    out = bytearray([len(frame_list) - 1])
+    for f in frame_list:
+        raw = bytes(f)
+        out += struct.pack('>H', len(raw)) + raw
+    return bytes(out) + choices
+
+
+def main():
+    os.makedirs(CORPUS, exist_ok=True)
+    for old in os.listdir(CORPUS):
+        os.unlink(os.path.join(CORPUS, old))
+    rng = random.Random(2473)  # fixed: the corpus is the same on every run
+    count = 0
+    for name, frame_list in frames():
+        with open(os.path.join(CORPUS, name), 'wb') as fh:
+            fh.write(seed(frame_list))
+        count += 1
+        # Two other worlds for each: pseudo-random choices.
+        for n in range(2):
+            choices = bytes(rng.randrange(256) for _ in range(CHOICES_LEN))
+            with open(os.path.join(CORPUS, f'{name}-world-{n + 1}'), 'wb') as fh:
+                fh.write(seed(frame_list, choices))
+            count += 1
+    print(f'{count} seeds in {CORPUS}', file=sys.stderr)
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,696 @@
+// libFuzzer target over the fast path: one burst through process_burst() (native/dp/pipeline.cc)
+// on guard-page mbufs (native/testing/guarded_mbufs.h), in a world built from the input:
+// ports with and without slow paths (TAP or TUN), MTUs, punt policers, IPv4-in-IPv6 tunnels,
+// and flows of all four actions, with and without NAT, whose keys are taken from the burst's
+// own frames so that lookups hit. Built with ASan and UBSan (test/fuzz/Makefile); a finding
+// is a crash, a sanitizer report or one of the oracles below aborting.
+//
+// Oracles, besides the sanitizers and the guard pages:
+//  - parse_fast() and parse_packet() agree on the key (all 48 bytes), the meta and the hash
+//    of every packet the fast parser accepts, segmented as the burst has it and contiguous;
+//  - every packet of the burst ends up exactly once in a tx buffer of an active port or in
+//    the drop list;
+//  - nothing is written in front of a packet's data (front pattern of guarded_mbufs), and
+//    nothing after it (guard page);
+//  - a punted packet reaches its slow path unmodified (without its Ethernet header on a TUN;
+//    decapsulated, with only the RFC 6040 ECN fix-up, on a tunnel's TUN);
+//  - a forwarded packet had a live flow for its key, leaves by that flow's port with its
+//    Ethernet header (or tunnel template), with exactly its IP packet (no padding), TTL or
+//    hop limit one less, and IPv4 header and TCP/UDP checksums still valid where they were.
+//
+// Input format (test/fuzz/make_corpus.py writes seeds in it):
+//   n: u8, frames in the burst: n % BURST_SIZE + 1
+//   n times: length: u16 big endian, frame: that many bytes (fewer at the end of the input)
+//   choices: the rest, consumed from the end backwards (FuzzedDataProvider's integers);
+//            when they run out every choice is 0, which is always the ordinary case.
+#include <fuzzer/FuzzedDataProvider.h>
+
+#include <cstdarg>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "dp/flowtable.h"
+#include "dp/memory.h"
+#include "dp/observation.h"
+#include "dp/packet.h"
+#include "dp/pipeline.h"
+#include "dp/snapshot.h"
+#include "dp/tunnel.h"
+#include "testing/guarded_mbufs.h"
+
+using namespace fg;
+using fg::testing::guarded_mbufs;
+
+namespace {
+
+// The world: fast-path ports 0..3; port p's TAP is TAP_BASE + p, a TUN-like (L3) slow path
+// for it L3_BASE + p; tunnel t's TUN is TUN_BASE + t.
+constexpr uint16_t FAST_PORTS = 4;
+constexpr uint16_t TAP_BASE = 4;
+constexpr uint16_t L3_BASE = 8;
+constexpr uint16_t TUN_BASE = 12;
+constexpr uint16_t TUNNELS = 4;
+constexpr uint32_t FLOW_CAPACITY = 128;
+constexpr uint32_t NOW_S = 1000;
+constexpr uint64_t NOW_TSC = 1000000000;
+
+struct frame_in;
+void describe(const frame_in &f, size_t i);
+// The packet the checks are looking at, described with any finding.
+const frame_in *checking = nullptr;
+size_t checking_index = 0;
+
+[[noreturn]] __attribute__((format(printf, 1, 2))) void fail(const char *fmt, ...) {
+  if (checking != nullptr) describe(*checking, checking_index);
+  va_list ap;
+  va_start(ap, fmt);
+  fprintf(stderr, "pipeline_fuzz: ");
+  vfprintf(stderr, fmt, ap);
+  fprintf(stderr, "\n");
+  va_end(ap);
+  abort();
+}
+
+void hex(const char *what, const void *p, size_t n) {
+  fprintf(stderr, "%s:", what);
+  for (size_t i = 0; i < n; i++) fprintf(stderr, " %02x", static_cast<const uint8_t *>(p)[i]);
+  fprintf(stderr, "\n");
+}
+
+// The hash the lookup must get for a key: with the table's own (random) seed.
+uint32_t expected_hash(const flowtable &ft, const flow_key &key) { return ft.hash(key); }
+
+// The MAC address of fast-path port p (port_conf::mac), to which frames are addressed most
+// of the time.
+void port_mac(uint16_t p, uint8_t mac[6]) {
+  const uint8_t m[6] = {0x02, 0x00, 0x5e, 0x10, 0x00, static_cast<uint8_t>(p)};
+  memcpy(mac, m, 6);
+}
+
+// Choices from the end of the input. Every helper maps the value 0 (what an exhausted input
+// gives) to the ordinary case.
+struct chooser {
+  FuzzedDataProvider &fdp;
+  unsigned pick(unsigned n) { return fdp.ConsumeIntegralInRange<unsigned>(0, n - 1); }
+  bool rarely(unsigned n) { return pick(n) == n - 1; }  // 1 in n, never when exhausted
+  template <typename T>
+  T any() { return fdp.ConsumeIntegral<T>(); }
+  void bytes(uint8_t *out, size_t n) {
+    for (size_t i = 0; i < n; i++) out[i] = any<uint8_t>();
+  }
+};
+
+uint16_t choose_mtu(chooser &c) {
+  switch (c.pick(6)) {
+    case 0: return 1500;
+    case 1: return 1280;
+    case 2: return 9000;
+    case 3: return 65535;
+    case 4: return 68;
+    default: return c.fdp.ConsumeIntegralInRange<uint16_t>(68, 65535);
+  }
+}
+
+uint16_t choose_headroom(chooser &c) {
+  // Around the tunnel headers (40, 48 bytes: the prepend of encapsulation), none at all,
+  // odd ones, and the usual RTE_PKTMBUF_HEADROOM first.
+  static const uint16_t common[] = {RTE_PKTMBUF_HEADROOM, 0, 1, 2, 39, 40, 41, 47, 48, 49, 64, 256};
+  unsigned i = c.pick(sizeof(common) / sizeof(common[0]) + 1);
+  if (i < sizeof(common) / sizeof(common[0])) return common[i];
+  return c.fdp.ConsumeIntegralInRange<uint16_t>(0, 512);
+}
+
+// Segment lengths for a frame (empty: one segment). Real receive paths chain segments
+// that each hold data, so no segment is empty.
+std::vector<uint32_t> choose_segments(chooser &c, uint32_t len) {
+  unsigned n = c.rarely(3) ? 2 + c.pick(3) : 1;
+  if (n == 1 || len < n) return {};
+  std::vector<uint32_t> lens;
+  uint32_t left = len;
+  for (unsigned i = 0; i + 1 < n; i++) {
+    uint32_t l = c.fdp.ConsumeIntegralInRange<uint32_t>(1, left - (n - 1 - i));
+    lens.push_back(l);
+    left -= l;
+  }
+  lens.push_back(left);
+  return lens;
+}
+
+uint16_t ip_checksum(const uint8_t *p, size_t n, uint32_t sum = 0) {
+  for (size_t i = 0; i + 1 < n; i += 2) sum += static_cast<uint32_t>(p[i] << 8 | p[i + 1]);
+  if (n & 1) sum += static_cast<uint32_t>(p[n - 1] << 8);
+  while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
+  return static_cast<uint16_t>(~sum);
+}
+
+bool ip4_header_ok(const uint8_t *ip) { return ip_checksum(ip, IP4_HLEN) == 0; }
+
+// Most frames get correct IPv4 header checksums (a mutated header seldom has one), so that
+// they get past the check and into the lookup and the actions: the outer IPv4 header, or
+// the inner one of IPv4 in IPv6 (after the tunnel's destination options, when there).
+void fix_ip4_checksums(std::vector<uint8_t> &f) {
+  auto fix = [&](size_t off) {
+    if (f.size() < off + IP4_HLEN || (f[off] >> 4) != 4) return;
+    size_t ihl = (f[off] & 0x0f) * 4u;
+    if (ihl < IP4_HLEN || f.size() < off + ihl) return;
+    f[off + 10] = f[off + 11] = 0;
+    uint16_t sum = ip_checksum(&f[off], ihl);
+    f[off + 10] = static_cast<uint8_t>(sum >> 8);
+    f[off + 11] = static_cast<uint8_t>(sum);
+  };
+  if (f.size() < ETH_HLEN) return;
+  uint16_t type = static_cast<uint16_t>(f[12] << 8 | f[13]);
+  if (type == RTE_ETHER_TYPE_IPV4) return fix(ETH_HLEN);
+  if (type != RTE_ETHER_TYPE_IPV6 || f.size() < ETH_HLEN + IP6_HLEN) return;
+  uint8_t nh = f[ETH_HLEN + 6];
+  if (nh == IPPROTO_IPIP) return fix(ETH_HLEN + IP6_HLEN);
+  if (nh == IPPROTO_DSTOPTS_HDR && f.size() >= ETH_HLEN + IP6_HLEN + 2)
+    fix(ETH_HLEN + IP6_HLEN + (f[ETH_HLEN + IP6_HLEN + 1] + 1u) * 8);
+}
+
+// Whether the TCP/UDP checksum of the IP packet at ip (IPv4 without options, or IPv6 without
+// extension headers, as the fast path forwards them) is valid; UDP over IPv4 without one
+// counts as not valid (there is nothing to keep valid).
+bool l4_checksum_ok(const uint8_t *ip, uint32_t l3_len, bool v6, uint8_t proto) {
+  uint32_t hlen = v6 ? IP6_HLEN : IP4_HLEN;
+  if (l3_len < hlen) return false;
+  uint32_t l4_len = l3_len - hlen;
+  const uint8_t *l4 = ip + hlen;
+  if (proto == IPPROTO_UDP && !v6 && l4_len >= 8 && l4[6] == 0 && l4[7] == 0) return false;
+  uint32_t sum = 0;
+  const uint8_t *addrs = ip + (v6 ? 8 : 12);
+  unsigned addr_len = v6 ? 32 : 8;
+  for (unsigned i = 0; i < addr_len; i += 2) sum += static_cast<uint32_t>(addrs[i] << 8 | addrs[i + 1]);
+  sum += proto;
+  sum += l4_len & 0xffff;
+  sum += l4_len >> 16;
+  return ip_checksum(l4, l4_len, sum) == 0;
+}
+
+struct heap_free {
+  void operator()(void *p) const { free(p); }
+};
+
+struct installed_flow {
+  flow_key key;
+  uint32_t idx;
+  uint8_t action;
+  uint16_t out;  // output port
+  const adjacency *adj;
+  const tunnel *tun;
+  bool nat;
+  uint8_t installed_state;  // flow_state bits before the burst
+};
+
+struct frame_in {
+  std::vector<uint8_t> bytes;  // as received, after addressing
+  uint16_t headroom;
+  std::vector<uint32_t> segments;
+  rte_mbuf *m = nullptr;
+  // parse_packet() over the frame in one segment, for the flows and the expectations.
+  verdict whole_verdict;
+  flow_key key;
+  pkt_meta meta;
+};
+
+// How a frame was received, printed with every finding about it.
+void describe(const frame_in &f, size_t i) {
+  fprintf(stderr, "packet %zu: %zu bytes, headroom %u, segments", i, f.bytes.size(), f.headroom);
+  if (f.segments.empty()) fprintf(stderr, " none");
+  for (uint32_t l : f.segments) fprintf(stderr, " %u", l);
+  fprintf(stderr, "\n");
+  hex("frame", f.bytes.data(), f.bytes.size());
+}
+
+// The differential oracle: whatever parse_fast() accepts, parse_packet() must accept with
+// the same key (all 48 bytes), meta and hash.
+// The receiving port's context, as process_burst() builds it.
+rx_context rx_of(const flowtable &ft, uint16_t in_port) {
+  uint8_t mac[6];
+  port_mac(in_port, mac);
+  return rx_context{port_mac_word(mac), ft.seed(), in_port, false};
+}
+
+void check_parsers_agree(const flowtable &ft, const rte_mbuf *m, uint16_t in_port, const char *form) {
+  const rx_context rx = rx_of(ft, in_port);
+  flow_key fast_key, key;
+  pkt_meta fast_meta, meta;
+  uint32_t fast_hash = 0;
+  // Bytes the fast parser leaves unwritten would show as this pattern.
+  memset(&fast_key, 0xee, sizeof(fast_key));
+  memset(&fast_meta, 0xee, sizeof(fast_meta));
+  if (!parse_fast(m, rx, &fast_key, &fast_meta, &fast_hash)) return;
+  verdict v = parse_packet(m, in_port, &rx.mac, &key, &meta);
+  if (!v.is_ok()) {
+    hex("frame", rte_pktmbuf_mtod(m, const uint8_t *), m->data_len);
+    fail("%s: parse_fast accepted a frame that parse_packet %s (reason %u)", form,
+         v.kind == verdict::PUNT ? "punts" : "drops", v.reason);
+  }
+  if (memcmp(&fast_key, &key, sizeof(key)) != 0 || memcmp(&fast_meta, &meta, sizeof(meta)) != 0 ||
+      fast_hash != expected_hash(ft, key)) {
+    hex("frame", rte_pktmbuf_mtod(m, const uint8_t *), m->data_len);
+    hex("parse_fast key  ", &fast_key, sizeof(fast_key));
+    hex("parse_packet key", &key, sizeof(key));
+    hex("parse_fast meta  ", &fast_meta, sizeof(fast_meta));
+    hex("parse_packet meta", &meta, sizeof(meta));
+    fail("%s: parsers disagree (hash %08x, expected %08x)", form, fast_hash, expected_hash(ft, key));
+  }
+}
+
+std::vector<uint8_t> packet_bytes(const rte_mbuf *m) {
+  std::vector<uint8_t> out;
+  for (const rte_mbuf *s = m; s != nullptr; s = s->next) {
+    const uint8_t *p = rte_pktmbuf_mtod(s, const uint8_t *);
+    out.insert(out.end(), p, p + s->data_len);
+  }
+  return out;
+}
+
+// The chain must say what it holds: a PMD trusts nb_segs and pkt_len, and some wedge their
+// tx queue on an empty segment.
+void check_chain(const rte_mbuf *m, size_t i) {
+  uint32_t sum = 0;
+  uint16_t segs = 0;
+  for (const rte_mbuf *s = m; s != nullptr; s = s->next) {
+    if (static_cast<uint32_t>(s->data_off) + s->data_len > s->buf_len)
+      fail("packet %zu: segment %u data (%u + %u) beyond its buffer (%u)", i, segs, s->data_off, s->data_len,
+           s->buf_len);
+    if (s->data_len == 0 && m->nb_segs > 1) fail("packet %zu: segment %u of the chain is empty", i, segs);
+    sum += s->data_len;
+    segs++;
+  }
+  if (segs != m->nb_segs || sum != m->pkt_len)
+    fail("packet %zu: chain of %u segments, %u bytes says nb_segs %u, pkt_len %u", i, segs, sum, m->nb_segs,
+         m->pkt_len);
+}
+
+struct world {
+  flowtable ft;
+  std::unique_ptr<snapshot, heap_free> snap;
+  std::unique_ptr<adjacency, heap_free> adj;
+  std::unique_ptr<worker_stats, heap_free> stats;
+  std::unique_ptr<rte_ring, heap_free> ring;
+  pipeline pl{};  // zeroed, as the worker's (rte_zmalloc)
+  uint16_t n_adj = 0;
+  std::vector<installed_flow> flows;
+
+  const installed_flow *flow_of(const flow_key &k) const {
+    for (const installed_flow &f : flows)
+      if (memcmp(&f.key, &k, sizeof(k)) == 0) return &f;
+    return nullptr;
+  }
+};
+
+
+void build_ports(world &w, chooser &c, uint16_t in_port) {
+  snapshot &s = *w.snap;
+  for (auto &p : s.port) p.slowpath = PORT_NONE;
+  for (auto &t : s.tun) t.slowpath_port = PORT_NONE;
+  s.count_flows = c.rarely(4) ? 0 : 1;
+  for (uint16_t p = 0; p < FAST_PORTS; p++) {
+    port_conf &pc = s.port[p];
+    pc.active = p == in_port || !c.rarely(8);  // an output may be going away
+    pc.mtu = choose_mtu(c);
+    uint8_t mac[6];
+    port_mac(p, mac);
+    pc.mac = port_mac_word(mac);
+    pc.multiseg = !c.rarely(4);
+    switch (c.pick(4)) {
+      case 0:
+      case 1: pc.slowpath = static_cast<uint16_t>(TAP_BASE + p); break;
+      case 2: pc.slowpath = static_cast<uint16_t>(L3_BASE + p); break;
+      default: pc.slowpath = PORT_NONE; break;
+    }
+    if (c.rarely(8)) {
+      pc.punt_cost = c.fdp.ConsumeIntegralInRange<uint64_t>(1, 2 * NOW_TSC);
+      pc.punt_burst = c.fdp.ConsumeIntegralInRange<uint64_t>(0, 4 * NOW_TSC);
+    }
+    for (uint16_t sp : {static_cast<uint16_t>(TAP_BASE + p), static_cast<uint16_t>(L3_BASE + p)}) {
+      s.port[sp].active = !c.rarely(16);
+      s.port[sp].mtu = 65535;
+      s.port[sp].l3 = sp >= L3_BASE;
+      s.port[sp].multiseg = 1;  // TAP and TUN devices take chains
+    }
+  }
+}
+
+void build_tunnels(world &w, chooser &c, const std::vector<frame_in> &frames) {
+  snapshot &s = *w.snap;
+  for (uint16_t t = 0; t < TUNNELS; t++) {
+    if (c.rarely(4)) continue;
+    tunnel_params p{};
+    // Endpoints from a tunnelled frame of the burst (so that its punts find the tunnel), or
+    // the reference scenario's.
+    const frame_in &f = frames[c.pick(static_cast<unsigned>(frames.size()))];
+    if (f.meta.outer_len != 0 && !c.rarely(4)) {
+      memcpy(p.remote, f.bytes.data() + ETH_HLEN + 8, 16);
+      memcpy(p.local, f.bytes.data() + ETH_HLEN + 24, 16);
+    } else {
+      static const uint8_t local[16] = {0x20, 0x01, 0x0d, 0xb8, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
+      memcpy(p.local, local, 16);
+      memcpy(p.remote, local, 16);
+      p.remote[15] = static_cast<uint8_t>(2 + t);
+    }
+    // dataplane::add_tunnel refuses ::, ::1 and multicast endpoints.
+    if (!tunnel_endpoint_ok(p.local) || !tunnel_endpoint_ok(p.remote)) continue;
+    bool duplicate = false;  // dataplane::add_tunnel refuses a second tunnel with the same endpoints
+    for (uint16_t o = 0; o < t; o++)
+      duplicate = duplicate || (s.tun[o].active && memcmp(s.tun[o].local(), p.local, 16) == 0 &&
+                                memcmp(s.tun[o].remote(), p.remote, 16) == 0);
+    if (duplicate) continue;
+    p.encap_limit = c.rarely(3) ? -1 : static_cast<int16_t>(c.pick(256) ^ 4);
+    p.hop_limit = c.rarely(4) ? 0 : static_cast<uint8_t>(64 ^ c.pick(256));  // 0: inherit
+    p.tclass = c.rarely(3) ? -1 : static_cast<int16_t>(c.pick(256));
+    p.flowlabel = c.any<uint32_t>() & 0xfffff;
+    p.flowlabel_hash = c.rarely(2);
+    p.mtu = c.pick(3) == 0 ? 1452 : choose_mtu(c);
+    p.port = static_cast<uint16_t>(c.pick(FAST_PORTS));
+    c.bytes(p.dst_mac, 6);
+    port_mac(p.port, p.src_mac);
+    p.slowpath_port = c.rarely(3) ? PORT_NONE : static_cast<uint16_t>(TUN_BASE + t);
+    tunnel_build(&s.tun[t], p);
+    if (p.slowpath_port != PORT_NONE) {
+      port_conf &tun_port = s.port[p.slowpath_port];
+      tun_port.active = 1;
+      tun_port.l3 = 1;
+      tun_port.mtu = 65535;
+      tun_port.multiseg = 1;
+    }
+  }
+  derive_tunnel_mtus(s);  // as dataplane::derive() does for every published snapshot
+}
+
+// The flow actions that dataplane::validate_flow accepts for a key: forward or encapsulate
+// plain IPv4, forward IPv6, decapsulate tunnelled IPv4 between unicast endpoints; else none.
+uint8_t choose_action(chooser &c, const snapshot &s, const flow_key &k, uint16_t *tunnel_id) {
+  if (k.l3proto == FLOW_L3_IPV6) return FLOW_ACT_FWD6;
+  if (flow_key_is_tunnelled(k))
+    return tunnel_endpoint_ok(k.ip4.outer_src) && tunnel_endpoint_ok(k.ip4.outer_dst) ? FLOW_ACT_DECAP4IN6 : FLOW_ACT_NONE;
+  if (c.pick(2) == 1) {
+    uint16_t t = static_cast<uint16_t>(c.pick(TUNNELS));
+    if (s.tun[t].active) {
+      *tunnel_id = t;
+      return FLOW_ACT_ENCAP4IN6;
+    }
+  }
+  return FLOW_ACT_FWD4;
+}
+
+void install_flows(world &w, chooser &c, const std::vector<frame_in> &frames) {
+  const snapshot &s = *w.snap;
+  uint32_t prev = FLOW_NONE;
+  for (const frame_in &f : frames) {
+    if (!f.whole_verdict.is_ok() || w.flow_of(f.key) != nullptr || c.rarely(4)) continue;
+    installed_flow fl{};
+    fl.key = f.key;
+    uint16_t tunnel_id = TUNNEL_NONE;
+    fl.action = choose_action(c, s, f.key, &tunnel_id);
+    if (fl.action == FLOW_ACT_NONE) continue;
+    uint32_t idx = w.ft.alloc();
+    if (idx == FLOW_NONE) break;
+    flow_entry &e = w.ft.entry(idx);
+    flow_entry_init(e, f.key, fl.action, FLOW_NONE, NOW_S - c.pick(3));
+    if (c.rarely(3)) {
+      flow_nat_spec nat;
+      nat.flags = static_cast<uint8_t>(1 + c.pick(15));
+      c.bytes(nat.src, flow_l3_is_ipv4(f.key.l3proto) ? 4 : 16);
+      c.bytes(nat.dst, flow_l3_is_ipv4(f.key.l3proto) ? 4 : 16);
+      nat.sport = c.fdp.ConsumeIntegralInRange<uint16_t>(1, 65535);  // validate_flow: ports 1..65535
+      nat.dport = c.fdp.ConsumeIntegralInRange<uint16_t>(1, 65535);
+      w.ft.set_nat(idx, nat);
+      fl.nat = true;
+    }
+    if (fl.action == FLOW_ACT_ENCAP4IN6) {
+      e.target = tunnel_id;
+      fl.tun = &s.tun[tunnel_id];
+      fl.out = fl.tun->port;
+    } else {
+      adjacency &a = w.adj.get()[w.n_adj];
+      c.bytes(a.dst_mac, 6);
+      a.port = static_cast<uint16_t>(c.pick(FAST_PORTS));
+      port_mac(a.port, a.src_mac);
+      e.target = w.n_adj++;
+      fl.adj = &a;
+      fl.out = a.port;
+    }
+    if (c.rarely(16)) e.state |= FLOW_STATE_TEARDOWN;
+    if (c.rarely(8)) e.state |= FLOW_STATE_CLOSING;
+    // Sometimes the reply direction of the flow before: state bits go to both.
+    if (prev != FLOW_NONE && c.rarely(2)) {
+      e.pair = prev;
+      w.ft.entry(prev).pair = idx;
+    }
+    if (w.ft.publish(idx) != 0) {
+      w.ft.discard(idx);
+      continue;
+    }
+    fl.idx = idx;
+    fl.installed_state = e.state;
+    w.flows.push_back(fl);
+    prev = idx;
+  }
+}
+
+// What a forwarded packet must look like, from its input frame and its flow.
+void check_forwarded(const world &w, const frame_in &f, const rte_mbuf *m, uint16_t port, size_t i) {
+  const installed_flow *fl = f.whole_verdict.is_ok() ? w.flow_of(f.key) : nullptr;
+  if (fl == nullptr) fail("packet %zu forwarded to port %u without a flow for its key", i, port);
+  // (A flow may be marked during the burst, by a SYN on a closing flow, after forwarding.)
+  if (fl->installed_state & FLOW_STATE_TEARDOWN) fail("packet %zu forwarded by a flow marked for teardown", i);
+  if (port != fl->out) fail("packet %zu forwarded to port %u, its flow's port is %u", i, port, fl->out);
+  const uint16_t l3_len = f.meta.l3_len;
+  const uint16_t mtu = fl->tun != nullptr ? fl->tun->effective_mtu : w.snap->port[port].mtu;
+  if (l3_len > mtu) fail("packet %zu: %u bytes forwarded over an MTU of %u", i, l3_len, mtu);
+
+  std::vector<uint8_t> out = packet_bytes(m);
+  const uint8_t *in = f.bytes.data();
+  const uint32_t hdr = fl->tun != nullptr ? fl->tun->tmpl_len : ETH_HLEN;
+  if (out.size() != hdr + l3_len)
+    fail("packet %zu: forwarded frame of %zu bytes, expected %u + %u", i, out.size(), hdr, l3_len);
+  if (m->nb_segs > 1 && !w.snap->port[port].multiseg) fail("packet %zu: a chain sent by a port without multi-segment tx", i);
+  if (fl->tun != nullptr) {
+    const tunnel &t = *fl->tun;
+    // Template bytes, except those filled per packet: traffic class and flow label (bytes
+    // 0-3 of IPv6), payload length (4-5), hop limit (7).
+    for (uint32_t b = 0; b < t.tmpl_len; b++) {
+      uint32_t ip6_byte = b - ETH_HLEN;
+      bool per_packet = b >= ETH_HLEN && (ip6_byte < 6 || ip6_byte == 7);
+      if (!per_packet && out[b] != t.tmpl[b]) fail("packet %zu: outer header byte %u differs from the template", i, b);
+    }
+    uint16_t payload = static_cast<uint16_t>(out[ETH_HLEN + 4] << 8 | out[ETH_HLEN + 5]);
+    if (payload != l3_len + t.tmpl_len - ETH_HLEN - IP6_HLEN)
+      fail("packet %zu: outer payload length %u for an inner packet of %u", i, payload, l3_len);
+  } else {
+    if (memcmp(out.data(), fl->adj->dst_mac, 12) != 0) fail("packet %zu: Ethernet addresses not the flow's", i);
+    const uint8_t want_type[2] = {static_cast<uint8_t>(fl->action == FLOW_ACT_FWD6 ? 0x86 : 0x08),
+                                  static_cast<uint8_t>(fl->action == FLOW_ACT_FWD6 ? 0xdd : 0x00)};
+    if (memcmp(out.data() + 12, want_type, 2) != 0) fail("packet %zu: wrong EtherType after forwarding", i);
+  }
+
+  // The (inner) IP packet, before and after.
+  const uint8_t *ip_in = in + f.meta.l3_off;
+  const uint8_t *ip_out = out.data() + hdr;
+  const bool v6 = fl->action == FLOW_ACT_FWD6;
+  const uint8_t proto = f.key.l4proto;
+  if (v6) {
+    if (ip_out[7] != ip_in[7] - 1) fail("packet %zu: hop limit %u after %u", i, ip_out[7], ip_in[7]);
+  } else {
+    if (ip_out[8] != ip_in[8] - 1) fail("packet %zu: TTL %u after %u", i, ip_out[8], ip_in[8]);
+    if (ip4_header_ok(ip_in) && !ip4_header_ok(ip_out)) {
+      hex("in ", ip_in, IP4_HLEN);
+      hex("out", ip_out, IP4_HLEN);
+      fail("packet %zu: IPv4 header checksum broken by forwarding", i);
+    }
+  }
+  if (l4_checksum_ok(ip_in, l3_len, v6, proto) && !l4_checksum_ok(ip_out, l3_len, v6, proto))
+    fail("packet %zu: %s checksum broken by forwarding%s", i, proto == IPPROTO_TCP ? "TCP" : "UDP",
+         fl->nat ? " with NAT" : "");
+  if (!fl->nat) {
+    // Without NAT the L4 header and payload are the input's.
+    uint32_t l4 = v6 ? IP6_HLEN : IP4_HLEN;
+    if (memcmp(ip_in + l4, ip_out + l4, l3_len - l4) != 0) fail("packet %zu: payload changed by forwarding", i);
+  }
+}
+
+// A punted packet reaches the slow path as it came in, less what the slow path port does
+// not take (the Ethernet header on a TUN, the tunnel headers on a tunnel's TUN).
+void check_punted(const world &w, const frame_in &f, const rte_mbuf *m, uint16_t port, uint16_t in_port, size_t i) {
+  const snapshot &s = *w.snap;
+  std::vector<uint8_t> out = packet_bytes(m);
+  const std::vector<uint8_t> &in = f.bytes;
+  if (port >= TUN_BASE) {
+    const tunnel &t = s.tun[port - TUN_BASE];
+    const uint8_t *outer = in.data() + ETH_HLEN;
+    if (f.meta.outer_len == 0 || in.size() < ETH_HLEN + IP6_HLEN || !tunnel_matches(t, outer + 8, outer + 24))
+      fail("packet %zu punted to the TUN of tunnel %u, which its outer header does not match", i, port - TUN_BASE);
+    uint32_t len = f.meta.l3_len;
+    if (out.size() != len) fail("packet %zu: %zu bytes decapsulated to a TUN, expected %u", i, out.size(), len);
+    const uint8_t *inner = in.data() + f.meta.l3_off;
+    for (uint32_t b = 0; b < len; b++) {
+      bool ecn_fixup = b == 1 || b == 10 || b == 11;  // TOS and header checksum (RFC 6040)
+      if (!ecn_fixup && out[b] != inner[b]) fail("packet %zu: byte %u changed on its way to a tunnel's TUN", i, b);
+    }
+    if (ip4_header_ok(inner) && !ip4_header_ok(out.data())) fail("packet %zu: checksum broken by decapsulation", i);
+    return;
+  }
+  uint16_t sp = s.port[in_port].slowpath;
+  if (port != sp) fail("packet %zu from port %u went to port %u, not its slow path %u", i, in_port, port, sp);
+  uint32_t strip = s.port[sp].l3 ? ETH_HLEN : 0;
+  if (out.size() + strip != in.size() || memcmp(out.data(), in.data() + strip, out.size()) != 0) {
+    hex("in ", in.data(), in.size());
+    hex("out", out.data(), out.size());
+    fail("packet %zu modified on its way to the slow path (port %u)", i, port);
+  }
+}
+
+// FG_FUZZ_TRACE=1 in the environment: say what happened to every packet of each input run
+// (for reading a reproducer: `pipeline_fuzz crash-file`).
+const bool trace = getenv("FG_FUZZ_TRACE") != nullptr;
+
+void print_outcome(const world &w, const std::vector<frame_in> &frames, uint16_t in_port) {
+  const pipeline &pl = w.pl;
+  fprintf(stderr, "burst of %zu on port %u, %zu flows:", frames.size(), in_port, w.flows.size());
+  for (const installed_flow &f : w.flows) fprintf(stderr, " action %u -> port %u%s;", f.action, f.out, f.nat ? " NAT" : "");
+  fprintf(stderr, "\n");
+  for (size_t i = 0; i < frames.size(); i++) {
+    const char *where = "dropped";
+    uint16_t port = PORT_NONE;
+    for (unsigned d = 0; d < pl.n_dirty; d++)
+      for (unsigned k = 0; k < pl.tx[pl.dirty[d]].n; k++)
+        if (pl.tx[pl.dirty[d]].pkts[k] == frames[i].m) port = pl.dirty[d];
+    if (port != PORT_NONE) where = port < FAST_PORTS ? "forwarded" : "punted";
+    fprintf(stderr, "  packet %zu: %zu bytes, %zu segments: %s", i, frames[i].bytes.size(),
+            frames[i].segments.empty() ? 1 : frames[i].segments.size(), where);
+    if (port != PORT_NONE) fprintf(stderr, " to port %u", port);
+    fprintf(stderr, "\n");
+  }
+  for (unsigned r = 0; r < PUNT_REASON_COUNT; r++)
+    if (pl.stats->punts[r] != 0) fprintf(stderr, "  punt %s: %lu\n", punt_reason_names[r], pl.stats->punts[r]);
+  for (unsigned r = 0; r < DROP_REASON_COUNT; r++)
+    if (pl.stats->drops[r] != 0) fprintf(stderr, "  drop %s: %lu\n", drop_reason_names[r], pl.stats->drops[r]);
+}
+
+int one_input(const uint8_t *data, size_t size) {
+  FuzzedDataProvider fdp(data, size);
+  chooser c{fdp};
+  std::vector<uint8_t> count = fdp.ConsumeBytes<uint8_t>(1);
+  if (count.empty()) return -1;
+  std::vector<frame_in> frames(count[0] % BURST_SIZE + 1u);
+  for (frame_in &f : frames) {
+    std::vector<uint8_t> len = fdp.ConsumeBytes<uint8_t>(2);
+    size_t n = len.size() == 2 ? static_cast<size_t>(len[0] << 8 | len[1]) : 0;
+    f.bytes = fdp.ConsumeBytes<uint8_t>(n);
+  }
+  // The burst's input port: 0 is the LAN side of the reference scenario, 1 the underlay.
+  const uint16_t in_port = static_cast<uint16_t>(c.pick(FAST_PORTS));
+
+  world w;
+  if (w.ft.create(FLOW_CAPACITY, 1, nullptr, heap_mem, 0) != 0) fail("flowtable");
+  w.snap.reset(static_cast<snapshot *>(heap_mem.alloc(sizeof(snapshot), CACHE_LINE, 0)));
+  w.adj.reset(static_cast<adjacency *>(heap_mem.alloc(sizeof(adjacency) * FLOW_CAPACITY, CACHE_LINE, 0)));
+  w.stats.reset(static_cast<worker_stats *>(heap_mem.alloc(sizeof(worker_stats), CACHE_LINE, 0)));
+
+  static guarded_mbufs mbufs;  // kept across inputs for its mappings
+  mbufs.reset();
+  for (frame_in &f : frames) {
+    // Mostly to the input port's own MAC, as the kernel forwards only those; else as is.
+    if (f.bytes.size() >= 6 && !c.rarely(8)) port_mac(in_port, f.bytes.data());
+    if (!c.rarely(8)) fix_ip4_checksums(f.bytes);
+    // The frame in one segment: its key and meta for flows and expectations.
+    rte_mbuf *whole = mbufs.make(f.bytes.data(), f.bytes.size(), RTE_PKTMBUF_HEADROOM, {});
+    check_parsers_agree(w.ft, whole, in_port, "contiguous");
+    const rx_context rx = rx_of(w.ft, in_port);
+    f.whole_verdict = parse_packet(whole, in_port, &rx.mac, &f.key, &f.meta);
+  }
+  build_ports(w, c, in_port);
+  build_tunnels(w, c, frames);
+  install_flows(w, c, frames);
+
+  std::vector<rte_mbuf *> burst;
+  // The segments after each packet's first: the fast path may cut them off (trim_to) and
+  // free them with the burst's drops.
+  std::vector<std::pair<const rte_mbuf *, size_t>> tails;
+  for (frame_in &f : frames) {
+    f.headroom = choose_headroom(c);
+    f.segments = choose_segments(c, static_cast<uint32_t>(f.bytes.size()));
+    f.m = mbufs.make(f.bytes.data(), f.bytes.size(), f.headroom, f.segments,
+                     static_cast<uint16_t>(c.pick(4) * 16));
+    for (const rte_mbuf *seg = f.m->next; seg != nullptr; seg = seg->next) tails.push_back({seg, burst.size()});
+    check_parsers_agree(w.ft, f.m, in_port, "as received");
+    burst.push_back(f.m);
+  }
+
+  pipeline &pl = w.pl;
+  pl.snap = w.snap.get();
+  pl.ft = &w.ft;
+  pl.counters = w.ft.worker_counters(0);
+  pl.adj = w.adj.get();
+  pl.stats = w.stats.get();
+  pl.now_s = NOW_S;
+  pl.now_tsc = NOW_TSC;
+  if (c.pick(3) != 2) {
+    // Sometimes a ring too small for the burst: records are lost, never packets.
+    unsigned ring_size = c.rarely(4) ? 4 : 64;
+    ssize_t bytes = rte_ring_get_memsize_elem(sizeof(observation), ring_size);
+    w.ring.reset(static_cast<rte_ring *>(heap_mem.alloc(static_cast<size_t>(bytes), CACHE_LINE, 0)));
+    rte_ring_init(w.ring.get(), "fuzz_obs", ring_size, RING_F_SP_ENQ | RING_F_SC_DEQ);
+    pl.observations = w.ring.get();
+  }
+
+  process_burst(pl, in_port, burst.data(), static_cast<uint16_t>(burst.size()));
+
+  // Every packet exactly once: sent by an active port, or dropped.
+  std::vector<int> seen(frames.size(), 0);
+  auto index_of = [&](const rte_mbuf *m) {
+    for (size_t i = 0; i < frames.size(); i++)
+      if (frames[i].m == m) return i;
+    fail("an mbuf that was not in the burst came out");
+  };
+  for (unsigned d = 0; d < pl.n_dirty; d++) {
+    uint16_t port = pl.dirty[d];
+    if (port >= MAX_PORTS || !w.snap->port[port].active) fail("packets sent to inactive port %u", port);
+    const tx_buffer &b = pl.tx[port];
+    for (unsigned k = 0; k < b.n; k++) {
+      size_t i = index_of(b.pkts[k]);
+      checking = &frames[i];
+      checking_index = i;
+      seen[i]++;
+      check_chain(b.pkts[k], i);
+      if (port < FAST_PORTS)
+        check_forwarded(w, frames[i], b.pkts[k], port, i);
+      else
+        check_punted(w, frames[i], b.pkts[k], port, in_port, i);
+    }
+  }
+  checking = nullptr;
+  for (unsigned k = 0; k < pl.n_drops; k++) {
+    const rte_mbuf *m = pl.drops[k];
+    bool cut = false;
+    for (const auto &[seg, i] : tails)
+      if (seg == m) {
+        // A tail cut off packet i: no longer part of what i sends.
+        for (const rte_mbuf *s = frames[i].m; s != nullptr; s = s->next)
+          if (s == m) fail("packet %zu: a segment still in its chain was freed", i);
+        cut = true;
+      }
+    if (!cut) seen[index_of(m)]++;
+  }
+  if (trace) print_outcome(w, frames, in_port);
+  for (size_t i = 0; i < frames.size(); i++)
+    if (seen[i] != 1) {
+      checking = &frames[i];
+      checking_index = i;
+      fail("packet %zu came out %d times", i, seen[i]);
+    }
+  std::string where;
+  if (!mbufs.front_intact(&where)) fail("write in front of a packet's data: %s", where.c_str());
+  return 0;
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) { return one_input(data, size); }
