@@ -22,7 +22,7 @@ readonly DEBIAN_PACKAGES=(
   dpdk dpdk-dev libdpdk-dev pkg-config g++ make python3 libnetfilter-conntrack-dev libmnl-dev
   iproute2 nftables iputils-ping procps kmod ethtool conntrack tcpdump socat iperf3
   python3-scapy tshark python3-pyftpdlib ftp curl
-  qemu-system-x86 busybox-static cpio
+  qemu-system-x86 busybox-static cpio gcc libc6-dev
   clang-14 libclang-rt-14-dev
 )
 readonly MIN_FREE_HUGEPAGES=1024

@@ -15,6 +15,14 @@
  * else a second flowgate (config/demo-site-b.yaml); or, for interop tests, something the
  * caller attaches to the underlay bridge (a VM running Linux's ip6tnl).
  *
+ * For path MTU tests the far end can sit behind a router instead (`underlayHop`): a sixth
+ * namespace on the bridge that routes 2001:db8:2::2 out of a link with a smaller MTU (a VM's
+ * TAP, attachBehindHop()), so that its kernel answers larger packets with ICMPv6 packet too
+ * big. The prefix stays one /64 at both ends: the router answers neighbour solicitations for
+ * the address on the other side (proxy NDP), as a router on a split link would.
+ *
+ *   [site A] a-wan ═ u-a ─ br0 ─ u-hop ═ eth0 [hop 2001:db8:2::fe] TAP (MTU 1280) ── far end
+ *
  * flowgate's ports are AF_PACKET sockets on veths in the sites' namespaces, which the
  * sites' kernels therefore also see. flowgate keeps its namespace's kernel off such an
  * interface itself (an ingress drop chain and no IPv6: lib/slowpath/kernel.ts); here the
@@ -52,15 +60,17 @@ export const DEMO_ADDRESSES = {
   tunnelA: '192.168.100.1',
   tunnelB: '192.168.100.2',
   tunnelPrefix: 24,
+  /** The router of `underlayHop`, on the bridge's side: the source of its ICMPv6 errors. */
+  underlayHop: '2001:db8:2::fe',
 } as const;
 
 /** The veths flowgate's ports use, in each site's namespace. */
 export const SITE_VETHS = { a: { lan: 'a-lan', wan: 'a-wan' }, b: { lan: 'b-lan', wan: 'b-wan' } } as const;
 const UNDERLAY_BRIDGE = 'br0';
-const UNDERLAY_PORTS = { a: 'u-a', b: 'u-b' } as const;
+const UNDERLAY_PORTS = { a: 'u-a', b: 'u-b', hop: 'u-hop' } as const;
 const HOST_IFACE = 'eth0';
 
-export type Host = 'lan' | 'a' | 'underlay' | 'b' | 'remote';
+export type Host = 'lan' | 'a' | 'underlay' | 'b' | 'remote' | 'hop';
 export type Site = 'a' | 'b';
 /** Who ends site A's tunnel: a second flowgate, the kernel's ip6tnl, or what the caller attaches to the underlay. */
 export type FarEnd = 'flowgate' | 'kernel' | 'external';
@@ -85,6 +95,11 @@ export interface TopologyOptions {
    * at most). Default: 1500.
    */
   lanLinkMtu?: number;
+  /**
+   * With farEnd 'external': a router between the underlay bridge and the far end, whose link
+   * towards the far end (attachBehindHop()) has this MTU.
+   */
+  underlayHop?: { mtu: number };
   /** One line per step, for people watching. */
   progress?: (line: string) => void;
   /** Per flowgate instance, until it runs with its tunnel resolved. Default 60 s. */
@@ -137,7 +152,7 @@ export class DemoTopology {
     private readonly options: TopologyOptions,
   ) {
     const base = `${options.prefix ?? 'fgdemo'}-${process.pid}`;
-    this.ns = { lan: `${base}-lan`, a: `${base}-a`, underlay: `${base}-ul`, b: `${base}-b`, remote: `${base}-remote` };
+    this.ns = { lan: `${base}-lan`, a: `${base}-a`, underlay: `${base}-ul`, b: `${base}-b`, remote: `${base}-remote`, hop: `${base}-hop` };
     this.dir = mkdtempSync(path.join(tmpdir(), 'flowgate-demo-'));
     this.configure = { ...options.configure };
     this.forgetExitCleanup = onExit(() => this.destroyNow());
@@ -162,6 +177,7 @@ export class DemoTopology {
   static async create(options: TopologyOptions = {}): Promise<DemoTopology> {
     const wanted = options.farEnd ?? 'auto';
     const farEnd: FarEnd = wanted !== 'auto' ? wanted : (await kernelHasIp6tnl()) ? 'kernel' : 'flowgate';
+    if (options.underlayHop !== undefined && farEnd !== 'external') throw new TopologyError(`underlayHop: only with farEnd 'external' (the caller attaches the far end behind it), got farEnd ${farEnd}`);
     const topology = new DemoTopology(farEnd, options);
     try {
       await topology.createHosts();
@@ -207,7 +223,8 @@ export class DemoTopology {
   }
 
   private hosts(): Host[] {
-    return this.farEnd === 'external' ? ['lan', 'a', 'underlay'] : ['lan', 'a', 'underlay', 'b', 'remote'];
+    if (this.farEnd === 'external') return this.options.underlayHop === undefined ? ['lan', 'a', 'underlay'] : ['lan', 'a', 'underlay', 'hop'];
+    return ['lan', 'a', 'underlay', 'b', 'remote'];
   }
 
   private async createHosts(): Promise<void> {
@@ -229,7 +246,10 @@ export class DemoTopology {
     await this.underlayPort(UNDERLAY_PORTS.a);
     await this.prepareAfPacketVeths('a', [SITE_VETHS.a.lan, SITE_VETHS.a.wan]);
     this.sites.set('a', this.siteRuntime('a'));
-    if (this.farEnd === 'external') return;
+    if (this.farEnd === 'external') {
+      if (this.options.underlayHop !== undefined) await this.createHop();
+      return;
+    }
 
     await this.veth('underlay', UNDERLAY_PORTS.b, 'b', SITE_VETHS.b.wan);
     await this.veth('b', SITE_VETHS.b.lan, 'remote', HOST_IFACE);
@@ -272,6 +292,32 @@ export class DemoTopology {
    */
   async attachToUnderlay(ifname: string): Promise<void> {
     await this.underlayPort(ifname);
+  }
+
+  /** The router of `underlayHop`, on the bridge; the far end's link comes with attachBehindHop(). */
+  private async createHop(): Promise<void> {
+    await this.veth('underlay', UNDERLAY_PORTS.hop, 'hop', HOST_IFACE);
+    await this.underlayPort(UNDERLAY_PORTS.hop);
+    await this.run('hop', ['sysctl', '-q', '-w', 'net.ipv6.conf.all.forwarding=1', 'net.ipv6.conf.all.proxy_ndp=1']);
+    await this.run('hop', ['ip', '-6', 'addr', 'add', `${DEMO_ADDRESSES.underlayHop}/${DEMO_ADDRESSES.underlayPrefix}`, 'dev', HOST_IFACE, 'nodad']);
+    // Its ICMPv6 errors go to site A's AF_PACKET port: complete checksums.
+    await this.run('hop', ['ethtool', '-K', HOST_IFACE, 'tx', 'off']);
+    await this.run('hop', ['ip', 'link', 'set', HOST_IFACE, 'up']);
+  }
+
+  /**
+   * Makes an interface of the hop's namespace (a VM's TAP) the link towards the far end
+   * (2001:db8:2::2), with the `underlayHop` MTU: routed there, and each side's neighbour
+   * solicitations for the other's address answered by the router.
+   */
+  async attachBehindHop(ifname: string): Promise<void> {
+    const hop = this.options.underlayHop;
+    if (hop === undefined) throw new TopologyError('attachBehindHop: the topology was created without underlayHop');
+    const a = DEMO_ADDRESSES;
+    await this.run('hop', ['ip', 'link', 'set', ifname, 'mtu', String(hop.mtu), 'up']);
+    await this.run('hop', ['ip', '-6', 'route', 'add', `${a.underlayB}/128`, 'dev', ifname]);
+    await this.run('hop', ['ip', '-6', 'neigh', 'add', 'proxy', a.underlayB, 'dev', HOST_IFACE]);
+    await this.run('hop', ['ip', '-6', 'neigh', 'add', 'proxy', a.underlayA, 'dev', ifname]);
   }
 
   /** The veths under a site's AF_PACKET ports: up, with IPv6 off from the start. */

@@ -187,6 +187,9 @@ inline verdict parse_tunnel_dstopts(const uint8_t *frame, uint32_t off, const bo
   uint32_t hlen = (static_cast<uint32_t>(opt[1]) + 1) * 8;
   v = b.need(off + hlen);
   if (!v.is_ok()) return v;
+  // A fragment header after the options: how Linux fragments a tunnel packet with them
+  // (ip6_find_1stfragopt()); the options are checked once the packet is whole.
+  if (opt[0] == 44) return verdict::punt(punt_reason::fragment);
   if (opt[0] != IPPROTO_IPIP) return verdict::punt(punt_reason::ipv6_ext);
   for (uint32_t i = 2; i < hlen;) {
     uint8_t type = opt[i];

@@ -231,9 +231,54 @@ bool tunnel_packet_too_big(pipeline &pl, rte_mbuf *m) {
   return true;
 }
 
-// An outer IPv6 fragment of a tunnel packet (RFC 2473 section 7: Linux's ip6tnl fragments
-// the outer packet when the path MTU is below the inner packet plus the outer headers),
-// from a tunnel's remote to its local address. The kernel cannot take it (it has no
+// Linux's IPv6 stack counts a destination options header that precedes any routing header
+// as unfragmentable (ip6_find_1stfragopt()): a tunnel packet with the encapsulation limit
+// option that it fragments has the options in every fragment and the fragment header after
+// them. rte_ip_frag takes only a fragment header right after the IPv6 header (RFC 8200's
+// layout), so such a fragment is laid out so first: the first fragment's options move
+// behind its fragment header (into the fragmentable part, where the reassembled packet has
+// them, for the decapsulation to check as any others), the other fragments' copies are cut
+// and their offsets moved on by the options' length. Uses: a single-segment frame whose
+// IPv6 header is followed by destination options and a fragment header. Returns false, and
+// leaves the packet alone, when it is not such a fragment or its offset would not fit.
+bool fragment_header_first(rte_mbuf *m) {
+  constexpr uint32_t OPT_OFF = ETH_HLEN + IP6_HLEN;
+  if (m->nb_segs != 1 || m->data_len < OPT_OFF + 8) return false;
+  uint8_t *f = rte_pktmbuf_mtod(m, uint8_t *);
+  auto *ip6 = reinterpret_cast<rte_ipv6_hdr *>(f + ETH_HLEN);
+  if (ip6->proto != IPPROTO_DSTOPTS_HDR || f[OPT_OFF] != IPPROTO_FRAGMENT) return false;
+  const uint32_t optlen = (uint32_t{f[OPT_OFF + 1]} + 1) * 8;
+  const uint32_t payload = rte_be_to_cpu_16(ip6->payload_len);
+  rte_ipv6_fragment_ext frag;
+  if (m->data_len < OPT_OFF + optlen + sizeof(frag) || payload < optlen + sizeof(frag)) return false;
+  memcpy(&frag, f + OPT_OFF + optlen, sizeof(frag));
+  const uint16_t frag_data = rte_be_to_cpu_16(frag.frag_data);
+  const uint32_t offset = frag_data & ~7u;
+  if (offset == 0) {
+    const uint8_t inner = frag.next_header;
+    memmove(f + OPT_OFF + sizeof(frag), f + OPT_OFF, optlen);
+    frag.next_header = IPPROTO_DSTOPTS_HDR;
+    memcpy(f + OPT_OFF, &frag, sizeof(frag));
+    f[OPT_OFF + sizeof(frag)] = inner;
+    ip6->proto = IPPROTO_FRAGMENT;
+    return true;
+  }
+  // The largest offset a fragment header can say (13 bits of 8-byte units).
+  if (offset + optlen > 0xfff8) return false;
+  frag.frag_data = rte_cpu_to_be_16(static_cast<uint16_t>((offset + optlen) | (frag_data & 7u)));
+  frag.next_header = IPPROTO_DSTOPTS_HDR;
+  memcpy(f + OPT_OFF + optlen, &frag, sizeof(frag));
+  ip6->payload_len = rte_cpu_to_be_16(static_cast<uint16_t>(payload - optlen));
+  ip6->proto = IPPROTO_FRAGMENT;
+  memmove(f + optlen, f, OPT_OFF);
+  rte_pktmbuf_adj(m, static_cast<uint16_t>(optlen));
+  return true;
+}
+
+// An outer IPv6 fragment of a tunnel packet (RFC 2473 section 7: a tunnel entry point
+// fragments the outer packet when the path MTU is below the inner packet plus the outer
+// headers; Linux's ip6tnl answers an IPv4 inner packet too big with fragmentation needed
+// instead, but other entry points fragment), from a tunnel's remote to its local address. The kernel cannot take it (it has no
 // ip6tnl: flowgate is the tunnel), so it is reassembled here, in this worker's table, and
 // the whole packet decapsulated into the tunnel's TUN. Fragments for no tunnel go to the
 // kernel as they are. Returns false when the packet is not one to reassemble.
@@ -242,10 +287,17 @@ bool tunnel_fragment(pipeline &pl, rte_mbuf *m, uint16_t in_port) {
   if (pl.frag_tbl == nullptr || m->data_len < FRAG_OFF + sizeof(rte_ipv6_fragment_ext)) return false;
   uint8_t *f = rte_pktmbuf_mtod(m, uint8_t *);
   auto *ip6 = reinterpret_cast<rte_ipv6_hdr *>(f + ETH_HLEN);
-  // Only a fragment header right after the IPv6 header: where Linux puts it (the tunnel's
-  // destination options are part of the fragmentable payload), and all rte_ip_frag handles.
-  if (detail::load_be16(f + 12) != rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV6) || ip6->proto != IPPROTO_FRAGMENT) return false;
+  // A fragment header right after the IPv6 header (RFC 8200), or after the destination
+  // options (Linux), which fragment_header_first() turns into the former.
+  if (detail::load_be16(f + 12) != rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV6) ||
+      (ip6->proto != IPPROTO_FRAGMENT && ip6->proto != IPPROTO_DSTOPTS_HDR))
+    return false;
   if (slowpath_tunnel(pl.snap, ip6->src_addr, ip6->dst_addr) == TUNNEL_NONE) return false;
+  if (ip6->proto == IPPROTO_DSTOPTS_HDR) {
+    if (!fragment_header_first(m)) return false;
+    f = rte_pktmbuf_mtod(m, uint8_t *);
+    ip6 = reinterpret_cast<rte_ipv6_hdr *>(f + ETH_HLEN);
+  }
   pl.stats->punts[static_cast<unsigned>(punt_reason::tunnel_fragment)]++;
   auto *frag = reinterpret_cast<rte_ipv6_fragment_ext *>(f + FRAG_OFF);
   // What DPDK 22.11's reassembly takes on trust: a fragment with payload, within the packet,

@@ -291,16 +291,22 @@ describe('pcap in, pcap out through the addon', function () {
     let fb: PcapBench;
     let inner: Buffer[];
     let input: Buffer[];
-    // Three tunnel packets too large for a 1280-byte underlay hop, fragmented as Linux's
-    // ip6tnl does it: the fragment header right after the IPv6 header, the tunnel's
-    // destination options (when present) in the fragmentable part (scapy's fragment6).
+    // Tunnel packets too large for a 1280-byte underlay hop, fragmented as RFC 8200 has it:
+    // the fragment header right after the IPv6 header, the tunnel's destination options (when
+    // present) in the fragmentable part (scapy's fragment6); and the last one as Linux's IPv6
+    // stack fragments it (ip6_find_1stfragopt() counts a destination options header before
+    // any routing header as unfragmentable): the options in each fragment, the fragment header
+    // after them.
     const INNER = [
       `IP(src='10.0.0.1', dst='192.168.0.10', id=1)/UDP(sport=53, dport=5000)/Raw(b'a'*1400)`,
       `IP(src='10.0.0.1', dst='192.168.0.10', id=2)/UDP(sport=53, dport=5000)/Raw(b'b'*3000)`,
       `IP(src='10.0.0.1', dst='192.168.0.10', id=3, flags='DF')/TCP(sport=80, dport=40000, flags='A')/Raw(b'c'*1300)`,
+      `IP(src='10.0.0.1', dst='192.168.0.10', id=4)/UDP(sport=53, dport=5001)/Raw(b'd'*3000)`,
     ];
     const fragment = (inner: string, id: number, nth: number, o: { src?: string; option?: boolean } = {}) =>
       `Ether(dst='${GW_WAN}', src='${PEER}')/fragment6(IPv6(src='${o.src ?? REMOTE}', dst='${LOCAL}')/IPv6ExtHdrFragment(id=${id})/${o.option === false ? '' : `${TEL(4)}/`}${inner}, 1280)[${nth}]`;
+    const linuxFragment = (inner: string, id: number, nth: number) =>
+      `Ether(dst='${GW_WAN}', src='${PEER}')/fragment6(IPv6(src='${REMOTE}', dst='${LOCAL}')/${TEL(4)}/IPv6ExtHdrFragment(id=${id})/${inner}, 1280)[${nth}]`;
     const FRAMES = [
       fragment(INNER[0] as string, 11, 0),
       fragment(INNER[0] as string, 11, 1),
@@ -317,8 +323,12 @@ describe('pcap in, pcap out through the addon', function () {
       fragment(INNER[0] as string, 15, 0),
       fragment(INNER[0] as string, 15, 0),
       `Ether(dst='${GW_WAN}', src='${PEER}')/IPv6(src='${REMOTE}', dst='${LOCAL}')/IPv6ExtHdrFragment(id=16, m=1)`,
+      // Linux's layout, out of order.
+      linuxFragment(INNER[3] as string, 17, 1),
+      linuxFragment(INNER[3] as string, 17, 2),
+      linuxFragment(INNER[3] as string, 17, 0),
     ];
-    const TUNNEL_FRAGMENTS = 10;
+    const TUNNEL_FRAGMENTS = 13;
 
     before(async function () {
       this.timeout(120_000);

@@ -59,6 +59,8 @@ export interface RouteSpec {
 export interface Scenario {
   /** IPv6 addresses with prefix on the guest's NIC (eth0), added without DAD. */
   underlay: string[];
+  /** MTU of eth0, set before the tunnel is made (whose own MTU Linux derives from it). Default 1500. */
+  mtu?: number;
   tunnel?: TunnelSpec;
   behind?: HostBehind;
   routes?: RouteSpec[];
@@ -201,6 +203,10 @@ function checkByte(what: string, value: number, max = 255): void {
 /** The shell script that /init runs (with -e and xtrace) before it reports ready. */
 export function scenarioScript(scenario: Scenario): string {
   const lines = ['ip link set eth0 up'];
+  if (scenario.mtu !== undefined) {
+    if (!Number.isInteger(scenario.mtu) || scenario.mtu < 1280 || scenario.mtu > 65535) throw new TypeError(`scenario.mtu: expected an integer 1280..65535 (IPv6 needs 1280), got ${scenario.mtu}`);
+    lines.push(`ip link set eth0 mtu ${scenario.mtu}`);
+  }
   scenario.underlay.forEach((a, i) => {
     checkPrefix(`scenario.underlay[${i}]`, a, 6);
     lines.push(`ip -6 addr add ${q(a)} dev eth0 nodad`);

@@ -11,11 +11,13 @@
 // (encaplimit none): one boot each.
 
 import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
 
 import { DEMO_ADDRESSES, DemoTopology } from '../../lib/demo/topology';
 import { startTraffic } from '../../lib/demo/traffic';
+import { ip4Packet, tunnelEncapLimitOption } from '../../lib/packets';
 import { LinuxVm } from '../helpers/vm';
-import { Capture, delta, flowOf, HOOK_TIMEOUT_MS, TEST_TIMEOUT_MS, until } from './support';
+import { awaitAtMost, Capture, delta, flowOf, HOOK_TIMEOUT_MS, TEST_TIMEOUT_MS, until } from './support';
 
 const VM_TAP = 'u-vm';
 const VM_MAC = '52:54:00:f9:00:22';
@@ -156,3 +158,139 @@ for (const encaplimit of [4, 'none'] as const) {
     });
   });
 }
+
+// Path MTU through the tunnel with Linux's ip6tnl at the far end, behind a router whose link
+// towards the VM has MTU 1280 (DemoTopology's underlayHop, proxy NDP keeping one /64):
+//
+//   lan ── [site A: flowgate] ══ br0 ══ [hop 2001:db8:2::fe] ═ u-vm (MTU 1280) ─ qemu: eth0 (MTU 1280)
+//
+// Every tunnel packet of more than 1280 bytes draws ICMPv6 packet too big from the router's
+// kernel. One boot for all cases.
+const HOP_MTU = 1280;
+/** The IPv6 header and the destination options with the encapsulation limit. */
+const OUTER_HEADERS = 40 + 8;
+const HOP_TUNNEL_MTU = HOP_MTU - OUTER_HEADERS;
+const HOP_ECHO_PORT = 7;
+
+/** The path MTU `from` cached towards `to` (`ip route get` in `run`); null if none. */
+async function cachedPathMtu(run: (command: string[]) => Promise<string>, to: string): Promise<number | null> {
+  const mtu = /\bmtu (\d+)/.exec(await run(['ip', 'route', 'get', to]))?.[1];
+  return mtu === undefined ? null : Number(mtu);
+}
+
+describe(`interop: Linux's ip6tnl behind a router with a ${HOP_MTU}-byte link`, function () {
+  this.timeout(TEST_TIMEOUT_MS);
+  let topology: DemoTopology | undefined;
+  let vm: LinuxVm | undefined;
+  const log: string[] = [];
+
+  before(async function () {
+    this.timeout(HOOK_TIMEOUT_MS);
+    topology = await DemoTopology.create({ farEnd: 'external', prefix: 'fgth', privateSockets: true, underlayHop: { mtu: HOP_MTU } });
+    vm = await LinuxVm.boot({
+      netns: topology.ns.hop,
+      tap: VM_TAP,
+      mac: VM_MAC,
+      bootTimeoutMs: 90_000,
+      scenario: {
+        underlay: [`${DEMO_ADDRESSES.underlayB}/${DEMO_ADDRESSES.underlayPrefix}`],
+        mtu: HOP_MTU,
+        tunnel: {
+          local: DEMO_ADDRESSES.underlayB,
+          remote: DEMO_ADDRESSES.underlayA,
+          encaplimit: 4,
+          hoplimit: 64,
+          tclass: 0,
+          address: `${DEMO_ADDRESSES.tunnelB}/${DEMO_ADDRESSES.tunnelPrefix}`,
+        },
+        behind: { kind: 'netns', name: VM_NETNS, address: `${DEMO_ADDRESSES.remoteHost}/${DEMO_ADDRESSES.remotePrefix}`, gateway: `${DEMO_ADDRESSES.siteBLan}/${DEMO_ADDRESSES.remotePrefix}` },
+        routes: [{ to: `192.168.0.0/${DEMO_ADDRESSES.lanPrefix}` }],
+      },
+    });
+    await topology.attachBehindHop(VM_TAP);
+    await topology.start();
+    topology.site('a').onLogLine((line) => log.push(line));
+  });
+
+  after(async function () {
+    this.timeout(HOOK_TIMEOUT_MS);
+    try {
+      await vm?.shutdown();
+    } finally {
+      await topology?.destroy();
+    }
+  });
+
+  const site = () => (topology as DemoTopology).site('a');
+
+  it(`carries 2 MB from the LAN host to the host behind the VM and back byte for byte, the LAN host learning MTU ${HOP_TUNNEL_MTU} from the router's packet too big relayed by site A`, async () => {
+    const t = topology as DemoTopology;
+    const lan = (command: string[]) => t.run('lan', command);
+    assert.equal(await cachedPathMtu(lan, DEMO_ADDRESSES.remoteHost), null, 'no path MTU learnt before');
+    await (vm as LinuxVm).startTcpService({ kind: 'echo' }, HOP_ECHO_PORT, VM_NETNS);
+    const bytes = 2 * 1024 * 1024;
+    const source = startTraffic(t.ns.lan, { kind: 'tcp-send', host: DEMO_ADDRESSES.remoteHost, port: HOP_ECHO_PORT, bytes, gate: true, expectBytes: bytes }, { timeoutMs: 90_000 });
+    await source.ready;
+    await until('site A to offload the connection', async () => flowOf(await site().flows(), 'tcp', { dport: HOP_ECHO_PORT }));
+    const before = await site().stats();
+    source.next();
+    const sent = await source.result;
+    const d = delta(before, await site().stats());
+
+    // Both ways through the 1280-byte link: the LAN host's segments (MSS 1460 from the
+    // remote's 1500-byte link) and the echo (MSS 1460 from the LAN's).
+    assert.equal(sent.receivedBytes, bytes, 'the whole echo came back');
+    assert.equal(sent.receivedSha256, sent.sha256, 'byte for byte');
+    assert.ok((d.reasons.tunnel_too_big ?? 0) >= 1, `site A relayed the router's packet too big: ${JSON.stringify(d.reasons)}`);
+    const lowered = log.find((line) => line.includes('tunnel path MTU lowered by ICMPv6 packet too big'));
+    assert.ok(lowered !== undefined, "site A's log says the tunnel's path MTU was lowered");
+    assert.match(lowered, new RegExp(`path_mtu=${HOP_MTU}\\b.*\\bmtu=${HOP_TUNNEL_MTU}\\b`), "the tunnel's effective MTU: the router's less the outer headers");
+    const [tun] = JSON.parse(await t.run('a', ['ip', '-j', 'link', 'show', 'tun0'])) as { mtu: number }[];
+    assert.equal(tun?.mtu, HOP_TUNNEL_MTU, "the TUN device's MTU followed it");
+    // First the ICMPv4 that site A made of the packet too big (MTU 1280, Linux's floor), then
+    // site A's kernel's fragmentation needed from the TUN: the sender ends at the tunnel's MTU.
+    assert.equal(await cachedPathMtu(lan, DEMO_ADDRESSES.remoteHost), HOP_TUNNEL_MTU, "the LAN host's path MTU to the remote host");
+    // And the far end's own: Linux's ip6tnl told the remote host the same (ip4ip6_tnl_xmit()).
+    const remote = (command: string[]) => (vm as LinuxVm).exec(`ip netns exec ${VM_NETNS} ${command.join(' ')}`);
+    assert.equal(await cachedPathMtu(remote, DEMO_ADDRESSES.lanHost), HOP_TUNNEL_MTU, "the remote host's path MTU to the LAN host");
+    assert.ok(d.fast / (d.fast + d.slow) >= 0.9, `fast-path share < 90 %: ${JSON.stringify(d)}`);
+  });
+
+  it('reassembles a tunnel packet that the guest fragmented for the 1280-byte link and delivers the inner datagram intact to the LAN host', async () => {
+    const t = topology as DemoTopology;
+    const sport = 7003;
+    const dport = 7004;
+    // 1400 bytes of inner packet, no DF: 1448 of outer packet, two fragments on the 1280-byte
+    // link. Sent through fgvm-send6 (scripts/vm/build-image.sh): Linux's ip6tnl itself never
+    // fragments the outer packet of an IPv4 one, so the guest's IPv6 stack does it here.
+    const payload = randomBytes(1400 - 20 - 8);
+    const inner = ip4Packet({ src: DEMO_ADDRESSES.remoteHost, dst: DEMO_ADDRESSES.lanHost, ttl: 64, id: 0x4242 }, { udp: { sport, dport } }, payload);
+    const tunnelPayload = Buffer.concat([tunnelEncapLimitOption(4), inner]);
+    // Linux's layout: the destination options before the fragment header (ip6_find_1stfragopt()).
+    const fragments = await Capture.start(t, 'hop', 'eth0', `ip6 and src ${DEMO_ADDRESSES.underlayB} and ip6[6] == 60 and ip6[40] == 44`);
+    const delivered = await Capture.start(t, 'lan', 'eth0', `udp and dst port ${dport}`);
+    const receiver = startTraffic(t.ns.lan, { kind: 'udp-peer', bind: dport, listen: true, expectCount: 1 }, { timeoutMs: 60_000 });
+    const before = await site().stats();
+    let seen: Buffer[];
+    let got: Buffer[];
+    try {
+      await receiver.ready;
+      await (vm as LinuxVm).exec(`echo ${tunnelPayload.toString('base64')} | base64 -d | fgvm-send6 ${DEMO_ADDRESSES.underlayA} 60`);
+      await awaitAtMost(receiver.reached);
+    } finally {
+      receiver.kill();
+      seen = await fragments.stop();
+      got = await delivered.stop();
+    }
+    const d = delta(before, await site().stats());
+
+    assert.equal(seen.length, 2, `the guest sent the tunnel packet as two outer fragments: ${seen.map((f) => f.length).join(', ')}`);
+    assert.ok((d.reasons.tunnel_fragment ?? 0) >= 2, `site A took both fragments for reassembly: ${JSON.stringify(d.reasons)}`);
+    assert.equal(got.length, 1, 'one datagram reached the LAN host');
+    const frame = got[0] as Buffer;
+    const ip = frame.subarray(ETHER_LENGTH);
+    assert.equal(ip.readUInt16BE(2), inner.length, 'the whole inner packet');
+    assert.equal(ip[8], 63, "TTL 64 less site A's kernel's hop");
+    assert.ok(ip.subarray(20 + 8).equals(payload), 'the payload byte for byte');
+  });
+});

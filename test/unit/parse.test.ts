@@ -152,6 +152,8 @@ describe('fast path parser', () => {
       ['IPv6 with a routing header', ip6WithExtension(43, Buffer.from([17, 0, 0, 0, 0, 0, 0, 0])), 'ipv6_ext'],
       ['IPv6 with a fragment header', ip6WithExtension(44, Buffer.from([17, 0, 0, 1, 0, 0, 0, 1])), 'fragment'],
       ['IPv6 destination options followed by UDP', ip6WithExtension(60, Buffer.from([17, 0, 1, 4, 0, 0, 0, 0])), 'ipv6_ext'],
+      // Linux's layout of a fragmented tunnel packet: the options before the fragment header.
+      ['IPv6 destination options followed by a fragment header', ip6WithExtension(60, Buffer.from([44, 0, 4, 1, 4, 1, 1, 0, 4, 0, 0, 1, 0, 0, 0, 1])), 'fragment'],
       // RFC 8200 4.2: an unknown option whose type's high bits are not 00 asks for a discard.
       ...[0x5e, 0x9e, 0xde].map((type): [string, Buffer, string] => [
         `tunnel destination options with an unknown option of type 0x${type.toString(16)}`,
