@@ -557,11 +557,12 @@ export class Dataplane {
   /**
    * Lowers the path MTU of the tunnels about whose packets the workers received ICMPv6
    * packet too big since the last call (the fast path then sends larger packets to the
-   * kernel), and returns the tunnels whose MTUs changed.
+   * kernel), forgets path MTUs learnt `expiresSeconds` ago or more (default 600, Linux's
+   * net.ipv6.route.mtu_expires), and returns the tunnels whose MTUs changed.
    */
-  applyPathMtuReports(): TunnelMtu[] {
+  applyPathMtuReports(options: { expiresSeconds?: number } = {}): TunnelMtu[] {
     this.requireRunning();
-    return call(() => this.addon.applyPathMtuReports()).flatMap((m) => {
+    return call(() => this.addon.applyPathMtuReports(options)).flatMap((m) => {
       const name = this.tunnelName(m.id);
       return name === undefined ? [] : [{ name, mtu: m.mtu, pathMtu: m.pathMtu, effectiveMtu: m.effectiveMtu }];
     });

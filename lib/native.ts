@@ -304,7 +304,7 @@ export interface NativeAddon {
   removeTunnel(id: number): void;
   tunnelMtu(id: number): NativeTunnelMtu;
   /** Lowers the path MTU of tunnels that received ICMPv6 packet too big; returns those changed. */
-  applyPathMtuReports(): NativeTunnelMtu[];
+  applyPathMtuReports(options?: { expiresSeconds?: number }): NativeTunnelMtu[];
   addFlowPair(orig: NativeFlowSpec, reply: NativeFlowSpec | null): number;
   removeFlow(handle: number): boolean;
   /** One flow record (lib/flow-records.ts), or null when no flow has this handle. */

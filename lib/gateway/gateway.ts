@@ -318,7 +318,8 @@ export class Gateway implements GatewayView {
       this.learner.tick();
       this.tickMs.last = performance.now() - started;
       for (const m of this.dp.applyPathMtuReports()) {
-        this.log.info('tunnel path MTU lowered by ICMPv6 packet too big', { tunnel: m.name, path_mtu: m.pathMtu, mtu: m.effectiveMtu });
+        if (m.pathMtu === null) this.log.info('tunnel path MTU expired', { tunnel: m.name, mtu: m.effectiveMtu });
+        else this.log.info('tunnel path MTU lowered by ICMPv6 packet too big', { tunnel: m.name, path_mtu: m.pathMtu, mtu: m.effectiveMtu });
         await this.followTunnelMtu(m.name);
       }
       this.tickMs.max = Math.max(this.tickMs.max, this.tickMs.last);

@@ -228,7 +228,9 @@ Napi::Value TunnelMtu(const Napi::CallbackInfo &info) {
 Napi::Value ApplyPathMtuReports(const Napi::CallbackInfo &info) {
   return guard(info.Env(), [&] {
     Napi::Env env = info.Env();
-    std::vector<tunnel_mtu_info> changed = dp_of(info).apply_path_mtu_reports();
+    Napi::Object o = arg(info, 0).IsObject() ? arg(info, 0).As<Napi::Object>() : Napi::Object::New(env);
+    std::vector<tunnel_mtu_info> changed =
+        dp_of(info).apply_path_mtu_reports(get_uint_or(o, "expiresSeconds", "applyPathMtuReports", 1, UINT32_MAX, 600));
     Napi::Array a = Napi::Array::New(env, changed.size());
     for (size_t i = 0; i < changed.size(); i++) a.Set(static_cast<uint32_t>(i), tunnel_mtu_to_js(env, changed[i]));
     return a;

@@ -493,17 +493,28 @@ void dataplane::remove_tunnel(uint16_t id) {
   __atomic_store_n(&path_mtu_reports_[id], uint16_t{0}, __ATOMIC_RELAXED);
 }
 
-std::vector<tunnel_mtu_info> dataplane::apply_path_mtu_reports() {
+std::vector<tunnel_mtu_info> dataplane::apply_path_mtu_reports(uint32_t expires_s) {
   require_init();
   std::vector<tunnel_mtu_info> changed;
   std::unique_ptr<snapshot> next;
+  const uint32_t now = now_s();
   for (uint16_t id = 0; id < MAX_TUNNELS; id++) {
     uint16_t reported = __atomic_exchange_n(&path_mtu_reports_[id], uint16_t{0}, __ATOMIC_RELAXED);
     const tunnel &t = snap_->tun[id];
-    // As ip6_update_pmtu(): a packet too big only ever lowers the path MTU.
-    if (reported == 0 || !t.active || (t.path_mtu != 0 && reported >= t.path_mtu)) continue;
+    if (!t.active) continue;
+    uint16_t path_mtu = t.path_mtu;
+    // As ip6_update_pmtu(): a packet too big only ever lowers the path MTU...
+    if (reported != 0 && (path_mtu == 0 || reported < path_mtu)) {
+      path_mtu = reported;
+      path_mtu_learnt_s_[id] = now;
+    } else if (path_mtu != 0 && now - path_mtu_learnt_s_[id] >= expires_s) {
+      // ...and the route's learnt MTU expires, after which a larger packet may find out
+      // whether the path takes it again (rt6_age_exceptions()).
+      path_mtu = 0;
+    }
+    if (path_mtu == t.path_mtu) continue;
     if (!next) next = next_snapshot();
-    next->tun[id].path_mtu = reported;
+    next->tun[id].path_mtu = path_mtu;
     changed.push_back({id, 0, 0, 0});
   }
   if (!next) return changed;

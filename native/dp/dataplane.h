@@ -129,8 +129,10 @@ class dataplane {
   void update_tunnel(uint16_t id, const tunnel_params &p);
   void remove_tunnel(uint16_t id);
   // Lower the path MTU of the tunnels for which the workers received ICMPv6 packet too big
-  // since the last call, and return those whose path MTU changed.
-  std::vector<tunnel_mtu_info> apply_path_mtu_reports();
+  // since the last call, forget those learnt expires_s or more ago (as Linux's
+  // net.ipv6.route.mtu_expires, 600 s by default), and return the tunnels whose path MTU
+  // changed.
+  std::vector<tunnel_mtu_info> apply_path_mtu_reports(uint32_t expires_s);
   tunnel_mtu_info tunnel_mtu(uint16_t id) const;
 
   // Both directions of a connection, installed together; reply may be null (one-way UDP).
@@ -186,6 +188,8 @@ class dataplane {
   observation_sink sink_;
   // Written by the workers (pipeline::path_mtu_reports), taken by apply_path_mtu_reports().
   std::array<uint16_t, MAX_TUNNELS> path_mtu_reports_{};
+  // When each tunnel's path MTU was last lowered (dataplane seconds): control thread only.
+  std::array<uint32_t, MAX_TUNNELS> path_mtu_learnt_s_{};
 };
 
 constexpr unsigned OBSERVATION_RING_SIZE = 4096;

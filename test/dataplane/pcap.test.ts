@@ -371,7 +371,7 @@ describe('pcap in, pcap out through the addon', function () {
     });
   });
 
-  it('lowers a tunnel\'s MTU to its underlay port\'s less the outer headers, and further to the path MTU a packet too big reports', async () => {
+  it('lowers a tunnel\'s MTU to its underlay port\'s less the outer headers, further to the path MTU a packet too big reports, and raises it when that expires', async () => {
     const TELQ = TEL(4);
     const ptb = `Ether(dst='${GW_WAN}', src='${PEER}')/IPv6(src='2001:db8:5::1', dst='${LOCAL}')/ICMPv6PacketTooBig(mtu=1300)/` +
       `Raw(bytes(IPv6(src='${LOCAL}', dst='${REMOTE}')/${TELQ}/IP(src='192.168.100.1', dst='10.0.0.1', flags='DF')/TCP(sport=40000, dport=80, flags='A')/Raw(b'x'*1400))[:1232])`;
@@ -389,6 +389,8 @@ describe('pcap in, pcap out through the addon', function () {
       portMtus: [{ port: 'wan', mtu: 1400 }],
       expectRx: 1,
       pathMtu: true,
+      // Linux's net.ipv6.route.mtu_expires is 600 s; 2 s here.
+      pathMtuExpiry: { waitMs: 2500, expiresSeconds: 2 },
     });
     assert.deepEqual(r.tunnelsBefore, [{ name: 'tun0', mtu: 1452, pathMtu: null, effectiveMtu: 1400 - 48 }], 'the underlay port MTU, lowered under the tunnel, bounds it');
     assert.deepEqual(r.pathMtuChanges, [{ name: 'tun0', mtu: 1452, pathMtu: 1300, effectiveMtu: 1300 - 48 }]);
@@ -396,6 +398,7 @@ describe('pcap in, pcap out through the addon', function () {
     const [icmp] = bench.sent('tun0');
     assert.ok(icmp !== undefined, 'the ICMPv4 error went into the TUN');
     assert.deepEqual([icmp[20], icmp[21], icmp.readUInt16BE(26)], [3, 4, 1280], 'fragmentation needed, MTU floored at 1280 as Linux does');
+    assert.deepEqual(r.pathMtuExpired, [{ name: 'tun0', mtu: 1452, pathMtu: null, effectiveMtu: 1400 - 48 }], 'the learnt path MTU expired');
   });
 
   it('decapsulates tunnel traffic it has no flow for into the tunnel\'s TUN port as raw IPv4', async () => {

@@ -18,6 +18,8 @@ export interface DataplaneJob {
   portMtus?: { port: string; mtu: number }[];
   /** After the run, apply the path MTUs the workers learnt from packet too big, and report every tunnel's MTUs. */
   pathMtu?: boolean;
+  /** Then wait this long and apply again, with path MTUs expiring after expiresSeconds: the changes go to pathMtuExpired. */
+  pathMtuExpiry?: { waitMs: number; expiresSeconds: number };
 }
 
 async function main(): Promise<void> {
@@ -42,6 +44,13 @@ async function main(): Promise<void> {
     const tunnelsBefore = (job.tunnels ?? []).map((t) => dp.tunnelMtu(t.name));
     const pathMtuChanges = job.pathMtu === true ? dp.applyPathMtuReports() : [];
     const tunnelMtus = (job.tunnels ?? []).map((t) => dp.tunnelMtu(t.name));
+    let pathMtuExpired: ReturnType<Dataplane['applyPathMtuReports']> = [];
+    if (job.pathMtuExpiry !== undefined) {
+      // The workers stay paused: nothing reports a path MTU meanwhile.
+      const { waitMs, expiresSeconds } = job.pathMtuExpiry;
+      await new Promise((r) => setTimeout(r, waitMs));
+      pathMtuExpired = dp.applyPathMtuReports({ expiresSeconds });
+    }
     const result = {
       stats: dp.stats(),
       flows,
@@ -53,6 +62,7 @@ async function main(): Promise<void> {
       received: received(),
       tunnelsBefore,
       pathMtuChanges,
+      pathMtuExpired,
       tunnelMtus,
     };
     process.stdout.write(JSON.stringify(result));

@@ -28,6 +28,8 @@ export interface JobResult {
   tunnelsBefore: TunnelMtu[];
   pathMtuChanges: TunnelMtu[];
   tunnelMtus: TunnelMtu[];
+  /** With job.pathMtuExpiry: the tunnels whose learnt path MTU expired. */
+  pathMtuExpired: TunnelMtu[];
 }
 
 const CHILD = path.join(__dirname, 'dataplane-child.js');
