@@ -318,13 +318,17 @@ inline uint64_t key_tail(uint32_t ports, uint16_t in_port, uint8_t l3, uint8_t l
 }
 
 // The 20-byte IPv4 header at ip sums to 0xffff: ip4_checksum_ok() in a few instructions.
-// The one's complement sum of 16-bit words is their sum modulo 0xffff (2^16 = 1 there),
-// and so is the plain sum of the five 32-bit words (2^32 = 1 too), which cannot overflow
-// 64 bits and needs no carry folding. A sum that folds to 0xffff is a non-zero multiple of
-// 0xffff (never zero: the version nibble is 4), and the compiler tests divisibility by a
-// constant with one multiplication.
+// The one's complement sum of 16-bit words is their sum modulo 0xffff (2^16 = 1 there), and
+// so is the sum of the header as two 64-bit words and a 32-bit one (2^32 and 2^64 are 1
+// too), with a carry out of 64 bits added back in (an adc). A sum that folds to 0xffff is a
+// non-zero multiple of 0xffff (never zero: the version nibble is 4), and the compiler tests
+// divisibility by a constant with one multiplication.
 inline bool ip4_checksum_ok20(const uint8_t *ip) {
-  uint64_t sum = uint64_t{load32(ip)} + load32(ip + 4) + load32(ip + 8) + load32(ip + 12) + load32(ip + 16);
+  uint64_t a = load64(ip), b = load64(ip + 8), c = load32(ip + 16);
+  uint64_t sum = a + b;
+  sum += sum < a;
+  sum += c;
+  sum += sum < c;
   return sum % 0xffff == 0;
 }
 
