@@ -88,4 +88,22 @@ inline uint32_t packet_fingerprint(const rte_mbuf *m, uint32_t l3_off, uint16_t 
   return h;
 }
 
+// A record of the (inner) IP packet of l3_len bytes at l3_off in m, whose flow key parsing
+// found: the fields every kind fills alike. The caller sets an egress record's MACs.
+inline void observation_init(observation *o, observation_kind kind, uint64_t tsc, const rte_mbuf *m, uint32_t l3_off,
+                             uint16_t l3_len, const flow_key &key, uint16_t port, uint16_t tunnel) {
+  memset(o, 0, sizeof(*o));
+  o->tsc = tsc;
+  o->key = key;
+  o->kind = kind;
+  if (key.l4proto == IPPROTO_TCP) {
+    const uint8_t *l3 = rte_pktmbuf_mtod_offset(m, const uint8_t *, l3_off);
+    o->tcp_flags = l3[(key.l3proto == FLOW_L3_IPV6 ? IP6_HLEN : IP4_HLEN) + 13];
+  }
+  o->port = port;
+  o->tunnel = tunnel;
+  o->fingerprint = packet_fingerprint(m, l3_off, l3_len, key);
+  o->l3_len = l3_len;
+}
+
 }  // namespace fg

@@ -64,18 +64,9 @@ inline bool punt_allowed(pipeline &pl, uint16_t in_port) {
 inline void observe_punt(pipeline &pl, rte_mbuf *m, uint16_t in_port, punt_reason r, const pkt_meta &meta,
                          const flow_key *key, uint16_t tunnel) {
   if (pl.observations == nullptr || key == nullptr) return;
-  const uint8_t *l3 = rte_pktmbuf_mtod_offset(m, const uint8_t *, meta.l3_off);
   observation o;
-  memset(&o, 0, sizeof(o));
-  o.tsc = pl.now_tsc;
-  o.key = *key;
-  o.kind = OBS_PUNT;
+  observation_init(&o, OBS_PUNT, pl.now_tsc, m, meta.l3_off, meta.l3_len, *key, in_port, tunnel);
   o.reason = static_cast<uint8_t>(r);
-  if (key->l4proto == IPPROTO_TCP) o.tcp_flags = l3[(flow_l3_is_ipv4(key->l3proto) ? IP4_HLEN : IP6_HLEN) + 13];
-  o.port = in_port;
-  o.tunnel = tunnel;
-  o.fingerprint = packet_fingerprint(m, meta.l3_off, meta.l3_len, *key);
-  o.l3_len = meta.l3_len;
   if (rte_ring_sp_enqueue_elem(pl.observations, &o, sizeof(o)) != 0) pl.stats->observations_lost++;
 }
 

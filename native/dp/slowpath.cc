@@ -106,17 +106,9 @@ void slowpath_thread::from_tap(const snapshot *s, uint16_t port, rte_mbuf *m, st
   if (parse_packet(m, port, nullptr, &key, &meta).is_ok()) {
     const uint8_t *frame = rte_pktmbuf_mtod(m, const uint8_t *);
     observation &o = batch.emplace_back();
-    memset(&o, 0, sizeof(o));
-    o.tsc = rte_rdtsc();
-    o.key = key;
-    o.kind = OBS_EGRESS_PORT;
-    o.tcp_flags = key.l4proto == IPPROTO_TCP ? frame[meta.l3_off + (flow_l3_is_ipv4(key.l3proto) ? IP4_HLEN : IP6_HLEN) + 13] : 0;
-    o.port = port;
-    o.tunnel = TUNNEL_NONE;
+    observation_init(&o, OBS_EGRESS_PORT, rte_rdtsc(), m, meta.l3_off, meta.l3_len, key, port, TUNNEL_NONE);
     memcpy(o.dst_mac, frame, 6);
     memcpy(o.src_mac, frame + 6, 6);
-    o.fingerprint = packet_fingerprint(m, meta.l3_off, meta.l3_len, key);
-    o.l3_len = meta.l3_len;
   }
   to_kernel_tx(s, port, m);
 }
@@ -137,18 +129,7 @@ void slowpath_thread::from_tun(const snapshot *s, uint16_t tunnel_id, rte_mbuf *
   detail::bounds b{m->data_len, m->pkt_len};
   bool parsed = detail::parse_ip4(l3, 0, b, &key, &meta).is_ok();
   uint16_t inner_len = rte_be_to_cpu_16(reinterpret_cast<const rte_ipv4_hdr *>(l3)->total_length);
-  if (parsed) {
-    observation &o = batch.emplace_back();
-    memset(&o, 0, sizeof(o));
-    o.tsc = rte_rdtsc();
-    o.key = key;
-    o.kind = OBS_EGRESS_TUNNEL;
-    o.tcp_flags = key.l4proto == IPPROTO_TCP ? l3[IP4_HLEN + 13] : 0;
-    o.port = PORT_NONE;
-    o.tunnel = tunnel_id;
-    o.fingerprint = packet_fingerprint(m, 0, meta.l3_len, key);
-    o.l3_len = meta.l3_len;
-  }
+  if (parsed) observation_init(&batch.emplace_back(), OBS_EGRESS_TUNNEL, rte_rdtsc(), m, 0, meta.l3_len, key, PORT_NONE, tunnel_id);
   if (inner_len > m->pkt_len || rte_pktmbuf_headroom(m) < ETH_HLEN + tunnel_overhead(t)) {
     stats_.no_headroom++;
     rte_pktmbuf_free(m);
