@@ -532,17 +532,6 @@ tunnel_mtu_info dataplane::tunnel_mtu(uint16_t id) const {
 
 // ---- flows -----------------------------------------------------------------------------
 
-namespace {
-
-bool ip4_is_multicast(uint32_t addr) { return (addr >> 28) == 0xe; }  // 224.0.0.0/4, host order
-bool ip6_is_multicast(const uint8_t a[16]) { return a[0] == 0xff; }  // ff00::/8
-bool ip6_is_unspecified(const uint8_t a[16]) {
-  static const uint8_t zero[16] = {};
-  return memcmp(a, zero, 16) == 0;
-}
-
-}  // namespace
-
 void dataplane::validate_flow(const flow_spec &f) const {
   const flow_key &k = f.key;
   if (k.in_port >= MAX_PORTS || !ports_[k.in_port].used)
@@ -575,9 +564,9 @@ void dataplane::validate_flow(const flow_spec &f) const {
   // addresses only, must not hold one either.
   if (k.l3proto == FLOW_L3_IPV4) {
     uint32_t src = rte_be_to_cpu_32(k.ip4.src), dst = rte_be_to_cpu_32(k.ip4.dst);
-    if (ip4_is_multicast(dst) || dst == UINT32_MAX)
+    if (RTE_IS_IPV4_MCAST(dst) || dst == UINT32_MAX)
       throw dp_error(ERR_INVALID_ARGUMENT, "flow destination must be a unicast address, not multicast or broadcast");
-    if (src == 0 || ip4_is_multicast(src) || src == UINT32_MAX)
+    if (src == 0 || RTE_IS_IPV4_MCAST(src) || src == UINT32_MAX)
       throw dp_error(ERR_INVALID_ARGUMENT, "flow source must be a unicast address, not unspecified, multicast or broadcast");
   } else if (k.l3proto == FLOW_L3_IPV6) {
     if (ip6_is_multicast(k.ip6.dst))

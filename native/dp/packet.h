@@ -47,6 +47,19 @@ constexpr uint8_t ECN_ECT_1 = 0x01;
 constexpr uint8_t ECN_ECT_0 = 0x02;
 constexpr uint8_t ECN_CE = 0x03;
 
+// IPv6 address classes that the control plane refuses as flow addresses and tunnel
+// endpoints (IPv4's multicast class is DPDK's RTE_IS_IPV4_MCAST).
+inline bool ip6_is_unspecified(const uint8_t a[16]) {
+  uint64_t w[2];
+  memcpy(w, a, 16);
+  return (w[0] | w[1]) == 0;
+}
+inline bool ip6_is_loopback(const uint8_t a[16]) {
+  static constexpr uint8_t loopback[16] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
+  return memcmp(a, loopback, 16) == 0;
+}
+inline bool ip6_is_multicast(const uint8_t a[16]) { return a[0] == 0xff; }  // ff00::/8
+
 // What parsing (or acting on) a packet decided, when it is not "look it up and forward".
 struct verdict {
   enum kind_t : uint8_t { OK, PUNT, DROP } kind;

@@ -65,10 +65,7 @@ void tunnel_build(tunnel *t, const tunnel_params &p);
 // Whether an IPv6 address can be a tunnel's endpoint: not the unspecified address, the
 // loopback address or a multicast address, which ipv6_rcv() drops or no tunnel answers to.
 inline bool tunnel_endpoint_ok(const uint8_t a[16]) {
-  static constexpr uint8_t loopback[16] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
-  uint64_t w[2];
-  memcpy(w, a, 16);
-  return (w[0] | w[1]) != 0 && memcmp(a, loopback, 16) != 0 && a[0] != 0xff;
+  return !ip6_is_unspecified(a) && !ip6_is_loopback(a) && !ip6_is_multicast(a);
 }
 
 // Outer headers added by encapsulation, without the Ethernet header: 40, or 48 with the
