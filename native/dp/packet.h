@@ -128,19 +128,17 @@ inline verdict parse_l4(const uint8_t *frame, uint32_t l4_off, uint8_t proto, co
 // section 5.2.2, which ip_rcv_core() enforces (IPSTATS_MIB_CSUMERRORS) before any routing.
 inline bool ip4_checksum_ok(const uint8_t *ip, uint32_t ihl) { return rte_raw_cksum(ip, ihl) == 0xffff; }
 
-// What the receiving port's checksum offload says of the outermost IPv4 header: good, or
-// nothing to rely on (not checked, or found bad: software then finds it bad too, so that
-// both parsers decide alike).
-enum class ip4_csum : uint8_t { unknown, good };
-
-inline ip4_csum ip4_csum_of(const rte_mbuf *m) {
-  return (m->ol_flags & RTE_MBUF_F_RX_IP_CKSUM_MASK) == RTE_MBUF_F_RX_IP_CKSUM_GOOD ? ip4_csum::good : ip4_csum::unknown;
+// Whether the receiving port's checksum offload found the outermost IPv4 header good. Not
+// checked, or found bad, are alike: software checks then, and finds a bad one bad, so that
+// both parsers decide alike.
+inline bool ip4_csum_verified(const rte_mbuf *m) {
+  return (m->ol_flags & RTE_MBUF_F_RX_IP_CKSUM_MASK) == RTE_MBUF_F_RX_IP_CKSUM_GOOD;
 }
 
 // l3: the key's L3 value (FLOW_L3_IPV4, or FLOW_L3_IPV4_IN_IPV6 for a tunnel's inner packet);
-// csum: what the port checked of this header (unknown for an inner header).
+// verified: the port found this header's checksum good (never for an inner header).
 inline verdict parse_ip4(const uint8_t *frame, uint32_t off, bounds b, flow_key *key,
-                         pkt_meta *meta, uint8_t l3 = FLOW_L3_IPV4, ip4_csum csum = ip4_csum::unknown) {
+                         pkt_meta *meta, uint8_t l3 = FLOW_L3_IPV4, bool verified = false) {
   verdict v = b.need(off + IP4_HLEN);
   if (!v.is_ok()) return v;
   const auto *ip = reinterpret_cast<const rte_ipv4_hdr *>(frame + off);
@@ -152,7 +150,7 @@ inline verdict parse_ip4(const uint8_t *frame, uint32_t off, bounds b, flow_key 
   // The checksum covers the options too: they must be readable to check it.
   v = b.need(off + ihl);
   if (!v.is_ok()) return v;
-  if (csum == ip4_csum::unknown && !ip4_checksum_ok(frame + off, ihl))
+  if (!verified && !ip4_checksum_ok(frame + off, ihl))
     return verdict::drop(drop_reason::bad_checksum);
   b.limit = off + tot;
   meta->l3_off = static_cast<uint16_t>(off);
@@ -300,7 +298,7 @@ inline verdict parse_packet(const rte_mbuf *m, uint16_t in_port, const uint64_t 
   }
   uint16_t ether_type = detail::load_be16(frame + 12);
   if (ether_type == rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4))
-    return detail::parse_ip4(frame, ETH_HLEN, b, key, meta, FLOW_L3_IPV4, detail::ip4_csum_of(m));
+    return detail::parse_ip4(frame, ETH_HLEN, b, key, meta, FLOW_L3_IPV4, detail::ip4_csum_verified(m));
   if (ether_type == rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV6))
     return detail::parse_ip6(frame, ETH_HLEN, b, key, meta);
   return verdict::punt(punt_reason::non_ip);
@@ -405,7 +403,7 @@ inline bool parse_fast(const rte_mbuf *m, const rx_context &rx, flow_key *key, p
   if (likely(ether_type == rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4))) {
     // The mbuf's flags are read only where the port sets them: a load less per packet.
     if (!ip4_fast(p + ETH_HLEN, total - ETH_HLEN, seg - ETH_HLEN, rx.port, FLOW_L3_IPV4,
-                  rx.csum_offload && ip4_csum_of(m) == ip4_csum::good, &w[5], &l3_len, &tcp_flags))
+                  rx.csum_offload && ip4_csum_verified(m), &w[5], &l3_len, &tcp_flags))
       return false;
     w[0] = load64(p + ETH_HLEN + 12);
     w[1] = w[2] = w[3] = w[4] = 0;
