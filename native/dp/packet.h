@@ -200,7 +200,7 @@ inline verdict parse_tunnel_dstopts(const uint8_t *frame, uint32_t off, const bo
   if (!v.is_ok()) return v;
   // A fragment header after the options: how Linux fragments a tunnel packet with them
   // (ip6_find_1stfragopt()); the options are checked once the packet is whole.
-  if (opt[0] == 44) return verdict::punt(punt_reason::fragment);
+  if (opt[0] == IPPROTO_FRAGMENT) return verdict::punt(punt_reason::fragment);
   if (opt[0] != IPPROTO_IPIP) return verdict::punt(punt_reason::ipv6_ext);
   for (uint32_t i = 2; i < hlen;) {
     uint8_t type = opt[i];
@@ -272,10 +272,9 @@ inline uint64_t port_mac_word(const uint8_t mac[6]) {
 // and ip6_forward() never forward, so the kernel decides), or another host
 // (PACKET_OTHERHOST, which ip_rcv_core(), ipv6_rcv() and arp_rcv() drop).
 inline verdict eth_destination(const uint8_t *frame, uint64_t port_mac) {
-  uint64_t dst = 0;
-  memcpy(&dst, frame, 6);
-  if (dst == port_mac) return verdict::ok();
-  if (frame[0] & 1) return verdict::punt(punt_reason::multicast);
+  if (port_mac_word(frame) == port_mac) return verdict::ok();
+  if (rte_is_multicast_ether_addr(reinterpret_cast<const rte_ether_addr *>(frame)))  // broadcast too
+    return verdict::punt(punt_reason::multicast);
   return verdict::drop(drop_reason::other_host);
 }
 
@@ -381,12 +380,13 @@ struct rx_context {
   bool csum_offload;  // the port checks IPv4 header checksums (sets RX_IP_CKSUM_GOOD)
 };
 
-// The common case in few instructions: Ethernet to the port's own address + IPv4 without options, fragments, a bad checksum or an
-// expiring TTL, IPv6 without extension headers, or IPv4 in IPv6 with no option or the one
-// Linux writes, carrying TCP or UDP, with the headers in the first segment. It builds the
-// key as six words and hashes them with the flowtable's seed while they are in registers.
-// Anything else, every exception and every malformed packet included, returns false:
-// parse_packet() then says what it is. Sets: *key, *meta, *hash.
+// The common case in few instructions: Ethernet to the port's own address + IPv4 without
+// options, fragments, a bad checksum or an expiring TTL, IPv6 without extension headers, or
+// IPv4 in IPv6 with no option or the one Linux writes, carrying TCP or UDP, with the headers
+// in the first segment. It builds the key as six words and hashes them with the flowtable's
+// seed while they are in registers. Anything else, every exception and every malformed
+// packet included, returns false: parse_packet() then says what it is.
+// Sets: *key, *meta, *hash.
 inline bool parse_fast(const rte_mbuf *m, const rx_context &rx, flow_key *key, pkt_meta *meta, uint32_t *hash) {
   using namespace detail;
   const uint8_t *p = rte_pktmbuf_mtod(m, const uint8_t *);
