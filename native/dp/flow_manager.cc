@@ -18,6 +18,14 @@ static_assert(MAX_FLOWS <= (1u << HANDLE_INDEX_BITS), "flow index must fit a han
 
 }  // namespace
 
+flow_manager::adj_key flow_manager::adj_key_of(uint16_t port, const uint8_t dst[6], const uint8_t src[6]) {
+  adj_key key;
+  memcpy(key.data(), &port, 2);
+  memcpy(key.data() + 2, dst, 6);
+  memcpy(key.data() + 8, src, 6);
+  return key;
+}
+
 void flow_manager::create(uint32_t capacity, unsigned n_workers, rte_rcu_qsbr *qsbr, const mem_ops &mem, int socket) {
   destroy();
   int rc = ft_.create(capacity, n_workers, qsbr, mem, socket);
@@ -44,10 +52,7 @@ void flow_manager::destroy() {
 // ---- adjacencies -----------------------------------------------------------------------
 
 uint32_t flow_manager::adjacency_acquire(uint16_t port, const uint8_t dst[6], const uint8_t src[6]) {
-  adj_key key;
-  memcpy(key.data(), &port, 2);
-  memcpy(key.data() + 2, dst, 6);
-  memcpy(key.data() + 8, src, 6);
+  const adj_key key = adj_key_of(port, dst, src);
   auto it = adj_index_.find(key);
   if (it != adj_index_.end()) {
     adj_refs_[it->second]++;
@@ -68,11 +73,7 @@ uint32_t flow_manager::adjacency_acquire(uint16_t port, const uint8_t dst[6], co
 void flow_manager::adjacency_release(uint32_t idx) {
   if (--adj_refs_[idx] != 0) return;
   const adjacency &a = adj_[idx];
-  adj_key key;
-  memcpy(key.data(), &a.port, 2);
-  memcpy(key.data() + 2, a.dst_mac, 6);
-  memcpy(key.data() + 8, a.src_mac, 6);
-  adj_index_.erase(key);
+  adj_index_.erase(adj_key_of(a.port, a.dst_mac, a.src_mac));
   adj_pool_.release(idx);
 }
 

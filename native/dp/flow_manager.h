@@ -104,6 +104,7 @@ class flow_manager {
     slot_state state = slot_state::free;
   };
   using adj_key = std::array<uint8_t, 14>;  // port (2) + dst MAC + src MAC
+  static adj_key adj_key_of(uint16_t port, const uint8_t dst[6], const uint8_t src[6]);
 
   void fill_entry(uint32_t idx, const flow_spec &f, uint32_t pair, uint32_t now_s);
   void release_entry(uint32_t idx);
