@@ -146,7 +146,7 @@ void flowtable::unlink(uint32_t idx) {
       if (c == 1) count_spill(prim, -1);
       active_--;
       // The entry keeps its flag: readers in their grace period still rewrite its packets.
-      if (e.flags & FLOW_F_NAT) __atomic_store_n(&nat_flows_, nat_flows_ - 1, __ATOMIC_RELAXED);
+      if (e.flags & FLOW_F_NAT) count_nat(-1);
       return;
     }
   }

@@ -115,7 +115,7 @@ class flowtable {
   void discard(uint32_t idx) {
     if (entries_[idx].flags & FLOW_F_NAT) {
       entries_[idx].flags = static_cast<uint8_t>(entries_[idx].flags & ~FLOW_F_NAT);
-      __atomic_store_n(&nat_flows_, nat_flows_ - 1, __ATOMIC_RELAXED);
+      count_nat(-1);
     }
     pool_.release(idx);
   }
@@ -149,7 +149,7 @@ class flowtable {
     if (s.flags == 0) return;
     flow_nat_build(&nat_[idx], entries_[idx].key, s);
     entries_[idx].flags |= FLOW_F_NAT;
-    __atomic_store_n(&nat_flows_, nat_flows_ + 1, __ATOMIC_RELAXED);
+    count_nat(+1);
   }
   // Lcores, once a burst: whether any entry may have FLOW_F_NAT. Only a hint (for
   // prefetching NAT records), so that tables without NAT do not pay for looking.
@@ -245,6 +245,8 @@ class flowtable {
   uint32_t active_ = 0;
   uint32_t spilled_ = 0;
   uint32_t nat_flows_ = 0;  // entries with FLOW_F_NAT; control: writes; lcores: read (hint)
+  // Control thread: one writer, lcores read it relaxed (any_nat()).
+  void count_nat(int delta) { __atomic_store_n(&nat_flows_, nat_flows_ + delta, __ATOMIC_RELAXED); }
   rcu_index_pool pool_;
   const mem_ops *mem_ = nullptr;
 };
