@@ -273,8 +273,9 @@ inline uint64_t port_mac_word(const uint8_t mac[6]) {
 // (PACKET_OTHERHOST, which ip_rcv_core(), ipv6_rcv() and arp_rcv() drop).
 inline verdict eth_destination(const uint8_t *frame, uint64_t port_mac) {
   if (port_mac_word(frame) == port_mac) return verdict::ok();
-  if (rte_is_multicast_ether_addr(reinterpret_cast<const rte_ether_addr *>(frame)))  // broadcast too
-    return verdict::punt(punt_reason::multicast);
+  // The group bit, as rte_is_multicast_ether_addr() tests it (broadcast has it too); not
+  // that function itself: its rte_ether_addr is 2-aligned, a frame need not be.
+  if (frame[0] & RTE_ETHER_GROUP_ADDR) return verdict::punt(punt_reason::multicast);
   return verdict::drop(drop_reason::other_host);
 }
 
