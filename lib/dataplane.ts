@@ -661,6 +661,17 @@ export class Dataplane {
     return call(() => this.addon.flushFlows());
   }
 
+  /**
+   * The next hop on `port` that had MAC `from` has MAC `to` now (its neighbour entry
+   * changed): every flow sent to it follows at once, in place, none is removed. Returns how
+   * many next hops (adjacencies) changed: 0 when no flow goes to `from`.
+   */
+  rewriteNextHop(port: string, from: string, to: string): number {
+    this.requireRunning();
+    const id = this.portId(port, 'port');
+    return call(() => this.addon.rewriteNextHop(id, { from: macOf(from, 'from'), to: macOf(to, 'to') }));
+  }
+
   private directionOf(f: NativeFlowSpec, counter: FlowCounter): FlowDirection & FlowCounter {
     const family = f.l3;
     const d: FlowDirection & FlowCounter = {

@@ -13,16 +13,29 @@ import { promisify } from 'node:util';
 
 import type { CompiledConfig, PortModel, TunnelModel } from '../config/compile';
 import { Conntrack, conntrackSysctl, type CtConnection } from '../conntrack';
-import { Dataplane, Flow, FlowDirection } from '../dataplane';
+import { Dataplane, type Flow, type FlowDirection } from '../dataplane';
 import { FlowgateError } from '../errors';
 import type { Logger } from '../log';
 import { KernelMirror } from '../slowpath/kernel';
 import { type ConntrackTimeouts, Learner, LearnerPolicy } from '../slowpath/learner';
-import type { KernelEvent, KernelWatch } from '../slowpath/monitor';
+import type { KernelEvent, KernelWatch, LinkEvent, NeighborEvent } from '../slowpath/monitor';
+import { parsePrefix } from '../net/addr';
+import { PrefixSet } from '../net/prefix-set';
 import type { FlowEndpointView, GatewayFlow, GatewayStats, GatewayView, ReloadResult } from './types';
 
 const TICK_MS = 1000;
+/** At start, how long a tunnel's next hop may take to resolve before the gateway reports it started. */
 const NEIGHBOR_TIMEOUT_MS = 3000;
+/**
+ * Later, inside the serial queue, resolution is only started: the neighbour event (or the next
+ * tick) finishes it, and nothing else waits for a router that does not answer.
+ */
+const NEIGHBOR_QUEUE_TIMEOUT_MS = 50;
+/**
+ * Kernel events wait this long for the rest of their burst: a routing daemon's thousand route
+ * changes then cost one pass over the offloaded flows, not a thousand.
+ */
+const COALESCE_MS = 50;
 
 const tapOf = (port: string) => `tap:${port}`;
 const tunOf = (tunnel: string) => `tun:${tunnel}`;
@@ -36,6 +49,87 @@ interface TunnelAdjacency {
   dev: string;
   nextHop: string;
   mac: string;
+}
+
+/** What a batch of kernel events may have changed the kernel's forwarding decisions for. */
+interface KernelChanges {
+  /** Destinations under these prefixes may be routed differently now. */
+  prefixes: PrefixSet;
+  /** Set when every flow must be re-checked, to say why (events were lost). */
+  everything: string | null;
+  /** Ports and tunnels that are down or gone, and the tunnels over such ports. */
+  down: Set<string>;
+  /** "dev|MAC" of next hops that are gone or whose flows cannot move in place. */
+  deadNextHops: Set<string>;
+  /** Tunnels whose underlay next hop changed or resolved. */
+  retunnel: Set<string>;
+}
+
+/** What a reload changes in the dataplane, worked out before anything is changed. */
+interface ReloadPlan {
+  removeTunnels: TunnelModel[];
+  removePorts: PortModel[];
+  changePorts: { from: PortModel; to: PortModel }[];
+  addPorts: PortModel[];
+  addTunnels: TunnelModel[];
+  routesChanged: boolean;
+  rulesetChanged: boolean;
+  policyChanged: boolean;
+  mtuChanged(port: string): boolean;
+  /** For the log and the SIGHUP answer: one line per change. */
+  changes: string[];
+}
+
+function planReload(old: CompiledConfig, next: CompiledConfig): ReloadPlan {
+  // A port whose device or MAC changes is a new port; a tunnel changes as a whole, and goes
+  // with its underlay.
+  const portKey = (p: PortModel) => JSON.stringify([p.device, p.mac?.text ?? null]);
+  const tunnelKey = (t: TunnelModel) => JSON.stringify([t.local.text, t.remote.text, t.underlay, t.encaplimit, t.hoplimit, t.tclass, t.flowlabel, t.mtu]);
+  const newPorts = new Map(next.ports.map((p) => [p.name, p]));
+  const oldPorts = new Map(old.ports.map((p) => [p.name, p]));
+  const newTunnels = new Map(next.tunnels.map((t) => [t.name, t]));
+  const replaced = (p: PortModel) => {
+    const n = newPorts.get(p.name);
+    return n === undefined || portKey(n) !== portKey(p);
+  };
+  const removePorts = old.ports.filter(replaced);
+  const removedPortNames = new Set(removePorts.map((p) => p.name));
+  const removeTunnels = old.tunnels.filter((t) => {
+    const n = newTunnels.get(t.name);
+    return n === undefined || tunnelKey(n) !== tunnelKey(t) || removedPortNames.has(t.underlay);
+  });
+  const keptTunnels = new Set(old.tunnels.filter((t) => !removeTunnels.includes(t)).map((t) => t.name));
+  const changePorts = old.ports.filter((p) => !replaced(p)).map((p) => ({ from: p, to: newPorts.get(p.name) as PortModel }));
+  const addPorts = next.ports.filter((p) => !oldPorts.has(p.name) || removedPortNames.has(p.name));
+  const addTunnels = next.tunnels.filter((t) => !keptTunnels.has(t.name));
+  const changes: string[] = [];
+  for (const t of removeTunnels) changes.push(newTunnels.has(t.name) ? `tunnel ${t.name} changed` : `tunnel ${t.name} removed`);
+  for (const p of removePorts) changes.push(newPorts.has(p.name) ? `port ${p.name} changed` : `port ${p.name} removed`);
+  for (const { from, to } of changePorts) {
+    if (to.mtu !== from.mtu) changes.push(`port ${to.name} MTU ${from.mtu} -> ${to.mtu}`);
+    if (JSON.stringify(to.punt) !== JSON.stringify(from.punt)) changes.push(`port ${to.name} punt policer`);
+  }
+  for (const p of addPorts) if (!oldPorts.has(p.name)) changes.push(`port ${p.name} added`);
+  for (const t of addTunnels) if (!old.tunnels.some((o) => o.name === t.name)) changes.push(`tunnel ${t.name} added`);
+  const routesChanged = JSON.stringify(next.routes) !== JSON.stringify(old.routes);
+  const rulesetChanged = next.nftables !== old.nftables;
+  const policyChanged = JSON.stringify(next.flowtable) !== JSON.stringify(old.flowtable);
+  if (routesChanged) changes.push('routes changed');
+  if (rulesetChanged) changes.push('nftables ruleset changed');
+  if (policyChanged) changes.push('flowtable policy changed');
+  const mtuChangedPorts = new Set(changePorts.filter(({ from, to }) => from.mtu !== to.mtu).map(({ to }) => to.name));
+  return {
+    removeTunnels,
+    removePorts,
+    changePorts,
+    addPorts,
+    addTunnels,
+    routesChanged,
+    rulesetChanged,
+    policyChanged,
+    mtuChanged: (port) => mtuChangedPorts.has(port),
+    changes,
+  };
 }
 
 /** Conntrack's timeouts in this namespace, which flowgate hands connections back with. */
@@ -58,8 +152,23 @@ export class Gateway implements GatewayView {
   private vdevs = 0;
   /** Tunnels in the dataplane, with the underlay next hop they were built with. */
   private readonly adjacencies = new Map<string, TunnelAdjacency>();
-  /** dev|address -> MAC, so that a neighbour whose MAC changes invalidates the flows using the old one. */
+  /** dev|address -> MAC, so that a neighbour whose MAC changes moves the flows using the old one. */
   private readonly neighbors = new Map<string, string>();
+  /**
+   * Reloads, ticks and kernel events run one at a time, in arrival order: each sees the
+   * model, the dataplane and the kernel mirror as the previous one left them.
+   */
+  private queue: Promise<unknown> = Promise.resolve();
+  /** Bumped by every reload: work that awaited across one re-checks what it was for. */
+  private generation = 0;
+  /** Kernel events waiting for their burst to end (COALESCE_MS), then handled as one batch. */
+  private pendingEvents: KernelEvent[] = [];
+  private coalesceTimer: NodeJS.Timeout | undefined;
+  private batchQueued = false;
+  /** Tunnel → the "dev|address" of the next hop it waits for, so that its neighbour event resolves it. */
+  private readonly unresolvedNextHops = new Map<string, string>();
+  private stopping = false;
+  private readonly kernelCounters = { events: 0, batches: 0, errors: 0, nextHopsRewritten: 0, mtuRefused: 0 };
 
   constructor(config: CompiledConfig, options: GatewayOptions) {
     this.model = config;
@@ -124,8 +233,8 @@ export class Gateway implements GatewayView {
       await this.loadNeighbors();
       this.watch = this.kernel.watch((event) => this.onKernelEvent(event));
       await this.watch.ready;
-      for (const tunnel of m.tunnels) await this.resolveTunnel(tunnel);
-      this.timer = setInterval(() => void this.tick(), TICK_MS);
+      for (const tunnel of m.tunnels) await this.resolveTunnel(tunnel, NEIGHBOR_TIMEOUT_MS);
+      this.timer = setInterval(() => void this.serial('periodic maintenance', () => this.tick()).catch(() => undefined), TICK_MS);
       this.log.info('gateway started', { ports: m.ports.length, tunnels: m.tunnels.length });
     } catch (err) {
       await this.stop();
@@ -135,8 +244,12 @@ export class Gateway implements GatewayView {
 
   /** Stop everything and give back every kernel interface, address, route and ruleset. */
   async stop(): Promise<void> {
+    this.stopping = true;
     if (this.timer !== undefined) clearInterval(this.timer);
     this.timer = undefined;
+    if (this.coalesceTimer !== undefined) clearTimeout(this.coalesceTimer);
+    this.coalesceTimer = undefined;
+    this.pendingEvents = [];
     const failures: unknown[] = [];
     this.conntrack?.close();
     this.conntrack = undefined;
@@ -192,20 +305,29 @@ export class Gateway implements GatewayView {
   /**
    * A tunnel enters the fast path once the kernel knows the underlay next hop towards its
    * remote: its outer Ethernet header is the kernel's route and neighbour entry. Until then
-   * its TUN traffic waits in the kernel.
+   * its TUN traffic waits in the kernel. False when it is not (or no longer) resolved, or
+   * when a reload replaced the tunnel while this awaited the kernel.
    */
-  private async resolveTunnel(t: TunnelModel): Promise<boolean> {
+  private async resolveTunnel(t: TunnelModel, neighborTimeoutMs = NEIGHBOR_QUEUE_TIMEOUT_MS): Promise<boolean> {
+    const generation = this.generation;
+    const stale = () => this.stopping || generation !== this.generation || !this.model.tunnels.includes(t);
     const route = await this.kernel.routeTo(t.remote.text);
+    if (stale()) return false;
     if (route === null || route.dev !== t.underlay) {
       this.log.warn('no route to tunnel remote over its underlay', { tunnel: t.name, remote: t.remote.text, dev: route?.dev ?? null });
       return false;
     }
     const nextHop = route.gateway ?? t.remote.text;
-    const mac = await this.kernel.resolveNeighbor(route.dev, nextHop, NEIGHBOR_TIMEOUT_MS);
+    const mac = await this.kernel.resolveNeighbor(route.dev, nextHop, neighborTimeoutMs);
+    if (stale()) return false;
     if (mac === null) {
       this.log.warn('tunnel next hop unresolved', { tunnel: t.name, next_hop: nextHop, dev: route.dev });
+      this.unresolvedNextHops.set(t.name, `${route.dev}|${nextHop}`);
       return false;
     }
+    this.unresolvedNextHops.delete(t.name);
+    const adj = this.adjacencies.get(t.name);
+    if (adj !== undefined && adj.dev === route.dev && adj.nextHop === nextHop && adj.mac === mac) return true;
     const options = {
       name: t.name,
       local: t.local.text,
@@ -219,7 +341,7 @@ export class Gateway implements GatewayView {
       nextHopMac: mac,
       slowpath: tunOf(t.name),
     };
-    if (this.adjacencies.has(t.name)) this.dp.updateTunnel(options);
+    if (adj !== undefined) this.dp.updateTunnel(options);
     else this.dp.addTunnel(options);
     this.adjacencies.set(t.name, { dev: route.dev, nextHop, mac });
     this.log.info('tunnel adjacency', { tunnel: t.name, next_hop: nextHop, mac });
@@ -232,54 +354,94 @@ export class Gateway implements GatewayView {
   private async loadNeighbors(): Promise<void> {
     // Seeded from the table so that the first change of a neighbour already has its old MAC.
     const { stdout } = await promisify(execFile)('ip', ['-j', 'neigh', 'show']);
+    this.neighbors.clear();
     for (const n of JSON.parse(stdout || '[]') as { dst: string; dev: string; lladdr?: string }[])
       if (n.lladdr !== undefined) this.neighbors.set(`${n.dev}|${n.dst}`, n.lladdr);
   }
 
+  /**
+   * Runs `fn` after everything queued before it. An error is logged and counted under `what`
+   * and rethrown to the caller (a reload reports it; ticks and events only log).
+   */
+  private serial<T>(what: string, fn: () => Promise<T>): Promise<T> {
+    const run = async (): Promise<T> => {
+      try {
+        return await fn();
+      } catch (err) {
+        this.log.error(`${what} failed`, { error: err instanceof Error ? err.message : String(err) });
+        throw err;
+      }
+    };
+    const result = this.queue.then(run, run);
+    this.queue = result.catch(() => undefined);
+    return result;
+  }
+
+  /** Kernel events are gathered for COALESCE_MS, then handled as one batch in the serial queue. */
   private onKernelEvent(event: KernelEvent): void {
+    this.kernelCounters.events++;
+    this.pendingEvents.push(event);
+    if (this.coalesceTimer !== undefined || this.batchQueued) return;
+    this.coalesceTimer = setTimeout(() => {
+      this.coalesceTimer = undefined;
+      this.batchQueued = true;
+      // Events that arrive while the batch waits its turn join it.
+      void this.serial('kernel event handling', async () => {
+        this.batchQueued = false;
+        const batch = this.pendingEvents;
+        this.pendingEvents = [];
+        if (!this.stopping) await this.applyKernelEvents(batch);
+      }).catch(() => this.kernelCounters.errors++);
+    }, COALESCE_MS);
+  }
+
+  /**
+   * One burst of kernel changes: neighbours and MTUs at once, then one pass over the
+   * offloaded flows for everything the burst may have changed the kernel's mind about, then
+   * the tunnels whose underlay next hop may have moved. A change that fails is logged and
+   * counted; the others still apply.
+   */
+  private async applyKernelEvents(batch: readonly KernelEvent[]): Promise<void> {
+    this.kernelCounters.batches++;
+    const changes: KernelChanges = { prefixes: new PrefixSet(), everything: null, down: new Set(), deadNextHops: new Set(), retunnel: new Set() };
+    for (const event of batch) {
+      try {
+        await this.applyKernelEvent(event, changes);
+      } catch (err) {
+        this.kernelCounters.errors++;
+        this.log.error('kernel event not applied', { event: event.kind, error: err instanceof Error ? err.message : String(err) });
+      }
+    }
+    this.invalidateFor(changes);
+    for (const t of this.model.tunnels) {
+      const affected =
+        changes.everything !== null ||
+        changes.retunnel.has(t.name) ||
+        changes.prefixes.covers(t.remote.text) ||
+        changes.down.has(t.underlay) ||
+        !this.adjacencies.has(t.name);
+      if (affected) await this.resolveTunnel(t);
+    }
+  }
+
+  private async applyKernelEvent(event: KernelEvent, changes: KernelChanges): Promise<void> {
     switch (event.kind) {
-      case 'neigh': {
-        const key = `${event.dev}|${event.address}`;
-        const old = this.neighbors.get(key);
-        const now = event.deleted ? null : event.mac;
-        if (now === null) this.neighbors.delete(key);
-        else this.neighbors.set(key, now);
-        if (old !== undefined && old !== now) {
-          const n = this.learner.invalidate((f) => f.directions.some((d) => 'port' in d.out && d.out.port === event.dev && d.out.mac === old));
-          if (n > 0) this.log.info('flows invalidated', { reason: 'neighbour changed', dev: event.dev, address: event.address, flows: n });
-        }
-        for (const t of this.model.tunnels) {
-          const adj = this.adjacencies.get(t.name);
-          if (adj !== undefined && adj.dev === event.dev && adj.nextHop === event.address && now !== null && now !== adj.mac)
-            void this.resolveTunnel(t).catch((err: unknown) => this.log.error('tunnel update failed', { tunnel: t.name, error: String(err) }));
-        }
+      case 'neigh':
+        this.applyNeighbor(event, changes);
         break;
-      }
       case 'route':
-        if (event.table !== 'main' || event.type !== 'unicast') break;
-        // Any flow may now take another way: drop them all (the next packets relearn them)
-        // and rebuild the tunnels' underlay adjacencies.
-        this.invalidateAll('route changed');
-        for (const t of this.model.tunnels) void this.resolveTunnel(t).catch(() => undefined);
+        // Whatever its table or type: the kernel's decision changes only for the
+        // destinations the prefix covers (a new local address, a more specific route...).
+        changes.prefixes.add(parsePrefix(event.to));
         break;
-      case 'link': {
-        const port = this.model.ports.find((p) => p.name === event.dev);
-        if (port === undefined || event.deleted) break;
-        const info = this.dp.port(port.name);
-        if (event.mtu !== info.mtu) {
-          // Someone changed the TAP's MTU: the port follows, and flows out of it are re-checked.
-          this.dp.setMtu(port.name, event.mtu);
-          const n = this.learner.invalidate((f) => f.directions.some((d) => 'port' in d.out && d.out.port === port.name));
-          this.log.info('port MTU changed', { port: port.name, mtu: event.mtu, flows_invalidated: n });
-          this.followUnderlayMtu(port.name);
-        }
+      case 'link':
+        await this.applyLink(event, changes);
         break;
-      }
       case 'monitor':
         // Changes may have been missed while the monitor was down.
         if (event.running) {
-          this.invalidateAll('kernel monitor restarted');
-          for (const t of this.model.tunnels) void this.resolveTunnel(t).catch(() => undefined);
+          changes.everything = 'kernel events lost';
+          await this.loadNeighbors();
         } else {
           this.log.warn('kernel monitor stopped', { reason: event.reason });
         }
@@ -289,11 +451,104 @@ export class Gateway implements GatewayView {
     }
   }
 
+  /**
+   * A neighbour's MAC changed: the flows sent to the old MAC on that device now go to the new
+   * one, rewritten in place in the dataplane, none removed. When another neighbour on the
+   * device still has the old MAC (a router's IPv4 and IPv6 addresses), the flows cannot be
+   * told apart by MAC and go instead, as they do when the neighbour is gone or unresolved.
+   */
+  private applyNeighbor(event: NeighborEvent, changes: KernelChanges): void {
+    const key = `${event.dev}|${event.address}`;
+    const old = this.neighbors.get(key);
+    const now = event.deleted ? null : event.mac;
+    if (now === null) this.neighbors.delete(key);
+    else this.neighbors.set(key, now);
+    if (old !== undefined && old !== now) {
+      const shared = [...this.neighbors].some(([k, mac]) => mac === old && k.startsWith(`${event.dev}|`));
+      if (now !== null && !shared && this.model.ports.some((p) => p.name === event.dev)) {
+        const adjacencies = this.dp.rewriteNextHop(event.dev, old, now);
+        const connections = this.learner.rewriteNextHop(event.dev, old, now);
+        this.kernelCounters.nextHopsRewritten += adjacencies;
+        if (adjacencies > 0) this.log.info('next hop moved in place', { dev: event.dev, address: event.address, from: old, to: now, connections });
+      } else {
+        changes.deadNextHops.add(`${event.dev}|${old}`);
+      }
+    }
+    for (const t of this.model.tunnels) {
+      const adj = this.adjacencies.get(t.name);
+      const resolvesAdjacency = adj !== undefined && adj.dev === event.dev && adj.nextHop === event.address && now !== adj.mac;
+      if (resolvesAdjacency || (now !== null && this.unresolvedNextHops.get(t.name) === key)) changes.retunnel.add(t.name);
+    }
+  }
+
+  private async applyLink(event: LinkEvent, changes: KernelChanges): Promise<void> {
+    const isOurs = this.model.ports.some((p) => p.name === event.dev) || this.model.tunnels.some((t) => t.name === event.dev);
+    if (!isOurs) return;
+    // The kernel forwards nothing through an interface that is down: neither may the fast path.
+    if (event.deleted || !event.up) {
+      changes.down.add(event.dev);
+      for (const t of this.model.tunnels) if (t.underlay === event.dev) changes.down.add(t.name);
+      return;
+    }
+    const port = this.model.ports.find((p) => p.name === event.dev);
+    if (port === undefined) return;
+    const info = this.dp.port(port.name);
+    if (event.mtu === info.mtu) return;
+    try {
+      // Someone changed the TAP's MTU: the port follows, and flows out of it are re-checked.
+      this.dp.setMtu(port.name, event.mtu);
+    } catch (err) {
+      // The NIC cannot take it: the TAP goes back to the MTU the port has, so that the kernel
+      // does not send what the port would drop.
+      this.kernelCounters.mtuRefused++;
+      this.log.warn('port MTU refused by the NIC: the kernel interface is set back', {
+        port: port.name,
+        mtu: event.mtu,
+        kept: info.mtu,
+        error: err instanceof Error ? err.message : String(err),
+      });
+      await this.kernel.putBackMtu(port.name, info.mtu);
+      return;
+    }
+    const n = this.learner.invalidate((f) => f.directions.some((d) => 'port' in d.out && d.out.port === port.name));
+    this.log.info('port MTU changed', { port: port.name, mtu: event.mtu, flows_invalidated: n });
+    await this.followUnderlayMtu(port.name);
+  }
+
+  /** One pass over the offloaded flows: those a batch of kernel changes may have made wrong go. */
+  private invalidateFor(changes: KernelChanges): void {
+    if (changes.everything !== null) {
+      this.invalidateAll(changes.everything);
+      return;
+    }
+    if (changes.prefixes.size === 0 && changes.down.size === 0 && changes.deadNextHops.size === 0) return;
+    const covered = new Map<string, boolean>();
+    const routeChanged = (address: string): boolean => {
+      let hit = covered.get(address);
+      if (hit === undefined) covered.set(address, (hit = changes.prefixes.covers(address)));
+      return hit;
+    };
+    const through = (d: FlowDirection): boolean => {
+      const out = 'tunnel' in d.out ? d.out.tunnel : d.out.port;
+      if (changes.down.has(d.in) || changes.down.has(out) || (d.tunnel !== undefined && changes.down.has(d.tunnel))) return true;
+      if ('port' in d.out && changes.deadNextHops.has(`${d.out.port}|${d.out.mac}`)) return true;
+      // The kernel routed the packet after DNAT (prerouting): by its translated destination.
+      return changes.prefixes.size > 0 && routeChanged(d.nat?.dst ?? d.dst);
+    };
+    const n = this.learner.invalidate((f) => f.directions.some(through));
+    if (n > 0)
+      this.log.info('flows invalidated', {
+        reason: 'kernel changes',
+        prefixes: changes.prefixes.size,
+        links_down: [...changes.down].join(',') || undefined,
+        next_hops_gone: changes.deadNextHops.size,
+        flows: n,
+      });
+  }
+
   /** The tunnels over `port` follow its MTU (their effective MTU, and their TUNs'). */
-  private followUnderlayMtu(port: string): void {
-    for (const t of this.model.tunnels)
-      if (t.underlay === port)
-        void this.followTunnelMtu(t.name).catch((err: unknown) => this.log.error('tunnel MTU update failed', { tunnel: t.name, error: String(err) }));
+  private async followUnderlayMtu(port: string): Promise<void> {
+    for (const t of this.model.tunnels) if (t.underlay === port) await this.followTunnelMtu(t.name);
   }
 
   private onConntrackDestroyed(conns: CtConnection[]): void {
@@ -313,92 +568,109 @@ export class Gateway implements GatewayView {
   }
 
   private async tick(): Promise<void> {
-    try {
-      const started = performance.now();
-      this.learner.tick();
-      this.tickMs.last = performance.now() - started;
-      for (const m of this.dp.applyPathMtuReports()) {
-        if (m.pathMtu === null) this.log.info('tunnel path MTU expired', { tunnel: m.name, mtu: m.effectiveMtu });
-        else this.log.info('tunnel path MTU lowered by ICMPv6 packet too big', { tunnel: m.name, path_mtu: m.pathMtu, mtu: m.effectiveMtu });
-        await this.followTunnelMtu(m.name);
-      }
-      this.tickMs.max = Math.max(this.tickMs.max, this.tickMs.last);
-      for (const t of this.model.tunnels) if (!this.adjacencies.has(t.name)) await this.resolveTunnel(t);
-    } catch (err) {
-      this.log.error('periodic maintenance failed', { error: err instanceof Error ? err.message : String(err) });
+    if (this.stopping) return;
+    const started = performance.now();
+    this.learner.tick();
+    this.tickMs.last = performance.now() - started;
+    this.tickMs.max = Math.max(this.tickMs.max, this.tickMs.last);
+    for (const m of this.dp.applyPathMtuReports()) {
+      if (m.pathMtu === null) this.log.info('tunnel path MTU expired', { tunnel: m.name, mtu: m.effectiveMtu });
+      else this.log.info('tunnel path MTU lowered by ICMPv6 packet too big', { tunnel: m.name, path_mtu: m.pathMtu, mtu: m.effectiveMtu });
+      await this.followTunnelMtu(m.name);
     }
+    for (const t of this.model.tunnels) if (!this.adjacencies.has(t.name)) await this.resolveTunnel(t);
   }
 
   // ---- reload --------------------------------------------------------------------------
 
-  async reload(next: CompiledConfig): Promise<ReloadResult> {
+  /**
+   * Applies `next` as one transaction, in the serial queue: everything that can be checked
+   * is checked before anything changes; then each step is applied with its undo recorded,
+   * and a failing step undoes the ones before it, so that a refused reload leaves the
+   * dataplane, the kernel and the learner as they were.
+   */
+  reload(next: CompiledConfig): Promise<ReloadResult> {
+    return this.serial('reload', () => this.reloadNow(next));
+  }
+
+  private async reloadNow(next: CompiledConfig): Promise<ReloadResult> {
     const old = this.model;
     if (JSON.stringify(next.workers) !== JSON.stringify(old.workers) || JSON.stringify(next.eal) !== JSON.stringify(old.eal))
       throw new FlowgateError('ERR_FLOWGATE_RELOAD', 'workers and eal settings take effect on restart only; the running config is unchanged');
-    const changes: string[] = [];
-    let flowsRemoved = 0;
+    await this.kernel.validate(next);
+    const plan = planReload(old, next);
     const before = this.dp.stats().flows.removed;
-    const portKey = (p: PortModel) => JSON.stringify([p.device, p.mac?.text ?? null]);
-    const tunnelKey = (t: TunnelModel) => JSON.stringify([t.local.text, t.remote.text, t.underlay, t.encaplimit, t.hoplimit, t.tclass, t.flowlabel, t.mtu]);
-    const oldPorts = new Map(old.ports.map((p) => [p.name, p]));
-    const newPorts = new Map(next.ports.map((p) => [p.name, p]));
-    const oldTunnels = new Map(old.tunnels.map((t) => [t.name, t]));
-    const newTunnels = new Map(next.tunnels.map((t) => [t.name, t]));
-
-    const changedPorts = new Set([...oldPorts].filter(([name, p]) => newPorts.get(name) === undefined || portKey(newPorts.get(name) as PortModel) !== portKey(p)).map(([name]) => name));
-    // Tunnels first: they sit on ports, and go with their underlay.
-    for (const [name, t] of oldTunnels) {
-      const n = newTunnels.get(name);
-      if (n === undefined || tunnelKey(n) !== tunnelKey(t) || changedPorts.has(t.underlay)) {
-        this.removeTunnel(name);
-        changes.push(n === undefined ? `tunnel ${name} removed` : `tunnel ${name} changed`);
+    const undo: (() => Promise<void> | void)[] = [];
+    const step = async (apply: () => Promise<void> | void, revert: () => Promise<void> | void) => {
+      await apply();
+      undo.push(revert);
+    };
+    this.generation++;
+    try {
+      // Tunnels first: they sit on ports, and go with their underlay. The learner forgets the
+      // flows through what goes, so that their next packets offload them again.
+      for (const t of plan.removeTunnels) {
+        this.forgetFlowsThrough(t.name);
+        await step(
+          () => this.removeTunnel(t.name),
+          () => this.addTunnelDevice(t),
+        );
       }
+      for (const p of plan.removePorts) {
+        this.forgetFlowsThrough(p.name);
+        await step(
+          () => this.removePort(p.name),
+          () => this.addPort(p),
+        );
+      }
+      for (const { from, to } of plan.changePorts) {
+        if (to.mtu !== from.mtu)
+          await step(
+            () => this.setPortMtu(to.name, to.mtu),
+            () => this.setPortMtu(from.name, from.mtu),
+          );
+        if (JSON.stringify(to.punt) !== JSON.stringify(from.punt))
+          await step(
+            () => this.dp.setPuntPolicer(to.name, to.punt),
+            () => this.dp.setPuntPolicer(from.name, from.punt),
+          );
+      }
+      for (const p of plan.addPorts)
+        await step(
+          () => this.addPort(p),
+          () => this.removePort(p.name),
+        );
+      for (const t of plan.addTunnels)
+        await step(
+          () => this.addTunnelDevice(t),
+          () => this.removeTunnel(t.name),
+        );
+      await step(
+        () => this.kernel.apply(next),
+        () => this.kernel.apply(old),
+      );
+    } catch (err) {
+      for (const revert of undo.reverse()) {
+        try {
+          await revert();
+        } catch (undoErr) {
+          this.log.error('reload rollback step failed', { error: undoErr instanceof Error ? undoErr.message : String(undoErr) });
+        }
+      }
+      const message = err instanceof Error ? err.message : String(err);
+      throw new FlowgateError('ERR_FLOWGATE_RELOAD', `reload failed and was rolled back, the running config is unchanged: ${message}`, { cause: err });
     }
-    for (const [name, p] of oldPorts) {
-      const n = newPorts.get(name);
-      if (changedPorts.has(name)) {
-        this.removePort(name);
-        changes.push(n === undefined ? `port ${name} removed` : `port ${name} changed`);
-        continue;
-      }
-      if (n === undefined) continue;
-      if (n.mtu !== p.mtu) {
-        this.dp.setMtu(name, n.mtu);
-        this.dp.setMtu(tapOf(name), n.mtu);
-        changes.push(`port ${name} MTU ${p.mtu} -> ${n.mtu}`);
-        this.followUnderlayMtu(name);
-      }
-      if (JSON.stringify(n.punt) !== JSON.stringify(p.punt)) {
-        this.dp.setPuntPolicer(name, n.punt);
-        changes.push(`port ${name} punt policer`);
-      }
-    }
-    for (const [name, p] of newPorts) {
-      if (oldPorts.has(name) && !changedPorts.has(name)) continue;
-      this.addPort(p);
-      if (!oldPorts.has(name)) changes.push(`port ${name} added`);
-    }
-    for (const [name, t] of newTunnels) {
-      if (!this.dp.ports().some((p) => p.name === tunOf(name))) {
-        this.addTunnelDevice(t);
-        if (!oldTunnels.has(name)) changes.push(`tunnel ${name} added`);
-      }
-    }
-    const routesChanged = JSON.stringify(next.routes) !== JSON.stringify(old.routes);
-    if (routesChanged) changes.push('routes changed');
-    if (next.nftables !== old.nftables) changes.push('nftables ruleset changed');
     this.model = next;
-    await this.kernel.apply(next);
     for (const t of next.tunnels) if (!this.adjacencies.has(t.name)) await this.resolveTunnel(t);
+    for (const { to } of plan.changePorts) if (plan.mtuChanged(to.name)) await this.followUnderlayMtu(to.name);
 
-    const policyChanged = JSON.stringify(next.flowtable) !== JSON.stringify(old.flowtable);
-    if (policyChanged) changes.push('flowtable policy changed');
     this.learner.setPolicy(this.policyOf(next));
     this.dp.setFlowCounters(next.flowtable.counter);
-    // Flows the new policy would not offload, and any flow when routes changed (its next hop
-    // may differ now), go; the next packets of those still allowed relearn them.
-    if (routesChanged || next.nftables !== old.nftables) this.invalidateAll('config reloaded');
-    else if (policyChanged)
+    // Flows the new policy would not offload, and any flow when routes or the ruleset
+    // changed (its next hop or verdict may differ now), go; the next packets of those still
+    // allowed offload them again.
+    if (plan.routesChanged || plan.rulesetChanged) this.invalidateAll('config reloaded');
+    else if (plan.policyChanged)
       this.learner.invalidate((f) =>
         f.directions.some(
           (d) =>
@@ -407,9 +679,21 @@ export class Gateway implements GatewayView {
             !next.flowtable.devices.includes('tunnel' in d.out ? (next.tunnels.find((t) => t.name === (d.out as { tunnel: string }).tunnel)?.underlay ?? '') : d.out.port),
         ),
       );
-    flowsRemoved = this.dp.stats().flows.removed - before;
-    this.log.debug('gateway reconfigured', { changes: changes.length, flows_removed: flowsRemoved });
-    return { changes, flowsRemoved };
+    const flowsRemoved = this.dp.stats().flows.removed - before;
+    this.log.debug('gateway reconfigured', { changes: plan.changes.length, flows_removed: flowsRemoved });
+    return { changes: plan.changes, flowsRemoved };
+  }
+
+  /** The learner forgets the connections through a port or tunnel that the dataplane is about to remove. */
+  private forgetFlowsThrough(dev: string): void {
+    this.learner.invalidate((f) =>
+      f.directions.some((d) => d.in === dev || d.tunnel === dev || ('tunnel' in d.out ? d.out.tunnel : d.out.port) === dev),
+    );
+  }
+
+  private setPortMtu(name: string, mtu: number): void {
+    this.dp.setMtu(name, mtu);
+    this.dp.setMtu(tapOf(name), mtu);
   }
 
   // ---- views ---------------------------------------------------------------------------

@@ -242,6 +242,36 @@ export class KernelMirror {
   }
 
   /**
+   * Checks, changing nothing, what apply(model) could refuse late: the ruleset's tables can be
+   * owned, and nft accepts the very transaction apply would run (`nft -c`, in this
+   * namespace, so that devices and sets are checked against what is there). A reload runs
+   * this before it changes anything.
+   */
+  async validate(model: CompiledConfig): Promise<void> {
+    const want = mirrorState(model);
+    if (want.nftables === null) return;
+    const tables = declaredTables(want.nftables);
+    const replaced = new Set([...(this.nftables?.tables ?? []), ...tables]);
+    try {
+      await this.run.exec(['nft', '-c', '-f', '-'], `${deleteTablesScript(replaced)}${want.nftables}\n`);
+    } catch (err) {
+      if (!(err instanceof KernelCommandError)) throw err;
+      throw new MirrorError(`nftables refuses the ruleset: ${err.stderr.trim()}`, { cause: err });
+    }
+  }
+
+  /**
+   * Sets the MTU of `dev`, an interface flowgate made (a port's TAP), back to `mtu` after
+   * someone else changed it to one the port's NIC refuses. Nothing is recorded: the TAP
+   * goes with flowgate.
+   */
+  putBackMtu(dev: string, mtu: number): Promise<void> {
+    return this.serialized(async () => {
+      await this.run.ip(['link', 'set', 'dev', dev, 'mtu', String(mtu)]);
+    });
+  }
+
+  /**
    * Removes every address, route and nftables table flowgate created and restores every
    * sysctl, MTU and admin state it changed; nothing else. What is already gone (a TAP that
    * DPDK removed) counts as removed. Idempotent; after a failure it can be called again.

@@ -99,7 +99,7 @@ interface Direction {
 interface Offloaded {
   flowId: number;
   conn: CtConnection;
-  /** As installed: the original direction first. */
+  /** As installed (with next hops rewritten in place since): the original direction first. */
   directions: FlowDirection[];
   pair: boolean;
 }
@@ -671,6 +671,25 @@ export class Learner {
     }
     this.removedBy.invalidated = (this.removedBy.invalidated ?? 0) + removed;
     return removed;
+  }
+
+  /**
+   * The dataplane moved the next hop on `port` from MAC `from` to `to` in place (the
+   * kernel's neighbour entry changed): the installed directions read so from now on, so that
+   * a later invalidation by MAC finds them. Returns the connections that changed.
+   */
+  rewriteNextHop(port: string, from: string, to: string): number {
+    let changed = 0;
+    for (const o of this.offloaded.values()) {
+      let hit = false;
+      o.directions.forEach((d, at) => {
+        if (!('port' in d.out) || d.out.port !== port || d.out.mac !== from) return;
+        o.directions[at] = { ...d, out: { ...d.out, mac: to } };
+        hit = true;
+      });
+      if (hit) changed++;
+    }
+    return changed;
   }
 
   stats(): LearnerStats {

@@ -310,6 +310,18 @@ Napi::Value FlushFlows(const Napi::CallbackInfo &info) {
   return guard(info.Env(), [&] { return Napi::Number::New(info.Env(), dp_of(info).flush_flows()); });
 }
 
+// rewriteNextHop(port, { from, to }): how many adjacencies now carry MAC `to` instead of `from`.
+Napi::Value RewriteNextHop(const Napi::CallbackInfo &info) {
+  return guard(info.Env(), [&] {
+    uint16_t port = to_port(arg(info, 0), "port");
+    Napi::Object o = as_object(arg(info, 1), "next hop");
+    uint8_t from[6], to[6];
+    get_bytes(o, "from", "next hop", 6, from, true);
+    get_bytes(o, "to", "next hop", 6, to, true);
+    return Napi::Number::New(info.Env(), dp_of(info).rewrite_next_hop(port, from, to));
+  });
+}
+
 Napi::Value Stats(const Napi::CallbackInfo &info) {
   return guard(info.Env(), [&] { return stats_to_js(info.Env(), dp_of(info).stats()); });
 }
@@ -348,6 +360,7 @@ Napi::Object ModuleInit(Napi::Env env, Napi::Object exports) {
   exports.Set("getFlow", Napi::Function::New(env, GetFlow, "getFlow"));
   exports.Set("listFlows", Napi::Function::New(env, ListFlows, "listFlows"));
   exports.Set("reap", Napi::Function::New(env, Reap, "reap"));
+  exports.Set("rewriteNextHop", Napi::Function::New(env, RewriteNextHop, "rewriteNextHop"));
   exports.Set("flushFlows", Napi::Function::New(env, FlushFlows, "flushFlows"));
   exports.Set("stats", Napi::Function::New(env, Stats, "stats"));
   exports.Set("reasons", Napi::Function::New(env, Reasons, "reasons"));

@@ -148,6 +148,8 @@ class dataplane {
   std::vector<reaped_flow> reap(uint32_t tcp_timeout_s, uint32_t udp_timeout_s);
   // Remove every flow; returns how many pairs were removed.
   uint32_t flush_flows();
+  // See flow_manager::rewrite_next_hop.
+  uint32_t rewrite_next_hop(uint16_t port, const uint8_t old_dst[6], const uint8_t new_dst[6]);
 
   dataplane_stats stats() const;
   uint32_t now_s() const;

@@ -73,8 +73,31 @@ uint32_t flow_manager::adjacency_acquire(uint16_t port, const uint8_t dst[6], co
 void flow_manager::adjacency_release(uint32_t idx) {
   if (--adj_refs_[idx] != 0) return;
   const adjacency &a = adj_[idx];
-  adj_index_.erase(adj_key_of(a.port, a.dst_mac, a.src_mac));
+  // A rewritten adjacency may share its key with one the index holds instead (see below).
+  auto it = adj_index_.find(adj_key_of(a.port, a.dst_mac, a.src_mac));
+  if (it != adj_index_.end() && it->second == idx) adj_index_.erase(it);
   adj_pool_.release(idx);
+}
+
+uint32_t flow_manager::rewrite_next_hop(uint16_t port, const uint8_t old_dst[6], const uint8_t new_dst[6]) {
+  std::vector<uint32_t> changed;
+  for (auto it = adj_index_.begin(); it != adj_index_.end();) {
+    const adjacency &a = adj_[it->second];
+    if (a.port != port || memcmp(a.dst_mac, old_dst, 6) != 0) {
+      ++it;
+      continue;
+    }
+    changed.push_back(it->second);
+    it = adj_index_.erase(it);
+  }
+  for (uint32_t idx : changed) {
+    adjacency &a = adj_[idx];
+    adjacency_set_dst_mac(a, new_dst);
+    // If flows already reach the new MAC through an adjacency of their own, that one stays
+    // the indexed one: both carry the same addresses, and each is released by its flows.
+    adj_index_.emplace(adj_key_of(a.port, a.dst_mac, a.src_mac), idx);
+  }
+  return static_cast<uint32_t>(changed.size());
 }
 
 // ---- flows -----------------------------------------------------------------------------

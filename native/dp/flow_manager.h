@@ -96,6 +96,10 @@ class flow_manager {
   uint64_t removed() const { return removed_; }
   uint64_t insert_failed() const { return insert_failed_; }
   uint32_t adjacency_count() const { return static_cast<uint32_t>(adj_index_.size()); }
+  // The next hop on `port` whose MAC was old_dst now has new_dst (the kernel's neighbour
+  // entry changed): its adjacencies are rewritten in place, so every flow through them
+  // follows without being removed. Returns how many adjacencies changed.
+  uint32_t rewrite_next_hop(uint16_t port, const uint8_t old_dst[6], const uint8_t new_dst[6]);
 
  private:
   enum class slot_state : uint8_t { free, orig, reply };

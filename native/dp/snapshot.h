@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <cstring>
 
 #include <netinet/in.h>
 
@@ -72,7 +73,11 @@ inline void derive_tunnel_mtus(snapshot &s) {
 }
 
 // Where a flow's packets go: the Ethernet addresses to write and the output port.
-// Immutable once published; recycled by the control thread after a grace period.
+// Recycled by the control thread after a grace period. One field changes while published:
+// the next hop's MAC, when the kernel's neighbour entry does (a replaced router keeps its
+// address). It is rewritten with one 8-byte store of the first word (the destination and
+// the first two bytes of the source, which stay), which the lcores read with one 8-byte
+// load, so that no packet is sent with half an old and half a new MAC.
 struct alignas(16) adjacency {
   uint8_t dst_mac[6];
   uint8_t src_mac[6];
@@ -80,6 +85,17 @@ struct alignas(16) adjacency {
   uint16_t pad;
 };
 static_assert(sizeof(adjacency) == 16, "two adjacencies a 32-byte load");
+
+// The first word of an adjacency: its destination MAC and the first two bytes of its source.
+inline uint64_t adjacency_mac_word(const adjacency &a) {
+  return __atomic_load_n(reinterpret_cast<const uint64_t *>(&a), __ATOMIC_RELAXED);
+}
+
+inline void adjacency_set_dst_mac(adjacency &a, const uint8_t dst[6]) {
+  uint64_t word = adjacency_mac_word(a);
+  memcpy(&word, dst, 6);
+  __atomic_store_n(reinterpret_cast<uint64_t *>(&a), word, __ATOMIC_RELAXED);
+}
 
 constexpr uint32_t MAX_ADJACENCIES = 1u << 16;
 

@@ -14,6 +14,8 @@ export interface DataplaneJob {
   timeoutMs?: number;
   /** Reap after the run (flows marked for teardown only: the timeouts are long), and report what went. */
   reap?: boolean;
+  /** Next hops moved in place after the flows are installed (a neighbour's MAC changed); their counts go to nextHopsRewritten. */
+  nextHopRewrites?: { port: string; from: string; to: string }[];
   /** Port MTUs set after the tunnels and flows are installed (an underlay MTU changing under a tunnel). */
   portMtus?: { port: string; mtu: number }[];
   /** After the run, apply the path MTUs the workers learnt from packet too big, and report every tunnel's MTUs. */
@@ -32,6 +34,7 @@ async function main(): Promise<void> {
   try {
     for (const t of job.tunnels ?? []) dp.addTunnel(t);
     const flowIds = (job.flows ?? []).map((f) => dp.addFlow(f));
+    const nextHopsRewritten = (job.nextHopRewrites ?? []).map(({ port, from, to }) => dp.rewriteNextHop(port, from, to));
     for (const { port, mtu } of job.portMtus ?? []) dp.setMtu(port, mtu);
     dp.resume();
     const deadline = Date.now() + (job.timeoutMs ?? 10_000);
@@ -56,6 +59,7 @@ async function main(): Promise<void> {
       flows,
       reaped,
       flowIds,
+      nextHopsRewritten,
       ports: dp.ports(),
       hugepages: dp.hugepages,
       warnings,

@@ -20,6 +20,8 @@ export interface JobResult {
   /** With job.reap: the flows reaped after the run. */
   reaped: ReapedFlow[];
   flowIds: number[];
+  /** With job.nextHopRewrites: the adjacencies each rewrite changed. */
+  nextHopsRewritten: number[];
   ports: PortInfo[];
   hugepages: boolean;
   warnings: string[];
