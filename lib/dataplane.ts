@@ -662,14 +662,16 @@ export class Dataplane {
   }
 
   /**
-   * The next hop on `port` that had MAC `from` has MAC `to` now (its neighbour entry
-   * changed): every flow sent to it follows at once, in place, none is removed. Returns how
-   * many next hops (adjacencies) changed: 0 when no flow goes to `from`.
+   * The next hop on `port` that had MAC `from` for the (inner) packets of `family` has MAC
+   * `to` now (its neighbour entry of that family changed): every such flow sent to it
+   * follows at once, in place, none is removed; flows of the other family keep `from`.
+   * Returns how many next hops (adjacencies) changed: 0 when no flow goes to `from`.
    */
-  rewriteNextHop(port: string, from: string, to: string): number {
+  rewriteNextHop(port: string, family: 4 | 6, from: string, to: string): number {
     this.requireRunning();
     const id = this.portId(port, 'port');
-    return call(() => this.addon.rewriteNextHop(id, { from: macOf(from, 'from'), to: macOf(to, 'to') }));
+    if (family !== 4 && family !== 6) throw new InvalidArgumentError(`family: expected 4 or 6, found ${String(family)}`);
+    return call(() => this.addon.rewriteNextHop(id, { family, from: macOf(from, 'from'), to: macOf(to, 'to') }));
   }
 
   private directionOf(f: NativeFlowSpec, counter: FlowCounter): FlowDirection & FlowCounter {

@@ -317,8 +317,8 @@ export interface NativeAddon {
   /** Flow records of the flows removed, each with its reap reason. */
   reap(options: { tcpTimeout: number; udpTimeout: number }): Buffer;
   flushFlows(): number;
-  /** How many adjacencies of `port` now carry MAC `to` instead of `from`. */
-  rewriteNextHop(port: number, nextHop: { from: Buffer; to: Buffer }): number;
+  /** How many adjacencies of `port` and `family` now carry MAC `to` instead of `from`. */
+  rewriteNextHop(port: number, nextHop: { family: 4 | 6; from: Buffer; to: Buffer }): number;
   stats(): NativeStats;
   reasons(): { punt: NativeReason[]; drop: NativeReason[] };
   /** The CPU's time stamp counter now (the clock of observation records). */

@@ -59,7 +59,7 @@ interface KernelChanges {
   everything: string | null;
   /** Ports and tunnels that are down or gone, and the tunnels over such ports. */
   down: Set<string>;
-  /** "dev|MAC" of next hops that are gone or whose flows cannot move in place. */
+  /** Next hops (nextHopKey) that are gone or whose flows cannot move in place. */
   deadNextHops: Set<string>;
   /** Tunnels whose underlay next hop changed or resolved. */
   retunnel: Set<string>;
@@ -131,6 +131,10 @@ function planReload(old: CompiledConfig, next: CompiledConfig): ReloadPlan {
     changes,
   };
 }
+
+const familyOf = (address: string): 4 | 6 => (address.includes(':') ? 6 : 4);
+/** A next hop as the dataplane tells them apart: device, family of the packets, MAC. */
+const nextHopKey = (dev: string, family: 4 | 6, mac: string): string => `${dev}|${family}|${mac}`;
 
 /** Conntrack's timeouts in this namespace, which flowgate hands connections back with. */
 function conntrackTimeouts(): ConntrackTimeouts {
@@ -452,10 +456,12 @@ export class Gateway implements GatewayView {
   }
 
   /**
-   * A neighbour's MAC changed: the flows sent to the old MAC on that device now go to the new
-   * one, rewritten in place in the dataplane, none removed. When another neighbour on the
-   * device still has the old MAC (a router's IPv4 and IPv6 addresses), the flows cannot be
-   * told apart by MAC and go instead, as they do when the neighbour is gone or unresolved.
+   * A neighbour's MAC changed: the flows of its address family sent to the old MAC on that
+   * device now go to the new one, rewritten in place in the dataplane, none removed. The
+   * dataplane tells flows apart by MAC and family only, so when another neighbour of the
+   * family on the device still has the old MAC (a router's global and link-local IPv6
+   * addresses), the flows go instead, as they do when the neighbour is gone or unresolved,
+   * and the next packets offload them again through whichever the kernel picks.
    */
   private applyNeighbor(event: NeighborEvent, changes: KernelChanges): void {
     const key = `${event.dev}|${event.address}`;
@@ -463,15 +469,16 @@ export class Gateway implements GatewayView {
     const now = event.deleted ? null : event.mac;
     if (now === null) this.neighbors.delete(key);
     else this.neighbors.set(key, now);
+    const family = familyOf(event.address);
     if (old !== undefined && old !== now) {
-      const shared = [...this.neighbors].some(([k, mac]) => mac === old && k.startsWith(`${event.dev}|`));
+      const shared = [...this.neighbors].some(([k, mac]) => mac === old && k.startsWith(`${event.dev}|`) && familyOf(k.slice(event.dev.length + 1)) === family);
       if (now !== null && !shared && this.model.ports.some((p) => p.name === event.dev)) {
-        const adjacencies = this.dp.rewriteNextHop(event.dev, old, now);
-        const connections = this.learner.rewriteNextHop(event.dev, old, now);
+        const adjacencies = this.dp.rewriteNextHop(event.dev, family, old, now);
+        const connections = this.learner.rewriteNextHop(event.dev, family, old, now);
         this.kernelCounters.nextHopsRewritten += adjacencies;
         if (adjacencies > 0) this.log.info('next hop moved in place', { dev: event.dev, address: event.address, from: old, to: now, connections });
       } else {
-        changes.deadNextHops.add(`${event.dev}|${old}`);
+        changes.deadNextHops.add(nextHopKey(event.dev, family, old));
       }
     }
     for (const t of this.model.tunnels) {
@@ -531,7 +538,7 @@ export class Gateway implements GatewayView {
     const through = (d: FlowDirection): boolean => {
       const out = 'tunnel' in d.out ? d.out.tunnel : d.out.port;
       if (changes.down.has(d.in) || changes.down.has(out) || (d.tunnel !== undefined && changes.down.has(d.tunnel))) return true;
-      if ('port' in d.out && changes.deadNextHops.has(`${d.out.port}|${d.out.mac}`)) return true;
+      if ('port' in d.out && changes.deadNextHops.has(nextHopKey(d.out.port, familyOf(d.dst), d.out.mac))) return true;
       // The kernel routed the packet after DNAT (prerouting): by its translated destination.
       return changes.prefixes.size > 0 && routeChanged(d.nat?.dst ?? d.dst);
     };

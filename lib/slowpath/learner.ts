@@ -674,16 +674,18 @@ export class Learner {
   }
 
   /**
-   * The dataplane moved the next hop on `port` from MAC `from` to `to` in place (the
-   * kernel's neighbour entry changed): the installed directions read so from now on, so that
+   * The dataplane moved the next hop on `port` from MAC `from` to `to` in place for the
+   * (inner) packets of `family` (the kernel's neighbour entry of an address of that family
+   * changed): the installed directions read so from now on, so that
    * a later invalidation by MAC finds them. Returns the connections that changed.
    */
-  rewriteNextHop(port: string, from: string, to: string): number {
+  rewriteNextHop(port: string, family: 4 | 6, from: string, to: string): number {
     let changed = 0;
     for (const o of this.offloaded.values()) {
       let hit = false;
       o.directions.forEach((d, at) => {
         if (!('port' in d.out) || d.out.port !== port || d.out.mac !== from) return;
+        if ((d.dst.includes(':') ? 6 : 4) !== family) return;
         o.directions[at] = { ...d, out: { ...d.out, mac: to } };
         hit = true;
       });

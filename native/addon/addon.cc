@@ -310,7 +310,8 @@ Napi::Value FlushFlows(const Napi::CallbackInfo &info) {
   return guard(info.Env(), [&] { return Napi::Number::New(info.Env(), dp_of(info).flush_flows()); });
 }
 
-// rewriteNextHop(port, { from, to }): how many adjacencies now carry MAC `to` instead of `from`.
+// rewriteNextHop(port, { family, from, to }): how many adjacencies of that family now carry
+// MAC `to` instead of `from`.
 Napi::Value RewriteNextHop(const Napi::CallbackInfo &info) {
   return guard(info.Env(), [&] {
     uint16_t port = to_port(arg(info, 0), "port");
@@ -318,7 +319,9 @@ Napi::Value RewriteNextHop(const Napi::CallbackInfo &info) {
     uint8_t from[6], to[6];
     get_bytes(o, "from", "next hop", 6, from, true);
     get_bytes(o, "to", "next hop", 6, to, true);
-    return Napi::Number::New(info.Env(), dp_of(info).rewrite_next_hop(port, from, to));
+    uint8_t family = static_cast<uint8_t>(get_uint(o, "family", "next hop", 4, 6));
+    if (family != 4 && family != 6) throw dp_error(ERR_INVALID_ARGUMENT, "next hop.family: expected 4 or 6");
+    return Napi::Number::New(info.Env(), dp_of(info).rewrite_next_hop(port, family, from, to));
   });
 }
 

@@ -613,9 +613,9 @@ uint32_t dataplane::flush_flows() {
   return flows_.flush();
 }
 
-uint32_t dataplane::rewrite_next_hop(uint16_t port, const uint8_t old_dst[6], const uint8_t new_dst[6]) {
+uint32_t dataplane::rewrite_next_hop(uint16_t port, uint8_t family, const uint8_t old_dst[6], const uint8_t new_dst[6]) {
   require_init();
-  return flows_.rewrite_next_hop(port, old_dst, new_dst);
+  return flows_.rewrite_next_hop(port, family, old_dst, new_dst);
 }
 
 bool dataplane::get_flow(uint64_t handle, flow_info *out) const {

@@ -149,7 +149,7 @@ class dataplane {
   // Remove every flow; returns how many pairs were removed.
   uint32_t flush_flows();
   // See flow_manager::rewrite_next_hop.
-  uint32_t rewrite_next_hop(uint16_t port, const uint8_t old_dst[6], const uint8_t new_dst[6]);
+  uint32_t rewrite_next_hop(uint16_t port, uint8_t family, const uint8_t old_dst[6], const uint8_t new_dst[6]);
 
   dataplane_stats stats() const;
   uint32_t now_s() const;

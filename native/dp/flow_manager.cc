@@ -18,11 +18,12 @@ static_assert(MAX_FLOWS <= (1u << HANDLE_INDEX_BITS), "flow index must fit a han
 
 }  // namespace
 
-flow_manager::adj_key flow_manager::adj_key_of(uint16_t port, const uint8_t dst[6], const uint8_t src[6]) {
+flow_manager::adj_key flow_manager::adj_key_of(const adjacency &a) {
   adj_key key;
-  memcpy(key.data(), &port, 2);
-  memcpy(key.data() + 2, dst, 6);
-  memcpy(key.data() + 8, src, 6);
+  memcpy(key.data(), &a.port, 2);
+  memcpy(key.data() + 2, a.dst_mac, 6);
+  memcpy(key.data() + 8, a.src_mac, 6);
+  key[14] = a.family;
   return key;
 }
 
@@ -51,8 +52,8 @@ void flow_manager::destroy() {
 
 // ---- adjacencies -----------------------------------------------------------------------
 
-uint32_t flow_manager::adjacency_acquire(uint16_t port, const uint8_t dst[6], const uint8_t src[6]) {
-  const adj_key key = adj_key_of(port, dst, src);
+uint32_t flow_manager::adjacency_acquire(const adjacency &want) {
+  const adj_key key = adj_key_of(want);
   auto it = adj_index_.find(key);
   if (it != adj_index_.end()) {
     adj_refs_[it->second]++;
@@ -61,10 +62,7 @@ uint32_t flow_manager::adjacency_acquire(uint16_t port, const uint8_t dst[6], co
   uint32_t idx = adj_pool_.alloc();
   if (idx == rcu_index_pool::NONE)
     throw dp_error(ERR_LIMIT, "more than " + std::to_string(MAX_ADJACENCIES) + " distinct next hops");
-  adjacency &a = adj_[idx];
-  memcpy(a.dst_mac, dst, 6);
-  memcpy(a.src_mac, src, 6);
-  a.port = port;
+  adj_[idx] = want;
   adj_index_.emplace(key, idx);
   adj_refs_[idx] = 1;
   return idx;
@@ -74,16 +72,16 @@ void flow_manager::adjacency_release(uint32_t idx) {
   if (--adj_refs_[idx] != 0) return;
   const adjacency &a = adj_[idx];
   // A rewritten adjacency may share its key with one the index holds instead (see below).
-  auto it = adj_index_.find(adj_key_of(a.port, a.dst_mac, a.src_mac));
+  auto it = adj_index_.find(adj_key_of(a));
   if (it != adj_index_.end() && it->second == idx) adj_index_.erase(it);
   adj_pool_.release(idx);
 }
 
-uint32_t flow_manager::rewrite_next_hop(uint16_t port, const uint8_t old_dst[6], const uint8_t new_dst[6]) {
+uint32_t flow_manager::rewrite_next_hop(uint16_t port, uint8_t family, const uint8_t old_dst[6], const uint8_t new_dst[6]) {
   std::vector<uint32_t> changed;
   for (auto it = adj_index_.begin(); it != adj_index_.end();) {
     const adjacency &a = adj_[it->second];
-    if (a.port != port || memcmp(a.dst_mac, old_dst, 6) != 0) {
+    if (a.port != port || a.family != family || memcmp(a.dst_mac, old_dst, 6) != 0) {
       ++it;
       continue;
     }
@@ -95,7 +93,7 @@ uint32_t flow_manager::rewrite_next_hop(uint16_t port, const uint8_t old_dst[6],
     adjacency_set_dst_mac(a, new_dst);
     // If flows already reach the new MAC through an adjacency of their own, that one stays
     // the indexed one: both carry the same addresses, and each is released by its flows.
-    adj_index_.emplace(adj_key_of(a.port, a.dst_mac, a.src_mac), idx);
+    adj_index_.emplace(adj_key_of(a), idx);
   }
   return static_cast<uint32_t>(changed.size());
 }
@@ -108,8 +106,14 @@ void flow_manager::fill_entry(uint32_t idx, const flow_spec &f, uint32_t pair, u
   ft_.set_nat(idx, f.nat);
   if (f.action == FLOW_ACT_ENCAP4IN6)
     e.target = f.tunnel;
-  else
-    e.target = static_cast<uint16_t>(adjacency_acquire(f.out_port, f.dst_mac, f.src_mac));
+  else {
+    adjacency want{};
+    memcpy(want.dst_mac, f.dst_mac, 6);
+    memcpy(want.src_mac, f.src_mac, 6);
+    want.port = f.out_port;
+    want.family = flow_l3_is_ipv4(f.key.l3proto) ? 4 : 6;
+    e.target = static_cast<uint16_t>(adjacency_acquire(want));
+  }
 }
 
 void flow_manager::release_entry(uint32_t idx) {

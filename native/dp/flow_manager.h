@@ -96,10 +96,11 @@ class flow_manager {
   uint64_t removed() const { return removed_; }
   uint64_t insert_failed() const { return insert_failed_; }
   uint32_t adjacency_count() const { return static_cast<uint32_t>(adj_index_.size()); }
-  // The next hop on `port` whose MAC was old_dst now has new_dst (the kernel's neighbour
-  // entry changed): its adjacencies are rewritten in place, so every flow through them
-  // follows without being removed. Returns how many adjacencies changed.
-  uint32_t rewrite_next_hop(uint16_t port, const uint8_t old_dst[6], const uint8_t new_dst[6]);
+  // The next hop on `port` whose MAC was old_dst now has new_dst for `family` (4 or 6; the
+  // kernel's neighbour entry of an address of that family changed): its adjacencies of that
+  // family are rewritten in place, so every flow through them follows without being
+  // removed. Returns how many adjacencies changed.
+  uint32_t rewrite_next_hop(uint16_t port, uint8_t family, const uint8_t old_dst[6], const uint8_t new_dst[6]);
 
  private:
   enum class slot_state : uint8_t { free, orig, reply };
@@ -107,8 +108,8 @@ class flow_manager {
     uint32_t gen = 0;
     slot_state state = slot_state::free;
   };
-  using adj_key = std::array<uint8_t, 14>;  // port (2) + dst MAC + src MAC
-  static adj_key adj_key_of(uint16_t port, const uint8_t dst[6], const uint8_t src[6]);
+  using adj_key = std::array<uint8_t, 15>;  // port (2) + dst MAC + src MAC + family
+  static adj_key adj_key_of(const adjacency &a);
 
   void fill_entry(uint32_t idx, const flow_spec &f, uint32_t pair, uint32_t now_s);
   void release_entry(uint32_t idx);
@@ -118,7 +119,7 @@ class flow_manager {
   uint64_t handle_of(uint32_t idx) const;
   bool decode_handle(uint64_t handle, uint32_t *idx) const;
 
-  uint32_t adjacency_acquire(uint16_t port, const uint8_t dst[6], const uint8_t src[6]);
+  uint32_t adjacency_acquire(const adjacency &want);
   void adjacency_release(uint32_t idx);
 
   flowtable ft_;

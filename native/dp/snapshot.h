@@ -78,11 +78,16 @@ inline void derive_tunnel_mtus(snapshot &s) {
 // address). It is rewritten with one 8-byte store of the first word (the destination and
 // the first two bytes of the source, which stay), which the lcores read with one 8-byte
 // load, so that no packet is sent with half an old and half a new MAC.
+//
+// The IPv4 and IPv6 flows to one MAC have adjacencies of their own (`family`): a host's
+// IPv4 and IPv6 addresses are separate neighbour entries, and one of them can move to
+// another MAC (an address taken over by another router) while the other stays.
 struct alignas(16) adjacency {
   uint8_t dst_mac[6];
   uint8_t src_mac[6];
   uint16_t port;
-  uint16_t pad;
+  uint8_t family;  // 4 or 6: of the (inner) packets forwarded through it
+  uint8_t pad;
 };
 static_assert(sizeof(adjacency) == 16, "two adjacencies a 32-byte load");
 

@@ -75,24 +75,27 @@ describe('pcap in, pcap out through the addon', function () {
     assert.equal(r.stats.ports.wan?.txPackets, 3);
   });
 
-  it('moves the flows to a next hop whose MAC changed in place: the packets carry the new MAC, other next hops keep theirs', async () => {
+  it('moves the flows of one family to a next hop whose MAC changed in place: the packets carry the new MAC, other next hops and the other family keep theirs', async () => {
     const NEW_PEER = '02:00:00:00:0b:01';
     const OTHER = '02:00:00:00:0b:02';
     const udp = (dport: number) => lanIp(`IP(src='192.168.0.10', dst='198.51.100.7', ttl=64)`, `UDP(sport=5000, dport=${dport})/Raw(b'q'*20)`);
-    const input = await scapyBuild([udp(1), udp(2), udp(3)]);
-    const flow = (dport: number, mac: string) => ({ original: { in: 'lan', proto: 'udp' as const, src: '192.168.0.10', dst: '198.51.100.7', sport: 5000, dport, out: { port: 'wan', mac } } });
+    const udp6 = lanIp(`IPv6(src='2001:db8:1::10', dst='2001:db8:3::1', hlim=64)`, `UDP(sport=5000, dport=4)/Raw(b'q'*20)`);
+    const input = await scapyBuild([udp(1), udp(2), udp(3), udp6]);
+    const flow = (dport: number, mac: string, v6 = false) => ({
+      original: { in: 'lan', proto: 'udp' as const, src: v6 ? '2001:db8:1::10' : '192.168.0.10', dst: v6 ? '2001:db8:3::1' : '198.51.100.7', sport: 5000, dport, out: { port: 'wan', mac } },
+    });
     const r = await runJob({
       start: { workers: WORKERS, ...SMALL, ports: [{ name: 'lan', mac: GW_LAN, device: bench.device('lan', input) }, { name: 'wan', mac: GW_WAN, device: bench.device('wan') }] },
-      // Flow 3 already goes to the new MAC through an adjacency of its own.
-      flows: [flow(1, PEER), flow(2, OTHER), flow(3, NEW_PEER)],
+      // Flow 3 already goes to the new MAC through an adjacency of its own; flow 4 is IPv6 to the old MAC.
+      flows: [flow(1, PEER), flow(2, OTHER), flow(3, NEW_PEER), flow(4, PEER, true)],
       nextHopRewrites: [
-        { port: 'wan', from: PEER, to: NEW_PEER },
-        { port: 'lan', from: OTHER, to: PEER },
-        { port: 'wan', from: '02:00:00:00:0e:0e', to: PEER },
+        { port: 'wan', family: 4, from: PEER, to: NEW_PEER },
+        { port: 'lan', family: 4, from: OTHER, to: PEER },
+        { port: 'wan', family: 4, from: '02:00:00:00:0e:0e', to: PEER },
       ],
-      expectRx: 3,
+      expectRx: 4,
     });
-    assert.deepEqual(r.nextHopsRewritten, [1, 0, 0], 'one adjacency on wan had PEER; none on lan had OTHER; none had the unknown MAC');
+    assert.deepEqual(r.nextHopsRewritten, [1, 0, 0], 'one IPv4 adjacency on wan had PEER; none on lan had OTHER; none had the unknown MAC');
     const out = await scapyDissect(bench.sent('wan'));
     assert.deepEqual(
       out.map((f) => [fields(f, 'UDP').dport, fields(f, 'Ether').dst, fields(f, 'Ether').src]),
@@ -100,14 +103,15 @@ describe('pcap in, pcap out through the addon', function () {
         [1, NEW_PEER, GW_WAN],
         [2, OTHER, GW_WAN],
         [3, NEW_PEER, GW_WAN],
+        [4, PEER, GW_WAN],
       ],
     );
     assert.deepEqual(
       r.flows.map((f) => ('port' in f.original.out ? f.original.out.mac : null)),
-      [NEW_PEER, OTHER, NEW_PEER],
+      [NEW_PEER, OTHER, NEW_PEER, PEER],
       'the flows read back with the MAC they are sent to',
     );
-    assert.equal(r.stats.fastpath.packets, 3);
+    assert.equal(r.stats.fastpath.packets, 4);
   });
 
   for (const encapLimit of [4, null]) {

@@ -58,6 +58,28 @@ function nodeIn(netns: string, script: string): Promise<string> {
   return sh([process.execPath, '-e', script], { netns });
 }
 
+/** Packets wan2 (the second WAN router) received so far. */
+async function wan2Received(wan: string): Promise<number> {
+  const [link] = JSON.parse(await sh(['ip', '-s', '-j', 'link', 'show', 'wan2'], { netns: wan })) as { stats64: { rx: { packets: number } } }[];
+  return link?.stats64.rx.packets ?? 0;
+}
+
+/** One UDP datagram every 10 ms from the LAN host's `sport` to `dst:dport` until stopped. */
+function udpStream(lan: string, dst: string, sport: number, dport: number): { stop(): void } {
+  const child = spawn(
+    'ip',
+    ['netns', 'exec', lan, process.execPath, '-e', `const s = require('dgram').createSocket('udp4'); s.bind(${sport}, () => setInterval(() => s.send('x', ${dport}, '${dst}'), 10));`],
+    { stdio: 'ignore' },
+  );
+  const forget = atExit(() => child.kill('SIGKILL'));
+  return {
+    stop: () => {
+      child.kill('SIGKILL');
+      forget();
+    },
+  };
+}
+
 describe('flowgate run in a network namespace', function () {
   this.timeout(120_000);
 
@@ -95,6 +117,17 @@ describe('flowgate run in a network namespace', function () {
     // af_packet ports forward frames as they are (a real NIC computes them in hardware).
     await sh('ip link set lan1 up && ip addr add 192.168.0.2/24 dev lan1 && ip route add default via 192.168.0.1 && ethtool -K lan1 tx off >/dev/null', { netns: lan });
     await sh('ip link set wan1 up && ip addr add 203.0.113.2/24 dev wan1 && ip route add default via 203.0.113.1 && ethtool -K wan1 tx off >/dev/null', { netns: wan });
+    // A second router on the WAN, with a MAC of its own (wan2, a macvlan on wan1), and two
+    // destinations behind "both": what a route or neighbour change moves traffic between.
+    // ARP for each address is answered only by the interface that has it.
+    await sh(
+      [
+        'sysctl -qw net.ipv4.conf.all.arp_ignore=1 net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0',
+        'ip link add wan2 link wan1 type macvlan mode bridge && ip link set wan2 up && ip addr add 203.0.113.3/24 dev wan2',
+        'ip addr add 10.6.0.5/32 dev lo && ip addr add 10.7.0.5/32 dev lo && ip link set lo up',
+      ].join(' && '),
+      { netns: wan },
+    );
     ipForwardBefore = (await sh(['sysctl', '-n', 'net.ipv4.ip_forward'], { netns: gw })).trim();
     writeFileSync(configFile, configText(socketPath));
 
@@ -168,6 +201,64 @@ describe('flowgate run in a network namespace', function () {
     assert.match(text.stdout, /^udp {6}17 idle=\d+ offloaded src=192\.168\.0\.2 dst=203\.0\.113\.2 sport=4000 dport=5000 in=eth0 out=eth1 packets=\d+ bytes=\d+ \[UNREPLIED\] src=203\.0\.113\.2 dst=192\.168\.0\.2 sport=5000 dport=4000 id=\d+$/m);
   });
 
+  const flowsNow = () => json<GatewayFlow[]>('flows', '--json', '--socket', socketPath);
+  const offloaded = (sport: number) => until(`the flow from port ${sport} offloaded`, async () => (await flowsNow()).find((f) => f.sport === sport));
+
+  it("moves an offloaded flow to its next hop's new MAC in place when the neighbour entry changes, without removing it", async () => {
+    const stream = udpStream(lan, '203.0.113.2', 4001, 5001);
+    try {
+      const flow = await offloaded(4001);
+      const before = await json<GatewayStats>('stats', '--json', '--socket', socketPath);
+      const received = await wan2Received(wan);
+      const from = stderr.length;
+      const wan2Mac = (JSON.parse(await sh(['ip', '-j', 'link', 'show', 'wan2'], { netns: wan })) as { address: string }[])[0]?.address ?? '';
+      await sh(['ip', 'neigh', 'replace', '203.0.113.2', 'lladdr', wan2Mac, 'dev', 'eth1', 'nud', 'permanent'], { netns: gw });
+      await until('the datagrams to reach the new MAC', async () => ((await wan2Received(wan)) >= received + 20 ? true : undefined));
+      const after = await json<GatewayStats>('stats', '--json', '--socket', socketPath);
+      assert.equal((await flowsNow()).find((f) => f.sport === 4001)?.id, flow.id, 'the same flow carries on');
+      assert.equal(after.flows.removed_by.invalidated, before.flows.removed_by.invalidated, 'no flow was removed');
+      assert.ok(after.fastpath.packets > before.fastpath.packets);
+      assert.equal(logged('next hop moved in place', from).length, 1, stderr.slice(from));
+    } finally {
+      stream.stop();
+      await sh(['ip', 'neigh', 'del', '203.0.113.2', 'dev', 'eth1'], { netns: gw });
+    }
+  });
+
+  it('moves only the flow whose destination a changed route covers to the new next hop; the other stays offloaded', async () => {
+    await sh('ip route add 10.6.0.0/24 via 203.0.113.2 dev eth1 && ip route add 10.7.0.0/24 via 203.0.113.2 dev eth1', { netns: gw });
+    const moved = udpStream(lan, '10.7.0.5', 4002, 5002);
+    const stays = udpStream(lan, '10.6.0.5', 4003, 5003);
+    try {
+      const [movedFlow, stayingFlow] = [await offloaded(4002), await offloaded(4003)];
+      const received = await wan2Received(wan);
+      const changedAt = performance.now();
+      await sh(['ip', 'route', 'replace', '10.7.0.0/24', 'via', '203.0.113.3', 'dev', 'eth1'], { netns: gw });
+      await until('the moved flow to reach the second router', async () => ((await wan2Received(wan)) >= received + 20 ? true : undefined));
+      const relearned = await until('the moved flow offloaded again', async () => (await flowsNow()).find((f) => f.sport === 4002 && f.id !== movedFlow.id));
+      console.log(`      route change to the moved flow's packets at the new next hop: ${(performance.now() - changedAt).toFixed(0)} ms (includes the CLI polls)`);
+      assert.equal(relearned.out, 'eth1');
+      assert.equal((await flowsNow()).find((f) => f.sport === 4003)?.id, stayingFlow.id, 'the flow to 10.6.0.5 was not touched');
+    } finally {
+      moved.stop();
+      stays.stop();
+      await sh('ip route del 10.6.0.0/24 && ip route del 10.7.0.0/24', { netns: gw });
+    }
+  });
+
+  it('keeps running and sets the MTU back when the kernel interface is given one its NIC refuses', async () => {
+    const from = stderr.length;
+    await sh(['ip', 'link', 'set', 'eth0', 'mtu', '16000'], { netns: gw });
+    await until('the MTU to be put back', async () => {
+      const [link] = JSON.parse(await sh(['ip', '-j', 'link', 'show', 'eth0'], { netns: gw })) as { mtu: number }[];
+      return link?.mtu === 1500 ? true : undefined;
+    });
+    assert.equal(logged('port MTU refused by the NIC: the kernel interface is set back', from).length, 1, stderr.slice(from));
+    assert.equal(child.exitCode, null, 'still running');
+    const stats = await json<GatewayStats>('stats', '--json', '--socket', socketPath);
+    assert.deepEqual(Object.keys(stats.ports).sort(), ['eth0', 'eth1']);
+  });
+
   it('serves /metrics in its namespace with the figures of its ports, flows and workers', async () => {
     const body = await nodeIn(
       gw,
@@ -210,6 +301,43 @@ describe('flowgate run in a network namespace', function () {
     assert.equal(routes.length, 1, 'the route of the running config stays');
     const stats = await json<GatewayStats>('stats', '--json', '--socket', socketPath);
     assert.deepEqual(Object.keys(stats.ports).sort(), ['eth0', 'eth1'], 'still serving');
+  });
+
+  it('rolls a reload back whole when a step fails: a port that cannot start leaves the routes, ports and ruleset as they were', async () => {
+    const from = stderr.length;
+    const routesBefore = await sh(['ip', 'route', 'show'], { netns: gw });
+    const tablesBefore = await sh(['nft', 'list', 'tables'], { netns: gw });
+    writeFileSync(
+      configFile,
+      configText(socketPath, [
+        'routes:',
+        '  - { to: "10.9.0.0/16", via: 203.0.113.2, dev: eth1 }',
+        '  - { to: "10.10.0.0/16", via: 203.0.113.2, dev: eth1 }',
+        'nftables: |',
+        '  table inet fgreload { chain c1 { type filter hook forward priority 0; }; }',
+      ]).replace('ports:\n', 'ports:\n  eth2: { device: "net_af_packet2,iface=nosuch0", addresses: ["198.51.100.1/24"] }\n'),
+    );
+    child.kill('SIGHUP');
+    await until('the refusal', () => (logged('reload failed: the gateway refused the new config', from).length > 0 ? true : undefined));
+    assert.match(stderr.slice(from), /reload failed and was rolled back/);
+    assert.equal(await sh(['ip', 'route', 'show'], { netns: gw }), routesBefore, 'no route added or removed');
+    assert.equal(await sh(['nft', 'list', 'tables'], { netns: gw }), tablesBefore, 'no table added');
+    assert.equal(await linkExists('eth2', gw), false);
+    const stats = await json<GatewayStats>('stats', '--json', '--socket', socketPath);
+    assert.deepEqual(Object.keys(stats.ports).sort(), ['eth0', 'eth1'], 'the running ports stay');
+    writeFileSync(configFile, configText(socketPath, ['routes:', '  - { to: "10.9.0.0/16", via: 203.0.113.2, dev: eth1 }']));
+  });
+
+  it('tears down the flows through a port whose kernel interface goes down', async () => {
+    const stream = udpStream(lan, '203.0.113.2', 4004, 5004);
+    try {
+      await offloaded(4004);
+      await sh(['ip', 'link', 'set', 'eth1', 'down'], { netns: gw });
+      await until('no flow through eth1', async () => ((await flowsNow()).some((f) => f.out === 'eth1' || f.in === 'eth1') ? undefined : true));
+    } finally {
+      stream.stop();
+      await sh(['ip', 'link', 'set', 'eth1', 'up'], { netns: gw });
+    }
   });
 
   it('stops on SIGTERM with exit status 0, leaving no interface, address, route or socket behind', async () => {

@@ -15,7 +15,7 @@ export interface DataplaneJob {
   /** Reap after the run (flows marked for teardown only: the timeouts are long), and report what went. */
   reap?: boolean;
   /** Next hops moved in place after the flows are installed (a neighbour's MAC changed); their counts go to nextHopsRewritten. */
-  nextHopRewrites?: { port: string; from: string; to: string }[];
+  nextHopRewrites?: { port: string; family: 4 | 6; from: string; to: string }[];
   /** Port MTUs set after the tunnels and flows are installed (an underlay MTU changing under a tunnel). */
   portMtus?: { port: string; mtu: number }[];
   /** After the run, apply the path MTUs the workers learnt from packet too big, and report every tunnel's MTUs. */
@@ -34,7 +34,7 @@ async function main(): Promise<void> {
   try {
     for (const t of job.tunnels ?? []) dp.addTunnel(t);
     const flowIds = (job.flows ?? []).map((f) => dp.addFlow(f));
-    const nextHopsRewritten = (job.nextHopRewrites ?? []).map(({ port, from, to }) => dp.rewriteNextHop(port, from, to));
+    const nextHopsRewritten = (job.nextHopRewrites ?? []).map(({ port, family, from, to }) => dp.rewriteNextHop(port, family, from, to));
     for (const { port, mtu } of job.portMtus ?? []) dp.setMtu(port, mtu);
     dp.resume();
     const deadline = Date.now() + (job.timeoutMs ?? 10_000);
