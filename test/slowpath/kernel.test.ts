@@ -8,7 +8,7 @@ import { checkConfigText, compileConfig, type CompiledConfig, type Config } from
 import { KernelMirror } from '../../lib/slowpath/kernel';
 import { parseMonitorLine, type KernelEvent } from '../../lib/slowpath/monitor';
 import { declaredTables } from '../../lib/slowpath/nftables';
-import { until } from '../helpers/wait';
+import { until as untilValue } from '../helpers/wait';
 import { atExit, createNetns, deleteNetns, macAddress, sh } from '../helpers/netns';
 
 const repo = path.resolve(__dirname, '../../..');
@@ -385,7 +385,7 @@ describe('kernel mirror', () => {
     await sh(['ip', '-n', gw, 'route', 'add', 'default', 'via', '192.168.0.1', 'dev', 'eth0']);
     // The link-local address (and its local route) comes once the link has carrier and DAD
     // is done: part of what was there, not of what the mirror changed.
-    await until('the link-local address of eth0', async () => {
+    await untilValue('the link-local address of eth0', async () => {
       const out = await sh(['ip', '-n', gw, '-6', 'addr', 'show', 'dev', 'eth0', 'scope', 'link']);
       return out.includes('fe80') && !out.includes('tentative') ? true : undefined;
     });
