@@ -157,6 +157,22 @@ export class FlowgateProcess {
     return this.exitStatus === 'exited with status 0' || this.exitStatus === 'killed by SIGTERM';
   }
 
+  /**
+   * kill -9 of flowgate alone, as a crash would end it: nothing it made is removed, and its
+   * helpers are left to their parent-death signal. Resolves once it is gone.
+   */
+  async crash(): Promise<void> {
+    const pid = this.child.pid;
+    if (pid !== undefined && this.exitStatus === undefined) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // Gone already.
+      }
+    }
+    await this.exited;
+  }
+
   /** Synchronous last resort at process exit. */
   killNow(): void {
     if (this.exitStatus === undefined) this.signal('SIGKILL');

@@ -397,11 +397,16 @@ export class DemoTopology {
     this.progress(`site ${site.toUpperCase()}: ready in ${((Date.now() - started) / 1000).toFixed(1)} s (control socket ${this.sites.get(site)?.socket})`);
   }
 
-  /** Stops a site's flowgate and starts it again, with a changed config if `edit` is given. */
-  async restartSite(site: Site, edit?: (config: ConfigInput) => void): Promise<void> {
+  /**
+   * Stops a site's flowgate and starts it again, with a changed config if `edit` is given;
+   * with `crash`, it is killed with SIGKILL instead of stopped (what it made stays behind
+   * for the new instance to take over).
+   */
+  async restartSite(site: Site, edit?: (config: ConfigInput) => void, options: { crash?: boolean } = {}): Promise<void> {
     const s = this.sites.get(site);
     if (s === undefined || s.process === undefined) throw new TopologyError(`site ${site.toUpperCase()} runs no flowgate`);
-    await this.stopSite(site);
+    if (options.crash === true) await s.process.crash();
+    else await this.stopSite(site);
     if (edit !== undefined) {
       const previous = this.configure[site];
       this.configure[site] = (config) => {
