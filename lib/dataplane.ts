@@ -193,6 +193,11 @@ export interface DataplaneStats {
   flows: { active: number; entries: number; capacity: number; added: number; removed: number; insertFailed: number };
   workers: { index: number; lcore: number; cpu: number; rxPackets: number; fastPackets: number; busyRatio: number; sleeps: number }[];
   adjacencies: number;
+  /**
+   * The mbuf pool: taken (rings, queues, lcore caches) and its size. In use that does not
+   * come back to its idle level once traffic stops is a leak.
+   */
+  mbufs: { inUse: number; total: number };
   /** Observation records handed to onObservations, and lost on the way (queues full). */
   observations: { delivered: number; lost: number };
   /** Packets the kernel sent out of TAPs/TUNs, and those that found their port's queue full. */
@@ -755,6 +760,7 @@ export class Dataplane {
         };
       }),
       adjacencies: s.adjacencies,
+      mbufs: { inUse: s.mbufs.inUse, total: s.mbufs.total },
       observations: {
         delivered: s.slowpath.observations,
         lost: s.slowpath.observationsLost + s.observationsLost,

@@ -180,6 +180,37 @@ export const METRICS: readonly MetricDefinition[] = [
     samples: (stats) => byLabel('reason', stats.learner.evicted),
   },
   {
+    name: 'flowgate_kernel_events_total',
+    help: "Kernel link, address, route and neighbour changes the gateway received.",
+    type: 'counter',
+    labelNames: [],
+    samples: (stats) => single(stats.kernel.events),
+  },
+  {
+    name: 'flowgate_kernel_event_errors_total',
+    help: 'Kernel changes the gateway failed to apply (logged; the others of their batch still applied).',
+    type: 'counter',
+    labelNames: [],
+    samples: (stats) => single(stats.kernel.errors),
+  },
+  {
+    name: 'flowgate_mbufs_in_use',
+    help: 'Packet buffers (mbufs) taken from the pool: in queues, rings and lcore caches.',
+    type: 'gauge',
+    labelNames: [],
+    samples: (stats) => single(stats.mbufs.in_use),
+  },
+  {
+    name: 'flowgate_event_loop_delay_seconds',
+    help: "The control thread's event-loop delay over the last completed 10 s window: 99th percentile and maximum.",
+    type: 'gauge',
+    labelNames: ['quantile'],
+    samples: (stats) => [
+      { labels: { quantile: '0.99' }, value: stats.process.event_loop_delay_ms.p99 / MS_PER_SECOND },
+      { labels: { quantile: '1' }, value: stats.process.event_loop_delay_ms.max / MS_PER_SECOND },
+    ],
+  },
+  {
     name: 'flowgate_learner_offload_latency_seconds',
     help: 'Time from the packet that made a connection offloadable to its offload: median and 99th percentile.',
     type: 'gauge',

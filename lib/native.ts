@@ -154,6 +154,7 @@ export interface NativeStats {
     insertFailed: number;
   };
   adjacencies: number;
+  mbufs: { inUse: number; total: number };
   /** Punt records the workers could not queue for the slow-path thread. */
   observationsLost: number;
   slowpath: {

@@ -93,6 +93,14 @@ export function formatStats(stats: GatewayStats): string {
     `conntrack  queries ${ct.queries}, not found ${ct.not_found}, refused ${withReasons(Object.values(ct.refused).reduce((a, b) => a + b, 0), ct.refused)}, ` +
       `updates ${ct.updates}, update failures ${ct.update_failures}, events ${ct.events}, resyncs ${ct.resyncs}\n`,
   );
+  const k = stats.kernel;
+  lines.push(
+    `kernel     events ${k.events} in ${k.batches} batches, errors ${k.errors}, next hops moved ${k.next_hops_rewritten}, MTUs refused ${k.mtu_refused}\n`,
+  );
+  lines.push(
+    `memory     mbufs ${stats.mbufs.in_use} of ${stats.mbufs.total} in use, rss ${(stats.process.rss_bytes / 2 ** 20).toFixed(1)} MiB, ` +
+      `event loop delay p99 ${milliseconds(stats.process.event_loop_delay_ms.p99)}, max ${milliseconds(stats.process.event_loop_delay_ms.max)}\n`,
+  );
   lines.push('\n');
   lines.push(
     table(

@@ -9,6 +9,7 @@
  *   tunnels: tun:<name>  net_tun iface=<name>  decapsulated punts in, encapsulated egress out
  */
 import { execFile } from 'node:child_process';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { promisify } from 'node:util';
 
 import type { CompiledConfig, PortModel, TunnelModel } from '../config/compile';
@@ -36,6 +37,9 @@ const NEIGHBOR_QUEUE_TIMEOUT_MS = 50;
  * changes then cost one pass over the offloaded flows, not a thousand.
  */
 const COALESCE_MS = 50;
+/** The event-loop delay figures in stats cover windows of this many ticks (10 s). */
+const LOOP_DELAY_WINDOW_TICKS = 10;
+const NS_PER_MS = 1e6;
 
 const tapOf = (port: string) => `tap:${port}`;
 const tunOf = (tunnel: string) => `tun:${tunnel}`;
@@ -172,6 +176,8 @@ export class Gateway implements GatewayView {
   /** Tunnel → the "dev|address" of the next hop it waits for, so that its neighbour event resolves it. */
   private readonly unresolvedNextHops = new Map<string, string>();
   private stopping = false;
+  private readonly loopDelay = monitorEventLoopDelay({ resolution: 10 });
+  private loopDelayWindow = { ticks: 0, p99: 0, max: 0 };
   private readonly kernelCounters = { events: 0, batches: 0, errors: 0, nextHopsRewritten: 0, mtuRefused: 0 };
 
   constructor(config: CompiledConfig, options: GatewayOptions) {
@@ -204,6 +210,7 @@ export class Gateway implements GatewayView {
   async start(): Promise<void> {
     const m = this.model;
     this.startedAt = Date.now();
+    this.loopDelay.enable();
     // Conntrack first: without it (or its events) flowgate cannot know what it may offload,
     // and refuses to start. Where ctnetlink is a module, it is loaded (and with it conntrack).
     await promisify(execFile)('modprobe', ['-q', 'nf_conntrack_netlink']).catch(() => undefined);
@@ -249,6 +256,7 @@ export class Gateway implements GatewayView {
   /** Stop everything and give back every kernel interface, address, route and ruleset. */
   async stop(): Promise<void> {
     this.stopping = true;
+    this.loopDelay.disable();
     if (this.timer !== undefined) clearInterval(this.timer);
     this.timer = undefined;
     if (this.coalesceTimer !== undefined) clearTimeout(this.coalesceTimer);
@@ -576,6 +584,10 @@ export class Gateway implements GatewayView {
 
   private async tick(): Promise<void> {
     if (this.stopping) return;
+    if (++this.loopDelayWindow.ticks >= LOOP_DELAY_WINDOW_TICKS) {
+      this.loopDelayWindow = { ticks: 0, p99: this.loopDelay.percentile(99) / NS_PER_MS, max: this.loopDelay.max / NS_PER_MS };
+      this.loopDelay.reset();
+    }
     const started = performance.now();
     this.learner.tick();
     this.tickMs.last = performance.now() - started;
@@ -761,6 +773,15 @@ export class Gateway implements GatewayView {
         },
       },
       workers: s.workers.map((w) => ({ index: w.index, cpu: w.cpu, busy_ratio: w.busyRatio, rx_packets: w.rxPackets, fast_packets: w.fastPackets })),
+      mbufs: { in_use: s.mbufs.inUse, total: s.mbufs.total },
+      kernel: {
+        events: this.kernelCounters.events,
+        batches: this.kernelCounters.batches,
+        errors: this.kernelCounters.errors,
+        next_hops_rewritten: this.kernelCounters.nextHopsRewritten,
+        mtu_refused: this.kernelCounters.mtuRefused,
+      },
+      process: { rss_bytes: process.memoryUsage.rss(), event_loop_delay_ms: { p99: this.loopDelayWindow.p99, max: this.loopDelayWindow.max } },
     };
   }
 

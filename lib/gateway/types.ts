@@ -89,6 +89,26 @@ export interface GatewayStats {
     };
   };
   workers: { index: number; cpu: number; busy_ratio: number; rx_packets: number; fast_packets: number }[];
+  /** The packet buffer pool: mbufs taken (queues, rings, caches) and its size. */
+  mbufs: { in_use: number; total: number };
+  /** What the gateway did with the kernel's link, address, route and neighbour changes. */
+  kernel: {
+    /** Events received, and the batches they were handled in (each batch: one pass over the flows). */
+    events: number;
+    batches: number;
+    /** Events that failed to apply (logged; the others still applied). */
+    errors: number;
+    /** Next hops moved to a neighbour's new MAC in place. */
+    next_hops_rewritten: number;
+    /** MTUs set on a port's kernel interface that its NIC refused (set back). */
+    mtu_refused: number;
+  };
+  process: {
+    /** Resident memory, bytes. */
+    rss_bytes: number;
+    /** Event-loop delay over the last completed 10 s window, milliseconds. */
+    event_loop_delay_ms: { p99: number; max: number };
+  };
 }
 
 export interface FlowEndpointView {

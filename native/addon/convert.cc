@@ -331,6 +331,10 @@ Napi::Object stats_to_js(Napi::Env env, const dataplane_stats &s) {
   set_u64(flows, "insertFailed", s.flows_insert_failed);
   o.Set("flows", flows);
   o.Set("adjacencies", s.adjacencies);
+  Napi::Object mbufs = Napi::Object::New(env);
+  mbufs.Set("inUse", s.mbufs_in_use);
+  mbufs.Set("total", s.mbufs_total);
+  o.Set("mbufs", mbufs);
   set_u64(o, "observationsLost", s.observations_lost);
   Napi::Object sp = Napi::Object::New(env);
   set_u64(sp, "kernelRxPackets", s.slowpath.kernel_rx_packets);

@@ -663,6 +663,8 @@ dataplane_stats dataplane::stats() const {
   s.flows_removed = flows_.removed();
   s.flows_insert_failed = flows_.insert_failed();
   s.adjacencies = flows_.adjacency_count();
+  s.mbufs_in_use = rte_mempool_in_use_count(pool_);
+  s.mbufs_total = pool_->size;
   s.slowpath = slowpath_.stats();
   s.tsc_hz = shared_.tsc_hz;
   s.now_s = now_s();

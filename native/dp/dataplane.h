@@ -88,6 +88,9 @@ struct dataplane_stats {
   uint32_t flows_capacity, flows_spilled;
   uint64_t flows_added, flows_removed, flows_insert_failed;
   uint32_t adjacencies;
+  // The mbuf pool: mbufs taken (in rings, queues, the workers' hands and the lcore caches)
+  // out of its size. A leak shows as in-use that does not come back when traffic stops.
+  uint32_t mbufs_in_use, mbufs_total;
   uint64_t observations_lost;  // punt records the workers could not queue
   slowpath_stats slowpath;
   uint64_t tsc_hz;
