@@ -157,6 +157,11 @@ export class FlowgateProcess {
     return this.exitStatus === 'exited with status 0' || this.exitStatus === 'killed by SIGTERM';
   }
 
+  /** SIGHUP: flowgate re-reads its config file. */
+  reload(): void {
+    if (this.exitStatus === undefined) this.signal('SIGHUP');
+  }
+
   /**
    * kill -9 of flowgate alone, as a crash would end it: nothing it made is removed, and its
    * helpers are left to their parent-death signal. Resolves once it is gone.
