@@ -19,6 +19,7 @@ import { FlowgateError } from '../errors';
 import type { GatewayView, ReloadResult } from '../gateway/types';
 import { createLogger, parseLogLevel, type LogLevel, type Logger, type RootLogger } from '../log';
 import { MetricsServer } from '../metrics';
+import { validateRuleset } from '../slowpath/ruleset-check';
 
 export const USAGE = `usage: flowgate run -c FILE [--log-level LEVEL]
 
@@ -360,6 +361,9 @@ export async function runGateway(options: RunOptions): Promise<number> {
     let config: CompiledConfig;
     try {
       config = compileConfig(await loadConfig(options.configFile));
+      // Before anything is created, and so that nft's errors point into the file.
+      const rulesetIssues = await validateRuleset(config, options.configFile);
+      if (rulesetIssues.length > 0) throw new ConfigError(rulesetIssues);
     } catch (err) {
       if (!(err instanceof ConfigError)) throw err;
       output.write(`flowgate: ${options.configFile} is invalid (${err.issues.length === 1 ? '1 problem' : `${err.issues.length} problems`}):\n`);
