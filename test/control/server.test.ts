@@ -179,15 +179,20 @@ describe('control socket', () => {
     );
   });
 
-  it('sends no more records than the client reads, and all of them once it reads', async () => {
+  /** A listing of 100,000 flows to a client that reads nothing, once the socket buffers are full. */
+  async function stalledListing(): Promise<{ view: ManyFlowsView; socket: net.Socket }> {
     const view = new ManyFlowsView(400, 250);
     await serve(view);
-    // A client that sends the request and then reads nothing: the socket buffers fill.
     const socket = net.createConnection({ path: socketPath });
     await new Promise((resolve) => socket.once('connect', resolve));
     socket.pause();
     socket.write('{"id":1,"method":"flows"}\n');
     await view.stalled();
+    return { view, socket };
+  }
+
+  it('sends no more records than the client reads, and all of them once it reads', async () => {
+    const { view, socket } = await stalledListing();
     const pulledWhileStalled = view.pagesPulled;
     console.log(`      pages pulled while the client read nothing: ${pulledWhileStalled} of ${view.pages}`);
     assert.ok(pulledWhileStalled < view.pages, `the server stopped pulling pages (${pulledWhileStalled} of ${view.pages})`);
@@ -214,13 +219,7 @@ describe('control socket', () => {
   });
 
   it('stops listing when the client goes away, and keeps serving others', async () => {
-    const view = new ManyFlowsView(400, 250);
-    await serve(view);
-    const socket = net.createConnection({ path: socketPath });
-    await new Promise((resolve) => socket.once('connect', resolve));
-    socket.pause();
-    socket.write('{"id":1,"method":"flows"}\n');
-    await view.stalled();
+    const { view, socket } = await stalledListing();
     socket.destroy();
     await until('the listing to be abandoned', async () => (view.finished ? true : undefined));
     assert.ok(view.pagesPulled < view.pages, `the server stopped pulling pages (${view.pagesPulled} of ${view.pages})`);
