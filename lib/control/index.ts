@@ -1,6 +1,6 @@
 export { ControlServer, type ControlServerOptions } from './server';
 export { ControlClient, controlRequest, controlStream, resolveControlSocket, DEFAULT_CONTROL_TIMEOUT_MS, type ControlClientOptions, type RecordConsumer } from './client';
-export { parseFlowQuery, FLOW_FILTERS, FLOW_PROTOCOLS, FLOW_STATES, type FlowQuery } from './flow-query';
+export { parseFlowQuery, FLOW_FILTERS, type FlowQuery } from './flow-query';
 export { ControlError, ControlSocketInUseError, GatewayNotReadyError, GATEWAY_NOT_READY } from './errors';
 export {
   CONTROL_ERROR_CODES,

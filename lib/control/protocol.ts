@@ -25,10 +25,12 @@
  * `port` (the original tuple's source or destination port), `tunnel` (a tunnel name) and
  * `state` ("offloaded", "closing" or "teardown"); `"count": true` sends no record, only the
  * final count. While nothing else is sent for a second (a count over millions of flows), a
- * progress line says how many flows were looked at so far: {"id":3,"progress":{"scanned":N}};
- * a client needs it only to know the instance is still at work. The server reads the flowtable a page at a time, waits for the client to
- * read what it sent before sending more, and lets the event loop run between pages, so a
- * listing of millions of flows neither holds them all in memory nor stalls the instance.
+ * progress line says how many flows were looked at so far, {"id":3,"progress":{"scanned":N}},
+ * so that a client can tell a busy instance from a hung one.
+ *
+ * The server reads the flowtable a page at a time, waits for the client to read what it sent
+ * before sending more, and lets the event loop run between pages: a listing of millions of
+ * flows neither holds them all in memory nor stalls the instance.
  *
  * Newline-delimited JSON rather than HTTP or JSON-RPC 2.0: `socat - UNIX:/run/flowgate/flowgate.sock`
  * is a complete client, and nothing beyond JSON.parse is needed on either side.

@@ -226,6 +226,64 @@ describe('control socket', () => {
     assert.deepEqual(await controlRequest(socketPath, 'ping'), { pid: process.pid });
   });
 
+  it('says a count is still at work with a progress line when it has sent nothing for a second', async () => {
+    const view = new FixedView();
+    view.flows = async function* () {
+      yield fixedFlows().slice(0, 1);
+      await new Promise((resolve) => setTimeout(resolve, 1100));
+      yield fixedFlows().slice(1);
+    };
+    await serve(view);
+    const socket = net.createConnection({ path: socketPath });
+    const lines: Record<string, unknown>[] = [];
+    const splitter = new LineSplitter(1 << 20);
+    socket.on('data', (chunk: Buffer) => splitter.push(chunk, (line) => lines.push(JSON.parse(line) as Record<string, unknown>), () => undefined));
+    socket.write('{"id":1,"method":"flows","params":{"count":true}}\n');
+    await until('the count', async () => (lines.some((l) => 'result' in l) ? true : undefined));
+    socket.destroy();
+    const result = lines.pop();
+    assert.deepEqual(result, { id: 1, result: { count: 2 } });
+    assert.ok(lines.length >= 1, 'a progress line came before the count');
+    assert.ok(lines.every((l) => l.id === 1 && 'progress' in l), JSON.stringify(lines));
+    assert.deepEqual(lines.at(-1), { id: 1, progress: { scanned: 2 } });
+  });
+
+  it('streams to a client consumer that takes its time, settling only after the last record is consumed', async () => {
+    const view = new ManyFlowsView(40, 250);
+    await serve(view);
+    const client = await ControlClient.connect(socketPath);
+    try {
+      let consumed = 0;
+      let busy = false;
+      const result = await client.stream('flows', {}, async (records) => {
+        assert.equal(busy, false, 'one batch at a time');
+        busy = true;
+        await new Promise((resolve) => setTimeout(resolve, 1));
+        consumed += records.length;
+        busy = false;
+      });
+      assert.deepEqual(result, { count: 10_000 });
+      assert.equal(consumed, 10_000);
+    } finally {
+      client.close();
+    }
+  });
+
+  it("fails a stream with its consumer's error and ends the connection", async () => {
+    const view = new ManyFlowsView(40, 250);
+    await serve(view);
+    const client = await ControlClient.connect(socketPath);
+    const broken = new Error('stdout is gone');
+    await assert.rejects(
+      client.stream('flows', {}, () => {
+        throw broken;
+      }),
+      (err) => err === broken,
+    );
+    await rejectsWithCode(client.request('ping'), 'ERR_FLOWGATE_CONTROL_CLOSED');
+    await until('the listing to be abandoned', async () => (view.finished ? true : undefined));
+  });
+
   it('ends a listing that fails part way with the error, after the records already sent', async () => {
     const view = new FixedView();
     view.flows = async function* () {
