@@ -123,6 +123,7 @@ describe('flowgate flows and stats', () => {
         [['--port', '70000'], '--port: expected a port number 0..65535, found 70000'],
         [['--dst', '10.0.0.0/33'], "--dst: expected an IPv4 or IPv6 address, or a prefix ADDR/LEN, found '10.0.0.0/33'"],
         [['--src', 'lan'], "--src: expected an IPv4 or IPv6 address, or a prefix ADDR/LEN, found 'lan'"],
+        [['--json', '--count'], 'give --json or --count, not both'],
       ];
       for (const [args, message] of cases) {
         const r = await flowgate('flows', '--socket', socketPath, ...args);
