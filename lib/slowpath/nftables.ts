@@ -13,8 +13,9 @@ const TOKEN = /"(?:[^"\\\n]|\\.)*"|#[^\n]*|\\\n|\n|;|[{}]|[^\s;{}"#\\]+|\\/g;
 
 interface Statement {
   words: string[];
-  /** 1-based line of the statement's first word. */
+  /** 1-based line and column of the statement's first word. */
   line: number;
+  col: number;
   /** Blocks around it: 0 for `table inet filter`, 1 for a chain in it. */
   depth: number;
 }
@@ -25,33 +26,36 @@ function statements(ruleset: string): Statement[] {
   let words: string[] = [];
   let depth = 0;
   let line = 1;
-  let start = { line: 1, depth: 0 };
+  let lineStart = 0;
+  let start = { line: 1, col: 1, depth: 0 };
   const end = () => {
     if (words.length > 0) found.push({ words, ...start });
     words = [];
   };
-  for (const token of ruleset.match(TOKEN) ?? []) {
+  for (const { 0: token, index } of ruleset.matchAll(TOKEN)) {
     if (token.startsWith('#')) continue;
-    if (token === '\\\n') {
-      line++;
-    } else if (token === '{' || token === '}') {
+    if (token === '{' || token === '}') {
       end();
       depth = token === '{' ? depth + 1 : Math.max(0, depth - 1);
     } else if (token === '\n' || token === ';') {
       end();
-      if (token === '\n') line++;
-    } else {
-      if (words.length === 0) start = { line, depth };
+    } else if (token !== '\\\n') {
+      if (words.length === 0) start = { line, col: index - lineStart + 1, depth };
       words.push(token);
+    }
+    if (token.endsWith('\n')) {
+      line++;
+      lineStart = index + token.length;
     }
   }
   end();
   return found;
 }
 
-/** A statement flowgate refuses in a ruleset, and the 1-based line it starts on. */
+/** A statement flowgate refuses in a ruleset, and the 1-based line and column it starts at. */
 export interface RefusedStatement {
   line: number;
+  col: number;
   message: string;
 }
 
@@ -62,11 +66,12 @@ export interface RefusedStatement {
  */
 export function refusedStatements(ruleset: string): RefusedStatement[] {
   const refused: RefusedStatement[] = [];
-  for (const { words, line, depth } of statements(ruleset)) {
+  for (const { words, line, col, depth } of statements(ruleset)) {
     const [command, second] = words[0] === 'add' || words[0] === 'create' ? words.slice(1) : words;
     if (command === 'flush' && second === 'ruleset' && depth === 0) {
       refused.push({
         line,
+        col,
         message:
           "expected an nftables ruleset that declares its own tables, found 'flush ruleset', which would delete the tables of everything else in the namespace (flowgate replaces its own tables on each reload)",
       });
@@ -74,6 +79,7 @@ export function refusedStatements(ruleset: string): RefusedStatement[] {
     if (command === 'include') {
       refused.push({
         line,
+        col,
         message: `expected an nftables ruleset without includes, found 'include ${second ?? ''}' (flowgate must see every table it declares to remove them again)`,
       });
     }

@@ -102,7 +102,7 @@ export async function validateRuleset(model: CompiledConfig, configFile: string)
 
   // Refused before nft runs: nft would read an included file, which is not flowgate's.
   const refused = refusedStatements(own);
-  if (refused.length > 0) return refused.map(({ line, message }) => place.issue(line, 1, message));
+  if (refused.length > 0) return refused.map(({ line, col, message }) => place.issue(line, col, message));
 
   const devices = [
     ...model.ports.map((port) => ({ name: port.name, mode: 'tap' as const })),

@@ -151,7 +151,7 @@ describe('flowgate check', () => {
       assert.equal(
         r.stderr,
         `${file}:7:3: nftables: expected an nftables ruleset without includes, found 'include "x"' (flowgate must see every table it declares to remove them again)\n` +
-          `${file}:9:3: nftables: expected an nftables ruleset without includes, found 'include "/etc/nftables.conf"' (flowgate must see every table it declares to remove them again)\n` +
+          `${file}:9:5: nftables: expected an nftables ruleset without includes, found 'include "/etc/nftables.conf"' (flowgate must see every table it declares to remove them again)\n` +
           `${file}: invalid, 2 problems\n`,
       );
     });

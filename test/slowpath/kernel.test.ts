@@ -571,7 +571,7 @@ describe('nftables ruleset ownership', () => {
     assert.throws(() => declaredTables('include "/etc/nftables.d/x.nft"'), /found 'include "\/etc\/nftables.d\/x.nft"'/);
   });
 
-  it('names the line of each refused statement, counting continued lines, with includes found in blocks too', () => {
+  it('names the line and column of each refused statement, counting continued lines, with includes found in blocks too', () => {
     const ruleset = [
       'table inet x {',
       '  chain c { type filter hook input \\',
@@ -582,11 +582,11 @@ describe('nftables ruleset ownership', () => {
       'flush ruleset; include "a.nft"',
     ].join('\n');
     assert.deepEqual(
-      refusedStatements(ruleset).map(({ line, message }) => [line, message.replace(/^expected .*, found '(.*?)'.*$/, '$1')]),
+      refusedStatements(ruleset).map(({ line, col, message }) => [line, col, message.replace(/^expected .*, found '(.*?)'.*$/, '$1')]),
       [
-        [4, 'include "chains.nft"'],
-        [7, 'flush ruleset'],
-        [7, 'include "a.nft"'],
+        [4, 3, 'include "chains.nft"'],
+        [7, 1, 'flush ruleset'],
+        [7, 16, 'include "a.nft"'],
       ],
     );
   });
