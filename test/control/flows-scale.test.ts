@@ -65,6 +65,8 @@ function mib(bytes: number): string {
 }
 
 describe('flows at scale', function () {
+  // Installing a million connections takes half a minute on a loaded two-core machine.
+  this.timeout(600_000);
   let dir: string;
   let socketPath: string;
   let server: ChildProcess;
@@ -93,7 +95,7 @@ describe('flows at scale', function () {
     return (await next('report')) as Extract<ScaleMessage, { type: 'report' }>;
   }
 
-  before(async function () {
+  before(async () => {
     dir = mkdtempSync(path.join(tmpdir(), 'fg-scale-'));
     socketPath = path.join(dir, 'flowgate.sock');
     server = fork(CHILD, { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
