@@ -112,7 +112,6 @@ export async function validateRuleset(model: CompiledConfig, configFile: string)
   const result = await nftCheck(full, devices);
   if (result.ok) return [];
   if (result.exitCode === 125) return [place.whole(`cannot check the ruleset: creating its interfaces in a scratch namespace failed: ${result.stderr.trim()}`)];
-  if (result.exitCode === 127) return [place.whole(`cannot check the ruleset: expected nft (nftables) and unshare (util-linux) on PATH: ${result.stderr.trim()}`)];
 
   // The config's ruleset comes last in the full one (mirrorState), after flowgate's own tables.
   const ownFirstLine = full.endsWith(own) ? full.slice(0, full.length - own.length).split('\n').length : 1;
@@ -128,5 +127,6 @@ export async function validateRuleset(model: CompiledConfig, configFile: string)
         : place.whole(`nft refuses the tables flowgate adds itself (line ${line}): ${message}`),
     );
   }
-  return issues.length > 0 ? issues : [place.whole(`nft refuses the ruleset: ${result.stderr.trim()}`)];
+  // No line to point at: nft could not run (not installed, no namespace for us) or failed as a whole.
+  return issues.length > 0 ? issues : [place.whole(`nft -c in a scratch network namespace (nft and unshare needed) failed: ${result.stderr.trim()}`)];
 }
