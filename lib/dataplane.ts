@@ -206,8 +206,12 @@ export interface DataplaneStats {
 
 const IPPROTO = { tcp: 6, udp: 17 } as const;
 const DEFAULT_FLOW_CAPACITY = 1_048_576;
-/** Connections per page of Dataplane.flowPages(): about 10 ms of decoding and formatting. */
-const FLOW_PAGE_SIZE = 2048;
+/**
+ * Connections per page of Dataplane.flowPages(). Measured with 200k connections: a page of
+ * 256 takes about 1.5 ms to decode and serialise; one of 2048 about 35 ms, not 8 times
+ * that, since its short-lived objects outgrow V8's young generation and are copied out.
+ */
+const FLOW_PAGE_SIZE = 256;
 const DEFAULT_MBUFS = 16_383;
 const DEFAULT_MBUF_DATA_ROOM = 2048;
 const TUNNEL_OUTER_HEADERS = 40;

@@ -4,14 +4,16 @@
  */
 import { parseArgs } from 'node:util';
 
-import { ConfigError, compileConfig, formatIssue, loadConfig } from '../config';
+import { ConfigError, compileConfig, formatIssue, loadConfig, type ConfigIssue } from '../config';
+import { validateRuleset } from '../slowpath/ruleset-check';
 
 export const USAGE = `usage: flowgate check -c FILE
 
 Validates a config file exactly as 'flowgate run' reads it, without starting anything:
 YAML syntax, every key and value, and the cross-field checks (tunnel addresses, routes,
-flowtable devices, worker CPUs against the CPUs of this machine). Every problem is printed
-as FILE:LINE:COL: PATH: message.
+flowtable devices, worker CPUs against the CPUs of this machine); then the nftables ruleset
+run would apply, with nft -c in a scratch network namespace (flush ruleset and include are
+refused). Every problem is printed as FILE:LINE:COL: PATH: message.
 
   -c, --config FILE   the config file
   -h, --help          this text
@@ -46,20 +48,25 @@ export async function run(argv: string[]): Promise<number> {
   }
 
   const file = values.config;
+  let issues: readonly ConfigIssue[];
   try {
     const config = compileConfig(await loadConfig(file));
-    const summary = [
-      plural(config.ports.length, 'port'),
-      plural(config.tunnels.length, 'tunnel'),
-      plural(config.routes.length, 'route'),
-      plural(config.workers.cpus.length, 'worker'),
-    ];
-    process.stdout.write(`${file}: valid (${summary.join(', ')})\n`);
-    return 0;
+    issues = await validateRuleset(config, file);
+    if (issues.length === 0) {
+      const summary = [
+        plural(config.ports.length, 'port'),
+        plural(config.tunnels.length, 'tunnel'),
+        plural(config.routes.length, 'route'),
+        plural(config.workers.cpus.length, 'worker'),
+      ];
+      process.stdout.write(`${file}: valid (${summary.join(', ')})\n`);
+      return 0;
+    }
   } catch (err) {
     if (!(err instanceof ConfigError)) throw err;
-    for (const issue of err.issues) process.stderr.write(`${formatIssue(issue)}\n`);
-    process.stderr.write(`${file}: invalid, ${plural(err.issues.length, 'problem')}\n`);
-    return 1;
+    issues = err.issues;
   }
+  for (const issue of issues) process.stderr.write(`${formatIssue(issue)}\n`);
+  process.stderr.write(`${file}: invalid, ${plural(issues.length, 'problem')}\n`);
+  return 1;
 }

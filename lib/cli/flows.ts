@@ -1,15 +1,20 @@
 /**
  * `flowgate flows`: the connections the running instance has offloaded, one per line in the
- * manner of `conntrack -L` (key=value pairs, original direction then reply), or as JSON.
+ * manner of `conntrack -L` (key=value pairs, original direction then reply), or as JSON
+ * lines. Lines are printed as the instance streams them, so that the listing of millions of
+ * flows starts at once and holds a page of them at a time, not all.
  */
-import { parseArgs } from 'node:util';
+import { once } from 'node:events';
+import { parseArgs, type ParseArgsConfig } from 'node:util';
 
 import { ConfigError, formatIssue } from '../config';
-import { controlRequest, resolveControlSocket } from '../control/client';
+import { ControlClient, resolveControlSocket } from '../control/client';
+import { ControlError } from '../control/errors';
+import { FLOW_FILTERS, parseFlowQuery } from '../control/flow-query';
 import { flowgateVersion } from '../control/protocol';
 import type { FlowEndpointView, GatewayFlow } from '../gateway/types';
 
-export const USAGE = `usage: flowgate flows [--json] [-c FILE | --socket PATH]
+export const USAGE = `usage: flowgate flows [--json | --count] [FILTERS] [-c FILE | --socket PATH]
 
 Lists the connections the running flowgate has offloaded to the fast path, like
 conntrack -L: protocol, idle seconds, state, then the original direction (addresses,
@@ -19,9 +24,20 @@ translation as conntrack does; a connection seen one way only shows the reply tu
 conntrack expects, after [UNREPLIED]. State: offloaded, closing (FIN/RST seen, still on the
 fast path) or teardown (leaving it).
 
-  --json              a JSON array of flows: proto, src, dst, sport, dport, nat, in,
-                      out, packets, bytes, tunnel, idle, state, reply, id (nat: the
-                      tuple packets leave with when NAT rewrites them, else null)
+Filters, applied by the instance; a flow is listed when it matches all given:
+  --proto tcp|udp     the protocol
+  --src ADDR[/LEN]    the original tuple's source address, or an address in the prefix
+  --dst ADDR[/LEN]    the original tuple's destination address, or in the prefix
+  --port N            the original tuple's source or destination port
+  --tunnel NAME       connections through this tunnel
+  --state STATE       offloaded, closing or teardown
+
+  --json              one JSON object per line (NDJSON), a flow each: proto, src, dst,
+                      sport, dport, nat, in, out, packets, bytes, tunnel, idle, state,
+                      reply, id (nat: the tuple packets leave with when NAT rewrites
+                      them, else null)
+  --count             only the number of matching flows (counted by the instance,
+                      nothing listed)
   -c, --config FILE   find the instance by the control.socket of FILE
   --socket PATH       the control socket      (default /run/flowgate/flowgate.sock)
   -h, --help          this text
@@ -62,22 +78,26 @@ export function formatFlow(flow: GatewayFlow): string {
   return parts.join(' ');
 }
 
-export function formatFlows(flows: readonly GatewayFlow[]): string {
-  return flows.map((flow) => `${formatFlow(flow)}\n`).join('');
-}
-
 export interface InstanceArgs {
   json: boolean;
   socket: string;
+  /** The values of the command's own options (`extraOptions`). */
+  values: Record<string, string | boolean | undefined>;
 }
 
 /** The options flows and stats share, or the exit code once a usage error or the help is printed. */
-export async function parseInstanceArgs(command: string, argv: string[], usage: string): Promise<InstanceArgs | number> {
-  let values: { json?: boolean | undefined; config?: string | undefined; socket?: string | undefined; help?: boolean | undefined };
+export async function parseInstanceArgs(
+  command: string,
+  argv: string[],
+  usage: string,
+  extraOptions: ParseArgsConfig['options'] = {},
+): Promise<InstanceArgs | number> {
+  let values: Record<string, string | boolean | undefined>;
   try {
     ({ values } = parseArgs({
       args: argv,
       options: {
+        ...extraOptions,
         json: { type: 'boolean' },
         config: { type: 'string', short: 'c' },
         socket: { type: 'string' },
@@ -85,7 +105,7 @@ export async function parseInstanceArgs(command: string, argv: string[], usage: 
       },
       strict: true,
       allowPositionals: false,
-    }));
+    }) as { values: Record<string, string | boolean | undefined> });
   } catch (err) {
     process.stderr.write(`flowgate ${command}: ${(err as Error).message}\n\n${usage}`);
     return 2;
@@ -98,28 +118,69 @@ export async function parseInstanceArgs(command: string, argv: string[], usage: 
     process.stderr.write(`flowgate ${command}: give -c FILE or --socket PATH, not both\n\n${usage}`);
     return 2;
   }
+  const config = typeof values.config === 'string' ? values.config : undefined;
+  const socket = typeof values.socket === 'string' ? values.socket : undefined;
   try {
-    return { json: values.json === true, socket: await resolveControlSocket({ config: values.config, socket: values.socket }) };
+    return { json: values.json === true, socket: await resolveControlSocket({ config, socket }), values };
   } catch (err) {
     if (!(err instanceof ConfigError)) throw err;
     process.stderr.write(
-      `flowgate ${command}: cannot read control.socket from ${values.config}: the config is invalid (use --socket PATH):\n` +
+      `flowgate ${command}: cannot read control.socket from ${config}: the config is invalid (use --socket PATH):\n` +
         err.issues.map((issue) => `${formatIssue(issue)}\n`).join(''),
     );
     return 1;
   }
 }
 
-export async function run(argv: string[]): Promise<number> {
-  const args = await parseInstanceArgs('flows', argv, USAGE);
-  if (typeof args === 'number') return args;
-  const flows = await controlRequest(args.socket, 'flows');
-  if (args.json) {
-    process.stdout.write(`${JSON.stringify(flows, null, 2)}\n`);
-    return 0;
+const FILTER_OPTIONS = Object.fromEntries(FLOW_FILTERS.map((filter) => [filter, { type: 'string' as const }]));
+
+/** The filters given on the command line as request params (a port that is not a number is left as written, for the check to name). */
+function filterParams(values: InstanceArgs['values']): Record<string, unknown> {
+  const params: Record<string, unknown> = {};
+  for (const filter of FLOW_FILTERS) {
+    const value = values[filter];
+    if (typeof value !== 'string') continue;
+    params[filter] = filter === 'port' && /^[0-9]{1,5}$/.test(value) ? Number(value) : value;
   }
-  process.stdout.write(formatFlows(flows));
-  // As conntrack: the count on stderr, so that stdout is only flows.
-  process.stderr.write(`flowgate v${flowgateVersion()}: ${flows.length} flow ${flows.length === 1 ? 'entry has' : 'entries have'} been shown.\n`);
-  return 0;
+  return params;
+}
+
+/** Writes to stdout; when the pipe is full, the promise holds the listing until it drains. */
+function print(text: string): void | Promise<void> {
+  if (text === '' || process.stdout.write(text)) return;
+  return once(process.stdout, 'drain').then(() => undefined);
+}
+
+export async function run(argv: string[]): Promise<number> {
+  const args = await parseInstanceArgs('flows', argv, USAGE, { ...FILTER_OPTIONS, count: { type: 'boolean' } });
+  if (typeof args === 'number') return args;
+  const countOnly = args.values.count === true;
+  if (countOnly && args.json) {
+    process.stderr.write(`flowgate flows: give --json or --count, not both\n\n${USAGE}`);
+    return 2;
+  }
+  const params = filterParams(args.values);
+  try {
+    parseFlowQuery(params, (filter) => `--${filter}`);
+  } catch (err) {
+    if (!(err instanceof ControlError)) throw err;
+    process.stderr.write(`flowgate flows: ${err.message}\n\n${USAGE}`);
+    return 2;
+  }
+  // The default answer timeout suits any listing: the instance sends a line at least every second.
+  const client = await ControlClient.connect(args.socket);
+  try {
+    if (countOnly) {
+      const { count } = await client.request('flows', { ...params, count: true });
+      process.stdout.write(`${count}\n`);
+      return 0;
+    }
+    const format = args.json ? (flow: GatewayFlow) => `${JSON.stringify(flow)}\n` : (flow: GatewayFlow) => `${formatFlow(flow)}\n`;
+    const { count } = await client.stream('flows', params, (flows) => print(flows.map(format).join('')));
+    // As conntrack: the count on stderr, so that stdout is only flows.
+    if (!args.json) process.stderr.write(`flowgate v${flowgateVersion()}: ${count} flow ${count === 1 ? 'entry has' : 'entries have'} been shown.\n`);
+    return 0;
+  } finally {
+    client.close();
+  }
 }

@@ -40,6 +40,13 @@ export async function main(argv: string[]): Promise<number> {
 }
 
 if (require.main === module) {
+  // `flowgate flows | head`: once the reader has what it wants, the rest of the output has
+  // nowhere to go. As a command killed by SIGPIPE would, stop at once, but quietly and with
+  // success, since nothing went wrong (Node ignores SIGPIPE and reports EPIPE instead).
+  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code !== 'EPIPE') throw err;
+    process.exit(0);
+  });
   main(process.argv.slice(2)).then(
     (code) => {
       process.exitCode = code;

@@ -19,6 +19,7 @@ import { FlowgateError } from '../errors';
 import type { GatewayView, ReloadResult } from '../gateway/types';
 import { createLogger, parseLogLevel, type LogLevel, type Logger, type RootLogger } from '../log';
 import { MetricsServer } from '../metrics';
+import { validateRuleset } from '../slowpath/ruleset-check';
 
 export const USAGE = `usage: flowgate run -c FILE [--log-level LEVEL]
 
@@ -38,6 +39,18 @@ Signals:
   SIGINT, SIGTERM   stop: remove every interface, address, route and ruleset flowgate
                     created, then exit 0
 `;
+
+/**
+ * The config of `file`, compiled, with its nftables ruleset checked by nft: at start before
+ * anything is created, and at reload before anything changes, with nft's errors pointing
+ * into the file. Throws ConfigError with every problem.
+ */
+async function loadCheckedConfig(file: string): Promise<CompiledConfig> {
+  const config = compileConfig(await loadConfig(file));
+  const rulesetIssues = await validateRuleset(config, file);
+  if (rulesetIssues.length > 0) throw new ConfigError(rulesetIssues);
+  return config;
+}
 
 /** What run needs of the Gateway (lib/gateway/gateway.ts); tests may stand in for it. */
 export interface ManagedGateway extends GatewayView {
@@ -280,7 +293,7 @@ class Instance {
     this.log.info('reloading', { config: file });
     let next: CompiledConfig;
     try {
-      next = compileConfig(await loadConfig(file));
+      next = await loadCheckedConfig(file);
     } catch (err) {
       if (!(err instanceof ConfigError)) throw err;
       this.log.error('reload rejected: the config is invalid; the running config stays in force', { config: file, problems: err.issues.length });
@@ -359,7 +372,7 @@ export async function runGateway(options: RunOptions): Promise<number> {
     log.info('starting', { version: flowgateVersion(), config: options.configFile, pid: process.pid });
     let config: CompiledConfig;
     try {
-      config = compileConfig(await loadConfig(options.configFile));
+      config = await loadCheckedConfig(options.configFile);
     } catch (err) {
       if (!(err instanceof ConfigError)) throw err;
       output.write(`flowgate: ${options.configFile} is invalid (${err.issues.length === 1 ? '1 problem' : `${err.issues.length} problems`}):\n`);

@@ -1,5 +1,6 @@
 export { ControlServer, type ControlServerOptions } from './server';
-export { ControlClient, controlRequest, resolveControlSocket, DEFAULT_CONTROL_TIMEOUT_MS, type ControlClientOptions } from './client';
+export { ControlClient, controlRequest, controlStream, resolveControlSocket, DEFAULT_CONTROL_TIMEOUT_MS, type ControlClientOptions, type RecordConsumer } from './client';
+export { parseFlowQuery, FLOW_FILTERS, type FlowQuery } from './flow-query';
 export { ControlError, ControlSocketInUseError, GatewayNotReadyError, GATEWAY_NOT_READY } from './errors';
 export {
   CONTROL_ERROR_CODES,
@@ -9,7 +10,9 @@ export {
   type ControlMethod,
   type ControlRequest,
   type ControlResponse,
+  type ControlRecords,
   type ControlResults,
+  type FlowsResult,
   type PingResult,
   type VersionResult,
 } from './protocol';

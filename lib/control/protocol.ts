@@ -6,10 +6,31 @@
  *   → {"id":"a","method":"nope"}
  *   ← {"id":"a","error":{"code":"ERR_FLOWGATE_CONTROL_UNKNOWN_METHOD","message":"unknown method 'nope' (methods: ping, version, stats, flows)"}}
  *
- * One request per line, one response line per request, in request order; a connection may
- * carry any number of requests. `id` is the caller's (a number or a string) and is echoed;
- * a request that could not be read at all is answered with `"id": null`. `params` is an
- * optional object. Errors carry the same stable `code` as FlowgateError.
+ * One request per line, one final response line per request, in request order; a connection
+ * may carry any number of requests. `id` is the caller's (a number or a string) and is
+ * echoed; a request that could not be read at all is answered with `"id": null`. `params` is
+ * an optional object. Errors carry the same stable `code` as FlowgateError.
+ *
+ * `flows` streams: one record line per flow, then the final response, which carries the
+ * count of records sent (or an error, if the listing failed part way; records before it
+ * stand):
+ *
+ *   → {"id":3,"method":"flows","params":{"proto":"tcp","dst":"10.0.0.0/8"}}
+ *   ← {"id":3,"record":{"id":17,"proto":"tcp","src":"192.168.0.10",...}}
+ *   ← {"id":3,"record":{"id":21,"proto":"tcp","src":"192.168.0.11",...}}
+ *   ← {"id":3,"result":{"count":2}}
+ *
+ * Its params are filters, all optional, all of which a flow must match: `proto` ("tcp" or
+ * "udp"), `src` and `dst` (an address or a prefix ADDR/LEN, against the original tuple),
+ * `port` (the original tuple's source or destination port), `tunnel` (a tunnel name) and
+ * `state` ("offloaded", "closing" or "teardown"); `"count": true` sends no record, only the
+ * final count. While nothing else is sent for a second (a count over millions of flows), a
+ * progress line says how many flows were looked at so far, {"id":3,"progress":{"scanned":N}},
+ * so that a client can tell a busy instance from a hung one.
+ *
+ * The server reads the flowtable a page at a time, waits for the client to read what it sent
+ * before sending more, and lets the event loop run between pages: a listing of millions of
+ * flows neither holds them all in memory nor stalls the instance.
  *
  * Newline-delimited JSON rather than HTTP or JSON-RPC 2.0: `socat - UNIX:/run/flowgate/flowgate.sock`
  * is a complete client, and nothing beyond JSON.parse is needed on either side.
@@ -19,8 +40,8 @@ import * as path from 'node:path';
 
 import type { GatewayFlow, GatewayStats } from '../gateway/types';
 
-/** Bumped when a method's result changes incompatibly. */
-export const CONTROL_PROTOCOL_VERSION = 1;
+/** Bumped when a method's result changes incompatibly (2: flows streams records). */
+export const CONTROL_PROTOCOL_VERSION = 2;
 
 /** A request line longer than this is refused: no request needs more, and it bounds memory. */
 export const MAX_REQUEST_BYTES = 64 * 1024;
@@ -40,7 +61,11 @@ export interface ControlErrorBody {
 
 export type ControlResponse =
   | { id: RequestId; result: unknown }
-  | { id: RequestId | null; error: ControlErrorBody };
+  | { id: RequestId | null; error: ControlErrorBody }
+  /** One item of a streamed answer; the final result or error follows the last. */
+  | { id: RequestId; record: unknown }
+  /** A streamed answer still under way, with nothing to send yet. */
+  | { id: RequestId; progress: { scanned: number } };
 
 export interface PingResult {
   /** The process serving the socket: what a second instance names when it refuses to start. */
@@ -54,13 +79,25 @@ export interface VersionResult {
   node: string;
 }
 
-/** Every method and its result type. */
+export interface FlowsResult {
+  /** Flows that matched the filters: the records sent, or with `count`, those that would have been. */
+  count: number;
+}
+
+/** Every method and its final result type. */
 export interface ControlResults {
   ping: PingResult;
   version: VersionResult;
   stats: GatewayStats;
-  flows: GatewayFlow[];
+  flows: FlowsResult;
 }
+
+/** The methods that stream records before their result, and their record type. */
+export interface ControlRecords {
+  flows: GatewayFlow;
+}
+
+export type StreamingMethod = keyof ControlRecords;
 
 export type ControlMethod = keyof ControlResults;
 

@@ -9,12 +9,14 @@
 import { mkdir, chmod, lstat, unlink } from 'node:fs/promises';
 import * as net from 'node:net';
 import * as path from 'node:path';
+import { setImmediate as nextTurn } from 'node:timers/promises';
 
 import { FlowgateError } from '../errors';
 import type { GatewayView } from '../gateway/types';
 import { silentLogger, type Logger } from '../log';
 import { ControlClient } from './client';
 import { ControlError, ControlSocketInUseError } from './errors';
+import { parseFlowQuery } from './flow-query';
 import {
   CONTROL_ERROR_CODES,
   CONTROL_METHODS,
@@ -25,6 +27,7 @@ import {
   parseRequest,
   type ControlResponse,
   type ControlResults,
+  type RequestId,
 } from './protocol';
 
 /** How long a starting instance waits for the one already serving the socket to say its pid. */
@@ -36,14 +39,68 @@ export interface ControlServerOptions {
   log?: Logger;
 }
 
-type Handlers = { [M in keyof ControlResults]: (params: Record<string, unknown>) => ControlResults[M] | Promise<ControlResults[M]> };
+/**
+ * Where a streaming method sends its records: each call writes a page, then waits until the
+ * client has read enough (the socket drained) or, when it has room, until the event loop has
+ * had a turn, so that a long listing neither buffers without bound nor stalls the instance.
+ */
+interface RecordSink {
+  /** `scanned`: items looked at so far, said in a progress line when nothing else was sent for a while. */
+  send(records: readonly unknown[], scanned: number): Promise<void>;
+}
+
+/** A count over millions of flows sends nothing for seconds: a progress line tells the client it is alive. */
+const PROGRESS_INTERVAL_MS = 1000;
+
+/** The client went away while records were being sent: the listing stops, nothing is answered. */
+class ConnectionGone extends Error {}
+
+type Handlers = {
+  [M in keyof ControlResults]: (params: Record<string, unknown>, records: RecordSink) => ControlResults[M] | Promise<ControlResults[M]>;
+};
 
 function handlersFor(view: GatewayView): Handlers {
   return {
     ping: () => ({ pid: process.pid }),
     version: () => ({ version: flowgateVersion(), protocol: CONTROL_PROTOCOL_VERSION, pid: process.pid, node: process.version }),
     stats: () => view.stats(),
-    flows: () => view.flows(),
+    flows: async (params, records) => {
+      const query = parseFlowQuery(params, (filter) => `params.${filter}`);
+      let count = 0;
+      let scanned = 0;
+      for await (const page of view.flows()) {
+        const matching = page.filter(query.matches);
+        count += matching.length;
+        scanned += page.length;
+        await records.send(query.countOnly ? [] : matching, scanned);
+      }
+      return { count };
+    },
+  };
+}
+
+function recordSink(socket: net.Socket, id: RequestId): RecordSink {
+  const idText = JSON.stringify(id);
+  let lastSent = performance.now();
+  return {
+    async send(records, scanned) {
+      if (!socket.writable) throw new ConnectionGone();
+      let text = records.map((record) => `{"id":${idText},"record":${JSON.stringify(record)}}\n`).join('');
+      const now = performance.now();
+      if (text === '' && now - lastSent >= PROGRESS_INTERVAL_MS) text = `{"id":${idText},"progress":{"scanned":${scanned}}}\n`;
+      if (text !== '') lastSent = now;
+      if (text !== '' && !socket.write(text)) {
+        await new Promise<void>((resolve) => {
+          const done = () => {
+            socket.off('drain', done).off('close', done);
+            resolve();
+          };
+          socket.on('drain', done).on('close', done);
+        });
+      } else {
+        await nextTurn();
+      }
+    },
   };
 }
 
@@ -207,10 +264,10 @@ export class ControlServer {
     // Answers may take a while (flows yields to the event loop between pages): chained, so
     // that they leave in the order the requests came.
     let answered = Promise.resolve();
-    const reply = (response: () => ControlResponse | Promise<ControlResponse>) => {
+    const reply = (response: () => ControlResponse | null | Promise<ControlResponse | null>) => {
       answered = answered
         .then(response)
-        .then((r) => this.send(socket, r))
+        .then((r) => (r === null ? undefined : this.send(socket, r)))
         .catch((err: unknown) => {
           // Only sending can fail here (answer() turns every error into a response): a
           // response too large to serialise. The client sees the connection end.
@@ -223,7 +280,7 @@ export class ControlServer {
         chunk,
         (line) => {
           if (line.trim() === '') return;
-          reply(() => this.answer(line));
+          reply(() => this.answer(line, socket));
         },
         () =>
           reply(() => ({
@@ -234,7 +291,8 @@ export class ControlServer {
     );
   }
 
-  private async answer(line: string): Promise<ControlResponse> {
+  /** The final response to a request line; null when its client left during a streamed answer. */
+  private async answer(line: string, socket: net.Socket): Promise<ControlResponse | null> {
     const parsed = parseRequest(line);
     if (!parsed.ok) return { id: parsed.id, error: { code: CONTROL_ERROR_CODES.badRequest, message: parsed.message } };
     const { id, method, params } = parsed.request;
@@ -245,8 +303,9 @@ export class ControlServer {
       };
     }
     try {
-      return { id, result: await this.handlers[method as keyof Handlers](params ?? {}) };
+      return { id, result: await this.handlers[method as keyof Handlers](params ?? {}, recordSink(socket, id)) };
     } catch (err) {
+      if (err instanceof ConnectionGone) return null;
       if (err instanceof FlowgateError) return { id, error: { code: err.code, message: err.message } };
       this.log.error('control method failed', { method, err, stack: err instanceof Error ? err.stack : undefined });
       return { id, error: { code: CONTROL_ERROR_CODES.internal, message: `${method} failed: ${err instanceof Error ? err.message : String(err)}` } };

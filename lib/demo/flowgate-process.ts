@@ -12,7 +12,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { createWriteStream, type WriteStream } from 'node:fs';
 import * as path from 'node:path';
 
-import { controlRequest } from '../control/client';
+import { controlRequest, controlStream } from '../control/client';
 import { FlowgateError } from '../errors';
 import type { GatewayFlow, GatewayStats } from '../gateway/types';
 import { onExit } from './shell';
@@ -131,8 +131,10 @@ export class FlowgateProcess {
     return controlRequest(this.options.socket, 'stats');
   }
 
-  flows(): Promise<GatewayFlow[]> {
-    return controlRequest(this.options.socket, 'flows');
+  async flows(): Promise<GatewayFlow[]> {
+    const flows: GatewayFlow[] = [];
+    await controlStream(this.options.socket, 'flows', {}, (records) => void flows.push(...records));
+    return flows;
   }
 
   /** SIGTERM (flowgate removes what it created and exits), SIGKILL after 20 s. Idempotent. */

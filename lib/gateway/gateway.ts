@@ -14,7 +14,7 @@ import { promisify } from 'node:util';
 
 import type { CompiledConfig, PortModel, TunnelModel } from '../config/compile';
 import { Conntrack, conntrackSysctl, type CtConnection } from '../conntrack';
-import { Dataplane, type Flow, type FlowDirection } from '../dataplane';
+import { Dataplane, type FlowDirection } from '../dataplane';
 import { FlowgateError } from '../errors';
 import type { Logger } from '../log';
 import { KernelMirror } from '../slowpath/kernel';
@@ -22,7 +22,8 @@ import { type ConntrackTimeouts, Learner, LearnerPolicy } from '../slowpath/lear
 import type { KernelEvent, KernelWatch, LinkEvent, NeighborEvent } from '../slowpath/monitor';
 import { parsePrefix } from '../net/addr';
 import { PrefixSet } from '../net/prefix-set';
-import type { FlowEndpointView, GatewayFlow, GatewayStats, GatewayView, ReloadResult } from './types';
+import { gatewayFlowPages } from './flow-view';
+import type { GatewayFlow, GatewayStats, GatewayView, ReloadResult } from './types';
 
 const TICK_MS = 1000;
 /** At start, how long a tunnel's next hop may take to resolve before the gateway reports it started. */
@@ -785,42 +786,8 @@ export class Gateway implements GatewayView {
     };
   }
 
-  /** Every offloaded connection, a page at a time with the event loop running in between (the learner keeps learning). */
-  async flows(): Promise<GatewayFlow[]> {
-    const out: GatewayFlow[] = [];
-    for (const page of this.dp.flowPages()) {
-      for (const f of page) out.push(this.flowView(f));
-      await new Promise((resolve) => setImmediate(resolve));
-    }
-    return out;
-  }
-
-  private endpoint(d: FlowDirection & { packets: number; bytes: number }): FlowEndpointView {
-    return {
-      proto: d.proto,
-      src: d.src,
-      dst: d.dst,
-      sport: d.sport,
-      dport: d.dport,
-      nat: d.nat === undefined ? null : { src: d.nat.src ?? d.src, dst: d.nat.dst ?? d.dst, sport: d.nat.sport ?? d.sport, dport: d.nat.dport ?? d.dport },
-      in: d.tunnel ?? d.in,
-      out: 'tunnel' in d.out ? d.out.tunnel : d.out.port,
-      packets: d.packets,
-      bytes: d.bytes,
-    };
-  }
-
-  private flowView(f: Flow): GatewayFlow {
-    const o = f.original;
-    const tunnel = o.tunnel ?? ('tunnel' in o.out ? o.out.tunnel : (f.reply?.tunnel ?? null));
-    return {
-      id: f.id,
-      ...this.endpoint(o),
-      tunnel,
-      idle: f.idleSeconds,
-      state: f.teardown ? 'teardown' : f.closing ? 'closing' : 'offloaded',
-      reply: f.reply === null ? null : this.endpoint(f.reply),
-    };
+  flows(): AsyncIterable<GatewayFlow[]> {
+    return gatewayFlowPages(this.dp);
   }
 
   /** For tests and the demo: the learner's own figures. */

@@ -147,5 +147,6 @@ export interface ReloadResult {
 /** The read-only view the control socket and metrics use. */
 export interface GatewayView {
   stats(): GatewayStats;
-  flows(): Promise<GatewayFlow[]>;
+  /** The offloaded connections a page at a time, so that a listing never holds them all. */
+  flows(): AsyncIterable<readonly GatewayFlow[]>;
 }

@@ -1,9 +1,10 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 
-import { checkConfigText, formatIssue } from '../../lib/config';
+import { checkConfigText, detectMachine, formatIssue } from '../../lib/config';
 
 const repo = path.resolve(__dirname, '../../..');
 const main = path.join(repo, 'dist/lib/cli/main.js');
@@ -61,5 +62,98 @@ describe('flowgate check', () => {
     const r = flowgate('check', '--help');
     assert.equal(r.status, 0);
     assert.match(r.stdout, /^usage: flowgate check -c FILE\n/);
+  });
+
+  describe('the nftables ruleset', () => {
+    let dir: string;
+
+    beforeEach(() => {
+      dir = mkdtempSync(path.join(tmpdir(), 'fg-check-'));
+    });
+
+    afterEach(() => {
+      rmSync(dir, { recursive: true, force: true });
+    });
+
+    /** A valid config whose `nftables:` literal block is `ruleset`, starting on line 7 (the header on line 6). */
+    function configWith(ruleset: string[]): string {
+      const cpus = detectMachine().cpus;
+      const file = path.join(dir, 'flowgate.yaml');
+      const lines = [
+        'ports:',
+        '  eth0: { device: "net_null0", addresses: ["192.168.0.1/24"] }',
+        '  eth1: { device: "net_null1", addresses: ["2001:db8:2::1/64"] }',
+        'flowtable: { devices: [eth0, eth1] }',
+        `workers: { cpus: [${cpus[cpus.length - 1]}] }`,
+        'nftables: |',
+        ...ruleset.map((line) => (line === '' ? '' : `  ${line}`)),
+        '',
+      ];
+      assert.equal(lines[6], ruleset[0] === '' ? '' : `  ${ruleset[0]}`);
+      writeFileSync(file, lines.join('\n'));
+      return file;
+    }
+
+    it('passes a valid ruleset, whose rules may name the interfaces flowgate creates', () => {
+      const file = configWith([
+        'table inet filter {',
+        '  chain forward {',
+        '    type filter hook forward priority 0; policy drop;',
+        '    iif "eth0" oif "eth1" accept',
+        '    ct state established,related accept',
+        '  }',
+        '}',
+      ]);
+      const r = flowgate('check', '-c', file);
+      assert.equal(r.stderr, '');
+      assert.equal(r.status, 0);
+      assert.equal(r.stdout, `${file}: valid (2 ports, 0 tunnels, 2 routes, 1 worker)\n`);
+    });
+
+    it("reports nft's syntax error at the line and column of the config file where it is written", () => {
+      const file = configWith([
+        'table inet filter {',
+        '  chain forward {',
+        '    type filter hook forward priority 0; policy acept;',
+        '  }',
+        '}',
+      ]);
+      const r = flowgate('check', '-c', file);
+      assert.equal(r.status, 1);
+      // Line 9 of the file, where 'acept' starts in column 51.
+      assert.match(r.stderr, new RegExp(`^${file}:9:51: nftables: nft: syntax error, unexpected string, expecting accept or drop`));
+      assert.ok(r.stderr.endsWith(`${file}: invalid, 1 problem\n`), r.stderr);
+      assert.equal(readFileSync(file, 'utf8').split('\n')[8]?.indexOf('acept'), 50);
+    });
+
+    it('reports a rule naming an interface flowgate does not create, at the interface', () => {
+      const file = configWith(['table inet filter {', '  chain forward {', '    type filter hook forward priority 0;', '    iif "eth9" accept', '  }', '}']);
+      const r = flowgate('check', '-c', file);
+      assert.equal(r.status, 1);
+      assert.match(r.stderr, new RegExp(`^${file}:10:11: nftables: nft: Interface does not exist\n`));
+    });
+
+    it("refuses 'flush ruleset' at its line: it would delete every other table", () => {
+      const file = configWith(['', 'flush ruleset', 'table inet filter {', '}']);
+      const r = flowgate('check', '-c', file);
+      assert.equal(r.status, 1);
+      assert.equal(
+        r.stderr,
+        `${file}:8:3: nftables: expected an nftables ruleset that declares its own tables, found 'flush ruleset', which would delete the tables of everything else in the namespace (flowgate replaces its own tables on each reload)\n` +
+          `${file}: invalid, 1 problem\n`,
+      );
+    });
+
+    it("refuses 'include' at its line, at the top or inside a block, without reading the file", () => {
+      const file = configWith(['include "x"', 'table inet filter {', '  include "/etc/nftables.conf"', '}']);
+      const r = flowgate('check', '-c', file);
+      assert.equal(r.status, 1);
+      assert.equal(
+        r.stderr,
+        `${file}:7:3: nftables: expected an nftables ruleset without includes, found 'include "x"' (flowgate must see every table it declares to remove them again)\n` +
+          `${file}:9:5: nftables: expected an nftables ruleset without includes, found 'include "/etc/nftables.conf"' (flowgate must see every table it declares to remove them again)\n` +
+          `${file}: invalid, 2 problems\n`,
+      );
+    });
   });
 });

@@ -10,6 +10,7 @@ import { detectMachine } from '../../lib/config';
 import { ControlServer } from '../../lib/control';
 import { formatFlow } from '../../lib/cli/flows';
 import { formatDuration } from '../../lib/cli/stats';
+import type { GatewayFlow } from '../../lib/gateway/types';
 import { FixedView, fixedFlows, fixedStats } from '../control/fixed-view';
 
 const repo = path.resolve(__dirname, '../../..');
@@ -29,6 +30,13 @@ function flowgate(...args: string[]): Promise<Result> {
       resolve({ status, stdout, stderr });
     });
   });
+}
+
+function jsonLines(text: string): GatewayFlow[] {
+  return text
+    .split('\n')
+    .filter((line) => line !== '')
+    .map((line) => JSON.parse(line) as GatewayFlow);
 }
 
 describe('flowgate flows and stats', () => {
@@ -63,10 +71,11 @@ describe('flowgate flows and stats', () => {
       assert.equal(r.stderr, 'flowgate v0.1.0: 2 flow entries have been shown.\n');
     });
 
-    it('prints the flows as a JSON array of objects with proto, src, dst, sport, dport, in, out, packets and bytes', async () => {
+    it('prints the flows as JSON lines, an object each with proto, src, dst, sport, dport, in, out, packets and bytes', async () => {
       const r = await flowgate('flows', '--json', '--socket', socketPath);
       assert.equal(r.status, 0, r.stderr);
-      const flows = JSON.parse(r.stdout) as Record<string, unknown>[];
+      assert.equal(r.stderr, '');
+      const flows = jsonLines(r.stdout);
       assert.deepEqual(flows, fixedFlows());
       for (const flow of flows) {
         for (const key of ['proto', 'src', 'dst', 'sport', 'dport', 'in', 'out', 'packets', 'bytes']) assert.ok(key in flow, key);
@@ -80,7 +89,64 @@ describe('flowgate flows and stats', () => {
       assert.equal(r.stdout, '');
       assert.equal(r.stderr, 'flowgate v0.1.0: 0 flow entries have been shown.\n');
       const json = await flowgate('flows', '--json', '--socket', socketPath);
-      assert.deepEqual(JSON.parse(json.stdout), []);
+      assert.equal(json.stdout, '');
+    });
+
+    it('lists only the flows that match every filter given', async () => {
+      const ids = async (...filters: string[]) => {
+        const r = await flowgate('flows', '--json', '--socket', socketPath, ...filters);
+        assert.equal(r.status, 0, r.stderr);
+        return jsonLines(r.stdout).map((f) => f.id);
+      };
+      assert.deepEqual(await ids('--proto', 'tcp'), [17]);
+      assert.deepEqual(await ids('--src', '2001:db8:1::/48'), [18]);
+      assert.deepEqual(await ids('--dst', '10.0.0.1'), [17]);
+      assert.deepEqual(await ids('--port', '53'), [18]);
+      assert.deepEqual(await ids('--tunnel', 'tun0'), [17]);
+      assert.deepEqual(await ids('--state', 'offloaded'), [17]);
+      assert.deepEqual(await ids('--proto', 'udp', '--state', 'offloaded'), []);
+      const text = await flowgate('flows', '--socket', socketPath, '--port', '443');
+      assert.equal(text.stdout, `${formatFlow(fixedFlows()[0]!)}\n`);
+      assert.equal(text.stderr, 'flowgate v0.1.0: 1 flow entry has been shown.\n');
+    });
+
+    it('prints only the number of matching flows with --count', async () => {
+      assert.deepEqual(await flowgate('flows', '--count', '--socket', socketPath), { status: 0, stdout: '2\n', stderr: '' });
+      assert.deepEqual(await flowgate('flows', '--count', '--proto', 'udp', '--socket', socketPath), { status: 0, stdout: '1\n', stderr: '' });
+    });
+
+    it('refuses a filter it cannot use with a message naming the option, and exits 2', async () => {
+      const cases: [string[], string][] = [
+        [['--proto', 'icmp'], "--proto: expected tcp, udp, found 'icmp'"],
+        [['--state', 'open'], "--state: expected offloaded, closing, teardown, found 'open'"],
+        [['--port', 'http'], "--port: expected a port number 0..65535, found 'http'"],
+        [['--port', '70000'], '--port: expected a port number 0..65535, found 70000'],
+        [['--dst', '10.0.0.0/33'], "--dst: expected an IPv4 or IPv6 address, or a prefix ADDR/LEN, found '10.0.0.0/33'"],
+        [['--src', 'lan'], "--src: expected an IPv4 or IPv6 address, or a prefix ADDR/LEN, found 'lan'"],
+        [['--json', '--count'], 'give --json or --count, not both'],
+      ];
+      for (const [args, message] of cases) {
+        const r = await flowgate('flows', '--socket', socketPath, ...args);
+        assert.equal(r.status, 2, args.join(' '));
+        assert.ok(r.stderr.startsWith(`flowgate flows: ${message}`), r.stderr);
+        assert.match(r.stderr, /\n\nusage: flowgate flows /);
+      }
+    });
+
+    it('exits quietly with status 0 when the reader of its output goes away (flowgate flows | head -1)', async () => {
+      // Enough flows that the output outlasts a pipe buffer after head has gone.
+      const [template] = fixedFlows();
+      view.flowsValue = Array.from({ length: 20_000 }, (_, id) => ({ ...template!, id }));
+      view.pageSize = 1000;
+      const pipeline = `set -o pipefail; ${JSON.stringify(process.execPath)} ${JSON.stringify(main)} flows --socket ${JSON.stringify(socketPath)} | head -1`;
+      const r = await new Promise<Result>((resolve) =>
+        execFile('bash', ['-c', pipeline], { encoding: 'utf8' }, (err, stdout, stderr) =>
+          resolve({ status: err === null ? 0 : typeof err.code === 'number' ? err.code : -1, stdout, stderr }),
+        ),
+      );
+      assert.equal(r.stderr, '');
+      assert.equal(r.status, 0, 'the pipeline, flowgate included, succeeded');
+      assert.equal(r.stdout, `${formatFlow({ ...template!, id: 0 })}\n`);
     });
   });
 

@@ -5,7 +5,10 @@ import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 
-import { STARTUP_ERROR_CODES } from '../../lib/cli/run';
+import { USAGE as CHECK_USAGE } from '../../lib/cli/check';
+import { USAGE as FLOWS_USAGE } from '../../lib/cli/flows';
+import { STARTUP_ERROR_CODES, USAGE as RUN_USAGE } from '../../lib/cli/run';
+import { USAGE as STATS_USAGE } from '../../lib/cli/stats';
 import { renderConfigReference } from '../../lib/config';
 import { METRICS } from '../../lib/metrics';
 
@@ -62,5 +65,19 @@ describe('README', () => {
   it('documents each command it ships under Command line', () => {
     const commandLine = section(text, 'Command line');
     for (const command of ['run', 'check', 'flows', 'stats']) assert.match(commandLine, new RegExp(`^### \`flowgate ${command}[ \`]`, 'm'), command);
+  });
+
+  it("heads each command's section with the synopsis of its usage text, and names every option of flows", () => {
+    const commandLine = section(text, 'Command line');
+    for (const usage of [RUN_USAGE, CHECK_USAGE, FLOWS_USAGE, STATS_USAGE]) {
+      const synopsis = /^usage: (.*)$/m.exec(usage)?.[1];
+      assert.ok(synopsis !== undefined, usage);
+      assert.ok(commandLine.includes(`\n### \`${synopsis}\`\n`), `README has '### \`${synopsis}\`'`);
+    }
+    const flows = commandLine.slice(commandLine.indexOf('\n### `flowgate flows'), commandLine.indexOf('\n### `flowgate stats'));
+    const options = [...FLOWS_USAGE.matchAll(/^ {2}(?:-\w, )?(--[a-z-]+)/gm)].map((m) => m[1] as string);
+    assert.ok(options.length >= 10, `the usage lists the options: ${options.join(' ')}`);
+    const missing = options.filter((option) => !['--config', '--socket', '--help'].includes(option) && !flows.includes(`\`${option}`));
+    assert.deepEqual(missing, [], 'options of flowgate flows that its README section does not explain');
   });
 });

@@ -97,7 +97,7 @@ class StandInGateway implements ManagedGateway {
     return this.view.stats();
   }
 
-  flows(): Promise<GatewayFlow[]> {
+  flows(): AsyncIterable<readonly GatewayFlow[]> {
     return this.view.flows();
   }
 }

@@ -97,7 +97,10 @@ export class FixedView implements GatewayView {
     return this.statsValue;
   }
 
-  flows(): Promise<GatewayFlow[]> {
-    return Promise.resolve(this.flowsValue);
+  /** Flows per page of flows(): the default sends them all in one. */
+  pageSize = Number.MAX_SAFE_INTEGER;
+
+  async *flows(): AsyncGenerator<GatewayFlow[]> {
+    for (let i = 0; i < this.flowsValue.length; i += this.pageSize) yield this.flowsValue.slice(i, i + this.pageSize);
   }
 }

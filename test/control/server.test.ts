@@ -5,9 +5,59 @@ import * as net from 'node:net';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 
-import { ControlClient, ControlServer, controlRequest, GatewayNotReadyError } from '../../lib/control';
+import { ControlClient, ControlServer, controlRequest, controlStream, GatewayNotReadyError } from '../../lib/control';
+import { LineSplitter } from '../../lib/control/protocol';
 import { FlowgateError } from '../../lib/errors';
+import type { GatewayFlow, GatewayView } from '../../lib/gateway/types';
+import { parsePrefix } from '../../lib/net/addr';
+import { until } from '../helpers/wait';
 import { FixedView, fixedFlows, fixedStats } from './fixed-view';
+
+function errorOf(fn: () => unknown): string {
+  try {
+    fn();
+  } catch (err) {
+    return (err as Error).message;
+  }
+  throw new Error('expected a throw');
+}
+
+/** Pages of made-up flows, made as they are pulled, counting how far the server has pulled. */
+class ManyFlowsView implements GatewayView {
+  pagesPulled = 0;
+  finished = false;
+
+  constructor(
+    readonly pages: number,
+    readonly pageSize: number,
+  ) {}
+
+  stats(): never {
+    throw new Error('not under test');
+  }
+
+  async *flows(): AsyncGenerator<GatewayFlow[]> {
+    const [template] = fixedFlows();
+    try {
+      for (; this.pagesPulled < this.pages; this.pagesPulled++) {
+        yield Array.from({ length: this.pageSize }, (_, i) => ({ ...template!, id: this.pagesPulled * this.pageSize + i }));
+      }
+    } finally {
+      this.finished = true;
+    }
+  }
+
+  /** Resolves once the server has stopped pulling pages (its client reads nothing). */
+  async stalled(): Promise<void> {
+    let last = -1;
+    let unchangedPolls = 0;
+    await until('the server to stop pulling pages', async () => {
+      unchangedPolls = this.pagesPulled === last ? unchangedPolls + 1 : 0;
+      last = this.pagesPulled;
+      return unchangedPolls >= 5 || this.finished ? true : undefined;
+    });
+  }
+}
 
 /** Sends raw lines and collects `count` response lines, parsed: the wire format itself. */
 function exchange(socketPath: string, payload: string, count: number): Promise<unknown[]> {
@@ -49,7 +99,7 @@ describe('control socket', () => {
   let socketPath: string;
   const servers: ControlServer[] = [];
 
-  async function serve(view = new FixedView(), at = socketPath): Promise<ControlServer> {
+  async function serve(view: GatewayView = new FixedView(), at = socketPath): Promise<ControlServer> {
     const server = await ControlServer.listen({ socketPath: at, view });
     servers.push(server);
     return server;
@@ -67,9 +117,185 @@ describe('control socket', () => {
 
   it('answers newline-delimited JSON requests with the id echoed and the view as result', async () => {
     await serve();
-    const [stats, flows] = await exchange(socketPath, '{"id":1,"method":"stats"}\n{"id":"b","method":"flows"}\n', 2);
+    const [stats] = await exchange(socketPath, '{"id":1,"method":"stats"}\n', 1);
     assert.deepEqual(stats, { id: 1, result: fixedStats() });
-    assert.deepEqual(flows, { id: 'b', result: fixedFlows() });
+  });
+
+  it('streams flows as one record line per flow, then a result line with their count', async () => {
+    const view = new FixedView();
+    view.pageSize = 1;
+    await serve(view);
+    assert.deepEqual(await exchange(socketPath, '{"id":"b","method":"flows"}\n', 3), [{ id: 'b', record: fixedFlows()[0] }, { id: 'b', record: fixedFlows()[1] }, { id: 'b', result: { count: 2 } }]);
+  });
+
+  it('sends only the flows that match every filter given, and with count only their number', async () => {
+    const view = new FixedView();
+    await serve(view);
+    const ids = async (params: Record<string, unknown>) => {
+      const flows: GatewayFlow[] = [];
+      const { count } = await controlStream(socketPath, 'flows', params, (records) => void flows.push(...records));
+      assert.equal(count, flows.length);
+      return flows.map((f) => f.id);
+    };
+    assert.deepEqual(await ids({}), [17, 18]);
+    assert.deepEqual(await ids({ proto: 'udp' }), [18]);
+    assert.deepEqual(await ids({ src: '192.168.0.0/24' }), [17]);
+    assert.deepEqual(await ids({ src: '2001:db8:1:0::10' }), [18], 'an address matches whichever way it is written');
+    assert.deepEqual(await ids({ dst: '10.0.0.1' }), [17]);
+    assert.deepEqual(await ids({ dst: '10.0.0.2' }), []);
+    assert.deepEqual(await ids({ port: 53 }), [18], 'the destination port');
+    assert.deepEqual(await ids({ port: 43210 }), [17], 'the source port');
+    assert.deepEqual(await ids({ tunnel: 'tun0' }), [17]);
+    assert.deepEqual(await ids({ state: 'teardown' }), [18]);
+    assert.deepEqual(await ids({ proto: 'tcp', state: 'teardown' }), []);
+    const [counted] = await exchange(socketPath, '{"id":5,"method":"flows","params":{"count":true,"dst":"2001:db8::/32"}}\n', 1);
+    assert.deepEqual(counted, { id: 5, result: { count: 1 } }, 'no record line comes before the count');
+  });
+
+  it('refuses a flows filter it cannot use, naming the param and what it expected', async () => {
+    await serve();
+    const answers = await exchange(
+      socketPath,
+      [
+        '{"id":1,"method":"flows","params":{"proto":"icmp"}}',
+        '{"id":2,"method":"flows","params":{"src":"10.0.0.300/8"}}',
+        '{"id":3,"method":"flows","params":{"port":"http"}}',
+        '{"id":4,"method":"flows","params":{"colour":"red"}}',
+        '',
+      ].join('\n'),
+      4,
+    );
+    assert.deepEqual(
+      answers.map((a) => (a as { error: { code: string; message: string } }).error),
+      [
+        { code: 'ERR_FLOWGATE_CONTROL_BAD_REQUEST', message: "params.proto: expected tcp, udp, found 'icmp'" },
+        {
+          code: 'ERR_FLOWGATE_CONTROL_BAD_REQUEST',
+          message: `params.src: expected an IPv4 or IPv6 address, or a prefix ADDR/LEN, found '10.0.0.300/8' (${errorOf(() => parsePrefix('10.0.0.300/8'))})`,
+        },
+        { code: 'ERR_FLOWGATE_CONTROL_BAD_REQUEST', message: "params.port: expected a port number 0..65535, found 'http'" },
+        { code: 'ERR_FLOWGATE_CONTROL_BAD_REQUEST', message: 'params.colour: unknown filter (filters: proto, src, dst, port, tunnel, state, count)' },
+      ],
+    );
+  });
+
+  /** A listing of 100,000 flows to a client that reads nothing, once the socket buffers are full. */
+  async function stalledListing(): Promise<{ view: ManyFlowsView; socket: net.Socket }> {
+    const view = new ManyFlowsView(400, 250);
+    await serve(view);
+    const socket = net.createConnection({ path: socketPath });
+    await new Promise((resolve) => socket.once('connect', resolve));
+    socket.pause();
+    socket.write('{"id":1,"method":"flows"}\n');
+    await view.stalled();
+    return { view, socket };
+  }
+
+  it('sends no more records than the client reads, and all of them once it reads', async () => {
+    const { view, socket } = await stalledListing();
+    const pulledWhileStalled = view.pagesPulled;
+    console.log(`      pages pulled while the client read nothing: ${pulledWhileStalled} of ${view.pages}`);
+    assert.ok(pulledWhileStalled < view.pages, `the server stopped pulling pages (${pulledWhileStalled} of ${view.pages})`);
+
+    let records = 0;
+    let end: unknown;
+    const lines = new LineSplitter(1 << 20);
+    socket.on('data', (chunk: Buffer) =>
+      lines.push(
+        chunk,
+        (line) => {
+          const message = JSON.parse(line) as { record?: unknown };
+          if (message.record !== undefined) records++;
+          else end = message;
+        },
+        () => assert.fail('line too long'),
+      ),
+    );
+    socket.resume();
+    await until('the listing to end', async () => (end === undefined ? undefined : true));
+    socket.destroy();
+    assert.equal(records, view.pages * view.pageSize);
+    assert.deepEqual(end, { id: 1, result: { count: view.pages * view.pageSize } });
+  });
+
+  it('stops listing when the client goes away, and keeps serving others', async () => {
+    const { view, socket } = await stalledListing();
+    socket.destroy();
+    await until('the listing to be abandoned', async () => (view.finished ? true : undefined));
+    assert.ok(view.pagesPulled < view.pages, `the server stopped pulling pages (${view.pagesPulled} of ${view.pages})`);
+    assert.deepEqual(await controlRequest(socketPath, 'ping'), { pid: process.pid });
+  });
+
+  it('says a count is still at work with a progress line when it has sent nothing for a second', async () => {
+    const view = new FixedView();
+    view.flows = async function* () {
+      yield fixedFlows().slice(0, 1);
+      await new Promise((resolve) => setTimeout(resolve, 1100));
+      yield fixedFlows().slice(1);
+    };
+    await serve(view);
+    const socket = net.createConnection({ path: socketPath });
+    const lines: Record<string, unknown>[] = [];
+    const splitter = new LineSplitter(1 << 20);
+    socket.on('data', (chunk: Buffer) => splitter.push(chunk, (line) => lines.push(JSON.parse(line) as Record<string, unknown>), () => undefined));
+    socket.write('{"id":1,"method":"flows","params":{"count":true}}\n');
+    await until('the count', async () => (lines.some((l) => 'result' in l) ? true : undefined));
+    socket.destroy();
+    const result = lines.pop();
+    assert.deepEqual(result, { id: 1, result: { count: 2 } });
+    assert.ok(lines.length >= 1, 'a progress line came before the count');
+    assert.ok(lines.every((l) => l.id === 1 && 'progress' in l), JSON.stringify(lines));
+    assert.deepEqual(lines.at(-1), { id: 1, progress: { scanned: 2 } });
+  });
+
+  it('streams to a client consumer that takes its time, settling only after the last record is consumed', async () => {
+    const view = new ManyFlowsView(40, 250);
+    await serve(view);
+    const client = await ControlClient.connect(socketPath);
+    try {
+      let consumed = 0;
+      let busy = false;
+      const result = await client.stream('flows', {}, async (records) => {
+        assert.equal(busy, false, 'one batch at a time');
+        busy = true;
+        await new Promise((resolve) => setTimeout(resolve, 1));
+        consumed += records.length;
+        busy = false;
+      });
+      assert.deepEqual(result, { count: 10_000 });
+      assert.equal(consumed, 10_000);
+    } finally {
+      client.close();
+    }
+  });
+
+  it("fails a stream with its consumer's error and ends the connection", async () => {
+    const view = new ManyFlowsView(40, 250);
+    await serve(view);
+    const client = await ControlClient.connect(socketPath);
+    const broken = new Error('stdout is gone');
+    await assert.rejects(
+      client.stream('flows', {}, () => {
+        throw broken;
+      }),
+      (err) => err === broken,
+    );
+    await rejectsWithCode(client.request('ping'), 'ERR_FLOWGATE_CONTROL_CLOSED');
+    await until('the listing to be abandoned', async () => (view.finished ? true : undefined));
+  });
+
+  it('ends a listing that fails part way with the error, after the records already sent', async () => {
+    const view = new FixedView();
+    view.flows = async function* () {
+      yield fixedFlows().slice(0, 1);
+      throw new GatewayNotReadyError();
+    };
+    await serve(view);
+    const answers = await exchange(socketPath, '{"id":1,"method":"flows"}\n', 2);
+    assert.deepEqual(answers, [
+      { id: 1, record: fixedFlows()[0] },
+      { id: 1, error: { code: 'ERR_FLOWGATE_NOT_READY', message: 'flowgate is starting: the gateway is not up yet' } },
+    ]);
   });
 
   it('answers ping with its pid and version with the package version and protocol', async () => {
@@ -77,7 +303,7 @@ describe('control socket', () => {
     const [ping, version] = await exchange(socketPath, '{"id":1,"method":"ping"}\n{"id":2,"method":"version"}\n', 2);
     assert.deepEqual(ping, { id: 1, result: { pid: process.pid } });
     const { version: expected } = JSON.parse(readFileSync(path.resolve(__dirname, '../../../package.json'), 'utf8')) as { version: string };
-    assert.deepEqual(version, { id: 2, result: { version: expected, protocol: 1, pid: process.pid, node: process.version } });
+    assert.deepEqual(version, { id: 2, result: { version: expected, protocol: 2, pid: process.pid, node: process.version } });
   });
 
   it('answers requests sent in one write in order, and keeps the connection for more', async () => {
@@ -95,18 +321,22 @@ describe('control socket', () => {
     let release: () => void = () => undefined;
     const view = new FixedView();
     const slow = new Promise<void>((resolve) => (release = resolve));
-    view.flows = async () => {
+    view.flows = async function* () {
       await slow;
-      return fixedFlows();
+      yield fixedFlows();
     };
     await serve(view);
-    const listing = exchange(socketPath, '{"id":1,"method":"flows"}\n{"id":2,"method":"ping"}\n', 2);
+    const listing = exchange(socketPath, '{"id":1,"method":"flows"}\n{"id":2,"method":"ping"}\n', 4);
     const [other] = await exchange(socketPath, '{"id":"other","method":"ping"}\n', 1);
     assert.deepEqual(other, { id: 'other', result: { pid: process.pid } });
     release();
-    const answers = (await listing) as { id: number; result: unknown }[];
-    assert.deepEqual(answers.map((a) => a.id), [1, 2]);
-    assert.deepEqual(answers[0]?.result, fixedFlows());
+    const answers = await listing;
+    assert.deepEqual(answers, [
+      { id: 1, record: fixedFlows()[0] },
+      { id: 1, record: fixedFlows()[1] },
+      { id: 1, result: { count: 2 } },
+      { id: 2, result: { pid: process.pid } },
+    ]);
   });
 
   it('creates the socket with mode 0600 and its missing directory with mode 0755 whatever the umask', async () => {
@@ -216,7 +446,9 @@ describe('control socket', () => {
     try {
       const err = await rejectsWithCode(client.request('reboot'), 'ERR_FLOWGATE_CONTROL_UNKNOWN_METHOD');
       assert.match(err.message, /unknown method 'reboot'/);
-      assert.deepEqual(await client.request('flows'), fixedFlows());
+      const flows: GatewayFlow[] = [];
+      assert.deepEqual(await client.stream('flows', {}, (records) => void flows.push(...records)), { count: 2 });
+      assert.deepEqual(flows, fixedFlows());
     } finally {
       client.close();
     }

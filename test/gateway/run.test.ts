@@ -185,7 +185,10 @@ describe('flowgate run in a network namespace', function () {
     );
     assert.equal(Number((await receiver).trim()), DATAGRAMS, 'every datagram arrived, once');
 
-    const flows = await json<GatewayFlow[]>('flows', '--json', '--socket', socketPath);
+    const listing = await flowgate('flows', '--json', '--socket', socketPath);
+    assert.equal(listing.status, 0, listing.stderr);
+    // One JSON object per line.
+    const flows = listing.stdout.split('\n').filter((line) => line !== '').map((line) => JSON.parse(line) as GatewayFlow);
     const flow = flows.find((f) => f.proto === 'udp' && f.sport === 4000 && f.dport === 5000);
     assert.ok(flow, `the flow is offloaded: ${JSON.stringify(flows)}`);
     assert.deepEqual(

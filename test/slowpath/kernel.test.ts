@@ -7,7 +7,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { checkConfigText, compileConfig, type CompiledConfig, type Config } from '../../lib/config';
 import { KernelMirror } from '../../lib/slowpath/kernel';
 import { parseMonitorLine, type KernelEvent } from '../../lib/slowpath/monitor';
-import { declaredTables } from '../../lib/slowpath/nftables';
+import { declaredTables, refusedStatements } from '../../lib/slowpath/nftables';
 import { until as untilValue } from '../helpers/wait';
 import { atExit, createNetns, deleteNetns, macAddress, sh } from '../helpers/netns';
 
@@ -576,5 +576,25 @@ describe('nftables ruleset ownership', () => {
   it('refuses flush ruleset and include, which reach beyond the declared tables', () => {
     assert.throws(() => declaredTables('flush ruleset\ntable inet x {}'), /found 'flush ruleset'/);
     assert.throws(() => declaredTables('include "/etc/nftables.d/x.nft"'), /found 'include "\/etc\/nftables.d\/x.nft"'/);
+  });
+
+  it('names the line and column of each refused statement, counting continued lines, with includes found in blocks too', () => {
+    const ruleset = [
+      'table inet x {',
+      '  chain c { type filter hook input \\',
+      '    priority 0; }',
+      '  include "chains.nft"',
+      '}',
+      '# flush ruleset',
+      'flush ruleset; include "a.nft"',
+    ].join('\n');
+    assert.deepEqual(
+      refusedStatements(ruleset).map(({ line, col, message }) => [line, col, message.replace(/^expected .*, found '(.*?)'.*$/, '$1')]),
+      [
+        [4, 3, 'include "chains.nft"'],
+        [7, 1, 'flush ruleset'],
+        [7, 16, 'include "a.nft"'],
+      ],
+    );
   });
 });
