@@ -204,7 +204,12 @@ describe('flowgate run in a network namespace', function () {
     assert.match(text.stdout, /^udp {6}17 idle=\d+ offloaded src=192\.168\.0\.2 dst=203\.0\.113\.2 sport=4000 dport=5000 in=eth0 out=eth1 packets=\d+ bytes=\d+ \[UNREPLIED\] src=203\.0\.113\.2 dst=192\.168\.0\.2 sport=5000 dport=4000 id=\d+$/m);
   });
 
-  const flowsNow = () => json<GatewayFlow[]>('flows', '--json', '--socket', socketPath);
+  /** flows --json: one flow per line. */
+  const flowsNow = async (): Promise<GatewayFlow[]> => {
+    const listing = await flowgate('flows', '--json', '--socket', socketPath);
+    assert.equal(listing.status, 0, listing.stderr);
+    return listing.stdout.split('\n').filter((line) => line !== '').map((line) => JSON.parse(line) as GatewayFlow);
+  };
   const offloaded = (sport: number) => until(`the flow from port ${sport} offloaded`, async () => (await flowsNow()).find((f) => f.sport === sport));
 
   it("moves an offloaded flow to its next hop's new MAC in place when the neighbour entry changes, without removing it", async () => {
