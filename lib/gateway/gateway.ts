@@ -426,13 +426,10 @@ export class Gateway implements GatewayView {
       }
     }
     this.invalidateFor(changes);
+    // Unresolved tunnels are retried by the tick, and at once when their next hop's neighbour
+    // entry resolves (retunnel).
     for (const t of this.model.tunnels) {
-      const affected =
-        changes.everything !== null ||
-        changes.retunnel.has(t.name) ||
-        changes.prefixes.covers(t.remote.text) ||
-        changes.down.has(t.underlay) ||
-        !this.adjacencies.has(t.name);
+      const affected = changes.everything !== null || changes.retunnel.has(t.name) || changes.prefixes.covers(t.remote.text) || changes.down.has(t.underlay);
       if (affected) await this.resolveTunnel(t);
     }
   }
