@@ -1,0 +1,129 @@
+/**
+ * The instance lock: one lock file per network namespace and per device a flowgate drives,
+ * in the runtime directory, holding the pid and start time of the holder. Two instances with
+ * different control sockets or configs still exclude each other when they share a namespace
+ * (the kernel state flowgate writes there) or a device (a NIC, or the kernel interface an
+ * af_packet port reads). The lock of a process that is gone (kill -9, a crash) is taken over.
+ */
+import { readFile, unlink } from 'node:fs/promises';
+import * as path from 'node:path';
+
+import type { CompiledConfig } from './config/compile';
+import {
+  InstanceLockedError,
+  createFileExclusively,
+  ensureRuntimeDirectory,
+  fileNameOf,
+  isRunning,
+  namespaceId,
+  processIdentity,
+  removeFile,
+  type ProcessIdentity,
+} from './runtime';
+
+/** What a lock is for: "network namespace net:[4026531840]", "device 0000:03:00.0". */
+interface LockTarget {
+  what: string;
+  file: string;
+}
+
+interface LockContent extends ProcessIdentity {
+  what: string;
+}
+
+/**
+ * What an instance of `model` in the namespace `netnsId` holds: the namespace, and the
+ * devices another process could drive too (without a model, the namespace alone).
+ */
+export function lockTargets(netnsId: string, model: CompiledConfig | null): string[] {
+  const targets = new Set([`network namespace ${netnsId}`]);
+  for (const port of model?.ports ?? []) {
+    if (port.deviceKind === 'pci') targets.add(`device ${port.device.toLowerCase()}`);
+    // A vdev that reads a kernel interface (af_packet, af_xdp, pcap): interface names are
+    // per namespace.
+    const iface = /(?:^|,)iface=([^,]+)/.exec(port.device)?.[1];
+    if (port.deviceKind === 'vdev' && iface !== undefined) targets.add(`interface ${iface} of ${netnsId}`);
+  }
+  return [...targets];
+}
+
+function targetOf(runtimeDir: string, what: string): LockTarget {
+  return { what, file: path.join(runtimeDir, `${fileNameOf(what.replace(/^network namespace /, ''))}.lock`) };
+}
+
+async function holderOf(file: string): Promise<LockContent | null> {
+  try {
+    return JSON.parse(await readFile(file, 'utf8')) as LockContent;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    // Written whole or not at all (createFileExclusively): unreadable means not flowgate's.
+    throw err;
+  }
+}
+
+export class InstanceLock {
+  private constructor(
+    private readonly self: ProcessIdentity,
+    private readonly held: LockTarget[],
+  ) {}
+
+  /**
+   * Takes the lock of this process's network namespace and of `model`'s devices, all or none: a target held by a running process throws
+   * InstanceLockedError naming its pid, after what was taken is released again.
+   */
+  static async acquire(options: { runtimeDir: string; model: CompiledConfig }): Promise<InstanceLock> {
+    const netnsId = await namespaceId();
+    const lock = new InstanceLock(processIdentity() as ProcessIdentity, []);
+    await ensureRuntimeDirectory(options.runtimeDir);
+    try {
+      for (const what of lockTargets(netnsId, options.model)) {
+        const target = targetOf(options.runtimeDir, what);
+        await lock.take(target);
+        lock.held.push(target);
+      }
+    } catch (err) {
+      await lock.release();
+      throw err;
+    }
+    return lock;
+  }
+
+  /** The lock files held, for the log. */
+  get files(): string[] {
+    return this.held.map((target) => target.file);
+  }
+
+  private async take(target: LockTarget): Promise<void> {
+    const content = `${JSON.stringify({ ...this.self, what: target.what } satisfies LockContent)}\n`;
+    for (;;) {
+      if (await createFileExclusively(target.file, content)) return;
+      const holder = await holderOf(target.file);
+      if (holder !== null && isRunning(holder)) throw new InstanceLockedError(target.what, holder, target.file);
+      // A dead holder's lock. Two instances starting at once may both find it stale; the
+      // exclusive create above lets one of them win, but one may remove the winner's file
+      // between the winner's create and its own: systemd starts one unit at a time.
+      await removeFile(target.file);
+    }
+  }
+
+  /** Removes the lock files that are still this process's. */
+  async release(): Promise<void> {
+    for (const target of this.held.splice(0)) {
+      const holder = await holderOf(target.file).catch(() => null);
+      if (holder?.pid === this.self.pid && holder.start === this.self.start) await unlink(target.file).catch(() => undefined);
+    }
+  }
+
+  /** Removes the lock files of `targets` (lockTargets) whose holder is gone; returns those removed. */
+  static async removeStale(runtimeDir: string, targets: string[]): Promise<string[]> {
+    const removed: string[] = [];
+    for (const what of targets) {
+      const target = targetOf(runtimeDir, what);
+      const holder = await holderOf(target.file).catch(() => null);
+      if (holder === null || isRunning(holder)) continue;
+      await removeFile(target.file);
+      removed.push(what);
+    }
+    return removed;
+  }
+}
