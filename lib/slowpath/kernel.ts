@@ -20,7 +20,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { CompiledConfig } from '../config/compile';
 import { FlowgateError } from '../errors';
 import { formatIp, formatPrefix, parseIp, parsePrefix, type IpFamily } from '../net/addr';
-import { runtimeDirectory } from '../runtime';
+import { runtimeDirectory, type ProcessIdentity } from '../runtime';
 import { CommandRunner, KernelCommandError, isAbsent } from './command';
 import { Journal, type Intent } from './journal';
 import { canonicalDestination, watchKernel, type KernelEvent, type KernelWatch } from './monitor';
@@ -69,6 +69,12 @@ export interface MirrorRecord {
   sysctls: { key: string; original: string }[];
   /** The ruleset is null when unknown: an nft transaction that a crash interrupted. */
   nftables: { ruleset: string | null; tables: string[] } | null;
+}
+
+/** What a dead instance changed, adopted from its journal. */
+export interface AdoptedRecord {
+  writer: ProcessIdentity;
+  record: MirrorRecord;
 }
 
 export interface RouteDecision {
@@ -226,8 +232,8 @@ export class KernelMirror {
   private readonly journal: Journal;
   /** Whether the journal is this mirror's (claimed, and a dead instance's record adopted). */
   private claimed = false;
-  /** The record of a dead instance, as adopted when the journal was claimed. */
-  private adopted: MirrorRecord | null = null;
+  /** The record of a dead instance and who wrote it, as adopted when the journal was claimed. */
+  private adopted: AdoptedRecord | null = null;
   private queue: Promise<unknown> = Promise.resolve();
   // The record: what flowgate changed. An original is recorded before its change and an
   // object created right after its creation succeeded (journalled before as an intent), so
@@ -255,7 +261,7 @@ export class KernelMirror {
    * runs; adopts the record of one that died. Returns the record adopted, with what its
    * last intent may have created; null when there was none.
    */
-  recover(): Promise<MirrorRecord | null> {
+  recover(): Promise<AdoptedRecord | null> {
     return this.serialized(async () => this.adopted);
   }
 
@@ -425,7 +431,7 @@ export class KernelMirror {
       // one route per key. The new one goes; the old one stays recorded for apply or teardown.
       else if (routeValue(owned) !== routeValue(intent.spec)) await this.deleteRoute(intent.spec);
     }
-    this.adopted = this.record;
+    this.adopted = { writer: entry.writer, record: this.record };
   }
 
   private async reconcile(want: MirrorState, tables: string[]): Promise<void> {

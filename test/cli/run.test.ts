@@ -2,7 +2,7 @@
 // as one line, signals and reloads. A stand-in gateway records what run asks of it; the real
 // one runs in test/gateway/run.test.ts.
 import assert from 'node:assert/strict';
-import { execFile, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { EventEmitter } from 'node:events';
 import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import * as net from 'node:net';
@@ -17,29 +17,11 @@ import type { GatewayFlow, GatewayStats, ReloadResult } from '../../lib/gateway/
 import { InstanceLock, lockTargets } from '../../lib/instance-lock';
 import { fileNameOf, namespaceId, processIdentity } from '../../lib/runtime';
 import { FixedView, fixedStats } from '../control/fixed-view';
+import { spawnFlowgate } from '../helpers/cli';
 import { withNetns } from '../helpers/netns';
 import { until } from '../helpers/wait';
 
-const repo = path.resolve(__dirname, '../../..');
-const main = path.join(repo, 'dist/lib/cli/main.js');
 const workerCpu = detectMachine().cpus.at(-1) ?? 0;
-
-interface Result {
-  status: number;
-  stdout: string;
-  stderr: string;
-}
-
-/** Runs the flowgate CLI, its locks and journals in `runtimeDir` when given. */
-function spawnFlowgate(args: string[], options: { prefix?: string[]; runtimeDir?: string } = {}): Promise<Result> {
-  const [file, ...rest] = [...(options.prefix ?? []), process.execPath, main, ...args];
-  const env = options.runtimeDir === undefined ? process.env : { ...process.env, FLOWGATE_RUNTIME_DIR: options.runtimeDir };
-  return new Promise((resolve) => {
-    execFile(file as string, rest, { cwd: repo, encoding: 'utf8', timeout: 30_000, env }, (err, stdout, stderr) => {
-      resolve({ status: err === null ? 0 : typeof err.code === 'number' ? err.code : -1, stdout, stderr });
-    });
-  });
-}
 
 function freePort(): Promise<number> {
   return new Promise((resolve) => {
