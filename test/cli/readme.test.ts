@@ -61,6 +61,6 @@ describe('README', () => {
 
   it('documents each command it ships under Command line', () => {
     const commandLine = section(text, 'Command line');
-    for (const command of ['run', 'check', 'flows', 'stats']) assert.match(commandLine, new RegExp(`^### \`flowgate ${command}[ \`]`, 'm'), command);
+    for (const command of ['run', 'check', 'flows', 'stats', 'cleanup']) assert.match(commandLine, new RegExp(`^### \`flowgate ${command}[ \`]`, 'm'), command);
   });
 });
