@@ -9,15 +9,29 @@ import { atExit } from './netns';
 
 const CHILD = path.join(__dirname, 'mirror-child.js');
 
-/** Starts test/helpers/mirror-child.js with `args` and resolves once it printed `ready`. */
-export async function startChild(args: string[], ready: string): Promise<ChildProcess> {
+/** A mirror-child process, and the lines it printed so far. */
+export interface MirrorChild {
+  process: ChildProcess;
+  lines: string[];
+}
+
+/** Starts test/helpers/mirror-child.js with `args`; it is killed at exit if still running. */
+export function spawnChild(args: string[]): MirrorChild {
   const child = spawn(process.execPath, [CHILD, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
   const forget = atExit(() => child.kill('SIGKILL'));
   child.on('exit', forget);
+  const lines: string[] = [];
+  createInterface({ input: child.stdout! }).on('line', (line) => lines.push(line));
+  return { process: child, lines };
+}
+
+/** Starts test/helpers/mirror-child.js with `args` and resolves once it printed `ready`. */
+export async function startChild(args: string[], ready: string): Promise<ChildProcess> {
+  const { process: child, lines } = spawnChild(args);
   let stderr = '';
   child.stderr!.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
   await new Promise<void>((resolve, reject) => {
-    createInterface({ input: child.stdout! }).on('line', (line) => line === ready && resolve());
+    child.stdout!.on('data', () => lines.includes(ready) && resolve());
     child.on('exit', (code, signal) => reject(new Error(`mirror-child ${args.join(' ')} exited (${signal ?? code}) before '${ready}': ${stderr}`)));
   });
   return child;
