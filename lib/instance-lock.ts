@@ -5,10 +5,11 @@
  * (the kernel state flowgate writes there) or a device (a NIC, or the kernel interface an
  * af_packet port reads). The lock of a process that is gone (kill -9, a crash) is taken over.
  */
-import { readFile, unlink } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import * as path from 'node:path';
 
 import type { CompiledConfig } from './config/compile';
+import { FlowgateError } from './errors';
 import {
   InstanceLockedError,
   createFileExclusively,
@@ -52,12 +53,18 @@ function targetOf(runtimeDir: string, what: string): LockTarget {
 }
 
 async function holderOf(file: string): Promise<LockContent | null> {
+  let text: string;
   try {
-    return JSON.parse(await readFile(file, 'utf8')) as LockContent;
+    text = await readFile(file, 'utf8');
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
-    // Written whole or not at all (createFileExclusively): unreadable means not flowgate's.
     throw err;
+  }
+  try {
+    return JSON.parse(text) as LockContent;
+  } catch {
+    // Locks are written whole or not at all (createFileExclusively): this one is not flowgate's.
+    throw new FlowgateError('ERR_FLOWGATE_LOCK_FILE', `${file} is not a flowgate lock file; remove it if nothing else uses it`);
   }
 }
 
@@ -110,7 +117,7 @@ export class InstanceLock {
   async release(): Promise<void> {
     for (const target of this.held.splice(0)) {
       const holder = await holderOf(target.file).catch(() => null);
-      if (holder?.pid === this.self.pid && holder.start === this.self.start) await unlink(target.file).catch(() => undefined);
+      if (holder?.pid === this.self.pid && holder.start === this.self.start) await removeFile(target.file);
     }
   }
 

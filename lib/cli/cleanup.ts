@@ -8,7 +8,7 @@ import { parseArgs } from 'node:util';
 import { ConfigError, compileConfig, formatIssue, loadConfig, type CompiledConfig } from '../config';
 import { InstanceLock, lockTargets } from '../instance-lock';
 import { InstanceLockedError, namespaceId, runtimeDirectory } from '../runtime';
-import { KernelMirror, type MirrorRecord } from '../slowpath/kernel';
+import { KernelMirror, type AdoptedRecord, type MirrorRecord } from '../slowpath/kernel';
 
 export const USAGE = `usage: flowgate cleanup [-c FILE] [--netns NAME]
 
@@ -82,7 +82,7 @@ export async function run(argv: string[]): Promise<number> {
   const netnsId = await namespaceId(values.netns);
   const model = values.config === undefined ? null : await readConfig(values.config);
   const mirror = new KernelMirror({ runtimeDir, ...(values.netns === undefined ? {} : { netns: values.netns }) });
-  let adopted;
+  let adopted: AdoptedRecord | null;
   try {
     adopted = await mirror.recover();
   } catch (err) {

@@ -66,9 +66,10 @@ export class Journal {
   }
 
   /**
-   * Makes the journal this process's: the entry of a dead writer is returned for adoption
-   * (null when there is none); a live writer's is refused with its pid. Temp files that
-   * interrupted writes left are removed: they never replaced the journal.
+   * Makes the journal this process's: the entry of a dead writer, or of this process, is
+   * returned for adoption (null when there is none); another live writer's is refused with
+   * its pid. Temp files that interrupted writes left are removed: they never replaced the
+   * journal.
    */
   async claim(): Promise<JournalEntry | null> {
     const file = await this.path();
