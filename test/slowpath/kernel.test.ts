@@ -8,6 +8,7 @@ import { parseMonitorLine, type KernelEvent } from '../../lib/slowpath/monitor';
 import { declaredTables } from '../../lib/slowpath/nftables';
 import { createLab, deleteLab, json, modelV1, modelV2, RULESET_V2, seedModel, snapshot, type Lab } from '../helpers/kernel-lab';
 import { atExit, macAddress, sh } from '../helpers/netns';
+import { until as untilValue } from '../helpers/wait';
 
 /** "dev address/length" of each address of global scope. */
 async function globalAddresses(netns: string): Promise<string[]> {
@@ -261,6 +262,12 @@ describe('kernel mirror', () => {
     await sh(['ip', '-n', gw, 'link', 'set', 'eth0', 'up']);
     await sh(['ip', '-n', gw, 'addr', 'add', '192.168.0.2/24', 'dev', 'eth0']);
     await sh(['ip', '-n', gw, 'route', 'add', 'default', 'via', '192.168.0.1', 'dev', 'eth0']);
+    // The link-local address (and its local route) comes once the link has carrier and DAD
+    // is done: part of what was there, not of what the mirror changed.
+    await untilValue('the link-local address of eth0', async () => {
+      const out = await sh(['ip', '-n', gw, '-6', 'addr', 'show', 'dev', 'eth0', 'scope', 'link']);
+      return out.includes('fe80') && !out.includes('tentative') ? true : undefined;
+    });
     const before = await snapshot(gw);
     mirror = new KernelMirror({ netns: gw });
 
