@@ -69,30 +69,47 @@ async function holderOf(file: string): Promise<LockContent | null> {
 }
 
 export class InstanceLock {
+  private readonly self = processIdentity() as ProcessIdentity;
+  private held: LockTarget[] = [];
+
   private constructor(
-    private readonly self: ProcessIdentity,
-    private readonly held: LockTarget[],
+    readonly runtimeDir: string,
+    private readonly netnsId: string,
   ) {}
 
   /**
-   * Takes the lock of this process's network namespace and of `model`'s devices, all or none: a target held by a running process throws
-   * InstanceLockedError naming its pid, after what was taken is released again.
+   * Takes the lock of this process's network namespace and of `model`'s devices, all or
+   * none: a target held by a running process throws InstanceLockedError naming its pid.
    */
   static async acquire(options: { runtimeDir: string; model: CompiledConfig }): Promise<InstanceLock> {
-    const netnsId = await namespaceId();
-    const lock = new InstanceLock(processIdentity() as ProcessIdentity, []);
+    const lock = new InstanceLock(options.runtimeDir, await namespaceId());
     await ensureRuntimeDirectory(options.runtimeDir);
+    await lock.hold([options.model]);
+    return lock;
+  }
+
+  /**
+   * Holds the locks of `models` from now on: takes those not held yet, all or none (as
+   * acquire), then releases those no model needs. A reload holds the old and the new
+   * config's while the gateway moves from one to the other, then the one it runs.
+   */
+  async hold(models: CompiledConfig[]): Promise<void> {
+    const wanted = new Set(models.flatMap((model) => lockTargets(this.netnsId, model)));
+    const taken: LockTarget[] = [];
     try {
-      for (const what of lockTargets(netnsId, options.model)) {
-        const target = targetOf(options.runtimeDir, what);
-        await lock.take(target);
-        lock.held.push(target);
+      for (const what of wanted) {
+        if (this.held.some((target) => target.what === what)) continue;
+        const target = targetOf(this.runtimeDir, what);
+        await this.take(target);
+        taken.push(target);
       }
     } catch (err) {
-      await lock.release();
+      await this.remove(taken);
       throw err;
     }
-    return lock;
+    const dropped = this.held.filter((target) => !wanted.has(target.what));
+    this.held = [...this.held.filter((target) => wanted.has(target.what)), ...taken];
+    await this.remove(dropped);
   }
 
   /** The lock files held, for the log. */
@@ -113,9 +130,14 @@ export class InstanceLock {
     }
   }
 
-  /** Removes the lock files that are still this process's. */
+  /** Releases every lock. */
   async release(): Promise<void> {
-    for (const target of this.held.splice(0)) {
+    await this.remove(this.held.splice(0));
+  }
+
+  /** Removes the lock files of `targets` that are still this process's. */
+  private async remove(targets: LockTarget[]): Promise<void> {
+    for (const target of targets) {
       const holder = await holderOf(target.file).catch(() => null);
       if (holder?.pid === this.self.pid && holder.start === this.self.start) await removeFile(target.file);
     }

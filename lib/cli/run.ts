@@ -166,7 +166,7 @@ class Instance {
     private readonly options: RunOptions,
     private readonly log: RootLogger,
     private readonly output: Pick<Writable, 'write'>,
-    private readonly runtimeDir: string,
+    private readonly lock: InstanceLock,
   ) {}
 
   private runningGateway(): ManagedGateway {
@@ -245,7 +245,7 @@ class Instance {
     }
     if (this.stopping) return;
     const createGateway = this.options.createGateway ?? createGatewayFromModule;
-    this.gateway = await createGateway(this.config, { log: this.log, configFile: this.options.configFile, runtimeDir: this.runtimeDir });
+    this.gateway = await createGateway(this.config, { log: this.log, configFile: this.options.configFile, runtimeDir: this.lock.runtimeDir });
     await this.gateway.start();
     this.ready = true;
   }
@@ -298,14 +298,23 @@ class Instance {
       return;
     }
     const gateway = this.runningGateway();
+    try {
+      // Before the gateway attaches a device the new config adds: it may be another's.
+      await this.lock.hold([this.config, next]);
+    } catch (err) {
+      this.log.error('reload rejected: the new config needs what another flowgate holds; the running config stays in force', { config: file, err });
+      return;
+    }
     let result: ReloadResult;
     try {
       result = await gateway.reload(next);
     } catch (err) {
+      await this.lock.hold([this.config]);
       const advice = err instanceof FlowgateError ? STARTUP_ADVICE[err.code]?.(err) : null;
       this.log.error('reload failed: the gateway refused the new config', { config: file, err, ...(advice ? { advice } : {}) });
       return;
     }
+    await this.lock.hold([next]);
     const changes = [...result.changes, ...(await this.applyProcessSettings(next))];
     for (const change of changes) this.log.info('config change applied', { change });
     this.log.info('config reloaded', { config: file, changes: changes.length, flows_removed: result.flowsRemoved });
@@ -395,7 +404,7 @@ export async function runGateway(options: RunOptions): Promise<number> {
     }
     log.debug('instance lock taken', { files: lock.files.join(' ') });
     try {
-      instance = new Instance(config, options, log, output, runtimeDir);
+      instance = new Instance(config, options, log, output, lock);
       if (catchesFatal) {
         process.on('uncaughtException', onFatal);
         process.on('unhandledRejection', onFatal);

@@ -380,6 +380,29 @@ describe('flowgate run', () => {
       assert.deepEqual(gateway.calls, ['start', 'stop'], 'no reload reached the gateway');
     });
 
+    it('on SIGHUP, takes the lock of a device the new config adds, and refuses the reload while another flowgate holds it', async () => {
+      const exit = start();
+      const gateway = await running();
+      // pid 1 runs as long as the machine: a live holder that is not this process.
+      writeFileSync(path.join(dir, 'device-0000-03-00.0.lock'), JSON.stringify(processIdentity(1)));
+      writeFileSync(configFile, configText({ socket: socketPath, devices: ['net_null0', '0000:03:00.0'] }));
+      signals.emit('SIGHUP', 'SIGHUP');
+      const refused = 'reload rejected: the new config needs what another flowgate holds; the running config stays in force';
+      await until('the refusal', () => (logged(refused).length > 0 ? true : undefined));
+      assert.match(logged(refused)[0] ?? '', / err="device 0000:03:00\.0 is held by flowgate pid 1 \(/);
+      assert.deepEqual(gateway.calls, ['start'], 'the gateway was not reloaded');
+
+      writeFileSync(configFile, configText({ socket: socketPath, devices: ['net_null0', '0000:03:00.1'] }));
+      signals.emit('SIGHUP', 'SIGHUP');
+      await until('the reload', () => (logged('config reloaded').length > 0 ? true : undefined));
+      const lockFile = path.join(dir, 'device-0000-03-00.1.lock');
+      assert.equal(JSON.parse(readFileSync(lockFile, 'utf8')).pid, process.pid);
+      signals.emit('SIGTERM', 'SIGTERM');
+      assert.equal(await exit, 0);
+      assert.deepEqual(gateway.calls, ['start', 'reload', 'stop']);
+      assert.equal(existsSync(lockFile), false, 'released on stop');
+    });
+
     it('logs a reload the gateway refuses and keeps running', async () => {
       const exit = start({ prepare: (g) => (g.reloadResult = new FlowgateError('ERR_FLOWGATE_RELOAD', 'workers and eal settings take effect on restart only')) });
       const gateway = await running();
