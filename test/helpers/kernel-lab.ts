@@ -139,3 +139,10 @@ export async function snapshot(netns: string): Promise<Record<string, unknown>> 
     sysctls: (await sh(['sysctl', '-a', '-r', '^net\\.ipv[46]\\.'], { netns })).split('\n'),
   };
 }
+
+/** "dev address/length" of each address of global scope. */
+export async function globalAddresses(netns: string): Promise<string[]> {
+  type Dump = { ifname: string; addr_info: { local: string; prefixlen: number; scope: string }[] }[];
+  const links = await json<Dump>(netns, 'addr', 'show');
+  return links.flatMap((link) => link.addr_info.filter((a) => a.scope === 'global').map((a) => `${link.ifname} ${a.local}/${a.prefixlen}`)).sort();
+}

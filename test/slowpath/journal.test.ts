@@ -4,26 +4,18 @@ import assert from 'node:assert/strict';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
-
 import { setTimeout as sleep } from 'node:timers/promises';
 
 import { fileNameOf, namespaceId } from '../../lib/runtime';
 import { KernelMirror } from '../../lib/slowpath/kernel';
 import type { JournalEntry } from '../../lib/slowpath/journal';
-import { createLab, deleteLab, json, modelV1, modelV2, snapshot, type Lab } from '../helpers/kernel-lab';
+import { createLab, deleteLab, globalAddresses, modelV1, modelV2, snapshot, type Lab } from '../helpers/kernel-lab';
 import { crashAfterApply, killHard, spawnChild, startChild } from '../helpers/mirror-process';
 import { sh } from '../helpers/netns';
 
 /** Where the mirrors of `netns` keep their journal in `runtimeDir`. */
 async function journalFile(runtimeDir: string, netns: string): Promise<string> {
   return path.join(runtimeDir, `kernel-${fileNameOf(await namespaceId(netns))}.json`);
-}
-
-/** "dev address/length" of the global addresses of `netns`. */
-async function globalAddresses(netns: string): Promise<string[]> {
-  type Dump = { ifname: string; addr_info: { local: string; prefixlen: number; scope: string }[] }[];
-  const links = await json<Dump>(netns, 'addr', 'show');
-  return links.flatMap((link) => link.addr_info.filter((a) => a.scope === 'global').map((a) => `${link.ifname} ${a.local}/${a.prefixlen}`)).sort();
 }
 
 describe('kernel journal', () => {

@@ -6,16 +6,9 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { KernelMirror } from '../../lib/slowpath/kernel';
 import { parseMonitorLine, type KernelEvent } from '../../lib/slowpath/monitor';
 import { declaredTables } from '../../lib/slowpath/nftables';
-import { createLab, deleteLab, json, modelV1, modelV2, RULESET_V2, seedModel, snapshot, type Lab } from '../helpers/kernel-lab';
+import { createLab, deleteLab, globalAddresses, json, modelV1, modelV2, RULESET_V2, seedModel, snapshot, type Lab } from '../helpers/kernel-lab';
 import { atExit, macAddress, sh } from '../helpers/netns';
 import { until as untilValue } from '../helpers/wait';
-
-/** "dev address/length" of each address of global scope. */
-async function globalAddresses(netns: string): Promise<string[]> {
-  type Dump = { ifname: string; addr_info: { local: string; prefixlen: number; scope: string }[] }[];
-  const links = await json<Dump>(netns, 'addr', 'show');
-  return links.flatMap((link) => link.addr_info.filter((a) => a.scope === 'global').map((a) => `${link.ifname} ${a.local}/${a.prefixlen}`)).sort();
-}
 
 /** The main table as short text, without the kernel's own fe80::/64 link-local routes. */
 async function mainRoutes(netns: string, family: 4 | 6): Promise<string[]> {
