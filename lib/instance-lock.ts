@@ -5,7 +5,6 @@
  * (the kernel state flowgate writes there) or a device (a NIC, or the kernel interface an
  * af_packet port reads). The lock of a process that is gone (kill -9, a crash) is taken over.
  */
-import { readFile } from 'node:fs/promises';
 import * as path from 'node:path';
 
 import type { CompiledConfig } from './config/compile';
@@ -18,6 +17,7 @@ import {
   isRunning,
   namespaceId,
   processIdentity,
+  readFileIfExists,
   removeFile,
   type ProcessIdentity,
 } from './runtime';
@@ -53,13 +53,8 @@ function targetOf(runtimeDir: string, what: string): LockTarget {
 }
 
 async function holderOf(file: string): Promise<LockContent | null> {
-  let text: string;
-  try {
-    text = await readFile(file, 'utf8');
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
-    throw err;
-  }
+  const text = await readFileIfExists(file);
+  if (text === null) return null;
   try {
     return JSON.parse(text) as LockContent;
   } catch {

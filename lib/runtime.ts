@@ -6,7 +6,7 @@
  * has been reused.
  */
 import { readFileSync } from 'node:fs';
-import { link, mkdir, open, rename, stat, unlink } from 'node:fs/promises';
+import { link, mkdir, open, readFile, rename, stat, unlink } from 'node:fs/promises';
 import * as path from 'node:path';
 
 import { FlowgateError } from './errors';
@@ -125,6 +125,16 @@ export async function createFileExclusively(file: string, text: string): Promise
   }
   await syncDirectory(path.dirname(file));
   return true;
+}
+
+/** The text of `file`; null when there is no such file. */
+export async function readFileIfExists(file: string): Promise<string | null> {
+  try {
+    return await readFile(file, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw err;
+  }
 }
 
 /** Removes `file` if it exists. */

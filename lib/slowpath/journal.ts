@@ -11,7 +11,7 @@
  * journal is its own; once it died, the next mirror of that namespace adopts the record.
  * The mirror's in-memory record stays the authority while it runs; this is its copy on disk.
  */
-import { readFile, readdir } from 'node:fs/promises';
+import { readdir } from 'node:fs/promises';
 import * as path from 'node:path';
 
 import { FlowgateError } from '../errors';
@@ -22,6 +22,7 @@ import {
   isRunning,
   namespaceId,
   processIdentity,
+  readFileIfExists,
   removeFile,
   writeFileAtomically,
   type ProcessIdentity,
@@ -99,13 +100,8 @@ export class Journal {
   }
 
   private async read(file: string): Promise<JournalEntry | null> {
-    let text: string;
-    try {
-      text = await readFile(file, 'utf8');
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
-      throw new JournalError(`cannot read the kernel journal ${file}: ${(err as Error).message}`, { cause: err });
-    }
+    const text = await readFileIfExists(file);
+    if (text === null) return null;
     let entry: JournalEntry;
     try {
       entry = JSON.parse(text) as JournalEntry;
