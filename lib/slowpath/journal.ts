@@ -50,7 +50,7 @@ export class JournalError extends FlowgateError {
 }
 
 export class Journal {
-  private file: string | undefined;
+  private namespace: { id: string; file: string } | undefined;
   /** What this process last wrote, so that a change that leaves the record as it was costs no write. */
   private written: string | null = null;
   private readonly self = processIdentity() as ProcessIdentity;
@@ -62,8 +62,15 @@ export class Journal {
 
   /** The journal's path; `netns` is resolved (to its inode) once. */
   async path(): Promise<string> {
-    this.file ??= path.join(this.runtimeDir, `kernel-${fileNameOf(await namespaceId(this.netns))}.json`);
-    return this.file;
+    return (await this.resolve()).file;
+  }
+
+  private async resolve(): Promise<{ id: string; file: string }> {
+    if (this.namespace === undefined) {
+      const id = await namespaceId(this.netns);
+      this.namespace = { id, file: path.join(this.runtimeDir, `kernel-${fileNameOf(id)}.json`) };
+    }
+    return this.namespace;
   }
 
   /**
@@ -73,10 +80,10 @@ export class Journal {
    * journal.
    */
   async claim(): Promise<JournalEntry | null> {
-    const file = await this.path();
+    const { id, file } = await this.resolve();
     const entry = await this.read(file);
     if (entry !== null && isRunning(entry.writer) && entry.writer.pid !== this.self.pid) {
-      throw new InstanceLockedError(`the kernel state of network namespace ${this.netns ?? 'of this process'}`, entry.writer, file);
+      throw new InstanceLockedError(`the kernel state of network namespace ${id}${this.netns === undefined ? '' : ` (${this.netns})`}`, entry.writer, file);
     }
     const leftovers = (await readdir(this.runtimeDir).catch(() => [])).filter((name) => name.startsWith(`${path.basename(file)}.`) && name.endsWith('.tmp'));
     for (const name of leftovers) await removeFile(path.join(this.runtimeDir, name));

@@ -73,7 +73,7 @@ describe('flowgate cleanup', () => {
     assert.equal(r.status, 1);
     assert.equal(
       r.stderr,
-      `flowgate cleanup: the kernel state of network namespace ${lab.gw} is held by flowgate pid ${child.pid} (${runtimeDir}/kernel-${fileNameOf(netnsId)}.json); it is running and undoes its own changes when it stops: stop it (systemctl stop flowgate) rather than clean up after it [ERR_FLOWGATE_INSTANCE_LOCKED]\n`,
+      `flowgate cleanup: the kernel state of network namespace ${netnsId} (${lab.gw}) is held by flowgate pid ${child.pid} (${runtimeDir}/kernel-${fileNameOf(netnsId)}.json); it is running and undoes its own changes when it stops: stop it (systemctl stop flowgate) rather than clean up after it [ERR_FLOWGATE_INSTANCE_LOCKED]\n`,
     );
     assert.deepEqual(await snapshot(lab.gw), applied);
   });

@@ -73,7 +73,7 @@ describe('kernel journal', () => {
       mirror = new KernelMirror({ netns: lab.gw, runtimeDir });
       await assert.rejects(mirror.apply(modelV1()), {
         code: 'ERR_FLOWGATE_INSTANCE_LOCKED',
-        message: `the kernel state of network namespace ${lab.gw} is held by flowgate pid ${child.pid} (${await journalFile(runtimeDir, lab.gw)})`,
+        message: `the kernel state of network namespace ${await namespaceId(lab.gw)} (${lab.gw}) is held by flowgate pid ${child.pid} (${await journalFile(runtimeDir, lab.gw)})`,
       });
       await assert.rejects(mirror.teardown(), { code: 'ERR_FLOWGATE_INSTANCE_LOCKED' });
       assert.deepEqual(await snapshot(lab.gw), applied);
