@@ -1,18 +1,21 @@
 // `flowgate cleanup` after a flowgate killed with SIGKILL: the namespace's kernel comes back
 // to exactly what it was before the first start, from the journal the dead instance left.
 import assert from 'node:assert/strict';
-import { spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 
+import { detectMachine } from '../../lib/config';
 import { fileNameOf, namespaceId, processIdentity, type ProcessIdentity } from '../../lib/runtime';
 import { spawnFlowgate } from '../helpers/cli';
 import { createLab, deleteLab, snapshot, type Lab } from '../helpers/kernel-lab';
 import { crashAfterApply, killHard, startChild } from '../helpers/mirror-process';
-import { sh, withNetns } from '../helpers/netns';
+import { atExit, sh, withNetns } from '../helpers/netns';
+import { until } from '../helpers/wait';
 
 const SEED = path.resolve(__dirname, '../../../config/seed.yaml');
+const MAIN = path.resolve(__dirname, '../../lib/cli/main.js');
 
 describe('flowgate cleanup', () => {
   let lab: Lab | undefined;
@@ -61,6 +64,49 @@ describe('flowgate cleanup', () => {
     assert.equal(r.status, 0, r.stderr);
     assert.doesNotMatch(await sh(['nft', 'list', 'tables'], { netns: lab.gw }), /flowgate_afpacket/);
     assert.deepEqual(await snapshot(lab.gw), before);
+  });
+
+  it('after flowgate run is killed with SIGKILL, gives its namespace back as it was before the start, af_packet guard included', async () => {
+    lab = await createLab({ tunnel: false });
+    // flowgate's own ports eth0 and eth1 (TAPs) read lan0 and wan0 through af_packet.
+    const gw = lab.gw;
+    for (const [iface, far] of [['lan0', 'lan1'], ['wan0', 'wan1']] as const) {
+      await sh(['ip', '-n', gw, 'link', 'add', iface, 'type', 'veth', 'peer', 'name', far, 'netns', lab.peer]);
+      await sh(['ip', '-n', gw, 'link', 'set', iface, 'up']);
+    }
+    await sh(['ip', '-n', gw, 'link', 'del', 'eth0']);
+    await sh(['ip', '-n', gw, 'link', 'del', 'eth1']);
+    const configFile = path.join(runtimeDir, 'flowgate.yaml');
+    writeFileSync(
+      configFile,
+      [
+        'ports:',
+        '  eth0: { device: "net_af_packet0,iface=lan0", addresses: ["192.168.0.1/24"] }',
+        '  eth1: { device: "net_af_packet1,iface=wan0", addresses: ["203.0.113.1/24"] }',
+        'flowtable: { devices: [eth0, eth1] }',
+        `workers: { cpus: [${detectMachine().cpus.at(-1) ?? 0}] }`,
+        `control: { socket: "${path.join(runtimeDir, 'flowgate.sock')}" }`,
+        '',
+      ].join('\n'),
+    );
+    const before = await snapshot(gw);
+    child = spawn('ip', ['netns', 'exec', gw, process.execPath, MAIN, 'run', '-c', configFile], {
+      env: { ...process.env, FLOWGATE_RUNTIME_DIR: runtimeDir },
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    child.on('exit', atExit(() => child?.kill('SIGKILL')));
+    let log = '';
+    child.stderr!.setEncoding('utf8').on('data', (chunk: string) => (log += chunk));
+    await until('flowgate running', () => (log.includes(' msg=running ') ? true : undefined), 60_000);
+    await killHard(child);
+    assert.match(await sh(['nft', 'list', 'tables'], { netns: gw }), /^table netdev flowgate_afpacket$/m);
+
+    const r = await cleanup('-c', configFile, '--netns', gw);
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stdout, new RegExp(`^flowgate cleanup: undid what flowgate pid ${child.pid} left .*; released the stale 3 locks of `));
+    assert.deepEqual(await snapshot(gw), before);
+    // The control socket stays: the next start replaces a socket nobody serves.
+    assert.deepEqual(readdirSync(runtimeDir).sort(), ['flowgate.sock', 'flowgate.yaml']);
   });
 
   it('refuses while the instance that wrote the journal runs, naming its pid, and changes nothing', async () => {
