@@ -16,25 +16,28 @@ export interface MirrorChild {
 }
 
 /** Starts test/helpers/mirror-child.js with `args`; it is killed at exit if still running. */
-export function spawnChild(args: string[]): MirrorChild {
+export function spawnChild(args: string[], onLine: (line: string) => void = () => undefined): MirrorChild {
   const child = spawn(process.execPath, [CHILD, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
   const forget = atExit(() => child.kill('SIGKILL'));
   child.on('exit', forget);
   const lines: string[] = [];
-  createInterface({ input: child.stdout! }).on('line', (line) => lines.push(line));
+  createInterface({ input: child.stdout! }).on('line', (line) => {
+    lines.push(line);
+    onLine(line);
+  });
   return { process: child, lines };
 }
 
 /** Starts test/helpers/mirror-child.js with `args` and resolves once it printed `ready`. */
 export async function startChild(args: string[], ready: string): Promise<ChildProcess> {
-  const { process: child, lines } = spawnChild(args);
-  let stderr = '';
-  child.stderr!.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
+  let child: ChildProcess | undefined;
   await new Promise<void>((resolve, reject) => {
-    child.stdout!.on('data', () => lines.includes(ready) && resolve());
+    child = spawnChild(args, (line) => line === ready && resolve()).process;
+    let stderr = '';
+    child.stderr!.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
     child.on('exit', (code, signal) => reject(new Error(`mirror-child ${args.join(' ')} exited (${signal ?? code}) before '${ready}': ${stderr}`)));
   });
-  return child;
+  return child as ChildProcess;
 }
 
 /** kill -9 and wait until it is gone. */
