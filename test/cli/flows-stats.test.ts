@@ -1,6 +1,7 @@
 // `flowgate flows` and `flowgate stats` against a control socket served in this process from a
 // view with fixed figures: what is under test is the commands' output, not the gateway.
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
@@ -10,10 +11,25 @@ import { ControlServer } from '../../lib/control';
 import { formatFlow } from '../../lib/cli/flows';
 import { formatDuration } from '../../lib/cli/stats';
 import { FixedView, fixedFlows, fixedStats } from '../control/fixed-view';
-import { spawnFlowgate } from '../helpers/cli';
+
+const repo = path.resolve(__dirname, '../../..');
+const main = path.join(repo, 'dist/lib/cli/main.js');
+
+interface Result {
+  status: number;
+  stdout: string;
+  stderr: string;
+}
 
 /** Runs the CLI without blocking this process, which serves the socket it talks to. */
-const flowgate = (...args: string[]) => spawnFlowgate(args);
+function flowgate(...args: string[]): Promise<Result> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [main, ...args], { cwd: repo, encoding: 'utf8', timeout: 30_000 }, (err, stdout, stderr) => {
+      const status = err === null ? 0 : typeof err.code === 'number' ? err.code : -1;
+      resolve({ status, stdout, stderr });
+    });
+  });
+}
 
 describe('flowgate flows and stats', () => {
   let dir: string;
