@@ -2,9 +2,10 @@
  * `flowgate run -c FILE`: the gateway in the foreground, with its control socket and
  * metrics endpoint, until SIGINT or SIGTERM; SIGHUP re-reads FILE.
  *
- * Start-up order: the config (every problem printed, nothing touched), root, the control
- * socket (it is the instance lock, so a second instance stops here, before it touches a
- * device), the metrics endpoint (a taken port fails before EAL starts), then the gateway.
+ * Start-up order: the config (every problem printed, nothing touched), root, the instance
+ * lock (the network namespace and every device of the config: a second instance stops here,
+ * before it touches anything), the control socket (served by one instance at a time), the
+ * metrics endpoint (a taken port fails before EAL starts), then the gateway.
  * Signals are handled from the first line, so that SIGTERM during start-up still ends in a
  * clean stop.
  */
@@ -17,8 +18,10 @@ import { GatewayNotReadyError } from '../control/errors';
 import { flowgateVersion } from '../control/protocol';
 import { FlowgateError } from '../errors';
 import type { GatewayView, ReloadResult } from '../gateway/types';
+import { InstanceLock } from '../instance-lock';
 import { createLogger, parseLogLevel, type LogLevel, type Logger, type RootLogger } from '../log';
 import { MetricsServer } from '../metrics';
+import { runtimeDirectory } from '../runtime';
 import { validateRuleset } from '../slowpath/ruleset-check';
 
 export const USAGE = `usage: flowgate run -c FILE [--log-level LEVEL]
@@ -26,7 +29,9 @@ export const USAGE = `usage: flowgate run -c FILE [--log-level LEVEL]
 Runs the gateway of FILE in the foreground: the DPDK ports and workers, their kernel
 mirrors (TAP and TUN interfaces), the addresses, routes and nftables ruleset, the control
 socket (control.socket) and the metrics endpoint (metrics.listen). Logs go to stderr, one
-logfmt line per event. Needs root.
+logfmt line per event. Needs root. Refuses to start while another flowgate holds this
+network namespace or a device of FILE. After a crash, it adopts what the dead instance
+changed in the kernel (flowgate cleanup undoes it without starting).
 
   -c, --config FILE     the config file (check it first with flowgate check -c FILE)
   --log-level LEVEL     debug, info, warn or error; overrides log.level of FILE
@@ -59,7 +64,7 @@ export interface ManagedGateway extends GatewayView {
   stop(): Promise<void>;
 }
 
-export type GatewayFactory = (config: CompiledConfig, options: { log: Logger; configFile?: string }) => ManagedGateway | Promise<ManagedGateway>;
+export type GatewayFactory = (config: CompiledConfig, options: { log: Logger; configFile?: string; runtimeDir: string }) => ManagedGateway | Promise<ManagedGateway>;
 
 /** Loaded only when a gateway starts: `check`, `flows` and `stats` never load the addon. */
 const createGatewayFromModule: GatewayFactory = async (config, options) => {
@@ -79,6 +84,8 @@ export interface RunOptions {
   /** Where SIGINT, SIGTERM and SIGHUP come from; default the process. */
   signals?: SignalSource;
   isRoot?: () => boolean;
+  /** The instance locks and the kernel journal; default FLOWGATE_RUNTIME_DIR or /run/flowgate. */
+  runtimeDir?: string;
 }
 
 export class NotRootError extends FlowgateError {
@@ -99,6 +106,8 @@ const ENODEV = 19;
 /** What to do about an error with this code, or null when its message already says it. */
 const STARTUP_ADVICE: Record<string, (err: FlowgateError) => string | null> = {
   ERR_FLOWGATE_NOT_ROOT: () => null,
+  ERR_FLOWGATE_INSTANCE_LOCKED: () => 'stop that instance first (systemctl stop flowgate); what an instance that died held is taken over at the next start',
+  ERR_FLOWGATE_JOURNAL: () => 'the file is not a kernel journal this flowgate wrote: move it away, and undo by hand what it lists',
   ERR_FLOWGATE_NO_HUGEPAGES: () => null,
   ERR_FLOWGATE_CONTROL_IN_USE: () => null,
   ERR_FLOWGATE_CONTROL_NOT_SOCKET: () => null,
@@ -170,6 +179,7 @@ class Instance {
     private readonly options: RunOptions,
     private readonly log: RootLogger,
     private readonly output: Pick<Writable, 'write'>,
+    private readonly lock: InstanceLock,
   ) {}
 
   private runningGateway(): ManagedGateway {
@@ -248,7 +258,7 @@ class Instance {
     }
     if (this.stopping) return;
     const createGateway = this.options.createGateway ?? createGatewayFromModule;
-    this.gateway = await createGateway(this.config, { log: this.log, configFile: this.options.configFile });
+    this.gateway = await createGateway(this.config, { log: this.log, configFile: this.options.configFile, runtimeDir: this.lock.runtimeDir });
     await this.gateway.start();
     this.ready = true;
   }
@@ -301,14 +311,23 @@ class Instance {
       return;
     }
     const gateway = this.runningGateway();
+    try {
+      // Before the gateway attaches a device the new config adds: it may be another's.
+      await this.lock.hold([this.config, next]);
+    } catch (err) {
+      this.log.error('reload rejected: the new config needs what another flowgate holds; the running config stays in force', { config: file, err });
+      return;
+    }
     let result: ReloadResult;
     try {
       result = await gateway.reload(next);
     } catch (err) {
+      await this.lock.hold([this.config]);
       const advice = err instanceof FlowgateError ? STARTUP_ADVICE[err.code]?.(err) : null;
       this.log.error('reload failed: the gateway refused the new config', { config: file, err, ...(advice ? { advice } : {}) });
       return;
     }
+    await this.lock.hold([next]);
     const changes = [...result.changes, ...(await this.applyProcessSettings(next))];
     for (const change of changes) this.log.info('config change applied', { change });
     this.log.info('config reloaded', { config: file, changes: changes.length, flows_removed: result.flowsRemoved });
@@ -388,13 +407,26 @@ export async function runGateway(options: RunOptions): Promise<number> {
       log.info('stopped before starting', { signal: earlyStop });
       return 0;
     }
-    instance = new Instance(config, options, log, output);
-    if (catchesFatal) {
-      process.on('uncaughtException', onFatal);
-      process.on('unhandledRejection', onFatal);
+    const runtimeDir = options.runtimeDir ?? runtimeDirectory();
+    let lock: InstanceLock;
+    try {
+      lock = await InstanceLock.acquire({ runtimeDir, model: config });
+    } catch (err) {
+      output.write(`flowgate: ${describeStartupError(err)}\n`);
+      return 1;
     }
-    if (earlyReload) instance.requestReload();
-    return await instance.run();
+    log.debug('instance lock taken', { files: lock.files.join(' ') });
+    try {
+      instance = new Instance(config, options, log, output, lock);
+      if (catchesFatal) {
+        process.on('uncaughtException', onFatal);
+        process.on('unhandledRejection', onFatal);
+      }
+      if (earlyReload) instance.requestReload();
+      return await instance.run();
+    } finally {
+      await lock.release();
+    }
   } finally {
     signals.off('SIGINT', onStop);
     signals.off('SIGTERM', onStop);

@@ -1,10 +1,10 @@
 /**
  * The control socket a running instance serves (protocol.ts describes the wire format).
  *
- * The socket doubles as the instance lock: a second flowgate started with the same
- * control.socket finds it served and refuses to start (ControlSocketInUseError), before it
- * touches any device. A socket file whose process died (SIGKILL, a crash) accepts no
- * connection; it is removed and replaced.
+ * One instance serves a socket path: a second flowgate started with the same control.socket
+ * finds it served and refuses to start (ControlSocketInUseError). The instance lock proper,
+ * of the namespace and the devices, is taken before (instance-lock.ts). A socket file whose
+ * process died (SIGKILL, a crash) accepts no connection; it is removed and replaced.
  */
 import { mkdir, chmod, lstat, unlink } from 'node:fs/promises';
 import * as net from 'node:net';

@@ -48,6 +48,8 @@ const tunOf = (tunnel: string) => `tun:${tunnel}`;
 export interface GatewayOptions {
   log: Logger;
   configFile?: string;
+  /** Where the kernel mirror keeps its journal; default FLOWGATE_RUNTIME_DIR or /run/flowgate. */
+  runtimeDir?: string;
 }
 
 interface TunnelAdjacency {
@@ -148,7 +150,7 @@ function conntrackTimeouts(): ConntrackTimeouts {
 
 export class Gateway implements GatewayView {
   private readonly dp = new Dataplane();
-  private readonly kernel = new KernelMirror();
+  private readonly kernel: KernelMirror;
   private readonly learner: Learner;
   private conntrack: Conntrack | undefined;
   private ctTimeouts: ConntrackTimeouts = { tcpClose: 10, udp: 30, udpStream: 120 };
@@ -184,6 +186,7 @@ export class Gateway implements GatewayView {
   constructor(config: CompiledConfig, options: GatewayOptions) {
     this.model = config;
     this.log = options.log.child({ component: 'gateway' });
+    this.kernel = new KernelMirror(options.runtimeDir === undefined ? {} : { runtimeDir: options.runtimeDir });
     const tracker = {
       get: (tuples: Parameters<Conntrack['get']>[0]) => this.requireConntrack().get(tuples),
       update: (updates: Parameters<Conntrack['update']>[0]) => this.requireConntrack().update(updates),

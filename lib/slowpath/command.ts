@@ -1,8 +1,9 @@
 /**
  * Running iproute2, nft and sysctl for the kernel mirror: without a shell, optionally inside
- * a network namespace, with errors that name the command and the kernel's answer.
+ * a network namespace, with errors that name the command and the kernel's answer. Every
+ * command dies with flowgate, even with a flowgate killed by SIGKILL.
  */
-import { execFile } from 'node:child_process';
+import { execFile, spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
 import { FlowgateError } from '../errors';
 
 /** A command the kernel mirror ran failed; the message is "<command>: <its stderr>". */
@@ -27,6 +28,16 @@ export function isAbsent(err: unknown): boolean {
   return err instanceof KernelCommandError && ABSENT.test(err.stderr);
 }
 
+/**
+ * `argv` run with PR_SET_PDEATHSIG (util-linux setpriv, which then execs it): the kernel
+ * kills the command when flowgate's thread that started it ends, so that no `ip monitor`
+ * or half-done `nft` outlives a flowgate that was killed or crashed. Node starts children
+ * from its main thread, which lives as long as the process.
+ */
+export function dyingWithParent(argv: readonly string[]): string[] {
+  return ['setpriv', '--pdeathsig', 'KILL', '--', ...argv];
+}
+
 // Dumps of a namespace with many routes are large; the default of 1 MiB is not enough.
 const MAX_OUTPUT_BYTES = 64 * 1024 * 1024;
 
@@ -49,11 +60,18 @@ export class CommandRunner {
     return this.run(this.argv(argv), input);
   }
 
+  /** Starts a long-lived `argv` (from argv()), which dies with flowgate. */
+  spawn(argv: readonly string[], options: SpawnOptions): ChildProcess {
+    const [file, ...args] = dyingWithParent(argv);
+    return spawn(file as string, args, options);
+  }
+
+  /** Errors name `argv`, the command itself, not the setpriv in front of it. */
   private run(argv: readonly string[], input?: string): Promise<string> {
-    const [file, ...args] = argv;
-    if (file === undefined) throw new TypeError('CommandRunner: empty command');
+    if (argv.length === 0) throw new TypeError('CommandRunner: empty command');
+    const [file, ...args] = dyingWithParent(argv);
     return new Promise((resolve, reject) => {
-      const child = execFile(file, args, { encoding: 'utf8', maxBuffer: MAX_OUTPUT_BYTES }, (err, stdout, stderr) => {
+      const child = execFile(file as string, args, { encoding: 'utf8', maxBuffer: MAX_OUTPUT_BYTES }, (err, stdout, stderr) => {
         if (err === null) {
           resolve(stdout);
           return;

@@ -10,12 +10,19 @@
  * config with the record to find what to remove, and with the kernel to find what to add, so
  * that it also restores what the kernel dropped meanwhile (a TAP set down by a DPDK port stop
  * loses its routes).
+ *
+ * The record is journalled (journal.ts) before each change, so that it survives the process:
+ * a mirror that finds the journal of a dead instance in its namespace adopts its record, whose
+ * originals are the kernel's real ones (the kernel now holds flowgate's values), and its next
+ * apply() or teardown() undoes what that instance changed and the config no longer wants.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { CompiledConfig } from '../config/compile';
 import { FlowgateError } from '../errors';
 import { formatIp, formatPrefix, parseIp, parsePrefix, type IpFamily } from '../net/addr';
+import { runtimeDirectory, type ProcessIdentity } from '../runtime';
 import { CommandRunner, KernelCommandError, isAbsent } from './command';
+import { Journal, type Intent } from './journal';
 import { canonicalDestination, watchKernel, type KernelEvent, type KernelWatch } from './monitor';
 import { declaredTables, deleteTablesScript } from './nftables';
 
@@ -60,7 +67,14 @@ export interface MirrorRecord {
   routes: RouteSpec[];
   /** Original values, in the order they were first written (and are restored). */
   sysctls: { key: string; original: string }[];
-  nftables: { ruleset: string; tables: string[] } | null;
+  /** The ruleset is null when unknown: an nft transaction that a crash interrupted. */
+  nftables: { ruleset: string | null; tables: string[] } | null;
+}
+
+/** What a dead instance changed, adopted from its journal. */
+export interface AdoptedRecord {
+  writer: ProcessIdentity;
+  record: MirrorRecord;
 }
 
 export interface RouteDecision {
@@ -215,20 +229,40 @@ export class MirrorError extends FlowgateError {
 
 export class KernelMirror {
   private readonly run: CommandRunner;
+  private readonly journal: Journal;
+  /** Whether the journal is this mirror's (claimed, and a dead instance's record adopted). */
+  private claimed = false;
+  /** The record of a dead instance and who wrote it, as adopted when the journal was claimed. */
+  private adopted: AdoptedRecord | null = null;
   private queue: Promise<unknown> = Promise.resolve();
-  // The record: what flowgate changed. Each entry is made right after its change succeeded,
-  // so that a failed apply() leaves an exact record for the next apply() or teardown().
+  // The record: what flowgate changed. An original is recorded before its change and an
+  // object created right after its creation succeeded (journalled before as an intent), so
+  // that a failed apply() leaves an exact record for the next apply() or teardown().
   private readonly links = new Map<string, { mtu?: number; up?: boolean }>();
   private readonly addresses = new Map<string, AddressSpec>();
   private readonly routes = new Map<string, RouteSpec>();
   private readonly sysctls = new Map<string, string>();
-  private nftables: { ruleset: string; tables: string[] } | null = null;
+  private nftables: { ruleset: string | null; tables: string[] } | null = null;
   /** MTUs that replace the config's, by interface (a tunnel's TUN follows its effective MTU). */
   private readonly mtuOverrides = new Map<string, number>();
 
-  /** `netns`: run every command in this network namespace instead of the caller's. */
-  constructor(options: { netns?: string } = {}) {
+  /**
+   * `netns`: run every command in this network namespace instead of the caller's.
+   * `runtimeDir`: where the journal is kept (default FLOWGATE_RUNTIME_DIR or /run/flowgate).
+   */
+  constructor(options: { netns?: string; runtimeDir?: string } = {}) {
     this.run = new CommandRunner(options.netns);
+    this.journal = new Journal(options.runtimeDir ?? runtimeDirectory(), options.netns);
+  }
+
+  /**
+   * Takes over the journal of this mirror's namespace, as apply(), overrideMtu() and
+   * teardown() do first: refuses (InstanceLockedError) while the instance that wrote it
+   * runs; adopts the record of one that died. Returns the record adopted, with what its
+   * last intent may have created; null when there was none.
+   */
+  recover(): Promise<AdoptedRecord | null> {
+    return this.serialized(async () => this.adopted);
   }
 
   /** Brings the kernel to what `model` describes, changing only what differs from before. */
@@ -318,6 +352,7 @@ export class KernelMirror {
       const now = (await this.readLinks()).get(dev);
       if (now === undefined || now.mtu === mtu) return;
       this.links.set(dev, { mtu: now.mtu, ...this.links.get(dev) });
+      await this.journalled(null);
       await this.run.ip(['link', 'set', 'dev', dev, 'mtu', String(mtu)]);
     });
   }
@@ -331,6 +366,10 @@ export class KernelMirror {
       sysctls: [...this.sysctls].map(([key, original]) => ({ key, original })),
       nftables: this.nftables === null ? null : { ruleset: this.nftables.ruleset, tables: [...this.nftables.tables] },
     };
+  }
+
+  private get recordIsEmpty(): boolean {
+    return this.links.size + this.addresses.size + this.routes.size + this.sysctls.size === 0 && this.nftables === null;
   }
 
   /**
@@ -379,10 +418,50 @@ export class KernelMirror {
   // ---- reconciliation -------------------------------------------------------------------
 
   private serialized<T>(fn: () => Promise<T>): Promise<T> {
+    const changeSet = async (): Promise<T> => {
+      await this.claimJournal();
+      try {
+        return await fn();
+      } finally {
+        // Whatever failed, the journal ends as the record: without the intent of a change
+        // that failed, and gone once nothing is left to undo.
+        if (this.recordIsEmpty) await this.journal.remove();
+        else await this.journal.write(this.record, null);
+      }
+    };
     // SIGHUP reloads may overlap; each change set must see the record the previous left.
-    const result = this.queue.then(fn, fn);
+    const result = this.queue.then(changeSet, changeSet);
     this.queue = result.catch(() => undefined);
     return result;
+  }
+
+  /** Journals the record, and `intent` as possibly carried out, before a change is made. */
+  private journalled(intent: Intent | null): Promise<void> {
+    return this.journal.write(this.record, intent);
+  }
+
+  private async claimJournal(): Promise<void> {
+    if (this.claimed) return;
+    const entry = await this.journal.claim();
+    this.claimed = true;
+    if (entry === null) return;
+    const { record, intent } = entry;
+    for (const { dev, ...original } of record.links) this.links.set(dev, original);
+    for (const spec of record.addresses) this.addresses.set(addressKey(spec), spec);
+    for (const spec of record.routes) this.routes.set(routeKey(spec), spec);
+    for (const { key, original } of record.sysctls) this.sysctls.set(key, original);
+    this.nftables = record.nftables;
+    // What the intent may have created is owned as if it had been: undone when unwanted.
+    if (intent?.kind === 'address') this.addresses.set(addressKey(intent.spec), intent.spec);
+    if (intent?.kind === 'nftables') this.nftables = { ruleset: null, tables: [...new Set([...(this.nftables?.tables ?? []), ...intent.tables])] };
+    if (intent?.kind === 'route') {
+      const owned = this.routes.get(routeKey(intent.spec));
+      if (owned === undefined) this.routes.set(routeKey(intent.spec), intent.spec);
+      // A replace of a route it owned: either one may be in the kernel, and the record holds
+      // one route per key. The new one goes; the old one stays recorded for apply or teardown.
+      else if (routeValue(owned) !== routeValue(intent.spec)) await this.deleteRoute(intent.spec);
+    }
+    this.adopted = { writer: entry.writer, record: this.record };
   }
 
   private async reconcile(want: MirrorState, tables: string[]): Promise<void> {
@@ -418,7 +497,9 @@ export class KernelMirror {
     for (const [key, spec] of this.routes) if (want.routes.get(key) === undefined) await this.removeRoute(spec);
     await this.reconcileAddresses(want.addresses);
     await this.reconcileRoutes(want.routes);
-    if (want.nftables !== this.nftables?.ruleset) await this.applyRuleset(want.nftables, tables);
+    // An unknown ruleset (null) is replaced whatever the config wants.
+    const ruleset = this.nftables?.ruleset ?? null;
+    if (ruleset === null || ruleset !== want.nftables) await this.applyRuleset(want.nftables, tables);
   }
 
   private async reconcileSysctls(want: Map<string, string>): Promise<void> {
@@ -445,6 +526,7 @@ export class KernelMirror {
       this.sysctls.set(key, current);
       sideEffects.forEach((effect, at) => this.sysctls.has(effect) || this.sysctls.set(effect, originals[at] ?? ''));
     }
+    await this.journalled(null);
     await this.run.exec(['sysctl', '-q', '-w', `${key}=${value}`]);
   }
 
@@ -468,10 +550,12 @@ export class KernelMirror {
       // MTU before up: IPv6 is only enabled on an interface whose MTU is at least 1280.
       if (now.mtu !== link.mtu) {
         this.links.set(link.dev, { mtu: now.mtu, ...original });
+        await this.journalled(null);
         await this.run.ip(['link', 'set', 'dev', link.dev, 'mtu', String(link.mtu)]);
       }
       if (!now.up) {
         this.links.set(link.dev, { up: false, ...this.links.get(link.dev) });
+        await this.journalled(null);
         await this.run.ip(['link', 'set', 'dev', link.dev, 'up']);
       }
     }
@@ -494,6 +578,7 @@ export class KernelMirror {
     const present = await this.readAddresses();
     for (const [key, spec] of want) {
       if (present.has(key)) continue;
+      await this.journalled({ kind: 'address', spec });
       await this.run.ip(['addr', 'add', spec.address, 'dev', spec.dev]);
       this.addresses.set(key, spec);
     }
@@ -517,18 +602,23 @@ export class KernelMirror {
       // restores a route the kernel dropped. At any other key, add: if a route someone else
       // made is there, the kernel refuses, and flowgate does not take it over.
       const verb = this.routes.has(key) ? 'replace' : 'add';
+      await this.journalled({ kind: 'route', spec });
       await this.run.ip(routeCommand(verb, spec));
       this.routes.set(key, spec);
     }
   }
 
   private async removeRoute(spec: RouteSpec): Promise<void> {
+    await this.deleteRoute(spec);
+    this.routes.delete(routeKey(spec));
+  }
+
+  private async deleteRoute(spec: RouteSpec): Promise<void> {
     try {
       await this.run.ip(routeCommand('del', spec));
     } catch (err) {
       if (!isAbsent(err)) throw err;
     }
-    this.routes.delete(routeKey(spec));
   }
 
   /** Replaces the tables of the previous ruleset and those `ruleset` declares by `ruleset`, atomically. */
@@ -536,6 +626,7 @@ export class KernelMirror {
     const previous = this.nftables?.tables ?? [];
     if (ruleset === null && previous.length === 0) return;
     const replaced = new Set([...previous, ...tables]);
+    await this.journalled({ kind: 'nftables', tables });
     await this.run.exec(['nft', '-f', '-'], `${deleteTablesScript(replaced)}${ruleset ?? ''}\n`);
     this.nftables = ruleset === null ? null : { ruleset, tables };
   }

@@ -7,7 +7,7 @@
  * after the first joined by a backslash. Lines that are none of these events (bridge FDB
  * entries, neighbour "miss" requests...) are skipped.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { readdir, readFile, readlink } from 'node:fs/promises';
 import { createInterface } from 'node:readline';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -225,8 +225,7 @@ export function watchKernel(runner: CommandRunner, listener: (event: KernelEvent
   });
 
   const start = (afterFailure: string | null) => {
-    const [file = 'ip', ...args] = argv;
-    const proc = spawn(file, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    const proc = runner.spawn(argv, { stdio: ['ignore', 'pipe', 'pipe'] });
     child = proc;
     let stderr = '';
     proc.stderr?.setEncoding('utf8').on('data', (chunk: string) => {

@@ -64,7 +64,7 @@ describe('README', () => {
 
   it('documents each command it ships under Command line', () => {
     const commandLine = section(text, 'Command line');
-    for (const command of ['run', 'check', 'flows', 'stats']) assert.match(commandLine, new RegExp(`^### \`flowgate ${command}[ \`]`, 'm'), command);
+    for (const command of ['run', 'check', 'flows', 'stats', 'cleanup']) assert.match(commandLine, new RegExp(`^### \`flowgate ${command}[ \`]`, 'm'), command);
   });
 
   it("heads each command's section with the synopsis of its usage text, and names every option of flows", () => {

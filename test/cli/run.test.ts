@@ -2,39 +2,26 @@
 // as one line, signals and reloads. A stand-in gateway records what run asks of it; the real
 // one runs in test/gateway/run.test.ts.
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { EventEmitter } from 'node:events';
-import { chmodSync, existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import * as net from 'node:net';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 
 import { describeStartupError, runGateway, type ManagedGateway } from '../../lib/cli/run';
-import { checkConfigText, detectMachine, formatIssue, type CompiledConfig } from '../../lib/config';
+import { checkConfigText, compileConfig, detectMachine, formatIssue, loadConfig, type CompiledConfig } from '../../lib/config';
 import { ControlServer, controlRequest } from '../../lib/control';
 import { FlowgateError } from '../../lib/errors';
 import type { GatewayFlow, GatewayStats, ReloadResult } from '../../lib/gateway/types';
+import { InstanceLock, lockTargets } from '../../lib/instance-lock';
+import { fileNameOf, namespaceId, processIdentity } from '../../lib/runtime';
 import { FixedView, fixedStats } from '../control/fixed-view';
+import { spawnFlowgate } from '../helpers/cli';
+import { withNetns } from '../helpers/netns';
 import { until } from '../helpers/wait';
 
-const repo = path.resolve(__dirname, '../../..');
-const main = path.join(repo, 'dist/lib/cli/main.js');
 const workerCpu = detectMachine().cpus.at(-1) ?? 0;
-
-interface Result {
-  status: number;
-  stdout: string;
-  stderr: string;
-}
-
-function spawnFlowgate(args: string[], prefix: string[] = []): Promise<Result> {
-  const [file, ...rest] = [...prefix, process.execPath, main, ...args];
-  return new Promise((resolve) => {
-    execFile(file as string, rest, { cwd: repo, encoding: 'utf8', timeout: 30_000 }, (err, stdout, stderr) => {
-      resolve({ status: err === null ? 0 : typeof err.code === 'number' ? err.code : -1, stdout, stderr });
-    });
-  });
-}
 
 function freePort(): Promise<number> {
   return new Promise((resolve) => {
@@ -47,11 +34,12 @@ function freePort(): Promise<number> {
 }
 
 
-function configText(options: { socket: string; metrics?: number; routes?: string[]; level?: string }): string {
+function configText(options: { socket: string; metrics?: number; routes?: string[]; level?: string; devices?: [string, string] }): string {
+  const [eth0 = 'net_null0', eth1 = 'net_null1'] = options.devices ?? [];
   return [
     'ports:',
-    '  eth0: { device: "net_null0", addresses: ["192.168.0.1/24"] }',
-    '  eth1: { device: "net_null1", addresses: ["203.0.113.1/24"] }',
+    `  eth0: { device: "${eth0}", addresses: ["192.168.0.1/24"] }`,
+    `  eth1: { device: "${eth1}", addresses: ["203.0.113.1/24"] }`,
     ...(options.routes === undefined ? [] : ['routes:', ...options.routes.map((r) => `  - ${r}`)]),
     'flowtable: { devices: [eth0, eth1] }',
     `workers: { cpus: [${workerCpu}] }`,
@@ -124,7 +112,7 @@ describe('flowgate run', () => {
       writeFileSync(configFile, text);
       const expected = checkConfigText(text, configFile).issues.map(formatIssue);
       assert.equal(expected.length, 2);
-      const r = await spawnFlowgate(['run', '-c', configFile]);
+      const r = await spawnFlowgate(['run', '-c', configFile], { runtimeDir: dir });
       assert.equal(r.status, 1);
       assert.ok(r.stderr.endsWith(`flowgate: ${configFile} is invalid (2 problems):\n${expected.join('\n')}\n`), r.stderr);
       assert.equal(existsSync(socketPath), false);
@@ -133,7 +121,7 @@ describe('flowgate run', () => {
     it('refuses to run as a user other than root, with one line and no stack', async () => {
       chmodSync(dir, 0o755);
       chmodSync(configFile, 0o644);
-      const r = await spawnFlowgate(['run', '-c', configFile], ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups']);
+      const r = await spawnFlowgate(['run', '-c', configFile], { prefix: ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups'], runtimeDir: dir });
       assert.equal(r.status, 1);
       const lastLine = r.stderr.trimEnd().split('\n').at(-1);
       assert.equal(
@@ -147,7 +135,7 @@ describe('flowgate run', () => {
     it('refuses to start when another instance serves its control socket, naming that pid, and leaves it serving', async () => {
       const other = await ControlServer.listen({ socketPath, view: new FixedView() });
       try {
-        const r = await spawnFlowgate(['run', '-c', configFile]);
+        const r = await spawnFlowgate(['run', '-c', configFile], { runtimeDir: dir });
         assert.equal(r.status, 1);
         assert.equal(
           r.stderr.trimEnd().split('\n').at(-1),
@@ -166,7 +154,7 @@ describe('flowgate run', () => {
       const { port } = taken.address() as net.AddressInfo;
       try {
         writeFileSync(configFile, configText({ socket: socketPath, metrics: port }));
-        const r = await spawnFlowgate(['run', '-c', configFile]);
+        const r = await spawnFlowgate(['run', '-c', configFile], { runtimeDir: dir });
         assert.equal(r.status, 1);
         assert.equal(
           r.stderr.trimEnd().split('\n').at(-1),
@@ -185,6 +173,48 @@ describe('flowgate run', () => {
       const level = await spawnFlowgate(['run', '-c', configFile, '--log-level', 'loud']);
       assert.equal(level.status, 2);
       assert.match(level.stderr, /^flowgate run: --log-level: expected one of debug, info, warn, error, found 'loud'\n/);
+    });
+  });
+
+  describe('the instance lock', () => {
+    const ADVICE = 'stop that instance first (systemctl stop flowgate); what an instance that died held is taken over at the next start [ERR_FLOWGATE_INSTANCE_LOCKED]';
+    const lastLine = (text: string) => text.trimEnd().split('\n').at(-1);
+    const locksIn = (directory: string) => readdirSync(directory).filter((name) => name.endsWith('.lock')).sort();
+
+    it('refuses to start while another flowgate holds this network namespace, naming its pid, before the control socket', async () => {
+      const holder = await InstanceLock.acquire({ runtimeDir: dir, model: compileConfig(await loadConfig(configFile)) });
+      try {
+        writeFileSync(configFile, configText({ socket: path.join(dir, 'other.sock') }));
+        const r = await spawnFlowgate(['run', '-c', configFile], { runtimeDir: dir });
+        assert.equal(r.status, 1);
+        const netns = await namespaceId();
+        assert.equal(lastLine(r.stderr), `flowgate: cannot start: network namespace ${netns} is held by flowgate pid ${process.pid} (${dir}/${fileNameOf(netns)}.lock); ${ADVICE}`);
+        assert.equal(existsSync(path.join(dir, 'other.sock')), false);
+      } finally {
+        await holder.release();
+      }
+      assert.deepEqual(locksIn(dir), []);
+    });
+
+    it('refuses to start in another namespace while another flowgate holds one of its devices, and releases what it took', async () => {
+      writeFileSync(configFile, configText({ socket: socketPath, devices: ['0000:03:00.0', 'net_null1'] }));
+      const holder = await InstanceLock.acquire({ runtimeDir: dir, model: compileConfig(await loadConfig(configFile)) });
+      try {
+        const held = locksIn(dir);
+        const r = await withNetns((netns) => spawnFlowgate(['run', '-c', configFile], { prefix: ['ip', 'netns', 'exec', netns], runtimeDir: dir }), 'fglock');
+        assert.equal(r.status, 1);
+        assert.equal(lastLine(r.stderr), `flowgate: cannot start: device 0000:03:00.0 is held by flowgate pid ${process.pid} (${dir}/device-0000-03-00.0.lock); ${ADVICE}`);
+        assert.deepEqual(locksIn(dir), held, 'the lock of its own namespace is released again');
+      } finally {
+        await holder.release();
+      }
+    });
+
+    it('locks the namespace, PCI devices and the kernel interfaces that vdevs read, not purely virtual devices', async () => {
+      writeFileSync(configFile, configText({ socket: socketPath, devices: ['net_af_packet0,iface=veth0', '0000:03:00.1'] }));
+      assert.deepEqual(lockTargets('net:[7]', compileConfig(await loadConfig(configFile))), ['network namespace net:[7]', 'interface veth0 of net:[7]', 'device 0000:03:00.1']);
+      writeFileSync(configFile, configText({ socket: socketPath }));
+      assert.deepEqual(lockTargets('net:[7]', compileConfig(await loadConfig(configFile))), ['network namespace net:[7]']);
     });
   });
 
@@ -235,6 +265,7 @@ describe('flowgate run', () => {
         output: { write: (text: string) => output.push(text) > 0 },
         signals,
         isRoot: () => true,
+        runtimeDir: dir,
         ...(extra.logLevel === undefined ? {} : { logLevel: extra.logLevel }),
         createGateway: (config) => {
           const gateway = new StandInGateway(config);
@@ -277,6 +308,19 @@ describe('flowgate run', () => {
       assert.equal(existsSync(socketPath), false);
       assert.equal(logged('stopped').length, 1);
       assert.equal(signals.listenerCount('SIGTERM') + signals.listenerCount('SIGINT') + signals.listenerCount('SIGHUP'), 0);
+    });
+
+    it('takes over an instance lock whose holder is gone, and releases it on stop', async () => {
+      const netns = await namespaceId();
+      const lockFile = path.join(dir, `${fileNameOf(netns)}.lock`);
+      const gone = spawnSync('true').pid;
+      writeFileSync(lockFile, JSON.stringify({ pid: gone, start: 1, what: `network namespace ${netns}` }));
+      const exit = start();
+      await running();
+      assert.deepEqual(JSON.parse(readFileSync(lockFile, 'utf8')), { ...processIdentity(), what: `network namespace ${netns}` });
+      signals.emit('SIGTERM', 'SIGTERM');
+      assert.equal(await exit, 0);
+      assert.equal(existsSync(lockFile), false);
     });
 
     it('stops on SIGINT as on SIGTERM', async () => {
@@ -334,6 +378,29 @@ describe('flowgate run', () => {
       signals.emit('SIGTERM', 'SIGTERM');
       assert.equal(await exit, 0);
       assert.deepEqual(gateway.calls, ['start', 'stop'], 'no reload reached the gateway');
+    });
+
+    it('on SIGHUP, takes the lock of a device the new config adds, and refuses the reload while another flowgate holds it', async () => {
+      const exit = start();
+      const gateway = await running();
+      // pid 1 runs as long as the machine: a live holder that is not this process.
+      writeFileSync(path.join(dir, 'device-0000-03-00.0.lock'), JSON.stringify(processIdentity(1)));
+      writeFileSync(configFile, configText({ socket: socketPath, devices: ['net_null0', '0000:03:00.0'] }));
+      signals.emit('SIGHUP', 'SIGHUP');
+      const refused = 'reload rejected: the new config needs what another flowgate holds; the running config stays in force';
+      await until('the refusal', () => (logged(refused).length > 0 ? true : undefined));
+      assert.match(logged(refused)[0] ?? '', / err="device 0000:03:00\.0 is held by flowgate pid 1 \(/);
+      assert.deepEqual(gateway.calls, ['start'], 'the gateway was not reloaded');
+
+      writeFileSync(configFile, configText({ socket: socketPath, devices: ['net_null0', '0000:03:00.1'] }));
+      signals.emit('SIGHUP', 'SIGHUP');
+      await until('the reload', () => (logged('config reloaded').length > 0 ? true : undefined));
+      const lockFile = path.join(dir, 'device-0000-03-00.1.lock');
+      assert.equal(JSON.parse(readFileSync(lockFile, 'utf8')).pid, process.pid);
+      signals.emit('SIGTERM', 'SIGTERM');
+      assert.equal(await exit, 0);
+      assert.deepEqual(gateway.calls, ['start', 'reload', 'stop']);
+      assert.equal(existsSync(lockFile), false, 'released on stop');
     });
 
     it('logs a reload the gateway refuses and keeps running', async () => {

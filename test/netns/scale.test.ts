@@ -1,0 +1,108 @@
+// The control plane at scale, in the reference topology: 100k offloaded connections at site A
+// while a routing daemon's worth of route updates (10,000 a second for 10 s, none covering
+// a flow's destination) goes through its kernel. The flows must all stay offloaded; the
+// event-loop delay of site A's gateway is printed (a figure, not an assertion).
+
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import * as path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+
+import { DEMO_ADDRESSES, DemoTopology } from '../../lib/demo/topology';
+import { startTraffic } from '../../lib/demo/traffic';
+import { HOOK_TIMEOUT_MS, until } from './support';
+
+const FLOWS = 100_000;
+const SEND_RATE = 5_000;
+const ROUTE_UPDATES_PER_SECOND = 10_000;
+const ROUTE_SECONDS = 10;
+/** flows.added unchanged this long: the learner has caught up. */
+const SETTLED_MS = 2000;
+
+describe('100k offloaded flows through 10,000 route updates a second', function () {
+  this.timeout(300_000);
+  let topology: DemoTopology;
+  let dir: string;
+
+  before(async function () {
+    this.timeout(HOOK_TIMEOUT_MS);
+    dir = mkdtempSync(path.join(tmpdir(), 'fg-scale-'));
+    topology = await DemoTopology.build({
+      farEnd: 'flowgate',
+      prefix: 'fgscale',
+      privateSockets: true,
+      // Long idle timeouts: every flow must still be there when the route updates end.
+      configure: { a: (c) => void (c.flowtable.timeout = { tcp: 600, udp: 600 }) },
+    });
+  });
+
+  after(async function () {
+    this.timeout(HOOK_TIMEOUT_MS);
+    await topology?.destroy();
+    if (dir !== undefined) rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('keeps every flow offloaded while the routes of other prefixes change', async () => {
+    const site = topology.site('a');
+    const sent = await startTraffic(topology.ns.lan, { kind: 'udp-flows', host: DEMO_ADDRESSES.remoteHost, basePort: 1024, flows: FLOWS, sockets: 2, pps: SEND_RATE }, { timeoutMs: 120_000 }).result;
+    let last = -1;
+    let stableSince = Date.now();
+    const learned = await until(
+      'site A to finish learning',
+      async () => {
+        const s = await site.stats();
+        if (s.flows.added !== last) {
+          last = s.flows.added;
+          stableSince = Date.now();
+          return undefined;
+        }
+        return Date.now() - stableSince >= SETTLED_MS ? s : undefined;
+      },
+      120_000,
+    );
+    console.log(`      ${sent.sent} flows sent in ${sent.seconds.toFixed(1)} s; site A offloaded ${learned.flows.active}`);
+    assert.ok(learned.flows.active >= FLOWS * 0.9, `at least 90 % of the flows offloaded (${learned.flows.active})`);
+
+    // /32 routes in 172.16.0.0/12: other prefixes than any flow's destination (10.0.0.10).
+    const batches: string[] = [];
+    for (let second = 0; second < ROUTE_SECONDS; second++) {
+      const lines: string[] = [];
+      for (let i = 0; i < ROUTE_UPDATES_PER_SECOND; i++) {
+        const n = second * ROUTE_UPDATES_PER_SECOND + i;
+        lines.push(`route replace 172.${16 + (n >> 16)}.${(n >> 8) & 255}.${n & 255}/32 via ${DEMO_ADDRESSES.tunnelB} dev tun0`);
+      }
+      const file = path.join(dir, `routes-${second}.batch`);
+      writeFileSync(file, `${lines.join('\n')}\n`);
+      batches.push(file);
+    }
+    const before = await site.stats();
+    const delays: number[] = [];
+    const started = performance.now();
+    for (const [second, file] of batches.entries()) {
+      await topology.run('a', ['ip', '-batch', file]);
+      delays.push((await site.stats()).process.event_loop_delay_ms.max);
+      const wait = started + (second + 1) * 1000 - performance.now();
+      if (wait > 0) await sleep(wait);
+    }
+    const churnS = (performance.now() - started) / 1000;
+    // Until the gateway has handled the last of them, and one more 10 s delay window has closed.
+    const after = await until('the route events handled', async () => {
+      const s = await site.stats();
+      return s.kernel.events - before.kernel.events >= ROUTE_UPDATES_PER_SECOND * ROUTE_SECONDS ? s : undefined;
+    });
+    for (let i = 0; i < 11; i++) {
+      await sleep(1000);
+      delays.push((await site.stats()).process.event_loop_delay_ms.max);
+    }
+    const events = after.kernel.events - before.kernel.events;
+    const batchesHandled = after.kernel.batches - before.kernel.batches;
+    console.log(
+      `      ${ROUTE_UPDATES_PER_SECOND * ROUTE_SECONDS} route updates in ${churnS.toFixed(1)} s: ${events} kernel events in ${batchesHandled} batches; ` +
+        `worst event-loop delay of site A's 10 s windows: ${Math.max(...delays).toFixed(1)} ms`,
+    );
+    assert.equal(after.flows.removed_by.invalidated ?? 0, before.flows.removed_by.invalidated ?? 0, 'no flow invalidated');
+    assert.equal(after.flows.active, before.flows.active, 'every flow still offloaded');
+    assert.equal(after.kernel.errors, before.kernel.errors);
+  });
+});
