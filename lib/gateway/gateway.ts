@@ -244,13 +244,17 @@ export class Gateway implements GatewayView {
       for (const port of m.ports) this.addPort(port);
       for (const tunnel of m.tunnels) this.addTunnelDevice(tunnel);
       this.dp.setFlowCounters(m.flowtable.counter);
+      // How long each part of a start takes, for the log: a restart after a crash is judged by it.
+      const kernelStart = performance.now();
       await this.kernel.apply(m);
       await this.loadNeighbors();
       this.watch = this.kernel.watch((event) => this.onKernelEvent(event));
       await this.watch.ready;
+      const tunnelsStart = performance.now();
       for (const tunnel of m.tunnels) await this.resolveTunnel(tunnel, NEIGHBOR_TIMEOUT_MS);
+      const timing = { kernel_ms: Math.round(tunnelsStart - kernelStart), tunnels_ms: Math.round(performance.now() - tunnelsStart) };
       this.timer = setInterval(() => void this.serial('periodic maintenance', () => this.tick()).catch(() => undefined), TICK_MS);
-      this.log.info('gateway started', { ports: m.ports.length, tunnels: m.tunnels.length });
+      this.log.info('gateway started', { ports: m.ports.length, tunnels: m.tunnels.length, ...timing });
     } catch (err) {
       await this.stop();
       throw err;

@@ -4,6 +4,7 @@
  * command dies with flowgate, even with a flowgate killed by SIGKILL.
  */
 import { execFile, spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
+import { readFile, writeFile } from 'node:fs/promises';
 import { FlowgateError } from '../errors';
 
 /** A command the kernel mirror ran failed; the message is "<command>: <its stderr>". */
@@ -54,6 +55,36 @@ export class CommandRunner {
   argv(argv: readonly string[]): string[] {
     if (argv[0] === 'ip') return this.netns === undefined ? [...argv] : ['ip', '-n', this.netns, ...argv.slice(1)];
     return this.netns === undefined ? [...argv] : ['ip', 'netns', 'exec', this.netns, ...argv];
+  }
+
+  /**
+   * The values of sysctls ("net/ipv4/ip_forward"). In the caller's own namespace they are
+   * read from /proc/sys directly: a start writes a dozen, and each `sysctl` spawned costs
+   * milliseconds that a restart after a crash should not spend.
+   */
+  async readSysctls(keys: readonly string[]): Promise<string[]> {
+    if (this.netns !== undefined) return (await this.exec(['sysctl', '-n', ...keys])).split('\n');
+    return Promise.all(keys.map(async (key) => (await this.sysctlFile<string>(key, () => readFile(`/proc/sys/${key}`, 'utf8'))).trim()));
+  }
+
+  /** Writes a sysctl, as readSysctls reads them; fails like `sysctl -w` (isAbsent when it is gone). */
+  async writeSysctl(key: string, value: string): Promise<void> {
+    if (this.netns !== undefined) {
+      await this.exec(['sysctl', '-q', '-w', `${key}=${value}`]);
+      return;
+    }
+    await this.sysctlFile(key, () => writeFile(`/proc/sys/${key}`, value));
+  }
+
+  private async sysctlFile<T>(key: string, access: () => Promise<T>): Promise<T> {
+    try {
+      return await access();
+    } catch (err) {
+      const e = err as NodeJS.ErrnoException;
+      // The message sysctl(8) gives, so that callers tell a vanished interface apart the same way.
+      const reason = e.code === 'ENOENT' ? 'No such file or directory' : (e.message ?? String(err));
+      throw new KernelCommandError(['sysctl', key], `sysctl: cannot access /proc/sys/${key}: ${reason}`, null, err);
+    }
   }
 
   exec(argv: readonly string[], input?: string): Promise<string> {

@@ -512,7 +512,7 @@ export class KernelMirror {
   private async writeSysctls(want: Map<string, string>): Promise<void> {
     const keys = [...want.keys()];
     if (keys.length === 0) return;
-    const values = (await this.run.exec(['sysctl', '-n', ...keys])).split('\n');
+    const values = await this.run.readSysctls(keys);
     for (const [index, key] of keys.entries()) await this.writeSysctl(key, want.get(key) as string, values[index] ?? '');
   }
 
@@ -522,19 +522,19 @@ export class KernelMirror {
     if (current === value) return;
     if (!this.sysctls.has(key)) {
       const sideEffects = SIDE_EFFECTS.get(key) ?? [];
-      const originals = sideEffects.length === 0 ? [] : (await this.run.exec(['sysctl', '-n', ...sideEffects])).split('\n');
+      const originals = sideEffects.length === 0 ? [] : await this.run.readSysctls(sideEffects);
       this.sysctls.set(key, current);
       sideEffects.forEach((effect, at) => this.sysctls.has(effect) || this.sysctls.set(effect, originals[at] ?? ''));
     }
     await this.journalled(null);
-    await this.run.exec(['sysctl', '-q', '-w', `${key}=${value}`]);
+    await this.run.writeSysctl(key, value);
   }
 
   private async restoreSysctl(key: string): Promise<void> {
     const original = this.sysctls.get(key);
     if (original === undefined) return;
     try {
-      await this.run.exec(['sysctl', '-q', '-w', `${key}=${original}`]);
+      await this.run.writeSysctl(key, original);
     } catch (err) {
       // An interface's settings go with the interface.
       if (!isAbsent(err)) throw err;
