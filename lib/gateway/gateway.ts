@@ -241,11 +241,13 @@ export class Gateway implements GatewayView {
     }
     try {
       this.log.info('dataplane started', { eal: this.dp.ealArgs.join(' '), hugepages: this.dp.hugepages });
-      for (const port of m.ports) this.addPort(port);
-      for (const tunnel of m.tunnels) this.addTunnelDevice(tunnel);
       this.dp.setFlowCounters(m.flowtable.counter);
       // How long each part of a start takes, for the log: a restart after a crash is judged by it.
       const kernelStart = performance.now();
+      await this.kernel.creatingInterfaces(() => {
+        for (const port of m.ports) this.addPort(port);
+        for (const tunnel of m.tunnels) this.addTunnelDevice(tunnel);
+      });
       await this.kernel.apply(m);
       await this.loadNeighbors();
       this.watch = this.kernel.watch((event) => this.onKernelEvent(event));

@@ -336,6 +336,35 @@ export class KernelMirror {
   }
 
   /**
+   * Runs `create`, which makes kernel interfaces (DPDK's TAPs, which DPDK brings up itself),
+   * with the namespace's default `accept_dad` at 0 for them to inherit, and the default set
+   * back right after. A TAP that comes up with DAD would hold its link-local address
+   * tentative for a second, and with it every neighbour solicitation (sent from the
+   * link-local): the tunnel's next hop, after a restart, resolved a second late. apply()
+   * then writes the TAP's own setting (interfaceSysctls). The change is journalled like any
+   * other, so a crash inside the window is undone too.
+   */
+  creatingInterfaces<T>(create: () => T): Promise<T> {
+    return this.serialized(async () => {
+      const key = 'net/ipv6/conf/default/accept_dad';
+      let current: string | undefined;
+      try {
+        [current] = await this.run.readSysctls([key]);
+      } catch (err) {
+        // No IPv6 in this namespace: nothing to inherit.
+        if (!isAbsent(err)) throw err;
+      }
+      if (current === undefined) return create();
+      await this.writeSysctl(key, '0', current);
+      try {
+        return create();
+      } finally {
+        await this.restoreSysctl(key);
+      }
+    });
+  }
+
+  /**
    * Holds `dev`'s MTU at `mtu` rather than the config's, now and through later apply()s,
    * until called with null (which leaves the MTU for the next apply()). A tunnel's TUN
    * follows the tunnel's effective MTU this way, so that the kernel answers the packets too
