@@ -10,6 +10,7 @@
 #include <string>
 
 #include "addon/convert.h"
+#include "addon/promises.h"
 #include "ct/conntrack.h"
 
 namespace fg::addon {
@@ -23,24 +24,6 @@ using ct::ct_update;
 // Event batches queued to JavaScript at most; beyond this the conntrack thread drops the
 // batch and resynchronises (the consumer then gets the whole table).
 constexpr size_t EVENT_QUEUE_BATCHES = 64;
-
-Napi::Error make_error(Napi::Env env, const char *code, const std::string &message, int err) {
-  Napi::Error e = Napi::Error::New(env, message);
-  e.Set("code", Napi::String::New(env, code));
-  if (err != 0) e.Set("errno", Napi::Number::New(env, err));
-  return e;
-}
-
-template <typename T>
-Napi::Buffer<uint8_t> records_buffer(Napi::Env env, std::vector<T> *v) {
-  if (v->empty()) {
-    delete v;
-    return Napi::Buffer<uint8_t>::New(env, 0);
-  }
-  return Napi::Buffer<uint8_t>::New(
-      env, reinterpret_cast<uint8_t *>(v->data()), v->size() * sizeof(T),
-      [](Napi::Env, uint8_t *, std::vector<T> *owner) { delete owner; }, v);
-}
 
 // Packed fixed-size items from a Buffer, copied before they cross to the thread.
 template <typename T>
@@ -61,12 +44,6 @@ void check_tuple(const ct_tuple &t, size_t i, const char *what) {
     throw dp_error(ERR_INVALID_ARGUMENT, std::string(what) + "[" + std::to_string(i) +
                                               "]: expected family 4 or 6 and protocol 6 (TCP) or 17 (UDP)");
 }
-
-// A completion: the promise and what resolves it, run on the JavaScript thread.
-struct completion {
-  Napi::Promise::Deferred deferred;
-  std::function<void(Napi::Env, Napi::Promise::Deferred &)> settle;
-};
 
 class ConntrackWrap : public Napi::ObjectWrap<ConntrackWrap> {
  public:
@@ -107,11 +84,7 @@ class ConntrackWrap : public Napi::ObjectWrap<ConntrackWrap> {
       // Event batches: they must not keep the process alive (Unref).
       events_ = Napi::ThreadSafeFunction::New(env, cb.As<Napi::Function>(), "flowgate conntrack events", EVENT_QUEUE_BATCHES, 1);
       events_.Unref(env);
-      // Completions: unlimited queue (a request's result is never dropped); referenced only
-      // while requests are pending.
-      completions_ = Napi::ThreadSafeFunction::New(env, Napi::Function::New(env, [](const Napi::CallbackInfo &) {}),
-                                                   "flowgate conntrack completions", 0, 1);
-      completions_.Unref(env);
+      completions_.open(env, "flowgate conntrack completions", this);
 
       Napi::ThreadSafeFunction tsfn = events_;
       auto closed = closed_;
@@ -170,10 +143,7 @@ class ConntrackWrap : public Napi::ObjectWrap<ConntrackWrap> {
       events_.Release();
       events_ = Napi::ThreadSafeFunction();
     }
-    if (completions_) {
-      completions_.Release();
-      completions_ = Napi::ThreadSafeFunction();
-    }
+    completions_.release();
   }
 
   ct::conntrack &core(const char *what) {
@@ -181,48 +151,14 @@ class ConntrackWrap : public Napi::ObjectWrap<ConntrackWrap> {
     return *core_;
   }
 
-  // A promise settled on the JavaScript thread by whatever the conntrack thread hands back.
-  // The wrapper stays referenced (and the loop alive) while requests are pending.
-  completion *begin(Napi::Env env) {
-    auto *c = new completion{Napi::Promise::Deferred::New(env), {}};
-    if (pending_++ == 0) {
-      completions_.Ref(env);
-      Ref();
-    }
-    return c;
-  }
-
-  void finish(completion *c, std::function<void(Napi::Env, Napi::Promise::Deferred &)> settle) {
-    c->settle = std::move(settle);
-    Napi::ThreadSafeFunction tsfn = completions_;
-    napi_status st = tsfn.NonBlockingCall(c, [this](Napi::Env env, Napi::Function, completion *done) {
-      std::unique_ptr<completion> owned(done);
-      Napi::HandleScope scope(env);
-      try {
-        owned->settle(env, owned->deferred);
-      } catch (const Napi::Error &e) {
-        owned->deferred.Reject(e.Value());
-      }
-      if (--pending_ == 0) {
-        if (completions_) completions_.Unref(env);
-        Unref();
-      }
-    });
-    if (st != napi_ok) delete c;  // the environment is going away
-  }
-
-  static void settle_failure(Napi::Env env, Napi::Promise::Deferred &d, const ct::failure &f) {
-    d.Reject(make_error(env, f.code, f.message, f.err).Value());
-  }
-
   // The callback of a request answered with records: settles p with them as one Buffer.
-  ct::conntrack::records_done resolve_records(completion *p) {
+  ct::conntrack::records_done resolve_records(completions::completion *p) {
     return [this, p](std::vector<ct_record> &&out, ct::failure f) {
       auto *records = new std::vector<ct_record>(std::move(out));
-      finish(p, [records, f](Napi::Env env, Napi::Promise::Deferred &d) {
+      completions_.finish(p, [records, f](Napi::Env env, Napi::Promise::Deferred &d) {
         if (f) {
           delete records;
-          settle_failure(env, d, f);
+          completions::reject(env, d, f.code, f.message, f.err);
         } else {
           d.Resolve(records_buffer(env, records));
         }
@@ -236,7 +172,7 @@ class ConntrackWrap : public Napi::ObjectWrap<ConntrackWrap> {
       std::vector<ct_tuple> tuples = items_from<ct_tuple>(info.Length() > 0 ? info[0] : env.Undefined(), "Conntrack.get tuples");
       for (size_t i = 0; i < tuples.size(); i++) check_tuple(tuples[i], i, "Conntrack.get tuples");
       ct::conntrack &c = core("get");
-      completion *p = begin(env);
+      auto *p = completions_.begin(env);
       Napi::Promise promise = p->deferred.Promise();
       c.get(std::move(tuples), resolve_records(p));
       return promise;
@@ -249,11 +185,11 @@ class ConntrackWrap : public Napi::ObjectWrap<ConntrackWrap> {
       std::vector<ct_update> updates = items_from<ct_update>(info.Length() > 0 ? info[0] : env.Undefined(), "Conntrack.update updates");
       for (size_t i = 0; i < updates.size(); i++) check_tuple(updates[i].orig, i, "Conntrack.update updates");
       ct::conntrack &c = core("update");
-      completion *p = begin(env);
+      auto *p = completions_.begin(env);
       Napi::Promise promise = p->deferred.Promise();
       c.update(std::move(updates), [this, p](ct::ct_update_result r, ct::failure f) {
-        finish(p, [r, f](Napi::Env env, Napi::Promise::Deferred &d) {
-          if (f) return settle_failure(env, d, f);
+        completions_.finish(p, [r, f](Napi::Env env, Napi::Promise::Deferred &d) {
+          if (f) return completions::reject(env, d, f.code, f.message, f.err);
           Napi::Object o = Napi::Object::New(env);
           o.Set("ok", r.ok);
           o.Set("notFound", r.not_found);
@@ -269,7 +205,7 @@ class ConntrackWrap : public Napi::ObjectWrap<ConntrackWrap> {
     Napi::Env env = info.Env();
     return guard(env, [&]() -> Napi::Value {
       ct::conntrack &c = core("dump");
-      completion *p = begin(env);
+      auto *p = completions_.begin(env);
       Napi::Promise promise = p->deferred.Promise();
       c.dump(resolve_records(p));
       return promise;
@@ -354,9 +290,8 @@ class ConntrackWrap : public Napi::ObjectWrap<ConntrackWrap> {
 
   std::unique_ptr<ct::conntrack> core_;
   Napi::ThreadSafeFunction events_;
-  Napi::ThreadSafeFunction completions_;
+  completions completions_;
   std::shared_ptr<std::atomic<bool>> closed_ = std::make_shared<std::atomic<bool>>(false);
-  size_t pending_ = 0;  // JS thread only
   bool hooked_ = false;
   ct::ct_stats last_stats_;
 };

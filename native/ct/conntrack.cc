@@ -17,6 +17,8 @@
 #include <cerrno>
 #include <cstring>
 
+#include "nl/netlink.h"
+
 namespace fg::ct {
 
 namespace {
@@ -139,39 +141,6 @@ failure fail(const char *code, const std::string &what, int err) {
   return failure{code, what + (err ? std::string(": ") + strerror(err) : std::string()), err};
 }
 
-void set_rcvbuf(int fd, int bytes) {
-  // FORCE goes past net.core.rmem_max (we are root); plain SO_RCVBUF is the fallback.
-  if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &bytes, sizeof(bytes)) < 0)
-    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &bytes, sizeof(bytes));
-}
-
-// Reads up to RECV_DATAGRAMS datagrams; waits for the first unless nonblocking. Returns
-// the count, 0 when nothing is there (nonblocking), or -errno.
-struct datagrams {
-  std::vector<uint8_t> storage = std::vector<uint8_t>(RECV_DATAGRAMS * RECV_DATAGRAM_BYTES);
-  mmsghdr msgs[RECV_DATAGRAMS];
-  iovec iov[RECV_DATAGRAMS];
-
-  int recv(int fd, bool nonblocking) {
-    for (unsigned i = 0; i < RECV_DATAGRAMS; i++) {
-      iov[i] = {storage.data() + i * RECV_DATAGRAM_BYTES, RECV_DATAGRAM_BYTES};
-      memset(&msgs[i], 0, sizeof(msgs[i]));
-      msgs[i].msg_hdr.msg_iov = &iov[i];
-      msgs[i].msg_hdr.msg_iovlen = 1;
-    }
-    int n = recvmmsg(fd, msgs, RECV_DATAGRAMS, nonblocking ? MSG_DONTWAIT : MSG_WAITFORONE, nullptr);
-    if (n < 0) return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -errno;
-    return n;
-  }
-  // Calls f(nlh) for each netlink message of datagram i.
-  template <typename F>
-  void each(int i, F &&f) {
-    const auto *buf = static_cast<const nlmsghdr *>(iov[i].iov_base);
-    int len = static_cast<int>(msgs[i].msg_len);
-    for (const nlmsghdr *nlh = buf; mnl_nlmsg_ok(nlh, len); nlh = mnl_nlmsg_next(nlh, &len)) f(nlh);
-  }
-};
-
 }  // namespace
 
 struct conntrack::request {
@@ -193,7 +162,7 @@ struct conntrack::sockets {
   uint32_t req_portid = 0;
   uint32_t seq = 1;
   bool resync_pending = false;
-  datagrams req_dgrams, ev_dgrams;
+  nl::datagrams<RECV_DATAGRAMS, RECV_DATAGRAM_BYTES> req_dgrams, ev_dgrams;
   std::vector<uint8_t> batch_buf = std::vector<uint8_t>(CHUNK_BYTES + MNL_SOCKET_BUFFER_SIZE);
   std::vector<uint8_t> dump_buf = std::vector<uint8_t>(DUMP_BUFFER_BYTES);
 
@@ -261,12 +230,6 @@ void transact(Sockets &s, size_t n, Build &&build, OnReply &&on_reply, OnLost &&
     first += count;
     between();
   }
-}
-
-int nlmsg_error(const nlmsghdr *nlh) {
-  if (nlh->nlmsg_type != NLMSG_ERROR) return 0;
-  const auto *e = static_cast<const nlmsgerr *>(mnl_nlmsg_get_payload(nlh));
-  return -e->error;
 }
 
 }  // namespace
@@ -367,12 +330,7 @@ void conntrack::run(std::shared_ptr<std::promise<void>> started) {
   // in, and setns() moves only this thread), then a probe that ctnetlink answers.
   try {
     if (!opts_.netns.empty()) {
-      int nsfd = open(opts_.netns.c_str(), O_RDONLY | O_CLOEXEC);
-      if (nsfd < 0) throw dp_error(ERR_INVALID_ARGUMENT, "conntrack: netns " + opts_.netns + ": " + strerror(errno), errno);
-      int rc = setns(nsfd, CLONE_NEWNET);
-      int e = errno;
-      ::close(nsfd);
-      if (rc < 0) throw dp_error(ERR_CONNTRACK, "conntrack: setns " + opts_.netns + ": " + strerror(e), e);
+      nl::enter_netns(opts_.netns, "conntrack", ERR_CONNTRACK);
     }
     if (want_events && access("/proc/sys/net/netfilter/nf_conntrack_events", F_OK) != 0)
       throw dp_error(ERR_CONNTRACK_EVENTS,
@@ -390,7 +348,7 @@ void conntrack::run(std::shared_ptr<std::promise<void>> started) {
         mnl_socket_close(nl);
         throw dp_error(ERR_CONNTRACK_UNAVAILABLE, std::string("conntrack: bind: ") + strerror(e), e);
       }
-      set_rcvbuf(mnl_socket_get_fd(nl), rcvbuf);
+      nl::set_rcvbuf(mnl_socket_get_fd(nl), rcvbuf);
       return nl;
     };
     s.req = open_socket(REQUEST_RCVBUF);
@@ -414,7 +372,7 @@ void conntrack::run(std::shared_ptr<std::promise<void>> started) {
           set_tuple(ct.get(), probe);
           nfct_nlmsg_build(nlh, ct.get());
         },
-        [&](size_t, const nlmsghdr *nlh) { probe_err = nlmsg_error(nlh); }, [&](size_t, int e) { probe_err = e; }, [] {});
+        [&](size_t, const nlmsghdr *nlh) { probe_err = nl::nlmsg_error(nlh); }, [&](size_t, int e) { probe_err = e; }, [] {});
     if (probe_err != ENOENT && probe_err != 0)
       throw dp_error(ERR_CONNTRACK_UNAVAILABLE,
                      std::string("conntrack: ctnetlink does not answer (is nf_conntrack_netlink loaded?): ") +
@@ -493,7 +451,7 @@ void conntrack::run(std::shared_ptr<std::promise<void>> started) {
         if (m->nlmsg_seq != seq) continue;  // a late reply to an earlier request
         if (m->nlmsg_type == NLMSG_DONE) return {};
         if (m->nlmsg_type == NLMSG_ERROR) {
-          int e = nlmsg_error(m);
+          int e = nl::nlmsg_error(m);
           if (e != 0) return fail(ERR_CONNTRACK, "conntrack dump", e);
           continue;
         }
@@ -539,7 +497,7 @@ void conntrack::run(std::shared_ptr<std::promise<void>> started) {
             nfct_nlmsg_build(nlh, ct.get());
           },
           [&](size_t i, const nlmsghdr *nlh) {
-            int e = nlmsg_error(nlh);
+            int e = nl::nlmsg_error(nlh);
             if (nlh->nlmsg_type == NLMSG_ERROR) {
               if (e != ENOENT && e != 0) {
                 out[i].error = static_cast<uint16_t>(e);
@@ -581,7 +539,7 @@ void conntrack::run(std::shared_ptr<std::promise<void>> started) {
             nfct_nlmsg_build(nlh, ct.get());
           },
           [&](size_t, const nlmsghdr *nlh) {
-            int e = nlmsg_error(nlh);
+            int e = nl::nlmsg_error(nlh);
             if (nlh->nlmsg_type != NLMSG_ERROR) return;  // without NLM_F_ECHO the kernel only acks
             if (e == 0)
               res.ok++;
