@@ -18,7 +18,7 @@ import { FlowgateError } from '../errors';
 import type { Logger } from '../log';
 import { KernelMirror } from '../slowpath/kernel';
 import { type ConntrackTimeouts, Learner, LearnerPolicy } from '../slowpath/learner';
-import type { KernelEvent, KernelWatch } from '../slowpath/monitor';
+import type { KernelEvent, KernelWatch, NeighborEvent } from '../slowpath/monitor';
 import type { FlowEndpointView, GatewayFlow, GatewayStats, GatewayView, ReloadResult } from './types';
 
 const TICK_MS = 1000;
@@ -229,11 +229,12 @@ export class Gateway implements GatewayView {
 
   // ---- the kernel's changes -------------------------------------------------------------
 
-  private async loadNeighbors(): Promise<void> {
-    // Seeded from the table so that the first change of a neighbour already has its old MAC.
-    const { stdout } = await promisify(execFile)('ip', ['-j', 'neigh', 'show']);
-    for (const n of JSON.parse(stdout || '[]') as { dst: string; dev: string; lladdr?: string }[])
-      if (n.lladdr !== undefined) this.neighbors.set(`${n.dev}|${n.dst}`, n.lladdr);
+  private async loadNeighbors(resynced?: NeighborEvent[]): Promise<void> {
+    // Seeded from the table (the kernel's now, or a resync's) so that the first change of a
+    // neighbour already has its old MAC.
+    const entries = resynced ?? (await this.kernel.neighbors());
+    this.neighbors.clear();
+    for (const n of entries) if (n.mac !== null) this.neighbors.set(`${n.dev}|${n.address}`, n.mac);
   }
 
   private onKernelEvent(event: KernelEvent): void {
@@ -275,14 +276,12 @@ export class Gateway implements GatewayView {
         }
         break;
       }
-      case 'monitor':
-        // Changes may have been missed while the monitor was down.
-        if (event.running) {
-          this.invalidateAll('kernel monitor restarted');
-          for (const t of this.model.tunnels) void this.resolveTunnel(t).catch(() => undefined);
-        } else {
-          this.log.warn('kernel monitor stopped', { reason: event.reason });
-        }
+      case 'resync':
+        // Changes were missed (the event socket overran).
+        this.log.warn('kernel events lost (ENOBUFS): resynchronised', { enobufs: event.enobufs, neighbours: event.neighbors.length });
+        void this.loadNeighbors(event.neighbors);
+        this.invalidateAll('kernel events lost');
+        for (const t of this.model.tunnels) void this.resolveTunnel(t).catch(() => undefined);
         break;
       default:
         break;
