@@ -4,7 +4,6 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <sched.h>
-#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -234,37 +233,15 @@ void transact(Sockets &s, size_t n, Build &&build, OnReply &&on_reply, OnLost &&
 
 }  // namespace
 
-conntrack::conntrack(options o) : opts_(std::move(o)), socks_(std::make_unique<sockets>()) {
-  wake_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-  if (wake_fd_ < 0) throw dp_error(ERR_CONNTRACK, std::string("conntrack: eventfd: ") + strerror(errno), errno);
-  auto started = std::make_shared<std::promise<void>>();
-  std::future<void> ready = started->get_future();
-  thread_ = std::thread([this, started] { run(started); });
-  try {
-    ready.get();
-  } catch (...) {
-    thread_.join();
-    ::close(wake_fd_);
-    wake_fd_ = -1;
-    closed_ = true;
-    throw;
-  }
+conntrack::conntrack(options o)
+    : opts_(std::move(o)), socks_(std::make_unique<sockets>()), thread_("conntrack", ERR_CONNTRACK) {
+  thread_.start([this](std::shared_ptr<std::promise<void>> started) { run(std::move(started)); });
 }
 
 conntrack::~conntrack() { close(); }
 
 void conntrack::submit(std::unique_ptr<request> r) {
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (!stopping_) {
-      queue_.push_back(std::move(r));
-      uint64_t one = 1;
-      ssize_t ignored = write(wake_fd_, &one, sizeof(one));
-      (void)ignored;
-      return;
-    }
-  }
-  r->fail_with(failure{ERR_CONNTRACK_CLOSED, "conntrack: closed", 0});
+  if (auto refused = thread_.submit(std::move(r))) refused->fail_with(failure{ERR_CONNTRACK_CLOSED, "conntrack: closed", 0});
 }
 
 void conntrack::get(std::vector<ct_tuple> tuples, records_done done) {
@@ -302,24 +279,8 @@ ct_stats conntrack::stats() const {
 }
 
 void conntrack::close() {
-  if (closed_.exchange(true)) return;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    stopping_ = true;
-    uint64_t one = 1;
-    ssize_t ignored = write(wake_fd_, &one, sizeof(one));
-    (void)ignored;
-  }
-  if (thread_.joinable()) thread_.join();
-  std::deque<std::unique_ptr<request>> left;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    left.swap(queue_);
-  }
-  for (auto &r : left) r->fail_with(failure{ERR_CONNTRACK_CLOSED, "conntrack: closed", 0});
+  for (auto &r : thread_.stop()) r->fail_with(failure{ERR_CONNTRACK_CLOSED, "conntrack: closed", 0});
   socks_.reset();
-  ::close(wake_fd_);
-  wake_fd_ = -1;
 }
 
 void conntrack::run(std::shared_ptr<std::promise<void>> started) {
@@ -561,20 +522,11 @@ void conntrack::run(std::shared_ptr<std::promise<void>> started) {
   };
 
   for (;;) {
-    pollfd fds[2] = {{wake_fd_, POLLIN, 0}, {s.ev ? mnl_socket_get_fd(s.ev) : -1, POLLIN, 0}};
+    pollfd fds[2] = {{thread_.wake_fd(), POLLIN, 0}, {s.ev ? mnl_socket_get_fd(s.ev) : -1, POLLIN, 0}};
     int pr = poll(fds, s.ev ? 2 : 1, s.resync_pending ? RESYNC_RETRY_MS : -1);
     if (pr < 0 && errno != EINTR) break;
-    if (fds[0].revents & POLLIN) {
-      uint64_t n;
-      ssize_t ignored = read(wake_fd_, &n, sizeof(n));
-      (void)ignored;
-    }
-    std::deque<std::unique_ptr<request>> work;
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      if (stopping_) break;
-      work.swap(queue_);
-    }
+    nl::request_thread<request>::queue work;
+    if (!thread_.take(work)) break;
     for (auto &r : work) {
       try {
         serve(*r);

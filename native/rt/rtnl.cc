@@ -3,7 +3,6 @@
 #include <arpa/inet.h>
 #include <net/if.h>
 #include <poll.h>
-#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -15,7 +14,10 @@
 #include <linux/nexthop.h>
 #include <linux/rtnetlink.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <chrono>
+#include <cstddef>
 #include <cstring>
 #include <unordered_map>
 
@@ -40,6 +42,9 @@ constexpr size_t EVENT_DATAGRAM_BYTES = 32 * 1024;
 constexpr size_t EVENT_BATCH_MAX = 4096;
 // A reply that stops coming (which the kernel should never do) fails after this.
 constexpr int REPLY_TIMEOUT_MS = 10000;
+// The routes of a link set down or removed are recounted this long after its event: the
+// kernel flushes them after announcing the link (__dev_notify_flags()).
+constexpr int RECOUNT_SETTLE_MS = 200;
 // A resync that failed or could not be queued is retried after this.
 constexpr int RESYNC_RETRY_MS = 50;
 constexpr unsigned EVENT_GROUPS[] = {RTNLGRP_LINK,       RTNLGRP_IPV4_IFADDR, RTNLGRP_IPV6_IFADDR,
@@ -47,20 +52,35 @@ constexpr unsigned EVENT_GROUPS[] = {RTNLGRP_LINK,       RTNLGRP_IPV4_IFADDR, RT
                                      RTNLGRP_IPV6_RULE,  RTNLGRP_NEIGH,       RTNLGRP_NEXTHOP};
 
 // ---- route keys ---------------------------------------------------------------------
-// What tells two routes of a namespace apart (fib_table_insert(), fib6_add_rt2node()):
-// table, destination prefix, tos and metric. N is the address length, so that an IPv4 key
-// is 16 bytes and a million of them cost 32 MiB.
+// What tells two routes of a namespace apart. IPv4 (fib_table_insert()): table, prefix,
+// tos and metric; a second route with all four equal is refused. IPv6 (fib6_add_rt2node())
+// also keeps routes that differ only in their next hop (fe80::/64 on every interface): its
+// key adds the next hop, the nexthop object or else the device and gateway, of a multipath
+// route the first one's, so that appending a sibling leaves the key as it was. `used` is
+// last: the bytes before it are the key, without padding.
 
-template <size_t N>
-struct route_key {
+struct route_key4 {
   uint32_t table;
   uint32_t priority;
-  uint8_t dst[N];
+  uint8_t dst[4];
   uint8_t len;
   uint8_t tos;
   uint8_t used;  // 0: an empty slot of the set
 };
-static_assert(sizeof(route_key<4>) == 16, "an IPv4 route key is 16 bytes");
+static_assert(sizeof(route_key4) == 16 && offsetof(route_key4, used) == 14, "an IPv4 route key is 14 bytes in 16");
+
+struct route_key6 {
+  uint32_t table;
+  uint32_t priority;
+  uint32_t nexthop;  // the nexthop object, or else the device
+  uint8_t dst[16];
+  uint8_t gateway[16];
+  uint8_t len;
+  uint8_t tos;
+  uint8_t by_nhid;
+  uint8_t used;
+};
+static_assert(sizeof(route_key6) == 48 && offsetof(route_key6, used) == 47, "an IPv6 route key is 47 bytes in 48");
 
 inline uint64_t mix64(uint64_t h) {
   h ^= h >> 33;
@@ -71,28 +91,31 @@ inline uint64_t mix64(uint64_t h) {
   return h;
 }
 
-template <size_t N>
-uint64_t hash_of(const route_key<N> &k) {
-  uint64_t h = (static_cast<uint64_t>(k.table) << 32 | k.priority) ^ (static_cast<uint64_t>(k.len) << 8 | k.tos) << 48;
-  for (size_t i = 0; i < N; i += 4) {
-    uint32_t w;
-    memcpy(&w, k.dst + i, 4);
+template <typename Key>
+uint64_t hash_of(const Key &k) {
+  constexpr size_t n = offsetof(Key, used);
+  uint8_t bytes[(n + 7) / 8 * 8] = {};
+  memcpy(bytes, &k, n);
+  uint64_t h = n;
+  for (size_t i = 0; i < sizeof(bytes); i += 8) {
+    uint64_t w;
+    memcpy(&w, bytes + i, 8);
     h = mix64(h ^ w);
   }
-  return mix64(h);
+  return h;
 }
 
-template <size_t N>
-bool same(const route_key<N> &a, const route_key<N> &b) {
-  return a.table == b.table && a.priority == b.priority && a.len == b.len && a.tos == b.tos && memcmp(a.dst, b.dst, N) == 0;
+template <typename Key>
+bool same(const Key &a, const Key &b) {
+  return memcmp(&a, &b, offsetof(Key, used)) == 0;
 }
 
 // An open-addressing set (linear probing, backward-shift deletion): one slot per key, no
 // node allocations, load at most 3/4.
-template <size_t N>
+template <typename Key>
 class route_set {
  public:
-  bool insert(const route_key<N> &k) {
+  bool insert(const Key &k) {
     if ((size_ + 1) * 4 > slots_.size() * 3) grow();
     size_t mask = slots_.size() - 1;
     for (size_t i = hash_of(k) & mask;; i = (i + 1) & mask) {
@@ -106,7 +129,7 @@ class route_set {
     }
   }
 
-  bool erase(const route_key<N> &k) {
+  bool erase(const Key &k) {
     size_t mask = slots_.size() - 1;
     size_t i = hash_of(k) & mask;
     for (;; i = (i + 1) & mask) {
@@ -131,7 +154,7 @@ class route_set {
   }
 
   void clear() {
-    slots_.assign(MIN_SLOTS, route_key<N>{});
+    slots_.assign(MIN_SLOTS, Key{});
     slots_.shrink_to_fit();
     size_ = 0;
   }
@@ -140,14 +163,14 @@ class route_set {
   static constexpr size_t MIN_SLOTS = 64;
 
   void grow() {
-    std::vector<route_key<N>> old(slots_.size() * 2);
+    std::vector<Key> old(slots_.size() * 2);
     old.swap(slots_);
     size_ = 0;
     for (const auto &k : old)
       if (k.used) insert(k);
   }
 
-  std::vector<route_key<N>> slots_ = std::vector<route_key<N>>(MIN_SLOTS);
+  std::vector<Key> slots_ = std::vector<Key>(MIN_SLOTS);
   size_t size_ = 0;
 };
 
@@ -297,6 +320,16 @@ bool decode_route(const nlmsghdr *nlh, record &r, names_t &names, bool clone = f
   r.priority = u32_of(tb[RTA_PRIORITY]);
   r.nhid = u32_of(tb[RTA_NH_ID]);
   r.multipath = tb[RTA_MULTIPATH] != nullptr;
+  if (r.multipath && mnl_attr_get_payload_len(tb[RTA_MULTIPATH]) >= sizeof(rtnexthop)) {
+    // The first next hop stands for the route in its key (see route_key6).
+    const auto *first = static_cast<const rtnexthop *>(mnl_attr_get_payload(tb[RTA_MULTIPATH]));
+    if (first->rtnh_len >= sizeof(rtnexthop) && first->rtnh_len <= mnl_attr_get_payload_len(tb[RTA_MULTIPATH])) {
+      r.ifindex = static_cast<uint32_t>(first->rtnh_ifindex);
+      attrs<RTA_MAX> hop;
+      hop.parse_range(reinterpret_cast<const char *>(first) + RTNH_LENGTH(0), reinterpret_cast<const char *>(first) + first->rtnh_len);
+      r.has_gateway = copy_addr(r.gateway, hop[RTA_GATEWAY], r.family);
+    }
+  }
   return true;
 }
 
@@ -530,12 +563,15 @@ struct rtnl::state {
   mnl_socket *ev = nullptr;
   uint32_t seq = 1;
   bool resync_pending = false;
+  bool recount_pending = false;
+  std::chrono::steady_clock::time_point recount_at;
   nl::datagrams<EVENT_DATAGRAMS, EVENT_DATAGRAM_BYTES> ev_dgrams;
   std::vector<uint8_t> reply = std::vector<uint8_t>(REPLY_BUFFER_BYTES);
   std::vector<uint8_t> request = std::vector<uint8_t>(MNL_SOCKET_BUFFER_SIZE);
   names_t names;
-  route_set<4> routes4;
-  route_set<16> routes6;
+  std::unordered_map<uint32_t, bool> links_up;
+  route_set<route_key4> routes4;
+  route_set<route_key6> routes6;
   route_counts counts;
 
   ~state() {
@@ -547,12 +583,23 @@ struct rtnl::state {
   void count(const record &r) {
     bool changed;
     if (r.family == 4) {
-      route_key<4> k{r.table, r.priority, {}, r.dst_len, r.tos, 0};
+      route_key4 k{};
+      k.table = r.table;
+      k.priority = r.priority;
       memcpy(k.dst, r.dst, 4);
+      k.len = r.dst_len;
+      k.tos = r.tos;
       changed = r.deleted ? routes4.erase(k) : routes4.insert(k);
     } else {
-      route_key<16> k{r.table, r.priority, {}, r.dst_len, r.tos, 0};
+      route_key6 k{};
+      k.table = r.table;
+      k.priority = r.priority;
+      k.by_nhid = r.nhid != 0;
+      k.nexthop = r.nhid != 0 ? r.nhid : r.ifindex;
+      if (r.nhid == 0 && r.has_gateway) memcpy(k.gateway, r.gateway, 16);
       memcpy(k.dst, r.dst, 16);
+      k.len = r.dst_len;
+      k.tos = r.tos;
       changed = r.deleted ? routes6.erase(k) : routes6.insert(k);
     }
     if (!changed) return;
@@ -570,13 +617,28 @@ struct rtnl::state {
   // What an event changes in the thread's own state: interface names and route keys.
   void apply(const record &r) {
     if (r.kind == record_kind::link) {
-      if (r.deleted)
+      // A link set down or removed takes its routes with it, and neither IPv4
+      // (fib_table_flush()) nor IPv6 (fib6_ifdown()) reports them: the routes are recounted,
+      // once the kernel is done (it announces the link before it flushes).
+      auto was_up = links_up.find(r.ifindex);
+      if ((r.deleted || (was_up != links_up.end() && was_up->second && !r.up)) && !recount_pending) {
+        recount_pending = true;
+        recount_at = std::chrono::steady_clock::now() + std::chrono::milliseconds(RECOUNT_SETTLE_MS);
+      }
+      if (r.deleted) {
         names.erase(r.ifindex);
-      else if (!r.dev.empty())
-        names[r.ifindex] = r.dev;
+        links_up.erase(r.ifindex);
+      } else {
+        know_link(r);
+      }
     } else if (r.kind == record_kind::route) {
       count(r);
     }
+  }
+
+  void know_link(const record &r) {
+    if (!r.dev.empty()) names[r.ifindex] = r.dev;
+    links_up[r.ifindex] = r.up;
   }
 
   // Sends the request in `request` and hands each message answering it to on_msg, until
@@ -626,7 +688,7 @@ struct rtnl::state {
     return exchange(what, [&](const nlmsghdr *m) {
       record r;
       if (!decode(m, r, names)) return;
-      if (r.kind == record_kind::link && !r.dev.empty()) names[r.ifindex] = r.dev;
+      if (r.kind == record_kind::link) know_link(r);
       if (out != nullptr) out->push_back(std::move(r));
     });
   }
@@ -660,6 +722,7 @@ struct rtnl::state {
 
   // Recounts every route of the namespace from a dump.
   failure recount() {
+    recount_pending = false;
     routes4.clear();
     routes6.clear();
     counts = {};
@@ -671,37 +734,14 @@ struct rtnl::state {
   }
 };
 
-rtnl::rtnl(options o) : opts_(std::move(o)), st_(std::make_unique<state>()) {
-  wake_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-  if (wake_fd_ < 0) throw dp_error(ERR_RTNL, std::string("rtnl: eventfd: ") + strerror(errno), errno);
-  auto started = std::make_shared<std::promise<void>>();
-  std::future<void> ready = started->get_future();
-  thread_ = std::thread([this, started] { run(started); });
-  try {
-    ready.get();
-  } catch (...) {
-    thread_.join();
-    ::close(wake_fd_);
-    wake_fd_ = -1;
-    closed_ = true;
-    throw;
-  }
+rtnl::rtnl(options o) : opts_(std::move(o)), st_(std::make_unique<state>()), thread_("rtnl", ERR_RTNL) {
+  thread_.start([this](std::shared_ptr<std::promise<void>> started) { run(std::move(started)); });
 }
 
 rtnl::~rtnl() { close(); }
 
 void rtnl::submit(std::unique_ptr<request> r) {
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (!stopping_) {
-      queue_.push_back(std::move(r));
-      uint64_t one = 1;
-      ssize_t ignored = write(wake_fd_, &one, sizeof(one));
-      (void)ignored;
-      return;
-    }
-  }
-  r->fail_with(failure{ERR_RTNL_CLOSED, "rtnl: closed", 0});
+  if (auto refused = thread_.submit(std::move(r))) refused->fail_with(failure{ERR_RTNL_CLOSED, "rtnl: closed", 0});
 }
 
 namespace {
@@ -752,24 +792,8 @@ rt_stats rtnl::stats() const {
 }
 
 void rtnl::close() {
-  if (closed_.exchange(true)) return;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    stopping_ = true;
-    uint64_t one = 1;
-    ssize_t ignored = write(wake_fd_, &one, sizeof(one));
-    (void)ignored;
-  }
-  if (thread_.joinable()) thread_.join();
-  std::deque<std::unique_ptr<request>> left;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    left.swap(queue_);
-  }
-  for (auto &r : left) r->fail_with(failure{ERR_RTNL_CLOSED, "rtnl: closed", 0});
+  for (auto &r : thread_.stop()) r->fail_with(failure{ERR_RTNL_CLOSED, "rtnl: closed", 0});
   st_.reset();
-  ::close(wake_fd_);
-  wake_fd_ = -1;
 }
 
 void rtnl::run(std::shared_ptr<std::promise<void>> started) {
@@ -865,6 +889,13 @@ void rtnl::run(std::shared_ptr<std::promise<void>> started) {
     flush_events();
     if (any) publish_counts();
   };
+  auto recount = [&] {
+    if (s.recount()) {
+      counters_.errors.fetch_add(1, std::memory_order_relaxed);
+      s.resync_pending = true;
+    }
+    publish_counts();
+  };
 
   auto resync = [&] {
     s.resync_pending = false;
@@ -935,6 +966,8 @@ void rtnl::run(std::shared_ptr<std::promise<void>> started) {
         break;
       }
       case request::COUNT_ROUTES:
+        // The caller's changes are complete, flushes included.
+        if (s.recount_pending) recount();
         r.counts_cb(s.counts, {});
         return;
     }
@@ -943,23 +976,21 @@ void rtnl::run(std::shared_ptr<std::promise<void>> started) {
   };
 
   for (;;) {
-    pollfd fds[2] = {{wake_fd_, POLLIN, 0}, {mnl_socket_get_fd(s.ev), POLLIN, 0}};
-    int pr = poll(fds, 2, s.resync_pending ? RESYNC_RETRY_MS : -1);
-    if (pr < 0 && errno != EINTR) break;
-    if (fds[0].revents & POLLIN) {
-      uint64_t n;
-      ssize_t ignored = read(wake_fd_, &n, sizeof(n));
-      (void)ignored;
+    pollfd fds[2] = {{thread_.wake_fd(), POLLIN, 0}, {mnl_socket_get_fd(s.ev), POLLIN, 0}};
+    int timeout = s.resync_pending ? RESYNC_RETRY_MS : -1;
+    if (s.recount_pending) {
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(s.recount_at - std::chrono::steady_clock::now()).count();
+      int wait = static_cast<int>(std::max<int64_t>(0, left)) + 1;
+      timeout = timeout < 0 ? wait : std::min(timeout, wait);
     }
+    int pr = poll(fds, 2, timeout);
+    if (pr < 0 && errno != EINTR) break;
     // Events and a pending resync first: a count request answers with every change read so far.
     read_events();
     if (s.resync_pending) resync();
-    std::deque<std::unique_ptr<request>> work;
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      if (stopping_) break;
-      work.swap(queue_);
-    }
+    if (s.recount_pending && std::chrono::steady_clock::now() >= s.recount_at) recount();
+    nl::request_thread<request>::queue work;
+    if (!thread_.take(work)) break;
     for (auto &r : work) {
       try {
         serve(*r);

@@ -7,7 +7,7 @@
 // events are decoded into records and handed over in batches. After an overrun of the event
 // socket (ENOBUFS) the consumer gets a resync instead: fresh links and neighbours, and the
 // route counts rebuilt from a dump. The thread keeps one key per route of the namespace
-// (family, table, destination, tos, metric), so that the route counts are exact with a full
+// (family, table, destination, tos, metric; for IPv6 also the next hop), so that the route counts are exact with a full
 // Internet table without a route ever crossing into JavaScript. No N-API here: the binding
 // is native/addon/rtnl.cc.
 #pragma once
@@ -15,17 +15,16 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
-#include <deque>
 #include <functional>
 #include <future>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "dp/error.h"
+#include "nl/request_thread.h"
 
 namespace fg::rt {
 
@@ -76,7 +75,9 @@ struct record {
   uint32_t table = 0;     // route and rule
   uint32_t priority = 0;  // route: the metric (RTA_PRIORITY); rule: its preference
   uint32_t nhid = 0;      // route: the nexthop object (0: none); nexthop: its id
-  bool multipath = false; // route: RTA_MULTIPATH (or a group nhid): no single gateway and dev
+  // route: RTA_MULTIPATH (or a group nhid): no single gateway and dev; ifindex and gateway
+  // are then the first next hop's.
+  bool multipath = false;
   bool blackhole = false; // nexthop
   std::vector<uint32_t> group;  // nexthop: member ids
   std::string iif, oif;   // rule
@@ -181,12 +182,7 @@ class rtnl {
 
   options opts_;
   std::unique_ptr<state> st_;
-  std::thread thread_;
-  int wake_fd_ = -1;
-  std::mutex mu_;
-  std::deque<std::unique_ptr<request>> queue_;  // mu_
-  bool stopping_ = false;                       // mu_
-  std::atomic<bool> closed_{false};
+  nl::request_thread<request> thread_;
 
   struct counters {
     std::atomic<uint64_t> events{0}, enobufs{0}, resyncs{0}, errors{0};
