@@ -11,7 +11,7 @@
  */
 import * as path from 'node:path';
 
-import { DataplaneError, FlowgateError, InvalidArgumentError } from '../errors';
+import { DataplaneError, FlowgateError, intIn, InvalidArgumentError } from '../errors';
 import { parseIp } from '../net/addr';
 import { native, type NativeRtnl } from '../native';
 import type { AddressEvent, KernelChange, LinkEvent, NeighborEvent, NexthopEvent, ResyncEvent, RouteCounts, RouteEvent, RuleEvent } from './monitor';
@@ -154,12 +154,6 @@ export class Rtnl {
       throw DataplaneError.fromNative(err);
     }
   }
-}
-
-function intIn(value: unknown, what: string, min: number, max: number): number {
-  if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max)
-    throw new InvalidArgumentError(`${what}: expected an integer ${min}..${max}, found ${String(value)}`);
-  return value;
 }
 
 function nameOrNumber(value: unknown, what: string, names: readonly string[], max: number): string | number {

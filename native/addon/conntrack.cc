@@ -8,9 +8,11 @@
 #include <cstring>
 #include <memory>
 #include <string>
+#include <utility>
 
 #include "addon/convert.h"
 #include "addon/promises.h"
+#include "addon/thread_binding.h"
 #include "ct/conntrack.h"
 
 namespace fg::addon {
@@ -81,81 +83,26 @@ class ConntrackWrap : public Napi::ObjectWrap<ConntrackWrap> {
       Napi::Value cb = o.Get("onEvents");
       if (!cb.IsFunction()) throw dp_error(ERR_INVALID_ARGUMENT, "Conntrack options.onEvents: expected a function");
 
-      // Event batches: they must not keep the process alive (Unref).
-      events_ = Napi::ThreadSafeFunction::New(env, cb.As<Napi::Function>(), "flowgate conntrack events", EVENT_QUEUE_BATCHES, 1);
-      events_.Unref(env);
-      completions_.open(env, "flowgate conntrack completions", this);
-
-      Napi::ThreadSafeFunction tsfn = events_;
-      auto closed = closed_;
-      opts.deliver = [tsfn, closed](std::vector<ct_record> &&batch, ct::batch_kind kind) mutable {
-        auto *raw = new std::vector<ct_record>(std::move(batch));
-        napi_status st = tsfn.NonBlockingCall(raw, [closed, kind](Napi::Env env, Napi::Function cb, std::vector<ct_record> *b) {
-          if (*closed) {
-            delete b;
-            return;
-          }
-          cb.Call({records_buffer(env, b), Napi::String::New(env, kind == ct::batch_kind::resync ? "resync" : "events")});
-        });
-        if (st != napi_ok) {
-          delete raw;
-          return false;
-        }
-        return true;
-      };
-      try {
-        core_ = std::make_unique<ct::conntrack>(std::move(opts));
-      } catch (...) {
-        release();
-        throw;
-      }
-      napi_add_env_cleanup_hook(env, &ConntrackWrap::cleanup_hook, this);
-      hooked_ = true;
+      binding_.open(env, cb.As<Napi::Function>(), "flowgate conntrack", EVENT_QUEUE_BATCHES, this);
+      using batch = std::pair<std::vector<ct_record>, ct::batch_kind>;
+      auto send = binding_.sender<batch>([](Napi::Env env, Napi::Function cb, batch &b) {
+        auto *records = new std::vector<ct_record>(std::move(b.first));
+        cb.Call({records_buffer(env, records), Napi::String::New(env, b.second == ct::batch_kind::resync ? "resync" : "events")});
+      });
+      opts.deliver = [send](std::vector<ct_record> &&records, ct::batch_kind kind) mutable { return send({std::move(records), kind}); };
+      binding_.start(env, [&] { return std::make_unique<ct::conntrack>(std::move(opts)); });
       return 0;
     });
   }
 
-  ~ConntrackWrap() override {
-    if (hooked_) napi_remove_env_cleanup_hook(Env(), &ConntrackWrap::cleanup_hook, this);
-    shutdown();
-  }
-
  private:
-  static void cleanup_hook(void *arg) {
-    auto *self = static_cast<ConntrackWrap *>(arg);
-    self->hooked_ = false;
-    self->shutdown();
-  }
-
-  // Joins the thread (its callbacks have all been queued by then), then lets go of the
-  // thread-safe functions; results still queued are delivered, events are not.
-  void shutdown() {
-    *closed_ = true;
-    if (core_) {
-      core_->close();
-      core_.reset();
-    }
-    release();
-  }
-
-  void release() {
-    if (events_) {
-      events_.Release();
-      events_ = Napi::ThreadSafeFunction();
-    }
-    completions_.release();
-  }
-
-  ct::conntrack &core(const char *what) {
-    if (!core_) throw dp_error(ct::ERR_CONNTRACK_CLOSED, std::string("Conntrack.") + what + ": closed");
-    return *core_;
-  }
+  ct::conntrack &core(const char *what) { return binding_.core(ct::ERR_CONNTRACK_CLOSED, std::string("Conntrack.") + what); }
 
   // The callback of a request answered with records: settles p with them as one Buffer.
   ct::conntrack::records_done resolve_records(completions::completion *p) {
     return [this, p](std::vector<ct_record> &&out, ct::failure f) {
       auto *records = new std::vector<ct_record>(std::move(out));
-      completions_.finish(p, [records, f](Napi::Env env, Napi::Promise::Deferred &d) {
+      binding_.completions.finish(p, [records, f](Napi::Env env, Napi::Promise::Deferred &d) {
         if (f) {
           delete records;
           completions::reject(env, d, f.code, f.message, f.err);
@@ -172,7 +119,7 @@ class ConntrackWrap : public Napi::ObjectWrap<ConntrackWrap> {
       std::vector<ct_tuple> tuples = items_from<ct_tuple>(info.Length() > 0 ? info[0] : env.Undefined(), "Conntrack.get tuples");
       for (size_t i = 0; i < tuples.size(); i++) check_tuple(tuples[i], i, "Conntrack.get tuples");
       ct::conntrack &c = core("get");
-      auto *p = completions_.begin(env);
+      auto *p = binding_.completions.begin(env);
       Napi::Promise promise = p->deferred.Promise();
       c.get(std::move(tuples), resolve_records(p));
       return promise;
@@ -185,10 +132,10 @@ class ConntrackWrap : public Napi::ObjectWrap<ConntrackWrap> {
       std::vector<ct_update> updates = items_from<ct_update>(info.Length() > 0 ? info[0] : env.Undefined(), "Conntrack.update updates");
       for (size_t i = 0; i < updates.size(); i++) check_tuple(updates[i].orig, i, "Conntrack.update updates");
       ct::conntrack &c = core("update");
-      auto *p = completions_.begin(env);
+      auto *p = binding_.completions.begin(env);
       Napi::Promise promise = p->deferred.Promise();
       c.update(std::move(updates), [this, p](ct::ct_update_result r, ct::failure f) {
-        completions_.finish(p, [r, f](Napi::Env env, Napi::Promise::Deferred &d) {
+        binding_.completions.finish(p, [r, f](Napi::Env env, Napi::Promise::Deferred &d) {
           if (f) return completions::reject(env, d, f.code, f.message, f.err);
           Napi::Object o = Napi::Object::New(env);
           o.Set("ok", r.ok);
@@ -205,7 +152,7 @@ class ConntrackWrap : public Napi::ObjectWrap<ConntrackWrap> {
     Napi::Env env = info.Env();
     return guard(env, [&]() -> Napi::Value {
       ct::conntrack &c = core("dump");
-      auto *p = completions_.begin(env);
+      auto *p = binding_.completions.begin(env);
       Napi::Promise promise = p->deferred.Promise();
       c.dump(resolve_records(p));
       return promise;
@@ -214,7 +161,7 @@ class ConntrackWrap : public Napi::ObjectWrap<ConntrackWrap> {
 
   Napi::Value Stats(const Napi::CallbackInfo &info) {
     Napi::Env env = info.Env();
-    ct::ct_stats s = core_ ? core_->stats() : last_stats_;
+    ct::ct_stats s = binding_.stats();
     Napi::Object o = Napi::Object::New(env);
     o.Set("events", static_cast<double>(s.events));
     o.Set("enobufs", static_cast<double>(s.enobufs));
@@ -226,12 +173,7 @@ class ConntrackWrap : public Napi::ObjectWrap<ConntrackWrap> {
   }
 
   Napi::Value Close(const Napi::CallbackInfo &info) {
-    if (core_) last_stats_ = core_->stats();
-    if (hooked_) {
-      napi_remove_env_cleanup_hook(info.Env(), &ConntrackWrap::cleanup_hook, this);
-      hooked_ = false;
-    }
-    shutdown();
+    binding_.close();
     return info.Env().Undefined();
   }
 
@@ -288,12 +230,7 @@ class ConntrackWrap : public Napi::ObjectWrap<ConntrackWrap> {
     return o;
   }
 
-  std::unique_ptr<ct::conntrack> core_;
-  Napi::ThreadSafeFunction events_;
-  completions completions_;
-  std::shared_ptr<std::atomic<bool>> closed_ = std::make_shared<std::atomic<bool>>(false);
-  bool hooked_ = false;
-  ct::ct_stats last_stats_;
+  thread_binding<ct::conntrack, ct::ct_stats> binding_;
 };
 
 }  // namespace

@@ -11,6 +11,7 @@
 
 #include "addon/convert.h"
 #include "addon/promises.h"
+#include "addon/thread_binding.h"
 #include "rt/rtnl.h"
 
 namespace fg::addon {
@@ -193,85 +194,25 @@ class RtnlWrap : public Napi::ObjectWrap<RtnlWrap> {
       Napi::Value cb = o.Get("onEvents");
       if (!cb.IsFunction()) throw dp_error(ERR_INVALID_ARGUMENT, "Rtnl options.onEvents: expected a function");
 
-      // Event batches and resyncs must not keep the process alive (Unref).
-      events_ = Napi::ThreadSafeFunction::New(env, cb.As<Napi::Function>(), "flowgate rtnl events", EVENT_QUEUE_BATCHES, 1);
-      events_.Unref(env);
-      completions_.open(env, "flowgate rtnl completions", this);
-
-      Napi::ThreadSafeFunction tsfn = events_;
-      auto closed = closed_;
-      opts.deliver_events = [tsfn, closed](std::vector<record> &&batch) mutable {
-        auto *raw = new std::vector<record>(std::move(batch));
-        napi_status st = tsfn.NonBlockingCall(raw, [closed](Napi::Env env, Napi::Function cb, std::vector<record> *b) {
-          std::unique_ptr<std::vector<record>> owned(b);
-          if (*closed) return;
-          cb.Call({records_to_js(env, *owned), Napi::String::New(env, "events")});
-        });
-        if (st != napi_ok) delete raw;
-        return st == napi_ok;
-      };
-      opts.deliver_resync = [tsfn, closed](rt::resync &&snapshot) mutable {
-        auto *raw = new rt::resync(std::move(snapshot));
-        napi_status st = tsfn.NonBlockingCall(raw, [closed](Napi::Env env, Napi::Function cb, rt::resync *r) {
-          std::unique_ptr<rt::resync> owned(r);
-          if (*closed) return;
-          Napi::Object o = Napi::Object::New(env);
-          o.Set("enobufs", static_cast<double>(owned->enobufs));
-          o.Set("links", records_to_js(env, owned->links));
-          o.Set("neighbors", records_to_js(env, owned->neighbours));
-          o.Set("routes", counts_to_js(env, owned->routes));
-          cb.Call({o, Napi::String::New(env, "resync")});
-        });
-        if (st != napi_ok) delete raw;
-        return st == napi_ok;
-      };
-      try {
-        core_ = std::make_unique<rt::rtnl>(std::move(opts));
-      } catch (...) {
-        release();
-        throw;
-      }
-      napi_add_env_cleanup_hook(env, &RtnlWrap::cleanup_hook, this);
-      hooked_ = true;
+      binding_.open(env, cb.As<Napi::Function>(), "flowgate rtnl", EVENT_QUEUE_BATCHES, this);
+      opts.deliver_events = binding_.sender<std::vector<record>>([](Napi::Env env, Napi::Function cb, std::vector<record> &batch) {
+        cb.Call({records_to_js(env, batch), Napi::String::New(env, "events")});
+      });
+      opts.deliver_resync = binding_.sender<rt::resync>([](Napi::Env env, Napi::Function cb, rt::resync &r) {
+        Napi::Object o = Napi::Object::New(env);
+        o.Set("enobufs", static_cast<double>(r.enobufs));
+        o.Set("links", records_to_js(env, r.links));
+        o.Set("neighbors", records_to_js(env, r.neighbours));
+        o.Set("routes", counts_to_js(env, r.routes));
+        cb.Call({o, Napi::String::New(env, "resync")});
+      });
+      binding_.start(env, [&] { return std::make_unique<rt::rtnl>(std::move(opts)); });
       return 0;
     });
   }
 
-  ~RtnlWrap() override {
-    if (hooked_) napi_remove_env_cleanup_hook(Env(), &RtnlWrap::cleanup_hook, this);
-    shutdown();
-  }
-
  private:
-  static void cleanup_hook(void *arg) {
-    auto *self = static_cast<RtnlWrap *>(arg);
-    self->hooked_ = false;
-    self->shutdown();
-  }
-
-  // Joins the thread (its callbacks have all been queued by then), then lets go of the
-  // thread-safe functions; results still queued are delivered, events are not.
-  void shutdown() {
-    *closed_ = true;
-    if (core_) {
-      core_->close();
-      core_.reset();
-    }
-    release();
-  }
-
-  void release() {
-    if (events_) {
-      events_.Release();
-      events_ = Napi::ThreadSafeFunction();
-    }
-    completions_.release();
-  }
-
-  rt::rtnl &core(const char *what) {
-    if (!core_) throw dp_error(rt::ERR_RTNL_CLOSED, std::string("Rtnl.") + what + ": closed");
-    return *core_;
-  }
+  rt::rtnl &core(const char *what) { return binding_.core(rt::ERR_RTNL_CLOSED, std::string("Rtnl.") + what); }
 
   // A request answered with records: a promise of an array of them.
   template <typename Submit>
@@ -279,11 +220,11 @@ class RtnlWrap : public Napi::ObjectWrap<RtnlWrap> {
     Napi::Env env = info.Env();
     return guard(env, [&]() -> Napi::Value {
       rt::rtnl &c = core(what);
-      auto *p = completions_.begin(env);
+      auto *p = binding_.completions.begin(env);
       Napi::Promise promise = p->deferred.Promise();
       submit(c, [this, p](std::vector<record> &&out, rt::failure f) {
         auto *records = new std::vector<record>(std::move(out));
-        completions_.finish(p, [records, f](Napi::Env env, Napi::Promise::Deferred &d) {
+        binding_.completions.finish(p, [records, f](Napi::Env env, Napi::Promise::Deferred &d) {
           std::unique_ptr<std::vector<record>> owned(records);
           if (f) return completions::reject(env, d, f.code, f.message, f.err);
           d.Resolve(records_to_js(env, *owned));
@@ -333,11 +274,11 @@ class RtnlWrap : public Napi::ObjectWrap<RtnlWrap> {
       auto b = v.As<Napi::Buffer<uint8_t>>();
       uint8_t family = b.Length() == 16 ? 6 : 4;
       rt::rtnl &c = core("routeGet");
-      auto *p = completions_.begin(env);
+      auto *p = binding_.completions.begin(env);
       Napi::Promise promise = p->deferred.Promise();
       c.route_get(family, b.Data(), [this, p](std::vector<record> &&out, rt::failure f) {
         auto *records = new std::vector<record>(std::move(out));
-        completions_.finish(p, [records, f](Napi::Env env, Napi::Promise::Deferred &d) {
+        binding_.completions.finish(p, [records, f](Napi::Env env, Napi::Promise::Deferred &d) {
           std::unique_ptr<std::vector<record>> owned(records);
           if (f) return completions::reject(env, d, f.code, f.message, f.err);
           d.Resolve(owned->empty() ? env.Null() : Napi::Value(record_to_js(env, owned->front())));
@@ -351,10 +292,10 @@ class RtnlWrap : public Napi::ObjectWrap<RtnlWrap> {
     Napi::Env env = info.Env();
     return guard(env, [&]() -> Napi::Value {
       rt::rtnl &c = core("countRoutes");
-      auto *p = completions_.begin(env);
+      auto *p = binding_.completions.begin(env);
       Napi::Promise promise = p->deferred.Promise();
       c.count_routes([this, p](rt::route_counts counts, rt::failure f) {
-        completions_.finish(p, [counts = std::move(counts), f](Napi::Env env, Napi::Promise::Deferred &d) {
+        binding_.completions.finish(p, [counts = std::move(counts), f](Napi::Env env, Napi::Promise::Deferred &d) {
           if (f) return completions::reject(env, d, f.code, f.message, f.err);
           d.Resolve(counts_to_js(env, counts));
         });
@@ -365,7 +306,7 @@ class RtnlWrap : public Napi::ObjectWrap<RtnlWrap> {
 
   Napi::Value Stats(const Napi::CallbackInfo &info) {
     Napi::Env env = info.Env();
-    rt::rt_stats s = core_ ? core_->stats() : last_stats_;
+    rt::rt_stats s = binding_.stats();
     Napi::Object o = Napi::Object::New(env);
     o.Set("events", static_cast<double>(s.events));
     o.Set("enobufs", static_cast<double>(s.enobufs));
@@ -377,21 +318,11 @@ class RtnlWrap : public Napi::ObjectWrap<RtnlWrap> {
   }
 
   Napi::Value Close(const Napi::CallbackInfo &info) {
-    if (core_) last_stats_ = core_->stats();
-    if (hooked_) {
-      napi_remove_env_cleanup_hook(info.Env(), &RtnlWrap::cleanup_hook, this);
-      hooked_ = false;
-    }
-    shutdown();
+    binding_.close();
     return info.Env().Undefined();
   }
 
-  std::unique_ptr<rt::rtnl> core_;
-  Napi::ThreadSafeFunction events_;
-  completions completions_;
-  std::shared_ptr<std::atomic<bool>> closed_ = std::make_shared<std::atomic<bool>>(false);
-  bool hooked_ = false;
-  rt::rt_stats last_stats_;
+  thread_binding<rt::rtnl, rt::rt_stats> binding_;
 };
 
 }  // namespace

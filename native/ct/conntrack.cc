@@ -298,21 +298,10 @@ void conntrack::run(std::shared_ptr<std::promise<void>> started) {
                      "conntrack events: /proc/sys/net/netfilter/nf_conntrack_events is missing: this kernel was built "
                      "without CONFIG_NF_CONNTRACK_EVENTS (or nf_conntrack is not loaded)",
                      ENOENT);
-    auto open_socket = [](int rcvbuf) {
-      mnl_socket *nl = mnl_socket_open2(NETLINK_NETFILTER, SOCK_CLOEXEC);
-      if (nl == nullptr)
-        throw dp_error(ERR_CONNTRACK_UNAVAILABLE,
-                       std::string("conntrack: cannot open a NETLINK_NETFILTER socket (nfnetlink): ") + strerror(errno),
-                       errno);
-      if (mnl_socket_bind(nl, 0, MNL_SOCKET_AUTOPID) < 0) {
-        int e = errno;
-        mnl_socket_close(nl);
-        throw dp_error(ERR_CONNTRACK_UNAVAILABLE, std::string("conntrack: bind: ") + strerror(e), e);
-      }
-      nl::set_rcvbuf(mnl_socket_get_fd(nl), rcvbuf);
-      return nl;
+    auto open_socket = [](uint32_t asked, int fallback) {
+      return nl::open_socket(NETLINK_NETFILTER, "NETLINK_NETFILTER (nfnetlink)", asked, fallback, "conntrack", ERR_CONNTRACK_UNAVAILABLE);
     };
-    s.req = open_socket(REQUEST_RCVBUF);
+    s.req = open_socket(0, REQUEST_RCVBUF);
     s.req_portid = mnl_socket_get_portid(s.req);
     int one = 1;
     // Error replies without a copy of the request: smaller replies, more per buffer.
@@ -341,13 +330,7 @@ void conntrack::run(std::shared_ptr<std::promise<void>> started) {
                      probe_err);
 
     if (want_events) {
-      s.ev = open_socket(opts_.rcvbuf ? static_cast<int>(opts_.rcvbuf) : EVENT_RCVBUF_DEFAULT);
-      if (opts_.rcvbuf) {
-        // A small buffer is asked for (tests provoke overruns): plain SO_RCVBUF, which the
-        // kernel doubles and clamps to its minimum, as any application would get.
-        int b = static_cast<int>(opts_.rcvbuf);
-        setsockopt(mnl_socket_get_fd(s.ev), SOL_SOCKET, SO_RCVBUF, &b, sizeof(b));
-      }
+      s.ev = open_socket(opts_.rcvbuf, EVENT_RCVBUF_DEFAULT);
       auto join = [&](unsigned group) {
         if (setsockopt(mnl_socket_get_fd(s.ev), SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, &group, sizeof(group)) < 0)
           throw dp_error(ERR_CONNTRACK_UNAVAILABLE, std::string("conntrack: cannot join event group: ") + strerror(errno), errno);

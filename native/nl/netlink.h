@@ -36,6 +36,27 @@ inline void set_rcvbuf(int fd, int bytes) {
     setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &bytes, sizeof(bytes));
 }
 
+// A netlink socket of `bus` (named `bus_name` in errors), bound. Its receive buffer:
+// `asked` bytes when asked for, as plain SO_RCVBUF (which the kernel doubles and clamps to
+// its minimum, as any application would get: tests provoke overruns with a small one),
+// else `fallback` bytes, past net.core.rmem_max.
+inline mnl_socket *open_socket(int bus, const char *bus_name, uint32_t asked, int fallback, const char *what, const char *code) {
+  mnl_socket *nl = mnl_socket_open2(bus, SOCK_CLOEXEC);
+  if (nl == nullptr) throw dp_error(code, std::string(what) + ": cannot open a " + bus_name + " socket: " + strerror(errno), errno);
+  if (mnl_socket_bind(nl, 0, MNL_SOCKET_AUTOPID) < 0) {
+    int e = errno;
+    mnl_socket_close(nl);
+    throw dp_error(code, std::string(what) + ": bind: " + strerror(e), e);
+  }
+  int fd = mnl_socket_get_fd(nl);
+  set_rcvbuf(fd, asked ? static_cast<int>(asked) : fallback);
+  if (asked) {
+    int b = static_cast<int>(asked);
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &b, sizeof(b));
+  }
+  return nl;
+}
+
 // The errno of a NLMSG_ERROR reply (0 for an ack), 0 for any other message.
 inline int nlmsg_error(const nlmsghdr *nlh) {
   if (nlh->nlmsg_type != NLMSG_ERROR) return 0;

@@ -801,18 +801,10 @@ void rtnl::run(std::shared_ptr<std::promise<void>> started) {
 
   try {
     if (!opts_.netns.empty()) nl::enter_netns(opts_.netns, "rtnl", ERR_RTNL);
-    auto open_socket = [](int rcvbuf) {
-      mnl_socket *nl = mnl_socket_open2(NETLINK_ROUTE, SOCK_CLOEXEC);
-      if (nl == nullptr) throw dp_error(ERR_RTNL, std::string("rtnl: cannot open a NETLINK_ROUTE socket: ") + strerror(errno), errno);
-      if (mnl_socket_bind(nl, 0, MNL_SOCKET_AUTOPID) < 0) {
-        int e = errno;
-        mnl_socket_close(nl);
-        throw dp_error(ERR_RTNL, std::string("rtnl: bind: ") + strerror(e), e);
-      }
-      nl::set_rcvbuf(mnl_socket_get_fd(nl), rcvbuf);
-      return nl;
+    auto open_socket = [](uint32_t asked, int fallback) {
+      return nl::open_socket(NETLINK_ROUTE, "NETLINK_ROUTE", asked, fallback, "rtnl", ERR_RTNL);
     };
-    s.req = open_socket(REQUEST_RCVBUF);
+    s.req = open_socket(0, REQUEST_RCVBUF);
     int one = 1;
     int fd = mnl_socket_get_fd(s.req);
     // The kernel filters route dumps by the request's table and protocol only when asked
@@ -821,13 +813,7 @@ void rtnl::run(std::shared_ptr<std::promise<void>> started) {
       throw dp_error(ERR_RTNL, std::string("rtnl: NETLINK_GET_STRICT_CHK: ") + strerror(errno), errno);
     setsockopt(fd, SOL_NETLINK, NETLINK_CAP_ACK, &one, sizeof(one));
 
-    s.ev = open_socket(opts_.rcvbuf ? static_cast<int>(opts_.rcvbuf) : EVENT_RCVBUF_DEFAULT);
-    if (opts_.rcvbuf) {
-      // A small buffer is asked for (tests provoke overruns): plain SO_RCVBUF, which the
-      // kernel doubles and clamps to its minimum, as any application would get.
-      int b = static_cast<int>(opts_.rcvbuf);
-      setsockopt(mnl_socket_get_fd(s.ev), SOL_SOCKET, SO_RCVBUF, &b, sizeof(b));
-    }
+    s.ev = open_socket(opts_.rcvbuf, EVENT_RCVBUF_DEFAULT);
     for (unsigned group : EVENT_GROUPS)
       if (setsockopt(mnl_socket_get_fd(s.ev), SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, &group, sizeof(group)) < 0)
         throw dp_error(ERR_RTNL, "rtnl: cannot join event group " + std::to_string(group) + ": " + strerror(errno), errno);
