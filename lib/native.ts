@@ -284,6 +284,8 @@ export interface NativeRtnl {
   links(): Promise<LinkEvent[]>;
   addresses(): Promise<AddressEvent[]>;
   neighbors(): Promise<NeighborEvent[]>;
+  /** address: 4 or 16 bytes. null when `dev` has no entry for it (or there is no `dev`). */
+  neighbor(dev: string, address: Buffer): Promise<NeighborEvent | null>;
   /** table and protocol: a name or a number; absent: any. */
   routes(filter: { family: 4 | 6; table?: string | number; protocol?: string | number }): Promise<RouteEvent[]>;
   rules(): Promise<RuleEvent[]>;

@@ -587,8 +587,8 @@ export class KernelMirror {
   }
 
   private async neighborMac(dev: string, address: string): Promise<string | null> {
-    const entry = (await this.rtnl().neighbors()).find((n) => n.dev === dev && n.address === address);
-    return entry !== undefined && entry.mac !== null && RESOLVED.has(entry.state) ? entry.mac : null;
+    const entry = await this.rtnl().neighbor(dev, address);
+    return entry !== null && entry.mac !== null && RESOLVED.has(entry.state) ? entry.mac : null;
   }
 }
 

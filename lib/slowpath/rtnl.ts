@@ -97,6 +97,13 @@ export class Rtnl {
     return this.call((nr) => nr.neighbors());
   }
 
+  /** The entry of `address` on interface `dev` (one lookup, not the table); null when there is none. */
+  neighbor(dev: string, address: string): Promise<NeighborEvent | null> {
+    if (typeof dev !== 'string' || dev === '') throw new InvalidArgumentError(`rtnl neighbor: dev: expected an interface name, found ${String(dev)}`);
+    const bytes = addressBytes(address, 'rtnl neighbor: address');
+    return this.call((nr) => nr.neighbor(dev, bytes));
+  }
+
   /** The routes of one family that the kernel selects by table and protocol (cached clones not included). */
   routes(filter: RouteFilter): Promise<RouteEvent[]> {
     if (typeof filter !== 'object' || filter === null) throw new InvalidArgumentError('rtnl routes: filter: expected an object');
@@ -122,13 +129,8 @@ export class Rtnl {
    * unreachable, prohibit or blackhole route.
    */
   routeGet(address: string): Promise<RouteEvent | null> {
-    let bytes: Uint8Array;
-    try {
-      bytes = parseIp(address).bytes;
-    } catch (err) {
-      throw new InvalidArgumentError(`rtnl routeGet: address: ${(err as Error).message}`);
-    }
-    return this.call((nr) => nr.routeGet(Buffer.from(bytes)));
+    const bytes = addressBytes(address, 'rtnl routeGet: address');
+    return this.call((nr) => nr.routeGet(bytes));
   }
 
   /** The route counts, with every change the native thread has read so far. */
@@ -153,6 +155,14 @@ export class Rtnl {
     } catch (err) {
       throw DataplaneError.fromNative(err);
     }
+  }
+}
+
+function addressBytes(address: string, what: string): Buffer {
+  try {
+    return Buffer.from(parseIp(address).bytes);
+  } catch (err) {
+    throw new InvalidArgumentError(`${what}: ${(err as Error).message}`);
   }
 }
 

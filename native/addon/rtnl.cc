@@ -173,6 +173,7 @@ class RtnlWrap : public Napi::ObjectWrap<RtnlWrap> {
                            InstanceMethod<&RtnlWrap::Links>("links"),
                            InstanceMethod<&RtnlWrap::Addresses>("addresses"),
                            InstanceMethod<&RtnlWrap::Neighbors>("neighbors"),
+                           InstanceMethod<&RtnlWrap::Neighbor>("neighbor"),
                            InstanceMethod<&RtnlWrap::Routes>("routes"),
                            InstanceMethod<&RtnlWrap::Rules>("rules"),
                            InstanceMethod<&RtnlWrap::Nexthops>("nexthops"),
@@ -264,27 +265,49 @@ class RtnlWrap : public Napi::ObjectWrap<RtnlWrap> {
     return records_request(info, "routes", [filter](rt::rtnl &c, rt::rtnl::records_done done) { c.routes(filter, std::move(done)); });
   }
 
+  // An address argument: a Buffer of 4 (IPv4) or 16 (IPv6) bytes.
+  static std::pair<uint8_t, const uint8_t *> address_arg(const Napi::Value &v, const char *what) {
+    if (!v.IsBuffer() || (v.As<Napi::Buffer<uint8_t>>().Length() != 4 && v.As<Napi::Buffer<uint8_t>>().Length() != 16))
+      throw dp_error(ERR_INVALID_ARGUMENT, std::string(what) + ": expected a Buffer of 4 (IPv4) or 16 (IPv6) bytes");
+    auto b = v.As<Napi::Buffer<uint8_t>>();
+    return {static_cast<uint8_t>(b.Length() == 16 ? 6 : 4), b.Data()};
+  }
+
+  // A request answered with at most one record: a promise of it, or of null.
+  template <typename Submit>
+  Napi::Value one_record(Napi::Env env, Submit &&submit) {
+    auto *p = binding_.completions.begin(env);
+    Napi::Promise promise = p->deferred.Promise();
+    submit([this, p](std::vector<record> &&out, rt::failure f) {
+      auto *records = new std::vector<record>(std::move(out));
+      binding_.completions.finish(p, [records, f](Napi::Env env, Napi::Promise::Deferred &d) {
+        std::unique_ptr<std::vector<record>> owned(records);
+        if (f) return completions::reject(env, d, f.code, f.message, f.err);
+        d.Resolve(owned->empty() ? env.Null() : Napi::Value(record_to_js(env, owned->front())));
+      });
+    });
+    return promise;
+  }
+
   // routeGet(address: Buffer of 4 or 16 bytes): the route record, or null.
   Napi::Value RouteGet(const Napi::CallbackInfo &info) {
     Napi::Env env = info.Env();
     return guard(env, [&]() -> Napi::Value {
-      Napi::Value v = info.Length() > 0 ? info[0] : env.Undefined();
-      if (!v.IsBuffer() || (v.As<Napi::Buffer<uint8_t>>().Length() != 4 && v.As<Napi::Buffer<uint8_t>>().Length() != 16))
-        throw dp_error(ERR_INVALID_ARGUMENT, "Rtnl.routeGet address: expected a Buffer of 4 (IPv4) or 16 (IPv6) bytes");
-      auto b = v.As<Napi::Buffer<uint8_t>>();
-      uint8_t family = b.Length() == 16 ? 6 : 4;
+      auto [family, bytes] = address_arg(info.Length() > 0 ? info[0] : env.Undefined(), "Rtnl.routeGet address");
       rt::rtnl &c = core("routeGet");
-      auto *p = binding_.completions.begin(env);
-      Napi::Promise promise = p->deferred.Promise();
-      c.route_get(family, b.Data(), [this, p](std::vector<record> &&out, rt::failure f) {
-        auto *records = new std::vector<record>(std::move(out));
-        binding_.completions.finish(p, [records, f](Napi::Env env, Napi::Promise::Deferred &d) {
-          std::unique_ptr<std::vector<record>> owned(records);
-          if (f) return completions::reject(env, d, f.code, f.message, f.err);
-          d.Resolve(owned->empty() ? env.Null() : Napi::Value(record_to_js(env, owned->front())));
-        });
-      });
-      return promise;
+      return one_record(env, [&](rt::rtnl::records_done done) { c.route_get(family, bytes, std::move(done)); });
+    });
+  }
+
+  // neighbor(dev: string, address: Buffer of 4 or 16 bytes): the entry, or null.
+  Napi::Value Neighbor(const Napi::CallbackInfo &info) {
+    Napi::Env env = info.Env();
+    return guard(env, [&]() -> Napi::Value {
+      if (info.Length() < 1 || !info[0].IsString()) throw dp_error(ERR_INVALID_ARGUMENT, "Rtnl.neighbor dev: expected an interface name");
+      std::string dev = info[0].As<Napi::String>().Utf8Value();
+      auto [family, bytes] = address_arg(info.Length() > 1 ? info[1] : env.Undefined(), "Rtnl.neighbor address");
+      rt::rtnl &c = core("neighbor");
+      return one_record(env, [&](rt::rtnl::records_done done) { c.neighbour(family, bytes, std::move(dev), std::move(done)); });
     });
   }
 

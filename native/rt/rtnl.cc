@@ -545,10 +545,11 @@ int64_t protocol_number(const std::string &name) { return number_in(PROTOCOLS, n
 // ---- the thread -------------------------------------------------------------------------
 
 struct rtnl::request {
-  enum kind_t { LINKS, ADDRESSES, NEIGHBOURS, ROUTES, RULES, NEXTHOPS, ROUTE_GET, COUNT_ROUTES } kind;
+  enum kind_t { LINKS, ADDRESSES, NEIGHBOURS, NEIGHBOUR_GET, ROUTES, RULES, NEXTHOPS, ROUTE_GET, COUNT_ROUTES } kind;
   route_filter filter;
   uint8_t family = 0;
   uint8_t address[16] = {};
+  std::string dev;
   records_done records_cb;
   counts_done counts_cb;
 
@@ -772,6 +773,14 @@ void rtnl::route_get(uint8_t family, const uint8_t *address, records_done done) 
   submit(std::move(r));
 }
 
+void rtnl::neighbour(uint8_t family, const uint8_t *address, std::string dev, records_done done) {
+  auto r = records_request(request::NEIGHBOUR_GET, std::move(done));
+  r->family = family;
+  memcpy(r->address, address, family == 6 ? 16 : 4);
+  r->dev = std::move(dev);
+  submit(std::move(r));
+}
+
 void rtnl::count_routes(counts_done done) {
   auto r = std::make_unique<request>();
   r->kind = request::COUNT_ROUTES;
@@ -917,6 +926,22 @@ void rtnl::run(std::shared_ptr<std::promise<void>> started) {
       case request::NEIGHBOURS:
         f = s.dump_neighbours(&out);
         break;
+      case request::NEIGHBOUR_GET: {
+        // One entry (neigh_get()), not the table: resolving a next hop polls this.
+        unsigned index = if_nametoindex(r.dev.c_str());
+        if (index == 0) break;  // no such interface: no entry
+        nlmsghdr *nlh = put_request(s.request.data(), RTM_GETNEIGH, 0);
+        auto *ndm = static_cast<ndmsg *>(mnl_nlmsg_put_extra_header(nlh, sizeof(ndmsg)));
+        ndm->ndm_family = r.family == 6 ? AF_INET6 : AF_INET;
+        ndm->ndm_ifindex = static_cast<int>(index);
+        mnl_attr_put(nlh, NDA_DST, r.family == 6 ? 16 : 4, r.address);
+        f = s.exchange("rtnl neighbour get", [&](const nlmsghdr *m) {
+          record rec;
+          if (decode(m, rec, s.names) && rec.kind == record_kind::neigh) out.push_back(std::move(rec));
+        });
+        if (f.err == ENOENT) f = {};
+        break;
+      }
       case request::ROUTES:
         f = s.dump_routes(r.filter, [&](const record &rec) { out.push_back(rec); });
         break;

@@ -159,6 +159,8 @@ class rtnl {
   void links(records_done done);
   void addresses(records_done done);
   void neighbours(records_done done);
+  // The neighbour entry of `address` (family 4 or 6) on interface `dev`: one record, or none.
+  void neighbour(uint8_t family, const uint8_t *address, std::string dev, records_done done);
   void routes(route_filter filter, records_done done);
   void rules(records_done done);
   void nexthops(records_done done);

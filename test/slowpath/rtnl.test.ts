@@ -153,6 +153,12 @@ describe('rtnl (rtnetlink, real kernel, network namespaces)', function () {
           neighs.filter((n) => n.address === '10.9.0.7' || n.address === '10.9.0.8' || n.address === '2001:db8::8').map((n) => `${n.address} ${n.mac} ${n.state}`).sort(),
           ['10.9.0.7 02:00:00:00:00:07 PERMANENT', '10.9.0.8 02:00:00:00:00:08 STALE', '2001:db8::8 02:00:00:00:00:88 STALE'],
         );
+        // One entry looked up, not the table.
+        assert.deepEqual(await rt.neighbor('v0', '10.9.0.8'), neighs.find((n) => n.address === '10.9.0.8'));
+        assert.deepEqual(await rt.neighbor('v0', '2001:db8::8'), neighs.find((n) => n.address === '2001:db8::8'));
+        assert.equal(await rt.neighbor('v1', '10.9.0.8'), null);
+        assert.equal(await rt.neighbor('v0', '10.9.0.99'), null);
+        assert.equal(await rt.neighbor('nosuchdev', '10.9.0.8'), null);
       },
       {},
       lab,
