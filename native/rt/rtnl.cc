@@ -944,6 +944,9 @@ void rtnl::run(std::shared_ptr<std::promise<void>> started) {
       }
       case request::ROUTES:
         f = s.dump_routes(r.filter, [&](const record &rec) { out.push_back(rec); });
+        // A table that does not exist (the kernel creates them with their first route)
+        // holds no routes.
+        if (f.err == ENOENT && r.filter.table != 0) f = {};
         break;
       case request::RULES:
         for (uint8_t af : {AF_INET, AF_INET6}) {

@@ -177,6 +177,7 @@ describe('rtnl (rtnetlink, real kernel, network namespaces)', function () {
           const mainStatic = (await ipJson<IpRoute[]>(netns, `-${family}`, 'route', 'show', 'table', 'main', 'proto', 'static')).map((r) => fromIp({ protocol: 'static', ...r }, family));
           assert.deepEqual(sorted((await rt.routes({ family, table: 'main', protocol: 4 })).map(fromRtnl)), sorted(mainStatic));
         }
+        assert.deepEqual(await rt.routes({ family: 6, table: 4242 }), [], 'a table that does not exist holds no routes');
         const main4 = await rt.routes({ family: 4, table: 'main' });
         const byDst = (to: string) => main4.find((r) => r.to === to);
         assert.deepEqual([byDst('10.50.0.0/16')?.nhid, byDst('10.50.0.0/16')?.via, byDst('10.50.0.0/16')?.dev], [10, '10.9.0.2', 'v0']);
