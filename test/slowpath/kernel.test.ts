@@ -8,8 +8,8 @@ import { checkConfigText, compileConfig, type CompiledConfig, type Config } from
 import { KernelMirror } from '../../lib/slowpath/kernel';
 import type { KernelEvent } from '../../lib/slowpath/monitor';
 import { declaredTables } from '../../lib/slowpath/nftables';
+import { until as untilValue } from '../helpers/wait';
 import { atExit, createNetns, deleteNetns, macAddress, sh } from '../helpers/netns';
-import { until as untilSettled } from '../helpers/wait';
 
 const repo = path.resolve(__dirname, '../../..');
 
@@ -367,9 +367,12 @@ describe('kernel mirror', () => {
     await sh(['ip', '-n', gw, 'link', 'set', 'eth0', 'up']);
     await sh(['ip', '-n', gw, 'addr', 'add', '192.168.0.2/24', 'dev', 'eth0']);
     await sh(['ip', '-n', gw, 'route', 'add', 'default', 'via', '192.168.0.1', 'dev', 'eth0']);
-    // eth0's link-local address is tentative for a second (DAD): a snapshot taken meanwhile
-    // would differ from a later one by that flag alone.
-    await untilSettled('DAD on eth0', async () => ((await sh(['ip', '-n', gw, '-6', 'addr', 'show', 'dev', 'eth0', 'tentative'])).trim() === '' ? true : undefined));
+    // The link-local address (and its local route) comes once the link has carrier and DAD
+    // is done: part of what was there, not of what the mirror changed.
+    await untilValue('the link-local address of eth0', async () => {
+      const out = await sh(['ip', '-n', gw, '-6', 'addr', 'show', 'dev', 'eth0', 'scope', 'link']);
+      return out.includes('fe80') && !out.includes('tentative') ? true : undefined;
+    });
     const before = await snapshot(gw);
     mirror = new KernelMirror({ netns: gw });
 
