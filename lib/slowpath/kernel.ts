@@ -14,7 +14,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { CompiledConfig } from '../config/compile';
 import { FlowgateError } from '../errors';
-import { formatIp, formatPrefix, parseIp, parsePrefix, type IpFamily } from '../net/addr';
+import { formatIp, formatPrefix, parseIp, type IpFamily } from '../net/addr';
 import { CommandRunner, isAbsent } from './command';
 import type { KernelEvent, KernelWatch, NeighborEvent } from './monitor';
 import { declaredTables, deleteTablesScript } from './nftables';
