@@ -580,7 +580,7 @@ struct rtnl::state {
     if (ev) mnl_socket_close(ev);
   }
 
-  // Counts a route in or out of the namespace's routes (by its key: see route_key).
+  // Counts a route in or out of the namespace's routes, by its key (route_key4, route_key6).
   void count(const record &r) {
     bool changed;
     if (r.family == 4) {

@@ -174,6 +174,7 @@ class rtnl {
   // Stops and joins the thread; requests still queued fail. Idempotent.
   void close();
 
+  // Defined in rtnl.cc; named here for the helpers there that build requests.
   struct request;
 
  private:
