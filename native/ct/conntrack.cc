@@ -359,23 +359,19 @@ void conntrack::run(std::shared_ptr<std::promise<void>> started) {
   };
   auto read_events = [&] {
     if (s.ev == nullptr) return;
-    int fd = mnl_socket_get_fd(s.ev);
-    for (;;) {
-      int got = s.ev_dgrams.recv(fd, true);
-      if (got == -ENOBUFS) {
-        counters_.enobufs.fetch_add(1, std::memory_order_relaxed);
-        s.resync_pending = true;
-        continue;  // the socket keeps working after reporting the overrun
-      }
-      if (got == -EINTR) continue;
-      if (got <= 0) break;
-      for (int d = 0; d < got; d++)
-        s.ev_dgrams.each(d, [&](const nlmsghdr *nlh) {
+    s.ev_dgrams.drain(
+        mnl_socket_get_fd(s.ev),
+        [&](const nlmsghdr *nlh) {
           ct_record r{};
           if (decode(nlh, &r)) batch.push_back(r);
+        },
+        [&] {
+          counters_.enobufs.fetch_add(1, std::memory_order_relaxed);
+          s.resync_pending = true;
+        },
+        [&] {
+          if (batch.size() >= EVENT_BATCH_MAX) flush_events();
         });
-      if (batch.size() >= EVENT_BATCH_MAX) flush_events();
-    }
     flush_events();
   };
 

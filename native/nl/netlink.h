@@ -91,6 +91,27 @@ struct datagrams {
     int len = static_cast<int>(msgs[i].msg_len);
     for (const nlmsghdr *nlh = buf; mnl_nlmsg_ok(nlh, len); nlh = mnl_nlmsg_next(nlh, &len)) f(nlh);
   }
+
+  // Reads all that is queued on the event socket fd: on_message(nlh) for each message,
+  // then after_read() after each batch of datagrams. An overrun (ENOBUFS: events were lost)
+  // calls on_overrun() and reading goes on: the socket keeps working after reporting it.
+  // Returns whether anything was read.
+  template <typename OnMessage, typename OnOverrun, typename AfterRead>
+  bool drain(int fd, OnMessage &&on_message, OnOverrun &&on_overrun, AfterRead &&after_read) {
+    bool any = false;
+    for (;;) {
+      int got = recv(fd, true);
+      if (got == -ENOBUFS) {
+        on_overrun();
+        continue;
+      }
+      if (got == -EINTR) continue;
+      if (got <= 0) return any;
+      any = true;
+      for (int d = 0; d < got; d++) each(d, on_message);
+      after_read();
+    }
+  }
 };
 
 }  // namespace fg::nl

@@ -860,27 +860,21 @@ void rtnl::run(std::shared_ptr<std::promise<void>> started) {
     batch = {};
   };
   auto read_events = [&] {
-    int fd = mnl_socket_get_fd(s.ev);
-    bool any = false;
-    for (;;) {
-      int got = s.ev_dgrams.recv(fd, true);
-      if (got == -ENOBUFS) {
-        counters_.enobufs.fetch_add(1, std::memory_order_relaxed);
-        s.resync_pending = true;
-        continue;  // the socket keeps working after reporting the overrun
-      }
-      if (got == -EINTR) continue;
-      if (got <= 0) break;
-      any = true;
-      for (int d = 0; d < got; d++)
-        s.ev_dgrams.each(d, [&](const nlmsghdr *nlh) {
+    bool any = s.ev_dgrams.drain(
+        mnl_socket_get_fd(s.ev),
+        [&](const nlmsghdr *nlh) {
           record r;
           if (!decode(nlh, r, s.names)) return;
           s.apply(r);
           batch.push_back(std::move(r));
+        },
+        [&] {
+          counters_.enobufs.fetch_add(1, std::memory_order_relaxed);
+          s.resync_pending = true;
+        },
+        [&] {
+          if (batch.size() >= EVENT_BATCH_MAX) flush_events();
         });
-      if (batch.size() >= EVENT_BATCH_MAX) flush_events();
-    }
     flush_events();
     if (any) publish_counts();
   };
