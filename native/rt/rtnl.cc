@@ -853,6 +853,12 @@ void rtnl::run(std::shared_ptr<std::promise<void>> started) {
   auto flush_events = [&] {
     if (batch.empty()) return;
     counters_.events.fetch_add(batch.size(), std::memory_order_relaxed);
+    // Once events were lost, the resync to come stands for these too: a consumer that cannot
+    // keep up is not handed more batches to fall further behind with.
+    if (s.resync_pending) {
+      batch.clear();
+      return;
+    }
     if (!opts_.deliver_events(std::move(batch))) {
       counters_.errors.fetch_add(1, std::memory_order_relaxed);
       s.resync_pending = true;
