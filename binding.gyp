@@ -20,7 +20,9 @@
         "native/addon/testing.cc",
         "native/stress/stress.cc",
         "native/addon/conntrack.cc",
-        "native/ct/conntrack.cc"
+        "native/ct/conntrack.cc",
+        "native/addon/rtnl.cc",
+        "native/rt/rtnl.cc"
       ],
       "include_dirs": [
         "<!(node -p \"require('node-addon-api').include_dir\")",

@@ -12,7 +12,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 
-import { DataplaneError, FlowgateError, InvalidArgumentError } from './errors';
+import { DataplaneError, FlowgateError, intIn, InvalidArgumentError } from './errors';
 import { formatIPv4, formatIPv6, parseIp } from './net/addr';
 import { native, NativeConntrack } from './native';
 
@@ -272,12 +272,6 @@ export function conntrackSysctl(name: string): number {
   }
   const value = Number(text.trim());
   if (!Number.isInteger(value)) throw new FlowgateError('ERR_FLOWGATE_CONNTRACK', `conntrackSysctl: ${file} holds ${JSON.stringify(text.trim())}, not an integer`);
-  return value;
-}
-
-function intIn(value: unknown, what: string, min: number, max: number): number {
-  if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max)
-    throw new InvalidArgumentError(`${what}: expected an integer ${min}..${max}, found ${String(value)}`);
   return value;
 }
 

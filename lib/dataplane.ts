@@ -15,7 +15,7 @@
 import * as os from 'node:os';
 
 import { estimateMemory, HugepageMode, isPciDevice, planEal } from './eal';
-import { DataplaneError, InvalidArgumentError, StateError } from './errors';
+import { DataplaneError, intIn, InvalidArgumentError, StateError } from './errors';
 import { decodeFlowRecords, decodeReapedRecords } from './flow-records';
 import { formatIp, formatMac, IpAddress, parseIp, parseMac } from './net/addr';
 import { decodeObservations, Observation } from './slowpath/observations';
@@ -226,12 +226,6 @@ function call<T>(fn: () => T): T {
   } catch (err) {
     throw DataplaneError.fromNative(err);
   }
-}
-
-function intIn(value: unknown, what: string, min: number, max: number): number {
-  if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max)
-    throw new InvalidArgumentError(`${what}: expected an integer ${min}..${max}, found ${String(value)}`);
-  return value;
 }
 
 function ipOf(text: string, what: string): IpAddress {

@@ -22,6 +22,13 @@ export class InvalidArgumentError extends FlowgateError {
   }
 }
 
+/** `value` when it is an integer in [min, max]; else an InvalidArgumentError naming `what`. */
+export function intIn(value: unknown, what: string, min: number, max: number): number {
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max)
+    throw new InvalidArgumentError(`${what}: expected an integer ${min}..${max}, found ${String(value)}`);
+  return value;
+}
+
 /** A call that needs a state the dataplane is not in (start twice, stop before start...). */
 export class StateError extends FlowgateError {
   constructor(code: string, message: string) {

@@ -194,6 +194,20 @@ export const METRICS: readonly MetricDefinition[] = [
     samples: (stats) => single(stats.kernel.errors),
   },
   {
+    name: 'flowgate_kernel_routes',
+    help: "Routes in the kernel's tables (all of them), by family.",
+    type: 'gauge',
+    labelNames: ['family'],
+    samples: (stats) => byLabel('family', stats.kernel.routes),
+  },
+  {
+    name: 'flowgate_kernel_resyncs_total',
+    help: 'Resynchronisations from rtnetlink dumps after kernel events were lost (ENOBUFS).',
+    type: 'counter',
+    labelNames: [],
+    samples: (stats) => single(stats.kernel.resyncs),
+  },
+  {
     name: 'flowgate_mbufs_in_use',
     help: 'Packet buffers (mbufs) taken from the pool: in queues, rings and lcore caches.',
     type: 'gauge',

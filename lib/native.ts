@@ -6,6 +6,8 @@
  */
 import * as path from 'node:path';
 
+import type { AddressEvent, KernelChange, LinkEvent, NeighborEvent, NexthopEvent, ResyncEvent, RouteCounts, RouteEvent, RuleEvent } from './slowpath/monitor';
+
 export type NativeIdleMode = 'busy' | 'adaptive';
 export type NativeFlowAction = 'fwd4' | 'fwd6' | 'decap4in6' | 'encap4in6';
 
@@ -275,6 +277,36 @@ export interface NativeConntrackClass {
   layout(): Record<'record' | 'recordTuple' | 'tuple' | 'update', Record<string, number>>;
 }
 
+/**
+ * rtnetlink (native/addon/rtnl.cc): plain objects of the shapes lib/slowpath/monitor.ts
+ * declares, used by lib/slowpath/rtnl.ts.
+ */
+export interface NativeRtnl {
+  links(): Promise<LinkEvent[]>;
+  addresses(): Promise<AddressEvent[]>;
+  neighbors(): Promise<NeighborEvent[]>;
+  /** address: 4 or 16 bytes. null when `dev` has no entry for it (or there is no `dev`). */
+  neighbor(dev: string, address: Buffer): Promise<NeighborEvent | null>;
+  /** table and protocol: a name or a number; absent: any. */
+  routes(filter: { family: 4 | 6; table?: string | number; protocol?: string | number }): Promise<RouteEvent[]>;
+  rules(): Promise<RuleEvent[]>;
+  nexthops(): Promise<NexthopEvent[]>;
+  /** address: 4 or 16 bytes. null when the kernel would not forward there. */
+  routeGet(address: Buffer): Promise<RouteEvent | null>;
+  countRoutes(): Promise<RouteCounts>;
+  stats(): { events: number; enobufs: number; resyncs: number; errors: number; routes: RouteCounts; routesSynced: boolean };
+  close(): void;
+}
+
+export interface NativeRtnlClass {
+  new (options: {
+    rcvbuf?: number;
+    /** A namespace file (/run/netns/NAME): the sockets are opened in that namespace. */
+    netns?: string;
+    onEvents: (payload: KernelChange[] | Omit<ResyncEvent, 'kind'>, kind: 'events' | 'resync') => void;
+  }): NativeRtnl;
+}
+
 /** A tunnel's MTUs: configured, underlay path (learnt from packet too big; null: none) and effective. */
 export interface NativeTunnelMtu {
   id: number;
@@ -325,6 +357,7 @@ export interface NativeAddon {
   /** The CPU's time stamp counter now (the clock of observation records). */
   tsc(): number;
   Conntrack: NativeConntrackClass;
+  Rtnl: NativeRtnlClass;
   testing: NativeTesting;
 }
 

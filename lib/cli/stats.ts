@@ -95,7 +95,8 @@ export function formatStats(stats: GatewayStats): string {
   );
   const k = stats.kernel;
   lines.push(
-    `kernel     events ${k.events} in ${k.batches} batches, errors ${k.errors}, next hops moved ${k.next_hops_rewritten}, MTUs refused ${k.mtu_refused}\n`,
+    `kernel     routes ${k.routes.ipv4} IPv4, ${k.routes.ipv6} IPv6; events ${k.events} in ${k.batches} batches, errors ${k.errors}, ` +
+      `resyncs ${k.resyncs}, next hops moved ${k.next_hops_rewritten}, MTUs refused ${k.mtu_refused}\n`,
   );
   lines.push(
     `memory     mbufs ${stats.mbufs.in_use} of ${stats.mbufs.total} in use, rss ${(stats.process.rss_bytes / 2 ** 20).toFixed(1)} MiB, ` +

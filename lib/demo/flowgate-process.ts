@@ -186,7 +186,7 @@ export class FlowgateProcess {
   }
 
   private signal(signal: NodeJS.Signals): void {
-    // The whole group: `ip netns exec` execs flowgate, but its own children (ip monitor) too.
+    // The whole group: `ip netns exec` execs flowgate, but its own children (ip, nft) too.
     const pid = this.child.pid;
     if (pid === undefined) return;
     try {

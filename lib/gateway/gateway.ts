@@ -19,7 +19,7 @@ import { FlowgateError } from '../errors';
 import type { Logger } from '../log';
 import { KernelMirror } from '../slowpath/kernel';
 import { type ConntrackTimeouts, Learner, LearnerPolicy } from '../slowpath/learner';
-import type { KernelEvent, KernelWatch, LinkEvent, NeighborEvent } from '../slowpath/monitor';
+import type { KernelEvent, KernelWatch, LinkEvent, NeighborEvent, NexthopEvent, RuleEvent } from '../slowpath/monitor';
 import { parsePrefix } from '../net/addr';
 import { PrefixSet } from '../net/prefix-set';
 import { gatewayFlowPages } from './flow-view';
@@ -70,6 +70,8 @@ interface KernelChanges {
   deadNextHops: Set<string>;
   /** Tunnels whose underlay next hop changed or resolved. */
   retunnel: Set<string>;
+  /** Devices whose next hops (nexthop objects) changed: the flows out of them are re-checked. */
+  outDevs: Set<string>;
 }
 
 /** What a reload changes in the dataplane, worked out before anything is changed. */
@@ -176,6 +178,8 @@ export class Gateway implements GatewayView {
   private pendingEvents: KernelEvent[] = [];
   private coalesceTimer: NodeJS.Timeout | undefined;
   private batchQueued = false;
+  /** The kernel's nexthop objects by id: the devices they lead through, for applyNexthop. */
+  private readonly nexthops = new Map<number, { dev: string | null; group: number[] }>();
   /** Tunnel → the "dev|address" of the next hop it waits for, so that its neighbour event resolves it. */
   private readonly unresolvedNextHops = new Map<string, string>();
   private stopping = false;
@@ -250,6 +254,7 @@ export class Gateway implements GatewayView {
       });
       await this.kernel.apply(m);
       await this.loadNeighbors();
+      for (const nh of await this.kernel.nexthops()) this.nexthops.set(nh.id, { dev: nh.blackhole ? null : nh.dev, group: nh.group });
       this.watch = this.kernel.watch((event) => this.onKernelEvent(event));
       await this.watch.ready;
       const tunnelsStart = performance.now();
@@ -373,12 +378,12 @@ export class Gateway implements GatewayView {
 
   // ---- the kernel's changes -------------------------------------------------------------
 
-  private async loadNeighbors(): Promise<void> {
-    // Seeded from the table so that the first change of a neighbour already has its old MAC.
-    const { stdout } = await promisify(execFile)('ip', ['-j', 'neigh', 'show']);
+  private async loadNeighbors(resynced?: NeighborEvent[]): Promise<void> {
+    // Seeded from the table (the kernel's now, or a resync's) so that the first change of a
+    // neighbour already has its old MAC.
+    const entries = resynced ?? (await this.kernel.neighbors());
     this.neighbors.clear();
-    for (const n of JSON.parse(stdout || '[]') as { dst: string; dev: string; lladdr?: string }[])
-      if (n.lladdr !== undefined) this.neighbors.set(`${n.dev}|${n.dst}`, n.lladdr);
+    for (const n of entries) if (n.mac !== null) this.neighbors.set(`${n.dev}|${n.address}`, n.mac);
   }
 
   /**
@@ -425,7 +430,7 @@ export class Gateway implements GatewayView {
    */
   private async applyKernelEvents(batch: readonly KernelEvent[]): Promise<void> {
     this.kernelCounters.batches++;
-    const changes: KernelChanges = { prefixes: new PrefixSet(), everything: null, down: new Set(), deadNextHops: new Set(), retunnel: new Set() };
+    const changes: KernelChanges = { prefixes: new PrefixSet(), everything: null, down: new Set(), deadNextHops: new Set(), retunnel: new Set(), outDevs: new Set() };
     for (const event of batch) {
       try {
         await this.applyKernelEvent(event, changes);
@@ -438,7 +443,8 @@ export class Gateway implements GatewayView {
     // Unresolved tunnels are retried by the tick, and at once when their next hop's neighbour
     // entry resolves (retunnel).
     for (const t of this.model.tunnels) {
-      const affected = changes.everything !== null || changes.retunnel.has(t.name) || changes.prefixes.covers(t.remote.text) || changes.down.has(t.underlay);
+      const affected =
+        changes.everything !== null || changes.retunnel.has(t.name) || changes.prefixes.covers(t.remote.text) || changes.down.has(t.underlay) || changes.outDevs.has(t.underlay);
       if (affected) await this.resolveTunnel(t);
     }
   }
@@ -456,14 +462,17 @@ export class Gateway implements GatewayView {
       case 'link':
         await this.applyLink(event, changes);
         break;
-      case 'monitor':
-        // Changes may have been missed while the monitor was down.
-        if (event.running) {
-          changes.everything = 'kernel events lost';
-          await this.loadNeighbors();
-        } else {
-          this.log.warn('kernel monitor stopped', { reason: event.reason });
-        }
+      case 'rule':
+        this.applyRule(event, changes);
+        break;
+      case 'nexthop':
+        this.applyNexthop(event, changes);
+        break;
+      case 'resync':
+        // Changes were missed (the event socket overran): everything derived is suspect.
+        this.log.warn('kernel events lost (ENOBUFS): resynchronised', { enobufs: event.enobufs, neighbours: event.neighbors.length });
+        await this.loadNeighbors(event.neighbors);
+        changes.everything = 'kernel events lost';
         break;
       default:
         break;
@@ -500,6 +509,39 @@ export class Gateway implements GatewayView {
       const adj = this.adjacencies.get(t.name);
       const resolvesAdjacency = adj !== undefined && adj.dev === event.dev && adj.nextHop === event.address && now !== adj.mac;
       if (resolvesAdjacency || (now !== null && this.unresolvedNextHops.get(t.name) === key)) changes.retunnel.add(t.name);
+    }
+  }
+
+  /**
+   * A policy routing rule changed. One that selects by destination alone can only change the
+   * decision for the destinations it covers; any other selector (source, interface, mark,
+   * none at all) may change any flow's.
+   */
+  private applyRule(event: RuleEvent, changes: KernelChanges): void {
+    if (event.dst !== null && event.src === null && event.iif === null && event.oif === null && event.fwmark === null) changes.prefixes.add(parsePrefix(event.dst));
+    else changes.everything = 'policy routing rule changed';
+  }
+
+  /**
+   * A nexthop object (FRR's `nhid` routes) changed: the routes that use it now lead
+   * elsewhere, but which destinations they cover is not known here without holding every
+   * route. The flows out of the devices it (and, for a group, its members) led through before
+   * and leads through now are re-checked; a blackhole, or a member not known, re-checks all.
+   */
+  private applyNexthop(event: NexthopEvent, changes: KernelChanges): void {
+    const devsOf = (id: number): (string | null)[] => {
+      const nh = this.nexthops.get(id);
+      if (nh === undefined) return [null];
+      if (nh.group.length === 0) return [nh.dev];
+      return nh.group.map((member) => this.nexthops.get(member)?.dev ?? null);
+    };
+    const before = this.nexthops.has(event.id) ? devsOf(event.id) : [];
+    if (event.deleted) this.nexthops.delete(event.id);
+    else this.nexthops.set(event.id, { dev: event.blackhole ? null : event.dev, group: event.group });
+    const after = event.deleted ? [] : devsOf(event.id);
+    for (const dev of [...before, ...after]) {
+      if (dev === null) changes.everything = 'nexthop changed';
+      else changes.outDevs.add(dev);
     }
   }
 
@@ -543,7 +585,7 @@ export class Gateway implements GatewayView {
       this.invalidateAll(changes.everything);
       return;
     }
-    if (changes.prefixes.size === 0 && changes.down.size === 0 && changes.deadNextHops.size === 0) return;
+    if (changes.prefixes.size === 0 && changes.down.size === 0 && changes.deadNextHops.size === 0 && changes.outDevs.size === 0) return;
     const covered = new Map<string, boolean>();
     const routeChanged = (address: string): boolean => {
       let hit = covered.get(address);
@@ -554,6 +596,7 @@ export class Gateway implements GatewayView {
       const out = 'tunnel' in d.out ? d.out.tunnel : d.out.port;
       if (changes.down.has(d.in) || changes.down.has(out) || (d.tunnel !== undefined && changes.down.has(d.tunnel))) return true;
       if ('port' in d.out && changes.deadNextHops.has(nextHopKey(d.out.port, familyOf(d.dst), d.out.mac))) return true;
+      if ('port' in d.out && changes.outDevs.has(d.out.port)) return true;
       // The kernel routed the packet after DNAT (prerouting): by its translated destination.
       return changes.prefixes.size > 0 && routeChanged(d.nat?.dst ?? d.dst);
     };
@@ -728,6 +771,7 @@ export class Gateway implements GatewayView {
     const s = this.dp.stats();
     const l = this.learner.stats();
     const ct = this.conntrack?.stats();
+    const rtnl = this.kernel.rtnlStats();
     const ports: GatewayStats['ports'] = {};
     for (const p of this.model.ports) {
       const c = s.ports[p.name];
@@ -787,6 +831,9 @@ export class Gateway implements GatewayView {
         errors: this.kernelCounters.errors,
         next_hops_rewritten: this.kernelCounters.nextHopsRewritten,
         mtu_refused: this.kernelCounters.mtuRefused,
+        enobufs: rtnl?.enobufs ?? 0,
+        resyncs: rtnl?.resyncs ?? 0,
+        routes: { ipv4: rtnl?.routes.ipv4 ?? 0, ipv6: rtnl?.routes.ipv6 ?? 0 },
       },
       process: { rss_bytes: process.memoryUsage.rss(), event_loop_delay_ms: { p99: this.loopDelayWindow.p99, max: this.loopDelayWindow.max } },
     };

@@ -102,6 +102,11 @@ export interface GatewayStats {
     next_hops_rewritten: number;
     /** MTUs set on a port's kernel interface that its NIC refused (set back). */
     mtu_refused: number;
+    /** Overruns of the rtnetlink event socket, and the resynchronisations they caused. */
+    enobufs: number;
+    resyncs: number;
+    /** Routes in the kernel's tables (all of them), by family. */
+    routes: { ipv4: number; ipv6: number };
   };
   process: {
     /** Resident memory, bytes. */

@@ -19,12 +19,13 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { CompiledConfig } from '../config/compile';
 import { FlowgateError } from '../errors';
-import { formatIp, formatPrefix, parseIp, parsePrefix, type IpFamily } from '../net/addr';
+import { formatIp, formatPrefix, parseIp, type IpFamily } from '../net/addr';
 import { runtimeDirectory, type ProcessIdentity } from '../runtime';
 import { CommandRunner, KernelCommandError, isAbsent } from './command';
 import { Journal, type Intent } from './journal';
-import { canonicalDestination, watchKernel, type KernelEvent, type KernelWatch } from './monitor';
+import type { KernelEvent, KernelWatch, NeighborEvent, NexthopEvent } from './monitor';
 import { declaredTables, deleteTablesScript } from './nftables';
+import { Rtnl, type RtnlStats } from './rtnl';
 
 export interface AddressSpec {
   dev: string;
@@ -217,9 +218,6 @@ const RESOLVED = new Set(['REACHABLE', 'STALE', 'DELAY', 'PROBE', 'PERMANENT', '
 const NEIGHBOR_POLL_MIN_MS = 5;
 const IPV6_MIN_MTU = 1280;
 const NEIGHBOR_POLL_MAX_MS = 100;
-// What `ip route get` answers when the kernel would not forward: no route, or an
-// unreachable, prohibit or blackhole route.
-const NO_ROUTE = /Network is unreachable|No route to host|Permission denied|Invalid argument/;
 
 export class MirrorError extends FlowgateError {
   constructor(message: string, options?: { cause?: unknown }) {
@@ -245,12 +243,18 @@ export class KernelMirror {
   private nftables: { ruleset: string | null; tables: string[] } | null = null;
   /** MTUs that replace the config's, by interface (a tunnel's TUN follows its effective MTU). */
   private readonly mtuOverrides = new Map<string, number>();
+  private readonly netns: string | undefined;
+  /** The kernel's state is read, and its changes heard, through this; opened on first use. */
+  private rtnlInstance: Rtnl | undefined;
+  private readonly listeners = new Set<(event: KernelEvent) => void>();
 
   /**
-   * `netns`: run every command in this network namespace instead of the caller's.
+   * `netns`: run every command, and read the kernel, in this network namespace instead of
+   * the caller's.
    * `runtimeDir`: where the journal is kept (default FLOWGATE_RUNTIME_DIR or /run/flowgate).
    */
   constructor(options: { netns?: string; runtimeDir?: string } = {}) {
+    this.netns = options.netns;
     this.run = new CommandRunner(options.netns);
     this.journal = new Journal(options.runtimeDir ?? runtimeDirectory(), options.netns);
   }
@@ -263,6 +267,16 @@ export class KernelMirror {
    */
   recover(): Promise<AdoptedRecord | null> {
     return this.serialized(async () => this.adopted);
+  }
+
+  /**
+   * Closes the rtnetlink sockets; watches hear nothing more until the mirror reads the
+   * kernel again. teardown() closes them too. A mirror never closed does not keep the
+   * process alive.
+   */
+  close(): void {
+    this.rtnlInstance?.close();
+    this.rtnlInstance = undefined;
   }
 
   /** Brings the kernel to what `model` describes, changing only what differs from before. */
@@ -328,6 +342,7 @@ export class KernelMirror {
       for (const spec of [...this.addresses.values()]) await attempt(() => this.removeAddress(spec));
       for (const key of [...this.sysctls.keys()]) await attempt(() => this.restoreSysctl(key));
       for (const dev of [...this.links.keys()]) await attempt(() => this.restoreLink(dev));
+      this.close();
       if (failures.length > 0) {
         const reasons = failures.map((err) => (err instanceof Error ? err.message : String(err)));
         throw new MirrorError(`teardown left ${failures.length} change(s) in place:\n${reasons.join('\n')}`, { cause: failures[0] });
@@ -422,26 +437,65 @@ export class KernelMirror {
     }
   }
 
-  /** The kernel's route decision for `address`; null when it would not forward there. */
+  /**
+   * The kernel's route decision for `address`, as `ip route get`; null when it would not
+   * forward there (no route, or an unreachable, prohibit or blackhole route).
+   */
   async routeTo(address: string): Promise<RouteDecision | null> {
-    let output: string;
-    try {
-      output = await this.run.ip(['-j', 'route', 'get', formatIp(parseIp(address))]);
-    } catch (err) {
-      if (err instanceof KernelCommandError && NO_ROUTE.test(err.stderr)) return null;
-      throw err;
-    }
-    const [route] = JSON.parse(output) as { type?: string; dev: string; gateway?: string; prefsrc?: string }[];
-    if (route === undefined) return null;
-    return { type: route.type ?? 'unicast', dev: route.dev, gateway: route.gateway ?? null, source: route.prefsrc ?? null };
+    const route = await this.rtnl().routeGet(formatIp(parseIp(address)));
+    if (route === null || route.dev === null) return null;
+    return { type: route.type, dev: route.dev, gateway: route.via, source: route.source };
+  }
+
+  /** The neighbour table (ARP and NDP), as the kernel holds it now. */
+  neighbors(): Promise<NeighborEvent[]> {
+    return this.rtnl().neighbors();
   }
 
   /**
-   * Streams link, address, route and neighbour changes to `listener` until stopped. Await
-   * `ready` before relying on changes being reported.
+   * Streams link, address, route, neighbour, rule and nexthop changes to `listener` until
+   * stopped, and a resync after changes were lost. Await `ready` before relying on changes
+   * being reported.
    */
   watch(listener: (event: KernelEvent) => void): KernelWatch {
-    return watchKernel(this.run, listener);
+    let ready: Promise<void>;
+    try {
+      // The sockets are subscribed once open: every change from now on is reported.
+      this.rtnl();
+      this.listeners.add(listener);
+      ready = Promise.resolve();
+    } catch (err) {
+      ready = Promise.reject(err);
+    }
+    return {
+      ready,
+      stop: async () => {
+        this.listeners.delete(listener);
+      },
+    };
+  }
+
+  /** The kernel's nexthop objects (`ip nexthop`). */
+  nexthops(): Promise<NexthopEvent[]> {
+    return this.rtnl().nexthops();
+  }
+
+  /** rtnetlink's figures (events, overruns, resyncs, the kernel's routes by family); null before it is open. */
+  rtnlStats(): RtnlStats | null {
+    return this.rtnlInstance?.stats() ?? null;
+  }
+
+  private rtnl(): Rtnl {
+    this.rtnlInstance ??= Rtnl.open({
+      ...(this.netns === undefined ? {} : { netns: this.netns }),
+      onEvents: (events) => {
+        for (const listener of this.listeners) for (const event of events) listener(event);
+      },
+      onResync: (resync) => {
+        for (const listener of this.listeners) listener(resync);
+      },
+    });
+    return this.rtnlInstance;
   }
 
   // ---- reconciliation -------------------------------------------------------------------
@@ -663,35 +717,26 @@ export class KernelMirror {
   // ---- reading the kernel ---------------------------------------------------------------
 
   private async readLinks(): Promise<Map<string, KernelLink>> {
-    const links = JSON.parse(await this.run.ip(['-j', 'link', 'show'])) as { ifname: string; mtu: number; flags: string[] }[];
-    return new Map(links.map((link) => [link.ifname, { mtu: link.mtu, up: link.flags.includes('UP') }]));
+    return new Map((await this.rtnl().links()).map((link) => [link.dev, { mtu: link.mtu, up: link.up }]));
   }
 
   /** Keys of the interface addresses present. */
   private async readAddresses(): Promise<Set<string>> {
-    type Dump = { ifname: string; addr_info: { local: string; prefixlen: number }[] }[];
-    const keys = new Set<string>();
-    for (const link of JSON.parse(await this.run.ip(['-j', 'addr', 'show'])) as Dump) {
-      for (const info of link.addr_info) keys.add(addressKey({ dev: link.ifname, address: formatPrefix(parsePrefix(`${info.local}/${info.prefixlen}`)) }));
-    }
-    return keys;
+    return new Set((await this.rtnl().addresses()).map((a) => addressKey({ dev: a.dev, address: a.address })));
   }
 
-  /** The routes of the main table: key → the values present at that key (IPv6 can hold several). */
+  /**
+   * The static routes of the main table: key → the values present at that key (IPv6 can
+   * hold several). The kernel selects them: a main table of a million routes learnt by a
+   * routing daemon costs nothing here.
+   */
   private async readRoutes(): Promise<Map<string, Set<string>>> {
-    type Dump = { type?: string; dst: string; gateway?: string; dev?: string; metric?: number }[];
     const present = new Map<string, Set<string>>();
     for (const family of [4, 6] as const) {
-      for (const route of JSON.parse(await this.run.ip([`-${family}`, '-j', 'route', 'show', 'table', 'main'])) as Dump) {
+      for (const route of await this.rtnl().routes({ family, table: 'main', protocol: 'static' })) {
         // Multipath routes have no single dev and never equal a route of the config.
-        if ((route.type ?? 'unicast') !== 'unicast' || route.dev === undefined) continue;
-        const spec: RouteSpec = {
-          family,
-          to: canonicalDestination(route.dst, family),
-          via: route.gateway === undefined ? null : formatIp(parseIp(route.gateway)),
-          dev: route.dev,
-          metric: route.metric ?? 0,
-        };
+        if (route.type !== 'unicast' || route.dev === null) continue;
+        const spec: RouteSpec = { family, to: route.to, via: route.via, dev: route.dev, metric: route.metric };
         const values = present.get(routeKey(spec)) ?? new Set<string>();
         present.set(routeKey(spec), values.add(routeValue(spec)));
       }
@@ -700,10 +745,8 @@ export class KernelMirror {
   }
 
   private async neighborMac(dev: string, address: string): Promise<string | null> {
-    type Dump = { lladdr?: string; state?: string[] }[];
-    const [entry] = JSON.parse(await this.run.ip(['-j', 'neigh', 'show', 'to', address, 'dev', dev])) as Dump;
-    const resolved = entry?.lladdr !== undefined && (entry.state ?? []).some((state) => RESOLVED.has(state));
-    return resolved ? (entry.lladdr ?? null) : null;
+    const entry = await this.rtnl().neighbor(dev, address);
+    return entry !== null && entry.mac !== null && RESOLVED.has(entry.state) ? entry.mac : null;
   }
 }
 

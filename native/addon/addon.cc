@@ -17,6 +17,7 @@ namespace fg::addon {
 
 Napi::Object testing_exports(Napi::Env env);
 Napi::Function conntrack_class(Napi::Env env);
+Napi::Function rtnl_class(Napi::Env env);
 
 namespace {
 
@@ -369,6 +370,7 @@ Napi::Object ModuleInit(Napi::Env env, Napi::Object exports) {
   exports.Set("reasons", Napi::Function::New(env, Reasons, "reasons"));
   exports.Set("tsc", Napi::Function::New(env, Tsc, "tsc"));
   exports.Set("Conntrack", conntrack_class(env));
+  exports.Set("Rtnl", rtnl_class(env));
   exports.Set("testing", testing_exports(env));
   return exports;
 }

@@ -8,8 +8,11 @@
 #include <cstring>
 #include <memory>
 #include <string>
+#include <utility>
 
 #include "addon/convert.h"
+#include "addon/promises.h"
+#include "addon/thread_binding.h"
 #include "ct/conntrack.h"
 
 namespace fg::addon {
@@ -23,24 +26,6 @@ using ct::ct_update;
 // Event batches queued to JavaScript at most; beyond this the conntrack thread drops the
 // batch and resynchronises (the consumer then gets the whole table).
 constexpr size_t EVENT_QUEUE_BATCHES = 64;
-
-Napi::Error make_error(Napi::Env env, const char *code, const std::string &message, int err) {
-  Napi::Error e = Napi::Error::New(env, message);
-  e.Set("code", Napi::String::New(env, code));
-  if (err != 0) e.Set("errno", Napi::Number::New(env, err));
-  return e;
-}
-
-template <typename T>
-Napi::Buffer<uint8_t> records_buffer(Napi::Env env, std::vector<T> *v) {
-  if (v->empty()) {
-    delete v;
-    return Napi::Buffer<uint8_t>::New(env, 0);
-  }
-  return Napi::Buffer<uint8_t>::New(
-      env, reinterpret_cast<uint8_t *>(v->data()), v->size() * sizeof(T),
-      [](Napi::Env, uint8_t *, std::vector<T> *owner) { delete owner; }, v);
-}
 
 // Packed fixed-size items from a Buffer, copied before they cross to the thread.
 template <typename T>
@@ -61,12 +46,6 @@ void check_tuple(const ct_tuple &t, size_t i, const char *what) {
     throw dp_error(ERR_INVALID_ARGUMENT, std::string(what) + "[" + std::to_string(i) +
                                               "]: expected family 4 or 6 and protocol 6 (TCP) or 17 (UDP)");
 }
-
-// A completion: the promise and what resolves it, run on the JavaScript thread.
-struct completion {
-  Napi::Promise::Deferred deferred;
-  std::function<void(Napi::Env, Napi::Promise::Deferred &)> settle;
-};
 
 class ConntrackWrap : public Napi::ObjectWrap<ConntrackWrap> {
  public:
@@ -104,125 +83,29 @@ class ConntrackWrap : public Napi::ObjectWrap<ConntrackWrap> {
       Napi::Value cb = o.Get("onEvents");
       if (!cb.IsFunction()) throw dp_error(ERR_INVALID_ARGUMENT, "Conntrack options.onEvents: expected a function");
 
-      // Event batches: they must not keep the process alive (Unref).
-      events_ = Napi::ThreadSafeFunction::New(env, cb.As<Napi::Function>(), "flowgate conntrack events", EVENT_QUEUE_BATCHES, 1);
-      events_.Unref(env);
-      // Completions: unlimited queue (a request's result is never dropped); referenced only
-      // while requests are pending.
-      completions_ = Napi::ThreadSafeFunction::New(env, Napi::Function::New(env, [](const Napi::CallbackInfo &) {}),
-                                                   "flowgate conntrack completions", 0, 1);
-      completions_.Unref(env);
-
-      Napi::ThreadSafeFunction tsfn = events_;
-      auto closed = closed_;
-      opts.deliver = [tsfn, closed](std::vector<ct_record> &&batch, ct::batch_kind kind) mutable {
-        auto *raw = new std::vector<ct_record>(std::move(batch));
-        napi_status st = tsfn.NonBlockingCall(raw, [closed, kind](Napi::Env env, Napi::Function cb, std::vector<ct_record> *b) {
-          if (*closed) {
-            delete b;
-            return;
-          }
-          cb.Call({records_buffer(env, b), Napi::String::New(env, kind == ct::batch_kind::resync ? "resync" : "events")});
-        });
-        if (st != napi_ok) {
-          delete raw;
-          return false;
-        }
-        return true;
-      };
-      try {
-        core_ = std::make_unique<ct::conntrack>(std::move(opts));
-      } catch (...) {
-        release();
-        throw;
-      }
-      napi_add_env_cleanup_hook(env, &ConntrackWrap::cleanup_hook, this);
-      hooked_ = true;
+      binding_.open(env, cb.As<Napi::Function>(), "flowgate conntrack", EVENT_QUEUE_BATCHES, this);
+      using batch = std::pair<std::vector<ct_record>, ct::batch_kind>;
+      auto send = binding_.sender<batch>([](Napi::Env env, Napi::Function cb, batch &b) {
+        auto *records = new std::vector<ct_record>(std::move(b.first));
+        cb.Call({records_buffer(env, records), Napi::String::New(env, b.second == ct::batch_kind::resync ? "resync" : "events")});
+      });
+      opts.deliver = [send](std::vector<ct_record> &&records, ct::batch_kind kind) mutable { return send({std::move(records), kind}); };
+      binding_.start(env, [&] { return std::make_unique<ct::conntrack>(std::move(opts)); });
       return 0;
     });
   }
 
-  ~ConntrackWrap() override {
-    if (hooked_) napi_remove_env_cleanup_hook(Env(), &ConntrackWrap::cleanup_hook, this);
-    shutdown();
-  }
-
  private:
-  static void cleanup_hook(void *arg) {
-    auto *self = static_cast<ConntrackWrap *>(arg);
-    self->hooked_ = false;
-    self->shutdown();
-  }
-
-  // Joins the thread (its callbacks have all been queued by then), then lets go of the
-  // thread-safe functions; results still queued are delivered, events are not.
-  void shutdown() {
-    *closed_ = true;
-    if (core_) {
-      core_->close();
-      core_.reset();
-    }
-    release();
-  }
-
-  void release() {
-    if (events_) {
-      events_.Release();
-      events_ = Napi::ThreadSafeFunction();
-    }
-    if (completions_) {
-      completions_.Release();
-      completions_ = Napi::ThreadSafeFunction();
-    }
-  }
-
-  ct::conntrack &core(const char *what) {
-    if (!core_) throw dp_error(ct::ERR_CONNTRACK_CLOSED, std::string("Conntrack.") + what + ": closed");
-    return *core_;
-  }
-
-  // A promise settled on the JavaScript thread by whatever the conntrack thread hands back.
-  // The wrapper stays referenced (and the loop alive) while requests are pending.
-  completion *begin(Napi::Env env) {
-    auto *c = new completion{Napi::Promise::Deferred::New(env), {}};
-    if (pending_++ == 0) {
-      completions_.Ref(env);
-      Ref();
-    }
-    return c;
-  }
-
-  void finish(completion *c, std::function<void(Napi::Env, Napi::Promise::Deferred &)> settle) {
-    c->settle = std::move(settle);
-    Napi::ThreadSafeFunction tsfn = completions_;
-    napi_status st = tsfn.NonBlockingCall(c, [this](Napi::Env env, Napi::Function, completion *done) {
-      std::unique_ptr<completion> owned(done);
-      Napi::HandleScope scope(env);
-      try {
-        owned->settle(env, owned->deferred);
-      } catch (const Napi::Error &e) {
-        owned->deferred.Reject(e.Value());
-      }
-      if (--pending_ == 0) {
-        if (completions_) completions_.Unref(env);
-        Unref();
-      }
-    });
-    if (st != napi_ok) delete c;  // the environment is going away
-  }
-
-  static void settle_failure(Napi::Env env, Napi::Promise::Deferred &d, const ct::failure &f) {
-    d.Reject(make_error(env, f.code, f.message, f.err).Value());
-  }
+  ct::conntrack &core(const char *what) { return binding_.core(ct::ERR_CONNTRACK_CLOSED, std::string("Conntrack.") + what); }
 
   // The callback of a request answered with records: settles p with them as one Buffer.
-  ct::conntrack::records_done resolve_records(completion *p) {
+  ct::conntrack::records_done resolve_records(completions::completion *p) {
     return [this, p](std::vector<ct_record> &&out, ct::failure f) {
       auto *records = new std::vector<ct_record>(std::move(out));
-      finish(p, [records, f](Napi::Env env, Napi::Promise::Deferred &d) {
+      binding_.completions.finish(p, [records, f](Napi::Env env, Napi::Promise::Deferred &d) {
         if (f) {
           delete records;
-          settle_failure(env, d, f);
+          completions::reject(env, d, f.code, f.message, f.err);
         } else {
           d.Resolve(records_buffer(env, records));
         }
@@ -236,7 +119,7 @@ class ConntrackWrap : public Napi::ObjectWrap<ConntrackWrap> {
       std::vector<ct_tuple> tuples = items_from<ct_tuple>(info.Length() > 0 ? info[0] : env.Undefined(), "Conntrack.get tuples");
       for (size_t i = 0; i < tuples.size(); i++) check_tuple(tuples[i], i, "Conntrack.get tuples");
       ct::conntrack &c = core("get");
-      completion *p = begin(env);
+      auto *p = binding_.completions.begin(env);
       Napi::Promise promise = p->deferred.Promise();
       c.get(std::move(tuples), resolve_records(p));
       return promise;
@@ -249,11 +132,11 @@ class ConntrackWrap : public Napi::ObjectWrap<ConntrackWrap> {
       std::vector<ct_update> updates = items_from<ct_update>(info.Length() > 0 ? info[0] : env.Undefined(), "Conntrack.update updates");
       for (size_t i = 0; i < updates.size(); i++) check_tuple(updates[i].orig, i, "Conntrack.update updates");
       ct::conntrack &c = core("update");
-      completion *p = begin(env);
+      auto *p = binding_.completions.begin(env);
       Napi::Promise promise = p->deferred.Promise();
       c.update(std::move(updates), [this, p](ct::ct_update_result r, ct::failure f) {
-        finish(p, [r, f](Napi::Env env, Napi::Promise::Deferred &d) {
-          if (f) return settle_failure(env, d, f);
+        binding_.completions.finish(p, [r, f](Napi::Env env, Napi::Promise::Deferred &d) {
+          if (f) return completions::reject(env, d, f.code, f.message, f.err);
           Napi::Object o = Napi::Object::New(env);
           o.Set("ok", r.ok);
           o.Set("notFound", r.not_found);
@@ -269,7 +152,7 @@ class ConntrackWrap : public Napi::ObjectWrap<ConntrackWrap> {
     Napi::Env env = info.Env();
     return guard(env, [&]() -> Napi::Value {
       ct::conntrack &c = core("dump");
-      completion *p = begin(env);
+      auto *p = binding_.completions.begin(env);
       Napi::Promise promise = p->deferred.Promise();
       c.dump(resolve_records(p));
       return promise;
@@ -278,7 +161,7 @@ class ConntrackWrap : public Napi::ObjectWrap<ConntrackWrap> {
 
   Napi::Value Stats(const Napi::CallbackInfo &info) {
     Napi::Env env = info.Env();
-    ct::ct_stats s = core_ ? core_->stats() : last_stats_;
+    ct::ct_stats s = binding_.stats();
     Napi::Object o = Napi::Object::New(env);
     o.Set("events", static_cast<double>(s.events));
     o.Set("enobufs", static_cast<double>(s.enobufs));
@@ -290,12 +173,7 @@ class ConntrackWrap : public Napi::ObjectWrap<ConntrackWrap> {
   }
 
   Napi::Value Close(const Napi::CallbackInfo &info) {
-    if (core_) last_stats_ = core_->stats();
-    if (hooked_) {
-      napi_remove_env_cleanup_hook(info.Env(), &ConntrackWrap::cleanup_hook, this);
-      hooked_ = false;
-    }
-    shutdown();
+    binding_.close();
     return info.Env().Undefined();
   }
 
@@ -352,13 +230,7 @@ class ConntrackWrap : public Napi::ObjectWrap<ConntrackWrap> {
     return o;
   }
 
-  std::unique_ptr<ct::conntrack> core_;
-  Napi::ThreadSafeFunction events_;
-  Napi::ThreadSafeFunction completions_;
-  std::shared_ptr<std::atomic<bool>> closed_ = std::make_shared<std::atomic<bool>>(false);
-  size_t pending_ = 0;  // JS thread only
-  bool hooked_ = false;
-  ct::ct_stats last_stats_;
+  thread_binding<ct::conntrack, ct::ct_stats> binding_;
 };
 
 }  // namespace

@@ -4,7 +4,6 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <sched.h>
-#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -16,6 +15,8 @@
 
 #include <cerrno>
 #include <cstring>
+
+#include "nl/netlink.h"
 
 namespace fg::ct {
 
@@ -139,39 +140,6 @@ failure fail(const char *code, const std::string &what, int err) {
   return failure{code, what + (err ? std::string(": ") + strerror(err) : std::string()), err};
 }
 
-void set_rcvbuf(int fd, int bytes) {
-  // FORCE goes past net.core.rmem_max (we are root); plain SO_RCVBUF is the fallback.
-  if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &bytes, sizeof(bytes)) < 0)
-    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &bytes, sizeof(bytes));
-}
-
-// Reads up to RECV_DATAGRAMS datagrams; waits for the first unless nonblocking. Returns
-// the count, 0 when nothing is there (nonblocking), or -errno.
-struct datagrams {
-  std::vector<uint8_t> storage = std::vector<uint8_t>(RECV_DATAGRAMS * RECV_DATAGRAM_BYTES);
-  mmsghdr msgs[RECV_DATAGRAMS];
-  iovec iov[RECV_DATAGRAMS];
-
-  int recv(int fd, bool nonblocking) {
-    for (unsigned i = 0; i < RECV_DATAGRAMS; i++) {
-      iov[i] = {storage.data() + i * RECV_DATAGRAM_BYTES, RECV_DATAGRAM_BYTES};
-      memset(&msgs[i], 0, sizeof(msgs[i]));
-      msgs[i].msg_hdr.msg_iov = &iov[i];
-      msgs[i].msg_hdr.msg_iovlen = 1;
-    }
-    int n = recvmmsg(fd, msgs, RECV_DATAGRAMS, nonblocking ? MSG_DONTWAIT : MSG_WAITFORONE, nullptr);
-    if (n < 0) return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -errno;
-    return n;
-  }
-  // Calls f(nlh) for each netlink message of datagram i.
-  template <typename F>
-  void each(int i, F &&f) {
-    const auto *buf = static_cast<const nlmsghdr *>(iov[i].iov_base);
-    int len = static_cast<int>(msgs[i].msg_len);
-    for (const nlmsghdr *nlh = buf; mnl_nlmsg_ok(nlh, len); nlh = mnl_nlmsg_next(nlh, &len)) f(nlh);
-  }
-};
-
 }  // namespace
 
 struct conntrack::request {
@@ -193,7 +161,7 @@ struct conntrack::sockets {
   uint32_t req_portid = 0;
   uint32_t seq = 1;
   bool resync_pending = false;
-  datagrams req_dgrams, ev_dgrams;
+  nl::datagrams<RECV_DATAGRAMS, RECV_DATAGRAM_BYTES> req_dgrams, ev_dgrams;
   std::vector<uint8_t> batch_buf = std::vector<uint8_t>(CHUNK_BYTES + MNL_SOCKET_BUFFER_SIZE);
   std::vector<uint8_t> dump_buf = std::vector<uint8_t>(DUMP_BUFFER_BYTES);
 
@@ -263,45 +231,17 @@ void transact(Sockets &s, size_t n, Build &&build, OnReply &&on_reply, OnLost &&
   }
 }
 
-int nlmsg_error(const nlmsghdr *nlh) {
-  if (nlh->nlmsg_type != NLMSG_ERROR) return 0;
-  const auto *e = static_cast<const nlmsgerr *>(mnl_nlmsg_get_payload(nlh));
-  return -e->error;
-}
-
 }  // namespace
 
-conntrack::conntrack(options o) : opts_(std::move(o)), socks_(std::make_unique<sockets>()) {
-  wake_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-  if (wake_fd_ < 0) throw dp_error(ERR_CONNTRACK, std::string("conntrack: eventfd: ") + strerror(errno), errno);
-  auto started = std::make_shared<std::promise<void>>();
-  std::future<void> ready = started->get_future();
-  thread_ = std::thread([this, started] { run(started); });
-  try {
-    ready.get();
-  } catch (...) {
-    thread_.join();
-    ::close(wake_fd_);
-    wake_fd_ = -1;
-    closed_ = true;
-    throw;
-  }
+conntrack::conntrack(options o)
+    : opts_(std::move(o)), socks_(std::make_unique<sockets>()), thread_("conntrack", ERR_CONNTRACK) {
+  thread_.start([this](std::shared_ptr<std::promise<void>> started) { run(std::move(started)); });
 }
 
 conntrack::~conntrack() { close(); }
 
 void conntrack::submit(std::unique_ptr<request> r) {
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (!stopping_) {
-      queue_.push_back(std::move(r));
-      uint64_t one = 1;
-      ssize_t ignored = write(wake_fd_, &one, sizeof(one));
-      (void)ignored;
-      return;
-    }
-  }
-  r->fail_with(failure{ERR_CONNTRACK_CLOSED, "conntrack: closed", 0});
+  if (auto refused = thread_.submit(std::move(r))) refused->fail_with(failure{ERR_CONNTRACK_CLOSED, "conntrack: closed", 0});
 }
 
 void conntrack::get(std::vector<ct_tuple> tuples, records_done done) {
@@ -339,24 +279,8 @@ ct_stats conntrack::stats() const {
 }
 
 void conntrack::close() {
-  if (closed_.exchange(true)) return;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    stopping_ = true;
-    uint64_t one = 1;
-    ssize_t ignored = write(wake_fd_, &one, sizeof(one));
-    (void)ignored;
-  }
-  if (thread_.joinable()) thread_.join();
-  std::deque<std::unique_ptr<request>> left;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    left.swap(queue_);
-  }
-  for (auto &r : left) r->fail_with(failure{ERR_CONNTRACK_CLOSED, "conntrack: closed", 0});
+  for (auto &r : thread_.stop()) r->fail_with(failure{ERR_CONNTRACK_CLOSED, "conntrack: closed", 0});
   socks_.reset();
-  ::close(wake_fd_);
-  wake_fd_ = -1;
 }
 
 void conntrack::run(std::shared_ptr<std::promise<void>> started) {
@@ -367,33 +291,17 @@ void conntrack::run(std::shared_ptr<std::promise<void>> started) {
   // in, and setns() moves only this thread), then a probe that ctnetlink answers.
   try {
     if (!opts_.netns.empty()) {
-      int nsfd = open(opts_.netns.c_str(), O_RDONLY | O_CLOEXEC);
-      if (nsfd < 0) throw dp_error(ERR_INVALID_ARGUMENT, "conntrack: netns " + opts_.netns + ": " + strerror(errno), errno);
-      int rc = setns(nsfd, CLONE_NEWNET);
-      int e = errno;
-      ::close(nsfd);
-      if (rc < 0) throw dp_error(ERR_CONNTRACK, "conntrack: setns " + opts_.netns + ": " + strerror(e), e);
+      nl::enter_netns(opts_.netns, "conntrack", ERR_CONNTRACK);
     }
     if (want_events && access("/proc/sys/net/netfilter/nf_conntrack_events", F_OK) != 0)
       throw dp_error(ERR_CONNTRACK_EVENTS,
                      "conntrack events: /proc/sys/net/netfilter/nf_conntrack_events is missing: this kernel was built "
                      "without CONFIG_NF_CONNTRACK_EVENTS (or nf_conntrack is not loaded)",
                      ENOENT);
-    auto open_socket = [](int rcvbuf) {
-      mnl_socket *nl = mnl_socket_open2(NETLINK_NETFILTER, SOCK_CLOEXEC);
-      if (nl == nullptr)
-        throw dp_error(ERR_CONNTRACK_UNAVAILABLE,
-                       std::string("conntrack: cannot open a NETLINK_NETFILTER socket (nfnetlink): ") + strerror(errno),
-                       errno);
-      if (mnl_socket_bind(nl, 0, MNL_SOCKET_AUTOPID) < 0) {
-        int e = errno;
-        mnl_socket_close(nl);
-        throw dp_error(ERR_CONNTRACK_UNAVAILABLE, std::string("conntrack: bind: ") + strerror(e), e);
-      }
-      set_rcvbuf(mnl_socket_get_fd(nl), rcvbuf);
-      return nl;
+    auto open_socket = [](uint32_t asked, int fallback) {
+      return nl::open_socket(NETLINK_NETFILTER, "NETLINK_NETFILTER (nfnetlink)", asked, fallback, "conntrack", ERR_CONNTRACK_UNAVAILABLE);
     };
-    s.req = open_socket(REQUEST_RCVBUF);
+    s.req = open_socket(0, REQUEST_RCVBUF);
     s.req_portid = mnl_socket_get_portid(s.req);
     int one = 1;
     // Error replies without a copy of the request: smaller replies, more per buffer.
@@ -414,7 +322,7 @@ void conntrack::run(std::shared_ptr<std::promise<void>> started) {
           set_tuple(ct.get(), probe);
           nfct_nlmsg_build(nlh, ct.get());
         },
-        [&](size_t, const nlmsghdr *nlh) { probe_err = nlmsg_error(nlh); }, [&](size_t, int e) { probe_err = e; }, [] {});
+        [&](size_t, const nlmsghdr *nlh) { probe_err = nl::nlmsg_error(nlh); }, [&](size_t, int e) { probe_err = e; }, [] {});
     if (probe_err != ENOENT && probe_err != 0)
       throw dp_error(ERR_CONNTRACK_UNAVAILABLE,
                      std::string("conntrack: ctnetlink does not answer (is nf_conntrack_netlink loaded?): ") +
@@ -422,13 +330,7 @@ void conntrack::run(std::shared_ptr<std::promise<void>> started) {
                      probe_err);
 
     if (want_events) {
-      s.ev = open_socket(opts_.rcvbuf ? static_cast<int>(opts_.rcvbuf) : EVENT_RCVBUF_DEFAULT);
-      if (opts_.rcvbuf) {
-        // A small buffer is asked for (tests provoke overruns): plain SO_RCVBUF, which the
-        // kernel doubles and clamps to its minimum, as any application would get.
-        int b = static_cast<int>(opts_.rcvbuf);
-        setsockopt(mnl_socket_get_fd(s.ev), SOL_SOCKET, SO_RCVBUF, &b, sizeof(b));
-      }
+      s.ev = open_socket(opts_.rcvbuf, EVENT_RCVBUF_DEFAULT);
       auto join = [&](unsigned group) {
         if (setsockopt(mnl_socket_get_fd(s.ev), SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, &group, sizeof(group)) < 0)
           throw dp_error(ERR_CONNTRACK_UNAVAILABLE, std::string("conntrack: cannot join event group: ") + strerror(errno), errno);
@@ -457,23 +359,19 @@ void conntrack::run(std::shared_ptr<std::promise<void>> started) {
   };
   auto read_events = [&] {
     if (s.ev == nullptr) return;
-    int fd = mnl_socket_get_fd(s.ev);
-    for (;;) {
-      int got = s.ev_dgrams.recv(fd, true);
-      if (got == -ENOBUFS) {
-        counters_.enobufs.fetch_add(1, std::memory_order_relaxed);
-        s.resync_pending = true;
-        continue;  // the socket keeps working after reporting the overrun
-      }
-      if (got == -EINTR) continue;
-      if (got <= 0) break;
-      for (int d = 0; d < got; d++)
-        s.ev_dgrams.each(d, [&](const nlmsghdr *nlh) {
+    s.ev_dgrams.drain(
+        mnl_socket_get_fd(s.ev),
+        [&](const nlmsghdr *nlh) {
           ct_record r{};
           if (decode(nlh, &r)) batch.push_back(r);
+        },
+        [&] {
+          counters_.enobufs.fetch_add(1, std::memory_order_relaxed);
+          s.resync_pending = true;
+        },
+        [&] {
+          if (batch.size() >= EVENT_BATCH_MAX) flush_events();
         });
-      if (batch.size() >= EVENT_BATCH_MAX) flush_events();
-    }
     flush_events();
   };
 
@@ -493,7 +391,7 @@ void conntrack::run(std::shared_ptr<std::promise<void>> started) {
         if (m->nlmsg_seq != seq) continue;  // a late reply to an earlier request
         if (m->nlmsg_type == NLMSG_DONE) return {};
         if (m->nlmsg_type == NLMSG_ERROR) {
-          int e = nlmsg_error(m);
+          int e = nl::nlmsg_error(m);
           if (e != 0) return fail(ERR_CONNTRACK, "conntrack dump", e);
           continue;
         }
@@ -539,7 +437,7 @@ void conntrack::run(std::shared_ptr<std::promise<void>> started) {
             nfct_nlmsg_build(nlh, ct.get());
           },
           [&](size_t i, const nlmsghdr *nlh) {
-            int e = nlmsg_error(nlh);
+            int e = nl::nlmsg_error(nlh);
             if (nlh->nlmsg_type == NLMSG_ERROR) {
               if (e != ENOENT && e != 0) {
                 out[i].error = static_cast<uint16_t>(e);
@@ -581,7 +479,7 @@ void conntrack::run(std::shared_ptr<std::promise<void>> started) {
             nfct_nlmsg_build(nlh, ct.get());
           },
           [&](size_t, const nlmsghdr *nlh) {
-            int e = nlmsg_error(nlh);
+            int e = nl::nlmsg_error(nlh);
             if (nlh->nlmsg_type != NLMSG_ERROR) return;  // without NLM_F_ECHO the kernel only acks
             if (e == 0)
               res.ok++;
@@ -603,20 +501,11 @@ void conntrack::run(std::shared_ptr<std::promise<void>> started) {
   };
 
   for (;;) {
-    pollfd fds[2] = {{wake_fd_, POLLIN, 0}, {s.ev ? mnl_socket_get_fd(s.ev) : -1, POLLIN, 0}};
+    pollfd fds[2] = {{thread_.wake_fd(), POLLIN, 0}, {s.ev ? mnl_socket_get_fd(s.ev) : -1, POLLIN, 0}};
     int pr = poll(fds, s.ev ? 2 : 1, s.resync_pending ? RESYNC_RETRY_MS : -1);
     if (pr < 0 && errno != EINTR) break;
-    if (fds[0].revents & POLLIN) {
-      uint64_t n;
-      ssize_t ignored = read(wake_fd_, &n, sizeof(n));
-      (void)ignored;
-    }
-    std::deque<std::unique_ptr<request>> work;
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      if (stopping_) break;
-      work.swap(queue_);
-    }
+    nl::request_thread<request>::queue work;
+    if (!thread_.take(work)) break;
     for (auto &r : work) {
       try {
         serve(*r);

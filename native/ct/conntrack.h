@@ -11,16 +11,15 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
-#include <deque>
 #include <functional>
 #include <future>
 #include <memory>
 #include <mutex>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "dp/error.h"
+#include "nl/request_thread.h"
 
 namespace fg::ct {
 
@@ -157,12 +156,7 @@ class conntrack {
 
   options opts_;
   std::unique_ptr<sockets> socks_;
-  std::thread thread_;
-  int wake_fd_ = -1;
-  std::mutex mu_;
-  std::deque<std::unique_ptr<request>> queue_;  // mu_
-  bool stopping_ = false;                       // mu_
-  std::atomic<bool> closed_{false};
+  nl::request_thread<request> thread_;
 
   struct counters {
     std::atomic<uint64_t> events{0}, enobufs{0}, resyncs{0}, gets{0}, updates{0}, errors{0};

@@ -169,7 +169,7 @@ describe('flowgate flows and stats', () => {
           'flows      active 3, entries 6 of 1048576, added 10, removed 7 (idle 5, teardown 2), insert failures 1',
           'learner    observations 400, lost 2, offload latency p50 1.25 ms, p99 4.00 ms',
           'conntrack  queries 60, not found 1, refused 43 (not_established 40, helper 3), updates 9, update failures 1, events 12, resyncs 0',
-          'kernel     events 41 in 9 batches, errors 1, next hops moved 2, MTUs refused 1',
+          'kernel     routes 1000003 IPv4, 12 IPv6; events 41 in 9 batches, errors 1, resyncs 1, next hops moved 2, MTUs refused 1',
           'memory     mbufs 2048 of 32767 in use, rss 94.2 MiB, event loop delay p99 3.50 ms, max 12.25 ms',
           '',
           'worker  cpu   busy  rx packets  fast packets',

@@ -44,7 +44,7 @@ export function fixedStats(): GatewayStats {
     },
     workers: [{ index: 0, cpu: 1, busy_ratio: 0.125, rx_packets: 3500, fast_packets: 3000 }],
     mbufs: { in_use: 2048, total: 32767 },
-    kernel: { events: 41, batches: 9, errors: 1, next_hops_rewritten: 2, mtu_refused: 1 },
+    kernel: { events: 41, batches: 9, errors: 1, next_hops_rewritten: 2, mtu_refused: 1, enobufs: 1, resyncs: 1, routes: { ipv4: 1000003, ipv6: 12 } },
     process: { rss_bytes: 98_765_432, event_loop_delay_ms: { p99: 3.5, max: 12.25 } },
   };
 }
