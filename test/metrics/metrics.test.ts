@@ -125,7 +125,7 @@ describe('metrics endpoint', () => {
     assert.equal(sampleValue(families, 'flowgate_worker_fastpath_packets_total', { worker: '0' }), 3000);
   });
 
-  it('names every flowgate metric flowgate_*, counters with _total, labels only port, reason, worker, quantile or version', async () => {
+  it('names every flowgate metric flowgate_*, counters with _total, labels only port, reason, worker, quantile, family or version', async () => {
     const families = await scrape();
     const ours = [...families.values()].filter((f) => f.name.startsWith('flowgate_'));
     assert.deepEqual(
@@ -136,7 +136,7 @@ describe('metrics endpoint', () => {
       assert.ok(family.help.length > 0, `${family.name} has HELP`);
       assert.equal(family.name.endsWith('_total'), family.type === 'counter', `${family.name} is a ${family.type}`);
       for (const sample of family.samples) {
-        for (const label of Object.keys(sample.labels)) assert.ok(['port', 'reason', 'worker', 'quantile', 'version'].includes(label), `${family.name} label ${label}`);
+        for (const label of Object.keys(sample.labels)) assert.ok(['port', 'reason', 'worker', 'quantile', 'family', 'version'].includes(label), `${family.name} label ${label}`);
       }
     }
   });
