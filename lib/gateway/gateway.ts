@@ -18,7 +18,7 @@ import { Dataplane, type FlowDirection } from '../dataplane';
 import { FlowgateError } from '../errors';
 import type { Logger } from '../log';
 import { KernelMirror } from '../slowpath/kernel';
-import { type ConntrackTimeouts, Learner, LearnerPolicy } from '../slowpath/learner';
+import { type ConntrackTimeouts, Learner, LearnerPolicy, routedDestination } from '../slowpath/learner';
 import type { KernelEvent, KernelWatch, LinkEvent, NeighborEvent, NexthopEvent, RuleEvent } from '../slowpath/monitor';
 import { parsePrefix } from '../net/addr';
 import { PrefixSet } from '../net/prefix-set';
@@ -585,20 +585,17 @@ export class Gateway implements GatewayView {
       this.invalidateAll(changes.everything);
       return;
     }
-    if (changes.prefixes.size === 0 && changes.down.size === 0 && changes.deadNextHops.size === 0 && changes.outDevs.size === 0) return;
-    const covered = new Map<string, boolean>();
-    const routeChanged = (address: string): boolean => {
-      let hit = covered.get(address);
-      if (hit === undefined) covered.set(address, (hit = changes.prefixes.covers(address)));
-      return hit;
-    };
+    // The destinations a changed prefix covers, each checked once: most bursts cover none,
+    // and then no flow is looked at.
+    const rerouted = new Set<string>();
+    if (changes.prefixes.size > 0) for (const dst of this.learner.destinations()) if (changes.prefixes.covers(dst)) rerouted.add(dst);
+    if (rerouted.size === 0 && changes.down.size === 0 && changes.deadNextHops.size === 0 && changes.outDevs.size === 0) return;
     const through = (d: FlowDirection): boolean => {
       const out = 'tunnel' in d.out ? d.out.tunnel : d.out.port;
       if (changes.down.has(d.in) || changes.down.has(out) || (d.tunnel !== undefined && changes.down.has(d.tunnel))) return true;
       if ('port' in d.out && changes.deadNextHops.has(nextHopKey(d.out.port, familyOf(d.dst), d.out.mac))) return true;
       if ('port' in d.out && changes.outDevs.has(d.out.port)) return true;
-      // The kernel routed the packet after DNAT (prerouting): by its translated destination.
-      return changes.prefixes.size > 0 && routeChanged(d.nat?.dst ?? d.dst);
+      return rerouted.has(routedDestination(d));
     };
     const n = this.learner.invalidate((f) => f.directions.some(through));
     if (n > 0)

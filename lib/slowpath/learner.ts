@@ -268,6 +268,11 @@ export class Learner {
   private readonly byFlow = new Map<number, string>();
   private readonly byTuple = new Map<string, string>();
   /**
+   * How many offloaded directions the kernel routed to each destination: a route change is
+   * matched against these, each once, rather than against every flow.
+   */
+  private readonly destinationRefs = new Map<string, number>();
+  /**
    * When offloaded connections' conntrack timeouts are next due an extension, in order of due
    * time (all intervals are equal); an entry whose flow is gone is skipped.
    */
@@ -495,6 +500,10 @@ export class Learner {
       return;
     }
     this.offloaded.set(key, { flowId, conn, directions, pair: second !== undefined });
+    for (const d of directions) {
+      const dst = routedDestination(d);
+      this.destinationRefs.set(dst, (this.destinationRefs.get(dst) ?? 0) + 1);
+    }
     this.byFlow.set(flowId, key);
     for (const d of dirs) this.byTuple.set(tupleKey(d.ingress), key);
     this.extendQueue.push({ key, flowId, dueMs: this.now() + EXTEND_EVERY_MS });
@@ -534,12 +543,23 @@ export class Learner {
     );
   }
 
-  /** Forget an offloaded connection whose flow is gone (or about to be replaced). */
-  private forget(key: string, o: Offloaded): void {
+  /** Drops an offloaded connection from the learner's maps (its flow is gone or going). */
+  private unlink(key: string, o: Offloaded): void {
     this.offloaded.delete(key);
     this.byFlow.delete(o.flowId);
     this.byTuple.delete(tupleKey(o.conn.orig));
     this.byTuple.delete(tupleKey(o.conn.reply));
+    for (const d of o.directions) {
+      const dst = routedDestination(d);
+      const refs = (this.destinationRefs.get(dst) ?? 1) - 1;
+      if (refs === 0) this.destinationRefs.delete(dst);
+      else this.destinationRefs.set(dst, refs);
+    }
+  }
+
+  /** Forget an offloaded connection whose flow is gone (or about to be replaced). */
+  private forget(key: string, o: Offloaded): void {
+    this.unlink(key, o);
     this.dp.removeFlow(o.flowId);
   }
 
@@ -579,10 +599,7 @@ export class Learner {
       const key = this.byFlow.get(r.flow.id);
       if (key === undefined) continue;
       const o = this.offloaded.get(key) as Offloaded;
-      this.offloaded.delete(key);
-      this.byFlow.delete(r.flow.id);
-      this.byTuple.delete(tupleKey(o.conn.orig));
-      this.byTuple.delete(tupleKey(o.conn.reply));
+      this.unlink(key, o);
       const handBack = this.handBack(o.conn, r);
       if (handBack !== null) this.updates.push(handBack);
     }
@@ -694,6 +711,11 @@ export class Learner {
     return changed;
   }
 
+  /** The destinations (routedDestination) of the offloaded directions, each once. */
+  destinations(): IterableIterator<string> {
+    return this.destinationRefs.keys();
+  }
+
   stats(): LearnerStats {
     const sorted = [...this.latencies].sort((a, b) => a - b);
     const pct = (p: number) => (sorted.length === 0 ? null : (sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))] as number));
@@ -707,6 +729,11 @@ export class Learner {
       latencyMs: { p50: pct(0.5), p99: pct(0.99), samples: sorted.length },
     };
   }
+}
+
+/** The address the kernel routed a direction by: its destination after DNAT (prerouting). */
+export function routedDestination(d: FlowDirection): string {
+  return d.nat?.dst ?? d.dst;
 }
 
 /** A forwarded direction as the dataplane installs it: matched as it arrives, rewritten to how the kernel sent it. */

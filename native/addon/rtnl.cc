@@ -196,7 +196,14 @@ class RtnlWrap : public Napi::ObjectWrap<RtnlWrap> {
       if (!cb.IsFunction()) throw dp_error(ERR_INVALID_ARGUMENT, "Rtnl options.onEvents: expected a function");
 
       binding_.open(env, cb.As<Napi::Function>(), "flowgate rtnl", EVENT_QUEUE_BATCHES, this);
-      opts.deliver_events = binding_.sender<std::vector<record>>([](Napi::Env env, Napi::Function cb, std::vector<record> &batch) {
+      auto in_flight = std::make_shared<std::atomic<int>>(0);
+      opts.events_in_flight = in_flight;
+      opts.deliver_events = binding_.sender<std::vector<record>>([in_flight](Napi::Env env, Napi::Function cb, std::vector<record> &batch) {
+        // Consumed once the callback has run: the next batch may come.
+        struct done {
+          std::atomic<int> &n;
+          ~done() { n.fetch_sub(1, std::memory_order_acq_rel); }
+        } consumed{*in_flight};
         cb.Call({records_to_js(env, batch), Napi::String::New(env, "events")});
       });
       opts.deliver_resync = binding_.sender<rt::resync>([](Napi::Env env, Napi::Function cb, rt::resync &r) {

@@ -40,6 +40,12 @@ constexpr unsigned EVENT_DATAGRAMS = 16;
 constexpr size_t EVENT_DATAGRAM_BYTES = 32 * 1024;
 // Event records handed over at most in one batch.
 constexpr size_t EVENT_BATCH_MAX = 4096;
+// Batches handed to the consumer at most at once, and events held back meanwhile before the
+// thread gives up on them and resynchronises instead (a million route events is ~100 MB).
+constexpr int EVENT_BATCHES_IN_FLIGHT = 2;
+constexpr size_t EVENT_BACKLOG_MAX = 1 << 18;
+// How soon a held-back batch is offered again.
+constexpr int EVENT_HOLD_RETRY_MS = 5;
 // A reply that stops coming (which the kernel should never do) fails after this.
 constexpr int REPLY_TIMEOUT_MS = 10000;
 // The routes of a link set down or removed are recounted this long after its event: the
@@ -859,7 +865,19 @@ void rtnl::run(std::shared_ptr<std::promise<void>> started) {
       batch.clear();
       return;
     }
+    const auto &in_flight = opts_.events_in_flight;
+    if (in_flight && in_flight->load(std::memory_order_acquire) >= EVENT_BATCHES_IN_FLIGHT) {
+      // The consumer is behind: this batch grows until it catches up (the loop offers it
+      // again soon), or is dropped for a resync once it is too large to be worth keeping.
+      if (batch.size() > EVENT_BACKLOG_MAX) {
+        batch.clear();
+        s.resync_pending = true;
+      }
+      return;
+    }
+    if (in_flight) in_flight->fetch_add(1, std::memory_order_acq_rel);
     if (!opts_.deliver_events(std::move(batch))) {
+      if (in_flight) in_flight->fetch_sub(1, std::memory_order_acq_rel);
       counters_.errors.fetch_add(1, std::memory_order_relaxed);
       s.resync_pending = true;
     }
@@ -991,7 +1009,7 @@ void rtnl::run(std::shared_ptr<std::promise<void>> started) {
 
   for (;;) {
     pollfd fds[2] = {{thread_.wake_fd(), POLLIN, 0}, {mnl_socket_get_fd(s.ev), POLLIN, 0}};
-    int timeout = s.resync_pending ? RESYNC_RETRY_MS : -1;
+    int timeout = s.resync_pending ? RESYNC_RETRY_MS : !batch.empty() ? EVENT_HOLD_RETRY_MS : -1;
     if (s.recount_pending) {
       auto left = std::chrono::duration_cast<std::chrono::milliseconds>(s.recount_at - std::chrono::steady_clock::now()).count();
       int wait = static_cast<int>(std::max<int64_t>(0, left)) + 1;

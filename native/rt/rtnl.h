@@ -121,6 +121,11 @@ struct options {
   // resynchronises, as after an overrun).
   std::function<bool(std::vector<record> &&)> deliver_events;
   std::function<bool(resync &&)> deliver_resync;
+  // Event batches handed to deliver_events and not yet consumed (the consumer decrements
+  // it). While the consumer is behind, the thread merges what it reads into the next batch
+  // instead of queueing more: a routing daemon's burst arrives as a few large batches, and
+  // only a backlog past EVENT_BACKLOG_MAX makes it resynchronise. Null: no flow control.
+  std::shared_ptr<std::atomic<int>> events_in_flight;
 };
 
 // A request's outcome: code == nullptr on success.

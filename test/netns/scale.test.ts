@@ -86,10 +86,15 @@ describe('100k offloaded flows through 10,000 route updates a second', function 
       if (wait > 0) await sleep(wait);
     }
     const churnS = (performance.now() - started) / 1000;
-    // Until the gateway has handled the last of them, and one more 10 s delay window has closed.
+    // Until the kernel's routes are all counted and the gateway's event count stands still:
+    // it has handled the last of them (or resynchronised, which the assertions below catch).
+    let lastEvents = -1;
     const after = await until('the route events handled', async () => {
       const s = await site.stats();
-      return s.kernel.events - before.kernel.events >= ROUTE_UPDATES_PER_SECOND * ROUTE_SECONDS ? s : undefined;
+      const counted = s.kernel.routes.ipv4 >= before.kernel.routes.ipv4 + ROUTE_UPDATES_PER_SECOND * ROUTE_SECONDS;
+      const settled = s.kernel.events === lastEvents;
+      lastEvents = s.kernel.events;
+      return counted && settled ? s : undefined;
     });
     for (let i = 0; i < 11; i++) {
       await sleep(1000);
@@ -98,11 +103,13 @@ describe('100k offloaded flows through 10,000 route updates a second', function 
     const events = after.kernel.events - before.kernel.events;
     const batchesHandled = after.kernel.batches - before.kernel.batches;
     console.log(
-      `      ${ROUTE_UPDATES_PER_SECOND * ROUTE_SECONDS} route updates in ${churnS.toFixed(1)} s: ${events} kernel events in ${batchesHandled} batches; ` +
+      `      ${ROUTE_UPDATES_PER_SECOND * ROUTE_SECONDS} route updates in ${churnS.toFixed(1)} s: ${events} kernel events in ${batchesHandled} batches, ` +
+        `${after.kernel.resyncs - before.kernel.resyncs} resyncs, ${after.kernel.routes.ipv4} IPv4 routes counted; ` +
         `worst event-loop delay of site A's 10 s windows: ${Math.max(...delays).toFixed(1)} ms`,
     );
     assert.equal(after.flows.removed_by.invalidated ?? 0, before.flows.removed_by.invalidated ?? 0, 'no flow invalidated');
     assert.equal(after.flows.active, before.flows.active, 'every flow still offloaded');
     assert.equal(after.kernel.errors, before.kernel.errors);
+    assert.equal(after.kernel.resyncs, before.kernel.resyncs, 'no kernel event lost');
   });
 });
