@@ -81,7 +81,6 @@ interface ReloadPlan {
   changePorts: { from: PortModel; to: PortModel }[];
   addPorts: PortModel[];
   addTunnels: TunnelModel[];
-  routesChanged: boolean;
   rulesetChanged: boolean;
   policyChanged: boolean;
   mtuChanged(port: string): boolean;
@@ -133,7 +132,6 @@ function planReload(old: CompiledConfig, next: CompiledConfig): ReloadPlan {
     changePorts,
     addPorts,
     addTunnels,
-    routesChanged,
     rulesetChanged,
     policyChanged,
     mtuChanged: (port) => mtuChangedPorts.has(port),
@@ -732,10 +730,11 @@ export class Gateway implements GatewayView {
 
     this.learner.setPolicy(this.policyOf(next));
     this.dp.setFlowCounters(next.flowtable.counter);
-    // Flows the new policy would not offload, and any flow when routes or the ruleset
-    // changed (its next hop or verdict may differ now), go; the next packets of those still
-    // allowed offload them again.
-    if (plan.routesChanged || plan.rulesetChanged) this.invalidateAll('config reloaded');
+    // Flows the new policy would not offload, and any flow when the ruleset changed (its
+    // verdict may differ now), go; the next packets of those still allowed offload them
+    // again. Changed routes need nothing here: the kernel reports them like anyone's, and
+    // the flows their prefixes cover go with that batch of events.
+    if (plan.rulesetChanged) this.invalidateAll('config reloaded');
     else if (plan.policyChanged)
       this.learner.invalidate((f) =>
         f.directions.some(
