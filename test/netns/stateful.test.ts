@@ -148,11 +148,13 @@ describe('a stateful nftables ruleset in the slow path (policy drop, established
     assert.ok((entries[0]?.timeout ?? 0) > 3600, `kept for a day through ctnetlink, as flow_offload_add does: ${entries[0]?.line}`);
     assert.ok(((await topology.site('a').stats()).learner.conntrack.updates ?? 0) >= 1);
 
-    // Now only the remote host sends, and the flow leaves the fast path (any route change
-    // invalidates the flows): its datagrams reach the kernel as the reply direction of a
-    // connection it must still know, or the ruleset drops them.
+    // Now only the remote host sends, and the flow leaves the fast path (a route change for
+    // its destination invalidates it; this one leads the same way): its datagrams reach the
+    // kernel as the reply direction of a connection it must still know, or the ruleset drops
+    // them.
     lan.next();
-    await topology.run('a', ['ip', 'route', 'add', '203.0.113.0/24', 'dev', 'eth0']);
+    const sameWay = [`${DEMO_ADDRESSES.remoteHost}/32`, 'via', DEMO_ADDRESSES.tunnelB, 'dev', 'tun0'];
+    await topology.run('a', ['ip', 'route', 'add', ...sameWay]);
     try {
       await until('the flow to be invalidated', async () => ((await topology.site('a').flows()).some((f) => f.id === pair.id) ? undefined : true));
       // Offloaded again only once the kernel forwarded one of them, after the ruleset.
@@ -161,7 +163,7 @@ describe('a stateful nftables ruleset in the slow path (policy drop, established
         return f !== undefined && f.id !== pair.id ? f : undefined;
       });
     } finally {
-      await topology.run('a', ['ip', 'route', 'del', '203.0.113.0/24', 'dev', 'eth0']);
+      await topology.run('a', ['ip', 'route', 'del', ...sameWay]);
     }
     remote.finish();
     const remoteResult = await remote.result;
