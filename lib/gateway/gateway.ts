@@ -275,6 +275,9 @@ export class Gateway implements GatewayView {
     if (this.coalesceTimer !== undefined) clearTimeout(this.coalesceTimer);
     this.coalesceTimer = undefined;
     this.pendingEvents = [];
+    // The task under way finishes (a reload, a batch of events); those queued behind it see
+    // `stopping` and do nothing.
+    await this.queue;
     const failures: unknown[] = [];
     this.conntrack?.close();
     this.conntrack = undefined;
