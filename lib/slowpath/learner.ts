@@ -276,8 +276,14 @@ export class Learner {
    * When offloaded connections' conntrack timeouts are next due an extension, in order of due
    * time (all intervals are equal); an entry whose flow is gone is skipped.
    */
-  private readonly extendQueue: { key: string; flowId: number; dueMs: number }[] = [];
+  private extendQueue: { key: string; flowId: number; dueMs: number }[] = [];
   private extendHead = 0;
+  /**
+   * Entries of the queue whose connection is gone. They would wait a day to be skipped: at a
+   * thousand new connections a second, hundreds of megabytes. Past half the queue they are
+   * swept out.
+   */
+  private extendStale = 0;
   private queries = new Map<string, Query>();
   private queriesInFlight = 0;
   private updates: CtUpdate[] = [];
@@ -549,6 +555,7 @@ export class Learner {
     this.byFlow.delete(o.flowId);
     this.byTuple.delete(tupleKey(o.conn.orig));
     this.byTuple.delete(tupleKey(o.conn.reply));
+    this.extendStale++;
     for (const d of o.directions) {
       const dst = routedDestination(d);
       const refs = (this.destinationRefs.get(dst) ?? 1) - 1;
@@ -637,12 +644,21 @@ export class Learner {
       if (due.dueMs > now) break;
       this.extendHead++;
       const o = this.offloaded.get(due.key);
-      if (o === undefined || o.flowId !== due.flowId) continue;
+      if (o === undefined || o.flowId !== due.flowId) {
+        this.extendStale--;
+        continue;
+      }
       this.extendQueue.push({ ...due, dueMs: now + EXTEND_EVERY_MS });
       this.extendSoon(due.key, o);
     }
-    // Keep the queue's array from growing without bound.
-    if (this.extendHead > 4096 && this.extendHead * 2 > this.extendQueue.length) {
+    // Keep the queue's array from growing without bound: neither with entries done nor
+    // with those of connections gone since (the order, by due time, stays).
+    const waiting = this.extendQueue.length - this.extendHead;
+    if (this.extendStale > 4096 && this.extendStale * 2 > waiting) {
+      this.extendQueue = this.extendQueue.slice(this.extendHead).filter((e) => this.offloaded.get(e.key)?.flowId === e.flowId);
+      this.extendHead = 0;
+      this.extendStale = 0;
+    } else if (this.extendHead > 4096 && this.extendHead * 2 > this.extendQueue.length) {
       this.extendQueue.splice(0, this.extendHead);
       this.extendHead = 0;
     }

@@ -21,4 +21,16 @@ describe('learner bounds', () => {
     assert.equal(r.stats.evicted.directions, 300_000 - r.limits.directions);
     assert.equal(r.stats.ctQueries, 0, 'a SYN is no reason to ask conntrack');
   });
+
+  it('retains under 8 MiB after 200,000 connections offloaded and destroyed (their timeout extensions included)', () => {
+    const child = path.join(__dirname, '..', 'helpers', 'learner-churn-child.js');
+    const r = JSON.parse(execFileSync(process.execPath, ['--expose-gc', child, '200000'], { encoding: 'utf8', timeout: 120_000 })) as {
+      retainedBytes: number;
+      stats: { installs: number; connections: number; removedBy: Record<string, number> };
+    };
+    assert.equal(r.stats.installs, 200_000, 'every connection was offloaded');
+    assert.equal(r.stats.removedBy.destroyed, 200_000);
+    assert.equal(r.stats.connections, 0);
+    assert.ok(r.retainedBytes < 8 * 2 ** 20, `retained ${(r.retainedBytes / 2 ** 20).toFixed(1)} MiB`);
+  });
 });
