@@ -31,7 +31,7 @@ export function isAbsent(err: unknown): boolean {
 
 /**
  * `argv` run with PR_SET_PDEATHSIG (util-linux setpriv, which then execs it): the kernel
- * kills the command when flowgate's thread that started it ends, so that no `ip monitor`
+ * kills the command when flowgate's thread that started it ends, so that no `ip`
  * or half-done `nft` outlives a flowgate that was killed or crashed. Node starts children
  * from its main thread, which lives as long as the process.
  */
