@@ -45,13 +45,16 @@ std::string prefix_text(uint8_t family, const uint8_t *addr, uint8_t len) {
   return rt::format_ip(family, addr) + "/" + std::to_string(len);
 }
 
+// Indexed by record_kind.
+constexpr const char *RECORD_KIND_NAMES[] = {"link", "addr", "neigh", "route", "rule", "nexthop"};
+
 Napi::Object record_to_js(Napi::Env env, const record &r) {
   Napi::Object o = Napi::Object::New(env);
+  o.Set("kind", RECORD_KIND_NAMES[static_cast<size_t>(r.kind)]);
+  o.Set("deleted", r.deleted);
   auto family = [&] { return Napi::Number::New(env, r.family); };
   switch (r.kind) {
     case record_kind::link:
-      o.Set("kind", "link");
-      o.Set("deleted", r.deleted);
       o.Set("index", r.ifindex);
       o.Set("dev", r.dev);
       o.Set("mtu", r.mtu);
@@ -61,15 +64,11 @@ Napi::Object record_to_js(Napi::Env env, const record &r) {
       o.Set("linkKind", string_or_null(env, r.link_kind));
       break;
     case record_kind::addr:
-      o.Set("kind", "addr");
-      o.Set("deleted", r.deleted);
       o.Set("dev", r.dev);
       o.Set("family", family());
       o.Set("address", prefix_text(r.family, r.dst, r.dst_len));
       break;
     case record_kind::neigh:
-      o.Set("kind", "neigh");
-      o.Set("deleted", r.deleted);
       o.Set("dev", r.dev);
       o.Set("family", family());
       o.Set("address", rt::format_ip(r.family, r.dst));
@@ -77,8 +76,6 @@ Napi::Object record_to_js(Napi::Env env, const record &r) {
       o.Set("state", rt::nud_state_name(r.state));
       break;
     case record_kind::route:
-      o.Set("kind", "route");
-      o.Set("deleted", r.deleted);
       o.Set("family", family());
       o.Set("type", rt::route_type_name(r.type));
       o.Set("table", rt::table_name(r.table));
@@ -92,8 +89,6 @@ Napi::Object record_to_js(Napi::Env env, const record &r) {
       o.Set("source", ip_or_null(env, r.has_prefsrc, r.family, r.prefsrc));
       break;
     case record_kind::rule:
-      o.Set("kind", "rule");
-      o.Set("deleted", r.deleted);
       o.Set("family", family());
       o.Set("priority", r.priority);
       o.Set("action", rt::rule_action_name(r.type));
@@ -106,8 +101,6 @@ Napi::Object record_to_js(Napi::Env env, const record &r) {
       o.Set("fwmask", r.fwmask == 0 ? env.Null() : Napi::Number::New(env, r.fwmask));
       break;
     case record_kind::nexthop: {
-      o.Set("kind", "nexthop");
-      o.Set("deleted", r.deleted);
       o.Set("family", r.family == 0 ? env.Null() : family());
       o.Set("id", r.nhid);
       o.Set("dev", string_or_null(env, r.dev));
