@@ -5,22 +5,12 @@
 // connection churn goes through this a thousand times a second, for days.
 import type { CtConnection, CtTuple } from '../../lib/conntrack';
 import { IPS } from '../../lib/conntrack';
-import { DEFAULT_LIMITS, Learner } from '../../lib/slowpath/learner';
 import type { Observation } from '../../lib/slowpath/observations';
+import { stubLearner } from './learner-stubs';
 
 const gc = (globalThis as { gc?: () => void }).gc;
 if (gc === undefined) throw new Error('run with node --expose-gc');
 const count = Number(process.argv[2] ?? 200_000);
-let nextFlow = 1;
-const installer = {
-  addFlow: () => nextFlow++,
-  removeFlow: () => true,
-  reap: () => [],
-  portName: (id: number) => ['eth0', 'eth1'][id],
-  tunnelName: () => 'tun0',
-  tsc: () => 0,
-  tscHz: 1e9,
-};
 const reply = (t: CtTuple): CtTuple => ({ ...t, src: t.dst, dst: t.src, sport: t.dport, dport: t.sport });
 const connectionOf = (t: CtTuple): CtConnection => ({
   id: 1, orig: t, reply: reply(t), status: IPS.CONFIRMED | IPS.SEEN_REPLY | IPS.ASSURED, tcpState: null, helper: null,
@@ -28,13 +18,7 @@ const connectionOf = (t: CtTuple): CtConnection => ({
 });
 const tracker = { get: async (tuples: readonly CtTuple[]) => tuples.map(connectionOf), update: async () => ({ ok: 0, notFound: 0, failed: 0 }) };
 let clockMs = 0;
-const learner = new Learner(
-  installer,
-  tracker,
-  { devices: ['eth0', 'eth1'], l4proto: ['tcp', 'udp'], timeout: { tcp: 30, udp: 30 }, tunnelUnderlay: new Map(), conntrack: { tcpClose: 10, udp: 30, udpStream: 120 } },
-  DEFAULT_LIMITS,
-  () => clockMs,
-);
+const learner = stubLearner(tracker, () => clockMs);
 const settle = () => new Promise((resolve) => setImmediate(resolve));
 
 async function main(): Promise<void> {

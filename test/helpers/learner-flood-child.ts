@@ -3,36 +3,16 @@
 // through the kernel makes them, and prints one JSON line: the heap the learner retains
 // afterwards (after a full GC, before and after), its state, and the time of the tick that
 // forgets it all.
-import { DEFAULT_LIMITS, Learner } from '../../lib/slowpath/learner';
+import { DEFAULT_LIMITS } from '../../lib/slowpath/learner';
 import type { Observation } from '../../lib/slowpath/observations';
+import { stubLearner } from './learner-stubs';
 
 const gc = (globalThis as { gc?: () => void }).gc;
 if (gc === undefined) throw new Error('run with node --expose-gc');
 const count = Number(process.argv[2] ?? 300_000);
-const installer = {
-  addFlow: () => 1,
-  removeFlow: () => true,
-  reap: () => [],
-  portName: (id: number) => ['eth0', 'eth1'][id],
-  tunnelName: () => 'tun0',
-  tsc: () => 0,
-  tscHz: 1e9,
-};
 const tracker = { get: async (t: readonly unknown[]) => t.map(() => null), update: async () => ({ ok: 0, notFound: 0, failed: 0 }) };
 let clockMs = 0;
-const learner = new Learner(
-  installer,
-  tracker,
-  {
-  devices: ['eth0', 'eth1'],
-  l4proto: ['tcp', 'udp'],
-  timeout: { tcp: 30, udp: 30 },
-  tunnelUnderlay: new Map([['tun0', 'eth1']]),
-    conntrack: { tcpClose: 10, udp: 30, udpStream: 120 },
-  },
-  DEFAULT_LIMITS,
-  () => clockMs,
-);
+const learner = stubLearner(tracker, () => clockMs);
 gc();
 const before = process.memoryUsage().heapUsed;
 for (let i = 0; i < count; i++) {
