@@ -99,19 +99,33 @@ export interface PortInfo {
   slowpath: string | null;
 }
 
+/**
+ * Tunnel encapsulations, as Linux names them: ip6tnl's `ip4ip6` and `ip6ip6` (RFC 2473),
+ * `ipip` (RFC 2003) and `sit` (IPv6 in IPv4, RFC 4213).
+ */
+export type TunnelMode = 'ip4ip6' | 'ip6ip6' | 'ipip' | 'sit';
+
 export interface TunnelOptions {
   name: string;
+  /** Default 'ip4ip6'. */
+  mode?: TunnelMode;
+  /** Outer addresses: IPv6 for ip4ip6 and ip6ip6, IPv4 for ipip and sit. */
   local: string;
   remote: string;
-  /** Tunnel Encapsulation Limit option value (RFC 2473), or 'none' for no option. Default 4. */
+  /** IPv6 underlay: Tunnel Encapsulation Limit option value (RFC 2473), or 'none' for no option. Default 4. */
   encapLimit?: number | 'none';
-  /** Default 64; 'inherit' copies the inner TTL. */
+  /** Outer hop limit (IPv6) or TTL (IPv4). Default 64; 'inherit' copies the inner TTL or hop limit. */
   hopLimit?: number | 'inherit';
-  /** Default 0; 'inherit' copies the inner TOS. ECN follows RFC 6040 either way. */
+  /** Outer traffic class (IPv6) or TOS (IPv4). Default 0; 'inherit' copies the inner one. ECN follows RFC 6040 either way. */
   tclass?: number | 'inherit';
-  /** A fixed flow label (default 0) or 'hash': one per inner flow. */
+  /** IPv6 underlay: a fixed flow label (default 0) or 'hash': one per inner flow. */
   flowLabel?: number | 'hash';
-  /** Default: the underlay port's MTU - 40, - 8 more with the encapsulation limit option. */
+  /**
+   * IPv4 underlay: Linux's pmtudisc. true (default): the outer header has DF set; false: DF
+   * is copied from an inner IPv4 packet (and clear for IPv6 inside sit).
+   */
+  pmtudisc?: boolean;
+  /** Default: the underlay port's MTU less the outer headers (40, 48 with the encapsulation limit option, 20 for IPv4). */
   mtu?: number;
   /** The port the outer IPv6 packets leave by. */
   underlay: string;
