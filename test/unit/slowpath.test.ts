@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 
 import { native, NativeFlowSpec } from '../../lib/native';
 import { parseIPv4, parseIPv6, parseMac } from '../../lib/net/addr';
-import { ethernetFrame, ip4in6Packet, ip4Packet, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN } from '../../lib/packets';
+import { ethernetFrame, ipInIp6Packet, ip4Packet, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN } from '../../lib/packets';
 import { decodeObservations, KEY, OBS, OBSERVATION_SIZE } from '../../lib/slowpath/observations';
 
 const testing = native().testing;
@@ -49,7 +49,7 @@ describe('fast path for the slow path', () => {
         mtu: 1452, port: 1, dstMac: parseMac('02:00:00:00:00:22'), srcMac: parseMac('02:00:00:00:00:11'), slowpathPort: 4,
       };
       const inner = ip4Packet({ src: '10.0.0.1', dst: '192.168.0.10' }, { udp: { sport: 53, dport: 5000 } });
-      const frame = ethernetFrame('02:00:00:00:00:11', '02:00:00:00:00:22', ip4in6Packet({ src: '2001:db8:2::2', dst: '2001:db8:2::1' }, inner));
+      const frame = ethernetFrame('02:00:00:00:00:11', '02:00:00:00:00:22', ipInIp6Packet({ src: '2001:db8:2::2', dst: '2001:db8:2::1' }, inner));
       const r = testing.process({ ports: PORTS, tunnels: [tunnel], observe: true }, [{ port: 1, frame }]);
       const [o] = decodeObservations(r.observations as Buffer, reasons);
       assert.deepEqual([o?.tunnel, o?.port, o?.outerSrc, o?.outerDst, o?.src], [0, 1, '2001:db8:2::2', '2001:db8:2::1', '10.0.0.1']);
