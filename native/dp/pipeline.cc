@@ -376,6 +376,26 @@ inline void write_eth_addrs(uint8_t *frame, const adjacency &a) {
   memcpy(frame + 8, a.src_mac + 2, 4);
 }
 
+// Decapsulate a packet of a flow (meta: as parsed; frame: its first byte) and address it
+// to the adjacency, as the kernel's tunnel receive (ip6_tnl_rcv(), ip_tunnel_rcv()) and
+// then the forward do: RFC 6040 from the outer header into the inner one, then the TTL or
+// hop limit. Returns false, changing nothing, when RFC 6040 drops the packet.
+template <unsigned OUTER, unsigned INNER>
+inline bool decapsulate(rte_mbuf *m, uint8_t *frame, const pkt_meta &meta, const adjacency &a) {
+  uint8_t *inner = frame + meta.l3_off;
+  const uint8_t tclass = outer_traffic_class(frame + ETH_HLEN, OUTER == 4);
+  if (!ecn_decapsulate_inner(tclass, inner, INNER == 4)) return false;
+  if (INNER == 4)
+    ip4_dec_ttl(reinterpret_cast<rte_ipv4_hdr *>(inner));
+  else
+    ip6_dec_hop_limit(reinterpret_cast<rte_ipv6_hdr *>(inner));
+  frame = reinterpret_cast<uint8_t *>(rte_pktmbuf_adj(m, meta.outer_len));
+  write_eth_addrs(frame, a);
+  const rte_be16_t ether_type = rte_cpu_to_be_16(INNER == 4 ? RTE_ETHER_TYPE_IPV4 : RTE_ETHER_TYPE_IPV6);
+  memcpy(frame + 12, &ether_type, 2);
+  return true;
+}
+
 // What the act stage reads for a whole burst, copied out of the pipeline: writes to packet
 // bytes may alias anything the pipeline points to, and locals keep the compiler from
 // reloading them after every such write.
@@ -406,7 +426,8 @@ inline uint16_t forward(pipeline &pl, burst_state &b, rte_mbuf *m, uint16_t in_p
   const snapshot *s = b.s;
   const uint8_t action = e.action;
   const uint16_t target = e.target;
-  if (unlikely(key.l3proto == FLOW_L3_IPV6_IN_IPV6)) {
+  const uint8_t flags = e.flags;
+  if (unlikely(flags & FLOW_F_OUTER_FOLDED)) {
     // The key held only a fold of the outer addresses (flow_key.h): they must be those of
     // the flow's tunnel. A packet that only shares the fold is not this flow's, and its own
     // key is the flow's: the learner is not told.
@@ -468,7 +489,7 @@ inline uint16_t forward(pipeline &pl, burst_state &b, rte_mbuf *m, uint16_t in_p
   uint8_t *frame = rte_pktmbuf_mtod(m, uint8_t *);
   // NAT before the TTL decrement and encapsulation, on the (inner) IP packet: the kernel's
   // nf_flow_nat_ip() before ip_decrease_ttl().
-  if (e.flags & FLOW_F_NAT) nat_apply(frame + meta.l3_off, key.l3proto, key.l4proto, b.nat[idx]);
+  if (flags & FLOW_F_NAT) nat_apply(frame + meta.l3_off, key.l3proto, key.l4proto, b.nat[idx]);
   switch (action) {
     case FLOW_ACT_FWD4:
       ip4_dec_ttl(reinterpret_cast<rte_ipv4_hdr *>(frame + ETH_HLEN));
@@ -479,23 +500,18 @@ inline uint16_t forward(pipeline &pl, burst_state &b, rte_mbuf *m, uint16_t in_p
       write_eth_addrs(frame, *a);
       break;
     case FLOW_ACT_DECAP: {
-      // As the kernel's tunnel receive (ip6_tnl_rcv(), ip_tunnel_rcv()) and then the
-      // forward: RFC 6040 from the outer header into the inner one, then TTL or hop limit.
-      const bool inner_ipv4 = flow_l3_is_ipv4(key.l3proto);
-      uint8_t *inner = frame + meta.l3_off;
-      const uint8_t tclass = outer_traffic_class(frame + ETH_HLEN, tunnel_outer_family(key.l3proto) == 4);
-      if (!ecn_decapsulate_inner(tclass, inner, inner_ipv4)) {
+      // One specialised body per mode: the families are constants in each.
+      bool ok;
+      switch (key.l3proto) {
+        case FLOW_L3_IPV4_IN_IPV6: ok = decapsulate<6, 4>(m, frame, meta, *a); break;
+        case FLOW_L3_IPV6_IN_IPV6: ok = decapsulate<6, 6>(m, frame, meta, *a); break;
+        case FLOW_L3_IPV4_IN_IPV4: ok = decapsulate<4, 4>(m, frame, meta, *a); break;
+        default: ok = decapsulate<4, 6>(m, frame, meta, *a); break;
+      }
+      if (!ok) {
         drop(pl, m, drop_reason::ecn);
         return PORT_NONE;
       }
-      if (inner_ipv4)
-        ip4_dec_ttl(reinterpret_cast<rte_ipv4_hdr *>(inner));
-      else
-        ip6_dec_hop_limit(reinterpret_cast<rte_ipv6_hdr *>(inner));
-      frame = reinterpret_cast<uint8_t *>(rte_pktmbuf_adj(m, meta.outer_len));
-      write_eth_addrs(frame, *a);
-      const rte_be16_t ether_type = rte_cpu_to_be_16(inner_ipv4 ? RTE_ETHER_TYPE_IPV4 : RTE_ETHER_TYPE_IPV6);
-      memcpy(frame + 12, &ether_type, 2);
       break;
     }
     case FLOW_ACT_ENCAP:
