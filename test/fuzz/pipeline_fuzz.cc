@@ -432,8 +432,10 @@ void build_tunnels(world &w, chooser &c, const std::vector<frame_in> &frames) {
     if (c.rarely(4)) continue;
     tunnel_params p{};
     // Endpoints from a tunnelled frame of the burst, in its mode (so that its lookups and
-    // punts find the tunnel), or the reference scenario's in any mode.
-    const frame_in &f = frames[c.pick(static_cast<unsigned>(frames.size()))];
+    // punts find the tunnel), or the reference scenario's in any mode. The ordinary world
+    // takes tunnel t from frame t: a burst of several modes gets a tunnel for each.
+    const unsigned n_frames = static_cast<unsigned>(frames.size());
+    const frame_in &f = frames[(t + c.pick(n_frames)) % n_frames];
     const uint8_t fmode = frame_mode(f);
     if (fmode != 0 && !c.rarely(4)) {
       p.mode = fmode;
