@@ -120,6 +120,10 @@ def frames():
                                                    options=[('MSS', 1460), ('SAckOK', b''), ('WScale', 7)])]
     yield 'ip4-tcp-bad-data-offset', [eth() / ip4() / TCP(sport=1, dport=2, dataofs=4)]
     yield 'ip4-udp-no-checksum', [eth() / ip4() / UDP(sport=5000, dport=5001, chksum=0) / Raw(b'x' * 20)]
+    # DF, as Linux's TCP sends: an ipip tunnel without pmtudisc copies it to the outer header.
+    yield 'ip4-tcp-df', [eth() / ip4(flags='DF') / TCP(sport=40001, dport=443, flags='A', seq=1000, ack=2000)
+                         / Raw(b'GET / HTTP/1.1\r\n')]
+    yield 'ip4-udp-df', [eth() / udp4(flags='DF')]
     yield 'ip4-ttl1', [eth() / udp4(ttl=1)]
     yield 'ip4-bad-checksum', [eth() / udp4(chksum=0x1234)]
     yield 'ip4-options', [eth() / ip4(options=[IPOption_RR()]) / UDP(sport=1, dport=2)]
@@ -256,7 +260,7 @@ def frames():
     # four frames), and plain packets of both families to be forwarded or encapsulated.
     yield 'burst-every-mode', [tunnel(tcp4(src=SERVER, dst=LAN_HOST)), tunnel(tcp6(**down6)),
                                tunnel4(tcp4(src=SERVER, dst=LAN_HOST)), tunnel4(tcp6(**down6)),
-                               eth() / tcp4(), eth() / tcp6(), eth() / udp6(), eth() / udp4()]
+                               eth() / tcp4(), eth() / tcp6(), eth() / udp6(), eth() / udp4(flags='DF')]
     yield 'burst-mixed', [eth() / udp4(), eth() / IPv6(**v6) / UDP(sport=1, dport=2), tunnel(udp4()),
                           eth() / tcp4('S'), Ether(dst='ff:ff:ff:ff:ff:ff') / ARP(), eth() / ip4(flags='MF') / UDP(),
                           tunnel(udp4(), option=False), tunnel(udp6(), option=False), tunnel4(udp4()),
