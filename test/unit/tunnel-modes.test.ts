@@ -347,6 +347,65 @@ describe('tunnel modes in the fast path (ip4ip6, ip6ip6, ipip, sit)', function (
     });
   });
 
+  describe('ICMP errors about tunnel packets', () => {
+    const ip6ip6 = MODES.find((m) => m.name === 'ip6ip6') as Mode;
+    const ptbSource = '2001:db8:5::1';
+    const quotedInner6 = `IPv6(src='2001:db8:1::10', dst='2001:db8:3::1', hlim=63)/TCP(sport=40000, dport=80, flags='A', seq=1234)/Raw(b'x'*1400)`;
+    const TEL6 = `IPv6ExtHdrDestOpt(nh=41, options=[HBHOptUnknown(otype=4, optdata=bytes([4])), PadN(optdata=b'\\x00')])`;
+    const ptb6 = (mtu: number) =>
+      `Ether(dst='${GW_WAN_MAC}', src='${PEER_MAC}')/IPv6(src='${ptbSource}', dst='${ENDPOINTS[6].local}')/ICMPv6PacketTooBig(mtu=${mtu})/` +
+      `Raw(bytes(IPv6(src='${ENDPOINTS[6].local}', dst='${ENDPOINTS[6].remote}', nh=60)/${TEL6}/${quotedInner6})[:1280 - 48])`;
+    const fragNeeded = (mtu: number, proto: 4 | 41, inner: string) =>
+      `Ether(dst='${GW_WAN_MAC}', src='${PEER_MAC}')/IP(src='198.51.100.77', dst='${ENDPOINTS[4].local}')/ICMP(type=3, code=4, nexthopmtu=${mtu})/` +
+      `Raw(bytes(IP(src='${ENDPOINTS[4].local}', dst='${ENDPOINTS[4].remote}', proto=${proto}, flags='DF')/${inner})[:548])`;
+
+    it('ip6ip6: relays a packet too big to the inner sender as ICMPv6 packet too big with the MTU less the outer headers, into the TUN, and reports the path MTU', async () => {
+      const [frame] = await scapyBuild([ptb6(1400)]);
+      const r = process({ ports: PORTS, tunnels: [tunnel(ip6ip6, { slowpathPort: TUN })] }, [{ port: WAN, frame: frame as Buffer }]);
+      assert.equal(r.results[0]?.port, TUN);
+      assert.deepEqual(r.pathMtuReports, [{ tunnel: 0, mtu: 1400 }]);
+      const icmp = r.results[0]?.frame as Buffer;
+      const [f] = await scapyDissect([Buffer.concat([Buffer.from('00'.repeat(12) + '86dd', 'hex'), icmp])]);
+      assert.ok(f);
+      const ip = layer(f, 'IPv6').fields;
+      const ptb = layer(f, 'ICMPv6PacketTooBig').fields;
+      // From the quoted packet's destination to its source, as if it came out of the tunnel.
+      assert.deepEqual([ip.src, ip.dst, Number(ip.nh), Number(ip.hlim), Number(ip.plen)], ['2001:db8:3::1', '2001:db8:1::10', 58, 64, icmp.length - 40]);
+      assert.equal(Number(ptb.mtu), 1400 - 48);
+      // All of the inner packet the packet too big quoted (1232 - 48 bytes), within RFC 4443 2.4's 1280.
+      assert.equal(icmp.length, 40 + 8 + 1232 - 48);
+      assert.ok(icmp.subarray(48).equals((frame as Buffer).subarray(14 + 40 + 8 + 48)), 'quotes the inner packet as it was sent');
+      assert.equal(layer(f, 'IPerror6').fields.src, '2001:db8:1::10');
+      const [sums] = await scapyChecksums([Buffer.concat([Buffer.from('00'.repeat(12) + '86dd', 'hex'), icmp])]);
+      assert.ok(sums);
+      for (const c of sums.filter((x) => x.layer.startsWith('ICMPv6'))) assert.equal(c.found, c.computed, 'ICMPv6 checksum');
+    });
+
+    it('ip6ip6: floors the relayed MTU and the tunnel\'s effective MTU at 1280, IPv6\'s minimum', async () => {
+      const [frame] = await scapyBuild([ptb6(1300)]);
+      const r = process({ ports: PORTS, tunnels: [tunnel(ip6ip6, { slowpathPort: TUN })] }, [{ port: WAN, frame: frame as Buffer }]);
+      const [f] = await scapyDissect([Buffer.concat([Buffer.from('00'.repeat(12) + '86dd', 'hex'), r.results[0]?.frame as Buffer])]);
+      assert.equal(Number(layer(f as ScapyFrame, 'ICMPv6PacketTooBig').fields.mtu), 1280);
+      // A path MTU of 1280 leaves 1232 for IPv4 inside, but IPv6 inside keeps 1280.
+      const [fits] = await scapyBuild([lanExpr(ip6ip6, { payload: 1280 - 60 })]);
+      const setup = { ports: PORTS, tunnels: [{ ...tunnel(ip6ip6), pathMtu: 1280 }], flows: [{ orig: encapFlow(ip6ip6) }] };
+      assert.equal(one(setup, LAN, fits as Buffer).reason, 'forward');
+    });
+
+    for (const m of MODES.filter((x) => x.outer === 4)) {
+      it(`${m.name}: learns the path MTU from ICMPv4 fragmentation needed (floor 552, as ipv4_update_pmtu()) and hands the error on unchanged`, async () => {
+        const inner = innerExpr(m, 'out', { payload: 1400 });
+        const frames = await scapyBuild([fragNeeded(1400, m.inner === 4 ? 4 : 41, inner), fragNeeded(300, m.inner === 4 ? 4 : 41, inner), fragNeeded(1400, m.inner === 4 ? 41 : 4, inner)]);
+        const setup = { ports: PORTS, tunnels: [tunnel(m, { slowpathPort: TUN })] };
+        const [right, low, otherMode] = frames.map((frame) => process(setup, [{ port: WAN, frame }]));
+        assert.deepEqual(right?.pathMtuReports, [{ tunnel: 0, mtu: 1400 }]);
+        assert.deepEqual(low?.pathMtuReports, [{ tunnel: 0, mtu: 552 }]);
+        assert.deepEqual(otherMode?.pathMtuReports, [], 'about the other mode between the same addresses: not this tunnel\'s');
+        assert.deepEqual([right?.results[0]?.port, right?.results[0]?.frame?.equals(frames[0] as Buffer)], [WAN_SLOW, true]);
+      });
+    }
+  });
+
   describe('ip6ip6 keys hold a fold of the outer addresses', () => {
     // outer_fold6() = s0 ^ rotl(s1, 16) ^ rotl(d0, 32) ^ rotl(d1, 48) over the addresses'
     // 64-bit halves (little-endian loads): flipping bits a of the source's second half and
