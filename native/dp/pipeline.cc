@@ -11,6 +11,7 @@
 #include "observation.h"
 #include "packet.h"
 #include "tunnel.h"
+#include "vlan.h"
 
 namespace fg {
 namespace {
@@ -361,7 +362,33 @@ struct burst_state {
   uint32_t now_s;
   uint64_t fast_packets = 0;
   uint64_t fast_bytes = 0;
+  // Frames tagged for one VLAN, counted into the worker's stats when another VLAN's come
+  // or the burst ends: a per-packet counter in memory would be a store-to-load chain.
+  uint16_t vlan_tx = PORT_NONE;
+  uint64_t vlan_tx_packets = 0;
+  uint64_t vlan_tx_bytes = 0;
 };
+
+inline void vlan_tx_count(pipeline &pl, burst_state &b) {
+  if (b.vlan_tx == PORT_NONE) return;
+  pl.stats->vlan_tx_packets[b.vlan_tx - MAX_ETHPORTS] += b.vlan_tx_packets;
+  pl.stats->vlan_tx_bytes[b.vlan_tx - MAX_ETHPORTS] += b.vlan_tx_bytes;
+  b.vlan_tx_packets = b.vlan_tx_bytes = 0;
+}
+
+// Tag a frame for VLAN sub-interface `vlan` (the tags go after any encapsulation: a tunnel
+// over a VLAN) and return the ethdev port it leaves by. The caller checked vlan_push_fits().
+inline uint16_t vlan_tx(pipeline &pl, burst_state &b, rte_mbuf *m, uint16_t vlan) {
+  const port_conf &v = b.s->port[vlan];
+  vlan_push(m, v, vlan_pcp_of(m, v));
+  if (b.vlan_tx != vlan) {
+    vlan_tx_count(pl, b);
+    b.vlan_tx = vlan;
+  }
+  b.vlan_tx_packets++;
+  b.vlan_tx_bytes += m->pkt_len;
+  return v.tx_port;
+}
 
 // Act on a packet whose flow was found. Uses: meta. Sets: the packet's headers for its
 // output port, or nothing when it punts (packets reach the slow path unmodified). Returns
@@ -417,6 +444,12 @@ inline uint16_t forward(pipeline &pl, burst_state &b, rte_mbuf *m, uint16_t in_p
     punt(pl, m, in_port, punt_reason::no_headroom, meta);
     return PORT_NONE;
   }
+  // Leaving by a VLAN: room for its tags too, after the tunnel's headers when encapsulated.
+  if (unlikely(s->port[out].n_tags != 0) &&
+      rte_pktmbuf_headroom(m) < VLAN_HLEN * s->port[out].n_tags + (action == FLOW_ACT_ENCAP4IN6 ? tunnel_overhead(*t) : 0)) {
+    punt(pl, m, in_port, punt_reason::no_headroom, meta);
+    return PORT_NONE;
+  }
   if (likely(m->nb_segs == 1)) {
     trim_to(m, meta.l3_off + meta.l3_len);
   } else {
@@ -463,6 +496,8 @@ inline uint16_t forward(pipeline &pl, burst_state &b, rte_mbuf *m, uint16_t in_p
       return PORT_NONE;
   }
 
+  if (unlikely(s->port[out].n_tags != 0)) out = vlan_tx(pl, b, m, out);
+
   if (b.counters != nullptr) {
     // This lcore is the counters' one writer; the control thread reads them meanwhile
     // (relaxed loads, flowtable::counter), so the stores are atomic too: the same moves.
@@ -491,7 +526,10 @@ inline uint16_t forward(pipeline &pl, burst_state &b, rte_mbuf *m, uint16_t in_p
   } while (0)
 #endif
 
-void process_burst(pipeline &pl, uint16_t in_port, rte_mbuf **pkts, uint16_t n) {
+namespace {
+
+// Packets received on in_port (an ethdev port, or a VLAN sub-interface once popped).
+void process_run(pipeline &pl, uint16_t in_port, rte_mbuf **pkts, uint16_t n) {
 #ifdef FG_STAGE_CYCLES
   uint64_t stage_tsc = rte_rdtsc();
 #endif
@@ -503,7 +541,6 @@ void process_burst(pipeline &pl, uint16_t in_port, rte_mbuf **pkts, uint16_t n) 
   verdict verdicts[BURST_SIZE];
   uint64_t parsed = 0;
 
-  pl.stats->rx_packets += n;
   const port_conf &pc = pl.snap->port[in_port];
   const rx_context rx{pc.mac, pl.ft->seed(), in_port, pc.csum_offload != 0};
   for (unsigned i = 0; i < n && i < PREFETCH_OFFSET; i++) rte_prefetch0(rte_pktmbuf_mtod(pkts[i], void *));
@@ -569,6 +606,7 @@ void process_burst(pipeline &pl, uint16_t in_port, rte_mbuf **pkts, uint16_t n) 
   }
   pl.stats->fast_packets += b.fast_packets;
   pl.stats->fast_bytes += b.fast_bytes;
+  vlan_tx_count(pl, b);
   if (n_out != 0) {
     if (one_port) {
       // The usual burst: every forwarded packet leaves by the same port.
@@ -581,6 +619,56 @@ void process_burst(pipeline &pl, uint16_t in_port, rte_mbuf **pkts, uint16_t n) 
     }
   }
   STAGE_END(act);
+}
+
+// A burst of a port that carries VLANs: each frame's tags popped, then runs of consecutive
+// frames of one logical port through the pipeline as that port's, so that every frame
+// keeps its place in arrival order.
+void process_vlans(pipeline &pl, uint16_t parent, rte_mbuf **pkts, uint16_t n) {
+  const snapshot &s = *pl.snap;
+  // A run is pkts[start, i): a dropped frame ends one (its slot is not the run's).
+  unsigned start = 0;
+  uint16_t run_port = PORT_NONE;
+  uint64_t run_bytes = 0;
+  vlan_cache cache;
+  auto flush = [&](unsigned end) {
+    if (end == start) return;
+    if (run_port >= MAX_ETHPORTS) {
+      pl.stats->vlan_rx_packets[run_port - MAX_ETHPORTS] += end - start;
+      pl.stats->vlan_rx_bytes[run_port - MAX_ETHPORTS] += run_bytes;
+    }
+    process_run(pl, run_port, pkts + start, static_cast<uint16_t>(end - start));
+    run_bytes = 0;
+  };
+  for (unsigned i = 0; i < n && i < PREFETCH_OFFSET; i++) rte_prefetch0(rte_pktmbuf_mtod(pkts[i], void *));
+  for (unsigned i = 0; i < n; i++) {
+    if (i + PREFETCH_OFFSET < n) rte_prefetch0(rte_pktmbuf_mtod(pkts[i + PREFETCH_OFFSET], void *));
+    rte_mbuf *m = pkts[i];
+    drop_reason why = drop_reason::unknown_vlan;
+    const uint16_t port = vlan_pop(s, parent, m, cache, &why);
+    if (port == PORT_NONE) {
+      flush(i);
+      start = i + 1;
+      drop(pl, m, why);
+      continue;
+    }
+    if (port != run_port) {
+      flush(i);
+      start = i;
+      run_port = port;
+    }
+    run_bytes += m->pkt_len;
+  }
+  flush(n);
+}
+
+}  // namespace
+
+void process_burst(pipeline &pl, uint16_t in_port, rte_mbuf **pkts, uint16_t n) {
+  pl.stats->rx_packets += n;
+  // The one test a port without VLANs pays, per burst.
+  if (unlikely(pl.snap->port[in_port].has_vlans)) return process_vlans(pl, in_port, pkts, n);
+  process_run(pl, in_port, pkts, n);
 }
 
 #undef STAGE_END
