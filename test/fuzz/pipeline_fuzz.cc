@@ -1,7 +1,8 @@
 // libFuzzer target over the fast path: one burst through process_burst() (native/dp/pipeline.cc)
 // on guard-page mbufs (native/testing/guarded_mbufs.h), in a world built from the input:
 // ports with and without slow paths (TAP or TUN), MTUs, punt policers, IPv4-in-IPv6 tunnels,
-// and flows of all four actions, with and without NAT, whose keys are taken from the burst's
+// VLAN sub-interfaces on the input port (802.1Q, and QinQ) and another (each with or without
+// a TAP), tagged frames for them, and flows of all four actions, with and without NAT, whose keys are taken from the burst's
 // own frames so that lookups hit. Built with ASan and UBSan (test/fuzz/Makefile); a finding
 // is a crash, a sanitizer report or one of the oracles below aborting.
 //
@@ -13,9 +14,10 @@
 //  - nothing is written in front of a packet's data (front pattern of guarded_mbufs), and
 //    nothing after it (guard page);
 //  - a punted packet reaches its slow path unmodified (without its Ethernet header on a TUN;
-//    decapsulated, with only the RFC 6040 ECN fix-up, on a tunnel's TUN);
-//  - a forwarded packet had a live flow for its key, leaves by that flow's port with its
-//    Ethernet header (or tunnel template), with exactly its IP packet (no padding), TTL or
+//    decapsulated, with only the RFC 6040 ECN fix-up, on a tunnel's TUN), but for its VLAN
+//    tags, popped by vlan_pop() (which the pcap tests judge with scapy);
+//  - a forwarded packet had a live flow for its key, leaves by that flow's port (the ethdev
+//    port under it for a VLAN, with the VLAN's tags) with its Ethernet header (or tunnel template), with exactly its IP packet (no padding), TTL or
 //    hop limit one less, and IPv4 header and TCP/UDP checksums still valid where they were.
 //
 // Input format (test/fuzz/make_corpus.py writes seeds in it):
@@ -40,6 +42,7 @@
 #include "dp/pipeline.h"
 #include "dp/snapshot.h"
 #include "dp/tunnel.h"
+#include "dp/vlan.h"
 #include "testing/guarded_mbufs.h"
 
 using namespace fg;
@@ -54,6 +57,16 @@ constexpr uint16_t TAP_BASE = 4;
 constexpr uint16_t L3_BASE = 8;
 constexpr uint16_t TUN_BASE = 12;
 constexpr uint16_t TUNNELS = 4;
+// VLANs, when a burst has them: 802.1Q 100 (VLAN_Q), 802.1ad 300 (VLAN_AD) with 802.1Q 7
+// inside (VLAN_QINQ) on the input port, 802.1Q 200 on another port (VLAN_OTHER); VLAN v's
+// TAP is VLAN_TAP_BASE + v.
+constexpr uint16_t VLAN_Q = MAX_ETHPORTS;
+constexpr uint16_t VLAN_AD = MAX_ETHPORTS + 1;
+constexpr uint16_t VLAN_QINQ = MAX_ETHPORTS + 2;
+constexpr uint16_t VLAN_OTHER = MAX_ETHPORTS + 3;
+constexpr uint16_t VLANS = 4;
+constexpr uint16_t VLAN_TAP_BASE = TUN_BASE + TUNNELS;
+static_assert(VLAN_TAP_BASE + VLANS <= MAX_ETHPORTS, "the world's ethdev ports fit");
 constexpr uint32_t FLOW_CAPACITY = 128;
 constexpr uint32_t NOW_S = 1000;
 constexpr uint64_t NOW_TSC = 1000000000;
@@ -208,6 +221,10 @@ struct installed_flow {
 
 struct frame_in {
   std::vector<uint8_t> bytes;  // as received, after addressing
+  // The frame as the pipeline sees it, after vlan_pop() (its bytes without their tags, on
+  // its logical port), or bytes and the input port when the port has no VLANs.
+  std::vector<uint8_t> seen;
+  uint16_t port;
   uint16_t headroom;
   std::vector<uint32_t> segments;
   rte_mbuf *m = nullptr;
@@ -229,14 +246,15 @@ void describe(const frame_in &f, size_t i) {
 // The differential oracle: whatever parse_fast() accepts, parse_packet() must accept with
 // the same key (all 48 bytes), meta and hash.
 // The receiving port's context, as process_burst() builds it.
-rx_context rx_of(const flowtable &ft, uint16_t in_port) {
+// mac_port: the port whose address in_port has (a VLAN has its parent's).
+rx_context rx_of(const flowtable &ft, uint16_t in_port, uint16_t mac_port) {
   uint8_t mac[6];
-  port_mac(in_port, mac);
+  port_mac(mac_port, mac);
   return rx_context{port_mac_word(mac), ft.seed(), in_port, false};
 }
 
-void check_parsers_agree(const flowtable &ft, const rte_mbuf *m, uint16_t in_port, const char *form) {
-  const rx_context rx = rx_of(ft, in_port);
+void check_parsers_agree(const flowtable &ft, const rte_mbuf *m, uint16_t in_port, uint16_t mac_port, const char *form) {
+  const rx_context rx = rx_of(ft, in_port, mac_port);
   flow_key fast_key, key;
   pkt_meta fast_meta, meta;
   uint32_t fast_hash = 0;
@@ -338,6 +356,56 @@ void build_ports(world &w, chooser &c, uint16_t in_port) {
   }
 }
 
+// VLAN sub-interfaces, as dataplane::add_vlan() builds them, with or without a TAP each.
+void build_vlans(world &w, chooser &c, uint16_t in_port) {
+  snapshot &s = *w.snap;
+  const uint16_t other = static_cast<uint16_t>((in_port + 1 + c.pick(FAST_PORTS - 1)) % FAST_PORTS);
+  const port_conf &parent = s.port[in_port];
+  vlan_conf_build(s.port[VLAN_Q], s, in_port, 100, false, static_cast<uint8_t>(c.pick(8)), 0, parent.mac);
+  vlan_conf_build(s.port[VLAN_AD], s, in_port, 300, true, 0, c.rarely(4) ? 1280 : 0, parent.mac);
+  vlan_conf_build(s.port[VLAN_QINQ], s, VLAN_AD, 7, false, static_cast<uint8_t>(c.pick(8)), 0, parent.mac);
+  vlan_conf_build(s.port[VLAN_OTHER], s, other, 200, false, static_cast<uint8_t>(c.pick(8)), 0, s.port[other].mac);
+  for (uint16_t v = 0; v < VLANS; v++) {
+    // dataplane::remove_port() removes a port's VLANs before the port: a VLAN is never
+    // active over an inactive port.
+    port_conf &vc = s.port[MAX_ETHPORTS + v];
+    vc.active = s.port[vc.tx_port].active;
+    if (c.rarely(3)) continue;
+    const uint16_t tap = static_cast<uint16_t>(VLAN_TAP_BASE + v);
+    s.port[MAX_ETHPORTS + v].slowpath = tap;
+    s.port[tap].active = 1;
+    s.port[tap].mtu = 65535;
+    s.port[tap].multiseg = 1;
+  }
+  derive_vlans(s);  // as dataplane::derive() does
+}
+
+// A flow's or a tunnel's output: a fast-path port, or sometimes a VLAN when there are any.
+uint16_t choose_out_port(chooser &c, const snapshot &s) {
+  if (s.n_vlans != 0 && c.rarely(3)) return static_cast<uint16_t>(MAX_ETHPORTS + c.pick(VLANS));
+  return static_cast<uint16_t>(c.pick(FAST_PORTS));
+}
+
+// A frame of a burst on a port with VLANs: sometimes a tag (or two) of a VLAN the port has,
+// or of one it has not, inserted after the MAC addresses.
+void add_tags(chooser &c, std::vector<uint8_t> &f) {
+  if (f.size() < ETH_ADDRS_LEN) return;
+  static const uint8_t tags[][8] = {
+      {0x81, 0x00, 0x00, 100},                      // VLAN_Q
+      {0x88, 0xa8, 0x01, 0x2c, 0x81, 0x00, 0x00, 7},  // VLAN_QINQ
+      {0x88, 0xa8, 0x01, 0x2c},                     // VLAN_AD
+      {0x81, 0x00, 0x03, 0xe7},                     // 999: unknown
+      {0x81, 0x00, 0x00, 100, 0x81, 0x00, 0x00, 5},  // one tag too many
+  };
+  static const size_t lens[] = {4, 8, 4, 4, 8};
+  const unsigned k = c.pick(8);
+  if (k >= 5) return;  // untagged: the port's own
+  std::vector<uint8_t> t(tags[k], tags[k] + lens[k]);
+  t[0] = c.rarely(8) ? c.any<uint8_t>() : t[0];
+  t[2] = static_cast<uint8_t>(t[2] | (c.pick(8) << 5));  // a PCP
+  f.insert(f.begin() + ETH_ADDRS_LEN, t.begin(), t.end());
+}
+
 void build_tunnels(world &w, chooser &c, const std::vector<frame_in> &frames) {
   snapshot &s = *w.snap;
   for (uint16_t t = 0; t < TUNNELS; t++) {
@@ -347,8 +415,8 @@ void build_tunnels(world &w, chooser &c, const std::vector<frame_in> &frames) {
     // the reference scenario's.
     const frame_in &f = frames[c.pick(static_cast<unsigned>(frames.size()))];
     if (f.meta.outer_len != 0 && !c.rarely(4)) {
-      memcpy(p.remote, f.bytes.data() + ETH_HLEN + 8, 16);
-      memcpy(p.local, f.bytes.data() + ETH_HLEN + 24, 16);
+      memcpy(p.remote, f.seen.data() + ETH_HLEN + 8, 16);
+      memcpy(p.local, f.seen.data() + ETH_HLEN + 24, 16);
     } else {
       static const uint8_t local[16] = {0x20, 0x01, 0x0d, 0xb8, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
       memcpy(p.local, local, 16);
@@ -368,7 +436,7 @@ void build_tunnels(world &w, chooser &c, const std::vector<frame_in> &frames) {
     p.flowlabel = c.any<uint32_t>() & 0xfffff;
     p.flowlabel_hash = c.rarely(2);
     p.mtu = c.pick(3) == 0 ? 1452 : choose_mtu(c);
-    p.port = static_cast<uint16_t>(c.pick(FAST_PORTS));
+    p.port = choose_out_port(c, s);
     c.bytes(p.dst_mac, 6);
     port_mac(p.port, p.src_mac);
     p.slowpath_port = c.rarely(3) ? PORT_NONE : static_cast<uint16_t>(TUN_BASE + t);
@@ -431,7 +499,7 @@ void install_flows(world &w, chooser &c, const std::vector<frame_in> &frames) {
     } else {
       adjacency &a = w.adj.get()[w.n_adj];
       c.bytes(a.dst_mac, 6);
-      a.port = static_cast<uint16_t>(c.pick(FAST_PORTS));
+      a.port = choose_out_port(c, s);
       port_mac(a.port, a.src_mac);
       e.target = w.n_adj++;
       fl.adj = &a;
@@ -461,13 +529,30 @@ void check_forwarded(const world &w, const frame_in &f, const rte_mbuf *m, uint1
   if (fl == nullptr) fail("packet %zu forwarded to port %u without a flow for its key", i, port);
   // (A flow may be marked during the burst, by a SYN on a closing flow, after forwarding.)
   if (fl->installed_state & FLOW_STATE_TEARDOWN) fail("packet %zu forwarded by a flow marked for teardown", i);
-  if (port != fl->out) fail("packet %zu forwarded to port %u, its flow's port is %u", i, port, fl->out);
+  const port_conf &out_conf = w.snap->port[fl->out];
+  const uint16_t ethdev = out_conf.n_tags != 0 ? out_conf.tx_port : fl->out;
+  if (port != ethdev) fail("packet %zu forwarded to port %u, its flow's port is %u (ethdev %u)", i, port, fl->out, ethdev);
   const uint16_t l3_len = f.meta.l3_len;
-  const uint16_t mtu = fl->tun != nullptr ? fl->tun->effective_mtu : w.snap->port[port].mtu;
+  const uint16_t mtu = fl->tun != nullptr ? fl->tun->effective_mtu : out_conf.mtu;
   if (l3_len > mtu) fail("packet %zu: %u bytes forwarded over an MTU of %u", i, l3_len, mtu);
 
   std::vector<uint8_t> out = packet_bytes(m);
-  const uint8_t *in = f.bytes.data();
+  if (out_conf.n_tags != 0) {
+    // The VLAN's tags after the MAC addresses, with the received PCP or the VLAN's.
+    const size_t tags_len = VLAN_HLEN * out_conf.n_tags;
+    if (out.size() < ETH_ADDRS_LEN + tags_len) fail("packet %zu: %zu bytes for a VLAN", i, out.size());
+    const bool tagged = f.bytes.size() >= ETH_HLEN && is_vlan_tpid(detail::load_be16(f.bytes.data() + ETH_ADDRS_LEN));
+    const uint8_t pcp = tagged ? static_cast<uint8_t>(f.bytes[14] >> 5) : out_conf.pcp;
+    for (unsigned t = 0; t < out_conf.n_tags; t++) {
+      const uint32_t want = out_conf.tags[t] | rte_cpu_to_be_32(uint32_t{pcp} << VLAN_PCP_SHIFT);
+      if (memcmp(out.data() + ETH_ADDRS_LEN + VLAN_HLEN * t, &want, VLAN_HLEN) != 0) {
+        hex("out", out.data(), std::min<size_t>(out.size(), 24));
+        fail("packet %zu: tag %u is not VLAN %u's with PCP %u", i, t, fl->out, pcp);
+      }
+    }
+    out.erase(out.begin() + ETH_ADDRS_LEN, out.begin() + ETH_ADDRS_LEN + static_cast<long>(tags_len));
+  }
+  const uint8_t *in = f.seen.data();
   const uint32_t hdr = fl->tun != nullptr ? fl->tun->tmpl_len : ETH_HLEN;
   if (out.size() != hdr + l3_len)
     fail("packet %zu: forwarded frame of %zu bytes, expected %u + %u", i, out.size(), hdr, l3_len);
@@ -518,11 +603,12 @@ void check_forwarded(const world &w, const frame_in &f, const rte_mbuf *m, uint1
 
 // A punted packet reaches the slow path as it came in, less what the slow path port does
 // not take (the Ethernet header on a TUN, the tunnel headers on a tunnel's TUN).
-void check_punted(const world &w, const frame_in &f, const rte_mbuf *m, uint16_t port, uint16_t in_port, size_t i) {
+void check_punted(const world &w, const frame_in &f, const rte_mbuf *m, uint16_t port, size_t i) {
   const snapshot &s = *w.snap;
   std::vector<uint8_t> out = packet_bytes(m);
-  const std::vector<uint8_t> &in = f.bytes;
-  if (port >= TUN_BASE) {
+  const std::vector<uint8_t> &in = f.seen;
+  const uint16_t in_port = f.port;
+  if (port >= TUN_BASE && port < TUN_BASE + TUNNELS) {
     const tunnel &t = s.tun[port - TUN_BASE];
     const uint8_t *outer = in.data() + ETH_HLEN;
     if (f.meta.outer_len == 0 || in.size() < ETH_HLEN + IP6_HLEN || !tunnel_matches(t, outer + 8, outer + 24))
@@ -596,17 +682,35 @@ int one_input(const uint8_t *data, size_t size) {
 
   static guarded_mbufs mbufs;  // kept across inputs for its mappings
   mbufs.reset();
+  build_ports(w, c, in_port);
+  const bool vlans = c.rarely(3);
+  if (vlans) build_vlans(w, c, in_port);
   for (frame_in &f : frames) {
     // Mostly to the input port's own MAC, as the kernel forwards only those; else as is.
     if (f.bytes.size() >= 6 && !c.rarely(8)) port_mac(in_port, f.bytes.data());
+    // The checksums are fixed where the parser finds the header: before the tags go in.
     if (!c.rarely(8)) fix_ip4_checksums(f.bytes);
-    // The frame in one segment: its key and meta for flows and expectations.
+    if (vlans) add_tags(c, f.bytes);
+    // The frame in one segment: its key and meta for flows and expectations, on the port
+    // that vlan_pop() finds.
     rte_mbuf *whole = mbufs.make(f.bytes.data(), f.bytes.size(), RTE_PKTMBUF_HEADROOM, {});
-    check_parsers_agree(w.ft, whole, in_port, "contiguous");
-    const rx_context rx = rx_of(w.ft, in_port);
-    f.whole_verdict = parse_packet(whole, in_port, &rx.mac, &f.key, &f.meta);
+    f.port = in_port;
+    if (vlans) {
+      vlan_cache cache;
+      drop_reason why = drop_reason::unknown_vlan;
+      f.port = vlan_pop(*w.snap, in_port, whole, cache, &why);
+      if (f.port == PORT_NONE) {
+        f.whole_verdict = verdict::drop(why);
+        f.seen = f.bytes;
+        continue;
+      }
+    }
+    f.seen = packet_bytes(whole);
+    const uint16_t mac_port = f.port < MAX_ETHPORTS ? f.port : w.snap->port[f.port].tx_port;
+    check_parsers_agree(w.ft, whole, f.port, mac_port, "contiguous");
+    const rx_context rx = rx_of(w.ft, f.port, mac_port);
+    f.whole_verdict = parse_packet(whole, f.port, &rx.mac, &f.key, &f.meta);
   }
-  build_ports(w, c, in_port);
   build_tunnels(w, c, frames);
   install_flows(w, c, frames);
 
@@ -617,10 +721,13 @@ int one_input(const uint8_t *data, size_t size) {
   for (frame_in &f : frames) {
     f.headroom = choose_headroom(c);
     f.segments = choose_segments(c, static_cast<uint32_t>(f.bytes.size()));
+    // Tags across segments go to the parent's slow path as they are (a unit test's case):
+    // here the tags are in the first segment, so that the expectations above hold.
+    if (vlans && !f.segments.empty() && f.segments[0] < ETH_HLEN + VLAN_MAX_TAGS * VLAN_HLEN + 2) f.segments.clear();
     f.m = mbufs.make(f.bytes.data(), f.bytes.size(), f.headroom, f.segments,
                      static_cast<uint16_t>(c.pick(4) * 16));
     for (const rte_mbuf *seg = f.m->next; seg != nullptr; seg = seg->next) tails.push_back({seg, burst.size()});
-    check_parsers_agree(w.ft, f.m, in_port, "as received");
+    if (!vlans) check_parsers_agree(w.ft, f.m, in_port, in_port, "as received");
     burst.push_back(f.m);
   }
 
@@ -663,7 +770,7 @@ int one_input(const uint8_t *data, size_t size) {
       if (port < FAST_PORTS)
         check_forwarded(w, frames[i], b.pkts[k], port, i);
       else
-        check_punted(w, frames[i], b.pkts[k], port, in_port, i);
+        check_punted(w, frames[i], b.pkts[k], port, i);
     }
   }
   checking = nullptr;
