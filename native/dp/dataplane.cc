@@ -379,6 +379,9 @@ void dataplane::set_port_mtu(uint16_t port, uint16_t mtu) {
   ports_[port].spec.mtu = mtu;
   auto next = next_snapshot();
   next->port[port].mtu = mtu;
+  // VLANs above the new MTU come down to it, as vlan_device_event() does on NETDEV_CHANGEMTU.
+  for (uint16_t v = MAX_ETHPORTS; v < MAX_PORTS; v++)
+    if (ports_[v].used && next->port[v].tx_port == port && next->port[v].mtu > mtu) next->port[v].mtu = mtu;
   publish(std::move(next));
 }
 

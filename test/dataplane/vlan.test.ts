@@ -283,10 +283,14 @@ describe('VLAN sub-interfaces through the addon (pcap in, pcap out)', function (
     assert.equal(r.tunnelMtus[0]?.effectiveMtu, 1500 - 48);
   });
 
-  it('refuses VLANs that 802.1Q/802.1ad stacking or the parent do not allow', async () => {
+  it('refuses VLANs that 802.1Q/802.1ad stacking or the parent do not allow, and lowers VLAN MTUs with their port\'s', async () => {
     const r = await runJob({
       start: start(bench, {}),
       expectRx: 0,
+      portMtus: [
+        { port: 'lan.10', mtu: 1000 },
+        { port: 'wan', mtu: 1400 },
+      ],
       badVlans: [
         { name: 'lan.0', parent: 'lan', id: 0 },
         { name: 'lan.4095', parent: 'lan', id: 4095 },
@@ -313,6 +317,17 @@ describe('VLAN sub-interfaces through the addon (pcap in, pcap out)', function (
     assert.match(pcp ?? '', /pcp/);
     assert.match(noParent ?? '', /no port named 'nope'/);
     assert.equal(adSameId, null, 'an 802.1ad VLAN may have the id of an 802.1Q one');
+    assert.deepEqual(
+      r.vlans.map((v) => [v.name, v.mtu]),
+      [
+        ['lan.10', 1000],
+        ['lan.20', 1500],
+        ['wan.100', 1400],
+        ['wan.300', 1400],
+        ['wan.300.7', 1400],
+        ['lan.10ad', 1500],
+      ],
+    );
   });
 
   it('removes a VLAN with its flows and the tunnels over it, and a port with its VLANs (QinQ ones included)', async () => {
