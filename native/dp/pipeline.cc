@@ -362,37 +362,28 @@ struct burst_state {
   uint32_t now_s;
   uint64_t fast_packets = 0;
   uint64_t fast_bytes = 0;
-  // Frames tagged for one VLAN, counted into the worker's stats when another VLAN's come
-  // or the burst ends: a per-packet counter in memory would be a store-to-load chain.
-  uint16_t vlan_tx = PORT_NONE;
-  uint64_t vlan_tx_packets = 0;
-  uint64_t vlan_tx_bytes = 0;
 };
 
-inline void vlan_tx_count(pipeline &pl, burst_state &b) {
-  if (b.vlan_tx == PORT_NONE) return;
-  pl.stats->vlan_tx_packets[b.vlan_tx - MAX_ETHPORTS] += b.vlan_tx_packets;
-  pl.stats->vlan_tx_bytes[b.vlan_tx - MAX_ETHPORTS] += b.vlan_tx_bytes;
-  b.vlan_tx_packets = b.vlan_tx_bytes = 0;
-}
-
-// Tag a frame for VLAN sub-interface `vlan` (the tags go after any encapsulation: a tunnel
-// over a VLAN) and return the ethdev port it leaves by. The caller checked vlan_push_fits().
-inline uint16_t vlan_tx(pipeline &pl, burst_state &b, rte_mbuf *m, uint16_t vlan) {
-  const port_conf &v = b.s->port[vlan];
-  vlan_push(m, v, vlan_pcp_of(m, v));
-  if (b.vlan_tx != vlan) {
-    vlan_tx_count(pl, b);
-    b.vlan_tx = vlan;
+// Queue n frames for output port `port`, a VLAN's on the ethdev port under it, which they
+// leave by (tagged in forward()); a VLAN's counters count them here, once for the n.
+inline void tx_enqueue_bulk(pipeline &pl, uint16_t port, rte_mbuf *const *pkts, unsigned n) {
+  if (unlikely(port >= MAX_ETHPORTS)) {
+    uint64_t bytes = 0;
+    for (unsigned i = 0; i < n; i++) bytes += pkts[i]->pkt_len;
+    pl.stats->vlan_tx_packets[port - MAX_ETHPORTS] += n;
+    pl.stats->vlan_tx_bytes[port - MAX_ETHPORTS] += bytes;
+    port = pl.snap->port[port].tx_port;
   }
-  b.vlan_tx_packets++;
-  b.vlan_tx_bytes += m->pkt_len;
-  return v.tx_port;
+  tx_buffer &tb = pl.tx[port];
+  if (tb.n == 0) pl.dirty[pl.n_dirty++] = port;
+  memcpy(&tb.pkts[tb.n], pkts, n * sizeof(pkts[0]));
+  tb.n = static_cast<uint16_t>(tb.n + n);
 }
 
 // Act on a packet whose flow was found. Uses: meta. Sets: the packet's headers for its
 // output port, or nothing when it punts (packets reach the slow path unmodified). Returns
-// the output port, or PORT_NONE when the packet was punted or dropped instead.
+// the output port (a VLAN's: tx_enqueue_bulk() puts it on the ethdev port), or PORT_NONE
+// when the packet was punted or dropped instead.
 inline uint16_t forward(pipeline &pl, burst_state &b, rte_mbuf *m, uint16_t in_port, const pkt_meta &meta,
                         const flow_key &key, uint32_t idx) {
   flow_entry &e = b.entries[idx];
@@ -496,7 +487,8 @@ inline uint16_t forward(pipeline &pl, burst_state &b, rte_mbuf *m, uint16_t in_p
       return PORT_NONE;
   }
 
-  if (unlikely(s->port[out].n_tags != 0)) out = vlan_tx(pl, b, m, out);
+  // Tags go on last: after any encapsulation (a tunnel over a VLAN).
+  if (unlikely(s->port[out].n_tags != 0)) vlan_push(m, s->port[out], vlan_pcp_of(m, s->port[out]));
 
   if (b.counters != nullptr) {
     // This lcore is the counters' one writer; the control thread reads them meanwhile
@@ -606,16 +598,17 @@ void process_run(pipeline &pl, uint16_t in_port, rte_mbuf **pkts, uint16_t n) {
   }
   pl.stats->fast_packets += b.fast_packets;
   pl.stats->fast_bytes += b.fast_bytes;
-  vlan_tx_count(pl, b);
   if (n_out != 0) {
     if (one_port) {
       // The usual burst: every forwarded packet leaves by the same port.
-      tx_buffer &tb = pl.tx[out_port[0]];
-      if (tb.n == 0) pl.dirty[pl.n_dirty++] = out_port[0];
-      memcpy(&tb.pkts[tb.n], out, n_out * sizeof(out[0]));
-      tb.n = static_cast<uint16_t>(tb.n + n_out);
+      tx_enqueue_bulk(pl, out_port[0], out, n_out);
     } else {
-      for (unsigned i = 0; i < n_out; i++) tx_enqueue(pl, out_port[i], out[i]);
+      for (unsigned i = 0; i < n_out; i++) {
+        if (likely(out_port[i] < MAX_ETHPORTS))
+          tx_enqueue(pl, out_port[i], out[i]);
+        else
+          tx_enqueue_bulk(pl, out_port[i], &out[i], 1);
+      }
     }
   }
   STAGE_END(act);
