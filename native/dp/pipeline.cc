@@ -364,12 +364,18 @@ struct burst_state {
   uint64_t fast_bytes = 0;
 };
 
-// Queue n frames for output port `port`, a VLAN's on the ethdev port under it, which they
-// leave by (tagged in forward()); a VLAN's counters count them here, once for the n.
+// Queue n forwarded frames for output port `port`. A VLAN's are tagged here, last (after
+// any encapsulation: a tunnel over a VLAN), counted for it, and queued on the ethdev port
+// under it: a frame for a port without VLANs pays one test in forward(), the headroom's.
+// forward() checked the headroom for the tags.
 inline void tx_enqueue_bulk(pipeline &pl, uint16_t port, rte_mbuf *const *pkts, unsigned n) {
   if (unlikely(port >= MAX_ETHPORTS)) {
+    const port_conf &v = pl.snap->port[port];
     uint64_t bytes = 0;
-    for (unsigned i = 0; i < n; i++) bytes += pkts[i]->pkt_len;
+    for (unsigned i = 0; i < n; i++) {
+      vlan_push(pkts[i], v, vlan_pcp_of(pkts[i], v));
+      bytes += pkts[i]->pkt_len;
+    }
     pl.stats->vlan_tx_packets[port - MAX_ETHPORTS] += n;
     pl.stats->vlan_tx_bytes[port - MAX_ETHPORTS] += bytes;
     port = pl.snap->port[port].tx_port;
@@ -382,7 +388,7 @@ inline void tx_enqueue_bulk(pipeline &pl, uint16_t port, rte_mbuf *const *pkts, 
 
 // Act on a packet whose flow was found. Uses: meta. Sets: the packet's headers for its
 // output port, or nothing when it punts (packets reach the slow path unmodified). Returns
-// the output port (a VLAN's: tx_enqueue_bulk() puts it on the ethdev port), or PORT_NONE
+// the output port (a VLAN's: tx_enqueue_bulk() tags it), or PORT_NONE
 // when the packet was punted or dropped instead.
 inline uint16_t forward(pipeline &pl, burst_state &b, rte_mbuf *m, uint16_t in_port, const pkt_meta &meta,
                         const flow_key &key, uint32_t idx) {
@@ -435,8 +441,8 @@ inline uint16_t forward(pipeline &pl, burst_state &b, rte_mbuf *m, uint16_t in_p
     punt(pl, m, in_port, punt_reason::no_headroom, meta);
     return PORT_NONE;
   }
-  // Leaving by a VLAN: room for its tags too, after the tunnel's headers when encapsulated.
-  // Loaded once: writes to the packet below would make the compiler load it again.
+  // Leaving by a VLAN: room for its tags too (tx_enqueue_bulk() pushes them), after the
+  // tunnel's headers when encapsulated.
   const unsigned out_tags = s->port[out].n_tags;
   if (unlikely(out_tags != 0) &&
       rte_pktmbuf_headroom(m) < VLAN_HLEN * out_tags + (action == FLOW_ACT_ENCAP4IN6 ? tunnel_overhead(*t) : 0)) {
@@ -488,9 +494,6 @@ inline uint16_t forward(pipeline &pl, burst_state &b, rte_mbuf *m, uint16_t in_p
       punt(pl, m, in_port, punt_reason::miss, meta);
       return PORT_NONE;
   }
-
-  // Tags go on last: after any encapsulation (a tunnel over a VLAN).
-  if (unlikely(out_tags != 0)) vlan_push(m, s->port[out], vlan_pcp_of(m, s->port[out]));
 
   if (b.counters != nullptr) {
     // This lcore is the counters' one writer; the control thread reads them meanwhile
