@@ -29,6 +29,7 @@ import {
   NativePortSpec,
   NativeTunnelMode,
   NativeTunnelParams,
+  NativeVlanSpec,
 } from './native';
 
 export type IdleMode = 'busy' | 'adaptive';
@@ -50,6 +51,42 @@ export interface PortOptions {
   slowpath?: string;
 }
 
+export type VlanProtocol = '802.1Q' | '802.1ad';
+
+/**
+ * A VLAN sub-interface, a logical port usable wherever a port name is (flow in/out, a
+ * tunnel's underlay): the fast path pops its tag(s) on receive and pushes them on send.
+ */
+export interface VlanOptions {
+  /** As iproute2 names them, e.g. 'eth0.100'. */
+  name: string;
+  /** A port (802.1Q or 802.1ad), or an 802.1ad VLAN: this VLAN is then its inner 802.1Q tag (QinQ). */
+  parent: string;
+  /** The VLAN id, 1..4094. */
+  id: number;
+  /** Default '802.1Q'; '802.1ad' only directly on a port. */
+  protocol?: VlanProtocol;
+  /** Default the parent's; at most the parent's. */
+  mtu?: number;
+  /** Default the parent's. */
+  mac?: string;
+  /** The port (a TAP named like the sub-interface) that takes its punted packets, untagged. */
+  slowpath?: string;
+  /** 0..7: the PCP of tags pushed onto packets that arrived untagged (forwarded tagged packets keep theirs). Default 0. */
+  pcp?: number;
+}
+
+export interface VlanInfo {
+  name: string;
+  parent: string;
+  id: number;
+  protocol: VlanProtocol;
+  mtu: number;
+  mac: string;
+  pcp: number;
+  slowpath: string | null;
+}
+
 export interface StartOptions {
   workers?: { cpus?: number[]; idle?: IdleMode };
   hugepages?: HugepageMode;
@@ -63,6 +100,8 @@ export interface StartOptions {
   txDescriptors?: number;
   logLevel?: 'debug' | 'info' | 'notice' | 'warning' | 'error';
   ports?: PortOptions[];
+  /** VLAN sub-interfaces of the ports (in any order: parents first is worked out). */
+  vlans?: VlanOptions[];
   /** Start with the workers not polling yet (resume() starts them), e.g. to install flows first. */
   paused?: boolean;
   /**
@@ -98,6 +137,8 @@ export interface PortInfo {
   l3: boolean;
   poll: boolean;
   slowpath: string | null;
+  /** A VLAN sub-interface's parent, id, protocol and PCP; null for a port. */
+  vlan: { parent: string; id: number; protocol: VlanProtocol; pcp: number } | null;
 }
 
 /**
@@ -365,7 +406,14 @@ export class Dataplane {
         call(() => this.addon.onObservations((buf) => listener(decodeObservations(buf, reasons))));
       }
       for (const p of ports) this.addPort({ ...p, slowpath: undefined });
-      for (const p of ports) if (p.slowpath !== undefined) this.setSlowpath(p.name, p.slowpath);
+      // A VLAN after its parent: QinQ's 802.1Q VLANs after their 802.1ad one.
+      const vlans = [...(options.vlans ?? [])];
+      while (vlans.length > 0) {
+        const ready = vlans.findIndex((v) => this.portIds.has(v.parent));
+        const [v] = vlans.splice(ready === -1 ? 0 : ready, 1);
+        if (v !== undefined) this.addVlan({ ...v, slowpath: undefined });
+      }
+      for (const p of [...ports, ...(options.vlans ?? [])]) if (p.slowpath !== undefined) this.setSlowpath(p.name, p.slowpath);
       if (options.paused !== true) call(() => this.addon.start());
     } catch (err) {
       this.stop();
@@ -440,14 +488,76 @@ export class Dataplane {
     return this.port(options.name);
   }
 
-  /** Remove a port; flows in or out of it, and tunnels over it, stop using it first. */
+  /**
+   * Remove a port; flows in or out of it, and tunnels over it, stop using it first. Its
+   * VLAN sub-interfaces go with it (their flows and tunnels too), as the kernel removes a
+   * device's VLAN devices with it.
+   */
   removePort(name: string): void {
     this.requireRunning();
     const id = this.portId(name, 'removePort');
+    if (this.port(name).vlan !== null)
+      throw new InvalidArgumentError(`removePort: '${name}' is a VLAN sub-interface (remove it with removeVlan)`);
     call(() => this.addon.removePort(id));
-    this.portIds.delete(name);
-    this.portNames.delete(id);
-    for (const [tname, t] of this.tunnels) if (t.options.underlay === name) this.tunnels.delete(tname);
+    this.forgetRemoved();
+  }
+
+  // ---- VLANs ---------------------------------------------------------------------------
+
+  /** Forget the names of ports, VLANs and tunnels that the addon no longer has. */
+  private forgetRemoved(): void {
+    const live = new Set(call(() => this.addon.ports()));
+    for (const [name, id] of this.portIds) {
+      if (live.has(id)) continue;
+      this.portIds.delete(name);
+      this.portNames.delete(id);
+    }
+    for (const [tname, t] of this.tunnels) if (!this.portIds.has(t.options.underlay)) this.tunnels.delete(tname);
+  }
+
+  /** Add a VLAN sub-interface (see VlanOptions). */
+  addVlan(options: VlanOptions): VlanInfo {
+    this.requireRunning();
+    if (typeof options.name !== 'string' || options.name === '') throw new InvalidArgumentError('vlan.name: expected a non-empty string');
+    const what = `vlan ${options.name}`;
+    if (this.portIds.has(options.name)) throw new InvalidArgumentError(`${what}: a port named '${options.name}' exists already`);
+    const parent = this.portId(options.parent, `${what}: parent`);
+    const protocol = options.protocol ?? '802.1Q';
+    if (protocol !== '802.1Q' && protocol !== '802.1ad')
+      throw new InvalidArgumentError(`${what}: protocol: expected '802.1Q' or '802.1ad', found ${String(protocol)}`);
+    const parentVlan = this.port(options.parent).vlan;
+    if (parentVlan !== null && (protocol !== '802.1Q' || parentVlan.protocol !== '802.1ad'))
+      throw new InvalidArgumentError(`${what}: a VLAN on a VLAN must be 802.1Q on an 802.1ad VLAN (QinQ), found ${protocol} on ${parentVlan.protocol} ${options.parent}`);
+    const spec: NativeVlanSpec = { name: options.name, parent, id: intIn(options.id, `${what}: id`, 1, 4094), ad: protocol === '802.1ad' };
+    if (options.mtu !== undefined) spec.mtu = intIn(options.mtu, `${what}: mtu`, 68, 65535);
+    if (options.mac !== undefined) spec.mac = macOf(options.mac, `${what}: mac`);
+    if (options.pcp !== undefined) spec.pcp = intIn(options.pcp, `${what}: pcp`, 0, 7);
+    const id = call(() => this.addon.addVlan(spec));
+    this.portIds.set(options.name, id);
+    this.portNames.set(id, options.name);
+    if (options.slowpath !== undefined) this.setSlowpath(options.name, options.slowpath);
+    return this.vlan(options.name);
+  }
+
+  /** Remove a VLAN sub-interface, its flows, the tunnels over it and (802.1ad) the VLANs on it. */
+  removeVlan(name: string): void {
+    this.requireRunning();
+    const id = this.portId(name, 'removeVlan');
+    if (this.port(name).vlan === null) throw new InvalidArgumentError(`removeVlan: '${name}' is a port, not a VLAN sub-interface`);
+    call(() => this.addon.removeVlan(id));
+    this.forgetRemoved();
+  }
+
+  vlan(name: string): VlanInfo {
+    const p = this.port(name);
+    if (p.vlan === null) throw new InvalidArgumentError(`vlan: '${name}' is a port, not a VLAN sub-interface`);
+    return { name, parent: p.vlan.parent, id: p.vlan.id, protocol: p.vlan.protocol, mtu: p.mtu, mac: p.mac, pcp: p.vlan.pcp, slowpath: p.slowpath };
+  }
+
+  vlans(): VlanInfo[] {
+    return this.ports()
+      .filter((p) => p.vlan !== null)
+      .map((p) => this.vlan(p.name));
   }
 
   /** Send port's punted packets to slowpath (null: drop them, counted). */
@@ -507,10 +617,12 @@ export class Dataplane {
   port(name: string): PortInfo {
     this.requireRunning();
     const info = call(() => this.addon.portInfo(this.portId(name, 'port')));
+    const v = info.vlan;
     return {
       ...info,
       mac: formatMac(info.mac),
       slowpath: info.slowpath === null ? null : (this.portNames.get(info.slowpath) ?? null),
+      vlan: v === null ? null : { parent: this.portNames.get(v.parent) ?? String(v.parent), id: v.id, protocol: v.ad ? '802.1ad' : '802.1Q', pcp: v.pcp },
     };
   }
 

@@ -33,6 +33,21 @@ export interface NativePortSpec {
   l3?: boolean;
 }
 
+/** A VLAN sub-interface of `parent` (a port id, or an 802.1ad VLAN's for QinQ). */
+export interface NativeVlanSpec {
+  name: string;
+  parent: number;
+  /** 1..4094 */
+  id: number;
+  /** 802.1ad (TPID 0x88a8) instead of 802.1Q. */
+  ad?: boolean;
+  /** Default the parent's. */
+  mtu?: number;
+  mac?: Buffer;
+  /** 0..7: of tags pushed onto frames that arrived untagged. */
+  pcp?: number;
+}
+
 export interface NativePortInfo {
   id: number;
   name: string;
@@ -47,6 +62,8 @@ export interface NativePortInfo {
   l3: boolean;
   poll: boolean;
   slowpath: number | null;
+  /** A VLAN sub-interface's parent (port id), VLAN id, protocol and PCP; null for an ethdev port. */
+  vlan: { parent: number; id: number; ad: boolean; pcp: number } | null;
 }
 
 export interface NativePortCounters {
@@ -212,6 +229,8 @@ export interface NativeTesting {
       observe?: boolean;
       /** mac: the port's own address (frames to others are not forwarded); multiseg: tx takes chains (default true). */
       ports: { id: number; mac?: Buffer; mtu?: number; slowpath?: number | null; l3?: boolean; multiseg?: boolean; puntCost?: number; puntBurst?: number }[];
+      /** VLAN sub-interfaces: id from the first id past the ethdev ports (32), parent before child. */
+      vlans?: { id: number; parent: number; vid: number; ad?: boolean; pcp?: number; mtu?: number; mac?: Buffer; slowpath?: number | null }[];
       /** pathMtu: the tunnel's learnt underlay path MTU (default none). */
       tunnels?: (NativeTunnelParams & { id: number; pathMtu?: number })[];
       flows?: { orig: NativeFlowSpec; reply?: NativeFlowSpec; teardown?: boolean; closing?: boolean }[];
@@ -331,6 +350,10 @@ export interface NativeAddon {
   shutdown(): void;
   addPort(spec: NativePortSpec): number;
   removePort(port: number): void;
+  /** A VLAN sub-interface: a port id above the ethdev ports'. */
+  addVlan(spec: NativeVlanSpec): number;
+  /** Removes the VLANs on it too (QinQ), as removePort removes a port's. */
+  removeVlan(port: number): void;
   setPortSlowpath(port: number, slowpath: number | null): void;
   setPortMtu(port: number, mtu: number): void;
   setPuntPolicer(port: number, policer: { rate: number; burst: number }): void;

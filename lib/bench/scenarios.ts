@@ -9,12 +9,13 @@
  *   pcap 'in' (infinite replay) ──> [flowgate] ──> null 'out' (sink; also the tunnel underlay)
  *                                       └─ misses ──> null 'punt' (the slow path's stand-in)
  */
-import { FlowDirection, FlowPairOptions, PortOptions, TunnelMode, TunnelOptions } from '../dataplane';
+import { FlowDirection, FlowPairOptions, PortOptions, TunnelMode, TunnelOptions, VlanOptions } from '../dataplane';
 import { InvalidArgumentError } from '../errors';
 import { ethernetFrame, ipInIp6Packet, ip4Packet, ip6Packet } from '../packets';
 
-export type ScenarioKind = 'fwd4' | 'fwd6' | 'decap' | 'encap' | 'mixed';
-export const SCENARIO_KINDS: readonly ScenarioKind[] = ['fwd4', 'fwd6', 'decap', 'encap', 'mixed'];
+/** fwd4-vlan: fwd4 in on one 802.1Q VLAN of 'in' and out on another of 'out', tagged both sides. */
+export type ScenarioKind = 'fwd4' | 'fwd6' | 'decap' | 'encap' | 'mixed' | 'fwd4-vlan';
+export const SCENARIO_KINDS: readonly ScenarioKind[] = ['fwd4', 'fwd6', 'decap', 'encap', 'mixed', 'fwd4-vlan'];
 
 /** The RFC 2473 Tunnel Encapsulation Limit: an option value, or no option at all. */
 export type EncapLimit = number | 'none';
@@ -54,7 +55,7 @@ export function makeScenario(kind: ScenarioKind, encapLimit: EncapLimit, mode: T
 
 /** The inverse of Scenario.name ("encap-limit4", "fwd6", "decap-sit"). */
 export function scenarioFromName(name: string): Scenario {
-  const m = /^(fwd4|fwd6|decap|encap|mixed)(?:-(ip6ip6|ipip|sit))?(?:-(?:limit(\d{1,3})|(nolimit)))?$/.exec(name);
+  const m = /^(fwd4-vlan|fwd4|fwd6|decap|encap|mixed)(?:-(ip6ip6|ipip|sit))?(?:-(?:limit(\d{1,3})|(nolimit)))?$/.exec(name);
   if (m === null) throw new InvalidArgumentError(`expected a scenario name such as fwd4, encap-limit4 or decap-sit, found '${name}'`);
   const kind = m[1] as ScenarioKind;
   const mode = (m[2] ?? 'ip4ip6') as TunnelMode;
@@ -93,6 +94,9 @@ export const TOPOLOGY = {
    * the slow path's PMTU handling.
    */
   tunnelUnderlayMtu: 1600,
+  /** fwd4-vlan: the 802.1Q VLANs the traffic arrives on ('in') and leaves by ('out'). */
+  vlanIn: 100,
+  vlanOut: 200,
 } as const;
 
 export const PORT_IN = 'in';
@@ -168,6 +172,7 @@ export type FlowRole = 'fwd4' | 'fwd6' | 'encap' | 'decap';
 
 export function flowRole(kind: ScenarioKind, i: number): FlowRole {
   if (kind === 'mixed') return i % 2 === 0 ? 'encap' : 'decap';
+  if (kind === 'fwd4-vlan') return 'fwd4';
   return kind;
 }
 
@@ -232,7 +237,20 @@ export function flowFrame(scenario: Scenario, i: number, frameSize: number): Buf
     family === 6
       ? ip6Packet({ src: t.src, dst: t.dst, hopLimit: 64 }, udp, Buffer.alloc(inner - ETH_HEADER - IP6_UDP_HEADERS))
       : ip4Packet({ src: t.src, dst: t.dst, ttl: 64 }, udp, Buffer.alloc(inner - ETH_HEADER - IP4_UDP_HEADERS));
+  if (scenario.kind === 'fwd4-vlan') return vlanTagged(ethernetFrame(TOPOLOGY.gatewayMac, TOPOLOGY.hostMac, ip), TOPOLOGY.vlanIn);
   return ethernetFrame(TOPOLOGY.gatewayMac, TOPOLOGY.hostMac, role === 'decap' ? outerHeaders(scenario, ip) : ip);
+}
+
+/**
+ * The frame with an 802.1Q tag (PCP 0) after its MAC addresses: 4 bytes longer, as
+ * decapsulation traffic is longer by its outer headers, so that fwd4-vlan forwards the same
+ * IP packets as fwd4.
+ */
+function vlanTagged(frame: Buffer, vid: number): Buffer {
+  const tag = Buffer.alloc(4);
+  tag.writeUInt16BE(0x8100, 0);
+  tag.writeUInt16BE(vid, 2);
+  return Buffer.concat([frame.subarray(0, 12), tag, frame.subarray(12)]);
 }
 
 /** Flow i's inner frame size with FCS: frameSize, or the smallest UDP frame of its role if larger. */
@@ -265,6 +283,19 @@ export function benchPorts(scenario: Scenario, inDevice: string, sink: SinkOptio
   ];
 }
 
+/** The VLANs of the benchmark: fwd4-vlan's, on 'in' and 'out'. */
+export function benchVlans(scenario: Scenario): VlanOptions[] {
+  if (scenario.kind !== 'fwd4-vlan') return [];
+  return [
+    { name: vlanPort(PORT_IN), parent: PORT_IN, id: TOPOLOGY.vlanIn },
+    { name: vlanPort(PORT_OUT), parent: PORT_OUT, id: TOPOLOGY.vlanOut },
+  ];
+}
+
+function vlanPort(port: string): string {
+  return `${port}.${port === PORT_IN ? TOPOLOGY.vlanIn : TOPOLOGY.vlanOut}`;
+}
+
 export function benchTunnel(scenario: Scenario): TunnelOptions | null {
   if (!isTunnelKind(scenario.kind)) return null;
   const t = TOPOLOGY.tunnel;
@@ -274,7 +305,8 @@ export function benchTunnel(scenario: Scenario): TunnelOptions | null {
   return { ...common, local: t.local, remote: t.remote, encapLimit: scenario.encapLimit ?? 4 };
 }
 
-function direction(role: FlowRole, t: Tuple): FlowDirection {
+function direction(role: FlowRole, t: Tuple, vlan = false): FlowDirection {
+  if (vlan) return { in: vlanPort(PORT_IN), proto: 'udp', ...t, out: { port: vlanPort(PORT_OUT), mac: TOPOLOGY.nextHopMac } };
   const base = { in: PORT_IN, proto: 'udp' as const, ...t };
   switch (role) {
     case 'encap':
@@ -300,7 +332,8 @@ export function* flowInstalls(scenario: Scenario, flows: number): Generator<Flow
     }
     return;
   }
-  for (let i = 0; i < flows; i++) yield { original: direction(flowRole(scenario.kind, i), flowTuple(scenario, i)) };
+  for (let i = 0; i < flows; i++)
+    yield { original: direction(flowRole(scenario.kind, i), flowTuple(scenario, i), scenario.kind === 'fwd4-vlan') };
 }
 
 /** How many addFlow() calls flowInstalls() makes. */

@@ -25,7 +25,7 @@ Measures the fast path on DPDK virtual devices: generated traffic replayed from 
 and dpdk-testpmd io and macswap forwarding of the same traffic in the same run as the limit.
 Each measurement runs in its own process. Lists are comma-separated; every combination runs.
 
-  --scenario LIST     fwd4, fwd6, decap, encap, mixed, or all            (default fwd4)
+  --scenario LIST     fwd4, fwd6, decap, encap, mixed, fwd4-vlan, or all (default fwd4)
                       (decap: 4in6 from the tunnel peer; encap: into the tunnel;
                       mixed: both directions of each connection at once)
   --encaplimit LIST   tunnel scenarios: an encapsulation limit (4) or none; with

@@ -158,6 +158,20 @@ const char *tunnel_mode_to_name(uint8_t mode) {
 
 }  // namespace
 
+vlan_spec vlan_spec_from(const Napi::Object &o) {
+  const char *ctx = "vlan";
+  vlan_spec s;
+  s.name = get_string(o, "name", ctx);
+  s.parent = to_port(o.Get("parent"), "vlan.parent");
+  if (s.parent == PORT_NONE) invalid(ctx, "parent", "a port id", o.Get("parent"));
+  s.vid = static_cast<uint16_t>(get_uint(o, "id", ctx, 1, 4094));
+  s.ad = get_bool_or(o, "ad", ctx, false);
+  s.mtu = static_cast<uint16_t>(get_uint_or(o, "mtu", ctx, 68, 65535, 0));
+  s.has_mac = get_bytes(o, "mac", ctx, 6, s.mac, false);
+  s.pcp = static_cast<uint8_t>(get_uint_or(o, "pcp", ctx, 0, 7, 0));
+  return s;
+}
+
 tunnel_params tunnel_params_from(const Napi::Object &o) {
   const char *ctx = "tunnel";
   tunnel_params p{};
@@ -261,6 +275,16 @@ Napi::Object port_info_to_js(Napi::Env env, const port_info &p) {
   o.Set("l3", p.l3);
   o.Set("poll", p.poll);
   o.Set("slowpath", p.slowpath == PORT_NONE ? env.Null() : Napi::Number::New(env, p.slowpath));
+  if (p.vlan_parent == PORT_NONE) {
+    o.Set("vlan", env.Null());
+  } else {
+    Napi::Object v = Napi::Object::New(env);
+    v.Set("parent", p.vlan_parent);
+    v.Set("id", p.vlan_id);
+    v.Set("ad", p.vlan_ad);
+    v.Set("pcp", p.vlan_pcp);
+    o.Set("vlan", v);
+  }
   return o;
 }
 

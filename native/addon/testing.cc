@@ -20,6 +20,7 @@
 #include "dp/reasons.h"
 #include "dp/snapshot.h"
 #include "dp/tunnel.h"
+#include "dp/vlan.h"
 #include "stress/stress.h"
 #include "testing/guarded_mbufs.h"
 
@@ -171,6 +172,26 @@ struct harness {
         pc.punt_burst = get_uint_or(p, "puntBurst", "setup.ports[]", 0, UINT32_MAX, 0);
       }
     }
+    // VLAN sub-interfaces by port id (MAX_ETHPORTS..), after their parents.
+    Napi::Value vlans = setup.Get("vlans");
+    if (vlans.IsArray()) {
+      Napi::Array a = vlans.As<Napi::Array>();
+      for (uint32_t i = 0; i < a.Length(); i++) {
+        Napi::Object v = as_object(a.Get(i), "setup.vlans[]");
+        uint16_t id = to_port(v.Get("id"), "setup.vlans[].id");
+        uint16_t parent = to_port(v.Get("parent"), "setup.vlans[].parent");
+        if (id < MAX_ETHPORTS || parent == PORT_NONE || !snap->port[parent].active)
+          throw dp_error(ERR_INVALID_ARGUMENT, "setup.vlans[]: id from " + std::to_string(MAX_ETHPORTS) + " on an earlier port");
+        uint8_t mac[6] = {};
+        uint64_t mac_word = get_bytes(v, "mac", "setup.vlans[]", 6, mac, false) ? port_mac_word(mac) : snap->port[parent].mac;
+        vlan_conf_build(snap->port[id], *snap, parent, static_cast<uint16_t>(get_uint(v, "vid", "setup.vlans[]", 1, 4094)),
+                        get_bool_or(v, "ad", "setup.vlans[]", false),
+                        static_cast<uint8_t>(get_uint_or(v, "pcp", "setup.vlans[]", 0, 7, 0)),
+                        static_cast<uint16_t>(get_uint_or(v, "mtu", "setup.vlans[]", 68, 65535, 0)), mac_word);
+        snap->port[id].slowpath = to_port(v.Get("slowpath"), "setup.vlans[].slowpath");
+      }
+    }
+    derive_vlans(*snap);  // as dataplane::derive() does
     Napi::Value tunnels = setup.Get("tunnels");
     if (tunnels.IsArray()) {
       Napi::Array a = tunnels.As<Napi::Array>();

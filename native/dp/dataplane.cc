@@ -14,6 +14,7 @@
 #include "eal.h"
 #include "memory.h"
 #include "port.h"
+#include "vlan.h"
 
 namespace fg {
 
@@ -114,7 +115,7 @@ void dataplane::shutdown() {
   stop();
   for (uint16_t p = 0; p < MAX_PORTS; p++) {
     if (ports_[p].used) {
-      port_release(p);
+      if (p < MAX_ETHPORTS) port_release(p);
       ports_[p] = port_state{};
     }
   }
@@ -166,21 +167,26 @@ void dataplane::derive(snapshot &s) const {
     s.port[p].kernel_egress_port = PORT_NONE;
     s.port[p].kernel_egress_tunnel = TUNNEL_NONE;
   }
-  // Worker 0 drains the kernel_tx ring of each port that has a TAP, and only those.
-  s.n_kernel_tx = 0;
+  // Worker 0 drains the kernel_tx ring of each ethdev port that has a TAP, or a VLAN on it
+  // that has one, and only those.
+  bool drained[MAX_ETHPORTS] = {};
   for (uint16_t p = 0; p < MAX_PORTS; p++) {
     uint16_t sp = s.port[p].slowpath;
     if (!s.port[p].active || sp == PORT_NONE || s.port[sp].l3) continue;
     s.port[sp].kernel_egress_port = p;
-    if (s.port[p].kernel_tx != nullptr) s.kernel_tx_ports[s.n_kernel_tx++] = p;
+    drained[s.port[p].n_tags != 0 ? s.port[p].tx_port : p] = true;
   }
+  s.n_kernel_tx = 0;
+  for (uint16_t p = 0; p < MAX_ETHPORTS; p++)
+    if (drained[p] && s.port[p].kernel_tx != nullptr) s.kernel_tx_ports[s.n_kernel_tx++] = p;
+  derive_vlans(s);
   for (uint16_t t = 0; t < MAX_TUNNELS; t++)
     if (s.tun[t].active && s.tun[t].slowpath_port != PORT_NONE) s.port[s.tun[t].slowpath_port].kernel_egress_tunnel = t;
 
   for (auto &plan : s.plan) plan.n_rxq = 0;
   unsigned n = static_cast<unsigned>(workers_.size());
   unsigned next_worker = 0;
-  for (uint16_t p = 0; p < MAX_PORTS; p++) {
+  for (uint16_t p = 0; p < MAX_ETHPORTS; p++) {
     const port_state &ps = ports_[p];
     if (!ps.used || !ps.spec.poll || !s.port[p].active) continue;
     for (uint16_t q = 0; q < ps.rx_queues; q++) {
@@ -202,7 +208,7 @@ uint16_t dataplane::add_port(const port_spec &spec) {
     if (ps.used && ps.spec.name == spec.name)
       throw dp_error(ERR_INVALID_ARGUMENT, "a port named '" + spec.name + "' already exists");
   uint16_t id = port_probe(spec.device, spec.name);
-  if (id >= MAX_PORTS) throw dp_error(ERR_LIMIT, "port id " + std::to_string(id) + " beyond the supported ports");
+  if (id >= MAX_ETHPORTS) throw dp_error(ERR_LIMIT, "port id " + std::to_string(id) + " beyond the supported ports");
   if (ports_[id].used)
     throw dp_error(ERR_PORT_IN_USE, "port " + spec.name + ": device '" + spec.device + "' is already port " +
                                         ports_[id].spec.name);
@@ -256,6 +262,58 @@ uint16_t dataplane::add_port(const port_spec &spec) {
 
 void dataplane::remove_port(uint16_t port) {
   require_port(port);
+  if (is_vlan(port)) throw dp_error(ERR_INVALID_ARGUMENT, "port " + ports_[port].spec.name + " is a VLAN: remove it as one");
+  detach_port(port);
+}
+
+void dataplane::remove_vlan(uint16_t port) {
+  require_init();
+  if (!is_vlan(port)) throw dp_error(ERR_NOT_FOUND, "no VLAN with id " + std::to_string(port));
+  detach_port(port);
+}
+
+uint16_t dataplane::add_vlan(const vlan_spec &spec) {
+  require_port(spec.parent);
+  const std::string what = "VLAN " + spec.name;
+  for (const auto &ps : ports_)
+    if (ps.used && ps.spec.name == spec.name)
+      throw dp_error(ERR_INVALID_ARGUMENT, "a port named '" + spec.name + "' already exists");
+  if (spec.vid < 1 || spec.vid > 4094) throw dp_error(ERR_INVALID_ARGUMENT, what + ": VLAN id must be 1..4094");
+  if (spec.pcp > 7) throw dp_error(ERR_INVALID_ARGUMENT, what + ": PCP must be 0..7");
+  const port_conf &parent = snap_->port[spec.parent];
+  const port_state &pps = ports_[spec.parent];
+  if (pps.l3) throw dp_error(ERR_INVALID_ARGUMENT, what + ": parent " + pps.spec.name + " has no Ethernet header");
+  // Stacking as QinQ has it, and as nf_flow_table handles: at most two tags, 802.1ad outside.
+  if (parent.n_tags != 0 && (spec.ad || parent.n_tags != 1 || !pps.vlan.ad))
+    throw dp_error(ERR_INVALID_ARGUMENT, what + ": a VLAN on a VLAN must be 802.1Q on an 802.1ad VLAN (QinQ)");
+  if (spec.mtu > parent.mtu)
+    throw dp_error(ERR_INVALID_ARGUMENT, what + ": MTU " + std::to_string(spec.mtu) + " above its parent's (" +
+                                             std::to_string(parent.mtu) + ")");
+  if (vlan_lookup(*snap_, spec.parent, vlan_tag_word(spec.ad ? TPID_8021AD : TPID_8021Q, spec.vid)) != PORT_NONE)
+    throw dp_error(ERR_INVALID_ARGUMENT, what + ": " + pps.spec.name + " has a VLAN with this protocol and id already");
+  uint16_t id = MAX_ETHPORTS;
+  while (id < MAX_PORTS && ports_[id].used) id++;
+  if (id == MAX_PORTS) throw dp_error(ERR_LIMIT, "at most " + std::to_string(MAX_VLANS) + " VLANs");
+
+  port_state &ps = ports_[id];
+  ps = port_state{};
+  ps.used = true;
+  ps.spec.name = spec.name;
+  ps.spec.poll = false;  // no queues: its frames come and go by the ethdev port under it
+  ps.driver = "vlan";
+  ps.vlan = spec;
+  memcpy(ps.mac, spec.has_mac ? spec.mac : pps.mac, 6);
+
+  auto next = next_snapshot();
+  vlan_conf_build(next->port[id], *next, spec.parent, spec.vid, spec.ad, spec.pcp, spec.mtu, port_mac_word(ps.mac));
+  publish(std::move(next));
+  return id;
+}
+
+void dataplane::detach_port(uint16_t port) {
+  // VLANs on the port first (802.1Q ones on an 802.1ad one before it).
+  for (uint16_t v = MAX_ETHPORTS; v < MAX_PORTS; v++)
+    if (ports_[v].used && ports_[v].vlan.parent == port) detach_port(v);
   // Nothing may point at the port once it is gone: flows in or out, tunnels over it, ports
   // that punt to it.
   flows_.remove_if([&](const flow_entry &e, uint32_t) {
@@ -275,7 +333,7 @@ void dataplane::remove_port(uint16_t port) {
   }
   ports_[port].used = false;  // no longer polled: derive() skips it
   publish(std::move(next));
-  port_release(port);
+  if (port < MAX_ETHPORTS) port_release(port);
   if (kernel_tx != nullptr) {
     rte_mbuf *m;
     while (rte_ring_dequeue(kernel_tx, reinterpret_cast<void **>(&m)) == 0) rte_pktmbuf_free(m);
@@ -302,6 +360,17 @@ void dataplane::set_port_slowpath(uint16_t port, uint16_t slowpath) {
 
 void dataplane::set_port_mtu(uint16_t port, uint16_t mtu) {
   require_port(port);
+  if (is_vlan(port)) {
+    // As vlan_dev_change_mtu(): no larger than the parent's.
+    const uint16_t parent_mtu = snap_->port[ports_[port].vlan.parent].mtu;
+    if (mtu > parent_mtu)
+      throw dp_error(ERR_INVALID_ARGUMENT, "VLAN " + ports_[port].spec.name + ": MTU " + std::to_string(mtu) +
+                                               " above its parent's (" + std::to_string(parent_mtu) + ")");
+    auto next = next_snapshot();
+    next->port[port].mtu = mtu;
+    publish(std::move(next));
+    return;
+  }
   int rc = rte_eth_dev_set_mtu(port, mtu);
   if (rc != 0 && rc != -ENOTSUP)
     throw dp_error(ERR_PORT_CONFIG, "port " + ports_[port].spec.name + ": set MTU " + std::to_string(mtu) + ": " +
@@ -310,6 +379,9 @@ void dataplane::set_port_mtu(uint16_t port, uint16_t mtu) {
   ports_[port].spec.mtu = mtu;
   auto next = next_snapshot();
   next->port[port].mtu = mtu;
+  // VLANs above the new MTU come down to it, as vlan_device_event() does on NETDEV_CHANGEMTU.
+  for (uint16_t v = MAX_ETHPORTS; v < MAX_PORTS; v++)
+    if (ports_[v].used && next->port[v].tx_port == port && next->port[v].mtu > mtu) next->port[v].mtu = mtu;
   publish(std::move(next));
 }
 
@@ -353,9 +425,15 @@ port_info dataplane::get_port_info(uint16_t port) const {
   info.mtu = snap_->port[port].mtu;
   info.rx_queues = ps.rx_queues;
   info.tx_queues = ps.tx_queues;
+  info.vlan_parent = ps.vlan.parent;
+  info.vlan_id = ps.vlan.vid;
+  info.vlan_ad = ps.vlan.ad;
+  info.vlan_pcp = ps.vlan.pcp;
   rte_eth_link link;
   memset(&link, 0, sizeof(link));
-  if (rte_eth_link_get_nowait(port, &link) == 0) {
+  // A VLAN's link is its ethdev's, as a VLAN device follows its real device's carrier.
+  const uint16_t ethdev = is_vlan(port) ? snap_->port[port].tx_port : port;
+  if (rte_eth_link_get_nowait(ethdev, &link) == 0) {
     info.link_up = link.link_status == RTE_ETH_LINK_UP;
     info.link_speed_mbps = link.link_speed;
   }
@@ -368,6 +446,17 @@ port_info dataplane::get_port_info(uint16_t port) const {
 port_counters dataplane::get_port_counters(uint16_t port) const {
   require_port(port);
   port_counters c{};
+  if (is_vlan(port)) {
+    // Counted by the workers: frames demultiplexed to the VLAN, and tagged for it.
+    const unsigned v = port - MAX_ETHPORTS;
+    for (const worker *w : workers_) {
+      c.rx_packets += __atomic_load_n(&w->stats.vlan_rx_packets[v], __ATOMIC_RELAXED);
+      c.rx_bytes += __atomic_load_n(&w->stats.vlan_rx_bytes[v], __ATOMIC_RELAXED);
+      c.tx_packets += __atomic_load_n(&w->stats.vlan_tx_packets[v], __ATOMIC_RELAXED);
+      c.tx_bytes += __atomic_load_n(&w->stats.vlan_tx_bytes[v], __ATOMIC_RELAXED);
+    }
+    return c;
+  }
   rte_eth_stats st;
   memset(&st, 0, sizeof(st));
   rte_eth_stats_get(port, &st);

@@ -11,6 +11,7 @@
 #include "observation.h"
 #include "packet.h"
 #include "tunnel.h"
+#include "vlan.h"
 
 namespace fg {
 namespace {
@@ -506,9 +507,32 @@ struct burst_state {
   uint64_t fast_bytes = 0;
 };
 
+// Queue n forwarded frames for output port `port`. A VLAN's are tagged here, last (after
+// any encapsulation: a tunnel over a VLAN), counted for it, and queued on the ethdev port
+// under it: a frame for a port without VLANs pays one test in forward(), the headroom's.
+// forward() checked the headroom for the tags.
+inline void tx_enqueue_bulk(pipeline &pl, uint16_t port, rte_mbuf *const *pkts, unsigned n) {
+  if (unlikely(port >= MAX_ETHPORTS)) {
+    const port_conf &v = pl.snap->port[port];
+    uint64_t bytes = 0;
+    for (unsigned i = 0; i < n; i++) {
+      vlan_push(pkts[i], v, vlan_pcp_of(pkts[i], v));
+      bytes += pkts[i]->pkt_len;
+    }
+    pl.stats->vlan_tx_packets[port - MAX_ETHPORTS] += n;
+    pl.stats->vlan_tx_bytes[port - MAX_ETHPORTS] += bytes;
+    port = pl.snap->port[port].tx_port;
+  }
+  tx_buffer &tb = pl.tx[port];
+  if (tb.n == 0) pl.dirty[pl.n_dirty++] = port;
+  memcpy(&tb.pkts[tb.n], pkts, n * sizeof(pkts[0]));
+  tb.n = static_cast<uint16_t>(tb.n + n);
+}
+
 // Act on a packet whose flow was found. Uses: meta. Sets: the packet's headers for its
 // output port, or nothing when it punts (packets reach the slow path unmodified). Returns
-// the output port, or PORT_NONE when the packet was punted or dropped instead.
+// the output port (a VLAN's: tx_enqueue_bulk() tags it), or PORT_NONE
+// when the packet was punted or dropped instead.
 inline uint16_t forward(pipeline &pl, burst_state &b, rte_mbuf *m, uint16_t in_port, const pkt_meta &meta,
                         const flow_key &key, uint32_t idx) {
   flow_entry &e = b.entries[idx];
@@ -569,6 +593,14 @@ inline uint16_t forward(pipeline &pl, burst_state &b, rte_mbuf *m, uint16_t in_p
   // Whatever can stop the packet from leaving is checked before it is modified, so that a
   // packet that goes to the slow path after all goes there as it came.
   if (action == FLOW_ACT_ENCAP && unlikely(rte_pktmbuf_headroom(m) < tunnel_overhead(*t))) {
+    punt(pl, m, in_port, punt_reason::no_headroom, meta);
+    return PORT_NONE;
+  }
+  // Leaving by a VLAN: room for its tags too (tx_enqueue_bulk() pushes them), after the
+  // tunnel's headers when encapsulated.
+  const unsigned out_tags = s->port[out].n_tags;
+  if (unlikely(out_tags != 0) &&
+      rte_pktmbuf_headroom(m) < VLAN_HLEN * out_tags + (action == FLOW_ACT_ENCAP4IN6 ? tunnel_overhead(*t) : 0)) {
     punt(pl, m, in_port, punt_reason::no_headroom, meta);
     return PORT_NONE;
   }
@@ -650,7 +682,10 @@ inline uint16_t forward(pipeline &pl, burst_state &b, rte_mbuf *m, uint16_t in_p
   } while (0)
 #endif
 
-void process_burst(pipeline &pl, uint16_t in_port, rte_mbuf **pkts, uint16_t n) {
+namespace {
+
+// Packets received on in_port (an ethdev port, or a VLAN sub-interface once popped).
+void process_run(pipeline &pl, uint16_t in_port, rte_mbuf **pkts, uint16_t n) {
 #ifdef FG_STAGE_CYCLES
   uint64_t stage_tsc = rte_rdtsc();
 #endif
@@ -662,7 +697,6 @@ void process_burst(pipeline &pl, uint16_t in_port, rte_mbuf **pkts, uint16_t n) 
   verdict verdicts[BURST_SIZE];
   uint64_t parsed = 0;
 
-  pl.stats->rx_packets += n;
   const port_conf &pc = pl.snap->port[in_port];
   const rx_context rx{pc.mac, pl.ft->seed(), in_port, pc.csum_offload != 0};
   for (unsigned i = 0; i < n && i < PREFETCH_OFFSET; i++) rte_prefetch0(rte_pktmbuf_mtod(pkts[i], void *));
@@ -731,15 +765,68 @@ void process_burst(pipeline &pl, uint16_t in_port, rte_mbuf **pkts, uint16_t n) 
   if (n_out != 0) {
     if (one_port) {
       // The usual burst: every forwarded packet leaves by the same port.
-      tx_buffer &tb = pl.tx[out_port[0]];
-      if (tb.n == 0) pl.dirty[pl.n_dirty++] = out_port[0];
-      memcpy(&tb.pkts[tb.n], out, n_out * sizeof(out[0]));
-      tb.n = static_cast<uint16_t>(tb.n + n_out);
+      tx_enqueue_bulk(pl, out_port[0], out, n_out);
     } else {
-      for (unsigned i = 0; i < n_out; i++) tx_enqueue(pl, out_port[i], out[i]);
+      for (unsigned i = 0; i < n_out; i++) {
+        if (likely(out_port[i] < MAX_ETHPORTS))
+          tx_enqueue(pl, out_port[i], out[i]);
+        else
+          tx_enqueue_bulk(pl, out_port[i], &out[i], 1);
+      }
     }
   }
   STAGE_END(act);
+}
+
+// A burst of a port that carries VLANs: each frame's tags popped, then runs of consecutive
+// frames of one logical port through the pipeline as that port's, so that every frame
+// keeps its place in arrival order.
+// Not inlined: process_burst() stays a test and a tail call for the ports without VLANs.
+__attribute__((noinline)) void process_vlans(pipeline &pl, uint16_t parent, rte_mbuf **pkts, uint16_t n) {
+  const snapshot &s = *pl.snap;
+  // A run is pkts[start, i): a dropped frame ends one (its slot is not the run's).
+  unsigned start = 0;
+  uint16_t run_port = PORT_NONE;
+  uint64_t run_bytes = 0;
+  vlan_cache cache;
+  auto flush = [&](unsigned end) {
+    if (end == start) return;
+    if (run_port >= MAX_ETHPORTS) {
+      pl.stats->vlan_rx_packets[run_port - MAX_ETHPORTS] += end - start;
+      pl.stats->vlan_rx_bytes[run_port - MAX_ETHPORTS] += run_bytes;
+    }
+    process_run(pl, run_port, pkts + start, static_cast<uint16_t>(end - start));
+    run_bytes = 0;
+  };
+  for (unsigned i = 0; i < n && i < PREFETCH_OFFSET; i++) rte_prefetch0(rte_pktmbuf_mtod(pkts[i], void *));
+  for (unsigned i = 0; i < n; i++) {
+    if (i + PREFETCH_OFFSET < n) rte_prefetch0(rte_pktmbuf_mtod(pkts[i + PREFETCH_OFFSET], void *));
+    rte_mbuf *m = pkts[i];
+    drop_reason why = drop_reason::unknown_vlan;
+    const uint16_t port = vlan_pop(s, parent, m, cache, &why);
+    if (port == PORT_NONE) {
+      flush(i);
+      start = i + 1;
+      drop(pl, m, why);
+      continue;
+    }
+    if (port != run_port) {
+      flush(i);
+      start = i;
+      run_port = port;
+    }
+    run_bytes += m->pkt_len;
+  }
+  flush(n);
+}
+
+}  // namespace
+
+void process_burst(pipeline &pl, uint16_t in_port, rte_mbuf **pkts, uint16_t n) {
+  pl.stats->rx_packets += n;
+  // The one test a port without VLANs pays, per burst.
+  if (unlikely(pl.snap->port[in_port].has_vlans)) return process_vlans(pl, in_port, pkts, n);
+  process_run(pl, in_port, pkts, n);
 }
 
 #undef STAGE_END

@@ -36,7 +36,8 @@ namespace fg {
   X(short_segment, "a punt for a TUN whose first mbuf segment holds only Ethernet header") \
   X(punt_policed, "a punt over the input port's slow-path rate limit")                   \
   X(tx_full,      "output queue full")                                                   \
-  X(reassembly,   "tunnel fragment given up by reassembly: timed out, table full, bad")
+  X(reassembly,   "tunnel fragment given up by reassembly: timed out, table full, bad") \
+  X(unknown_vlan, "a VLAN tag no sub-interface of the port has, or more tags than configured")
 // clang-format on
 
 enum class punt_reason : uint8_t {

@@ -12,6 +12,7 @@
 #include <rte_mbuf.h>
 
 #include "tunnel.h"
+#include "vlan.h"
 
 namespace fg {
 namespace {
@@ -77,7 +78,7 @@ void slowpath_thread::rearm_epoll(const snapshot *s) {
   ev.data.fd = wake_fd_;
   epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, wake_fd_, &ev);
   all_ports_have_interrupts_ = true;
-  for (uint16_t p = 0; p < MAX_PORTS; p++) {
+  for (uint16_t p = 0; p < MAX_ETHPORTS; p++) {
     if (!kernel_facing(s->port[p])) continue;
     int fd = rte_eth_dev_rx_intr_ctl_q_get_fd(p, 0);
     if (fd < 0) {
@@ -91,6 +92,18 @@ void slowpath_thread::rearm_epoll(const snapshot *s) {
 }
 
 void slowpath_thread::to_kernel_tx(const snapshot *s, uint16_t port, rte_mbuf *m) {
+  const port_conf &pc = s->port[port];
+  if (pc.n_tags != 0) {
+    // A VLAN sub-interface's TAP (or a tunnel over it) takes and gives untagged frames: the
+    // tags go on here, and the frame leaves by the parent.
+    if (!vlan_push_fits(m, pc)) {
+      stats_.no_headroom++;
+      rte_pktmbuf_free(m);
+      return;
+    }
+    vlan_push(m, pc, pc.pcp);
+    port = pc.tx_port;
+  }
   rte_ring *r = s->port[port].kernel_tx;
   if (r == nullptr || rte_ring_sp_enqueue(r, m) != 0) {
     stats_.kernel_tx_dropped++;
@@ -171,9 +184,9 @@ void slowpath_thread::run() {
     }
     const snapshot *s = __atomic_load_n(&shared_->snap, __ATOMIC_ACQUIRE);
     if (s->generation != armed_generation_) rearm_epoll(s);
-    uint16_t facing[MAX_PORTS];
+    uint16_t facing[MAX_ETHPORTS];
     unsigned n_facing = 0;
-    for (uint16_t p = 0; p < MAX_PORTS; p++) {
+    for (uint16_t p = 0; p < MAX_ETHPORTS; p++) {
       const port_conf &pc = s->port[p];
       if (!kernel_facing(pc)) continue;
       facing[n_facing++] = p;

@@ -27,7 +27,7 @@ struct slowpath_stats {
   uint64_t kernel_rx_packets;    // packets read from TAPs and TUNs
   uint64_t kernel_tx_dropped;    // packets whose port's kernel_tx ring was full
   uint64_t tun_wrong_family;     // packets the kernel sent into a tunnel that carries the other family
-  uint64_t no_headroom;          // TUN packets without room for the outer headers
+  uint64_t no_headroom;          // TUN packets without room for the outer headers, or frames for a VLAN for its tags
   uint64_t observations;         // records handed to the control thread
   uint64_t observations_lost;    // records dropped: the control thread's queue was full
 };
