@@ -493,6 +493,18 @@ inline bool decapsulate(rte_mbuf *m, uint8_t *frame, const pkt_meta &meta, const
   return true;
 }
 
+// Forward a packet of a flow into tunnel t: TTL or hop limit less one, then the outer headers.
+template <unsigned OUTER, unsigned INNER>
+inline void encapsulate(pipeline &pl, rte_mbuf *m, uint8_t *frame, const tunnel &t, uint16_t l3_len, uint32_t label) {
+  if (INNER == 4)
+    ip4_dec_ttl(reinterpret_cast<rte_ipv4_hdr *>(frame + ETH_HLEN));
+  else
+    ip6_dec_hop_limit(reinterpret_cast<rte_ipv6_hdr *>(frame + ETH_HLEN));
+  // The identification only matters without DF: no store per packet otherwise.
+  const uint16_t id = OUTER == 4 ? pl.ip_id++ : 0;
+  tunnel_encap_as<OUTER, INNER>(m, t, l3_len, label, id);
+}
+
 // What the act stage reads for a whole burst, copied out of the pipeline: writes to packet
 // bytes may alias anything the pipeline points to, and locals keep the compiler from
 // reloading them after every such write.
@@ -642,13 +654,17 @@ inline uint16_t forward(pipeline &pl, burst_state &b, rte_mbuf *m, uint16_t in_p
       }
       break;
     }
-    case FLOW_ACT_ENCAP:
-      if (flow_l3_is_ipv4(key.l3proto))
-        ip4_dec_ttl(reinterpret_cast<rte_ipv4_hdr *>(frame + ETH_HLEN));
-      else
-        ip6_dec_hop_limit(reinterpret_cast<rte_ipv6_hdr *>(frame + ETH_HLEN));
-      tunnel_encap(m, *t, meta.l3_len, (t->flags & TUNNEL_F_FLOWLABEL_HASH) ? flowlabel_of(key) : 0, pl.ip_id++);
+    case FLOW_ACT_ENCAP: {
+      // One specialised body per mode, as for decap; the inner family is the tunnel's.
+      const uint32_t label = (t->flags & TUNNEL_F_FLOWLABEL_HASH) ? flowlabel_of(key) : 0;
+      switch (t->mode) {
+        case TUNNEL_IP4IP6: encapsulate<6, 4>(pl, m, frame, *t, meta.l3_len, label); break;
+        case TUNNEL_IP6IP6: encapsulate<6, 6>(pl, m, frame, *t, meta.l3_len, label); break;
+        case TUNNEL_IPIP: encapsulate<4, 4>(pl, m, frame, *t, meta.l3_len, label); break;
+        default: encapsulate<4, 6>(pl, m, frame, *t, meta.l3_len, label); break;
+      }
       break;
+    }
     default:
       punt(pl, m, in_port, punt_reason::miss, meta);
       return PORT_NONE;

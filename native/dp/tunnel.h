@@ -163,11 +163,13 @@ inline void tunnel_key_outer(const tunnel &t, flow_key *k) {
 // value for those with it; 0 here).
 // Sets: the outer headers; the Ethernet header is the template's. Reads: the inner
 // TOS/traffic class, TTL/hop limit and DF.
-inline void tunnel_encap(rte_mbuf *m, const tunnel &t, uint16_t inner_len, uint32_t flow_label, uint16_t ip_id) {
+// OUTER and INNER: the tunnel's families, as constants (tunnel_encap() picks them).
+template <unsigned OUTER, unsigned INNER>
+inline void tunnel_encap_as(rte_mbuf *m, const tunnel &t, uint16_t inner_len, uint32_t flow_label, uint16_t ip_id) {
   const uint8_t *inner = rte_pktmbuf_mtod_offset(m, const uint8_t *, ETH_HLEN);
   uint8_t tos, ttl;
   rte_be16_t inner_df = 0;
-  if (t.inner_ipv4()) {
+  if (INNER == 4) {
     const auto *ip = reinterpret_cast<const rte_ipv4_hdr *>(inner);
     tos = ip->type_of_service;
     ttl = ip->time_to_live;
@@ -180,7 +182,7 @@ inline void tunnel_encap(rte_mbuf *m, const tunnel &t, uint16_t inner_len, uint3
   const uint8_t outer_ttl = (t.flags & TUNNEL_F_INHERIT_HOPLIMIT) ? ttl : t.hop_limit;
   auto *h = reinterpret_cast<uint8_t *>(rte_pktmbuf_prepend(m, tunnel_overhead(t)));
   // Constant-size copies so the compiler emits vector moves, not a memcpy call.
-  if (t.outer_ipv4()) {
+  if (OUTER == 4) {
     memcpy(h, t.tmpl, ETH_HLEN + IP4_HLEN);
     auto *ip4 = reinterpret_cast<rte_ipv4_hdr *>(h + ETH_HLEN);
     // ip_tunnel_xmit(): DF from the tunnel (pmtudisc, in the template), or from an inner
@@ -209,6 +211,15 @@ inline void tunnel_encap(rte_mbuf *m, const tunnel &t, uint16_t inner_len, uint3
   ip6->vtc_flow = rte_cpu_to_be_32((6u << 28) | (uint32_t{outer_tos} << 20) | (label & 0xfffff));
   ip6->payload_len = rte_cpu_to_be_16(static_cast<uint16_t>(inner_len + t.tmpl_len - ETH_HLEN - IP6_HLEN));
   ip6->hop_limits = outer_ttl;
+}
+
+inline void tunnel_encap(rte_mbuf *m, const tunnel &t, uint16_t inner_len, uint32_t flow_label, uint16_t ip_id) {
+  switch (t.mode) {
+    case TUNNEL_IP4IP6: return tunnel_encap_as<6, 4>(m, t, inner_len, flow_label, ip_id);
+    case TUNNEL_IP6IP6: return tunnel_encap_as<6, 6>(m, t, inner_len, flow_label, ip_id);
+    case TUNNEL_IPIP: return tunnel_encap_as<4, 4>(m, t, inner_len, flow_label, ip_id);
+    default: return tunnel_encap_as<4, 6>(m, t, inner_len, flow_label, ip_id);
+  }
 }
 
 // A per-flow IPv6 flow label (RFC 6437): a hash of the inner 5-tuple, never zero.
