@@ -20,6 +20,9 @@ underlay, ipip and sit between 192.0.2.1 and 192.0.2.2), and everything the fast
 punt or drop: options, fragments, extension headers, ICMP, ARP, VLAN, TTL 1, TCP flags, bad
 checksums, truncated frames. The target builds its tunnels from the burst's tunnelled
 frames, in their mode, so that every seed of a tunnel has its tunnel in the ordinary world.
+Tagged frames (802.1Q 100, QinQ 300/7, 802.1ad 300, and tags of no VLAN) mostly get the
+target's VLANs, so that the VLAN seeds, tunnels over a VLAN among them, are of a VLAN world
+too.
 """
 
 import os
@@ -267,6 +270,64 @@ def frames():
                           tunnel4(udp6())]
     yield 'burst-32-flows', [eth() / ip4(src=f'192.168.0.{10 + i}') / UDP(sport=40000 + i, dport=53) / Raw(b'q')
                              for i in range(32)]
+
+    # Tagged frames, for the VLANs the target gives a burst that has them (build_vlans():
+    # 802.1Q 100, 802.1ad 300 with 802.1Q 7 inside, on the input port; 802.1Q 200 on another
+    # port), and tags of none of them. Last, so that the seeds above keep their worlds.
+    q, qinq, ad = [Q100], [AD300, Q7], [AD300]
+    yield 'vlan100-ip4-udp', [tagged(eth() / udp4(), *q)]
+    yield 'vlan100-ip4-tcp', [tagged(eth() / tcp4(), *q)]
+    yield 'vlan100-ip6-tcp', [tagged(eth() / tcp6(), *q)]
+    yield 'vlan100-pcp5-ip4-tcp', [tagged(eth() / tcp4(), *q, pcp=5)]
+    yield 'vlan100-ip4-ttl1', [tagged(eth() / udp4(ttl=1), *q)]
+    yield 'vlan100-ip4-options', [tagged(eth() / ip4(options=[IPOption_RR()]) / UDP(sport=1, dport=2), *q)]
+    yield 'vlan100-arp', [tagged(Ether(dst='ff:ff:ff:ff:ff:ff', src=PEER_MAC) / ARP(psrc=LAN_HOST, pdst='192.168.0.1'), *q)]
+    yield 'qinq-300-7-ip4-tcp', [tagged(eth() / tcp4(), *qinq)]
+    yield 'qinq-300-7-ip6-udp', [tagged(eth() / udp6(), *qinq, pcp=6)]
+    yield 'vlan-ad300-ip4-udp', [tagged(eth() / udp4(), *ad)]
+    # A priority tag (VLAN id 0) is the port's own frame; the kernel takes it so too.
+    yield 'vlan-priority-tag-ip4-tcp', [tagged(eth() / tcp4(), (0x8100, 0), pcp=3)]
+    yield 'vlan-unknown-999', [tagged(eth() / udp4(), (0x8100, 999))]
+    # VLAN 200 is another port's: unknown on the input port.
+    yield 'vlan-200-other-port', [tagged(eth() / udp4(), (0x8100, 200))]
+    yield 'vlan-three-tags', [tagged(eth() / udp4(), AD300, Q7, (0x8100, 5))]
+    yield 'vlan-qinq-wrong-order', [tagged(eth() / udp4(), Q100, AD300)]
+    yield 'vlan-inner-7-alone', [tagged(eth() / udp4(), Q7)]
+    for cut in (14, 16, 18, 20, 22, 30, 42):
+        yield f'truncated-qinq-{cut}', [bytes(tagged(eth() / tcp4(), *qinq))[:cut]]
+    # Tunnels over a VLAN underlay, of every mode (issue 12: "tunnel over vlan").
+    yield 'vlan100-ip4in6-tel-tcp', [tagged(tunnel(tcp4(src=SERVER, dst=LAN_HOST)), *q)]
+    yield 'vlan100-ip6in6-udp', [tagged(tunnel(udp6(**down6), option=False), *q)]
+    yield 'vlan100-ipip-tcp', [tagged(tunnel4(tcp4(src=SERVER, dst=LAN_HOST)), *q)]
+    yield 'qinq-sit-tcp', [tagged(tunnel4(tcp6(**down6)), *qinq)]
+    yield 'qinq-ip4in6-ecn-ce-over-ect0', [tagged(tunnel(udp4(src=SERVER, dst=LAN_HOST, tos=2), tc=3), *qinq)]
+    # Bursts: runs of one VLAN (vlan_pop()'s cache) broken by others; every mode over VLANs
+    # (the ordinary world builds a tunnel from each of the first four frames); a mix of
+    # tagged, untagged and unknown.
+    yield 'burst-vlan-runs', ([tagged(eth() / tcp4(src=f'192.168.0.{20 + i}'), *q) for i in range(6)]
+                              + [tagged(eth() / tcp4(src=f'192.168.0.{40 + i}'), *qinq) for i in range(6)]
+                              + [tagged(eth() / tcp4(src=f'192.168.0.{20 + i}'), *q) for i in range(4)])
+    yield 'burst-vlan-every-mode', [tagged(tunnel(tcp4(src=SERVER, dst=LAN_HOST)), *q),
+                                    tagged(tunnel(tcp6(**down6)), *qinq),
+                                    tagged(tunnel4(tcp4(src=SERVER, dst=LAN_HOST)), *ad),
+                                    tagged(tunnel4(tcp6(**down6)), *q),
+                                    tagged(eth() / tcp4(), *q), eth() / tcp6(), tagged(eth() / udp6(), *qinq),
+                                    eth() / udp4(flags='DF')]
+    yield 'burst-vlan-mixed', [tagged(eth() / tcp4(), *q), eth() / tcp4(), tagged(eth() / udp4(), (0x8100, 999)),
+                               tagged(eth() / udp6(), *qinq), tagged(eth() / udp4(), (0x8100, 0), pcp=7),
+                               tagged(eth() / tcp4('S'), *ad), tagged(tunnel4(udp4()), *q)]
+
+
+# VLAN tags (TPID, VLAN id) of the target's VLANs.
+Q100 = (0x8100, 100)
+AD300 = (0x88a8, 300)
+Q7 = (0x8100, 7)
+
+
+def tagged(frame, *tags, pcp=0):
+    """frame with these tags (outermost first) after its MAC addresses, each with pcp."""
+    raw = bytes(frame)
+    return raw[:12] + b''.join(struct.pack('>HH', tpid, pcp << 13 | vid) for tpid, vid in tags) + raw[12:]
 
 
 def seed(frame_list, choices=b''):
