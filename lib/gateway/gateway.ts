@@ -89,7 +89,7 @@ interface KernelChanges {
 }
 
 /** What a reload changes in the dataplane, worked out before anything is changed. */
-interface ReloadPlan {
+export interface ReloadPlan {
   removeTunnels: TunnelModel[];
   /** Children before their parents. */
   removeVlans: VlanModel[];
@@ -106,7 +106,8 @@ interface ReloadPlan {
   changes: string[];
 }
 
-function planReload(old: CompiledConfig, next: CompiledConfig): ReloadPlan {
+/** Exported for its tests. */
+export function planReload(old: CompiledConfig, next: CompiledConfig): ReloadPlan {
   // A port whose device or MAC changes is a new port; a tunnel changes as a whole, and goes
   // with its underlay.
   const portKey = (p: PortModel) => JSON.stringify([p.device, p.mac?.text ?? null]);

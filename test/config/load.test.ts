@@ -347,6 +347,34 @@ describe('config loading', () => {
     });
   });
 
+  describe('VLAN edge cases', () => {
+    const text = (...ports: string[]) =>
+      ['ports:', '  eth0: { device: "0000:03:00.0", addresses: ["192.168.0.2/24"] }', ...ports.map((port) => `  ${port}`), 'flowtable: { devices: [eth0] }', 'workers: { cpus: [1] }', ''].join('\n');
+    const issues = (...ports: string[]) => checkConfigText(text(...ports), 'v.yaml', { machine: twoCpus }).issues.map(formatIssue);
+
+    it('reports a VLAN that is its own parent as a loop', () => {
+      assert.deepEqual(issues('eth0.5: { parent: eth0.5, vlan: 5 }'), [
+        `v.yaml:3:21: ports["eth0.5"].parent: expected a parent that leads to a port with a device, found 'eth0.5' (a loop: eth0.5 -> eth0.5)`,
+      ]);
+    });
+
+    it('reports a third tag: a VLAN on the 802.1Q VLAN inside an 802.1ad one', () => {
+      assert.deepEqual(issues('s: { parent: eth0, vlan: 1, protocol: 802.1ad }', 'c: { parent: s, vlan: 2 }', 'x: { parent: c, vlan: 3 }'), [
+        `v.yaml:5:16: ports.x.parent: expected a port or an 802.1ad VLAN (QinQ carries an 802.1Q C-tag inside an 802.1ad S-tag), found 802.1Q VLAN 'c'`,
+      ]);
+    });
+
+    it('reports a tunnel named as a VLAN parent as no port', () => {
+      const config = [text('eth0.7: { parent: tun0, vlan: 7 }').trimEnd(), 'tunnels:', '  tun0: { mode: ip4ip6, local: "2001:db8::1", remote: "2001:db8::2" }', ''].join('\n');
+      const found = checkConfigText(config, 'v.yaml', { machine: twoCpus }).issues.map(formatIssue);
+      assert.ok(found.includes(`v.yaml:3:21: ports["eth0.7"].parent: expected a port or an 802.1ad VLAN (eth0), found 'tun0'`), found.join('\n'));
+    });
+
+    it('accepts a port with a device whose name looks like a VLAN, and the same id on two parents', () => {
+      assert.deepEqual(issues('eth1.100: { device: "0000:03:00.1" }', 'eth0.100: { parent: eth0, vlan: 100 }', 'eth1.100.100: { parent: eth1.100, vlan: 100 }'), []);
+    });
+  });
+
   describe('loadConfig', () => {
     it('reads and validates a file', async () => {
       const config = await loadConfig(path.join(repo, 'config/seed.yaml'), { machine: twoCpus });
