@@ -83,6 +83,8 @@ export interface VlanModel {
   /** PCP of the tags pushed onto packets that arrived untagged. */
   pcp: number;
   addresses: PrefixModel[];
+  /** The fast path polices a VLAN's punts apart from its port's, as another port's. */
+  punt: PuntPolicerModel;
 }
 
 export interface TunnelModel {
@@ -337,10 +339,13 @@ export function compileConfig(config: Config): CompiledConfig {
   }
   const routes = [...connectedRoutes(config), ...statics];
 
+  const punt = (name: string): PuntPolicerModel => {
+    const override = config.slowpath.ports[name];
+    return { rate: override?.rate ?? config.slowpath.rate, burst: override?.burst ?? config.slowpath.burst };
+  };
   const ports: PortModel[] = [];
   for (const [name, port] of Object.entries(config.ports)) {
     if (port.device === undefined) continue;
-    const override = config.slowpath.ports[name];
     ports.push({
       name,
       device: port.device,
@@ -348,7 +353,7 @@ export function compileConfig(config: Config): CompiledConfig {
       mac: port.mac === undefined ? null : { text: port.mac, bytes: parseMac(port.mac) },
       mtu: port.mtu ?? DEFAULT_PORT_MTU,
       addresses: port.addresses.map(toPrefixModel),
-      punt: { rate: override?.rate ?? config.slowpath.rate, burst: override?.burst ?? config.slowpath.burst },
+      punt: punt(name),
     });
   }
 
@@ -366,6 +371,7 @@ export function compileConfig(config: Config): CompiledConfig {
       mac: mac === undefined ? null : { text: mac, bytes: parseMac(mac) },
       pcp: vlan.pcp ?? DEFAULT_VLAN_PCP,
       addresses: vlan.addresses.map(toPrefixModel),
+      punt: punt(name),
     };
   });
 

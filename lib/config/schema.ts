@@ -324,7 +324,7 @@ const puntRate = leaf(intRange(1, 1000000000), (p) => z.int(p).min(1).max(100000
 const puntBurst = leaf(intRange(1, 1000000), (p) => z.int(p).min(1).max(1000000));
 
 const slowpathSchema = mapping({
-  rate: puntRate.default(SLOWPATH_DEFAULTS.rate).describe('Packets per second each port may punt to the kernel slow path.'),
+  rate: puntRate.default(SLOWPATH_DEFAULTS.rate).describe('Packets per second each port, and each VLAN apart from its port, may punt to the kernel slow path.'),
   burst: puntBurst.default(SLOWPATH_DEFAULTS.burst).describe('Packets a port may punt in a burst above `rate`.'),
   ports: mappingOf(
     'a mapping of port names to punt policers',
@@ -334,7 +334,7 @@ const slowpathSchema = mapping({
     }),
   )
     .default({})
-    .describe('Per-port overrides, keyed by port name.'),
+    .describe('Per-port overrides, keyed by port or VLAN name.'),
 });
 
 /** host:port, with an IPv6 host in brackets: "127.0.0.1:9464", "[::1]:9464", "localhost:9464". */

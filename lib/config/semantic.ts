@@ -397,17 +397,13 @@ function checkWorkers(config: Config, machine: Machine, issues: SemanticIssue[])
 }
 
 function checkSlowpath(config: Config, issues: SemanticIssue[]): void {
-  const ports = Object.entries(config.ports).filter(([, port]) => port.device !== undefined).map(([name]) => name);
+  const ports = Object.keys(config.ports);
   for (const name of Object.keys(config.slowpath.ports)) {
-    const port = config.ports[name];
-    if (port?.device !== undefined) continue;
+    if (config.ports[name] !== undefined) continue;
     issues.push({
       path: ['slowpath', 'ports', name],
       at: 'key',
-      message:
-        port === undefined
-          ? `expected a port name (${listWords(ports, 'or')}), found '${name}'${didYouMean(name, ports)}`
-          : `expected a port with a device (${listWords(ports, 'or')}), found VLAN '${name}' (punts are policed per device)`,
+      message: `expected a port name (${listWords(ports, 'or')}), found '${name}'${didYouMean(name, ports)}`,
     });
   }
 }

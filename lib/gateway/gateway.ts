@@ -96,6 +96,8 @@ export interface ReloadPlan {
   removePorts: PortModel[];
   changePorts: { from: PortModel; to: PortModel }[];
   addPorts: PortModel[];
+  /** VLANs kept whose MTU or punt policer changes. */
+  changeVlans: { from: VlanModel; to: VlanModel }[];
   /** Parents before their children. */
   addVlans: VlanModel[];
   addTunnels: TunnelModel[];
@@ -121,9 +123,10 @@ export function planReload(old: CompiledConfig, next: CompiledConfig): ReloadPla
   };
   const removePorts = old.ports.filter(replaced);
   const removedPortNames = new Set(removePorts.map((p) => p.name));
-  // A VLAN changes as a whole (the dataplane keys it by parent and id), and goes with its
-  // parent; `vlans` lists parents first, so one pass sees a parent's fate before its children.
-  const vlanKey = (v: VlanModel) => JSON.stringify([v.parent, v.id, v.protocol, v.mtu, v.mac?.text ?? null, v.pcp]);
+  // A VLAN whose tag, MAC or PCP changes is a new VLAN (the dataplane keys it by parent and
+  // id), and goes with its parent; `vlans` lists parents first, so one pass sees a parent's
+  // fate before its children's. Its MTU and punt policer change in place.
+  const vlanKey = (v: VlanModel) => JSON.stringify([v.parent, v.id, v.protocol, v.mac?.text ?? null, v.pcp]);
   const newVlans = new Map(next.vlans.map((v) => [v.name, v]));
   const removeVlans: VlanModel[] = [];
   for (const v of old.vlans) {
@@ -142,6 +145,10 @@ export function planReload(old: CompiledConfig, next: CompiledConfig): ReloadPla
   const addPorts = next.ports.filter((p) => !oldPorts.has(p.name) || removedPortNames.has(p.name));
   const oldVlans = new Set(old.vlans.map((v) => v.name));
   const addVlans = next.vlans.filter((v) => !oldVlans.has(v.name) || removedPortNames.has(v.name));
+  const changeVlans = old.vlans
+    .filter((v) => !removeVlans.includes(v))
+    .map((v) => ({ from: v, to: newVlans.get(v.name) as VlanModel }))
+    .filter(({ from, to }) => from.mtu !== to.mtu || JSON.stringify(from.punt) !== JSON.stringify(to.punt));
   const addTunnels = next.tunnels.filter((t) => !keptTunnels.has(t.name));
   const changes: string[] = [];
   for (const t of removeTunnels) changes.push(newTunnels.has(t.name) ? `tunnel ${t.name} changed` : `tunnel ${t.name} removed`);
@@ -150,6 +157,10 @@ export function planReload(old: CompiledConfig, next: CompiledConfig): ReloadPla
   for (const { from, to } of changePorts) {
     if (to.mtu !== from.mtu) changes.push(`port ${to.name} MTU ${from.mtu} -> ${to.mtu}`);
     if (JSON.stringify(to.punt) !== JSON.stringify(from.punt)) changes.push(`port ${to.name} punt policer`);
+  }
+  for (const { from, to } of changeVlans) {
+    if (to.mtu !== from.mtu) changes.push(`VLAN ${to.name} MTU ${from.mtu} -> ${to.mtu}`);
+    if (JSON.stringify(to.punt) !== JSON.stringify(from.punt)) changes.push(`VLAN ${to.name} punt policer`);
   }
   for (const p of addPorts) if (!oldPorts.has(p.name)) changes.push(`port ${p.name} added`);
   for (const v of addVlans) if (!oldVlans.has(v.name)) changes.push(`VLAN ${v.name} added`);
@@ -160,13 +171,16 @@ export function planReload(old: CompiledConfig, next: CompiledConfig): ReloadPla
   if (routesChanged) changes.push('routes changed');
   if (rulesetChanged) changes.push('nftables ruleset changed');
   if (policyChanged) changes.push('flowtable policy changed');
-  const mtuChangedPorts = new Set(changePorts.filter(({ from, to }) => from.mtu !== to.mtu).map(({ to }) => to.name));
+  const mtuChangedPorts = new Set(
+    [...changePorts, ...changeVlans].filter(({ from, to }) => from.mtu !== to.mtu).map(({ to }) => to.name),
+  );
   return {
     removeTunnels,
     removeVlans,
     removePorts,
     changePorts,
     addPorts,
+    changeVlans,
     addVlans,
     addTunnels,
     rulesetChanged,
@@ -365,9 +379,13 @@ export class Gateway implements GatewayView {
       pcp: vlan.pcp,
       slowpath: tapOf(vlan.name),
     };
+    let added = false;
     try {
       this.dp.addVlan(options);
+      added = true;
+      this.dp.setPuntPolicer(vlan.name, vlan.punt);
     } catch (err) {
+      if (added) this.dp.removeVlan(vlan.name);
       this.dp.removePort(tapOf(vlan.name));
       throw err;
     }
@@ -633,29 +651,31 @@ export class Gateway implements GatewayView {
       for (const t of this.model.tunnels) if (changes.down.has(t.underlay)) changes.down.add(t.name);
       return;
     }
-    const port = this.model.ports.find((p) => p.name === event.dev);
-    if (port === undefined) return;
-    const info = this.dp.port(port.name);
+    if (!this.isPortOrVlan(event.dev)) return;
+    const name = event.dev;
+    const isVlan = this.model.vlans.some((v) => v.name === name);
+    const info = this.dp.port(name);
     if (event.mtu === info.mtu) return;
     try {
-      // Someone changed the TAP's MTU: the port follows, and flows out of it are re-checked.
-      this.dp.setMtu(port.name, event.mtu);
+      // Someone changed the TAP's MTU: the port (or VLAN) follows, and flows out of it are re-checked.
+      this.dp.setMtu(name, event.mtu);
     } catch (err) {
-      // The NIC cannot take it: the TAP goes back to the MTU the port has, so that the kernel
-      // does not send what the port would drop.
+      // The NIC cannot take it, or (a VLAN) it is above the parent's, as the kernel's 8021q
+      // refuses: the TAP goes back to the MTU the fast path has, so that the kernel does not
+      // send what the port would drop.
       this.kernelCounters.mtuRefused++;
-      this.log.warn('port MTU refused by the NIC: the kernel interface is set back', {
-        port: port.name,
+      this.log.warn(isVlan ? "VLAN MTU above its parent's: the kernel interface is set back" : 'port MTU refused by the NIC: the kernel interface is set back', {
+        port: name,
         mtu: event.mtu,
         kept: info.mtu,
         error: err instanceof Error ? err.message : String(err),
       });
-      await this.kernel.putBackMtu(port.name, info.mtu);
+      await this.kernel.putBackMtu(name, info.mtu);
       return;
     }
-    const n = this.learner.invalidate((f) => f.directions.some((d) => 'port' in d.out && d.out.port === port.name));
-    this.log.info('port MTU changed', { port: port.name, mtu: event.mtu, flows_invalidated: n });
-    await this.followUnderlayMtu(port.name);
+    const n = this.learner.invalidate((f) => f.directions.some((d) => 'port' in d.out && d.out.port === name));
+    this.log.info(isVlan ? 'VLAN MTU changed' : 'port MTU changed', { port: name, mtu: event.mtu, flows_invalidated: n });
+    await this.followUnderlayMtu(name);
   }
 
   /** One pass over the offloaded flows: those a batch of kernel changes may have made wrong go. */
@@ -792,6 +812,18 @@ export class Gateway implements GatewayView {
           () => this.addPort(p),
           () => this.removePort(p.name),
         );
+      for (const { from, to } of plan.changeVlans) {
+        if (to.mtu !== from.mtu)
+          await step(
+            () => this.setPortMtu(to.name, to.mtu),
+            () => this.setPortMtu(from.name, from.mtu),
+          );
+        if (JSON.stringify(to.punt) !== JSON.stringify(from.punt))
+          await step(
+            () => this.dp.setPuntPolicer(to.name, to.punt),
+            () => this.dp.setPuntPolicer(from.name, from.punt),
+          );
+      }
       for (const v of plan.addVlans)
         await step(
           () => this.addVlan(v),
@@ -819,7 +851,7 @@ export class Gateway implements GatewayView {
     }
     this.model = next;
     for (const t of next.tunnels) if (!this.adjacencies.has(t.name)) await this.resolveTunnel(t);
-    for (const { to } of plan.changePorts) if (plan.mtuChanged(to.name)) await this.followUnderlayMtu(to.name);
+    for (const { to } of [...plan.changePorts, ...plan.changeVlans]) if (plan.mtuChanged(to.name)) await this.followUnderlayMtu(to.name);
 
     this.learner.setPolicy(this.policyOf(next));
     this.dp.setFlowCounters(next.flowtable.counter);

@@ -197,12 +197,12 @@ describe('config compilation', () => {
       );
     });
 
-    it("compiles each VLAN after its parent, with the parent's MTU and MAC unless it has its own, protocol 802.1Q and PCP 0 by default", () => {
+    it("compiles each VLAN after its parent, with the parent's MTU and MAC unless it has its own, protocol 802.1Q and PCP 0 by default, and a punt policer of its own", () => {
       const mac = (text: string) => ({ text, bytes: Buffer.from(text.split(':').map((octet) => parseInt(octet, 16))) });
       assert.deepEqual(model.vlans, [
-        { name: 'eth0.100', parent: 'eth0', port: 'eth0', id: 100, protocol: '802.1Q', mtu: 1500, mac: null, pcp: 5, addresses: [{ text: '192.0.2.1/24', family: 4, bytes: v4(192, 0, 2, 1), length: 24 }] },
-        { name: 'eth0.200', parent: 'eth0', port: 'eth0', id: 200, protocol: '802.1Q', mtu: 9000, mac: mac('02:00:00:00:02:00'), pcp: 0, addresses: [{ text: '198.51.100.1/24', family: 4, bytes: v4(198, 51, 100, 1), length: 24 }] },
-        { name: 'eth1.1000', parent: 'eth1', port: 'eth1', id: 1000, protocol: '802.1ad', mtu: 1500, mac: mac('02:00:00:00:00:11'), pcp: 0, addresses: [] },
+        { name: 'eth0.100', parent: 'eth0', port: 'eth0', id: 100, protocol: '802.1Q', mtu: 1500, mac: null, pcp: 5, addresses: [{ text: '192.0.2.1/24', family: 4, bytes: v4(192, 0, 2, 1), length: 24 }], punt: { rate: 500, burst: 1000 } },
+        { name: 'eth0.200', parent: 'eth0', port: 'eth0', id: 200, protocol: '802.1Q', mtu: 9000, mac: mac('02:00:00:00:02:00'), pcp: 0, addresses: [{ text: '198.51.100.1/24', family: 4, bytes: v4(198, 51, 100, 1), length: 24 }], punt: { rate: 100000, burst: 1000 } },
+        { name: 'eth1.1000', parent: 'eth1', port: 'eth1', id: 1000, protocol: '802.1ad', mtu: 1500, mac: mac('02:00:00:00:00:11'), pcp: 0, addresses: [], punt: { rate: 100000, burst: 1000 } },
         {
           name: 'eth1.1000.20',
           parent: 'eth1.1000',
@@ -213,6 +213,7 @@ describe('config compilation', () => {
           mac: mac('02:00:00:00:00:11'),
           pcp: 0,
           addresses: [{ text: '2001:db8:20::1/64', family: 6, bytes: v6('20010db8002000000000000000000001'), length: 64 }],
+          punt: { rate: 100000, burst: 1000 },
         },
       ]);
     });

@@ -1,6 +1,7 @@
 // What a reload changes in the dataplane for VLANs, worked out before anything changes: a
-// VLAN changes as a whole and goes with its parent, children before parents on the way out
-// and after them on the way in, and a tunnel goes with the VLAN under it.
+// VLAN whose tag, MAC or PCP changes is replaced and goes with its parent, children before
+// parents on the way out and after them on the way in, and a tunnel goes with the VLAN under
+// it; its MTU and punt policer change in place.
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
@@ -32,13 +33,14 @@ function summary(old: CompiledConfig, next: CompiledConfig) {
     removeVlans: plan.removeVlans.map((v) => v.name),
     removePorts: plan.removePorts.map((p) => p.name),
     addPorts: plan.addPorts.map((p) => p.name),
+    changeVlans: plan.changeVlans.map(({ to }) => to.name),
     addVlans: plan.addVlans.map((v) => v.name),
     addTunnels: plan.addTunnels.map((t) => t.name),
     changes: plan.changes,
   };
 }
 
-const NOTHING = { removeTunnels: [], removeVlans: [], removePorts: [], addPorts: [], addVlans: [], addTunnels: [] };
+const NOTHING = { removeTunnels: [], removeVlans: [], removePorts: [], addPorts: [], changeVlans: [], addVlans: [], addTunnels: [] };
 
 describe('reload plan with VLANs', () => {
   it("changes nothing in the dataplane when only a VLAN's address changes: that is the kernel mirror's", () => {
@@ -63,7 +65,7 @@ describe('reload plan with VLANs', () => {
     });
   });
 
-  it("replaces the VLANs of a port whose device changes, and only the VLAN whose MTU follows a port's changed MTU", () => {
+  it("replaces the VLANs of a port whose device changes, and changes in place the MTU of the VLAN that follows its port's", () => {
     const [old, device] = models((config) => {
       config.ports.eth0!.device = 'net_af_packet9,iface=veth9';
     });
@@ -80,7 +82,17 @@ describe('reload plan with VLANs', () => {
     const [, mtu] = models((config) => {
       config.ports.eth0!.mtu = 8000;
     });
-    assert.deepEqual(summary(old, mtu), { ...NOTHING, removeVlans: ['eth0.200'], addVlans: ['eth0.200'], changes: ['VLAN eth0.200 changed', 'port eth0 MTU 9000 -> 8000'] });
+    assert.deepEqual(summary(old, mtu), { ...NOTHING, changeVlans: ['eth0.200'], changes: ['port eth0 MTU 9000 -> 8000', 'VLAN eth0.200 MTU 9000 -> 8000'] });
+    assert.ok(planReload(old, mtu).mtuChanged('eth0.200'), 'the tunnels over the VLAN follow its MTU');
+  });
+
+  it("changes a VLAN's punt policer in place", () => {
+    const [old, next] = models((config) => {
+      config.slowpath.ports['eth1.1000.20'] = { rate: 50 };
+    });
+    const plan = planReload(old, next);
+    assert.deepEqual(summary(old, next), { ...NOTHING, changeVlans: ['eth1.1000.20'], changes: ['VLAN eth1.1000.20 punt policer'] });
+    assert.deepEqual(plan.changeVlans[0]?.to.punt, { rate: 50, burst: 1000 });
   });
 
   it('adds and removes VLANs by name, and replaces one whose PCP or MAC changes', () => {
