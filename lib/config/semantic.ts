@@ -97,15 +97,19 @@ function checkPorts(config: Config, issues: SemanticIssue[]): void {
   }
 }
 
-/** The loop a chain of parents starting at `name` runs into, for the message: "a -> b -> a". */
-function parentLoop(config: Config, name: string): string {
+/**
+ * The loop a chain of parents starting at `name` runs into, for the message ("a -> b -> a");
+ * undefined when the chain ends at a parent that does not exist (reported where it is named).
+ */
+function parentLoop(config: Config, name: string): string | undefined {
   const seen: string[] = [];
   let current: string | undefined = name;
   while (current !== undefined && !seen.includes(current)) {
+    if (config.ports[current] === undefined) return undefined;
     seen.push(current);
     current = config.ports[current]?.parent;
   }
-  return [...seen.slice(seen.indexOf(current as string)), current].join(' -> ');
+  return current === undefined ? undefined : [...seen.slice(seen.indexOf(current)), current].join(' -> ');
 }
 
 /**
@@ -132,11 +136,14 @@ function checkVlans(config: Config, issues: SemanticIssue[]): void {
       continue;
     }
     if (parentChain(config, name) === undefined) {
-      issues.push({
-        path: [...path, 'parent'],
-        at: 'value',
-        message: `expected a parent that leads to a port with a device, found '${port.parent}' (a loop: ${parentLoop(config, name)})`,
-      });
+      const loop = parentLoop(config, name);
+      if (loop !== undefined) {
+        issues.push({
+          path: [...path, 'parent'],
+          at: 'value',
+          message: `expected a parent that leads to a port with a device, found '${port.parent}' (a loop: ${loop})`,
+        });
+      }
       continue;
     }
     const protocol = port.protocol ?? DEFAULT_VLAN_PROTOCOL;

@@ -357,6 +357,12 @@ describe('config loading', () => {
       ]);
     });
 
+    it('reports a missing parent once, where it is named, not again for the VLANs over that VLAN', () => {
+      assert.deepEqual(issues('s: { parent: eth9, vlan: 1, protocol: 802.1ad }', 'c: { parent: s, vlan: 2 }'), [
+        `v.yaml:3:16: ports.s.parent: expected a port or an 802.1ad VLAN (eth0), found 'eth9' (did you mean 'eth0'?)`,
+      ]);
+    });
+
     it('reports a third tag: a VLAN on the 802.1Q VLAN inside an 802.1ad one', () => {
       assert.deepEqual(issues('s: { parent: eth0, vlan: 1, protocol: 802.1ad }', 'c: { parent: s, vlan: 2 }', 'x: { parent: c, vlan: 3 }'), [
         `v.yaml:5:16: ports.x.parent: expected a port or an 802.1ad VLAN (QinQ carries an 802.1Q C-tag inside an 802.1ad S-tag), found 802.1Q VLAN 'c'`,
