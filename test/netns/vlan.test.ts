@@ -16,12 +16,15 @@
 // site B counted 32 such drops and no tunnel came up). QinQ is tested in the qemu VM.
 
 import assert from 'node:assert/strict';
+import { readFileSync, writeFileSync } from 'node:fs';
+
+import { parse as parseYaml, stringify as stringifyYaml } from 'yaml';
 
 import type { ConfigInput } from '../../lib/config';
 import { DEMO_ADDRESSES, DemoTopology } from '../../lib/demo/topology';
 import { startTraffic } from '../../lib/demo/traffic';
 import { scapyDissect, scapySendRecv } from '../helpers/scapy';
-import { assertFastPathCarried, awaitAtMost, Capture, delta, flowOf, HOOK_TIMEOUT_MS, macOf, neighbor, statsOf, tcpTransfer, TEST_TIMEOUT_MS } from './support';
+import { assertFastPathCarried, awaitAtMost, Capture, delta, flowOf, HOOK_TIMEOUT_MS, macOf, neighbor, statsOf, tcpTransfer, TEST_TIMEOUT_MS, until } from './support';
 
 const UNDERLAY_VLAN = 100;
 const UNDERLAY_DEV = 'eth1.100';
@@ -138,5 +141,46 @@ describe('two flowgate sites whose tunnel runs over an 802.1Q VLAN underlay', fu
     assert.equal(dropped, count, `${UNKNOWN_VLAN_DROP} drops: ${JSON.stringify(after.a.drops)}`);
     const d = delta(before.a, after.a);
     assert.ok(d.slow < count, `the frames did not go to the kernel: ${JSON.stringify(d)}`);
+  });
+
+  it('adds, replaces and removes a VLAN on SIGHUP: its TAP and address come and go with it, and the other VLANs keep their flows', async () => {
+    const file = topology.configFile('a');
+    const original = readFileSync(file, 'utf8');
+    const reloadWith = (edit: (config: ConfigInput) => void) => {
+      const config = parseYaml(original) as ConfigInput;
+      edit(config);
+      writeFileSync(file, stringifyYaml(config));
+      topology.site('a').reload();
+    };
+    type Link = { ifname: string; ifindex: number; addr_info: { local: string; prefixlen: number }[] };
+    const link = async (dev: string): Promise<Link | undefined> =>
+      (JSON.parse(await topology.run('a', ['ip', '-j', 'addr', 'show'])) as Link[]).find((l) => l.ifname === dev);
+    const withAddress = (address: string) => async () => {
+      const l = await link('eth0.20');
+      return l?.addr_info.some((a) => `${a.local}/${a.prefixlen}` === address) === true ? l : undefined;
+    };
+    const before = await topology.site('a').stats();
+    try {
+      reloadWith((config) => {
+        config.ports['eth0.20'] = { parent: 'eth0', vlan: 20, addresses: ['192.168.20.1/24'] };
+      });
+      const added = await until('eth0.20 and its address on site A', withAddress('192.168.20.1/24'));
+
+      // A new id is a new VLAN: a new TAP, which gets the address again.
+      reloadWith((config) => {
+        config.ports['eth0.20'] = { parent: 'eth0', vlan: 21, addresses: ['192.168.20.1/24'] };
+      });
+      await until('eth0.20 to be replaced', async () => {
+        const l = await withAddress('192.168.20.1/24')();
+        return l !== undefined && l.ifindex !== added.ifindex ? true : undefined;
+      });
+    } finally {
+      writeFileSync(file, original);
+      topology.site('a').reload();
+    }
+    await until('eth0.20 to be gone', async () => ((await link('eth0.20')) === undefined ? true : undefined));
+    const after = await topology.site('a').stats();
+    assert.equal((after.flows.removed_by.invalidated ?? 0) - (before.flows.removed_by.invalidated ?? 0), 0, 'no flow of another device was invalidated');
+    assert.ok((await link(UNDERLAY_DEV)) !== undefined && (await link(`eth0.${LAN_VLAN}`)) !== undefined, 'the other VLANs stay');
   });
 });
