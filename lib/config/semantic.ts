@@ -164,6 +164,16 @@ function checkVlans(config: Config, issues: SemanticIssue[]): void {
         });
       }
     }
+    // The kernel hands AF_PACKET the outer tag apart from the frame (skb_vlan_untag), and
+    // DPDK's af_packet PMD writes it back as 0x8100 whatever its TPID: an S-tag would arrive
+    // as an 802.1Q tag and its frames be dropped as of an unknown VLAN.
+    if (protocol === '802.1ad' && parent.device?.startsWith('net_af_packet') === true) {
+      issues.push({
+        path: [...path, 'protocol'],
+        at: 'value',
+        message: `expected '802.1Q' on a VLAN of af_packet port ${port.parent} (DPDK's af_packet PMD receives every outer tag as 802.1Q), found '802.1ad'`,
+      });
+    }
     const parentMtu = portMtu(config, port.parent);
     if (port.mtu !== undefined && port.mtu > parentMtu) {
       issues.push({

@@ -369,6 +369,12 @@ describe('config loading', () => {
       ]);
     });
 
+    it('reports an 802.1ad VLAN on an af_packet port, whose outer tags DPDK receives as 802.1Q', () => {
+      assert.deepEqual(issues('eth1: { device: "net_af_packet0,iface=veth1" }', 'eth1.1000: { parent: eth1, vlan: 1000, protocol: 802.1ad }', 'eth1.100: { parent: eth1, vlan: 100 }'), [
+        `v.yaml:4:52: ports["eth1.1000"].protocol: expected '802.1Q' on a VLAN of af_packet port eth1 (DPDK's af_packet PMD receives every outer tag as 802.1Q), found '802.1ad'`,
+      ]);
+    });
+
     it('reports a tunnel named as a VLAN parent as no port', () => {
       const config = [text('eth0.7: { parent: tun0, vlan: 7 }').trimEnd(), 'tunnels:', '  tun0: { mode: ip4ip6, local: "2001:db8::1", remote: "2001:db8::2" }', ''].join('\n');
       const found = checkConfigText(config, 'v.yaml', { machine: twoCpus }).issues.map(formatIssue);
