@@ -106,7 +106,7 @@ describe('two flowgate sites whose tunnel runs over an 802.1Q VLAN underlay', fu
     assertFastPathCarried(transfer, ['a', 'b']);
   });
 
-  it('offloads a UDP stream that arrives tagged on a LAN VLAN, and lists the VLAN as its input in flows', async () => {
+  it('offloads a UDP stream that arrives tagged on a LAN VLAN, and lists the VLAN as its input in flows and as a port in stats', async () => {
     const count = 300;
     const receiver = startTraffic(topology.ns.remote, { kind: 'udp-peer', bind: 6411, listen: true, expectCount: count });
     await receiver.ready;
@@ -127,6 +127,9 @@ describe('two flowgate sites whose tunnel runs over an 802.1Q VLAN underlay', fu
     assert.deepEqual([flow.src, flow.in, flow.out, flow.tunnel], [LAN_VLAN_HOST, `eth0.${LAN_VLAN}`, 'tun0', 'tun0']);
     const d = delta(before.a, after.a);
     assert.ok(flow.packets >= count / 2, `the flow's own counter: ${flow.packets} of ${count} datagrams on the fast path; ${JSON.stringify(d)}`);
+    // stats counts the VLAN's frames as a port's: every datagram was received on it.
+    const vlanRx = (after.a.ports[`eth0.${LAN_VLAN}`]?.rx_packets ?? 0) - (before.a.ports[`eth0.${LAN_VLAN}`]?.rx_packets ?? 0);
+    assert.ok(vlanRx >= count, `eth0.${LAN_VLAN} received ${vlanRx} frames: ${JSON.stringify(after.a.ports)}`);
   });
 
   it('drops and counts tagged frames whose VLAN id no sub-interface of the port has, and punts none of them', async () => {
