@@ -15,7 +15,7 @@ import { promisify } from 'node:util';
 
 import { offloadDevices, type CompiledConfig, type PortModel, type TunnelModel, type VlanModel } from '../config/compile';
 import { Conntrack, conntrackSysctl, type CtConnection } from '../conntrack';
-import { Dataplane, type FlowDirection } from '../dataplane';
+import { Dataplane, type FlowDirection, type VlanOptions } from '../dataplane';
 import { FlowgateError } from '../errors';
 import type { Logger } from '../log';
 import { KernelMirror } from '../slowpath/kernel';
@@ -42,19 +42,6 @@ const COALESCE_MS = 50;
 /** The event-loop delay figures in stats cover windows of this many ticks (10 s). */
 const LOOP_DELAY_WINDOW_TICKS = 10;
 const NS_PER_MS = 1e6;
-
-// TEMPORARY, until the vlan branch's Dataplane is merged: its VLAN API as announced.
-interface VlanOptions {
-  name: string;
-  parent: string;
-  id: number;
-  protocol?: '802.1Q' | '802.1ad';
-  mtu?: number;
-  mac?: string;
-  slowpath?: string;
-  pcp?: number;
-}
-type VlanDataplane = Dataplane & { addVlan(options: VlanOptions): void; removeVlan(name: string): void };
 
 const tapOf = (port: string) => `tap:${port}`;
 const tunOf = (tunnel: string) => `tun:${tunnel}`;
@@ -200,7 +187,7 @@ function conntrackTimeouts(): ConntrackTimeouts {
 }
 
 export class Gateway implements GatewayView {
-  private readonly dp = new Dataplane() as VlanDataplane;
+  private readonly dp = new Dataplane();
   private readonly kernel: KernelMirror;
   private readonly learner: Learner;
   private conntrack: Conntrack | undefined;
