@@ -600,7 +600,7 @@ inline uint16_t forward(pipeline &pl, burst_state &b, rte_mbuf *m, uint16_t in_p
   // tunnel's headers when encapsulated.
   const unsigned out_tags = s->port[out].n_tags;
   if (unlikely(out_tags != 0) &&
-      rte_pktmbuf_headroom(m) < VLAN_HLEN * out_tags + (action == FLOW_ACT_ENCAP4IN6 ? tunnel_overhead(*t) : 0)) {
+      rte_pktmbuf_headroom(m) < VLAN_HLEN * out_tags + (action == FLOW_ACT_ENCAP ? tunnel_overhead(*t) : 0)) {
     punt(pl, m, in_port, punt_reason::no_headroom, meta);
     return PORT_NONE;
   }
