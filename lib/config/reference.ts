@@ -4,7 +4,7 @@
  * and the `.describe()` text of each field.
  */
 import { z } from 'zod';
-import { configSchema, fieldTypes } from './schema';
+import { configSchema, fieldDefaults, fieldTypes } from './schema';
 import { unwrap } from './walk';
 
 export interface ReferenceRow {
@@ -48,7 +48,9 @@ function rowsOf(schema: AnySchema, path: string, rows: ReferenceRow[]): void {
   const isSection = def.type === 'object';
   let defaultText = 'required';
   // A section filled from its fields' defaults has no default of its own worth showing.
+  const registered = firstMeta(layers, (layer) => fieldDefaults.get(layer));
   if (hasDefault) defaultText = isSection ? '—' : `\`${formatDefault(defaultValue)}\``;
+  else if (registered !== undefined) defaultText = `\`${formatDefault(registered.value)}\``;
   else if (optional) defaultText = '—';
 
   if (path !== '') rows.push({ path, type, default: defaultText, description });
