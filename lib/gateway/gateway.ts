@@ -12,9 +12,9 @@ import { execFile } from 'node:child_process';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { promisify } from 'node:util';
 
-import type { CompiledConfig, PortModel, TunnelModel } from '../config/compile';
+import { overIPv4, type CompiledConfig, type PortModel, type TunnelModel } from '../config/compile';
 import { Conntrack, conntrackSysctl, type CtConnection } from '../conntrack';
-import { Dataplane, type FlowDirection } from '../dataplane';
+import { Dataplane, type FlowDirection, type TunnelOptions } from '../dataplane';
 import { FlowgateError } from '../errors';
 import type { Logger } from '../log';
 import { KernelMirror } from '../slowpath/kernel';
@@ -92,7 +92,7 @@ function planReload(old: CompiledConfig, next: CompiledConfig): ReloadPlan {
   // A port whose device or MAC changes is a new port; a tunnel changes as a whole, and goes
   // with its underlay.
   const portKey = (p: PortModel) => JSON.stringify([p.device, p.mac?.text ?? null]);
-  const tunnelKey = (t: TunnelModel) => JSON.stringify([t.local.text, t.remote.text, t.underlay, t.encaplimit, t.hoplimit, t.tclass, t.flowlabel, t.mtu]);
+  const tunnelKey = (t: TunnelModel) => JSON.stringify([t.local.text, t.remote.text, t.underlay, outerHeader(t), t.mtu]);
   const newPorts = new Map(next.ports.map((p) => [p.name, p]));
   const oldPorts = new Map(old.ports.map((p) => [p.name, p]));
   const newTunnels = new Map(next.tunnels.map((t) => [t.name, t]));
@@ -137,6 +137,15 @@ function planReload(old: CompiledConfig, next: CompiledConfig): ReloadPlan {
     mtuChanged: (port) => mtuChangedPorts.has(port),
     changes,
   };
+}
+
+/**
+ * The dataplane's outer header settings of a tunnel, by its underlay: the config's iproute2
+ * names (ttl and tos for IPv4) become the dataplane's, which names both families' alike.
+ */
+function outerHeader(t: TunnelModel): Pick<TunnelOptions, 'mode' | 'encapLimit' | 'hopLimit' | 'tclass' | 'flowLabel' | 'pmtudisc'> {
+  if (overIPv4(t)) return { mode: t.mode, hopLimit: t.ttl, tclass: t.tos, pmtudisc: t.pmtudisc };
+  return { mode: t.mode, encapLimit: t.encaplimit, hopLimit: t.hoplimit, tclass: t.tclass, flowLabel: t.flowlabel };
 }
 
 const familyOf = (address: string): 4 | 6 => (address.includes(':') ? 6 : 4);
@@ -356,14 +365,11 @@ export class Gateway implements GatewayView {
     this.unresolvedNextHops.delete(t.name);
     const adj = this.adjacencies.get(t.name);
     if (adj !== undefined && adj.dev === route.dev && adj.nextHop === nextHop && adj.mac === mac) return true;
-    const options = {
+    const options: TunnelOptions = {
       name: t.name,
       local: t.local.text,
       remote: t.remote.text,
-      encapLimit: t.encaplimit,
-      hopLimit: t.hoplimit,
-      tclass: t.tclass,
-      flowLabel: t.flowlabel,
+      ...outerHeader(t),
       mtu: t.mtu,
       underlay: t.underlay,
       nextHopMac: mac,
@@ -839,7 +845,7 @@ export class Gateway implements GatewayView {
   }
 
   flows(): AsyncIterable<GatewayFlow[]> {
-    return gatewayFlowPages(this.dp);
+    return gatewayFlowPages(this.dp, new Map(this.model.tunnels.map((t) => [t.name, t.mode])));
   }
 
   /** For tests and the demo: the learner's own figures. */
