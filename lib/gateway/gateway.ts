@@ -648,7 +648,12 @@ export class Gateway implements GatewayView {
     this.tickMs.max = Math.max(this.tickMs.max, this.tickMs.last);
     for (const m of this.dp.applyPathMtuReports()) {
       if (m.pathMtu === null) this.log.info('tunnel path MTU expired', { tunnel: m.name, mtu: m.effectiveMtu });
-      else this.log.info('tunnel path MTU lowered by ICMPv6 packet too big', { tunnel: m.name, path_mtu: m.pathMtu, mtu: m.effectiveMtu });
+      else {
+        // What lowered it: the underlay's own ICMP error (an IPv4 underlay's fragmentation needed).
+        const tunnel = this.model.tunnels.find((t) => t.name === m.name);
+        const by = tunnel !== undefined && overIPv4(tunnel) ? 'ICMP fragmentation needed' : 'ICMPv6 packet too big';
+        this.log.info(`tunnel path MTU lowered by ${by}`, { tunnel: m.name, path_mtu: m.pathMtu, mtu: m.effectiveMtu });
+      }
       await this.followTunnelMtu(m.name);
     }
     for (const t of this.model.tunnels) if (!this.adjacencies.has(t.name)) await this.resolveTunnel(t);
