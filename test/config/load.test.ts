@@ -226,6 +226,9 @@ describe('config loading', () => {
           "invalid/tunnel-mode-keys.yaml:37:15: tunnels.v4in6.pmtudisc: expected true or false, found 'yes'",
           "invalid/tunnel-mode-keys.yaml:37:15: tunnels.v4in6.pmtudisc: expected no 'pmtudisc' in an ip4ip6 tunnel (ip4ip6 tunnels run over IPv6 and take encaplimit, hoplimit, tclass and flowlabel), found 'yes'",
           "invalid/tunnel-mode-keys.yaml:39:11: tunnels.bogus.mode: expected one of 'ip4ip6', 'ip6ip6', 'ipip', 'sit', found 'gre'",
+          // Hostile shapes: a tunnel that is no mapping, and one without a mode, whose keys no mode can judge.
+          'invalid/tunnel-mode-keys.yaml:43:11: tunnels.scalar: expected a mapping of tunnel settings, found 7',
+          "invalid/tunnel-mode-keys.yaml:44:3: tunnels.nomode.mode: expected one of 'ip4ip6', 'ip6ip6', 'ipip', 'sit', found nothing",
         ],
       },
       {
