@@ -27,6 +27,7 @@ import {
   NativeFlowSpec,
   NativePortCounters,
   NativePortSpec,
+  NativeTunnelMode,
   NativeTunnelParams,
 } from './native';
 
@@ -103,7 +104,7 @@ export interface PortInfo {
  * Tunnel encapsulations, as Linux names them: ip6tnl's `ip4ip6` and `ip6ip6` (RFC 2473),
  * `ipip` (RFC 2003) and `sit` (IPv6 in IPv4, RFC 4213).
  */
-export type TunnelMode = 'ip4ip6' | 'ip6ip6' | 'ipip' | 'sit';
+export type TunnelMode = NativeTunnelMode;
 
 export interface TunnelOptions {
   name: string;
@@ -228,8 +229,16 @@ const DEFAULT_FLOW_CAPACITY = 1_048_576;
 const FLOW_PAGE_SIZE = 256;
 const DEFAULT_MBUFS = 16_383;
 const DEFAULT_MBUF_DATA_ROOM = 2048;
-const TUNNEL_OUTER_HEADERS = 40;
+const IPV6_HEADER = 40;
+const IPV4_HEADER = 20;
 const TUNNEL_ENCAP_LIMIT_OPTION = 8;
+/** Outer (underlay) and inner (payload) families of each mode. */
+const TUNNEL_MODE_FAMILIES: Record<TunnelMode, { outer: 4 | 6; inner: 4 | 6 }> = {
+  ip4ip6: { outer: 6, inner: 4 },
+  ip6ip6: { outer: 6, inner: 6 },
+  ipip: { outer: 4, inner: 4 },
+  sit: { outer: 4, inner: 6 },
+};
 
 type State = 'new' | 'running' | 'stopped';
 
@@ -514,15 +523,27 @@ export class Dataplane {
 
   private tunnelParams(o: TunnelOptions): { params: NativeTunnelParams; local: Buffer; remote: Buffer } {
     const what = `tunnel ${o.name}`;
+    const mode = o.mode ?? 'ip4ip6';
+    const families = TUNNEL_MODE_FAMILIES[mode];
+    if (families === undefined) throw new InvalidArgumentError(`${what}: mode: expected 'ip4ip6', 'ip6ip6', 'ipip' or 'sit', found ${String(mode)}`);
     const local = ipOf(o.local, `${what}: local`);
     const remote = ipOf(o.remote, `${what}: remote`);
-    if (local.family !== 6 || remote.family !== 6)
-      throw new InvalidArgumentError(`${what}: ip4ip6 tunnels have IPv6 endpoints, found local ${o.local} and remote ${o.remote}`);
+    if (local.family !== families.outer || remote.family !== families.outer)
+      throw new InvalidArgumentError(`${what}: ${mode} tunnels have IPv${families.outer} endpoints, found local ${o.local} and remote ${o.remote}`);
     const underlay = this.port(o.underlay);
-    const encapLimit = o.encapLimit === undefined ? 4 : o.encapLimit === 'none' ? null : intIn(o.encapLimit, `${what}: encapLimit`, 0, 255);
-    const headers = TUNNEL_OUTER_HEADERS + (encapLimit === null ? 0 : TUNNEL_ENCAP_LIMIT_OPTION);
+    let headers = IPV4_HEADER;
+    let encapLimit: number | null = null;
+    if (families.outer === 6) {
+      encapLimit = o.encapLimit === undefined ? 4 : o.encapLimit === 'none' ? null : intIn(o.encapLimit, `${what}: encapLimit`, 0, 255);
+      headers = IPV6_HEADER + (encapLimit === null ? 0 : TUNNEL_ENCAP_LIMIT_OPTION);
+      if (o.pmtudisc !== undefined) throw new InvalidArgumentError(`${what}: pmtudisc is for tunnels over IPv4, not ${mode}`);
+    } else {
+      for (const key of ['encapLimit', 'flowLabel'] as const)
+        if (o[key] !== undefined) throw new InvalidArgumentError(`${what}: ${key} is for tunnels over IPv6, not ${mode}`);
+    }
     const mtu = o.mtu === undefined ? underlay.mtu - headers : intIn(o.mtu, `${what}: mtu`, 68, underlay.mtu - headers);
     const params: NativeTunnelParams = {
+      mode,
       local: local.bytes,
       remote: remote.bytes,
       encapLimit,
@@ -530,6 +551,7 @@ export class Dataplane {
       tclass: o.tclass === undefined ? 0 : o.tclass === 'inherit' ? null : intIn(o.tclass, `${what}: tclass`, 0, 255),
       flowLabel: o.flowLabel === undefined || o.flowLabel === 'hash' ? 0 : intIn(o.flowLabel, `${what}: flowLabel`, 0, 0xfffff),
       flowLabelHash: o.flowLabel === 'hash',
+      pmtudisc: o.pmtudisc ?? true,
       mtu,
       port: underlay.id,
       dstMac: macOf(o.nextHopMac, `${what}: nextHopMac`),
@@ -603,18 +625,19 @@ export class Dataplane {
       dport: intIn(d.dport, `${what}.dport`, 0, 65535),
       action: 'fwd4',
     };
-    if (d.tunnel !== undefined) {
-      const t = this.tunnel(d.tunnel, `${what}.tunnel`);
-      if (src.family !== 4) throw new InvalidArgumentError(`${what}: ip4ip6 tunnels carry IPv4, found ${d.src}`);
-      spec.outerSrc = t.remote;
-      spec.outerDst = t.local;
-    }
+    const tunnelCarries = (t: TunnelRecord, field: string) => {
+      const mode = t.options.mode ?? 'ip4ip6';
+      const inner = TUNNEL_MODE_FAMILIES[mode].inner;
+      if (src.family !== inner) throw new InvalidArgumentError(`${what}.${field}: ${mode} tunnels carry IPv${inner}, found ${d.src}`);
+      return t.id;
+    };
+    if (d.tunnel !== undefined) spec.tunnel = tunnelCarries(this.tunnel(d.tunnel, `${what}.tunnel`), 'tunnel');
     if ('tunnel' in d.out) {
       if (d.tunnel !== undefined) throw new InvalidArgumentError(`${what}: a flow cannot both arrive in and leave by a tunnel`);
-      spec.action = 'encap4in6';
-      spec.tunnel = this.tunnel(d.out.tunnel, `${what}.out.tunnel`).id;
+      spec.action = 'encap';
+      spec.tunnel = tunnelCarries(this.tunnel(d.out.tunnel, `${what}.out.tunnel`), 'out.tunnel');
     } else {
-      spec.action = d.tunnel !== undefined ? 'decap4in6' : src.family === 4 ? 'fwd4' : 'fwd6';
+      spec.action = d.tunnel !== undefined ? 'decap' : src.family === 4 ? 'fwd4' : 'fwd6';
       spec.outPort = this.portId(d.out.port, `${what}.out.port`);
       spec.dstMac = macOf(d.out.mac, `${what}.out.mac`);
       if (d.out.srcMac !== undefined) spec.srcMac = macOf(d.out.srcMac, `${what}.out.srcMac`);
@@ -703,12 +726,9 @@ export class Dataplane {
       out: { tunnel: '' },
       ...counter,
     };
-    if (f.outerSrc !== undefined && f.outerDst !== undefined) {
-      for (const [name, t] of this.tunnels)
-        if (t.remote.equals(f.outerSrc) && t.local.equals(f.outerDst)) d.tunnel = name;
-    }
-    if (f.action === 'encap4in6') {
-      for (const [name, t] of this.tunnels) if (t.id === f.tunnel) d.out = { tunnel: name };
+    if (f.action === 'decap') d.tunnel = this.tunnelName(f.tunnel as number);
+    if (f.action === 'encap') {
+      d.out = { tunnel: this.tunnelName(f.tunnel as number) ?? String(f.tunnel) };
     } else {
       d.out = {
         port: this.portNames.get(f.outPort as number) ?? String(f.outPort),

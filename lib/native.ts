@@ -9,7 +9,9 @@ import * as path from 'node:path';
 import type { AddressEvent, KernelChange, LinkEvent, NeighborEvent, NexthopEvent, ResyncEvent, RouteCounts, RouteEvent, RuleEvent } from './slowpath/monitor';
 
 export type NativeIdleMode = 'busy' | 'adaptive';
-export type NativeFlowAction = 'fwd4' | 'fwd6' | 'decap4in6' | 'encap4in6';
+export type NativeFlowAction = 'fwd4' | 'fwd6' | 'decap' | 'encap';
+/** Linux's tunnel mode names (native/dp/tunnel.h tunnel_mode). */
+export type NativeTunnelMode = 'ip4ip6' | 'ip6ip6' | 'ipip' | 'sit';
 
 export interface NativeInitOptions {
   ealArgs: string[];
@@ -60,9 +62,12 @@ export interface NativePortCounters {
 }
 
 export interface NativeTunnelParams {
+  /** Default ip4ip6. */
+  mode?: NativeTunnelMode;
+  /** 16 bytes over IPv6, 4 over IPv4. */
   local: Buffer;
   remote: Buffer;
-  /** null: no destination options header. */
+  /** null: no destination options header (always, over IPv4). */
   encapLimit: number | null;
   /** 0: inherit the inner TTL. */
   hopLimit: number;
@@ -70,6 +75,8 @@ export interface NativeTunnelParams {
   tclass: number | null;
   flowLabel: number;
   flowLabelHash: boolean;
+  /** IPv4 underlay: DF on every packet (default), else DF from the inner IPv4 packet. */
+  pmtudisc?: boolean;
   mtu: number;
   port: number;
   dstMac: Buffer;
@@ -85,12 +92,16 @@ export interface NativeFlowSpec {
   dst: Buffer;
   sport: number;
   dport: number;
+  /** Keys out of the addon (parse, records) of tunnelled packets: the mode, and the outer addresses as the key holds them (ip6ip6: only their fold). */
+  tunnelMode?: NativeTunnelMode;
   outerSrc?: Buffer;
   outerDst?: Buffer;
+  outerFold?: Buffer;
   action: NativeFlowAction;
   outPort?: number;
   dstMac?: Buffer;
   srcMac?: Buffer;
+  /** encap: the tunnel out; decap: the tunnel in (the dataplane adds its outer part to the key). */
   tunnel?: number;
   nat?: NativeFlowNat;
 }
@@ -162,7 +173,7 @@ export interface NativeStats {
   slowpath: {
     kernelRxPackets: number;
     kernelTxDropped: number;
-    tunNotIpv4: number;
+    tunWrongFamily: number;
     noHeadroom: number;
     observations: number;
     observationsLost: number;

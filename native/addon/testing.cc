@@ -225,9 +225,16 @@ struct harness {
     uint32_t idx = ft.alloc();
     if (idx == FLOW_NONE) throw dp_error(ERR_FLOWTABLE_FULL, "setup flows exceed the capacity");
     flow_entry &e = ft.entry(idx);
-    flow_entry_init(e, f.key, f.action, FLOW_NONE, pl_now);
+    flow_key key = f.key;
+    // As dataplane::resolve_flow(): a decap flow's key has its tunnel's outer part.
+    if (f.action == FLOW_ACT_DECAP) {
+      if (f.tunnel >= MAX_TUNNELS || !snap->tun[f.tunnel].active) throw dp_error(ERR_NOT_FOUND, "setup flow: no such tunnel");
+      tunnel_key_outer(snap->tun[f.tunnel], &key);
+    }
+    flow_entry_init(e, key, f.action, FLOW_NONE, pl_now);
     ft.set_nat(idx, f.nat);
-    if (f.action == FLOW_ACT_ENCAP4IN6) {
+    if (f.action == FLOW_ACT_DECAP) e.tunnel = f.tunnel;
+    if (f.action == FLOW_ACT_ENCAP) {
       e.target = f.tunnel;
     } else {
       if (n_adj == 1024) throw dp_error(ERR_LIMIT, "too many test adjacencies");
@@ -579,6 +586,7 @@ Napi::Value ObservationLayout(const Napi::CallbackInfo &info) {
 #undef FG_OFFSET
   o.Set("keyIp4Src", static_cast<uint32_t>(offsetof(flow_key, ip4.src)));
   o.Set("keyIp4OuterSrc", static_cast<uint32_t>(offsetof(flow_key, ip4.outer_src)));
+  o.Set("keyIp6Outer", static_cast<uint32_t>(offsetof(flow_key, ip6.outer)));
   o.Set("keySport", static_cast<uint32_t>(offsetof(flow_key, sport)));
   o.Set("keyInPort", static_cast<uint32_t>(offsetof(flow_key, in_port)));
   o.Set("keyL3", static_cast<uint32_t>(offsetof(flow_key, l3proto)));

@@ -260,7 +260,7 @@ void dataplane::remove_port(uint16_t port) {
   // that punt to it.
   flows_.remove_if([&](const flow_entry &e, uint32_t) {
     if (e.key.in_port == port) return true;
-    if (e.action == FLOW_ACT_ENCAP4IN6) return snap_->tun[e.target].port == port;
+    if (e.action == FLOW_ACT_ENCAP) return snap_->tun[e.target].port == port;
     return flows_.adjacencies()[e.target].port == port;
   });
   auto next = next_snapshot();
@@ -423,13 +423,32 @@ void dataplane::stop() {
 // ---- tunnels ---------------------------------------------------------------------------
 
 static void check_tunnel_params(const tunnel_params &p) {
+  if (!tunnel_mode_valid(p.mode)) throw dp_error(ERR_INVALID_ARGUMENT, "unknown tunnel mode " + std::to_string(p.mode));
   if (p.encap_limit < -1 || p.encap_limit > 255)
     throw dp_error(ERR_INVALID_ARGUMENT, "encapsulation limit must be 0..255 or none");
   if (p.tclass < -1 || p.tclass > 255) throw dp_error(ERR_INVALID_ARGUMENT, "traffic class must be 0..255 or inherit");
   if (p.flowlabel > 0xfffff) throw dp_error(ERR_INVALID_ARGUMENT, "flow label must be 0..0xfffff");
   if (p.mtu < 68) throw dp_error(ERR_INVALID_ARGUMENT, "tunnel MTU must be at least 68");
-  if (!tunnel_endpoint_ok(p.local) || !tunnel_endpoint_ok(p.remote))
-    throw dp_error(ERR_INVALID_ARGUMENT, "tunnel endpoints must be unicast addresses (not ::, ::1 or multicast)");
+  if (tunnel_outer_family(p.mode) == 6) {
+    if (!tunnel_endpoint_ok(p.local) || !tunnel_endpoint_ok(p.remote))
+      throw dp_error(ERR_INVALID_ARGUMENT, "tunnel endpoints must be unicast addresses (not ::, ::1 or multicast)");
+  } else {
+    if (p.encap_limit >= 0 || p.flowlabel != 0 || p.flowlabel_hash)
+      throw dp_error(ERR_INVALID_ARGUMENT, "an IPv4 underlay has no encapsulation limit or flow label");
+    static const uint8_t zero[12] = {};
+    if (memcmp(p.local + 4, zero, 12) != 0 || memcmp(p.remote + 4, zero, 12) != 0)
+      throw dp_error(ERR_INVALID_ARGUMENT, "an IPv4 underlay's endpoints are IPv4 addresses");
+    if (!tunnel_endpoint4_ok(p.local) || !tunnel_endpoint4_ok(p.remote))
+      throw dp_error(ERR_INVALID_ARGUMENT,
+                     "tunnel endpoints must be unicast addresses (not 0.0.0.0, loopback, multicast or broadcast)");
+  }
+}
+
+// Whether tunnel t has these endpoints and mode: two tunnels of one mode between the same
+// two addresses could not tell their packets apart.
+static bool same_tunnel(const tunnel &t, const tunnel_params &p) {
+  return t.active && t.mode == p.mode && memcmp(t.local(), p.local, t.address_len()) == 0 &&
+         memcmp(t.remote(), p.remote, t.address_len()) == 0;
 }
 
 uint16_t dataplane::add_tunnel(const tunnel_params &p) {
@@ -440,8 +459,8 @@ uint16_t dataplane::add_tunnel(const tunnel_params &p) {
   while (id < MAX_TUNNELS && snap_->tun[id].active) id++;
   if (id == MAX_TUNNELS) throw dp_error(ERR_LIMIT, "at most " + std::to_string(MAX_TUNNELS) + " tunnels");
   for (const tunnel &t : snap_->tun)
-    if (t.active && memcmp(t.local(), p.local, 16) == 0 && memcmp(t.remote(), p.remote, 16) == 0)
-      throw dp_error(ERR_INVALID_ARGUMENT, "a tunnel with this local and remote address exists already");
+    if (same_tunnel(t, p))
+      throw dp_error(ERR_INVALID_ARGUMENT, "a tunnel of this mode with this local and remote address exists already");
   auto next = next_snapshot();
   tunnel_build(&next->tun[id], p);
   publish(std::move(next));
@@ -454,17 +473,17 @@ void dataplane::update_tunnel(uint16_t id, const tunnel_params &p) {
   require_port(p.port);
   if (p.slowpath_port != PORT_NONE) require_port(p.slowpath_port);
   check_tunnel_params(p);
+  for (uint16_t other = 0; other < MAX_TUNNELS; other++)
+    if (other != id && same_tunnel(snap_->tun[other], p))
+      throw dp_error(ERR_INVALID_ARGUMENT, "a tunnel of this mode with this local and remote address exists already");
   const tunnel &old = snap_->tun[id];
-  bool endpoints_changed = memcmp(old.local(), p.local, 16) != 0 || memcmp(old.remote(), p.remote, 16) != 0;
+  bool endpoints_changed = old.mode != p.mode || memcmp(old.local(), p.local, old.address_len()) != 0 ||
+                           memcmp(old.remote(), p.remote, old.address_len()) != 0;
   bool label_mode_changed = ((old.flags & TUNNEL_F_FLOWLABEL_HASH) != 0) != p.flowlabel_hash;
   if (endpoints_changed || label_mode_changed) {
     // Decap flows are keyed by the old endpoints and encap flows carry per-flow labels made
     // for the old mode: the learner installs them again through the slow path.
-    flows_.remove_if([&](const flow_entry &e, uint32_t) {
-      if (e.action == FLOW_ACT_ENCAP4IN6) return e.target == id;
-      return e.action == FLOW_ACT_DECAP4IN6 && memcmp(e.key.ip4.outer_dst, old.local(), 16) == 0 &&
-             memcmp(e.key.ip4.outer_src, old.remote(), 16) == 0;
-    });
+    remove_tunnel_flows(id);
   }
   // The path towards the same remote keeps the MTU it was found to have (a new next hop
   // MAC is the same path, as Linux's route PMTU outlives a neighbour change).
@@ -476,15 +495,16 @@ void dataplane::update_tunnel(uint16_t id, const tunnel_params &p) {
   if (path_mtu == 0) __atomic_store_n(&path_mtu_reports_[id], uint16_t{0}, __ATOMIC_RELAXED);
 }
 
+void dataplane::remove_tunnel_flows(uint16_t id) {
+  flows_.remove_if([&](const flow_entry &e, uint32_t) {
+    return (e.action == FLOW_ACT_ENCAP && e.target == id) || (e.action == FLOW_ACT_DECAP && e.tunnel == id);
+  });
+}
+
 void dataplane::remove_tunnel(uint16_t id) {
   require_init();
   if (id >= MAX_TUNNELS || !snap_->tun[id].active) throw dp_error(ERR_NOT_FOUND, "no tunnel with id " + std::to_string(id));
-  const tunnel &t = snap_->tun[id];
-  flows_.remove_if([&](const flow_entry &e, uint32_t) {
-    if (e.action == FLOW_ACT_ENCAP4IN6) return e.target == id;
-    return e.action == FLOW_ACT_DECAP4IN6 && memcmp(e.key.ip4.outer_dst, t.local(), 16) == 0 &&
-           memcmp(e.key.ip4.outer_src, t.remote(), 16) == 0;
-  });
+  remove_tunnel_flows(id);
   auto next = next_snapshot();
   memset(&next->tun[id], 0, sizeof(tunnel));
   next->tun[id].slowpath_port = PORT_NONE;
@@ -538,22 +558,21 @@ void dataplane::validate_flow(const flow_spec &f) const {
     throw dp_error(ERR_NOT_FOUND, "flow input port " + std::to_string(k.in_port) + " does not exist");
   if (k.l4proto != IPPROTO_TCP && k.l4proto != IPPROTO_UDP)
     throw dp_error(ERR_INVALID_ARGUMENT, "flow L4 protocol must be TCP or UDP, got " + std::to_string(k.l4proto));
+  const tunnel *t = f.tunnel < MAX_TUNNELS && snap_->tun[f.tunnel].active ? &snap_->tun[f.tunnel] : nullptr;
   switch (f.action) {
     case FLOW_ACT_FWD4:
-    case FLOW_ACT_ENCAP4IN6:
-      if (k.l3proto != FLOW_L3_IPV4)
-        throw dp_error(ERR_INVALID_ARGUMENT, "forward and encap flows match plain IPv4 packets");
+      if (k.l3proto != FLOW_L3_IPV4) throw dp_error(ERR_INVALID_ARGUMENT, "IPv4 forward flows match plain IPv4 packets");
       break;
     case FLOW_ACT_FWD6:
       if (k.l3proto != FLOW_L3_IPV6) throw dp_error(ERR_INVALID_ARGUMENT, "IPv6 forward flows match IPv6 packets");
       break;
-    case FLOW_ACT_DECAP4IN6:
-      if (!flow_key_is_tunnelled(k))
-        throw dp_error(ERR_INVALID_ARGUMENT, "decap flows match the outer IPv6 source and destination too");
-      // No tunnel has such an endpoint (add_tunnel refuses it), and nothing is decapsulated
-      // from one: a packet to or from it is not a tunnel's.
-      if (!tunnel_endpoint_ok(k.ip4.outer_src) || !tunnel_endpoint_ok(k.ip4.outer_dst))
-        throw dp_error(ERR_INVALID_ARGUMENT, "decap flows' outer addresses must be unicast (not ::, ::1 or multicast)");
+    case FLOW_ACT_ENCAP:
+    case FLOW_ACT_DECAP:
+      if (t == nullptr) throw dp_error(ERR_NOT_FOUND, "flow tunnel " + std::to_string(f.tunnel) + " does not exist");
+      // The key as the packet's inner one; resolve_flow() adds a decap flow's outer part.
+      if (k.l3proto != (t->inner_ipv4() ? FLOW_L3_IPV4 : FLOW_L3_IPV6))
+        throw dp_error(ERR_INVALID_ARGUMENT, std::string("the tunnel carries ") + (t->inner_ipv4() ? "IPv4" : "IPv6") +
+                                                 ", not the flow's packets");
       break;
     default:
       throw dp_error(ERR_INVALID_ARGUMENT, "unknown flow action " + std::to_string(f.action));
@@ -562,13 +581,13 @@ void dataplane::validate_flow(const flow_spec &f) const {
   // drops PACKET_BROADCAST and PACKET_MULTICAST, ip_route_input_slow() refuses zero and
   // multicast sources) and so never offers such a flow; the fast path, which compares
   // addresses only, must not hold one either.
-  if (k.l3proto == FLOW_L3_IPV4) {
+  if (flow_l3_is_ipv4(k.l3proto)) {
     uint32_t src = rte_be_to_cpu_32(k.ip4.src), dst = rte_be_to_cpu_32(k.ip4.dst);
     if (RTE_IS_IPV4_MCAST(dst) || dst == UINT32_MAX)
       throw dp_error(ERR_INVALID_ARGUMENT, "flow destination must be a unicast address, not multicast or broadcast");
     if (src == 0 || RTE_IS_IPV4_MCAST(src) || src == UINT32_MAX)
       throw dp_error(ERR_INVALID_ARGUMENT, "flow source must be a unicast address, not unspecified, multicast or broadcast");
-  } else if (k.l3proto == FLOW_L3_IPV6) {
+  } else {
     if (ip6_is_multicast(k.ip6.dst))
       throw dp_error(ERR_INVALID_ARGUMENT, "flow destination must be a unicast address, not multicast");
     if (ip6_is_unspecified(k.ip6.src) || ip6_is_multicast(k.ip6.src))
@@ -576,17 +595,15 @@ void dataplane::validate_flow(const flow_spec &f) const {
   }
   if (((f.nat.flags & NAT_F_SPORT) && f.nat.sport == 0) || ((f.nat.flags & NAT_F_DPORT) && f.nat.dport == 0))
     throw dp_error(ERR_INVALID_ARGUMENT, "flow NAT ports must be 1..65535");
-  if (f.action == FLOW_ACT_ENCAP4IN6) {
-    if (f.tunnel >= MAX_TUNNELS || !snap_->tun[f.tunnel].active)
-      throw dp_error(ERR_NOT_FOUND, "flow tunnel " + std::to_string(f.tunnel) + " does not exist");
-  } else if (f.out_port >= MAX_PORTS || !ports_[f.out_port].used) {
+  if (f.action != FLOW_ACT_ENCAP && (f.out_port >= MAX_PORTS || !ports_[f.out_port].used)) {
     throw dp_error(ERR_NOT_FOUND, "flow output port " + std::to_string(f.out_port) + " does not exist");
   }
 }
 
 flow_spec dataplane::resolve_flow(const flow_spec &f) const {
   flow_spec r = f;
-  if (f.action != FLOW_ACT_ENCAP4IN6 && !f.has_src_mac) {
+  if (f.action == FLOW_ACT_DECAP) tunnel_key_outer(snap_->tun[f.tunnel], &r.key);
+  if (f.action != FLOW_ACT_ENCAP && !f.has_src_mac) {
     memcpy(r.src_mac, ports_[f.out_port].mac, 6);
     r.has_src_mac = true;
   }

@@ -174,6 +174,8 @@ class dataplane {
   void publish(std::unique_ptr<snapshot> next);
   void derive(snapshot &s) const;
 
+  // Remove the flows into and out of a tunnel (its decap and encap flows).
+  void remove_tunnel_flows(uint16_t id);
   void validate_flow(const flow_spec &f) const;
   // f with its source MAC: the output port's address unless given.
   flow_spec resolve_flow(const flow_spec &f) const;

@@ -34,13 +34,33 @@ inline void trim_packet(pipeline &pl, rte_mbuf *m, uint32_t len) {
 }
 
 // A tunnel whose punted packets go decapsulated to its own slow-path port (the kernel's
-// TUN device for it), by its remote and local address.
-uint16_t slowpath_tunnel(const snapshot *s, const uint8_t *remote, const uint8_t *local) {
+// TUN device for it), by its mode and its remote and local address (ipip and sit between
+// the same two addresses are two tunnels, as in Linux).
+uint16_t slowpath_tunnel(const snapshot *s, uint8_t mode, const uint8_t *remote, const uint8_t *local) {
   for (uint16_t id = 0; id < MAX_TUNNELS; id++) {
     const tunnel &t = s->tun[id];
-    if (t.slowpath_port != PORT_NONE && tunnel_matches(t, remote, local)) return id;
+    if (t.mode == mode && t.slowpath_port != PORT_NONE && tunnel_matches(t, remote, local)) return id;
   }
   return TUNNEL_NONE;
+}
+
+// The tunnel mode of a frame that parsing found encapsulated (meta.outer_len != 0) with a
+// valid inner header (meta.l3_len != 0): the outer header's family and the inner one's.
+inline uint8_t frame_tunnel_mode(const uint8_t *frame, const pkt_meta &meta) {
+  const uint8_t outer = detail::load_be16(frame + 12) == rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4) ? 4 : 6;
+  return flow_l3_tunnelled(frame[meta.l3_off] >> 4, outer);
+}
+
+// The outer source and destination address of a frame whose outer header is IPv4 or IPv6.
+inline void frame_outer_addresses(const uint8_t *frame, uint8_t mode, const uint8_t **src, const uint8_t **dst) {
+  const uint8_t *ip = frame + ETH_HLEN;
+  if (tunnel_outer_family(mode) == 4) {
+    *src = ip + offsetof(rte_ipv4_hdr, src_addr);
+    *dst = ip + offsetof(rte_ipv4_hdr, dst_addr);
+  } else {
+    *src = ip + offsetof(rte_ipv6_hdr, src_addr);
+    *dst = ip + offsetof(rte_ipv6_hdr, dst_addr);
+  }
 }
 
 // Token bucket per worker and input port, in TSC cycles of credit: a flood of new flows
@@ -75,13 +95,17 @@ inline void observe_punt(pipeline &pl, rte_mbuf *m, uint16_t in_port, punt_reaso
 void to_slowpath(pipeline &pl, rte_mbuf *m, uint16_t in_port, punt_reason r, const pkt_meta &meta,
                  const flow_key *key) {
   const snapshot *s = pl.snap;
-  // l3_len != 0: parsing validated the inner IPv4 header, so it can be read and decapsulated.
+  // l3_len != 0: parsing validated the inner IP header, so it can be read and decapsulated.
   if (meta.outer_len != 0 && meta.l3_len != 0) {
-    auto *outer = rte_pktmbuf_mtod_offset(m, const rte_ipv6_hdr *, ETH_HLEN);
-    uint16_t tid = slowpath_tunnel(s, outer->src_addr, outer->dst_addr);
+    uint8_t *frame = rte_pktmbuf_mtod(m, uint8_t *);
+    const uint8_t mode = frame_tunnel_mode(frame, meta);
+    const uint8_t *remote, *local;
+    frame_outer_addresses(frame, mode, &remote, &local);
+    uint16_t tid = slowpath_tunnel(s, mode, remote, local);
     if (tid != TUNNEL_NONE) {
-      auto *inner = rte_pktmbuf_mtod_offset(m, rte_ipv4_hdr *, meta.l3_off);
-      if (!ecn_decapsulate(ip6_traffic_class(outer), inner)) return drop(pl, m, drop_reason::ecn);
+      const uint8_t tclass = outer_traffic_class(frame + ETH_HLEN, tunnel_outer_family(mode) == 4);
+      if (!ecn_decapsulate_inner(tclass, frame + meta.l3_off, tunnel_inner_family(mode) == 4))
+        return drop(pl, m, drop_reason::ecn);
       uint16_t tun_port = s->tun[tid].slowpath_port;
       observe_punt(pl, m, in_port, r, meta, key, tid);
       trim_packet(pl, m, meta.l3_off + meta.l3_len);
@@ -169,7 +193,7 @@ bool tunnel_packet_too_big(pipeline &pl, rte_mbuf *m) {
   if (rte_ipv6_udptcp_cksum_verify(ip6, f + ICMP6_OFF) != 0) return false;
 
   auto *quoted = reinterpret_cast<const rte_ipv6_hdr *>(f + QUOTED_OFF);
-  const uint16_t tid = slowpath_tunnel(pl.snap, quoted->dst_addr, quoted->src_addr);
+  const uint16_t tid = slowpath_tunnel(pl.snap, TUNNEL_IP4IP6, quoted->dst_addr, quoted->src_addr);
   if (tid == TUNNEL_NONE) return false;
   uint32_t inner_off = QUOTED_OFF + IP6_HLEN;
   uint8_t nh = quoted->proto;
@@ -283,7 +307,10 @@ bool tunnel_fragment(pipeline &pl, rte_mbuf *m, uint16_t in_port) {
   if (detail::load_be16(f + 12) != rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV6) ||
       (ip6->proto != IPPROTO_FRAGMENT && ip6->proto != IPPROTO_DSTOPTS_HDR))
     return false;
-  if (slowpath_tunnel(pl.snap, ip6->src_addr, ip6->dst_addr) == TUNNEL_NONE) return false;
+  // Whether it carries IPv4 or IPv6 shows once it is whole: either mode will do here.
+  if (slowpath_tunnel(pl.snap, TUNNEL_IP4IP6, ip6->src_addr, ip6->dst_addr) == TUNNEL_NONE &&
+      slowpath_tunnel(pl.snap, TUNNEL_IP6IP6, ip6->src_addr, ip6->dst_addr) == TUNNEL_NONE)
+    return false;
   if (ip6->proto == IPPROTO_DSTOPTS_HDR) {
     if (!fragment_header_first(m)) return false;
     f = rte_pktmbuf_mtod(m, uint8_t *);
@@ -379,11 +406,22 @@ inline uint16_t forward(pipeline &pl, burst_state &b, rte_mbuf *m, uint16_t in_p
   const snapshot *s = b.s;
   const uint8_t action = e.action;
   const uint16_t target = e.target;
+  if (unlikely(key.l3proto == FLOW_L3_IPV6_IN_IPV6)) {
+    // The key held only a fold of the outer addresses (flow_key.h): they must be those of
+    // the flow's tunnel. A packet that only shares the fold is not this flow's, and its own
+    // key is the flow's: the learner is not told.
+    const uint8_t *frame = rte_pktmbuf_mtod(m, const uint8_t *);
+    const auto *outer = reinterpret_cast<const rte_ipv6_hdr *>(frame + ETH_HLEN);
+    if (!tunnel_matches(s->tun[e.tunnel], outer->src_addr, outer->dst_addr)) {
+      punt(pl, m, in_port, punt_reason::miss, meta);
+      return PORT_NONE;
+    }
+  }
   const adjacency *a = nullptr;
   const tunnel *t = nullptr;
   uint16_t out;
   uint16_t mtu;
-  if (action == FLOW_ACT_ENCAP4IN6) {
+  if (action == FLOW_ACT_ENCAP) {
     t = &s->tun[target];
     out = t->port;
     mtu = t->active ? t->effective_mtu : 0;
@@ -413,7 +451,7 @@ inline uint16_t forward(pipeline &pl, burst_state &b, rte_mbuf *m, uint16_t in_p
 
   // Whatever can stop the packet from leaving is checked before it is modified, so that a
   // packet that goes to the slow path after all goes there as it came.
-  if (action == FLOW_ACT_ENCAP4IN6 && unlikely(rte_pktmbuf_headroom(m) < tunnel_overhead(*t))) {
+  if (action == FLOW_ACT_ENCAP && unlikely(rte_pktmbuf_headroom(m) < tunnel_overhead(*t))) {
     punt(pl, m, in_port, punt_reason::no_headroom, meta);
     return PORT_NONE;
   }
@@ -440,23 +478,32 @@ inline uint16_t forward(pipeline &pl, burst_state &b, rte_mbuf *m, uint16_t in_p
       ip6_dec_hop_limit(reinterpret_cast<rte_ipv6_hdr *>(frame + ETH_HLEN));
       write_eth_addrs(frame, *a);
       break;
-    case FLOW_ACT_DECAP4IN6: {
-      auto *outer = reinterpret_cast<const rte_ipv6_hdr *>(frame + ETH_HLEN);
-      auto *inner = reinterpret_cast<rte_ipv4_hdr *>(frame + meta.l3_off);
-      if (!ecn_decapsulate(ip6_traffic_class(outer), inner)) {
+    case FLOW_ACT_DECAP: {
+      // As the kernel's tunnel receive (ip6_tnl_rcv(), ip_tunnel_rcv()) and then the
+      // forward: RFC 6040 from the outer header into the inner one, then TTL or hop limit.
+      const bool inner_ipv4 = flow_l3_is_ipv4(key.l3proto);
+      uint8_t *inner = frame + meta.l3_off;
+      const uint8_t tclass = outer_traffic_class(frame + ETH_HLEN, tunnel_outer_family(key.l3proto) == 4);
+      if (!ecn_decapsulate_inner(tclass, inner, inner_ipv4)) {
         drop(pl, m, drop_reason::ecn);
         return PORT_NONE;
       }
-      ip4_dec_ttl(inner);
+      if (inner_ipv4)
+        ip4_dec_ttl(reinterpret_cast<rte_ipv4_hdr *>(inner));
+      else
+        ip6_dec_hop_limit(reinterpret_cast<rte_ipv6_hdr *>(inner));
       frame = reinterpret_cast<uint8_t *>(rte_pktmbuf_adj(m, meta.outer_len));
       write_eth_addrs(frame, *a);
-      const rte_be16_t ipv4 = rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4);
-      memcpy(frame + 12, &ipv4, 2);
+      const rte_be16_t ether_type = rte_cpu_to_be_16(inner_ipv4 ? RTE_ETHER_TYPE_IPV4 : RTE_ETHER_TYPE_IPV6);
+      memcpy(frame + 12, &ether_type, 2);
       break;
     }
-    case FLOW_ACT_ENCAP4IN6:
-      ip4_dec_ttl(reinterpret_cast<rte_ipv4_hdr *>(frame + ETH_HLEN));
-      encap_ip4in6(m, *t, meta.l3_len, (t->flags & TUNNEL_F_FLOWLABEL_HASH) ? flowlabel_of(key) : 0);
+    case FLOW_ACT_ENCAP:
+      if (flow_l3_is_ipv4(key.l3proto))
+        ip4_dec_ttl(reinterpret_cast<rte_ipv4_hdr *>(frame + ETH_HLEN));
+      else
+        ip6_dec_hop_limit(reinterpret_cast<rte_ipv6_hdr *>(frame + ETH_HLEN));
+      tunnel_encap(m, *t, meta.l3_len, (t->flags & TUNNEL_F_FLOWLABEL_HASH) ? flowlabel_of(key) : 0, pl.ip_id++);
       break;
     default:
       punt(pl, m, in_port, punt_reason::miss, meta);

@@ -71,6 +71,10 @@ struct pipeline {
   // thread last looked (0: none). Workers: atomic min; control thread: exchange with 0.
   uint16_t *path_mtu_reports = nullptr;
 
+  // The IPv4 identification of this worker's next encapsulated packet without DF (an IPv4
+  // underlay without pmtudisc): sequential, as RFC 791 asks of a source.
+  uint16_t ip_id = 0;
+
   uint16_t n_dirty = 0;        // ports with packets waiting in tx
   uint16_t dirty[MAX_PORTS];
   tx_buffer tx[MAX_PORTS];

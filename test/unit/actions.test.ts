@@ -52,11 +52,11 @@ function tunnel(over: Partial<NativeTunnelParams> = {}): NativeTunnelParams & { 
 
 // The reference connection: LAN host 192.168.0.10:40000 <-> 10.0.0.1:80 through the tunnel.
 const encapFlow = (l4 = 6): NativeFlowSpec => ({
-  inPort: LAN, l3: 4, l4, src: parseIPv4('192.168.0.10'), dst: parseIPv4('10.0.0.1'), sport: 40000, dport: 80, action: 'encap4in6', tunnel: 0,
+  inPort: LAN, l3: 4, l4, src: parseIPv4('192.168.0.10'), dst: parseIPv4('10.0.0.1'), sport: 40000, dport: 80, action: 'encap', tunnel: 0,
 });
 const decapFlow = (l4 = 6): NativeFlowSpec => ({
   inPort: WAN, l3: 4, l4, src: parseIPv4('10.0.0.1'), dst: parseIPv4('192.168.0.10'), sport: 80, dport: 40000,
-  outerSrc: parseIPv6(REMOTE), outerDst: parseIPv6(LOCAL), action: 'decap4in6', outPort: LAN, dstMac: parseMac(HOST_MAC), srcMac: parseMac(GW_LAN_MAC),
+  action: 'decap', tunnel: 0, outPort: LAN, dstMac: parseMac(HOST_MAC), srcMac: parseMac(GW_LAN_MAC),
 });
 const fwd4Flow = (): NativeFlowSpec => ({
   inPort: LAN, l3: 4, l4: 17, src: parseIPv4('192.168.0.10'), dst: parseIPv4('198.51.100.7'), sport: 5000, dport: 53, action: 'fwd4', outPort: WAN, dstMac: parseMac(PEER_MAC), srcMac: parseMac(GW_WAN_MAC),
