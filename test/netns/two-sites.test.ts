@@ -14,7 +14,8 @@
 import assert from 'node:assert/strict';
 
 import { TUNNEL_FAMILIES } from '../../lib/config/schema';
-import { DemoTopology, type DemoTunnel } from '../../lib/demo/topology';
+import type { ConfigInput } from '../../lib/config';
+import { DemoTopology, demoAddresses, type DemoTunnel } from '../../lib/demo/topology';
 import { startTraffic } from '../../lib/demo/traffic';
 import { assertFastPathCarried, awaitAtMost, delta, flowOf, HOOK_TIMEOUT_MS, icmpCounter, macOf, neighbor, statsOf, tcpTransfer, TEST_TIMEOUT_MS, until } from './support';
 
@@ -220,4 +221,74 @@ for (const { title, tunnel } of TUNNELS) describe(`two flowgate sites back to ba
     assert.match(atA, new RegExp(`From ${A().siteALan.replace(/\./g, '\\.')} icmp_seq=1 ${expired}`));
     assert.match(atB, new RegExp(`From ${A().tunnelB.replace(/\./g, '\\.')} icmp_seq=1 ${expired}`));
   });
+});
+
+// Several tunnels of different modes on one underlay port: the sites run dual stack, IPv4
+// through the ip4ip6 tunnel tun0 and IPv6 through a sit tunnel tun6, both over eth1 (an IPv6
+// and an IPv4 address on the same underlay).
+describe('two flowgate sites back to back, ip4ip6 and sit side by side over one underlay port (dual stack)', function () {
+  this.timeout(TEST_TIMEOUT_MS);
+  let topology: DemoTopology;
+  const v4 = demoAddresses('ip4ip6');
+  const v6 = demoAddresses('sit');
+
+  /** A site's config with the IPv6 hosts' network on eth0 and the sit tunnel tun6 over eth1's IPv4 address. */
+  const dualStack = (site: 'a' | 'b') => (config: ConfigInput) => {
+    const [lan, lanPrefix, underlay, peerUnderlay, own, peer] =
+      site === 'a'
+        ? [v6.siteALan, v6.lanPrefix, v6.underlayA, v6.underlayB, v6.tunnelA, v6.tunnelB]
+        : [v6.siteBLan, v6.remotePrefix, v6.underlayB, v6.underlayA, v6.tunnelB, v6.tunnelA];
+    config.ports.eth0?.addresses?.push(`${lan}/${lanPrefix}`);
+    config.ports.eth1?.addresses?.push(`${underlay}/${v6.underlayPrefix}`);
+    config.tunnels = { ...config.tunnels, tun6: { mode: 'sit', local: underlay, remote: peerUnderlay, addresses: [`${own}/${v6.tunnelPrefix}`] } };
+    config.routes = [...(config.routes ?? []), { to: '::/0', via: peer, dev: 'tun6' }];
+  };
+
+  before(async function () {
+    this.timeout(HOOK_TIMEOUT_MS);
+    topology = await DemoTopology.build({ farEnd: 'flowgate', prefix: 'fgt2d', privateSockets: true, configure: { a: dualStack('a'), b: dualStack('b') } });
+    for (const [host, address, prefix, gateway] of [
+      ['lan', v6.lanHost, v6.lanPrefix, v6.siteALan],
+      ['remote', v6.remoteHost, v6.remotePrefix, v6.siteBLan],
+    ] as const) {
+      await topology.run(host, ['ip', '-6', 'addr', 'add', `${address}/${prefix}`, 'dev', 'eth0', 'nodad']);
+      await topology.run(host, ['ip', '-6', 'route', 'add', 'default', 'via', gateway]);
+    }
+  });
+
+  after(async function () {
+    this.timeout(HOOK_TIMEOUT_MS);
+    await topology?.destroy();
+  });
+
+  it('offloads an IPv4 and an IPv6 connection at both sites at once, each through the tunnel of its family', async () => {
+    const sinks = [5401, 5402].map((port) => startTraffic(topology.ns.remote, { kind: 'tcp-receive', port }));
+    await Promise.all(sinks.map((s) => s.ready));
+    const sources = [
+      startTraffic(topology.ns.lan, { kind: 'tcp-send', host: v4.remoteHost, port: 5401, bytes: 64 * 1024, holdOpen: true }),
+      startTraffic(topology.ns.lan, { kind: 'tcp-send', host: v6.remoteHost, port: 5402, bytes: 64 * 1024, holdOpen: true }),
+    ];
+    try {
+      await Promise.all(sources.map((s) => s.ready));
+      for (const site of ['a', 'b'] as const) {
+        const listed = async (dport: number) => until(`site ${site.toUpperCase()} to offload the connection to ${dport}`, async () => flowOf(await topology.site(site).flows(), 'tcp', { dport }));
+        const ip4 = await listed(5401);
+        const ip6 = await listed(5402);
+        assert.deepEqual([ip4.src, ip4.dst, ip4.tunnel, ip4.tunnel_mode, ip4.reply !== null], [v4.lanHost, v4.remoteHost, 'tun0', 'ip4ip6', true]);
+        assert.deepEqual([ip6.src, ip6.dst, ip6.tunnel, ip6.tunnel_mode, ip6.reply !== null], [v6.lanHost, v6.remoteHost, 'tun6', 'sit', true]);
+      }
+    } finally {
+      for (const s of sources) s.finish();
+      await Promise.all([...sources, ...sinks].map((s) => s.result.catch(() => undefined)));
+    }
+  });
+
+  for (const [family, port] of [[4, 5411], [6, 5412]] as const) {
+    it(`carries 2 MB of TCP over IPv${family} byte for byte, >= 90 % on the fast path of both sites, while the other tunnel is up`, async () => {
+      const toAddress = family === 4 ? v4.remoteHost : v6.remoteHost;
+      const transfer = await tcpTransfer(topology, { from: 'lan', to: 'remote', toAddress, bytes: TWO_MB, port, offloadedAt: ['a', 'b'] });
+      assert.equal(transfer.received.sha256, transfer.sent.sha256);
+      assertFastPathCarried(transfer, ['a', 'b']);
+    });
+  }
 });
