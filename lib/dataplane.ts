@@ -78,7 +78,7 @@ export interface TunnelMtu {
   name: string;
   /** As configured. */
   mtu: number;
-  /** The underlay path MTU towards the remote learnt from ICMPv6 packet too big; null: none. */
+  /** The underlay path MTU towards the remote learnt from ICMPv6 packet too big or ICMPv4 fragmentation needed; null: none. */
   pathMtu: number | null;
   /** min(mtu, underlay port MTU - outer headers, pathMtu - outer headers): the largest inner packet sent. */
   effectiveMtu: number;
@@ -595,7 +595,7 @@ export class Dataplane {
 
   /**
    * Lowers the path MTU of the tunnels about whose packets the workers received ICMPv6
-   * packet too big since the last call (the fast path then sends larger packets to the
+   * packet too big (or ICMPv4 fragmentation needed, over IPv4) since the last call (the fast path then sends larger packets to the
    * kernel), forgets path MTUs learnt `expiresSeconds` ago or more (default 600, Linux's
    * net.ipv6.route.mtu_expires), and returns the tunnels whose MTUs changed.
    */

@@ -59,6 +59,9 @@ enum flow_state : uint8_t {
 // flow_entry::flags
 enum flow_flag : uint8_t {
   FLOW_F_NAT = 1 << 0,  // rewrite addresses/ports with flowtable::nat(index)
+  // The key holds only a fold of the outer addresses (IPv6 in IPv6, flow_key.h): a packet's
+  // must be compared with those of the flow's tunnel (flow_entry::tunnel).
+  FLOW_F_OUTER_FOLDED = 1 << 1,
 };
 
 struct alignas(CACHE_LINE) flow_entry {
@@ -80,7 +83,7 @@ inline void flow_entry_init(flow_entry &e, const flow_key &key, uint8_t action, 
   e.key = key;
   e.action = action;
   e.state = 0;
-  e.flags = 0;
+  e.flags = key.l3proto == FLOW_L3_IPV6_IN_IPV6 ? FLOW_F_OUTER_FOLDED : 0;
   e.pad = 0;
   e.tunnel = TUNNEL_NONE;
   e.pair = pair;

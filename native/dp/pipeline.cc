@@ -159,42 +159,112 @@ constexpr uint8_t ICMP4_TTL = 64;
 constexpr uint8_t ICMP4_ERROR_PRECEDENCE = 0xc0;
 constexpr uint8_t IP4_TOS_BITS = 0x1e;
 
+// The ICMP errors made here enter the kernel as if they came out of the tunnel: IPv6 hop
+// limit as the IPv4 TTL above; an ICMPv6 error carries at most the minimum MTU (RFC 4443
+// section 2.4 (c)), as Linux's icmp6_send() sends them.
+constexpr uint8_t ICMP6_HOP_LIMIT = 64;
+constexpr uint32_t ICMP6_ERROR_MAX = IP6_MIN_MTU;
+// Linux's floor for a path MTU an ICMPv4 fragmentation needed may set
+// (net.ipv4.route.min_pmtu, __ip_rt_update_pmtu()).
+constexpr uint32_t IP4_MIN_PMTU = 552;
+
+// Build, in place of the ICMP error that carries the quoted inner packet at inner_off (of
+// `avail` bytes, to `end`), the error for the inner packet's sender: ICMPv4 destination
+// unreachable, fragmentation needed (RFC 1191), or ICMPv6 packet too big (RFC 4443 section
+// 3.2), with MTU inner_mtu, from the quoted packet's destination to its source. Sends it
+// into the tunnel's TUN. Returns false, leaving the packet alone, when the quote is too short.
+bool relay_too_big(pipeline &pl, rte_mbuf *m, uint32_t inner_off, uint32_t end, bool inner_ipv4, uint32_t inner_mtu,
+                   const tunnel &t) {
+  uint8_t *f = rte_pktmbuf_mtod(m, uint8_t *);
+  if (inner_ipv4) {
+    auto *inner = reinterpret_cast<const rte_ipv4_hdr *>(f + inner_off);
+    const uint32_t inner_hlen = (inner->version_ihl & RTE_IPV4_HDR_IHL_MASK) * RTE_IPV4_IHL_MULTIPLIER;
+    // The error quotes as much of the inner packet as the packet too big held, up to 576.
+    uint32_t copy = std::min<uint32_t>(end - inner_off, ICMP4_ERROR_MAX - IP4_HLEN - ICMP_HLEN);
+    copy = std::min<uint32_t>(copy, rte_be_to_cpu_16(inner->total_length));
+    if (copy < inner_hlen + 8) return false;
+    const rte_be32_t sender = inner->src_addr;
+    const rte_be32_t receiver = inner->dst_addr;
+    const uint8_t tos = inner->type_of_service;
+    auto *ip4 = reinterpret_cast<rte_ipv4_hdr *>(rte_pktmbuf_adj(m, static_cast<uint16_t>(inner_off - IP4_HLEN - ICMP_HLEN)));
+    trim_to(m, IP4_HLEN + ICMP_HLEN + copy);
+    memset(ip4, 0, IP4_HLEN + ICMP_HLEN);
+    ip4->version_ihl = 0x45;
+    ip4->type_of_service = static_cast<uint8_t>((tos & IP4_TOS_BITS) | ICMP4_ERROR_PRECEDENCE);
+    ip4->total_length = rte_cpu_to_be_16(static_cast<uint16_t>(IP4_HLEN + ICMP_HLEN + copy));
+    ip4->time_to_live = ICMP4_TTL;
+    ip4->next_proto_id = IPPROTO_ICMP;
+    ip4->src_addr = receiver;
+    ip4->dst_addr = sender;
+    ip4->hdr_checksum = rte_ipv4_cksum(ip4);
+    uint8_t *icmp = reinterpret_cast<uint8_t *>(ip4) + IP4_HLEN;
+    icmp[0] = ICMP4_DEST_UNREACH;
+    icmp[1] = ICMP4_FRAG_NEEDED;
+    const rte_be16_t next_hop_mtu = rte_cpu_to_be_16(static_cast<uint16_t>(inner_mtu));
+    memcpy(icmp + 6, &next_hop_mtu, 2);
+    const uint16_t sum = static_cast<uint16_t>(~rte_raw_cksum(icmp, ICMP_HLEN + copy));
+    memcpy(icmp + 2, &sum, 2);
+  } else {
+    auto *inner = reinterpret_cast<const rte_ipv6_hdr *>(f + inner_off);
+    const uint32_t copy = std::min<uint32_t>({end - inner_off, ICMP6_ERROR_MAX - IP6_HLEN - ICMP_HLEN,
+                                              IP6_HLEN + uint32_t{rte_be_to_cpu_16(inner->payload_len)}});
+    if (copy < IP6_HLEN + 8) return false;
+    uint8_t sender[16], receiver[16];
+    memcpy(sender, inner->src_addr, 16);
+    memcpy(receiver, inner->dst_addr, 16);
+    auto *ip6 = reinterpret_cast<rte_ipv6_hdr *>(rte_pktmbuf_adj(m, static_cast<uint16_t>(inner_off - IP6_HLEN - ICMP_HLEN)));
+    trim_to(m, IP6_HLEN + ICMP_HLEN + copy);
+    memset(ip6, 0, IP6_HLEN + ICMP_HLEN);
+    ip6->vtc_flow = rte_cpu_to_be_32(6u << 28);
+    ip6->payload_len = rte_cpu_to_be_16(static_cast<uint16_t>(ICMP_HLEN + copy));
+    ip6->proto = IPPROTO_ICMPV6;
+    ip6->hop_limits = ICMP6_HOP_LIMIT;
+    memcpy(ip6->src_addr, receiver, 16);
+    memcpy(ip6->dst_addr, sender, 16);
+    uint8_t *icmp = reinterpret_cast<uint8_t *>(ip6) + IP6_HLEN;
+    icmp[0] = ICMP6_PACKET_TOO_BIG;
+    const rte_be32_t mtu = rte_cpu_to_be_32(inner_mtu);
+    memcpy(icmp + 4, &mtu, 4);
+    const uint16_t sum = rte_ipv6_udptcp_cksum(ip6, icmp);
+    memcpy(icmp + 2, &sum, 2);
+  }
+  pl.stats->punts[static_cast<unsigned>(punt_reason::tunnel_too_big)]++;
+  tx_enqueue(pl, t.slowpath_port, m);
+  return true;
+}
+
 // An ICMPv6 packet too big (RFC 4443 section 3.2) about a packet that this gateway sent
-// into a tunnel: the quoted outer source and destination are the tunnel's local and remote,
-// and the inner IPv4 packet is quoted behind them. Does what Linux's ip4ip6_err() and
-// ip6_tnl_err() (net/ipv6/ip6_tunnel.c) do with it:
+// into an ip4ip6 or ip6ip6 tunnel: the quoted outer source and destination are the
+// tunnel's local and remote, and the inner packet is quoted behind them. Does what Linux's
+// ip4ip6_err(), ip6ip6_err() and ip6_tnl_err() (net/ipv6/ip6_tunnel.c) do with it:
 //  - the path MTU towards the remote becomes max(reported MTU, 1280) when that is lower
 //    (ip6_update_pmtu()): reported to the control thread, which lowers the tunnel's
 //    effective MTU and its TUN device's (item 10's MTU, and the kernel's own ICMP with it);
-//  - the inner sender gets ICMPv4 destination unreachable, fragmentation needed (RFC 1191)
-//    with MTU max(reported MTU - outer headers, 1280), Linux's floor, when the quoted packet
-//    was larger than that and no larger than the tunnel's MTU (ip4ip6_err() sends nothing
+//  - the inner sender gets the error of its family (relay_too_big()) with MTU
+//    max(reported MTU - outer headers, 1280), Linux's floor, when the quoted packet was
+//    larger than that and no larger than the tunnel's MTU (ip4ip6_err() sends nothing
 //    when the route already has a lower MTU: the next packet is then too big for the tunnel
 //    and the kernel answers it with the exact MTU).
-// The ICMPv4 error is built in place of the packet too big and sent into the tunnel's TUN,
-// as if it came out of the tunnel from the quoted packet's destination: the kernel then
-// forwards it to the inner sender, and conntrack sees it as RELATED to the connection, so
-// that NAT (masquerade on the tunnel) translates it back like any ICMP error (RFC 5508);
-// a source address of the gateway's own would be dropped as martian on the TUN. Returns
-// false, and leaves the packet alone, when it is not such a packet too big or calls for no
-// ICMPv4: it then goes to the kernel unchanged.
-bool tunnel_packet_too_big(pipeline &pl, rte_mbuf *m) {
+// The error is built in place of the packet too big and sent into the tunnel's TUN, as if
+// it came out of the tunnel from the quoted packet's destination: the kernel then forwards
+// it to the inner sender, and conntrack sees it as RELATED to the connection, so that NAT
+// (masquerade on the tunnel) translates it back like any ICMP error (RFC 5508); a source
+// address of the gateway's own would be dropped as martian on the TUN. Returns false, and
+// leaves the packet alone, when it is not such a packet too big or calls for no error: it
+// then goes to the kernel unchanged.
+bool tunnel6_packet_too_big(pipeline &pl, rte_mbuf *m) {
   constexpr uint32_t ICMP6_OFF = ETH_HLEN + IP6_HLEN;
   constexpr uint32_t QUOTED_OFF = ICMP6_OFF + ICMP_HLEN;
-  if (m->nb_segs != 1 || m->data_len < QUOTED_OFF + IP6_HLEN) return false;
+  if (m->data_len < QUOTED_OFF + IP6_HLEN) return false;
   uint8_t *f = rte_pktmbuf_mtod(m, uint8_t *);
   auto *ip6 = reinterpret_cast<const rte_ipv6_hdr *>(f + ETH_HLEN);
-  if (detail::load_be16(f + 12) != rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV6) || ip6->proto != IPPROTO_ICMPV6 ||
-      f[ICMP6_OFF] != ICMP6_PACKET_TOO_BIG || f[ICMP6_OFF + 1] != 0)
-    return false;
+  if (ip6->proto != IPPROTO_ICMPV6 || f[ICMP6_OFF] != ICMP6_PACKET_TOO_BIG || f[ICMP6_OFF + 1] != 0) return false;
   const uint32_t end = ETH_HLEN + IP6_HLEN + rte_be_to_cpu_16(ip6->payload_len);
   if (end > m->data_len || end < QUOTED_OFF + IP6_HLEN) return false;
   // The kernel checks the ICMPv6 checksum before it believes a packet too big (icmpv6_rcv()).
   if (rte_ipv6_udptcp_cksum_verify(ip6, f + ICMP6_OFF) != 0) return false;
 
   auto *quoted = reinterpret_cast<const rte_ipv6_hdr *>(f + QUOTED_OFF);
-  const uint16_t tid = slowpath_tunnel(pl.snap, TUNNEL_IP4IP6, quoted->dst_addr, quoted->src_addr);
-  if (tid == TUNNEL_NONE) return false;
   uint32_t inner_off = QUOTED_OFF + IP6_HLEN;
   uint8_t nh = quoted->proto;
   if (nh == IPPROTO_DSTOPTS_HDR) {
@@ -202,48 +272,74 @@ bool tunnel_packet_too_big(pipeline &pl, rte_mbuf *m) {
     nh = f[inner_off];
     inner_off += (uint32_t{f[inner_off + 1]} + 1) * 8;
   }
-  // RFC 792: an ICMPv4 error quotes the IP header and at least 8 bytes after it.
-  if (nh != IPPROTO_IPIP || inner_off + IP4_HLEN + 8 > end) return false;
-  auto *inner = reinterpret_cast<const rte_ipv4_hdr *>(f + inner_off);
-  const uint32_t inner_hlen = (inner->version_ihl & RTE_IPV4_HDR_IHL_MASK) * RTE_IPV4_IHL_MULTIPLIER;
-  if ((inner->version_ihl >> 4) != 4 || inner_hlen < IP4_HLEN || inner_off + inner_hlen + 8 > end) return false;
+  if (nh != IPPROTO_IPIP && nh != IPPROTO_IPV6) return false;
+  const bool inner_ipv4 = nh == IPPROTO_IPIP;
+  const uint16_t tid = slowpath_tunnel(pl.snap, inner_ipv4 ? TUNNEL_IP4IP6 : TUNNEL_IP6IP6, quoted->dst_addr, quoted->src_addr);
+  if (tid == TUNNEL_NONE) return false;
+  // RFC 792: an ICMPv4 error quotes the IP header and at least 8 bytes after it; the same
+  // is asked here of the quoted IPv6 packet.
+  uint32_t quoted_len;
+  if (inner_ipv4) {
+    if (inner_off + IP4_HLEN + 8 > end) return false;
+    auto *inner = reinterpret_cast<const rte_ipv4_hdr *>(f + inner_off);
+    const uint32_t inner_hlen = (inner->version_ihl & RTE_IPV4_HDR_IHL_MASK) * RTE_IPV4_IHL_MULTIPLIER;
+    if ((inner->version_ihl >> 4) != 4 || inner_hlen < IP4_HLEN || inner_off + inner_hlen + 8 > end) return false;
+    quoted_len = IP6_HLEN + rte_be_to_cpu_16(quoted->payload_len);
+  } else {
+    if (inner_off + IP6_HLEN + 8 > end || (f[inner_off] >> 4) != 6) return false;
+    // ip6_tnl_err(): the inner packet's own length against the MTU it may have.
+    quoted_len = IP6_HLEN + rte_be_to_cpu_16(reinterpret_cast<const rte_ipv6_hdr *>(f + inner_off)->payload_len);
+  }
 
   const uint32_t reported = rte_be_to_cpu_32(detail::load32(f + ICMP6_OFF + 4));
   const tunnel &t = pl.snap->tun[tid];
   report_path_mtu(pl, tid, static_cast<uint16_t>(std::min<uint32_t>(std::max<uint32_t>(reported, IP6_MIN_MTU), UINT16_MAX)));
   const uint32_t outer_headers = inner_off - QUOTED_OFF;
   const uint32_t inner_mtu = std::max<uint32_t>(reported > outer_headers ? reported - outer_headers : 0, IP6_MIN_MTU);
-  const uint32_t quoted_len = IP6_HLEN + rte_be_to_cpu_16(quoted->payload_len);
   if (quoted_len <= inner_mtu || inner_mtu > t.effective_mtu) return false;
+  return relay_too_big(pl, m, inner_off, end, inner_ipv4, inner_mtu, t);
+}
 
-  // The error quotes as much of the inner packet as the packet too big held, up to 576.
-  uint32_t copy = std::min<uint32_t>(end - inner_off, ICMP4_ERROR_MAX - IP4_HLEN - ICMP_HLEN);
-  copy = std::min<uint32_t>(copy, rte_be_to_cpu_16(inner->total_length));
-  if (copy < inner_hlen + 8) return false;
-  const rte_be32_t sender = inner->src_addr;
-  const rte_be32_t receiver = inner->dst_addr;
-  const uint8_t tos = inner->type_of_service;
-  auto *ip4 = reinterpret_cast<rte_ipv4_hdr *>(rte_pktmbuf_adj(m, static_cast<uint16_t>(inner_off - IP4_HLEN - ICMP_HLEN)));
-  trim_to(m, IP4_HLEN + ICMP_HLEN + copy);
-  memset(ip4, 0, IP4_HLEN + ICMP_HLEN);
-  ip4->version_ihl = 0x45;
-  ip4->type_of_service = static_cast<uint8_t>((tos & IP4_TOS_BITS) | ICMP4_ERROR_PRECEDENCE);
-  ip4->total_length = rte_cpu_to_be_16(static_cast<uint16_t>(IP4_HLEN + ICMP_HLEN + copy));
-  ip4->time_to_live = ICMP4_TTL;
-  ip4->next_proto_id = IPPROTO_ICMP;
-  ip4->src_addr = receiver;
-  ip4->dst_addr = sender;
-  ip4->hdr_checksum = rte_ipv4_cksum(ip4);
-  uint8_t *icmp = reinterpret_cast<uint8_t *>(ip4) + IP4_HLEN;
-  icmp[0] = ICMP4_DEST_UNREACH;
-  icmp[1] = ICMP4_FRAG_NEEDED;
-  const rte_be16_t next_hop_mtu = rte_cpu_to_be_16(static_cast<uint16_t>(inner_mtu));
-  memcpy(icmp + 6, &next_hop_mtu, 2);
-  const uint16_t sum = static_cast<uint16_t>(~rte_raw_cksum(icmp, ICMP_HLEN + copy));
-  memcpy(icmp + 2, &sum, 2);
-  pl.stats->punts[static_cast<unsigned>(punt_reason::tunnel_too_big)]++;
-  tx_enqueue(pl, t.slowpath_port, m);
-  return true;
+// An ICMPv4 fragmentation needed (RFC 1191) about a packet that this gateway sent into an
+// ipip or sit tunnel: the quoted IPv4 header is from the tunnel's local to its remote.
+// Linux's ipip_err() and ipip6_err() only lower the path MTU towards the remote to
+// max(reported MTU, 552) (ipv4_update_pmtu()); the inner sender hears of it from the next
+// packet too big for the tunnel, which the kernel answers. So here: the path MTU is
+// reported to the control thread, and the error goes on to the kernel unchanged (false).
+bool tunnel4_frag_needed(pipeline &pl, rte_mbuf *m) {
+  constexpr uint32_t ICMP4_OFF = ETH_HLEN + IP4_HLEN;
+  constexpr uint32_t QUOTED_OFF = ICMP4_OFF + ICMP_HLEN;
+  if (m->data_len < QUOTED_OFF + IP4_HLEN) return false;
+  const uint8_t *f = rte_pktmbuf_mtod(m, const uint8_t *);
+  auto *ip4 = reinterpret_cast<const rte_ipv4_hdr *>(f + ETH_HLEN);
+  // Parsing found a valid IPv4 header; an ICMP one with options goes on unread.
+  if (ip4->version_ihl != 0x45 || ip4->next_proto_id != IPPROTO_ICMP || f[ICMP4_OFF] != ICMP4_DEST_UNREACH ||
+      f[ICMP4_OFF + 1] != ICMP4_FRAG_NEEDED)
+    return false;
+  const uint32_t end = ETH_HLEN + rte_be_to_cpu_16(ip4->total_length);
+  if (end > m->data_len || end < QUOTED_OFF + IP4_HLEN) return false;
+  // icmp_rcv() checks the checksum before it believes the error.
+  if (rte_raw_cksum(f + ICMP4_OFF, end - ICMP4_OFF) != 0xffff) return false;
+  auto *quoted = reinterpret_cast<const rte_ipv4_hdr *>(f + QUOTED_OFF);
+  if ((quoted->version_ihl >> 4) != 4 || (quoted->next_proto_id != IPPROTO_IPIP && quoted->next_proto_id != IPPROTO_IPV6))
+    return false;
+  const uint8_t mode = quoted->next_proto_id == IPPROTO_IPIP ? TUNNEL_IPIP : TUNNEL_SIT;
+  const uint16_t tid = slowpath_tunnel(pl.snap, mode, reinterpret_cast<const uint8_t *>(&quoted->dst_addr),
+                                       reinterpret_cast<const uint8_t *>(&quoted->src_addr));
+  const uint32_t reported = rte_be_to_cpu_16(detail::load_be16(f + ICMP4_OFF + 6));
+  // A router of before RFC 1191 says 0: Linux then learns nothing from it either.
+  if (tid == TUNNEL_NONE || reported == 0) return false;
+  report_path_mtu(pl, tid, static_cast<uint16_t>(std::max<uint32_t>(reported, IP4_MIN_PMTU)));
+  return false;
+}
+
+// An ICMP error about a tunnel packet, handled as the tunnel drivers would (above).
+bool tunnel_packet_too_big(pipeline &pl, rte_mbuf *m) {
+  if (m->nb_segs != 1 || m->data_len < ETH_HLEN) return false;
+  const uint16_t ether_type = detail::load_be16(rte_pktmbuf_mtod(m, const uint8_t *) + 12);
+  if (ether_type == rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV6)) return tunnel6_packet_too_big(pl, m);
+  if (ether_type == rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4)) return tunnel4_frag_needed(pl, m);
+  return false;
 }
 
 // Linux's IPv6 stack counts a destination options header that precedes any routing header
@@ -376,6 +472,26 @@ inline void write_eth_addrs(uint8_t *frame, const adjacency &a) {
   memcpy(frame + 8, a.src_mac + 2, 4);
 }
 
+// Decapsulate a packet of a flow (meta: as parsed; frame: its first byte) and address it
+// to the adjacency, as the kernel's tunnel receive (ip6_tnl_rcv(), ip_tunnel_rcv()) and
+// then the forward do: RFC 6040 from the outer header into the inner one, then the TTL or
+// hop limit. Returns false, changing nothing, when RFC 6040 drops the packet.
+template <unsigned OUTER, unsigned INNER>
+inline bool decapsulate(rte_mbuf *m, uint8_t *frame, const pkt_meta &meta, const adjacency &a) {
+  uint8_t *inner = frame + meta.l3_off;
+  const uint8_t tclass = outer_traffic_class(frame + ETH_HLEN, OUTER == 4);
+  if (!ecn_decapsulate_inner(tclass, inner, INNER == 4)) return false;
+  if (INNER == 4)
+    ip4_dec_ttl(reinterpret_cast<rte_ipv4_hdr *>(inner));
+  else
+    ip6_dec_hop_limit(reinterpret_cast<rte_ipv6_hdr *>(inner));
+  frame = reinterpret_cast<uint8_t *>(rte_pktmbuf_adj(m, meta.outer_len));
+  write_eth_addrs(frame, a);
+  const rte_be16_t ether_type = rte_cpu_to_be_16(INNER == 4 ? RTE_ETHER_TYPE_IPV4 : RTE_ETHER_TYPE_IPV6);
+  memcpy(frame + 12, &ether_type, 2);
+  return true;
+}
+
 // What the act stage reads for a whole burst, copied out of the pipeline: writes to packet
 // bytes may alias anything the pipeline points to, and locals keep the compiler from
 // reloading them after every such write.
@@ -406,7 +522,8 @@ inline uint16_t forward(pipeline &pl, burst_state &b, rte_mbuf *m, uint16_t in_p
   const snapshot *s = b.s;
   const uint8_t action = e.action;
   const uint16_t target = e.target;
-  if (unlikely(key.l3proto == FLOW_L3_IPV6_IN_IPV6)) {
+  const uint8_t flags = e.flags;
+  if (unlikely(flags & FLOW_F_OUTER_FOLDED)) {
     // The key held only a fold of the outer addresses (flow_key.h): they must be those of
     // the flow's tunnel. A packet that only shares the fold is not this flow's, and its own
     // key is the flow's: the learner is not told.
@@ -468,7 +585,7 @@ inline uint16_t forward(pipeline &pl, burst_state &b, rte_mbuf *m, uint16_t in_p
   uint8_t *frame = rte_pktmbuf_mtod(m, uint8_t *);
   // NAT before the TTL decrement and encapsulation, on the (inner) IP packet: the kernel's
   // nf_flow_nat_ip() before ip_decrease_ttl().
-  if (e.flags & FLOW_F_NAT) nat_apply(frame + meta.l3_off, key.l3proto, key.l4proto, b.nat[idx]);
+  if (flags & FLOW_F_NAT) nat_apply(frame + meta.l3_off, key.l3proto, key.l4proto, b.nat[idx]);
   switch (action) {
     case FLOW_ACT_FWD4:
       ip4_dec_ttl(reinterpret_cast<rte_ipv4_hdr *>(frame + ETH_HLEN));
@@ -479,23 +596,18 @@ inline uint16_t forward(pipeline &pl, burst_state &b, rte_mbuf *m, uint16_t in_p
       write_eth_addrs(frame, *a);
       break;
     case FLOW_ACT_DECAP: {
-      // As the kernel's tunnel receive (ip6_tnl_rcv(), ip_tunnel_rcv()) and then the
-      // forward: RFC 6040 from the outer header into the inner one, then TTL or hop limit.
-      const bool inner_ipv4 = flow_l3_is_ipv4(key.l3proto);
-      uint8_t *inner = frame + meta.l3_off;
-      const uint8_t tclass = outer_traffic_class(frame + ETH_HLEN, tunnel_outer_family(key.l3proto) == 4);
-      if (!ecn_decapsulate_inner(tclass, inner, inner_ipv4)) {
+      // One specialised body per mode: the families are constants in each.
+      bool ok;
+      switch (key.l3proto) {
+        case FLOW_L3_IPV4_IN_IPV6: ok = decapsulate<6, 4>(m, frame, meta, *a); break;
+        case FLOW_L3_IPV6_IN_IPV6: ok = decapsulate<6, 6>(m, frame, meta, *a); break;
+        case FLOW_L3_IPV4_IN_IPV4: ok = decapsulate<4, 4>(m, frame, meta, *a); break;
+        default: ok = decapsulate<4, 6>(m, frame, meta, *a); break;
+      }
+      if (!ok) {
         drop(pl, m, drop_reason::ecn);
         return PORT_NONE;
       }
-      if (inner_ipv4)
-        ip4_dec_ttl(reinterpret_cast<rte_ipv4_hdr *>(inner));
-      else
-        ip6_dec_hop_limit(reinterpret_cast<rte_ipv6_hdr *>(inner));
-      frame = reinterpret_cast<uint8_t *>(rte_pktmbuf_adj(m, meta.outer_len));
-      write_eth_addrs(frame, *a);
-      const rte_be16_t ether_type = rte_cpu_to_be_16(inner_ipv4 ? RTE_ETHER_TYPE_IPV4 : RTE_ETHER_TYPE_IPV6);
-      memcpy(frame + 12, &ether_type, 2);
       break;
     }
     case FLOW_ACT_ENCAP:

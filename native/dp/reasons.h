@@ -24,7 +24,7 @@ namespace fg {
   X(no_headroom, "no mbuf headroom for the tunnel's outer headers")                      \
   X(chained,     "a multi-segment packet for an output port without multi-segment tx")   \
   X(tunnel_fragment, "outer IPv6 fragment of a tunnel packet, reassembled for its TUN")  \
-  X(tunnel_too_big, "ICMPv6 packet too big about a tunnel packet, to its TUN as ICMPv4")
+  X(tunnel_too_big, "packet too big about a tunnel packet, relayed into its TUN to the inner sender")
 
 #define FG_DROP_REASONS(X)                                                               \
   X(truncated,    "shorter than its headers say")                                        \

@@ -80,13 +80,14 @@ void tunnel_build(tunnel *t, const tunnel_params &p) {
 }
 
 uint16_t tunnel_effective_mtu(const tunnel &t, uint16_t underlay_mtu) {
-  // As ip6_tnl_xmit() and ip_tunnel_xmit(): the route's MTU less the outer headers, never
-  // below the IPv4 minimum; and never above the tunnel device's own MTU (the configured one).
+  // As ip6_tnl_xmit(), ip_tunnel_xmit() and ipip6_tunnel_xmit(): the route's MTU less the
+  // outer headers, never below the inner family's minimum (the IPv4 one, or IPv6's 1280);
+  // and never above the tunnel device's own MTU (the configured one).
   uint32_t mtu = t.mtu;
   const uint32_t overhead = tunnel_overhead(t);
   if (underlay_mtu != 0) mtu = std::min<uint32_t>(mtu, underlay_mtu > overhead ? underlay_mtu - overhead : 0);
   if (t.path_mtu != 0) mtu = std::min<uint32_t>(mtu, t.path_mtu > overhead ? t.path_mtu - overhead : 0);
-  return static_cast<uint16_t>(std::max<uint32_t>(mtu, IP4_MIN_MTU));
+  return static_cast<uint16_t>(std::max<uint32_t>(mtu, t.inner_ipv4() ? IP4_MIN_MTU : IP6_MIN_MTU));
 }
 
 uint32_t flowlabel_of(const flow_key &inner) {

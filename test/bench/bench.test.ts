@@ -86,8 +86,17 @@ describe('flowgate bench', function () {
     it('expands --scenario all into every scenario, tunnel ones with and without the encapsulation limit', () => {
       assert.deepEqual(
         parseScenarios('all', undefined).map((s) => s.name),
-        ['fwd4', 'fwd6', 'decap-limit4', 'decap-nolimit', 'encap-limit4', 'encap-nolimit', 'mixed-limit4', 'mixed-nolimit'],
+        [
+          'fwd4', 'fwd6', 'decap-limit4', 'decap-nolimit', 'encap-limit4', 'encap-nolimit', 'mixed-limit4', 'mixed-nolimit',
+          'decap-ip6ip6', 'decap-ipip', 'decap-sit', 'encap-ip6ip6', 'encap-ipip', 'encap-sit',
+        ],
       );
+      assert.deepEqual(
+        parseScenarios('decap-ip6ip6-nolimit,encap-sit,decap-ip6ip6-limit4', undefined).map((s) => [s.name, s.mode, s.encapLimit]),
+        [['decap-ip6ip6-nolimit', 'ip6ip6', 'none'], ['encap-sit', 'sit', null], ['decap-ip6ip6', 'ip6ip6', 4]],
+      );
+      assert.throws(() => parseScenarios('decap-sit-nolimit', undefined), /--scenario/);
+      assert.throws(() => parseScenarios('mixed-ipip', undefined), /--scenario/);
       assert.deepEqual(
         parseScenarios('fwd4,encap', 'none').map((s) => s.name),
         ['fwd4', 'encap-nolimit'],
@@ -256,6 +265,17 @@ describe('flowgate bench', function () {
       assert.equal(rows.length, 4, r.stdout);
       for (const row of rows) assert.match(row, /\s100\.00%\s/, `every packet hits: ${row}`);
       assert.equal((fs.readFileSync(plot, 'utf8').match(/<circle /g) ?? []).length, 4);
+    });
+
+    it('runs the ip6ip6, ipip and sit scenarios entirely in the fast path', () => {
+      const names = ['decap-ip6ip6', 'encap-ip6ip6', 'decap-ipip', 'encap-ipip', 'decap-sit', 'encap-sit'];
+      const results = jsonLines(bench('--scenario', names.join(','), '--flows', '100', '--seconds', '0.5', '--warmup', '0.2', '--no-baseline', '--json'));
+      assert.deepEqual(results.map((r) => r.scenario), names);
+      for (const r of results) {
+        assert.ok((r.hit_ratio as number) > 0.99, `${String(r.scenario)}: hit ratio ${String(r.hit_ratio)}`);
+        assert.deepEqual(r.drops, {}, String(r.scenario));
+        assert.equal(r.flows_installed, 100);
+      }
     });
 
     it('forwards zipf-distributed traffic entirely in the fast path', () => {

@@ -1,7 +1,9 @@
 // The fast path under libFuzzer (test/fuzz/pipeline_fuzz.cc) for 30 seconds of every
-// `npm test`: process_burst() on guard-page mbufs with ASan and UBSan, checked by the
-// target's oracles (the two parsers agree, nothing written outside a packet, punts arrive
-// unmodified, forwarded packets are what their flow says). Any finding fails the test and
+// `npm test`: process_burst() on guard-page mbufs with ASan and UBSan, in worlds with
+// tunnels of every mode (ip4ip6, ip6ip6, ipip, sit), checked by the target's oracles (the
+// two parsers agree, nothing written outside a packet, punts arrive unmodified or as the
+// inner packet on their tunnel's TUN, forwarded packets are what their flow and tunnel say,
+// a decap flow takes only its own tunnel's packets). Any finding fails the test and
 // leaves its input in .cache/fuzz/artifacts/ (replay: test/fuzz/run.sh --reproduce FILE).
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 
 import { native, NativeFlowSpec, NativeTunnelParams } from '../../lib/native';
 import { parseIPv4, parseIPv6, parseMac } from '../../lib/net/addr';
-import { ethernetFrame, internetChecksum, ip4in6Packet, ip4Packet, ip6Packet, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN } from '../../lib/packets';
+import { ethernetFrame, internetChecksum, ipInIp6Packet, ip4Packet, ip6Packet, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN } from '../../lib/packets';
 import { layer, scapyBuild, scapyChecksums, ScapyChecksum, scapyDissect, ScapyFrame } from '../helpers/scapy';
 
 const testing = native().testing;
@@ -70,7 +70,7 @@ const lanTcp = (flags = TCP_ACK, o: { ttl?: number; tos?: number; payload?: numb
 const innerReply = (o: { ttl?: number; tos?: number; flags?: number } = {}) =>
   ip4Packet({ src: '10.0.0.1', dst: '192.168.0.10', ttl: o.ttl ?? 63, tos: o.tos ?? 0 }, { tcp: { sport: 80, dport: 40000, flags: o.flags ?? TCP_ACK } }, Buffer.alloc(20));
 const wanTunnelled = (inner: Buffer, o: { encapLimit?: number | null; tclass?: number; src?: string } = {}) =>
-  ethernetFrame(GW_WAN_MAC, PEER_MAC, ip4in6Packet({ src: o.src ?? REMOTE, dst: LOCAL, encapLimit: o.encapLimit === undefined ? 4 : o.encapLimit, tclass: o.tclass ?? 0 }, inner));
+  ethernetFrame(GW_WAN_MAC, PEER_MAC, ipInIp6Packet({ src: o.src ?? REMOTE, dst: LOCAL, encapLimit: o.encapLimit === undefined ? 4 : o.encapLimit, tclass: o.tclass ?? 0 }, inner));
 
 function run(setup: Parameters<typeof testing.process>[0], packets: { port: number; frame: Buffer; headroom?: number }[], burst?: number) {
   return testing.process(setup, packets, burst === undefined ? {} : { burst });
@@ -454,7 +454,7 @@ describe('fast path actions', () => {
         it(`does not take IPv6 from :: to :: (${encapLimit === null ? 'next header 4' : 'with the encapsulation limit option'}) wrapping offloaded tuples for those flows, on the ${where}`, () => {
           const inners = [ip4Packet({ src: '192.168.0.10', dst: '10.0.0.1', ttl: 64, id: 7, df: true }, { tcp: { sport: 40000, dport: 80, flags: TCP_ACK } }), plainUdp()];
           for (const inner of inners) {
-            const frame = ethernetFrame(mac, PEER_MAC, ip4in6Packet({ src: '::', dst: '::', encapLimit }, inner));
+            const frame = ethernetFrame(mac, PEER_MAC, ipInIp6Packet({ src: '::', dst: '::', encapLimit }, inner));
             const r = one(offloaded(), port, frame);
             assert.notEqual(r.reason, 'forward');
             assert.deepEqual([r.reason, r.port], ['miss', port === LAN ? LAN_SLOW : WAN_SLOW]);
