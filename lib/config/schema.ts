@@ -185,8 +185,9 @@ function checkTunnelKeys(tunnel: Record<string, unknown> & { mode: TunnelMode },
       message: `expected no '${key}' in ${tunnel.mode === 'sit' ? 'a' : 'an'} ${tunnel.mode} tunnel (${runsOver}${hint}), found ${describeValue(tunnel[key])}`,
     });
   }
-  // iproute2 refuses it ("ttl != 0 and nopmtudisc are incompatible"): a fixed TTL and
-  // fragmentation on the way could loop fragments without the DF bit's ICMP to stop them.
+  // iproute2 refuses it ("ttl != 0 and nopmtudisc are incompatible"): with a fixed TTL a
+  // packet routed back into its own tunnel gets a fresh TTL at every pass, and only DF ends
+  // the loop, once the growing packet exceeds the path MTU.
   if (underlay === 4 && tunnel.pmtudisc === false && tunnel.ttl !== undefined && tunnel.ttl !== 'inherit') {
     ctx.addIssue({
       code: 'custom',
