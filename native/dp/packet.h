@@ -349,6 +349,9 @@ inline uint32_t load32(const uint8_t *p) {
 // header) and byte 4 (the limit) masked: length 0, option 4 length 1, PadN length 1 value 0.
 constexpr uint64_t TEL_OPTION = 0x0001010001040000ull;
 constexpr uint64_t TEL_OPTION_MASK = ~((0xffull << 32) | 0xffull);
+// The same before an IPv4 packet (next header 4, ip4ip6): one compare in parse_fast().
+constexpr uint64_t TEL_OPTION_IPIP = TEL_OPTION | IPPROTO_IPIP;
+constexpr uint64_t TEL_OPTION_IPIP_MASK = ~(0xffull << 32);
 
 // Key word 5: ports (as on the wire), input port, L3 and L4 protocol.
 inline uint64_t key_tail(uint32_t ports, uint16_t in_port, uint8_t l3, uint8_t l4) {
@@ -370,46 +373,49 @@ inline bool ip4_checksum_ok20(const uint8_t *ip) {
   return sum % 0xffff == 0;
 }
 
-// What ip4_fast() found.
-enum ip4_fast_result { IP4_FAST_NO, IP4_FAST_FLOW, IP4_FAST_TUNNEL };
-
-// IPv4 + TCP/UDP at ip, forwardable as it is (IP4_FAST_FLOW), or, when tunnels may be here
-// (the outermost header), a whole unfragmented IPv4 packet carrying IPv4 or IPv6
-// (IP4_FAST_TUNNEL: *l3_len is its length, *w5 its protocol). limit: bytes from ip to the
-// end of what encloses it; seg_left: bytes from ip to the end of the first segment; l3: the
-// key's L3 value; verified: the port checked the header checksum and found it good.
+// IPv4 + TCP/UDP at ip, forwardable as it is. limit: bytes from ip to the end of what
+// encloses it; seg_left: bytes from ip to the end of the first segment; l3: the key's L3
+// value; verified: the port checked the header checksum and found it good.
 // Locals are as wide as the key word they go into: the compiler spills some of them in this
 // register-hungry loop, and a byte spilled and reloaded as a word stalls store forwarding
 // (measured: 20 cycles a packet in bench/micro).
-template <bool OUTERMOST>
-inline ip4_fast_result ip4_fast(const uint8_t *ip, uint32_t limit, uint32_t seg_left, uint16_t in_port, uint8_t l3,
-                                bool verified, uint64_t *w5, uint16_t *l3_len, uint64_t *tcp_flags) {
-  if (seg_left < IP4_HLEN + sizeof(rte_udp_hdr) || ip[0] != 0x45) return IP4_FAST_NO;
-  if (!verified && !ip4_checksum_ok20(ip)) return IP4_FAST_NO;
+inline bool ip4_fast(const uint8_t *ip, uint32_t limit, uint32_t seg_left, uint16_t in_port, uint8_t l3,
+                     bool verified, uint64_t *w5, uint16_t *l3_len, uint64_t *tcp_flags) {
+  if (seg_left < IP4_HLEN + sizeof(rte_udp_hdr) || ip[0] != 0x45) return false;
+  if (!verified && !ip4_checksum_ok20(ip)) return false;
   uint16_t frag;
   memcpy(&frag, ip + 6, 2);
   const uint64_t proto = ip[9];
-  if ((frag & rte_cpu_to_be_16(RTE_IPV4_HDR_MF_FLAG | RTE_IPV4_HDR_OFFSET_MASK)) != 0) return IP4_FAST_NO;
-  uint32_t tot = rte_be_to_cpu_16(load_be16(ip + 2));
+  if ((frag & rte_cpu_to_be_16(RTE_IPV4_HDR_MF_FLAG | RTE_IPV4_HDR_OFFSET_MASK)) != 0 || ip[8] <= 1) return false;
   uint32_t l4_min = proto == IPPROTO_TCP ? sizeof(rte_tcp_hdr) : proto == IPPROTO_UDP ? sizeof(rte_udp_hdr) : 0;
-  if (l4_min == 0) {
-    // A tunnel's outer header: its TTL is not checked, the packet being for this host.
-    if (!OUTERMOST || (proto != IPPROTO_IPIP && proto != IPPROTO_IPV6) || tot < IP4_HLEN || tot > limit)
-      return IP4_FAST_NO;
-    *l3_len = static_cast<uint16_t>(tot);
-    *w5 = proto;
-    return IP4_FAST_TUNNEL;
-  }
-  if (ip[8] <= 1 || tot < IP4_HLEN + l4_min || tot > limit || seg_left < IP4_HLEN + l4_min) return IP4_FAST_NO;
+  uint32_t tot = rte_be_to_cpu_16(load_be16(ip + 2));
+  if (l4_min == 0 || tot < IP4_HLEN + l4_min || tot > limit || seg_left < IP4_HLEN + l4_min) return false;
   uint64_t flags = 0;
   if (proto == IPPROTO_TCP) {
-    if ((ip[IP4_HLEN + 12] >> 4) < 5) return IP4_FAST_NO;
+    if ((ip[IP4_HLEN + 12] >> 4) < 5) return false;
     flags = ip[IP4_HLEN + 13] & TCP_FLAGS_STATE;
   }
   *w5 = key_tail(load32(ip + IP4_HLEN), in_port, l3, static_cast<uint8_t>(proto));
   *l3_len = static_cast<uint16_t>(tot);
   *tcp_flags = flags;
-  return IP4_FAST_FLOW;
+  return true;
+}
+
+// An ipip or sit packet's outer IPv4 header at ip, as ip4_fast() takes a header (no
+// options, a good checksum) whole and unfragmented: its protocol (IPPROTO_IPIP or
+// IPPROTO_IPV6), and *tot its total length; 0 for anything else. Its TTL is not checked:
+// the packet is for this host (ip_local_deliver()).
+inline uint8_t ip4_tunnel_outer_fast(const uint8_t *ip, uint32_t limit, uint32_t seg_left, bool verified, uint32_t *tot) {
+  if (seg_left < IP4_HLEN || ip[0] != 0x45) return 0;
+  if (!verified && !ip4_checksum_ok20(ip)) return 0;
+  uint16_t frag;
+  memcpy(&frag, ip + 6, 2);
+  const uint8_t proto = ip[9];
+  *tot = rte_be_to_cpu_16(load_be16(ip + 2));
+  if ((frag & rte_cpu_to_be_16(RTE_IPV4_HDR_MF_FLAG | RTE_IPV4_HDR_OFFSET_MASK)) != 0 ||
+      (proto != IPPROTO_IPIP && proto != IPPROTO_IPV6) || *tot < IP4_HLEN || *tot > limit)
+    return 0;
+  return proto;
 }
 
 // IPv6 + TCP/UDP at ip6, without extension headers, forwardable as it is: key words 0-3
@@ -445,9 +451,7 @@ inline bool inner_fast(const uint8_t *p, uint32_t l3_off, uint32_t limit, uint32
   if (seg < l3_off) return false;
   if (inner_ipv4) {
     // The port's checksum flags are about the outer header, if anything: verify this one.
-    if (ip4_fast<false>(p + l3_off, limit, seg - l3_off, in_port, l3, false, &w[5], l3_len, tcp_flags) !=
-        IP4_FAST_FLOW)
-      return false;
+    if (!ip4_fast(p + l3_off, limit, seg - l3_off, in_port, l3, false, &w[5], l3_len, tcp_flags)) return false;
     w[0] = load64(p + l3_off + 12);
     w[1] = w[2] = w[3] = w[4] = 0;
     return true;
@@ -475,25 +479,30 @@ inline void fast_result(const uint64_t w[6], uint16_t l3_off, uint16_t l3_len, u
   *hash = flow_key_hash_words(w, seed);
 }
 
-// parse_fast() for the tunnel modes other than ip4ip6 (which it parses inline, as the
-// reference mode): IPv4 or IPv6 inside IPv4 (outer_proto IPPROTO_IPIP or IPPROTO_IPV6:
-// ip4_fast() found the whole unfragmented outer packet of outer_len bytes), or IPv6 inside
-// IPv6 (outer_proto 0: parse_fast() found the outer headers of outer_len bytes, and plen,
-// the outer payload length). Out of line: a plain packet's parse is register-bound, and
-// this code inlined beside it made the compiler spill there (measured: 6 cycles a packet
-// on fwd4 in bench/micro).
-__attribute__((noinline)) inline bool parse_fast_tunnel(const uint8_t *p, uint32_t seg, const rx_context &rx,
-                                                          uint8_t outer_proto, uint32_t outer_len, uint32_t plen,
-                                                          flow_key *key, pkt_meta *meta, uint32_t *hash) {
+// parse_fast() for the tunnel modes other than ip4ip6: IPv4 or IPv6 inside IPv4 (ipip,
+// sit), IPv6 inside IPv6 (ip6ip6), with the outer headers parse_fast() takes for ip4ip6.
+// Out of line, and tried only when parse_fast() said no: a plain or ip4ip6 packet's parse
+// is register-bound, and these modes' code beside it made the compiler spill there
+// (measured: 2-3 cycles a packet on fwd4 and decap in bench/micro). Sets: as parse_fast().
+__attribute__((noinline)) inline bool parse_fast_tunnel(const rte_mbuf *m, const rx_context &rx, flow_key *key,
+                                                          pkt_meta *meta, uint32_t *hash) {
+  const uint8_t *p = rte_pktmbuf_mtod(m, const uint8_t *);
+  const uint32_t seg = m->data_len;
+  const uint32_t total = m->pkt_len;
+  if (seg < ETH_HLEN + IP4_HLEN + sizeof(rte_udp_hdr) || ((load64(p) ^ rx.mac) << 16) != 0) return false;
+  const uint16_t ether_type = load_be16(p + 12);
   uint64_t w[6];
   uint16_t l3_len;
   uint64_t tcp_flags;
-  if (outer_proto != 0) {
-    const bool inner_ipv4 = outer_proto == IPPROTO_IPIP;
+  if (ether_type == rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4)) {
+    uint32_t outer_tot;
+    const uint8_t proto = ip4_tunnel_outer_fast(p + ETH_HLEN, total - ETH_HLEN, seg - ETH_HLEN,
+                                                rx.csum_offload && ip4_csum_verified(m), &outer_tot);
+    if (proto == 0) return false;
+    const bool inner_ipv4 = proto == IPPROTO_IPIP;
     const uint16_t l3_off = ETH_HLEN + IP4_HLEN;
     const uint8_t l3 = inner_ipv4 ? FLOW_L3_IPV4_IN_IPV4 : FLOW_L3_IPV6_IN_IPV4;
-    if (!inner_fast(p, l3_off, outer_len - IP4_HLEN, seg, rx.port, inner_ipv4, l3, w, &l3_len, &tcp_flags))
-      return false;
+    if (!inner_fast(p, l3_off, outer_tot - IP4_HLEN, seg, rx.port, inner_ipv4, l3, w, &l3_len, &tcp_flags)) return false;
     // The outer source and destination are one key word.
     if (inner_ipv4)
       w[1] = load64(p + ETH_HLEN + 12);
@@ -502,7 +511,20 @@ __attribute__((noinline)) inline bool parse_fast_tunnel(const uint8_t *p, uint32
     fast_result(w, l3_off, l3_len, IP4_HLEN, tcp_flags, rx.seed, key, meta, hash);
     return true;
   }
+  if (ether_type != rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV6)) return false;
   const uint8_t *ip6 = p + ETH_HLEN;
+  if (seg < ETH_HLEN + IP6_HLEN + sizeof(rte_udp_hdr) || (ip6[0] >> 4) != 6) return false;
+  const uint32_t plen = rte_be_to_cpu_16(load_be16(ip6 + 4));
+  if (ETH_HLEN + IP6_HLEN + plen > total) return false;
+  uint8_t nh = ip6[6];
+  uint32_t outer_len = IP6_HLEN;
+  if (nh == IPPROTO_DSTOPTS_HDR && seg >= ETH_HLEN + IP6_HLEN + TUNNEL_DSTOPT_LEN) {
+    const uint64_t opt = load64(ip6 + IP6_HLEN);
+    if ((opt & TEL_OPTION_MASK) != TEL_OPTION) return false;
+    nh = static_cast<uint8_t>(opt);
+    outer_len = IP6_HLEN + TUNNEL_DSTOPT_LEN;
+  }
+  if (nh != IPPROTO_IPV6 || plen < outer_len - IP6_HLEN) return false;
   const uint16_t l3_off = static_cast<uint16_t>(ETH_HLEN + outer_len);
   if (seg < l3_off ||
       !ip6_fast(p + l3_off, plen - (outer_len - IP6_HLEN), seg - l3_off, rx.port, FLOW_L3_IPV6_IN_IPV6, w, &l3_len,
@@ -538,10 +560,9 @@ __rte_always_inline bool parse_fast(const rte_mbuf *m, const rx_context &rx, flo
   uint64_t tcp_flags;  // wide, as ip4_fast() says why
   if (likely(ether_type == rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4))) {
     // The mbuf's flags are read only where the port sets them: a load less per packet.
-    const ip4_fast_result r = ip4_fast<true>(p + ETH_HLEN, total - ETH_HLEN, seg - ETH_HLEN, rx.port, FLOW_L3_IPV4,
-                                             rx.csum_offload && ip4_csum_verified(m), &w[5], &l3_len, &tcp_flags);
-    if (unlikely(r != IP4_FAST_FLOW))
-      return r == IP4_FAST_TUNNEL && parse_fast_tunnel(p, seg, rx, static_cast<uint8_t>(w[5]), l3_len, 0, key, meta, hash);
+    if (!ip4_fast(p + ETH_HLEN, total - ETH_HLEN, seg - ETH_HLEN, rx.port, FLOW_L3_IPV4,
+                  rx.csum_offload && ip4_csum_verified(m), &w[5], &l3_len, &tcp_flags))
+      return false;
     w[0] = load64(p + ETH_HLEN + 12);
     w[1] = w[2] = w[3] = w[4] = 0;
   } else if (ether_type == rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV6)) {
@@ -554,22 +575,20 @@ __rte_always_inline bool parse_fast(const rte_mbuf *m, const rx_context &rx, flo
       if (!ip6_fast(ip6, total - ETH_HLEN, seg - ETH_HLEN, rx.port, FLOW_L3_IPV6, w, &l3_len, &tcp_flags)) return false;
       w[4] = 0;
     } else {
+      // ip4ip6 only, with the option or without: parse_fast_tunnel() takes ip6ip6.
       uint16_t outer_len;
-      if (nh == IPPROTO_DSTOPTS_HDR && seg >= ETH_HLEN + IP6_HLEN + TUNNEL_DSTOPT_LEN) {
-        const uint64_t opt = load64(ip6 + IP6_HLEN);
-        if ((opt & TEL_OPTION_MASK) != TEL_OPTION) return false;
-        nh = static_cast<uint8_t>(opt);
+      if (nh == IPPROTO_DSTOPTS_HDR && seg >= ETH_HLEN + IP6_HLEN + TUNNEL_DSTOPT_LEN &&
+          (load64(ip6 + IP6_HLEN) & TEL_OPTION_IPIP_MASK) == TEL_OPTION_IPIP)
         outer_len = IP6_HLEN + TUNNEL_DSTOPT_LEN;
-      } else {
+      else if (nh == IPPROTO_IPIP)
         outer_len = IP6_HLEN;
-      }
+      else
+        return false;
       if (plen < static_cast<uint32_t>(outer_len - IP6_HLEN)) return false;
-      if (nh == IPPROTO_IPV6) return parse_fast_tunnel(p, seg, rx, 0, outer_len, plen, key, meta, hash);
-      if (nh != IPPROTO_IPIP) return false;
       l3_off = static_cast<uint16_t>(ETH_HLEN + outer_len);
       // The port's checksum flags are about the outer header, if anything: verify this one.
-      if (ip4_fast<false>(p + l3_off, plen - (outer_len - IP6_HLEN), seg - l3_off, rx.port, FLOW_L3_IPV4_IN_IPV6, false,
-                          &w[5], &l3_len, &tcp_flags) != IP4_FAST_FLOW)
+      if (!ip4_fast(p + l3_off, plen - (outer_len - IP6_HLEN), seg - l3_off, rx.port, FLOW_L3_IPV4_IN_IPV6, false,
+                    &w[5], &l3_len, &tcp_flags))
         return false;
       w[0] = load64(p + l3_off + 12);
       w[1] = load64(ip6 + 8);

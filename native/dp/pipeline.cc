@@ -718,7 +718,8 @@ void process_run(pipeline &pl, uint16_t in_port, rte_mbuf **pkts, uint16_t n) {
   for (unsigned i = 0; i < n && i < PREFETCH_OFFSET; i++) rte_prefetch0(rte_pktmbuf_mtod(pkts[i], void *));
   for (unsigned i = 0; i < n; i++) {
     if (i + PREFETCH_OFFSET < n) rte_prefetch0(rte_pktmbuf_mtod(pkts[i + PREFETCH_OFFSET], void *));
-    if (likely(parse_fast(pkts[i], rx, &keys[i], &meta[i], &hashes[i]))) {
+    if (likely(parse_fast(pkts[i], rx, &keys[i], &meta[i], &hashes[i])) ||
+        detail::parse_fast_tunnel(pkts[i], rx, &keys[i], &meta[i], &hashes[i])) {
       pl.ft->prefetch_bucket(hashes[i]);
       parsed |= uint64_t{1} << i;
       continue;

@@ -348,7 +348,10 @@ void check_parsers_agree(const flowtable &ft, const rte_mbuf *m, uint16_t in_por
   // Bytes the fast parser leaves unwritten would show as this pattern.
   memset(&fast_key, 0xee, sizeof(fast_key));
   memset(&fast_meta, 0xee, sizeof(fast_meta));
-  if (!parse_fast(m, rx, &fast_key, &fast_meta, &fast_hash)) return;
+  // Both fast parsers, as process_burst() tries them: the inline one, then the other tunnel modes'.
+  if (!parse_fast(m, rx, &fast_key, &fast_meta, &fast_hash) &&
+      !detail::parse_fast_tunnel(m, rx, &fast_key, &fast_meta, &fast_hash))
+    return;
   verdict v = parse_packet(m, in_port, &rx.mac, &key, &meta);
   if (!v.is_ok()) {
     hex("frame", rte_pktmbuf_mtod(m, const uint8_t *), m->data_len);
