@@ -382,14 +382,17 @@ inline bool ip4_checksum_ok20(const uint8_t *ip) {
 inline bool ip4_fast(const uint8_t *ip, uint32_t limit, uint32_t seg_left, uint16_t in_port, uint8_t l3,
                      bool verified, uint64_t *w5, uint16_t *l3_len, uint64_t *tcp_flags) {
   if (seg_left < IP4_HLEN + sizeof(rte_udp_hdr) || ip[0] != 0x45) return false;
+  const uint64_t proto = ip[9];
+  uint32_t l4_min = proto == IPPROTO_TCP ? sizeof(rte_tcp_hdr) : proto == IPPROTO_UDP ? sizeof(rte_udp_hdr) : 0;
+  // The protocol before the checksum: an ipip or sit packet, which parse_fast_tunnel()
+  // takes next, is not summed twice.
+  if (l4_min == 0) return false;
   if (!verified && !ip4_checksum_ok20(ip)) return false;
   uint16_t frag;
   memcpy(&frag, ip + 6, 2);
-  const uint64_t proto = ip[9];
   if ((frag & rte_cpu_to_be_16(RTE_IPV4_HDR_MF_FLAG | RTE_IPV4_HDR_OFFSET_MASK)) != 0 || ip[8] <= 1) return false;
-  uint32_t l4_min = proto == IPPROTO_TCP ? sizeof(rte_tcp_hdr) : proto == IPPROTO_UDP ? sizeof(rte_udp_hdr) : 0;
   uint32_t tot = rte_be_to_cpu_16(load_be16(ip + 2));
-  if (l4_min == 0 || tot < IP4_HLEN + l4_min || tot > limit || seg_left < IP4_HLEN + l4_min) return false;
+  if (tot < IP4_HLEN + l4_min || tot > limit || seg_left < IP4_HLEN + l4_min) return false;
   uint64_t flags = 0;
   if (proto == IPPROTO_TCP) {
     if ((ip[IP4_HLEN + 12] >> 4) < 5) return false;
