@@ -793,7 +793,8 @@ export class Gateway implements GatewayView {
           () => this.addPort(p),
         );
       }
-      for (const { from, to } of plan.changePorts) {
+      // A port's or a VLAN's MTU and punt policer change in place.
+      const changeInPlace = async (from: PortModel | VlanModel, to: PortModel | VlanModel) => {
         if (to.mtu !== from.mtu)
           await step(
             () => this.setPortMtu(to.name, to.mtu),
@@ -804,24 +805,14 @@ export class Gateway implements GatewayView {
             () => this.dp.setPuntPolicer(to.name, to.punt),
             () => this.dp.setPuntPolicer(from.name, from.punt),
           );
-      }
+      };
+      for (const { from, to } of plan.changePorts) await changeInPlace(from, to);
       for (const p of plan.addPorts)
         await step(
           () => this.addPort(p),
           () => this.removePort(p.name),
         );
-      for (const { from, to } of plan.changeVlans) {
-        if (to.mtu !== from.mtu)
-          await step(
-            () => this.setPortMtu(to.name, to.mtu),
-            () => this.setPortMtu(from.name, from.mtu),
-          );
-        if (JSON.stringify(to.punt) !== JSON.stringify(from.punt))
-          await step(
-            () => this.dp.setPuntPolicer(to.name, to.punt),
-            () => this.dp.setPuntPolicer(from.name, from.punt),
-          );
-      }
+      for (const { from, to } of plan.changeVlans) await changeInPlace(from, to);
       for (const v of plan.addVlans)
         await step(
           () => this.addVlan(v),

@@ -94,6 +94,23 @@ struct vlan_cache {
   uint16_t port = PORT_NONE;
 };
 
+// Take `popped` bytes of tags from after the MAC addresses (which move up to the EtherType),
+// keeping the outermost tag's TCI as a NIC that strips tags leaves it.
+inline void vlan_strip(rte_mbuf *m, uint16_t popped, uint16_t outer_tci) {
+  uint8_t *f = rte_pktmbuf_mtod(m, uint8_t *);
+  uint64_t addrs_lo;
+  uint32_t addrs_hi;
+  memcpy(&addrs_lo, f, 8);
+  memcpy(&addrs_hi, f + 8, 4);
+  memcpy(f + popped, &addrs_lo, 8);
+  memcpy(f + popped + 8, &addrs_hi, 4);
+  m->data_off = static_cast<uint16_t>(m->data_off + popped);
+  m->data_len = static_cast<uint16_t>(m->data_len - popped);
+  m->pkt_len -= popped;
+  m->vlan_tci = outer_tci;
+  m->ol_flags |= RTE_MBUF_F_RX_VLAN | RTE_MBUF_F_RX_VLAN_STRIPPED;
+}
+
 // Demultiplex a frame received on an ethdev port that carries VLANs: pop its tags (one, or
 // 802.1ad then 802.1Q) and return the logical port it arrived on. Untagged frames, frames
 // with a priority tag only (VLAN id 0, which the kernel takes as the device's own), and
@@ -135,19 +152,7 @@ inline uint16_t vlan_pop_slow(const snapshot &s, uint16_t parent, rte_mbuf *m, v
     }
     off += VLAN_HLEN;
   }
-  // The MAC addresses move up to the EtherType; the tags go.
-  const uint16_t popped = static_cast<uint16_t>(off - ETH_ADDRS_LEN);
-  uint64_t addrs_lo;
-  uint32_t addrs_hi;
-  memcpy(&addrs_lo, f, 8);
-  memcpy(&addrs_hi, f + 8, 4);
-  memcpy(f + popped, &addrs_lo, 8);
-  memcpy(f + popped + 8, &addrs_hi, 4);
-  m->data_off = static_cast<uint16_t>(m->data_off + popped);
-  m->data_len = static_cast<uint16_t>(m->data_len - popped);
-  m->pkt_len -= popped;
-  m->vlan_tci = outer_tci;
-  m->ol_flags |= RTE_MBUF_F_RX_VLAN | RTE_MBUF_F_RX_VLAN_STRIPPED;
+  vlan_strip(m, static_cast<uint16_t>(off - ETH_ADDRS_LEN), outer_tci);
   return port;
 }
 
@@ -159,17 +164,7 @@ inline uint16_t vlan_pop(const snapshot &s, uint16_t parent, rte_mbuf *m, vlan_c
   if (likely(m->data_len >= SINGLE && m->pkt_len >= SINGLE && c.parent == parent)) {
     const uint32_t tag = detail::load32(f + ETH_ADDRS_LEN) & VLAN_TAG_MASK;
     if (likely(tag == c.tag && c.port != PORT_NONE && !is_vlan_tpid(detail::load_be16(f + ETH_ADDRS_LEN + VLAN_HLEN)))) {
-      m->vlan_tci = rte_be_to_cpu_16(detail::load_be16(f + ETH_ADDRS_LEN + 2));
-      m->ol_flags |= RTE_MBUF_F_RX_VLAN | RTE_MBUF_F_RX_VLAN_STRIPPED;
-      uint64_t addrs_lo;
-      uint32_t addrs_hi;
-      memcpy(&addrs_lo, f, 8);
-      memcpy(&addrs_hi, f + 8, 4);
-      memcpy(f + VLAN_HLEN, &addrs_lo, 8);
-      memcpy(f + VLAN_HLEN + 8, &addrs_hi, 4);
-      m->data_off = static_cast<uint16_t>(m->data_off + VLAN_HLEN);
-      m->data_len = static_cast<uint16_t>(m->data_len - VLAN_HLEN);
-      m->pkt_len -= VLAN_HLEN;
+      vlan_strip(m, VLAN_HLEN, rte_be_to_cpu_16(detail::load_be16(f + ETH_ADDRS_LEN + 2)));
       return c.port;
     }
   }
