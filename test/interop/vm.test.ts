@@ -20,7 +20,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { createNetns, deleteNetns, linkExists, macAddress, sh } from '../helpers/netns';
 import { layer, ScapyFrame, scapySendRecv } from '../helpers/scapy';
-import { buildVmImage, LinuxVm, TunnelSpec, VmCommandError, VmError } from '../helpers/vm';
+import { buildVmImage, Ip6TunnelSpec, LinuxVm, VmCommandError, VmError } from '../helpers/vm';
 
 const TAP = 'fgvm0';
 const GUEST_MAC = '52:54:00:f9:00:02';
@@ -47,7 +47,7 @@ const SILENCE_MS = 3_000;
 /** How long to wait for replies that must come (the capture ends as soon as they are in). */
 const REPLY_WINDOW_MS = 10_000;
 
-const DEFAULT_TUNNEL: TunnelSpec = {
+const DEFAULT_TUNNEL: Ip6TunnelSpec = {
   local: GUEST_UNDERLAY,
   remote: HOST_UNDERLAY,
   encaplimit: 4,
@@ -62,7 +62,7 @@ interface Guest {
   hostMac: string;
 }
 
-async function bootGuest(tunnel: Partial<TunnelSpec>): Promise<Guest> {
+async function bootGuest(tunnel: Partial<Ip6TunnelSpec>): Promise<Guest> {
   const netns = await createNetns('fgvm');
   let vm: LinuxVm | undefined;
   try {
@@ -105,7 +105,7 @@ async function destroyGuest(guest: Guest | undefined): Promise<void> {
 }
 
 /** Boots a guest with these tunnel settings before the calling suite and shuts it down after. */
-function guestPerSuite(tunnel: Partial<TunnelSpec>): () => Guest {
+function guestPerSuite(tunnel: Partial<Ip6TunnelSpec>): () => Guest {
   let guest: Guest | undefined;
   before(async function () {
     this.timeout(HOOK_TIMEOUT_MS);
