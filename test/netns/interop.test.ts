@@ -436,3 +436,126 @@ describe(`interop: Linux's ip6tnl behind a router with a ${HOP_MTU}-byte link`, 
     assert.ok(ip.subarray(20 + 8).equals(payload), 'the payload byte for byte');
   });
 });
+
+// A QinQ LAN: the guest is a LAN host of site A on 802.1Q VLAN 20 inside 802.1ad VLAN 1000
+// (its eth0.1000.20 on eth0.1000), facing site A's matching sub-interfaces. The demo's LAN
+// link becomes a bridge in the LAN host's namespace with the VM's TAP on it; the far end of
+// the tunnel is the demo's site B (a second flowgate) with the remote host behind it.
+//
+//   qemu: eth0.1000.20 192.168.20.10 ─ l-vm ─ br-lan ─ eth0 ═ a-lan [site A] ══ ... [site B] ── remote 10.0.0.10
+const QINQ = { service: 1000, customer: 20 } as const;
+const QINQ_TAP = 'l-vm';
+const QINQ_VM_MAC = '52:54:00:f9:00:23';
+const SITE_A_LAN_MAC = '00:00:22:33:11:55';
+const QINQ_HOST = '192.168.20.10';
+const QINQ_GATEWAY = '192.168.20.2';
+const QINQ_PORT = `eth0.${QINQ.service}.${QINQ.customer}`;
+/** The guest's MTU on the inner VLAN: two tags on a 1500-byte packet make 1522-byte frames, more than DPDK's af_packet takes. */
+const QINQ_MTU = 1492;
+
+function configureQinQ(config: ConfigInput): void {
+  const ports = config.ports as Record<string, Record<string, unknown>>;
+  ports[`eth0.${QINQ.service}`] = { parent: 'eth0', vlan: QINQ.service, protocol: '802.1ad' };
+  ports[QINQ_PORT] = { parent: `eth0.${QINQ.service}`, vlan: QINQ.customer, mtu: QINQ_MTU, addresses: [`${QINQ_GATEWAY}/24`] };
+  const devices = config.flowtable?.devices as string[];
+  config.flowtable = { ...config.flowtable, devices: [...devices, QINQ_PORT] };
+}
+
+function qinqPendingReason(): string | undefined {
+  const config = parseYaml(readFileSync(SITE_CONFIG_FILES.a, 'utf8')) as ConfigInput;
+  configureQinQ(config);
+  const { issues } = checkConfigText(stringifyYaml(config), 'demo-site-a.yaml');
+  return issues.length === 0 ? undefined : `the config rejects the QinQ ports: ${issues[0]?.path}: ${issues[0]?.message}`;
+}
+
+{
+  const pending = qinqPendingReason();
+  const title = `interop: Linux as a LAN host on a QinQ LAN (802.1ad ${QINQ.service}, 802.1Q ${QINQ.customer} inside) facing site A's sub-interfaces`;
+  (pending === undefined ? describe : describe.skip)(pending === undefined ? title : `${title} (pending: ${pending})`, function () {
+    this.timeout(TEST_TIMEOUT_MS);
+    let topology: DemoTopology | undefined;
+    let vm: LinuxVm | undefined;
+
+    before(async function () {
+      this.timeout(HOOK_TIMEOUT_MS);
+      topology = await DemoTopology.create({ farEnd: 'flowgate', prefix: 'fgqvm', privateSockets: true, configure: { a: configureQinQ } });
+      vm = await LinuxVm.boot({
+        netns: topology.ns.lan,
+        tap: QINQ_TAP,
+        mac: QINQ_VM_MAC,
+        bootTimeoutMs: 90_000,
+        scenario: {
+          underlay: [],
+          vlans: [
+            { name: `eth0.${QINQ.service}`, id: QINQ.service, protocol: '802.1ad' },
+            { name: QINQ_PORT, parent: `eth0.${QINQ.service}`, id: QINQ.customer, mtu: QINQ_MTU, addresses: [`${QINQ_HOST}/24`] },
+          ],
+          routes: [{ to: 'default', via: QINQ_GATEWAY, dev: QINQ_PORT }],
+        },
+      });
+      // The LAN host's veth towards site A and the VM's TAP on one bridge; the LAN host's own
+      // address stays unused. eth0 already has tx checksumming off (DemoTopology), so what the
+      // guest sends reaches site A's AF_PACKET port with complete checksums.
+      const t = topology;
+      await t.run('lan', 'ip link add br-lan type bridge mcast_snooping 0 && ip link set eth0 master br-lan && ip link set l-vm master br-lan && ip link set l-vm up && ip link set br-lan up');
+      await t.start();
+    });
+
+    after(async function () {
+      this.timeout(HOOK_TIMEOUT_MS);
+      try {
+        await vm?.shutdown();
+      } finally {
+        await topology?.destroy();
+      }
+    });
+
+    const site = () => (topology as DemoTopology).site('a');
+
+    it('answers ping both ways between the QinQ LAN host and the remote host', async () => {
+      const t = topology as DemoTopology;
+      assert.match(await (vm as LinuxVm).exec(`ping -c 3 -W 5 ${DEMO_ADDRESSES.remoteHost}`), / 0% packet loss/);
+      assert.match(await t.run('remote', ['ping', '-c', '3', '-i', '0.2', '-W', '5', QINQ_HOST]), / 0% packet loss/);
+    });
+
+    it(`carries ${ECHO_BYTES / 1024 / 1024} MB from the remote host to the QinQ LAN host and its echo back byte for byte, offloaded at site A both ways`, async () => {
+      const t = topology as DemoTopology;
+      await (vm as LinuxVm).startTcpService({ kind: 'echo' }, ECHO_PORT);
+      const source = startTraffic(t.ns.remote, { kind: 'tcp-send', host: QINQ_HOST, port: ECHO_PORT, bytes: ECHO_BYTES, gate: true, expectBytes: ECHO_BYTES }, { timeoutMs: 120_000 });
+      await source.ready;
+      const flow = await until('site A to offload the connection', async () => flowOf(await site().flows(), 'tcp', { dport: ECHO_PORT }));
+      assert.deepEqual([flow.in, flow.out, flow.reply?.in, flow.reply?.out], ['tun0', QINQ_PORT, QINQ_PORT, 'tun0']);
+      const before = await site().stats();
+      source.next();
+      const sent = await source.result;
+      const d = delta(before, await site().stats());
+      assert.equal(sent.receivedBytes, ECHO_BYTES, 'the whole echo came back');
+      assert.equal(sent.receivedSha256, sent.sha256, 'byte for byte');
+      assert.ok(d.fast / (d.fast + d.slow) >= 0.9, `fast-path share < 90 %: ${JSON.stringify(d)}`);
+    });
+
+    it('tags what it sends to the QinQ LAN host as Linux tags what that host sends: 802.1ad outside, 802.1Q inside', async () => {
+      const t = topology as DemoTopology;
+      // By MAC: the kernel keeps the outer tag as metadata, so a filter on what follows the
+      // tags would look in the wrong place (libpcap puts the tag back into the saved frame).
+      const capture = await Capture.start(t, 'lan', QINQ_TAP, `ether src ${QINQ_VM_MAC} or ether src ${SITE_A_LAN_MAC}`);
+      let frames: Buffer[];
+      try {
+        await (vm as LinuxVm).exec(`ping -c 3 -W 5 ${DEMO_ADDRESSES.remoteHost}`);
+        await startTraffic(t.ns.remote, { kind: 'udp-peer', bind: 7002, peer: { host: QINQ_HOST, port: 7001 }, pps: 200, count: 20, size: 36 }).result;
+      } finally {
+        frames = await capture.stop();
+      }
+      // EtherType 802.1ad, PCP 0 and the service VLAN; 802.1Q, PCP 0 and the customer VLAN; IPv4.
+      const tags = `88a8${QINQ.service.toString(16).padStart(4, '0')}8100${QINQ.customer.toString(16).padStart(4, '0')}0800`;
+      // IPv4 after the tags: what the guest and site A send besides (ARP, IPv6) is not counted.
+      const ipv4 = (f: Buffer) => f.length > 22 && f.readUInt16BE(20) === 0x0800;
+      const fromLinux = frames.filter((f) => macOfFrame(f, 6) === QINQ_VM_MAC && ipv4(f));
+      const fromFlowgate = frames.filter((f) => macOfFrame(f, 6) === SITE_A_LAN_MAC && ipv4(f));
+      assert.ok(fromLinux.length >= 3, `the guest's echo requests captured: ${fromLinux.length}`);
+      assert.ok(fromFlowgate.length >= 3 + 20, `site A's echo replies and UDP datagrams captured: ${fromFlowgate.length}`);
+      for (const f of fromLinux) assert.equal(f.subarray(12, 22).toString('hex'), tags, "Linux's tags");
+      for (const f of fromFlowgate) assert.equal(f.subarray(12, 22).toString('hex'), tags, `site A's tags on a ${f.length}-byte frame`);
+    });
+  });
+}
