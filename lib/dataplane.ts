@@ -27,7 +27,9 @@ import {
   NativeFlowSpec,
   NativePortCounters,
   NativePortSpec,
+  NativeTunnelMode,
   NativeTunnelParams,
+  NativeVlanSpec,
 } from './native';
 
 export type IdleMode = 'busy' | 'adaptive';
@@ -49,6 +51,42 @@ export interface PortOptions {
   slowpath?: string;
 }
 
+export type VlanProtocol = '802.1Q' | '802.1ad';
+
+/**
+ * A VLAN sub-interface, a logical port usable wherever a port name is (flow in/out, a
+ * tunnel's underlay): the fast path pops its tag(s) on receive and pushes them on send.
+ */
+export interface VlanOptions {
+  /** As iproute2 names them, e.g. 'eth0.100'. */
+  name: string;
+  /** A port (802.1Q or 802.1ad), or an 802.1ad VLAN: this VLAN is then its inner 802.1Q tag (QinQ). */
+  parent: string;
+  /** The VLAN id, 1..4094. */
+  id: number;
+  /** Default '802.1Q'; '802.1ad' only directly on a port. */
+  protocol?: VlanProtocol;
+  /** Default the parent's; at most the parent's. */
+  mtu?: number;
+  /** Default the parent's. */
+  mac?: string;
+  /** The port (a TAP named like the sub-interface) that takes its punted packets, untagged. */
+  slowpath?: string;
+  /** 0..7: the PCP of tags pushed onto packets that arrived untagged (forwarded tagged packets keep theirs). Default 0. */
+  pcp?: number;
+}
+
+export interface VlanInfo {
+  name: string;
+  parent: string;
+  id: number;
+  protocol: VlanProtocol;
+  mtu: number;
+  mac: string;
+  pcp: number;
+  slowpath: string | null;
+}
+
 export interface StartOptions {
   workers?: { cpus?: number[]; idle?: IdleMode };
   hugepages?: HugepageMode;
@@ -62,6 +100,8 @@ export interface StartOptions {
   txDescriptors?: number;
   logLevel?: 'debug' | 'info' | 'notice' | 'warning' | 'error';
   ports?: PortOptions[];
+  /** VLAN sub-interfaces of the ports (in any order: parents first is worked out). */
+  vlans?: VlanOptions[];
   /** Start with the workers not polling yet (resume() starts them), e.g. to install flows first. */
   paused?: boolean;
   /**
@@ -77,7 +117,7 @@ export interface TunnelMtu {
   name: string;
   /** As configured. */
   mtu: number;
-  /** The underlay path MTU towards the remote learnt from ICMPv6 packet too big; null: none. */
+  /** The underlay path MTU towards the remote learnt from ICMPv6 packet too big or ICMPv4 fragmentation needed; null: none. */
   pathMtu: number | null;
   /** min(mtu, underlay port MTU - outer headers, pathMtu - outer headers): the largest inner packet sent. */
   effectiveMtu: number;
@@ -97,13 +137,15 @@ export interface PortInfo {
   l3: boolean;
   poll: boolean;
   slowpath: string | null;
+  /** A VLAN sub-interface's parent, id, protocol and PCP; null for a port. */
+  vlan: { parent: string; id: number; protocol: VlanProtocol; pcp: number } | null;
 }
 
 /**
  * Tunnel encapsulations, as Linux names them: ip6tnl's `ip4ip6` and `ip6ip6` (RFC 2473),
  * `ipip` (RFC 2003) and `sit` (IPv6 in IPv4, RFC 4213).
  */
-export type TunnelMode = 'ip4ip6' | 'ip6ip6' | 'ipip' | 'sit';
+export type TunnelMode = NativeTunnelMode;
 
 export interface TunnelOptions {
   name: string;
@@ -228,8 +270,16 @@ const DEFAULT_FLOW_CAPACITY = 1_048_576;
 const FLOW_PAGE_SIZE = 256;
 const DEFAULT_MBUFS = 16_383;
 const DEFAULT_MBUF_DATA_ROOM = 2048;
-const TUNNEL_OUTER_HEADERS = 40;
+const IPV6_HEADER = 40;
+const IPV4_HEADER = 20;
 const TUNNEL_ENCAP_LIMIT_OPTION = 8;
+/** Outer (underlay) and inner (payload) families of each mode. */
+const TUNNEL_MODE_FAMILIES: Record<TunnelMode, { outer: 4 | 6; inner: 4 | 6 }> = {
+  ip4ip6: { outer: 6, inner: 4 },
+  ip6ip6: { outer: 6, inner: 6 },
+  ipip: { outer: 4, inner: 4 },
+  sit: { outer: 4, inner: 6 },
+};
 
 type State = 'new' | 'running' | 'stopped';
 
@@ -356,7 +406,14 @@ export class Dataplane {
         call(() => this.addon.onObservations((buf) => listener(decodeObservations(buf, reasons))));
       }
       for (const p of ports) this.addPort({ ...p, slowpath: undefined });
-      for (const p of ports) if (p.slowpath !== undefined) this.setSlowpath(p.name, p.slowpath);
+      // A VLAN after its parent: QinQ's 802.1Q VLANs after their 802.1ad one.
+      const vlans = [...(options.vlans ?? [])];
+      while (vlans.length > 0) {
+        const ready = vlans.findIndex((v) => this.portIds.has(v.parent));
+        const [v] = vlans.splice(ready === -1 ? 0 : ready, 1);
+        if (v !== undefined) this.addVlan({ ...v, slowpath: undefined });
+      }
+      for (const p of [...ports, ...(options.vlans ?? [])]) if (p.slowpath !== undefined) this.setSlowpath(p.name, p.slowpath);
       if (options.paused !== true) call(() => this.addon.start());
     } catch (err) {
       this.stop();
@@ -431,14 +488,76 @@ export class Dataplane {
     return this.port(options.name);
   }
 
-  /** Remove a port; flows in or out of it, and tunnels over it, stop using it first. */
+  /**
+   * Remove a port; flows in or out of it, and tunnels over it, stop using it first. Its
+   * VLAN sub-interfaces go with it (their flows and tunnels too), as the kernel removes a
+   * device's VLAN devices with it.
+   */
   removePort(name: string): void {
     this.requireRunning();
     const id = this.portId(name, 'removePort');
+    if (this.port(name).vlan !== null)
+      throw new InvalidArgumentError(`removePort: '${name}' is a VLAN sub-interface (remove it with removeVlan)`);
     call(() => this.addon.removePort(id));
-    this.portIds.delete(name);
-    this.portNames.delete(id);
-    for (const [tname, t] of this.tunnels) if (t.options.underlay === name) this.tunnels.delete(tname);
+    this.forgetRemoved();
+  }
+
+  // ---- VLANs ---------------------------------------------------------------------------
+
+  /** Forget the names of ports, VLANs and tunnels that the addon no longer has. */
+  private forgetRemoved(): void {
+    const live = new Set(call(() => this.addon.ports()));
+    for (const [name, id] of this.portIds) {
+      if (live.has(id)) continue;
+      this.portIds.delete(name);
+      this.portNames.delete(id);
+    }
+    for (const [tname, t] of this.tunnels) if (!this.portIds.has(t.options.underlay)) this.tunnels.delete(tname);
+  }
+
+  /** Add a VLAN sub-interface (see VlanOptions). */
+  addVlan(options: VlanOptions): VlanInfo {
+    this.requireRunning();
+    if (typeof options.name !== 'string' || options.name === '') throw new InvalidArgumentError('vlan.name: expected a non-empty string');
+    const what = `vlan ${options.name}`;
+    if (this.portIds.has(options.name)) throw new InvalidArgumentError(`${what}: a port named '${options.name}' exists already`);
+    const parent = this.portId(options.parent, `${what}: parent`);
+    const protocol = options.protocol ?? '802.1Q';
+    if (protocol !== '802.1Q' && protocol !== '802.1ad')
+      throw new InvalidArgumentError(`${what}: protocol: expected '802.1Q' or '802.1ad', found ${String(protocol)}`);
+    const parentVlan = this.port(options.parent).vlan;
+    if (parentVlan !== null && (protocol !== '802.1Q' || parentVlan.protocol !== '802.1ad'))
+      throw new InvalidArgumentError(`${what}: a VLAN on a VLAN must be 802.1Q on an 802.1ad VLAN (QinQ), found ${protocol} on ${parentVlan.protocol} ${options.parent}`);
+    const spec: NativeVlanSpec = { name: options.name, parent, id: intIn(options.id, `${what}: id`, 1, 4094), ad: protocol === '802.1ad' };
+    if (options.mtu !== undefined) spec.mtu = intIn(options.mtu, `${what}: mtu`, 68, 65535);
+    if (options.mac !== undefined) spec.mac = macOf(options.mac, `${what}: mac`);
+    if (options.pcp !== undefined) spec.pcp = intIn(options.pcp, `${what}: pcp`, 0, 7);
+    const id = call(() => this.addon.addVlan(spec));
+    this.portIds.set(options.name, id);
+    this.portNames.set(id, options.name);
+    if (options.slowpath !== undefined) this.setSlowpath(options.name, options.slowpath);
+    return this.vlan(options.name);
+  }
+
+  /** Remove a VLAN sub-interface, its flows, the tunnels over it and (802.1ad) the VLANs on it. */
+  removeVlan(name: string): void {
+    this.requireRunning();
+    const id = this.portId(name, 'removeVlan');
+    if (this.port(name).vlan === null) throw new InvalidArgumentError(`removeVlan: '${name}' is a port, not a VLAN sub-interface`);
+    call(() => this.addon.removeVlan(id));
+    this.forgetRemoved();
+  }
+
+  vlan(name: string): VlanInfo {
+    const p = this.port(name);
+    if (p.vlan === null) throw new InvalidArgumentError(`vlan: '${name}' is a port, not a VLAN sub-interface`);
+    return { name, parent: p.vlan.parent, id: p.vlan.id, protocol: p.vlan.protocol, mtu: p.mtu, mac: p.mac, pcp: p.vlan.pcp, slowpath: p.slowpath };
+  }
+
+  vlans(): VlanInfo[] {
+    return this.ports()
+      .filter((p) => p.vlan !== null)
+      .map((p) => this.vlan(p.name));
   }
 
   /** Send port's punted packets to slowpath (null: drop them, counted). */
@@ -498,10 +617,12 @@ export class Dataplane {
   port(name: string): PortInfo {
     this.requireRunning();
     const info = call(() => this.addon.portInfo(this.portId(name, 'port')));
+    const v = info.vlan;
     return {
       ...info,
       mac: formatMac(info.mac),
       slowpath: info.slowpath === null ? null : (this.portNames.get(info.slowpath) ?? null),
+      vlan: v === null ? null : { parent: this.portNames.get(v.parent) ?? String(v.parent), id: v.id, protocol: v.ad ? '802.1ad' : '802.1Q', pcp: v.pcp },
     };
   }
 
@@ -514,15 +635,27 @@ export class Dataplane {
 
   private tunnelParams(o: TunnelOptions): { params: NativeTunnelParams; local: Buffer; remote: Buffer } {
     const what = `tunnel ${o.name}`;
+    const mode = o.mode ?? 'ip4ip6';
+    const families = TUNNEL_MODE_FAMILIES[mode];
+    if (families === undefined) throw new InvalidArgumentError(`${what}: mode: expected 'ip4ip6', 'ip6ip6', 'ipip' or 'sit', found ${String(mode)}`);
     const local = ipOf(o.local, `${what}: local`);
     const remote = ipOf(o.remote, `${what}: remote`);
-    if (local.family !== 6 || remote.family !== 6)
-      throw new InvalidArgumentError(`${what}: ip4ip6 tunnels have IPv6 endpoints, found local ${o.local} and remote ${o.remote}`);
+    if (local.family !== families.outer || remote.family !== families.outer)
+      throw new InvalidArgumentError(`${what}: ${mode} tunnels have IPv${families.outer} endpoints, found local ${o.local} and remote ${o.remote}`);
     const underlay = this.port(o.underlay);
-    const encapLimit = o.encapLimit === undefined ? 4 : o.encapLimit === 'none' ? null : intIn(o.encapLimit, `${what}: encapLimit`, 0, 255);
-    const headers = TUNNEL_OUTER_HEADERS + (encapLimit === null ? 0 : TUNNEL_ENCAP_LIMIT_OPTION);
+    let headers = IPV4_HEADER;
+    let encapLimit: number | null = null;
+    if (families.outer === 6) {
+      encapLimit = o.encapLimit === undefined ? 4 : o.encapLimit === 'none' ? null : intIn(o.encapLimit, `${what}: encapLimit`, 0, 255);
+      headers = IPV6_HEADER + (encapLimit === null ? 0 : TUNNEL_ENCAP_LIMIT_OPTION);
+      if (o.pmtudisc !== undefined) throw new InvalidArgumentError(`${what}: pmtudisc is for tunnels over IPv4, not ${mode}`);
+    } else {
+      for (const key of ['encapLimit', 'flowLabel'] as const)
+        if (o[key] !== undefined) throw new InvalidArgumentError(`${what}: ${key} is for tunnels over IPv6, not ${mode}`);
+    }
     const mtu = o.mtu === undefined ? underlay.mtu - headers : intIn(o.mtu, `${what}: mtu`, 68, underlay.mtu - headers);
     const params: NativeTunnelParams = {
+      mode,
       local: local.bytes,
       remote: remote.bytes,
       encapLimit,
@@ -530,6 +663,7 @@ export class Dataplane {
       tclass: o.tclass === undefined ? 0 : o.tclass === 'inherit' ? null : intIn(o.tclass, `${what}: tclass`, 0, 255),
       flowLabel: o.flowLabel === undefined || o.flowLabel === 'hash' ? 0 : intIn(o.flowLabel, `${what}: flowLabel`, 0, 0xfffff),
       flowLabelHash: o.flowLabel === 'hash',
+      pmtudisc: o.pmtudisc ?? true,
       mtu,
       port: underlay.id,
       dstMac: macOf(o.nextHopMac, `${what}: nextHopMac`),
@@ -573,7 +707,7 @@ export class Dataplane {
 
   /**
    * Lowers the path MTU of the tunnels about whose packets the workers received ICMPv6
-   * packet too big since the last call (the fast path then sends larger packets to the
+   * packet too big (or ICMPv4 fragmentation needed, over IPv4) since the last call (the fast path then sends larger packets to the
    * kernel), forgets path MTUs learnt `expiresSeconds` ago or more (default 600, Linux's
    * net.ipv6.route.mtu_expires), and returns the tunnels whose MTUs changed.
    */
@@ -603,18 +737,19 @@ export class Dataplane {
       dport: intIn(d.dport, `${what}.dport`, 0, 65535),
       action: 'fwd4',
     };
-    if (d.tunnel !== undefined) {
-      const t = this.tunnel(d.tunnel, `${what}.tunnel`);
-      if (src.family !== 4) throw new InvalidArgumentError(`${what}: ip4ip6 tunnels carry IPv4, found ${d.src}`);
-      spec.outerSrc = t.remote;
-      spec.outerDst = t.local;
-    }
+    const tunnelCarries = (t: TunnelRecord, field: string) => {
+      const mode = t.options.mode ?? 'ip4ip6';
+      const inner = TUNNEL_MODE_FAMILIES[mode].inner;
+      if (src.family !== inner) throw new InvalidArgumentError(`${what}.${field}: ${mode} tunnels carry IPv${inner}, found ${d.src}`);
+      return t.id;
+    };
+    if (d.tunnel !== undefined) spec.tunnel = tunnelCarries(this.tunnel(d.tunnel, `${what}.tunnel`), 'tunnel');
     if ('tunnel' in d.out) {
       if (d.tunnel !== undefined) throw new InvalidArgumentError(`${what}: a flow cannot both arrive in and leave by a tunnel`);
-      spec.action = 'encap4in6';
-      spec.tunnel = this.tunnel(d.out.tunnel, `${what}.out.tunnel`).id;
+      spec.action = 'encap';
+      spec.tunnel = tunnelCarries(this.tunnel(d.out.tunnel, `${what}.out.tunnel`), 'out.tunnel');
     } else {
-      spec.action = d.tunnel !== undefined ? 'decap4in6' : src.family === 4 ? 'fwd4' : 'fwd6';
+      spec.action = d.tunnel !== undefined ? 'decap' : src.family === 4 ? 'fwd4' : 'fwd6';
       spec.outPort = this.portId(d.out.port, `${what}.out.port`);
       spec.dstMac = macOf(d.out.mac, `${what}.out.mac`);
       if (d.out.srcMac !== undefined) spec.srcMac = macOf(d.out.srcMac, `${what}.out.srcMac`);
@@ -703,12 +838,9 @@ export class Dataplane {
       out: { tunnel: '' },
       ...counter,
     };
-    if (f.outerSrc !== undefined && f.outerDst !== undefined) {
-      for (const [name, t] of this.tunnels)
-        if (t.remote.equals(f.outerSrc) && t.local.equals(f.outerDst)) d.tunnel = name;
-    }
-    if (f.action === 'encap4in6') {
-      for (const [name, t] of this.tunnels) if (t.id === f.tunnel) d.out = { tunnel: name };
+    if (f.action === 'decap') d.tunnel = this.tunnelName(f.tunnel as number);
+    if (f.action === 'encap') {
+      d.out = { tunnel: this.tunnelName(f.tunnel as number) ?? String(f.tunnel) };
     } else {
       d.out = {
         port: this.portNames.get(f.outPort as number) ?? String(f.outPort),

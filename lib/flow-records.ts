@@ -4,7 +4,7 @@
  * The offsets mirror the C++ structs; test/unit/flow-records.test.ts checks them against
  * the addon's.
  */
-import { KEY, isTunnelledKey } from './slowpath/observations';
+import { KEY, keyFamily, keyTunnel } from './slowpath/observations';
 import type { NativeCounter, NativeFlowAction, NativeFlowInfo, NativeFlowSpec, NativeReaped } from './native';
 
 export const FLOW_RECORD_SIZE = 256;
@@ -28,7 +28,7 @@ export const FLOW_DIRECTION = {
 /** Bits of natFlags (native/dp/nat.h NAT_F_*). */
 export const NAT_FLAG = { src: 1, dst: 2, sport: 4, dport: 8 } as const;
 
-const ACTIONS: Record<number, NativeFlowAction> = { 1: 'fwd4', 2: 'fwd6', 3: 'decap4in6', 4: 'encap4in6' };
+const ACTIONS: Record<number, NativeFlowAction> = { 1: 'fwd4', 2: 'fwd6', 3: 'decap', 4: 'encap' };
 const REAP_REASONS: Record<number, NativeReaped['reason']> = { 1: 'teardown', 2: 'idle' };
 
 /** Every flow in a Buffer of records. */
@@ -67,7 +67,7 @@ function decodeRecord(buf: Buffer, off: number): NativeFlowInfo {
 
 function decodeDirection(buf: Buffer, off: number): { spec: NativeFlowSpec; counter: NativeCounter } {
   const k = off + FLOW_DIRECTION.key;
-  const l3 = buf.readUInt8(k + KEY.l3) === 6 ? 6 : 4;
+  const l3 = keyFamily(buf, k);
   const action = ACTIONS[buf.readUInt8(off + FLOW_DIRECTION.action)];
   if (action === undefined) throw new Error(`flow record direction at ${off}: no action`);
   const bytes = (at: number, len: number) => buf.subarray(at, at + len);
@@ -81,12 +81,18 @@ function decodeDirection(buf: Buffer, off: number): { spec: NativeFlowSpec; coun
     dport: buf.readUInt16BE(k + KEY.dport),
     action,
   };
-  if (isTunnelledKey(buf, k)) {
-    spec.outerSrc = bytes(k + KEY.ip4OuterSrc, 16);
-    spec.outerDst = bytes(k + KEY.ip4OuterDst, 16);
+  const outer = keyTunnel(buf, k);
+  if (outer !== null) {
+    spec.tunnelMode = outer.mode;
+    if (outer.outerSrc !== null && outer.outerDst !== null) {
+      spec.outerSrc = outer.outerSrc;
+      spec.outerDst = outer.outerDst;
+    } else {
+      spec.outerFold = bytes(k + KEY.ip6Outer, 8);
+    }
   }
-  if (action === 'encap4in6') spec.tunnel = buf.readUInt16LE(off + FLOW_DIRECTION.tunnel);
-  else {
+  if (action === 'encap' || action === 'decap') spec.tunnel = buf.readUInt16LE(off + FLOW_DIRECTION.tunnel);
+  if (action !== 'encap') {
     spec.outPort = buf.readUInt16LE(off + FLOW_DIRECTION.outPort);
     spec.dstMac = bytes(off + FLOW_DIRECTION.dstMac, 6);
     spec.srcMac = bytes(off + FLOW_DIRECTION.srcMac, 6);

@@ -9,7 +9,9 @@ import * as path from 'node:path';
 import type { AddressEvent, KernelChange, LinkEvent, NeighborEvent, NexthopEvent, ResyncEvent, RouteCounts, RouteEvent, RuleEvent } from './slowpath/monitor';
 
 export type NativeIdleMode = 'busy' | 'adaptive';
-export type NativeFlowAction = 'fwd4' | 'fwd6' | 'decap4in6' | 'encap4in6';
+export type NativeFlowAction = 'fwd4' | 'fwd6' | 'decap' | 'encap';
+/** Linux's tunnel mode names (native/dp/tunnel.h tunnel_mode). */
+export type NativeTunnelMode = 'ip4ip6' | 'ip6ip6' | 'ipip' | 'sit';
 
 export interface NativeInitOptions {
   ealArgs: string[];
@@ -31,6 +33,21 @@ export interface NativePortSpec {
   l3?: boolean;
 }
 
+/** A VLAN sub-interface of `parent` (a port id, or an 802.1ad VLAN's for QinQ). */
+export interface NativeVlanSpec {
+  name: string;
+  parent: number;
+  /** 1..4094 */
+  id: number;
+  /** 802.1ad (TPID 0x88a8) instead of 802.1Q. */
+  ad?: boolean;
+  /** Default the parent's. */
+  mtu?: number;
+  mac?: Buffer;
+  /** 0..7: of tags pushed onto frames that arrived untagged. */
+  pcp?: number;
+}
+
 export interface NativePortInfo {
   id: number;
   name: string;
@@ -45,6 +62,8 @@ export interface NativePortInfo {
   l3: boolean;
   poll: boolean;
   slowpath: number | null;
+  /** A VLAN sub-interface's parent (port id), VLAN id, protocol and PCP; null for an ethdev port. */
+  vlan: { parent: number; id: number; ad: boolean; pcp: number } | null;
 }
 
 export interface NativePortCounters {
@@ -60,9 +79,12 @@ export interface NativePortCounters {
 }
 
 export interface NativeTunnelParams {
+  /** Default ip4ip6. */
+  mode?: NativeTunnelMode;
+  /** 16 bytes over IPv6, 4 over IPv4. */
   local: Buffer;
   remote: Buffer;
-  /** null: no destination options header. */
+  /** null: no destination options header (always, over IPv4). */
   encapLimit: number | null;
   /** 0: inherit the inner TTL. */
   hopLimit: number;
@@ -70,6 +92,8 @@ export interface NativeTunnelParams {
   tclass: number | null;
   flowLabel: number;
   flowLabelHash: boolean;
+  /** IPv4 underlay: DF on every packet (default), else DF from the inner IPv4 packet. */
+  pmtudisc?: boolean;
   mtu: number;
   port: number;
   dstMac: Buffer;
@@ -85,12 +109,16 @@ export interface NativeFlowSpec {
   dst: Buffer;
   sport: number;
   dport: number;
+  /** Keys out of the addon (parse, records) of tunnelled packets: the mode, and the outer addresses as the key holds them (ip6ip6: only their fold). */
+  tunnelMode?: NativeTunnelMode;
   outerSrc?: Buffer;
   outerDst?: Buffer;
+  outerFold?: Buffer;
   action: NativeFlowAction;
   outPort?: number;
   dstMac?: Buffer;
   srcMac?: Buffer;
+  /** encap: the tunnel out; decap: the tunnel in (the dataplane adds its outer part to the key). */
   tunnel?: number;
   nat?: NativeFlowNat;
 }
@@ -162,7 +190,7 @@ export interface NativeStats {
   slowpath: {
     kernelRxPackets: number;
     kernelTxDropped: number;
-    tunNotIpv4: number;
+    tunWrongFamily: number;
     noHeadroom: number;
     observations: number;
     observationsLost: number;
@@ -201,6 +229,8 @@ export interface NativeTesting {
       observe?: boolean;
       /** mac: the port's own address (frames to others are not forwarded); multiseg: tx takes chains (default true). */
       ports: { id: number; mac?: Buffer; mtu?: number; slowpath?: number | null; l3?: boolean; multiseg?: boolean; puntCost?: number; puntBurst?: number }[];
+      /** VLAN sub-interfaces: id from the first id past the ethdev ports (32), parent before child. */
+      vlans?: { id: number; parent: number; vid: number; ad?: boolean; pcp?: number; mtu?: number; mac?: Buffer; slowpath?: number | null }[];
       /** pathMtu: the tunnel's learnt underlay path MTU (default none). */
       tunnels?: (NativeTunnelParams & { id: number; pathMtu?: number })[];
       flows?: { orig: NativeFlowSpec; reply?: NativeFlowSpec; teardown?: boolean; closing?: boolean }[];
@@ -320,6 +350,10 @@ export interface NativeAddon {
   shutdown(): void;
   addPort(spec: NativePortSpec): number;
   removePort(port: number): void;
+  /** A VLAN sub-interface: a port id above the ethdev ports'. */
+  addVlan(spec: NativeVlanSpec): number;
+  /** Removes the VLANs on it too (QinQ), as removePort removes a port's. */
+  removeVlan(port: number): void;
   setPortSlowpath(port: number, slowpath: number | null): void;
   setPortMtu(port: number, mtu: number): void;
   setPuntPolicer(port: number, policer: { rate: number; burst: number }): void;

@@ -8,6 +8,7 @@ import { parseIPv4, parseIPv6, parseMac } from './net/addr';
 export const ETHERTYPE_IPV4 = 0x0800;
 export const ETHERTYPE_IPV6 = 0x86dd;
 export const IPPROTO_IPIP = 4;
+export const IPPROTO_IPV6 = 41;
 export const IPPROTO_TCP = 6;
 export const IPPROTO_UDP = 17;
 export const IPPROTO_DSTOPTS = 60;
@@ -146,11 +147,15 @@ export function tunnelEncapLimitOption(limit: number, nextHeader = IPPROTO_IPIP)
   return Buffer.from([nextHeader, 0, 4, 1, limit, 1, 1, 0]);
 }
 
-/** An IPv4 packet inside IPv6, with the encapsulation limit option unless encapLimit is null. */
-export function ip4in6Packet(outer: Ip6Spec & { encapLimit?: number | null }, inner: Buffer): Buffer {
+/**
+ * An IPv4 or IPv6 packet inside IPv6 (ip4ip6 or ip6ip6, by the inner packet's version),
+ * with the encapsulation limit option unless encapLimit is null.
+ */
+export function ipInIp6Packet(outer: Ip6Spec & { encapLimit?: number | null }, inner: Buffer): Buffer {
   const limit = outer.encapLimit === undefined ? 4 : outer.encapLimit;
-  const ext = limit === null ? Buffer.alloc(0) : tunnelEncapLimitOption(limit);
-  const next = limit === null ? IPPROTO_IPIP : IPPROTO_DSTOPTS;
+  const innerProto = ((inner[0] ?? 0) >> 4) === 6 ? IPPROTO_IPV6 : IPPROTO_IPIP;
+  const ext = limit === null ? Buffer.alloc(0) : tunnelEncapLimitOption(limit, innerProto);
+  const next = limit === null ? innerProto : IPPROTO_DSTOPTS;
   return Buffer.concat([ip6Header(outer, next, ext.length + inner.length), ext, inner]);
 }
 

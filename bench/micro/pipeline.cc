@@ -8,6 +8,8 @@
 // bench/micro/pipeline-stages prints the same with the cycles split into parse, lookup and
 // act (rewrite and tx buffering); its total is a few cycles higher for the timing itself.
 // NAT=1 in the environment gives every flow a source NAT (address and port).
+// fwd4-vlan: fwd4 in on 802.1Q VLAN 100 of port 0, out on VLAN 200 of port 1, tagged both
+// sides (a 64-byte frame in, with its tag).
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -21,6 +23,7 @@
 #include "dp/memory.h"
 #include "dp/pipeline.h"
 #include "dp/tunnel.h"
+#include "dp/vlan.h"
 
 using namespace fg;
 
@@ -56,24 +59,77 @@ static std::vector<uint8_t> udp4(uint32_t src, uint32_t dst, uint16_t sport, uin
   return f;
 }
 
-static std::vector<uint8_t> tunnelled(const std::vector<uint8_t> &inner_frame, const uint8_t *src6, const uint8_t *dst6, bool option) {
+// The frame with an 802.1Q tag after its MAC addresses.
+static std::vector<uint8_t> tagged(const std::vector<uint8_t> &frame, uint16_t vid) {
+  std::vector<uint8_t> f(frame.size() + 4);
+  memcpy(&f[0], &frame[0], 12);
+  put16(&f[12], 0x8100);
+  put16(&f[14], vid);
+  memcpy(&f[16], &frame[12], frame.size() - 12);
+  return f;
+}
+
+// Ethernet + IPv6 + UDP: 62 bytes, the smallest such frame.
+static std::vector<uint8_t> udp6(uint32_t src_low, uint16_t sport, uint16_t dport) {
+  std::vector<uint8_t> f(62, 0);
+  memcpy(&f[0], PORT_MAC, 6);
+  put16(&f[12], 0x86dd);
+  uint8_t *ip6 = &f[14];
+  ip6[0] = 0x60;
+  put16(ip6 + 4, 8);
+  ip6[6] = 17;
+  ip6[7] = 64;
+  const uint8_t prefix[4] = {0x20, 0x01, 0x0d, 0xb8};
+  memcpy(ip6 + 8, prefix, 4);
+  memcpy(ip6 + 20, &src_low, 4);
+  memcpy(ip6 + 24, prefix, 4);
+  ip6[39] = 1;
+  put16(ip6 + 40, sport);
+  put16(ip6 + 42, dport);
+  put16(ip6 + 44, 8);
+  return f;
+}
+
+// The inner frame's IP packet behind an outer IPv6 header (and the encapsulation limit
+// option), next header by the inner family.
+static std::vector<uint8_t> tunnelled6(const std::vector<uint8_t> &inner_frame, const uint8_t *src6, const uint8_t *dst6, bool option) {
   size_t inner_len = inner_frame.size() - 14;
   size_t opt = option ? 8 : 0;
+  const uint8_t next = inner_frame[14] >> 4 == 4 ? 4 : 41;
   std::vector<uint8_t> f(14 + 40 + opt + inner_len, 0);
   memcpy(&f[0], PORT_MAC, 6);
   put16(&f[12], 0x86dd);
   uint8_t *ip6 = &f[14];
   ip6[0] = 0x60;
   put16(ip6 + 4, static_cast<uint16_t>(opt + inner_len));
-  ip6[6] = option ? 60 : 4;
+  ip6[6] = option ? 60 : next;
   ip6[7] = 64;
   memcpy(ip6 + 8, src6, 16);
   memcpy(ip6 + 24, dst6, 16);
   if (option) {
-    uint8_t o[8] = {4, 0, 4, 1, 4, 1, 1, 0};
+    uint8_t o[8] = {next, 0, 4, 1, 4, 1, 1, 0};
     memcpy(ip6 + 40, o, 8);
   }
   memcpy(ip6 + 40 + opt, &inner_frame[14], inner_len);
+  return f;
+}
+
+// The same behind an outer IPv4 header (ipip or sit), DF set as Linux's pmtudisc default.
+static std::vector<uint8_t> tunnelled4(const std::vector<uint8_t> &inner_frame, const uint8_t *src4, const uint8_t *dst4) {
+  size_t inner_len = inner_frame.size() - 14;
+  std::vector<uint8_t> f(14 + 20 + inner_len, 0);
+  memcpy(&f[0], PORT_MAC, 6);
+  put16(&f[12], 0x0800);
+  uint8_t *ip = &f[14];
+  ip[0] = 0x45;
+  put16(ip + 2, static_cast<uint16_t>(20 + inner_len));
+  put16(ip + 6, 0x4000);
+  ip[8] = 64;
+  ip[9] = inner_frame[14] >> 4 == 4 ? 4 : 41;
+  memcpy(ip + 12, src4, 4);
+  memcpy(ip + 16, dst4, 4);
+  put16(ip + 10, csum(ip, 20));
+  memcpy(ip + 20, &inner_frame[14], inner_len);
   return f;
 }
 
@@ -99,13 +155,39 @@ int main(int argc, char **argv) {
     pc.kernel_egress_tunnel = TUNNEL_NONE;
   }
   snap->port[0].mac = port_mac_word(PORT_MAC);
-  adj[0] = adjacency{{2, 0, 0, 0, 0, 1}, {2, 0, 0, 0, 0, 2}, 1, 0};
+  const bool vlan = scenario == "fwd4-vlan";
+  const uint16_t in_port = vlan ? MAX_ETHPORTS : 0;
+  const uint16_t out_port = vlan ? MAX_ETHPORTS + 1 : 1;
+  if (vlan) {
+    vlan_conf_build(snap->port[in_port], *snap, 0, 100, false, 0, 0, snap->port[0].mac);
+    vlan_conf_build(snap->port[out_port], *snap, 1, 200, false, 0, 0, snap->port[1].mac);
+    derive_vlans(*snap);
+  }
+  adj[0] = adjacency{{2, 0, 0, 0, 0, 1}, {2, 0, 0, 0, 0, 2}, out_port, 0};
+  // Scenarios: fwd4, fwd4-vlan, and decap or encap with a mode: ip4ip6 (no suffix, or -nolimit),
+  // -ip6ip6, -ipip, -sit.
+  const bool decap = scenario.rfind("decap", 0) == 0;
+  const bool encap = scenario.rfind("encap", 0) == 0;
+  uint8_t mode = TUNNEL_IP4IP6;
+  if (scenario.find("-ip6ip6") != std::string::npos) mode = TUNNEL_IP6IP6;
+  if (scenario.find("-ipip") != std::string::npos) mode = TUNNEL_IPIP;
+  if (scenario.find("-sit") != std::string::npos) mode = TUNNEL_SIT;
+  const bool nolimit = scenario.find("-nolimit") != std::string::npos;
+  const bool outer4 = tunnel_outer_family(mode) == 4;
+  const bool inner6 = (decap || encap) && tunnel_inner_family(mode) == 6;
   uint8_t local[16] = {0x20, 0x01, 0x0d, 0xb8, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
   uint8_t remote[16] = {0x20, 0x01, 0x0d, 0xb8, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2};
+  if (outer4) {
+    const uint8_t local4[16] = {198, 51, 100, 1}, remote4[16] = {198, 51, 100, 2};
+    memcpy(local, local4, 16);
+    memcpy(remote, remote4, 16);
+  }
   tunnel_params tp{};
+  tp.mode = mode;
   memcpy(tp.local, local, 16);
   memcpy(tp.remote, remote, 16);
-  tp.encap_limit = scenario == "encap-nolimit" ? -1 : 4;
+  tp.encap_limit = outer4 || nolimit ? -1 : 4;
+  tp.pmtudisc = true;
   tp.hop_limit = 64;
   tp.mtu = 1452;
   tp.port = 1;
@@ -117,12 +199,12 @@ int main(int argc, char **argv) {
   uint32_t n_packets = flows < 1024 ? 1024 : flows;
   std::vector<std::vector<uint8_t>> frames;
   frames.reserve(n_packets);
-  bool decap = scenario.rfind("decap", 0) == 0;
   for (uint32_t i = 0; i < n_packets; i++) {
     uint32_t f = i % flows;
     uint32_t src = htonl(0x0a000000u | f), dst = htonl(0xc0a80001u);
-    auto inner = udp4(src, dst, 1000, 2000);
-    frames.push_back(decap ? tunnelled(inner, remote, local, scenario != "decap-nolimit") : inner);
+    auto inner = inner6 ? udp6(src, 1000, 2000) : udp4(src, dst, 1000, 2000);
+    if (decap) inner = outer4 ? tunnelled4(inner, remote, local) : tunnelled6(inner, remote, local, !nolimit);
+    frames.push_back(vlan ? tagged(inner, 100) : inner);
   }
   for (uint32_t f = 0; f < flows; f++) {
     uint32_t e = ft.alloc();
@@ -137,10 +219,16 @@ int main(int argc, char **argv) {
     m.pkt_len = m.data_len;
     m.nb_segs = 1;
     flow_key key;
-    parse_packet(&m, 0, nullptr, &key, &meta);
-    uint8_t action = decap ? FLOW_ACT_DECAP4IN6 : scenario.rfind("encap", 0) == 0 ? FLOW_ACT_ENCAP4IN6 : FLOW_ACT_FWD4;
+    if (vlan) {
+      vlan_cache c;
+      drop_reason why;
+      vlan_pop(*snap, 0, &m, c, &why);
+    }
+    parse_packet(&m, in_port, nullptr, &key, &meta);
+    uint8_t action = decap ? FLOW_ACT_DECAP : encap ? FLOW_ACT_ENCAP : FLOW_ACT_FWD4;
     flow_entry_init(en, key, action, FLOW_NONE, 1);  // now_s 1 as the pipeline's below
     en.target = 0;
+    if (decap) en.tunnel = 0;
     if (getenv("NAT") != nullptr) {
       // Masquerade: a new source address and port, as SNAT to the uplink's address.
       flow_nat_spec nat;

@@ -10,7 +10,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { Dataplane } from '../dataplane';
 import { FlowgateError } from '../errors';
 import { ChildJob, ChildMessage, CaptureOutcome, FlowInstallReport, Measurement } from './protocol';
-import { benchPorts, benchTunnel, flowInstallCount, flowInstalls, pcapDevice, PORT_OUT, scenarioFromName } from './scenarios';
+import { benchPorts, benchTunnel, benchVlans, flowInstallCount, flowInstalls, pcapDevice, PORT_OUT, scenarioFromName } from './scenarios';
 
 /** addFlow() calls between two yields to the event loop (so progress messages leave). */
 const INSTALL_CHUNK = 16_384;
@@ -33,6 +33,7 @@ function startDataplane(job: ChildJob, sinkDevice: string | undefined, warnings:
     mbufs: job.resources.mbufs,
     mbufDataRoom: job.resources.mbufDataRoom,
     ports: benchPorts(scenario, pcapDevice(job.pcapFiles), sinkDevice === undefined ? {} : { device: sinkDevice }),
+    vlans: benchVlans(scenario),
     onWarning: (m) => warnings.push(m),
     // Without hugepages EAL takes -m MiB up front; the dataplane's own estimate leaves out
     // the preloaded pcap's rings (a later -m wins).

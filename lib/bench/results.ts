@@ -33,6 +33,19 @@ const OUTPUTS = [DATA_FILE, PLOT_FILE, MARKDOWN_FILE];
 /** The targets the fast path is measured against (one worker, 64-byte frames). */
 export const TARGETS = {
   cyclesAt1k: { fwd4: 90, 'decap-limit4': 100, 'encap-limit4': 110 } as Record<string, number>,
+  /** Issue 12: each tunnel mode (and VLAN) costs at most this many cycles a packet more than its counterpart, in the same run. */
+  overCounterpart: {
+    cycles: 5,
+    counterparts: {
+      'decap-ip6ip6': 'decap-limit4',
+      'encap-ip6ip6': 'encap-limit4',
+      'decap-ipip': 'decap-limit4',
+      'encap-ipip': 'encap-limit4',
+      'decap-sit': 'decap-limit4',
+      'encap-sit': 'encap-limit4',
+      'fwd4-vlan': 'fwd4',
+    } as Record<string, string>,
+  },
   scaling1Mover1k: 0.6,
   overOvs: 2,
 };
@@ -73,7 +86,17 @@ export interface ResultsData {
   ovs: OvsRun[];
   /** Why the OVS-DPDK comparison is missing, when it failed. */
   ovsError?: string | null;
+  /**
+   * The tunnel modes and VLANs against their counterparts, from a run of their own
+   * (--modes): a few minutes, where the whole table takes most of an hour.
+   */
+  modes?: { generatedAt: string; machine: Machine; command: string; results: BenchResult[] };
 }
+
+/** What --modes measures: each scenario of TARGETS.overCounterpart and its counterpart, in one run. */
+export const MODE_SCENARIOS: readonly string[] = [
+  ...new Set(Object.entries(TARGETS.overCounterpart.counterparts).flatMap(([scenario, counterpart]) => [counterpart, scenario])),
+];
 
 function run(cmd: string, args: string[]): string {
   try {
@@ -246,11 +269,49 @@ export function renderMarkdown(data: ResultsData): string {
             : verdict(false);
     L.push(`| ${scenario}: at ${formatFlows(hi ?? 0)} flows >= ${target} of the ${formatFlows(lo ?? 0)}-flow rate | ${measured} | ${judged} |`);
   }
+  // Judged from the --modes run when there is one: a scenario and its counterpart measured together.
+  const modeRuns = data.modes?.results ?? data.results;
+  const modeLo = Math.min(...modeRuns.map((r) => r.flows));
+  const modeKey = new Map(modeRuns.map((r) => [`${r.scenario}/${r.flows}`, r]));
+  for (const [scenario, counterpart] of Object.entries(TARGETS.overCounterpart.counterparts)) {
+    const a = modeKey.get(`${scenario}/${modeLo}`);
+    const b = modeKey.get(`${counterpart}/${modeLo}`);
+    if (a === undefined) continue; // results from before the scenario existed
+    const extra = b !== undefined ? a.cycles_per_packet - b.cycles_per_packet : null;
+    L.push(
+      `| ${scenario}: <= ${TARGETS.overCounterpart.cycles} cycles/packet over ${counterpart} at ${formatFlows(modeLo)} flows${data.modes === undefined ? '' : ' (modes run)'} | ${extra === null ? '-' : `${extra >= 0 ? '+' : ''}${f1(extra)}`} | ${verdict(extra === null ? null : extra <= TARGETS.overCounterpart.cycles)} |`,
+    );
+  }
   const ovsRatio = ovs.length === 0 ? null : median(ovs.map((o) => o.ratio));
   L.push(
     `| >= ${TARGETS.overOvs}x OVS-DPDK on ${formatFlows(ovs[0]?.flows ?? 100000)}-destination IPv4 routing | ${ovsRatio === null ? '-' : `${f2(ovsRatio)}x`} | ${verdict(ovsRatio === null ? null : ovsRatio >= TARGETS.overOvs)} |`,
     '',
   );
+
+  if (data.modes !== undefined) {
+    const m = data.modes;
+    L.push(
+      '## Tunnel modes and VLANs against their counterparts (64 B, one worker)',
+      '',
+      `Measured ${m.generatedAt} in a run of their own, each scenario beside its counterpart: ${m.machine.cpuModel}, load average ${m.machine.loadAverage}${m.machine.busyProcesses.length === 0 ? '' : `; busy before the run: ${m.machine.busyProcesses.join(', ')}`}.`,
+      '',
+      '```sh',
+      m.command,
+      '```',
+      '',
+      '| Scenario | Flows | Mpps | Cycles/packet | Counterpart | Its cycles/packet | Difference | Worker on CPU |',
+      '|---|--:|--:|--:|---|--:|--:|--:|',
+    );
+    const byName = new Map(m.results.map((r) => [`${r.scenario}/${r.flows}`, r]));
+    for (const r of m.results) {
+      const counterpart = TARGETS.overCounterpart.counterparts[r.scenario];
+      const c = counterpart === undefined ? undefined : byName.get(`${counterpart}/${r.flows}`);
+      L.push(
+        `| ${r.scenario} | ${formatFlows(r.flows)} | ${f2(r.mpps)} | ${f1(r.cycles_per_packet)} | ${counterpart ?? '-'} | ${f1(c?.cycles_per_packet)} | ${c === undefined ? '-' : `${r.cycles_per_packet - c.cycles_per_packet >= 0 ? '+' : ''}${f1(r.cycles_per_packet - c.cycles_per_packet)}`} | ${(r.worker_cpu_share * 100).toFixed(1)} % |`,
+      );
+    }
+    L.push('');
+  }
 
   L.push('## Results (64 B, one worker)', '');
   L.push('| Scenario | Flows | Mpps | Gbps | Cycles/packet | Hit | testpmd io Mpps | testpmd macswap Mpps | vs io | Mpps per run | Worker on CPU |');
@@ -333,17 +394,36 @@ async function main(argv: string[]): Promise<number> {
       'ovs-runs': { type: 'string', default: '3' },
       'no-ovs': { type: 'boolean' },
       'render-only': { type: 'boolean' },
+      modes: { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
     },
   });
   if (v.help === true) {
     process.stdout.write(
-      'usage: node dist/lib/bench/results.js [--seconds S] [--warmup S] [--repeat N] [--flows LIST] [--ovs-runs N | --no-ovs] [--render-only]\n',
+      'usage: node dist/lib/bench/results.js [--seconds S] [--warmup S] [--repeat N] [--flows LIST] [--ovs-runs N | --no-ovs] [--render-only]\n' +
+        '       node dist/lib/bench/results.js --modes [--seconds S] [--warmup S] [--repeat N]   (tunnel modes and VLANs against their counterparts, 1,000 flows)\n',
     );
     return 0;
   }
   let data: ResultsData;
-  if (v['render-only'] === true) {
+  if (v.modes === true) {
+    data = JSON.parse(fs.readFileSync(DATA_FILE, 'utf8')) as ResultsData;
+    const benchArgs = ['bench', '--scenario', MODE_SCENARIOS.join(','), '--flows', '1000', '--size', '64', '--seconds', v.seconds, '--warmup', v.warmup, '--repeat', v.repeat, '--json'];
+    process.stderr.write(`results: flowgate ${benchArgs.join(' ')}\n`);
+    const machine = machineFacts();
+    const out = await spawnCollect(process.execPath, [MAIN, ...benchArgs]);
+    data.modes = {
+      generatedAt: new Date().toISOString().replace(/\.\d+Z$/, 'Z'),
+      machine,
+      command: `node dist/lib/cli/main.js ${benchArgs.join(' ')}`,
+      results: out
+        .trim()
+        .split('\n')
+        .filter((l) => l.startsWith('{'))
+        .map((l) => JSON.parse(l) as BenchResult),
+    };
+    fs.writeFileSync(DATA_FILE, JSON.stringify(data, null, 2) + '\n');
+  } else if (v['render-only'] === true) {
     data = JSON.parse(fs.readFileSync(DATA_FILE, 'utf8')) as ResultsData;
   } else {
     const machine = machineFacts();

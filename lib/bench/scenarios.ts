@@ -9,21 +9,27 @@
  *   pcap 'in' (infinite replay) ──> [flowgate] ──> null 'out' (sink; also the tunnel underlay)
  *                                       └─ misses ──> null 'punt' (the slow path's stand-in)
  */
-import { FlowDirection, FlowPairOptions, PortOptions, TunnelOptions } from '../dataplane';
+import { FlowDirection, FlowPairOptions, PortOptions, TunnelMode, TunnelOptions, VlanOptions } from '../dataplane';
 import { InvalidArgumentError } from '../errors';
-import { ethernetFrame, ip4in6Packet, ip4Packet, ip6Packet } from '../packets';
+import { ethernetFrame, ipInIp6Packet, ip4Packet, ip6Packet } from '../packets';
 
-export type ScenarioKind = 'fwd4' | 'fwd6' | 'decap' | 'encap' | 'mixed';
-export const SCENARIO_KINDS: readonly ScenarioKind[] = ['fwd4', 'fwd6', 'decap', 'encap', 'mixed'];
+/** fwd4-vlan: fwd4 in on one 802.1Q VLAN of 'in' and out on another of 'out', tagged both sides. */
+export type ScenarioKind = 'fwd4' | 'fwd6' | 'decap' | 'encap' | 'mixed' | 'fwd4-vlan';
+export const SCENARIO_KINDS: readonly ScenarioKind[] = ['fwd4', 'fwd6', 'decap', 'encap', 'mixed', 'fwd4-vlan'];
 
 /** The RFC 2473 Tunnel Encapsulation Limit: an option value, or no option at all. */
 export type EncapLimit = number | 'none';
 
+/** The tunnel modes of decap and encap scenarios besides ip4ip6, the reference one (mixed is ip4ip6 only). */
+export const OTHER_TUNNEL_MODES: readonly TunnelMode[] = ['ip6ip6', 'ipip', 'sit'];
+
 export interface Scenario {
   kind: ScenarioKind;
-  /** Tunnel scenarios only (null for fwd4/fwd6). */
+  /** Tunnel scenarios only (null for fwd4/fwd6, and for the modes over IPv4, which have no option). */
   encapLimit: EncapLimit | null;
-  /** fwd4, fwd6, decap-limit4, encap-nolimit, mixed-limit4, ... */
+  /** Tunnel scenarios only: the mode (null for fwd4/fwd6). */
+  mode: TunnelMode | null;
+  /** fwd4, fwd6, decap-limit4, encap-nolimit, mixed-limit4, decap-ip6ip6, decap-ip6ip6-nolimit, encap-sit, ... */
   name: string;
 }
 
@@ -31,20 +37,34 @@ export function isTunnelKind(kind: ScenarioKind): boolean {
   return kind === 'decap' || kind === 'encap' || kind === 'mixed';
 }
 
-export function makeScenario(kind: ScenarioKind, encapLimit: EncapLimit): Scenario {
-  if (!isTunnelKind(kind)) return { kind, encapLimit: null, name: kind };
-  return { kind, encapLimit, name: `${kind}-${encapLimit === 'none' ? 'nolimit' : `limit${encapLimit}`}` };
+const overIpv4 = (mode: TunnelMode) => mode === 'ipip' || mode === 'sit';
+
+/**
+ * A scenario. ip4ip6 scenarios are named by their limit (decap-limit4, encap-nolimit), as
+ * since the first benchmarks; the other modes by the mode, with -nolimit for ip6ip6
+ * without the option (decap-ip6ip6, decap-ip6ip6-nolimit, encap-sit).
+ */
+export function makeScenario(kind: ScenarioKind, encapLimit: EncapLimit, mode: TunnelMode = 'ip4ip6'): Scenario {
+  if (!isTunnelKind(kind)) return { kind, encapLimit: null, mode: null, name: kind };
+  if (kind === 'mixed' && mode !== 'ip4ip6') throw new InvalidArgumentError(`mixed traffic is ip4ip6 only, not ${mode}`);
+  if (mode === 'ip4ip6') return { kind, encapLimit, mode, name: `${kind}-${encapLimit === 'none' ? 'nolimit' : `limit${encapLimit}`}` };
+  if (overIpv4(mode)) return { kind, encapLimit: null, mode, name: `${kind}-${mode}` };
+  const suffix = encapLimit === 'none' ? '-nolimit' : encapLimit === 4 ? '' : `-limit${encapLimit}`;
+  return { kind, encapLimit, mode, name: `${kind}-${mode}${suffix}` };
 }
 
-/** The inverse of Scenario.name ("encap-limit4", "fwd6"). */
+/** The inverse of Scenario.name ("encap-limit4", "fwd6", "decap-sit"). */
 export function scenarioFromName(name: string): Scenario {
-  const m = /^(fwd4|fwd6|decap|encap|mixed)(?:-(?:limit(\d{1,3})|(nolimit)))?$/.exec(name);
-  if (m === null) throw new InvalidArgumentError(`expected a scenario name such as fwd4 or encap-limit4, found '${name}'`);
+  const m = /^(fwd4-vlan|fwd4|fwd6|decap|encap|mixed)(?:-(ip6ip6|ipip|sit))?(?:-(?:limit(\d{1,3})|(nolimit)))?$/.exec(name);
+  if (m === null) throw new InvalidArgumentError(`expected a scenario name such as fwd4, encap-limit4 or decap-sit, found '${name}'`);
   const kind = m[1] as ScenarioKind;
-  const limit: EncapLimit = m[3] !== undefined ? 'none' : m[2] !== undefined ? Number(m[2]) : 4;
+  const mode = (m[2] ?? 'ip4ip6') as TunnelMode;
+  const limit: EncapLimit = m[4] !== undefined ? 'none' : m[3] !== undefined ? Number(m[3]) : 4;
   if (typeof limit === 'number' && limit > 255) throw new InvalidArgumentError(`encapsulation limit ${limit} is above 255`);
-  if (!isTunnelKind(kind) && m[2] !== undefined) throw new InvalidArgumentError(`${kind} has no tunnel, so no encapsulation limit`);
-  return makeScenario(kind, limit);
+  if (!isTunnelKind(kind) && (m[2] !== undefined || m[3] !== undefined || m[4] !== undefined))
+    throw new InvalidArgumentError(`${kind} has no tunnel, so no mode or encapsulation limit`);
+  if (overIpv4(mode) && (m[3] !== undefined || m[4] !== undefined)) throw new InvalidArgumentError(`${mode} runs over IPv4: it has no encapsulation limit`);
+  return makeScenario(kind, limit, mode);
 }
 
 // ---- the fixed part of the topology --------------------------------------------------
@@ -61,6 +81,9 @@ export const TOPOLOGY = {
     name: 'tun0',
     local: '2001:db8:2::1',
     remote: '2001:db8:2::2',
+    /** The endpoints of the modes over IPv4 (ipip, sit). */
+    local4: '198.51.100.1',
+    remote4: '198.51.100.2',
     /** The underlay next hop towards the tunnel peer. */
     nextHopMac: '02:00:00:00:00:02',
   },
@@ -71,6 +94,9 @@ export const TOPOLOGY = {
    * the slow path's PMTU handling.
    */
   tunnelUnderlayMtu: 1600,
+  /** fwd4-vlan: the 802.1Q VLANs the traffic arrives on ('in') and leaves by ('out'). */
+  vlanIn: 100,
+  vlanOut: 200,
 } as const;
 
 export const PORT_IN = 'in';
@@ -146,14 +172,23 @@ export type FlowRole = 'fwd4' | 'fwd6' | 'encap' | 'decap';
 
 export function flowRole(kind: ScenarioKind, i: number): FlowRole {
   if (kind === 'mixed') return i % 2 === 0 ? 'encap' : 'decap';
+  if (kind === 'fwd4-vlan') return 'fwd4';
   return kind;
+}
+
+/** The family of the packets flow i carries (inside the tunnel, when tunnelled). */
+export function innerFamily(scenario: Pick<Scenario, 'kind' | 'mode'>): 4 | 6 {
+  return scenario.kind === 'fwd6' || scenario.mode === 'ip6ip6' || scenario.mode === 'sit' ? 6 : 4;
 }
 
 /**
  * Flow i's (inner) tuple. In mixed traffic flows 2c and 2c+1 are the two directions of
  * connection c: LAN to the Internet through the tunnel, and the reply from the tunnel peer.
+ * scenario: a kind, or the scenario when its mode may carry IPv6.
  */
-export function flowTuple(kind: ScenarioKind, i: number): Tuple {
+export function flowTuple(scenario: ScenarioKind | Pick<Scenario, 'kind' | 'mode'>, i: number): Tuple {
+  const kind = typeof scenario === 'string' ? scenario : scenario.kind;
+  if (typeof scenario !== 'string' && innerFamily(scenario) === 6) return tuple6(i);
   if (kind === 'fwd6') return tuple6(i);
   if (kind === 'mixed') {
     const connection = tuple4(i >>> 1);
@@ -169,17 +204,21 @@ export const FCS_BYTES = 4;
 const ETH_HEADER = 14;
 const IP4_UDP_HEADERS = 20 + 8;
 const IP6_UDP_HEADERS = 40 + 8;
-const IP6_HEADER = 40;
-const ENCAP_LIMIT_OPTION = 8;
 
-/** Outer bytes a tunnelled packet carries on the wire in front of the inner IPv4 packet. */
-export function tunnelOverhead(limit: EncapLimit): number {
-  return IP6_HEADER + (limit === 'none' ? 0 : ENCAP_LIMIT_OPTION);
+/** The smallest frame (with FCS) that carries a UDP header of this family. */
+export function minimumFrameSize(family: 4 | 6): number {
+  return ETH_HEADER + (family === 6 ? IP6_UDP_HEADERS : IP4_UDP_HEADERS) + FCS_BYTES;
 }
 
-/** The smallest frame (with FCS) that carries a UDP header in this role. */
-export function minimumFrameSize(role: FlowRole): number {
-  return ETH_HEADER + (role === 'fwd6' ? IP6_UDP_HEADERS : IP4_UDP_HEADERS) + FCS_BYTES;
+/** The outer headers of a decap scenario's packets: IPv4, or IPv6 with the option unless none. */
+function outerHeaders(scenario: Scenario, inner: Buffer): Buffer {
+  const t = TOPOLOGY.tunnel;
+  if (scenario.mode === 'ipip' || scenario.mode === 'sit') {
+    // The inner packet as ip4Packet's payload: ipip (4) or sit (41), DF as Linux's pmtudisc.
+    return ip4Packet({ src: t.remote4, dst: t.local4, ttl: 64, df: true }, { proto: scenario.mode === 'ipip' ? 4 : 41, data: inner });
+  }
+  const limit = scenario.encapLimit ?? 4;
+  return ipInIp6Packet({ src: t.remote, dst: t.local, hopLimit: 64, encapLimit: limit === 'none' ? null : limit }, inner);
 }
 
 /**
@@ -190,26 +229,33 @@ export function minimumFrameSize(role: FlowRole): number {
  */
 export function flowFrame(scenario: Scenario, i: number, frameSize: number): Buffer {
   const role = flowRole(scenario.kind, i);
-  const t = flowTuple(scenario.kind, i);
-  const inner = Math.max(frameSize, minimumFrameSize(role)) - FCS_BYTES;
+  const t = flowTuple(scenario, i);
+  const family = innerFamily(scenario);
+  const inner = Math.max(frameSize, minimumFrameSize(family)) - FCS_BYTES;
   const udp = { udp: { sport: t.sport, dport: t.dport } };
-  if (role === 'fwd6') {
-    const ip = ip6Packet({ src: t.src, dst: t.dst, hopLimit: 64 }, udp, Buffer.alloc(inner - ETH_HEADER - IP6_UDP_HEADERS));
-    return ethernetFrame(TOPOLOGY.gatewayMac, TOPOLOGY.hostMac, ip);
-  }
-  const ip = ip4Packet({ src: t.src, dst: t.dst, ttl: 64 }, udp, Buffer.alloc(inner - ETH_HEADER - IP4_UDP_HEADERS));
-  if (role !== 'decap') return ethernetFrame(TOPOLOGY.gatewayMac, TOPOLOGY.hostMac, ip);
-  const limit = scenario.encapLimit ?? 4;
-  const outer = ip4in6Packet(
-    { src: TOPOLOGY.tunnel.remote, dst: TOPOLOGY.tunnel.local, hopLimit: 64, encapLimit: limit === 'none' ? null : limit },
-    ip,
-  );
-  return ethernetFrame(TOPOLOGY.gatewayMac, TOPOLOGY.hostMac, outer);
+  const ip =
+    family === 6
+      ? ip6Packet({ src: t.src, dst: t.dst, hopLimit: 64 }, udp, Buffer.alloc(inner - ETH_HEADER - IP6_UDP_HEADERS))
+      : ip4Packet({ src: t.src, dst: t.dst, ttl: 64 }, udp, Buffer.alloc(inner - ETH_HEADER - IP4_UDP_HEADERS));
+  if (scenario.kind === 'fwd4-vlan') return vlanTagged(ethernetFrame(TOPOLOGY.gatewayMac, TOPOLOGY.hostMac, ip), TOPOLOGY.vlanIn);
+  return ethernetFrame(TOPOLOGY.gatewayMac, TOPOLOGY.hostMac, role === 'decap' ? outerHeaders(scenario, ip) : ip);
+}
+
+/**
+ * The frame with an 802.1Q tag (PCP 0) after its MAC addresses: 4 bytes longer, as
+ * decapsulation traffic is longer by its outer headers, so that fwd4-vlan forwards the same
+ * IP packets as fwd4.
+ */
+function vlanTagged(frame: Buffer, vid: number): Buffer {
+  const tag = Buffer.alloc(4);
+  tag.writeUInt16BE(0x8100, 0);
+  tag.writeUInt16BE(vid, 2);
+  return Buffer.concat([frame.subarray(0, 12), tag, frame.subarray(12)]);
 }
 
 /** Flow i's inner frame size with FCS: frameSize, or the smallest UDP frame of its role if larger. */
 export function innerFrameSize(scenario: Scenario, i: number, frameSize: number): number {
-  return Math.max(frameSize, minimumFrameSize(flowRole(scenario.kind, i)));
+  return Math.max(frameSize, minimumFrameSize(innerFamily(scenario)));
 }
 
 // ---- the dataplane side ----------------------------------------------------------------
@@ -237,19 +283,30 @@ export function benchPorts(scenario: Scenario, inDevice: string, sink: SinkOptio
   ];
 }
 
-export function benchTunnel(scenario: Scenario): TunnelOptions | null {
-  if (!isTunnelKind(scenario.kind)) return null;
-  return {
-    name: TOPOLOGY.tunnel.name,
-    local: TOPOLOGY.tunnel.local,
-    remote: TOPOLOGY.tunnel.remote,
-    encapLimit: scenario.encapLimit ?? 4,
-    underlay: PORT_OUT,
-    nextHopMac: TOPOLOGY.tunnel.nextHopMac,
-  };
+/** The VLANs of the benchmark: fwd4-vlan's, on 'in' and 'out'. */
+export function benchVlans(scenario: Scenario): VlanOptions[] {
+  if (scenario.kind !== 'fwd4-vlan') return [];
+  return [
+    { name: vlanPort(PORT_IN), parent: PORT_IN, id: TOPOLOGY.vlanIn },
+    { name: vlanPort(PORT_OUT), parent: PORT_OUT, id: TOPOLOGY.vlanOut },
+  ];
 }
 
-function direction(role: FlowRole, t: Tuple): FlowDirection {
+function vlanPort(port: string): string {
+  return `${port}.${port === PORT_IN ? TOPOLOGY.vlanIn : TOPOLOGY.vlanOut}`;
+}
+
+export function benchTunnel(scenario: Scenario): TunnelOptions | null {
+  if (!isTunnelKind(scenario.kind)) return null;
+  const t = TOPOLOGY.tunnel;
+  const mode = scenario.mode ?? 'ip4ip6';
+  const common = { name: t.name, mode, underlay: PORT_OUT, nextHopMac: t.nextHopMac };
+  if (mode === 'ipip' || mode === 'sit') return { ...common, local: t.local4, remote: t.remote4 };
+  return { ...common, local: t.local, remote: t.remote, encapLimit: scenario.encapLimit ?? 4 };
+}
+
+function direction(role: FlowRole, t: Tuple, vlan = false): FlowDirection {
+  if (vlan) return { in: vlanPort(PORT_IN), proto: 'udp', ...t, out: { port: vlanPort(PORT_OUT), mac: TOPOLOGY.nextHopMac } };
   const base = { in: PORT_IN, proto: 'udp' as const, ...t };
   switch (role) {
     case 'encap':
@@ -275,7 +332,8 @@ export function* flowInstalls(scenario: Scenario, flows: number): Generator<Flow
     }
     return;
   }
-  for (let i = 0; i < flows; i++) yield { original: direction(flowRole(scenario.kind, i), flowTuple(scenario.kind, i)) };
+  for (let i = 0; i < flows; i++)
+    yield { original: direction(flowRole(scenario.kind, i), flowTuple(scenario, i), scenario.kind === 'fwd4-vlan') };
 }
 
 /** How many addFlow() calls flowInstalls() makes. */

@@ -14,7 +14,7 @@ import { HugepageKeeper } from '../bench/hugepages';
 import { anomalies, formatFlows, formatSize, formatTable, Progress } from '../bench/output';
 import { renderPlot } from '../bench/plot';
 import { BenchCase, BenchResult, BenchSettings, prepareTraffic, RunContext, runCapture, runCase } from '../bench/runner';
-import { EncapLimit, isTunnelKind, makeScenario, MAX_BENCH_FLOWS, Scenario, SCENARIO_KINDS, ScenarioKind, scenarioFromName } from '../bench/scenarios';
+import { EncapLimit, isTunnelKind, makeScenario, MAX_BENCH_FLOWS, OTHER_TUNNEL_MODES, Scenario, SCENARIO_KINDS, ScenarioKind, scenarioFromName } from '../bench/scenarios';
 import { checkTestpmd, DEFAULT_TESTPMD } from '../bench/testpmd';
 import { defaultCacheDir, FrameSize } from '../bench/traffic';
 
@@ -25,7 +25,7 @@ Measures the fast path on DPDK virtual devices: generated traffic replayed from 
 and dpdk-testpmd io and macswap forwarding of the same traffic in the same run as the limit.
 Each measurement runs in its own process. Lists are comma-separated; every combination runs.
 
-  --scenario LIST     fwd4, fwd6, decap, encap, mixed, or all            (default fwd4)
+  --scenario LIST     fwd4, fwd6, decap, encap, mixed, fwd4-vlan, or all (default fwd4)
                       (decap: 4in6 from the tunnel peer; encap: into the tunnel;
                       mixed: both directions of each connection at once)
   --encaplimit LIST   tunnel scenarios: an encapsulation limit (4) or none; with
@@ -111,6 +111,8 @@ export function parseScenarios(text: string, limitsText: string | undefined): Sc
     if (item === 'all') {
       for (const kind of SCENARIO_KINDS)
         for (const l of isTunnelKind(kind) ? (limits ?? [4, 'none' as const]) : [4]) out.push(makeScenario(kind, l));
+      // The other modes once each (ip6ip6 with the default option), beside their ip4ip6 counterparts.
+      for (const kind of ['decap', 'encap'] as const) for (const mode of OTHER_TUNNEL_MODES) out.push(makeScenario(kind, 4, mode));
     } else if ((SCENARIO_KINDS as readonly string[]).includes(item)) {
       const kind = item as ScenarioKind;
       for (const l of isTunnelKind(kind) ? (limits ?? [4]) : [4]) out.push(makeScenario(kind, l));
@@ -118,7 +120,7 @@ export function parseScenarios(text: string, limitsText: string | undefined): Sc
       try {
         out.push(scenarioFromName(item));
       } catch {
-        throw new UsageError(`--scenario: expected ${SCENARIO_KINDS.join(', ')} or all, found '${item}'`);
+        throw new UsageError(`--scenario: expected ${SCENARIO_KINDS.join(', ')}, a name such as decap-ip6ip6 or encap-sit, or all, found '${item}'`);
       }
     }
   }

@@ -55,6 +55,7 @@ export async function run(argv: string[]): Promise<number> {
     if (issues.length === 0) {
       const summary = [
         plural(config.ports.length, 'port'),
+        ...(config.vlans.length === 0 ? [] : [plural(config.vlans.length, 'VLAN')]),
         plural(config.tunnels.length, 'tunnel'),
         plural(config.routes.length, 'route'),
         plural(config.workers.cpus.length, 'worker'),

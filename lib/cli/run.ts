@@ -231,6 +231,7 @@ class Instance {
     if (!this.stopping) {
       this.log.info('running', {
         ports: this.config.ports.map((p) => p.name),
+        vlans: this.config.vlans.map((v) => v.name),
         tunnels: this.config.tunnels.map((t) => t.name),
         workers: this.config.workers.cpus,
         control: this.config.control.socket,

@@ -20,7 +20,18 @@ import {
   type IpFamily,
   type IpPrefix,
 } from '../net/addr';
-import { parseListenAddress, type Config, type TunnelConfig, type TunnelMode } from './schema';
+import {
+  DEFAULT_PORT_MTU,
+  DEFAULT_VLAN_PCP,
+  DEFAULT_VLAN_PROTOCOL,
+  isVlanConfig,
+  parseListenAddress,
+  type Config,
+  type TunnelConfig,
+  type TunnelMode,
+  type VlanConfig,
+  type VlanProtocol,
+} from './schema';
 
 export interface AddressModel extends IpAddress {
   /** The text as written in the config. */
@@ -57,12 +68,31 @@ export interface PortModel {
   punt: PuntPolicerModel;
 }
 
+/** A VLAN sub-interface (a `ports` entry with `parent`), mirrored into the kernel as its own TAP. */
+export interface VlanModel {
+  name: string;
+  /** The port, or (QinQ) the 802.1ad VLAN, whose frames carry this VLAN's tag. */
+  parent: string;
+  /** The port with a device under it all. */
+  port: string;
+  id: number;
+  protocol: VlanProtocol;
+  mtu: number;
+  /** null: the MAC of `port`'s device (known once it runs); else its own or the nearest parent's. */
+  mac: MacModel | null;
+  /** PCP of the tags pushed onto packets that arrived untagged. */
+  pcp: number;
+  addresses: PrefixModel[];
+  /** The fast path polices a VLAN's punts apart from its port's, as another port's. */
+  punt: PuntPolicerModel;
+}
+
 export interface TunnelModel {
   name: string;
   mode: TunnelMode;
   local: AddressModel;
   remote: AddressModel;
-  /** The port the encapsulated packets leave through. */
+  /** The port or VLAN the encapsulated packets leave through. */
   underlay: string;
   encaplimit: number | 'none';
   hoplimit: number | 'inherit';
@@ -83,7 +113,10 @@ export interface RouteModel {
 }
 
 export interface CompiledConfig {
+  /** The ports with a device. */
   ports: PortModel[];
+  /** VLAN sub-interfaces, each after its parent. */
+  vlans: VlanModel[];
   tunnels: TunnelModel[];
   /** Connected routes first (in address order), then static routes in config order. */
   routes: RouteModel[];
@@ -141,6 +174,35 @@ export function toPrefixModel(text: string): PrefixModel {
 
 export function familyName(family: IpFamily): string {
   return family === 4 ? 'IPv4' : 'IPv6';
+}
+
+/**
+ * The chain of parents of a `ports` entry, from the entry up to (and with) the port that has
+ * a device; undefined when a parent is missing or the chain loops (semantic.ts reports both).
+ */
+export function parentChain(config: Config, name: string): string[] | undefined {
+  const chain: string[] = [];
+  for (let current: string | undefined = name; current !== undefined; current = config.ports[current]?.parent) {
+    if (config.ports[current] === undefined || chain.includes(current)) return undefined;
+    chain.push(current);
+  }
+  return chain;
+}
+
+/** A port's MTU, or a VLAN's: its own, else its parent's, down to the port's (default 1500). */
+export function portMtu(config: Config, name: string): number {
+  for (const entry of parentChain(config, name) ?? [name]) {
+    const mtu = config.ports[entry]?.mtu;
+    if (mtu !== undefined) return mtu;
+  }
+  return DEFAULT_PORT_MTU;
+}
+
+/** The VLAN sub-interfaces of a config, each after its parent (the order they are created in). */
+export function vlanEntries(config: Config): [string, VlanConfig][] {
+  const depth = (name: string) => parentChain(config, name)?.length ?? 0;
+  const vlans = Object.entries(config.ports).filter((entry): entry is [string, VlanConfig] => isVlanConfig(entry[1]));
+  return vlans.sort(([a], [b]) => depth(a) - depth(b));
 }
 
 /** The families a device can route: a port's address families, a tunnel's inner family. */
@@ -237,7 +299,7 @@ export function resolveUnderlay(config: Config, routes: readonly RouteModel[], t
   return { ok: true, port: route.dev, route };
 }
 
-/** The largest MTU a tunnel can have over its underlay port: also what 'auto' resolves to. */
+/** The largest MTU a tunnel can have over its underlay port or VLAN: also what 'auto' resolves to. */
 export function tunnelMtuLimit(underlayMtu: number, tunnel: TunnelConfig): number {
   return underlayMtu - tunnelOverhead(tunnel.mode, tunnel.encaplimit);
 }
@@ -246,6 +308,18 @@ export function isPortAddress(config: Config, address: IpAddress): boolean {
   return Object.values(config.ports).some((port) =>
     port.addresses.some((text) => ipEquals(parsePrefix(text), address)),
   );
+}
+
+/**
+ * The devices whose forwarded flows are offloaded: those flowtable.devices lists, and the
+ * VLANs over a listed port or VLAN, as the kernel's flowtable on a real device also takes
+ * the frames of the VLANs over it. A VLAN may also be listed alone.
+ */
+export function offloadDevices(model: Pick<CompiledConfig, 'flowtable' | 'vlans'>): Set<string> {
+  const devices = new Set(model.flowtable.devices);
+  // Parents come first in `vlans`: one pass covers QinQ too.
+  for (const vlan of model.vlans) if (devices.has(vlan.parent)) devices.add(vlan.name);
+  return devices;
 }
 
 // ---- compilation ----------------------------------------------------------------------
@@ -265,23 +339,46 @@ export function compileConfig(config: Config): CompiledConfig {
   }
   const routes = [...connectedRoutes(config), ...statics];
 
-  const ports: PortModel[] = Object.entries(config.ports).map(([name, port]) => {
+  const punt = (name: string): PuntPolicerModel => {
     const override = config.slowpath.ports[name];
-    return {
+    return { rate: override?.rate ?? config.slowpath.rate, burst: override?.burst ?? config.slowpath.burst };
+  };
+  const ports: PortModel[] = [];
+  for (const [name, port] of Object.entries(config.ports)) {
+    if (port.device === undefined) continue;
+    ports.push({
       name,
       device: port.device,
       deviceKind: port.device.startsWith('net_') ? 'vdev' : 'pci',
       mac: port.mac === undefined ? null : { text: port.mac, bytes: parseMac(port.mac) },
-      mtu: port.mtu,
+      mtu: port.mtu ?? DEFAULT_PORT_MTU,
       addresses: port.addresses.map(toPrefixModel),
-      punt: { rate: override?.rate ?? config.slowpath.rate, burst: override?.burst ?? config.slowpath.burst },
+      punt: punt(name),
+    });
+  }
+
+  const vlans: VlanModel[] = vlanEntries(config).map(([name, vlan]) => {
+    const chain = parentChain(config, name) ?? unresolved(`VLAN ${name} has no port under it`);
+    // The first entry with a MAC of its own, or null: the port's device's MAC.
+    const mac = chain.map((entry) => config.ports[entry]?.mac).find((text) => text !== undefined);
+    return {
+      name,
+      parent: vlan.parent,
+      port: chain.at(-1) as string,
+      id: vlan.vlan,
+      protocol: vlan.protocol ?? DEFAULT_VLAN_PROTOCOL,
+      mtu: portMtu(config, name),
+      mac: mac === undefined ? null : { text: mac, bytes: parseMac(mac) },
+      pcp: vlan.pcp ?? DEFAULT_VLAN_PCP,
+      addresses: vlan.addresses.map(toPrefixModel),
+      punt: punt(name),
     };
   });
 
   const tunnels: TunnelModel[] = Object.entries(config.tunnels).map(([name, tunnel]) => {
     const underlay = resolveUnderlay(config, routes, tunnel);
     if (!underlay.ok) unresolved(`tunnel ${name} has no underlay port towards ${tunnel.remote}`);
-    const underlayMtu = config.ports[underlay.port]?.mtu ?? unresolved(`port ${underlay.port}`);
+    const underlayMtu = portMtu(config, underlay.port);
     return {
       name,
       mode: tunnel.mode,
@@ -304,6 +401,7 @@ export function compileConfig(config: Config): CompiledConfig {
 
   return {
     ports,
+    vlans,
     tunnels,
     routes,
     flowtable: {

@@ -4,7 +4,7 @@
  * and the `.describe()` text of each field.
  */
 import { z } from 'zod';
-import { configSchema, fieldTypes } from './schema';
+import { configSchema, documentedDefaults, fieldTypes } from './schema';
 import { unwrap } from './walk';
 
 export interface ReferenceRow {
@@ -47,8 +47,10 @@ function rowsOf(schema: AnySchema, path: string, rows: ReferenceRow[]): void {
   };
   const isSection = def.type === 'object';
   let defaultText = 'required';
+  const documented = firstMeta(layers, (layer) => documentedDefaults.get(layer)?.default);
+  if (documented !== undefined) defaultText = documented;
   // A section filled from its fields' defaults has no default of its own worth showing.
-  if (hasDefault) defaultText = isSection ? '—' : `\`${formatDefault(defaultValue)}\``;
+  else if (hasDefault) defaultText = isSection ? '—' : `\`${formatDefault(defaultValue)}\``;
   else if (optional) defaultText = '—';
 
   if (path !== '') rows.push({ path, type, default: defaultText, description });

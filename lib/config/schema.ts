@@ -15,6 +15,17 @@ import { describeValue } from './describe';
 /** The type column of the config reference, registered on each leaf schema. */
 export const fieldTypes = z.registry<{ type: string }>();
 
+/**
+ * The default column of the reference for keys whose default depends on other keys (a VLAN's
+ * MTU is its parent's): the schema leaves them optional and compile.ts resolves them.
+ */
+export const documentedDefaults = z.registry<{ default: string }>();
+
+function documented<T extends z.ZodType>(schema: T, text: string): T {
+  documentedDefaults.add(schema, { default: text });
+  return schema;
+}
+
 type ErrorMap = (issue: z.core.$ZodRawIssue) => string;
 
 function errorMap(expected: string): ErrorMap {
@@ -99,27 +110,86 @@ const PCI_ADDRESS = /^[0-9a-fA-F]{4}:[0-9a-fA-F]{2}:[01][0-9a-fA-F]\.[0-7]$/;
 // A vdev is a driver name, an instance suffix and comma-separated key=value arguments.
 const VDEV = /^net_[A-Za-z0-9_]+(,[A-Za-z0-9_]+=[^,\s]*)*$/;
 
-const portDevice = leaf('a PCI address (DDDD:BB:DD.F) or a DPDK vdev string (net_...)', (p) =>
-  z.string(p).refine((text) => PCI_ADDRESS.test(text) || VDEV.test(text)),
-);
-
 // 9702 is the largest MTU that every DPDK PMD flowgate targets can carry in one jumbo mbuf chain.
 export const PORT_MTU_MIN = 68;
 export const PORT_MTU_MAX = 9702;
 export const DEFAULT_PORT_MTU = 1500;
 
-const portSchema = mapping({
-  device: portDevice.describe('PCI address of the NIC (DDDD:BB:DD.F) or a DPDK vdev string, e.g. "net_af_packet0,iface=veth0". Only the shape is checked.'),
-  mac: leaf('a unicast MAC address such as 02:00:00:00:00:01', (p) => z.string(p).superRefine(checkUnicastMac))
-    .optional()
-    .describe("MAC address of the port and of its kernel TAP mirror; default: the device's own."),
-  mtu: leaf(intRange(PORT_MTU_MIN, PORT_MTU_MAX), (p) => z.int(p).min(PORT_MTU_MIN).max(PORT_MTU_MAX))
-    .default(DEFAULT_PORT_MTU)
-    .describe('MTU of the port (IPv6 needs at least 1280).'),
-  addresses: interfaceAddresses
-    .default([])
-    .describe('Interface addresses with prefix length, host bits kept ("192.168.0.2/24"); each adds a connected route, as in the kernel.'),
-}, 'a mapping of port settings');
+export const VLAN_PROTOCOLS = ['802.1Q', '802.1ad'] as const;
+export type VlanProtocol = (typeof VLAN_PROTOCOLS)[number];
+export const VLAN_ID_MIN = 1;
+export const VLAN_ID_MAX = 4094;
+export const DEFAULT_VLAN_PROTOCOL: VlanProtocol = '802.1Q';
+export const DEFAULT_VLAN_PCP = 0;
+
+const DEVICE_EXPECTED = 'a PCI address (DDDD:BB:DD.F) or a DPDK vdev string (net_...)';
+const PARENT_EXPECTED = 'a port name';
+const VLAN_ID_EXPECTED = intRange(VLAN_ID_MIN, VLAN_ID_MAX);
+/** Keys that make sense only on a VLAN sub-interface (with `parent`). */
+const VLAN_ONLY_KEYS = ['vlan', 'protocol', 'pcp'] as const;
+
+/**
+ * A port is either a DPDK device (`device`) or, named as iproute2 names them (eth0.100), a
+ * VLAN sub-interface of another port (`parent` and `vlan`). Which one decides the keys that
+ * must or may be present; the cross-port checks (the parent exists...) are semantic.
+ */
+interface PortKeys {
+  device?: string | undefined;
+  parent?: string | undefined;
+  vlan?: number | undefined;
+  protocol?: string | undefined;
+  pcp?: number | undefined;
+}
+
+function checkPortKind<T extends PortKeys>(port: T, ctx: z.core.$RefinementCtx<T>): void {
+  if (port.device !== undefined && port.parent !== undefined) {
+    ctx.addIssue({ code: 'custom', path: ['parent'], input: port.parent, message: "expected either 'device' (a port) or 'parent' (a VLAN sub-interface), found both" });
+    return;
+  }
+  if (port.device !== undefined) {
+    for (const key of VLAN_ONLY_KEYS) {
+      if (port[key] === undefined) continue;
+      ctx.addIssue({ code: 'custom', path: [key], input: port[key], message: `expected '${key}' only on a VLAN sub-interface (one with 'parent'), found it on a port with a device` });
+    }
+    return;
+  }
+  if (port.parent !== undefined) {
+    if (port.vlan === undefined) ctx.addIssue({ code: 'custom', path: ['vlan'], input: undefined, message: `missing required key 'vlan': expected ${VLAN_ID_EXPECTED}` });
+    return;
+  }
+  // Neither: a VLAN that lost its parent, or (most often) a port that lost its device.
+  if (port.vlan !== undefined) ctx.addIssue({ code: 'custom', path: ['parent'], input: undefined, message: `missing required key 'parent': expected ${PARENT_EXPECTED}` });
+  else ctx.addIssue({ code: 'custom', path: ['device'], input: undefined, message: `missing required key 'device': expected ${DEVICE_EXPECTED}` });
+}
+
+const portSchema = leaf('a mapping of port settings', (p) =>
+  z
+    .strictObject(
+      {
+        device: documented(leaf(DEVICE_EXPECTED, (q) => z.string(q).refine((text) => PCI_ADDRESS.test(text) || VDEV.test(text))), 'required without `parent`').optional()
+          .describe('PCI address of the NIC (DDDD:BB:DD.F) or a DPDK vdev string, e.g. "net_af_packet0,iface=veth0". Only the shape is checked. Required on a port; absent on a VLAN sub-interface.'),
+        parent: leaf(PARENT_EXPECTED, (q) => z.string(q))
+          .optional()
+          .describe('Makes the entry a VLAN sub-interface (named as iproute2 does, e.g. eth0.100) of this port, or, for QinQ, of an 802.1ad VLAN; exclusive with `device`.'),
+        vlan: documented(leaf(VLAN_ID_EXPECTED, (q) => z.int(q).min(VLAN_ID_MIN).max(VLAN_ID_MAX)), 'required with `parent`').optional()
+          .describe('VLAN id of a sub-interface (required with `parent`); unique per parent.'),
+        protocol: documented(leaf("'802.1Q' or '802.1ad'", (q) => z.enum(VLAN_PROTOCOLS, q)), `\`${DEFAULT_VLAN_PROTOCOL}\``).optional()
+          .describe("Tag of a sub-interface: '802.1Q' (TPID 0x8100, the default) or '802.1ad' (S-tag, TPID 0x88a8, directly on a port only)."),
+        pcp: documented(leaf(intRange(0, 7), (q) => z.int(q).min(0).max(7)), `\`${DEFAULT_VLAN_PCP}\``).optional()
+          .describe('Priority code point of the tags pushed onto packets that arrived untagged; forwarded tagged packets keep theirs.'),
+        mac: leaf('a unicast MAC address such as 02:00:00:00:00:01', (q) => z.string(q).superRefine(checkUnicastMac))
+          .optional()
+          .describe("MAC address of the port and of its kernel TAP mirror; default: the device's own, or a sub-interface's parent's."),
+        mtu: documented(leaf(intRange(PORT_MTU_MIN, PORT_MTU_MAX), (q) => z.int(q).min(PORT_MTU_MIN).max(PORT_MTU_MAX)), `\`${DEFAULT_PORT_MTU}\`, or the parent's`).optional()
+          .describe("MTU of the port (IPv6 needs at least 1280); a sub-interface's may not exceed its parent's."),
+        addresses: interfaceAddresses
+          .default([])
+          .describe('Interface addresses with prefix length, host bits kept ("192.168.0.2/24"); each adds a connected route, as in the kernel.'),
+      },
+      p,
+    )
+    .superRefine(checkPortKind),
+);
 
 // ---- tunnels --------------------------------------------------------------------------
 
@@ -254,7 +324,7 @@ const puntRate = leaf(intRange(1, 1000000000), (p) => z.int(p).min(1).max(100000
 const puntBurst = leaf(intRange(1, 1000000), (p) => z.int(p).min(1).max(1000000));
 
 const slowpathSchema = mapping({
-  rate: puntRate.default(SLOWPATH_DEFAULTS.rate).describe('Packets per second each port may punt to the kernel slow path.'),
+  rate: puntRate.default(SLOWPATH_DEFAULTS.rate).describe('Packets per second each port, and each VLAN apart from its port, may punt to the kernel slow path.'),
   burst: puntBurst.default(SLOWPATH_DEFAULTS.burst).describe('Packets a port may punt in a burst above `rate`.'),
   ports: mappingOf(
     'a mapping of port names to punt policers',
@@ -264,7 +334,7 @@ const slowpathSchema = mapping({
     }),
   )
     .default({})
-    .describe('Per-port overrides, keyed by port name.'),
+    .describe('Per-port overrides, keyed by port or VLAN name.'),
 });
 
 /** host:port, with an IPv6 host in brackets: "127.0.0.1:9464", "[::1]:9464", "localhost:9464". */
@@ -327,7 +397,7 @@ export const CONFIG_EXPECTED = 'a mapping of config sections (ports, flowtable, 
 export const configSchema = mapping({
   ports: mappingOf('a mapping of port names to port settings', portSchema)
     .refine((ports) => Object.keys(ports).length > 0, { message: 'expected at least one port, found an empty mapping' })
-    .describe('DPDK ports, keyed by the name of their kernel mirror interface (at most 15 bytes).'),
+    .describe('DPDK ports and their VLAN sub-interfaces, keyed by the name of their kernel mirror interface (at most 15 bytes).'),
   tunnels: mappingOf('a mapping of tunnel names to tunnel settings', tunnelSchema)
     .default({})
     .describe('Tunnels, keyed by interface name; names are shared with ports.'),
@@ -349,5 +419,11 @@ export type ConfigInput = z.input<typeof configSchema>;
 /** A config after schema validation: every default filled in, addresses still text. */
 export type Config = z.output<typeof configSchema>;
 export type PortConfig = Config['ports'][string];
+/** A port entry that is a VLAN sub-interface: the schema guarantees `vlan` with `parent`. */
+export type VlanConfig = PortConfig & { parent: string; vlan: number };
+
+export function isVlanConfig(port: PortConfig): port is VlanConfig {
+  return port.parent !== undefined;
+}
 export type TunnelConfig = Config['tunnels'][string];
 export type RouteConfig = Config['routes'][number];

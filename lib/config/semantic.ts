@@ -14,13 +14,15 @@ import {
   isPortAddress,
   resolveUnderlay,
   defaultMetric,
+  parentChain,
+  portMtu,
   routeDestination,
   toAddressModel,
   tunnelMtuLimit,
   type RouteModel,
 } from './compile';
 import { formatCpuList, type Machine } from '../machine';
-import { PORT_MTU_MIN, type Config } from './schema';
+import { DEFAULT_VLAN_PROTOCOL, PORT_MTU_MIN, isVlanConfig, type Config } from './schema';
 
 export interface SemanticIssue {
   path: PropertyKey[];
@@ -71,7 +73,9 @@ function checkNames(config: Config, issues: SemanticIssue[]): void {
 function checkPorts(config: Config, issues: SemanticIssue[]): void {
   checkUnique(
     issues,
-    Object.entries(config.ports).map(([name, port]) => ({ path: ['ports', name, 'device'], key: port.device.toLowerCase(), value: port.device })),
+    Object.entries(config.ports).flatMap(([name, port]) =>
+      port.device === undefined ? [] : [{ path: ['ports', name, 'device'], key: port.device.toLowerCase(), value: port.device }],
+    ),
     'a device not used by another port',
   );
   for (const [name, port] of Object.entries(config.ports)) {
@@ -81,14 +85,107 @@ function checkPorts(config: Config, issues: SemanticIssue[]): void {
       port.addresses.map((text, index) => ({ path: ['ports', name, 'addresses', index], key: formatPrefix(parsePrefix(text)), value: text })),
       'each address once',
     );
-    if (port.mtu < IPV6_MIN_MTU && prefixes.some((prefix) => prefix.family === 6)) {
+    const mtu = portMtu(config, name);
+    if (mtu < IPV6_MIN_MTU && prefixes.some((prefix) => prefix.family === 6)) {
+      const inherited = port.mtu === undefined ? ` (the mtu of its parent ${String(port.parent)})` : '';
       issues.push({
-        path: ['ports', name, 'mtu'],
+        path: ['ports', name, port.mtu === undefined ? 'addresses' : 'mtu'],
         at: 'value',
-        message: `expected at least ${IPV6_MIN_MTU} on a port with IPv6 addresses, found ${port.mtu}`,
+        message: `expected at least ${IPV6_MIN_MTU} on a port with IPv6 addresses, found ${mtu}${inherited}`,
       });
     }
   }
+}
+
+/**
+ * The loop a chain of parents starting at `name` runs into, for the message ("a -> b -> a");
+ * undefined when the chain ends at a parent that does not exist (reported where it is named).
+ */
+function parentLoop(config: Config, name: string): string | undefined {
+  const seen: string[] = [];
+  let current: string | undefined = name;
+  while (current !== undefined && !seen.includes(current)) {
+    if (config.ports[current] === undefined) return undefined;
+    seen.push(current);
+    current = config.ports[current]?.parent;
+  }
+  return current === undefined ? undefined : [...seen.slice(seen.indexOf(current)), current].join(' -> ');
+}
+
+/**
+ * VLAN sub-interfaces (ports with `parent`), as iproute2 and the kernel's 8021q module would
+ * take them: the parent exists and leads to a device; an 802.1ad S-tag goes directly on a
+ * port, and a VLAN on a VLAN is the 802.1Q C-tag inside an 802.1ad one (QinQ), so there are
+ * at most two tags; the id is the parent's once; the MTU fits the parent's.
+ */
+function checkVlans(config: Config, issues: SemanticIssue[]): void {
+  const byParent = new Map<string, { path: PropertyKey[]; key: number; value: number }[]>();
+  for (const [name, port] of Object.entries(config.ports)) {
+    if (!isVlanConfig(port)) continue;
+    const path = ['ports', name];
+    const parent = config.ports[port.parent];
+    if (parent === undefined) {
+      const candidates = Object.entries(config.ports)
+        .filter(([, other]) => other.device !== undefined || (other.protocol === '802.1ad' && config.ports[other.parent ?? '']?.device !== undefined))
+        .map(([other]) => other);
+      issues.push({
+        path: [...path, 'parent'],
+        at: 'value',
+        message: `expected a port or an 802.1ad VLAN (${listWords(candidates, 'or')}), found '${port.parent}'${didYouMean(port.parent, candidates)}`,
+      });
+      continue;
+    }
+    if (parentChain(config, name) === undefined) {
+      const loop = parentLoop(config, name);
+      if (loop !== undefined) {
+        issues.push({
+          path: [...path, 'parent'],
+          at: 'value',
+          message: `expected a parent that leads to a port with a device, found '${port.parent}' (a loop: ${loop})`,
+        });
+      }
+      continue;
+    }
+    const protocol = port.protocol ?? DEFAULT_VLAN_PROTOCOL;
+    if (isVlanConfig(parent)) {
+      if (protocol === '802.1ad') {
+        issues.push({
+          path: [...path, 'protocol'],
+          at: 'value',
+          message: `expected '802.1Q' on a VLAN over VLAN ${port.parent} (an 802.1ad S-tag goes directly on a port), found '802.1ad'`,
+        });
+      }
+      const parentProtocol = parent.protocol ?? DEFAULT_VLAN_PROTOCOL;
+      if (parentProtocol !== '802.1ad') {
+        issues.push({
+          path: [...path, 'parent'],
+          at: 'value',
+          message: `expected a port or an 802.1ad VLAN (QinQ carries an 802.1Q C-tag inside an 802.1ad S-tag), found ${parentProtocol} VLAN '${port.parent}'`,
+        });
+      }
+    }
+    // The kernel hands AF_PACKET the outer tag apart from the frame (skb_vlan_untag), and
+    // DPDK's af_packet PMD writes it back as 0x8100 whatever its TPID: an S-tag would arrive
+    // as an 802.1Q tag and its frames be dropped as of an unknown VLAN.
+    if (protocol === '802.1ad' && parent.device?.startsWith('net_af_packet') === true) {
+      issues.push({
+        path: [...path, 'protocol'],
+        at: 'value',
+        message: `expected '802.1Q' on a VLAN of af_packet port ${port.parent} (DPDK's af_packet PMD receives every outer tag as 802.1Q), found '802.1ad'`,
+      });
+    }
+    const parentMtu = portMtu(config, port.parent);
+    if (port.mtu !== undefined && port.mtu > parentMtu) {
+      issues.push({
+        path: [...path, 'mtu'],
+        at: 'value',
+        message: `expected an integer ${PORT_MTU_MIN}..${parentMtu} (the mtu of parent ${port.parent}), found ${port.mtu}`,
+      });
+    }
+    const siblings = byParent.get(port.parent) ?? [];
+    byParent.set(port.parent, [...siblings, { path: [...path, 'vlan'], key: port.vlan, value: port.vlan }]);
+  }
+  for (const [parent, ids] of byParent) checkUnique(issues, ids, `a VLAN id not used by another sub-interface of ${parent}`);
 }
 
 function checkTunnels(config: Config, routes: readonly RouteModel[], issues: SemanticIssue[]): void {
@@ -163,7 +260,7 @@ function checkTunnels(config: Config, routes: readonly RouteModel[], issues: Sem
       });
       continue;
     }
-    const underlayMtu = config.ports[underlay.port]?.mtu ?? 0;
+    const underlayMtu = portMtu(config, underlay.port);
     const limit = tunnelMtuLimit(underlayMtu, tunnel);
     const overhead = underlayMtu - limit;
     if (tunnel.mtu === 'auto' ? limit < PORT_MTU_MIN : tunnel.mtu > limit) {
@@ -333,6 +430,7 @@ export function checkSemantics(config: Config, machine: Machine): SemanticIssue[
   const issues: SemanticIssue[] = [];
   checkNames(config, issues);
   checkPorts(config, issues);
+  checkVlans(config, issues);
   // A tunnel's underlay is looked up only among routes that passed their own checks, so
   // that one broken route is reported once, not again as every tunnel it misleads.
   const validStaticRoutes = checkRoutes(config, issues);

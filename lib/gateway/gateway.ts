@@ -6,15 +6,16 @@
  *
  *   ports:   <name>      the DPDK device       punts -> tap:<name>
  *            tap:<name>  net_tap iface=<name>  what the kernel sends -> <name>
+ *   VLANs:   <name>      a tag on its parent   punts -> tap:<name>, a TAP of its own (no 8021q)
  *   tunnels: tun:<name>  net_tun iface=<name>  decapsulated punts in, encapsulated egress out
  */
 import { execFile } from 'node:child_process';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { promisify } from 'node:util';
 
-import type { CompiledConfig, PortModel, TunnelModel } from '../config/compile';
+import { offloadDevices, type CompiledConfig, type PortModel, type TunnelModel, type VlanModel } from '../config/compile';
 import { Conntrack, conntrackSysctl, type CtConnection } from '../conntrack';
-import { Dataplane, type FlowDirection } from '../dataplane';
+import { Dataplane, type FlowDirection, type VlanOptions } from '../dataplane';
 import { FlowgateError } from '../errors';
 import type { Logger } from '../log';
 import { KernelMirror } from '../slowpath/kernel';
@@ -75,11 +76,17 @@ interface KernelChanges {
 }
 
 /** What a reload changes in the dataplane, worked out before anything is changed. */
-interface ReloadPlan {
+export interface ReloadPlan {
   removeTunnels: TunnelModel[];
+  /** Children before their parents. */
+  removeVlans: VlanModel[];
   removePorts: PortModel[];
   changePorts: { from: PortModel; to: PortModel }[];
   addPorts: PortModel[];
+  /** VLANs kept whose MTU or punt policer changes. */
+  changeVlans: { from: VlanModel; to: VlanModel }[];
+  /** Parents before their children. */
+  addVlans: VlanModel[];
   addTunnels: TunnelModel[];
   rulesetChanged: boolean;
   policyChanged: boolean;
@@ -88,7 +95,8 @@ interface ReloadPlan {
   changes: string[];
 }
 
-function planReload(old: CompiledConfig, next: CompiledConfig): ReloadPlan {
+/** Exported for its tests. */
+export function planReload(old: CompiledConfig, next: CompiledConfig): ReloadPlan {
   // A port whose device or MAC changes is a new port; a tunnel changes as a whole, and goes
   // with its underlay.
   const portKey = (p: PortModel) => JSON.stringify([p.device, p.mac?.text ?? null]);
@@ -102,6 +110,19 @@ function planReload(old: CompiledConfig, next: CompiledConfig): ReloadPlan {
   };
   const removePorts = old.ports.filter(replaced);
   const removedPortNames = new Set(removePorts.map((p) => p.name));
+  // A VLAN whose tag, MAC or PCP changes is a new VLAN (the dataplane keys it by parent and
+  // id), and goes with its parent; `vlans` lists parents first, so one pass sees a parent's
+  // fate before its children's. Its MTU and punt policer change in place.
+  const vlanKey = (v: VlanModel) => JSON.stringify([v.parent, v.id, v.protocol, v.mac?.text ?? null, v.pcp]);
+  const newVlans = new Map(next.vlans.map((v) => [v.name, v]));
+  const removeVlans: VlanModel[] = [];
+  for (const v of old.vlans) {
+    const n = newVlans.get(v.name);
+    if (n === undefined || vlanKey(n) !== vlanKey(v) || removedPortNames.has(v.parent)) {
+      removeVlans.unshift(v);
+      removedPortNames.add(v.name);
+    }
+  }
   const removeTunnels = old.tunnels.filter((t) => {
     const n = newTunnels.get(t.name);
     return n === undefined || tunnelKey(n) !== tunnelKey(t) || removedPortNames.has(t.underlay);
@@ -109,15 +130,27 @@ function planReload(old: CompiledConfig, next: CompiledConfig): ReloadPlan {
   const keptTunnels = new Set(old.tunnels.filter((t) => !removeTunnels.includes(t)).map((t) => t.name));
   const changePorts = old.ports.filter((p) => !replaced(p)).map((p) => ({ from: p, to: newPorts.get(p.name) as PortModel }));
   const addPorts = next.ports.filter((p) => !oldPorts.has(p.name) || removedPortNames.has(p.name));
+  const oldVlans = new Set(old.vlans.map((v) => v.name));
+  const addVlans = next.vlans.filter((v) => !oldVlans.has(v.name) || removedPortNames.has(v.name));
+  const changeVlans = old.vlans
+    .filter((v) => !removeVlans.includes(v))
+    .map((v) => ({ from: v, to: newVlans.get(v.name) as VlanModel }))
+    .filter(({ from, to }) => from.mtu !== to.mtu || JSON.stringify(from.punt) !== JSON.stringify(to.punt));
   const addTunnels = next.tunnels.filter((t) => !keptTunnels.has(t.name));
   const changes: string[] = [];
   for (const t of removeTunnels) changes.push(newTunnels.has(t.name) ? `tunnel ${t.name} changed` : `tunnel ${t.name} removed`);
+  for (const v of removeVlans) changes.push(newVlans.has(v.name) ? `VLAN ${v.name} changed` : `VLAN ${v.name} removed`);
   for (const p of removePorts) changes.push(newPorts.has(p.name) ? `port ${p.name} changed` : `port ${p.name} removed`);
   for (const { from, to } of changePorts) {
     if (to.mtu !== from.mtu) changes.push(`port ${to.name} MTU ${from.mtu} -> ${to.mtu}`);
     if (JSON.stringify(to.punt) !== JSON.stringify(from.punt)) changes.push(`port ${to.name} punt policer`);
   }
+  for (const { from, to } of changeVlans) {
+    if (to.mtu !== from.mtu) changes.push(`VLAN ${to.name} MTU ${from.mtu} -> ${to.mtu}`);
+    if (JSON.stringify(to.punt) !== JSON.stringify(from.punt)) changes.push(`VLAN ${to.name} punt policer`);
+  }
   for (const p of addPorts) if (!oldPorts.has(p.name)) changes.push(`port ${p.name} added`);
+  for (const v of addVlans) if (!oldVlans.has(v.name)) changes.push(`VLAN ${v.name} added`);
   for (const t of addTunnels) if (!old.tunnels.some((o) => o.name === t.name)) changes.push(`tunnel ${t.name} added`);
   const routesChanged = JSON.stringify(next.routes) !== JSON.stringify(old.routes);
   const rulesetChanged = next.nftables !== old.nftables;
@@ -125,12 +158,17 @@ function planReload(old: CompiledConfig, next: CompiledConfig): ReloadPlan {
   if (routesChanged) changes.push('routes changed');
   if (rulesetChanged) changes.push('nftables ruleset changed');
   if (policyChanged) changes.push('flowtable policy changed');
-  const mtuChangedPorts = new Set(changePorts.filter(({ from, to }) => from.mtu !== to.mtu).map(({ to }) => to.name));
+  const mtuChangedPorts = new Set(
+    [...changePorts, ...changeVlans].filter(({ from, to }) => from.mtu !== to.mtu).map(({ to }) => to.name),
+  );
   return {
     removeTunnels,
+    removeVlans,
     removePorts,
     changePorts,
     addPorts,
+    changeVlans,
+    addVlans,
     addTunnels,
     rulesetChanged,
     policyChanged,
@@ -205,7 +243,7 @@ export class Gateway implements GatewayView {
 
   private policyOf(config: CompiledConfig): LearnerPolicy {
     return {
-      devices: config.flowtable.devices,
+      devices: [...offloadDevices(config)],
       l4proto: config.flowtable.l4proto,
       timeout: config.flowtable.timeout,
       tunnelUnderlay: new Map(config.tunnels.map((t) => [t.name, t.underlay])),
@@ -248,6 +286,7 @@ export class Gateway implements GatewayView {
       const kernelStart = performance.now();
       await this.kernel.creatingInterfaces(() => {
         for (const port of m.ports) this.addPort(port);
+        for (const vlan of m.vlans) this.addVlan(vlan);
         for (const tunnel of m.tunnels) this.addTunnelDevice(tunnel);
       });
       await this.kernel.apply(m);
@@ -259,7 +298,7 @@ export class Gateway implements GatewayView {
       for (const tunnel of m.tunnels) await this.resolveTunnel(tunnel, NEIGHBOR_TIMEOUT_MS);
       const timing = { kernel_ms: Math.round(tunnelsStart - kernelStart), tunnels_ms: Math.round(performance.now() - tunnelsStart) };
       this.timer = setInterval(() => void this.serial('periodic maintenance', () => this.tick()).catch(() => undefined), TICK_MS);
-      this.log.info('gateway started', { ports: m.ports.length, tunnels: m.tunnels.length, ...timing });
+      this.log.info('gateway started', { ports: m.ports.length, vlans: m.vlans.length, tunnels: m.tunnels.length, ...timing });
     } catch (err) {
       await this.stop();
       throw err;
@@ -306,6 +345,47 @@ export class Gateway implements GatewayView {
   private removePort(name: string): void {
     this.dp.removePort(name);
     this.dp.removePort(tapOf(name));
+  }
+
+  /**
+   * A VLAN sub-interface of a port (or, QinQ, of an 802.1ad VLAN). Its kernel twin is a TAP of
+   * its own named like it, not an 8021q device on the port's TAP: the kernel sees untagged
+   * frames on it, needs no 8021q module, and the fast path pushes and pops the tags. Created
+   * whole or not at all, so that a reload's undo can rely on it.
+   */
+  private addVlan(vlan: VlanModel): void {
+    const mac = vlan.mac?.text ?? this.dp.port(vlan.port).mac;
+    this.dp.addPort({ name: tapOf(vlan.name), device: `net_tap${this.vdevs++},iface=${vlan.name},mac=${mac}`, mtu: vlan.mtu, poll: false });
+    const options: VlanOptions = {
+      name: vlan.name,
+      parent: vlan.parent,
+      id: vlan.id,
+      protocol: vlan.protocol,
+      mtu: vlan.mtu,
+      mac,
+      pcp: vlan.pcp,
+      slowpath: tapOf(vlan.name),
+    };
+    let added = false;
+    try {
+      this.dp.addVlan(options);
+      added = true;
+      this.dp.setPuntPolicer(vlan.name, vlan.punt);
+    } catch (err) {
+      if (added) this.dp.removeVlan(vlan.name);
+      this.dp.removePort(tapOf(vlan.name));
+      throw err;
+    }
+  }
+
+  private removeVlan(name: string): void {
+    this.dp.removeVlan(name);
+    this.dp.removePort(tapOf(name));
+  }
+
+  /** Whether `dev` is a port or VLAN of the running config: a device flows go in and out of. */
+  private isPortOrVlan(dev: string): boolean {
+    return this.model.ports.some((p) => p.name === dev) || this.model.vlans.some((v) => v.name === dev);
   }
 
   private addTunnelDevice(tunnel: TunnelModel): void {
@@ -497,7 +577,7 @@ export class Gateway implements GatewayView {
     const family = familyOf(event.address);
     if (old !== undefined && old !== now) {
       const shared = [...this.neighbors].some(([k, mac]) => mac === old && k.startsWith(`${event.dev}|`) && familyOf(k.slice(event.dev.length + 1)) === family);
-      if (now !== null && !shared && this.model.ports.some((p) => p.name === event.dev)) {
+      if (now !== null && !shared && this.isPortOrVlan(event.dev)) {
         const adjacencies = this.dp.rewriteNextHop(event.dev, family, old, now);
         const connections = this.learner.rewriteNextHop(event.dev, family, old, now);
         this.kernelCounters.nextHopsRewritten += adjacencies;
@@ -547,37 +627,42 @@ export class Gateway implements GatewayView {
   }
 
   private async applyLink(event: LinkEvent, changes: KernelChanges): Promise<void> {
-    const isOurs = this.model.ports.some((p) => p.name === event.dev) || this.model.tunnels.some((t) => t.name === event.dev);
+    const isOurs = this.isPortOrVlan(event.dev) || this.model.tunnels.some((t) => t.name === event.dev);
     if (!isOurs) return;
     // The kernel forwards nothing through an interface that is down: neither may the fast path.
+    // A VLAN goes down with its parent, as the kernel's follows its real device's state;
+    // `vlans` lists parents first.
     if (event.deleted || !event.up) {
       changes.down.add(event.dev);
-      for (const t of this.model.tunnels) if (t.underlay === event.dev) changes.down.add(t.name);
+      for (const v of this.model.vlans) if (changes.down.has(v.parent)) changes.down.add(v.name);
+      for (const t of this.model.tunnels) if (changes.down.has(t.underlay)) changes.down.add(t.name);
       return;
     }
-    const port = this.model.ports.find((p) => p.name === event.dev);
-    if (port === undefined) return;
-    const info = this.dp.port(port.name);
+    if (!this.isPortOrVlan(event.dev)) return;
+    const name = event.dev;
+    const isVlan = this.model.vlans.some((v) => v.name === name);
+    const info = this.dp.port(name);
     if (event.mtu === info.mtu) return;
     try {
-      // Someone changed the TAP's MTU: the port follows, and flows out of it are re-checked.
-      this.dp.setMtu(port.name, event.mtu);
+      // Someone changed the TAP's MTU: the port (or VLAN) follows, and flows out of it are re-checked.
+      this.dp.setMtu(name, event.mtu);
     } catch (err) {
-      // The NIC cannot take it: the TAP goes back to the MTU the port has, so that the kernel
-      // does not send what the port would drop.
+      // The NIC cannot take it, or (a VLAN) it is above the parent's, as the kernel's 8021q
+      // refuses: the TAP goes back to the MTU the fast path has, so that the kernel does not
+      // send what the port would drop.
       this.kernelCounters.mtuRefused++;
-      this.log.warn('port MTU refused by the NIC: the kernel interface is set back', {
-        port: port.name,
+      this.log.warn(isVlan ? "VLAN MTU above its parent's: the kernel interface is set back" : 'port MTU refused by the NIC: the kernel interface is set back', {
+        port: name,
         mtu: event.mtu,
         kept: info.mtu,
         error: err instanceof Error ? err.message : String(err),
       });
-      await this.kernel.putBackMtu(port.name, info.mtu);
+      await this.kernel.putBackMtu(name, info.mtu);
       return;
     }
-    const n = this.learner.invalidate((f) => f.directions.some((d) => 'port' in d.out && d.out.port === port.name));
-    this.log.info('port MTU changed', { port: port.name, mtu: event.mtu, flows_invalidated: n });
-    await this.followUnderlayMtu(port.name);
+    const n = this.learner.invalidate((f) => f.directions.some((d) => 'port' in d.out && d.out.port === name));
+    this.log.info(isVlan ? 'VLAN MTU changed' : 'port MTU changed', { port: name, mtu: event.mtu, flows_invalidated: n });
+    await this.followUnderlayMtu(name);
   }
 
   /** One pass over the offloaded flows: those a batch of kernel changes may have made wrong go. */
@@ -683,6 +768,13 @@ export class Gateway implements GatewayView {
           () => this.addTunnelDevice(t),
         );
       }
+      for (const v of plan.removeVlans) {
+        this.forgetFlowsThrough(v.name);
+        await step(
+          () => this.removeVlan(v.name),
+          () => this.addVlan(v),
+        );
+      }
       for (const p of plan.removePorts) {
         this.forgetFlowsThrough(p.name);
         await step(
@@ -707,6 +799,23 @@ export class Gateway implements GatewayView {
           () => this.addPort(p),
           () => this.removePort(p.name),
         );
+      for (const { from, to } of plan.changeVlans) {
+        if (to.mtu !== from.mtu)
+          await step(
+            () => this.setPortMtu(to.name, to.mtu),
+            () => this.setPortMtu(from.name, from.mtu),
+          );
+        if (JSON.stringify(to.punt) !== JSON.stringify(from.punt))
+          await step(
+            () => this.dp.setPuntPolicer(to.name, to.punt),
+            () => this.dp.setPuntPolicer(from.name, from.punt),
+          );
+      }
+      for (const v of plan.addVlans)
+        await step(
+          () => this.addVlan(v),
+          () => this.removeVlan(v.name),
+        );
       for (const t of plan.addTunnels)
         await step(
           () => this.addTunnelDevice(t),
@@ -729,7 +838,7 @@ export class Gateway implements GatewayView {
     }
     this.model = next;
     for (const t of next.tunnels) if (!this.adjacencies.has(t.name)) await this.resolveTunnel(t);
-    for (const { to } of plan.changePorts) if (plan.mtuChanged(to.name)) await this.followUnderlayMtu(to.name);
+    for (const { to } of [...plan.changePorts, ...plan.changeVlans]) if (plan.mtuChanged(to.name)) await this.followUnderlayMtu(to.name);
 
     this.learner.setPolicy(this.policyOf(next));
     this.dp.setFlowCounters(next.flowtable.counter);
@@ -738,15 +847,17 @@ export class Gateway implements GatewayView {
     // again. Changed routes need nothing here: the kernel reports them like anyone's, and
     // the flows their prefixes cover go with that batch of events.
     if (plan.rulesetChanged) this.invalidateAll('config reloaded');
-    else if (plan.policyChanged)
+    else if (plan.policyChanged) {
+      const devices = offloadDevices(next);
       this.learner.invalidate((f) =>
         f.directions.some(
           (d) =>
             !next.flowtable.l4proto.includes(d.proto) ||
-            !next.flowtable.devices.includes(d.tunnel === undefined ? d.in : (next.tunnels.find((t) => t.name === d.tunnel)?.underlay ?? '')) ||
-            !next.flowtable.devices.includes('tunnel' in d.out ? (next.tunnels.find((t) => t.name === (d.out as { tunnel: string }).tunnel)?.underlay ?? '') : d.out.port),
+            !devices.has(d.tunnel === undefined ? d.in : (next.tunnels.find((t) => t.name === d.tunnel)?.underlay ?? '')) ||
+            !devices.has('tunnel' in d.out ? (next.tunnels.find((t) => t.name === (d.out as { tunnel: string }).tunnel)?.underlay ?? '') : d.out.port),
         ),
       );
+    }
     const flowsRemoved = this.dp.stats().flows.removed - before;
     this.log.debug('gateway reconfigured', { changes: plan.changes.length, flows_removed: flowsRemoved });
     return { changes: plan.changes, flowsRemoved };
@@ -772,10 +883,10 @@ export class Gateway implements GatewayView {
     const ct = this.conntrack?.stats();
     const rtnl = this.kernel.rtnlStats();
     const ports: GatewayStats['ports'] = {};
-    for (const p of this.model.ports) {
-      const c = s.ports[p.name];
+    for (const name of [...this.model.ports, ...this.model.vlans].map((p) => p.name)) {
+      const c = s.ports[name];
       if (c === undefined) continue;
-      ports[p.name] = {
+      ports[name] = {
         rx_packets: c.rxPackets,
         rx_bytes: c.rxBytes,
         rx_dropped: c.rxMissed + c.rxNombuf,

@@ -32,6 +32,7 @@ export const PORT_COUNTERS: readonly { field: keyof PortCounters; help: string }
 export interface GatewayStats {
   /** Seconds since the gateway started. */
   uptime: number;
+  /** Ports and VLAN sub-interfaces (a VLAN's: the frames demultiplexed to it and tagged for it). */
   ports: Record<string, PortCounters>;
   /** Packets and bytes the fast path forwarded (L3 bytes; the inner packet when tunnelled). */
   fastpath: { packets: number; bytes: number };

@@ -45,7 +45,7 @@ export interface RouteSpec {
 export interface LinkSpec {
   dev: string;
   mtu: number;
-  /** A port's TAP carries the port's MAC on Ethernet; a tunnel's TUN is L3 only. */
+  /** A port's or VLAN's TAP carries its MAC on Ethernet; a tunnel's TUN is L3 only. */
   kind: 'tap' | 'tun';
 }
 
@@ -182,6 +182,8 @@ export function mirrorState(model: CompiledConfig): MirrorState {
   for (const iface of ifaces) state.sysctls.set(`net/ipv6/conf/${iface}/disable_ipv6`, '1');
   const interfaces = [
     ...model.ports.map((port) => ({ link: { dev: port.name, mtu: port.mtu, kind: 'tap' as const }, addresses: port.addresses })),
+    // A VLAN's TAP is an interface like a port's, with its own addresses and settings.
+    ...model.vlans.map((vlan) => ({ link: { dev: vlan.name, mtu: vlan.mtu, kind: 'tap' as const }, addresses: vlan.addresses })),
     ...model.tunnels.map((tunnel) => ({ link: { dev: tunnel.name, mtu: tunnel.mtu, kind: 'tun' as const }, addresses: tunnel.addresses })),
   ];
   for (const { link, addresses } of interfaces) {
@@ -551,7 +553,7 @@ export class KernelMirror {
     const links = await this.readLinks();
     for (const link of want.links.values()) {
       if (!links.has(link.dev)) {
-        const what = link.kind === 'tap' ? 'TAP of port' : 'TUN of tunnel';
+        const what = link.kind === 'tap' ? 'TAP of port or VLAN' : 'TUN of tunnel';
         throw new MirrorError(`interface ${link.dev} does not exist: the ${what} ${link.dev} is created by DPDK before the kernel mirror configures it`);
       }
     }

@@ -352,9 +352,9 @@ export class Learner {
 
   private onPunt(o: Observation): void {
     this.counters.punts++;
-    if (o.outerSrc !== null && o.tunnel === null) {
-      // IPv4 in IPv6 for no configured tunnel went to the kernel as it came: whatever the
-      // kernel does with it, it is not the plain IPv4 flow its inner tuple looks like.
+    if (o.tunnelled && o.tunnel === null) {
+      // An encapsulated packet for no configured tunnel went to the kernel as it came:
+      // whatever the kernel does with it, it is not the plain flow its inner tuple looks like.
       this.counters.untunnelled++;
       return;
     }

@@ -106,6 +106,7 @@ export async function validateRuleset(model: CompiledConfig, configFile: string)
 
   const devices = [
     ...model.ports.map((port) => ({ name: port.name, mode: 'tap' as const })),
+    ...model.vlans.map((vlan) => ({ name: vlan.name, mode: 'tap' as const })),
     ...model.tunnels.map((tunnel) => ({ name: tunnel.name, mode: 'tun' as const })),
     ...afPacketInterfaces(model).map((name) => ({ name, mode: 'tap' as const })),
   ].filter((device, i, all) => all.findIndex((d) => d.name === device.name) === i);

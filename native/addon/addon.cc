@@ -135,6 +135,19 @@ Napi::Value RemovePort(const Napi::CallbackInfo &info) {
   });
 }
 
+Napi::Value AddVlan(const Napi::CallbackInfo &info) {
+  return guard(info.Env(), [&] {
+    return Napi::Number::New(info.Env(), dp_of(info).add_vlan(vlan_spec_from(as_object(arg(info, 0), "vlan"))));
+  });
+}
+
+Napi::Value RemoveVlan(const Napi::CallbackInfo &info) {
+  return guard(info.Env(), [&] {
+    dp_of(info).remove_vlan(to_port(arg(info, 0), "vlan"));
+    return info.Env().Undefined();
+  });
+}
+
 Napi::Value SetPortSlowpath(const Napi::CallbackInfo &info) {
   return guard(info.Env(), [&] {
     dp_of(info).set_port_slowpath(to_port(arg(info, 0), "port"), to_port(arg(info, 1), "slowpath"));
@@ -343,6 +356,8 @@ Napi::Object ModuleInit(Napi::Env env, Napi::Object exports) {
   exports.Set("shutdown", Napi::Function::New(env, Shutdown, "shutdown"));
   exports.Set("addPort", Napi::Function::New(env, AddPort, "addPort"));
   exports.Set("removePort", Napi::Function::New(env, RemovePort, "removePort"));
+  exports.Set("addVlan", Napi::Function::New(env, AddVlan, "addVlan"));
+  exports.Set("removeVlan", Napi::Function::New(env, RemoveVlan, "removeVlan"));
   exports.Set("setPortSlowpath", Napi::Function::New(env, SetPortSlowpath, "setPortSlowpath"));
   exports.Set("setPortMtu", Napi::Function::New(env, SetPortMtu, "setPortMtu"));
   exports.Set("setPuntPolicer", Napi::Function::New(env, SetPuntPolicer, "setPuntPolicer"));

@@ -8,7 +8,7 @@
 namespace fg::addon {
 namespace {
 
-const char *const action_names[] = {"none", "fwd4", "fwd6", "decap4in6", "encap4in6"};
+const char *const action_names[] = {"none", "fwd4", "fwd6", "decap", "encap"};
 constexpr unsigned ACTION_COUNT = sizeof(action_names) / sizeof(action_names[0]);
 
 std::string describe(const Napi::Value &v) {
@@ -141,18 +141,59 @@ port_spec port_spec_from(const Napi::Object &o) {
   return s;
 }
 
+namespace {
+
+struct tunnel_mode_name {
+  uint8_t mode;
+  const char *name;
+};
+constexpr tunnel_mode_name tunnel_mode_names[] = {
+    {TUNNEL_IP4IP6, "ip4ip6"}, {TUNNEL_IP6IP6, "ip6ip6"}, {TUNNEL_IPIP, "ipip"}, {TUNNEL_SIT, "sit"}};
+
+const char *tunnel_mode_to_name(uint8_t mode) {
+  for (const auto &m : tunnel_mode_names)
+    if (m.mode == mode) return m.name;
+  return "unknown";
+}
+
+}  // namespace
+
+vlan_spec vlan_spec_from(const Napi::Object &o) {
+  const char *ctx = "vlan";
+  vlan_spec s;
+  s.name = get_string(o, "name", ctx);
+  s.parent = to_port(o.Get("parent"), "vlan.parent");
+  if (s.parent == PORT_NONE) invalid(ctx, "parent", "a port id", o.Get("parent"));
+  s.vid = static_cast<uint16_t>(get_uint(o, "id", ctx, 1, 4094));
+  s.ad = get_bool_or(o, "ad", ctx, false);
+  s.mtu = static_cast<uint16_t>(get_uint_or(o, "mtu", ctx, 68, 65535, 0));
+  s.has_mac = get_bytes(o, "mac", ctx, 6, s.mac, false);
+  s.pcp = static_cast<uint8_t>(get_uint_or(o, "pcp", ctx, 0, 7, 0));
+  return s;
+}
+
 tunnel_params tunnel_params_from(const Napi::Object &o) {
   const char *ctx = "tunnel";
   tunnel_params p{};
-  get_bytes(o, "local", ctx, 16, p.local, true);
-  get_bytes(o, "remote", ctx, 16, p.remote, true);
+  p.mode = TUNNEL_IP4IP6;
+  if (!o.Get("mode").IsUndefined()) {
+    std::string mode = get_string(o, "mode", ctx);
+    p.mode = 0;
+    for (const auto &m : tunnel_mode_names)
+      if (mode == m.name) p.mode = m.mode;
+    if (p.mode == 0) invalid(ctx, "mode", "'ip4ip6', 'ip6ip6', 'ipip' or 'sit'", o.Get("mode"));
+  }
+  const size_t alen = tunnel_outer_family(p.mode) == 4 ? 4 : 16;
+  get_bytes(o, "local", ctx, alen, p.local, true);
+  get_bytes(o, "remote", ctx, alen, p.remote, true);
   Napi::Value limit = o.Get("encapLimit");
-  p.encap_limit = limit.IsNull() ? -1 : static_cast<int16_t>(get_uint(o, "encapLimit", ctx, 0, 255));
+  p.encap_limit = limit.IsNull() || limit.IsUndefined() ? -1 : static_cast<int16_t>(get_uint(o, "encapLimit", ctx, 0, 255));
   p.hop_limit = static_cast<uint8_t>(get_uint(o, "hopLimit", ctx, 0, 255));
   Napi::Value tclass = o.Get("tclass");
   p.tclass = tclass.IsNull() ? -1 : static_cast<int16_t>(get_uint(o, "tclass", ctx, 0, 255));
   p.flowlabel = get_uint_or(o, "flowLabel", ctx, 0, 0xfffff, 0);
   p.flowlabel_hash = get_bool_or(o, "flowLabelHash", ctx, false);
+  p.pmtudisc = get_bool_or(o, "pmtudisc", ctx, true);
   p.mtu = static_cast<uint16_t>(get_uint(o, "mtu", ctx, 68, 65535));
   p.port = to_port(o.Get("port"), "tunnel.port");
   if (p.port == PORT_NONE) invalid(ctx, "port", "a port id", o.Get("port"));
@@ -172,13 +213,10 @@ flow_spec flow_spec_from(const Napi::Object &o, const char *ctx) {
   if (l3 != 4 && l3 != 6) invalid(ctx, "l3", "4 or 6", o.Get("l3"));
   k.l3proto = static_cast<uint8_t>(l3);
   k.l4proto = static_cast<uint8_t>(get_uint(o, "l4", ctx, 0, 255));
+  // A decap flow's key is the inner packet's here: the dataplane adds its tunnel's outer part.
   if (l3 == 4) {
     get_bytes(o, "src", ctx, 4, reinterpret_cast<uint8_t *>(&k.ip4.src), true);
     get_bytes(o, "dst", ctx, 4, reinterpret_cast<uint8_t *>(&k.ip4.dst), true);
-    bool has_src = get_bytes(o, "outerSrc", ctx, 16, k.ip4.outer_src, false);
-    bool has_dst = get_bytes(o, "outerDst", ctx, 16, k.ip4.outer_dst, false);
-    if (has_src != has_dst) invalid(ctx, has_src ? "outerDst" : "outerSrc", "both outer addresses or neither", o.Get(has_src ? "outerDst" : "outerSrc"));
-    if (has_src) k.l3proto = FLOW_L3_IPV4_IN_IPV6;
   } else {
     get_bytes(o, "src", ctx, 16, k.ip6.src, true);
     get_bytes(o, "dst", ctx, 16, k.ip6.dst, true);
@@ -189,10 +227,10 @@ flow_spec flow_spec_from(const Napi::Object &o, const char *ctx) {
   std::string action = get_string(o, "action", ctx);
   for (unsigned a = 1; a < ACTION_COUNT; a++)
     if (action == action_names[a]) f.action = static_cast<uint8_t>(a);
-  if (f.action == FLOW_ACT_NONE) invalid(ctx, "action", "'fwd4', 'fwd6', 'decap4in6' or 'encap4in6'", o.Get("action"));
-  if (f.action == FLOW_ACT_ENCAP4IN6) {
+  if (f.action == FLOW_ACT_NONE) invalid(ctx, "action", "'fwd4', 'fwd6', 'decap' or 'encap'", o.Get("action"));
+  if (f.action == FLOW_ACT_ENCAP || f.action == FLOW_ACT_DECAP)
     f.tunnel = static_cast<uint16_t>(get_uint(o, "tunnel", ctx, 0, MAX_TUNNELS - 1));
-  } else {
+  if (f.action != FLOW_ACT_ENCAP) {
     f.out_port = to_port(o.Get("outPort"), "flow.outPort");
     if (f.out_port == PORT_NONE) invalid(ctx, "outPort", "a port id", o.Get("outPort"));
     get_bytes(o, "dstMac", ctx, 6, f.dst_mac, true);
@@ -237,6 +275,16 @@ Napi::Object port_info_to_js(Napi::Env env, const port_info &p) {
   o.Set("l3", p.l3);
   o.Set("poll", p.poll);
   o.Set("slowpath", p.slowpath == PORT_NONE ? env.Null() : Napi::Number::New(env, p.slowpath));
+  if (p.vlan_parent == PORT_NONE) {
+    o.Set("vlan", env.Null());
+  } else {
+    Napi::Object v = Napi::Object::New(env);
+    v.Set("parent", p.vlan_parent);
+    v.Set("id", p.vlan_id);
+    v.Set("ad", p.vlan_ad);
+    v.Set("pcp", p.vlan_pcp);
+    o.Set("vlan", v);
+  }
   return o;
 }
 
@@ -258,26 +306,41 @@ Napi::Object flow_spec_to_js(Napi::Env env, const flow_spec &f) {
   Napi::Object o = Napi::Object::New(env);
   const flow_key &k = f.key;
   o.Set("inPort", k.in_port);
-  // JavaScript says 4 for IPv4 inside IPv6 too: the outer addresses tell the two apart.
+  // JavaScript says the inner family for tunnelled keys too, with the mode beside it.
   o.Set("l3", flow_l3_is_ipv4(k.l3proto) ? 4 : 6);
   o.Set("l4", k.l4proto);
   if (flow_l3_is_ipv4(k.l3proto)) {
     o.Set("src", bytes_to_js(env, reinterpret_cast<const uint8_t *>(&k.ip4.src), 4));
     o.Set("dst", bytes_to_js(env, reinterpret_cast<const uint8_t *>(&k.ip4.dst), 4));
-    if (flow_key_is_tunnelled(k)) {
-      o.Set("outerSrc", bytes_to_js(env, k.ip4.outer_src, 16));
-      o.Set("outerDst", bytes_to_js(env, k.ip4.outer_dst, 16));
-    }
   } else {
     o.Set("src", bytes_to_js(env, k.ip6.src, 16));
     o.Set("dst", bytes_to_js(env, k.ip6.dst, 16));
   }
+  if (flow_key_is_tunnelled(k)) {
+    o.Set("tunnelMode", tunnel_mode_to_name(k.l3proto));
+    switch (k.l3proto) {
+      case FLOW_L3_IPV4_IN_IPV6:
+        o.Set("outerSrc", bytes_to_js(env, k.ip4.outer_src, 16));
+        o.Set("outerDst", bytes_to_js(env, k.ip4.outer_dst, 16));
+        break;
+      case FLOW_L3_IPV4_IN_IPV4:
+        o.Set("outerSrc", bytes_to_js(env, k.ip4.outer_src, 4));
+        o.Set("outerDst", bytes_to_js(env, k.ip4.outer_src + 4, 4));
+        break;
+      case FLOW_L3_IPV6_IN_IPV4:
+        o.Set("outerSrc", bytes_to_js(env, k.ip6.outer, 4));
+        o.Set("outerDst", bytes_to_js(env, k.ip6.outer + 4, 4));
+        break;
+      default:  // IPv6 in IPv6: the key holds only their fold
+        o.Set("outerFold", bytes_to_js(env, k.ip6.outer, 8));
+        break;
+    }
+  }
   o.Set("sport", rte_be_to_cpu_16(k.sport));
   o.Set("dport", rte_be_to_cpu_16(k.dport));
   o.Set("action", action_names[f.action < ACTION_COUNT ? f.action : 0]);
-  if (f.action == FLOW_ACT_ENCAP4IN6) {
-    o.Set("tunnel", f.tunnel);
-  } else {
+  if (f.action == FLOW_ACT_ENCAP || f.action == FLOW_ACT_DECAP) o.Set("tunnel", f.tunnel);
+  if (f.action != FLOW_ACT_ENCAP) {
     o.Set("outPort", f.out_port);
     o.Set("dstMac", bytes_to_js(env, f.dst_mac, 6));
     o.Set("srcMac", bytes_to_js(env, f.src_mac, 6));
@@ -339,7 +402,7 @@ Napi::Object stats_to_js(Napi::Env env, const dataplane_stats &s) {
   Napi::Object sp = Napi::Object::New(env);
   set_u64(sp, "kernelRxPackets", s.slowpath.kernel_rx_packets);
   set_u64(sp, "kernelTxDropped", s.slowpath.kernel_tx_dropped);
-  set_u64(sp, "tunNotIpv4", s.slowpath.tun_not_ipv4);
+  set_u64(sp, "tunWrongFamily", s.slowpath.tun_wrong_family);
   set_u64(sp, "noHeadroom", s.slowpath.no_headroom);
   set_u64(sp, "observations", s.slowpath.observations);
   set_u64(sp, "observationsLost", s.slowpath.observations_lost);

@@ -46,6 +46,7 @@ uint16_t to_port(const Napi::Value &v, const char *what);
 
 init_options init_options_from(const Napi::Object &o);
 port_spec port_spec_from(const Napi::Object &o);
+vlan_spec vlan_spec_from(const Napi::Object &o);
 tunnel_params tunnel_params_from(const Napi::Object &o);
 flow_spec flow_spec_from(const Napi::Object &o, const char *ctx);
 

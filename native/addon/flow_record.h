@@ -20,7 +20,7 @@ struct flow_record_direction {
   uint8_t action;      // flow_action
   uint8_t pad0;
   uint16_t out_port;   // FWD*, DECAP: the output port; else PORT_NONE
-  uint16_t tunnel;     // ENCAP: the tunnel; else TUNNEL_NONE
+  uint16_t tunnel;     // ENCAP: the tunnel out; DECAP: the tunnel in; else TUNNEL_NONE
   uint8_t dst_mac[6];  // FWD*, DECAP: the Ethernet header written
   uint8_t src_mac[6];
   uint8_t nat_flags;   // NAT_F_*: which of the nat_* fields the packet leaves with
@@ -49,8 +49,8 @@ inline void flow_record_direction_fill(flow_record_direction *d, const flow_spec
   d->packets = c.packets;
   d->bytes = c.bytes;
   d->action = f.action;
-  d->out_port = f.action == FLOW_ACT_ENCAP4IN6 ? PORT_NONE : f.out_port;
-  d->tunnel = f.action == FLOW_ACT_ENCAP4IN6 ? f.tunnel : TUNNEL_NONE;
+  d->out_port = f.action == FLOW_ACT_ENCAP ? PORT_NONE : f.out_port;
+  d->tunnel = f.action == FLOW_ACT_ENCAP || f.action == FLOW_ACT_DECAP ? f.tunnel : TUNNEL_NONE;
   memcpy(d->dst_mac, f.dst_mac, 6);
   memcpy(d->src_mac, f.src_mac, 6);
   d->nat_flags = f.nat.flags;

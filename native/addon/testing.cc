@@ -20,6 +20,7 @@
 #include "dp/reasons.h"
 #include "dp/snapshot.h"
 #include "dp/tunnel.h"
+#include "dp/vlan.h"
 #include "stress/stress.h"
 #include "testing/guarded_mbufs.h"
 
@@ -171,6 +172,26 @@ struct harness {
         pc.punt_burst = get_uint_or(p, "puntBurst", "setup.ports[]", 0, UINT32_MAX, 0);
       }
     }
+    // VLAN sub-interfaces by port id (MAX_ETHPORTS..), after their parents.
+    Napi::Value vlans = setup.Get("vlans");
+    if (vlans.IsArray()) {
+      Napi::Array a = vlans.As<Napi::Array>();
+      for (uint32_t i = 0; i < a.Length(); i++) {
+        Napi::Object v = as_object(a.Get(i), "setup.vlans[]");
+        uint16_t id = to_port(v.Get("id"), "setup.vlans[].id");
+        uint16_t parent = to_port(v.Get("parent"), "setup.vlans[].parent");
+        if (id < MAX_ETHPORTS || parent == PORT_NONE || !snap->port[parent].active)
+          throw dp_error(ERR_INVALID_ARGUMENT, "setup.vlans[]: id from " + std::to_string(MAX_ETHPORTS) + " on an earlier port");
+        uint8_t mac[6] = {};
+        uint64_t mac_word = get_bytes(v, "mac", "setup.vlans[]", 6, mac, false) ? port_mac_word(mac) : snap->port[parent].mac;
+        vlan_conf_build(snap->port[id], *snap, parent, static_cast<uint16_t>(get_uint(v, "vid", "setup.vlans[]", 1, 4094)),
+                        get_bool_or(v, "ad", "setup.vlans[]", false),
+                        static_cast<uint8_t>(get_uint_or(v, "pcp", "setup.vlans[]", 0, 7, 0)),
+                        static_cast<uint16_t>(get_uint_or(v, "mtu", "setup.vlans[]", 68, 65535, 0)), mac_word);
+        snap->port[id].slowpath = to_port(v.Get("slowpath"), "setup.vlans[].slowpath");
+      }
+    }
+    derive_vlans(*snap);  // as dataplane::derive() does
     Napi::Value tunnels = setup.Get("tunnels");
     if (tunnels.IsArray()) {
       Napi::Array a = tunnels.As<Napi::Array>();
@@ -225,9 +246,16 @@ struct harness {
     uint32_t idx = ft.alloc();
     if (idx == FLOW_NONE) throw dp_error(ERR_FLOWTABLE_FULL, "setup flows exceed the capacity");
     flow_entry &e = ft.entry(idx);
-    flow_entry_init(e, f.key, f.action, FLOW_NONE, pl_now);
+    flow_key key = f.key;
+    // As dataplane::resolve_flow(): a decap flow's key has its tunnel's outer part.
+    if (f.action == FLOW_ACT_DECAP) {
+      if (f.tunnel >= MAX_TUNNELS || !snap->tun[f.tunnel].active) throw dp_error(ERR_NOT_FOUND, "setup flow: no such tunnel");
+      tunnel_key_outer(snap->tun[f.tunnel], &key);
+    }
+    flow_entry_init(e, key, f.action, FLOW_NONE, pl_now);
     ft.set_nat(idx, f.nat);
-    if (f.action == FLOW_ACT_ENCAP4IN6) {
+    if (f.action == FLOW_ACT_DECAP) e.tunnel = f.tunnel;
+    if (f.action == FLOW_ACT_ENCAP) {
       e.target = f.tunnel;
     } else {
       if (n_adj == 1024) throw dp_error(ERR_LIMIT, "too many test adjacencies");
@@ -579,6 +607,7 @@ Napi::Value ObservationLayout(const Napi::CallbackInfo &info) {
 #undef FG_OFFSET
   o.Set("keyIp4Src", static_cast<uint32_t>(offsetof(flow_key, ip4.src)));
   o.Set("keyIp4OuterSrc", static_cast<uint32_t>(offsetof(flow_key, ip4.outer_src)));
+  o.Set("keyIp6Outer", static_cast<uint32_t>(offsetof(flow_key, ip6.outer)));
   o.Set("keySport", static_cast<uint32_t>(offsetof(flow_key, sport)));
   o.Set("keyInPort", static_cast<uint32_t>(offsetof(flow_key, in_port)));
   o.Set("keyL3", static_cast<uint32_t>(offsetof(flow_key, l3proto)));

@@ -16,7 +16,12 @@ constexpr uint16_t BURST_SIZE = 32;
 constexpr uint16_t PREFETCH_OFFSET = 4;
 // Upper bounds sized for a gateway appliance; arrays indexed by them live in snapshots.
 constexpr uint16_t MAX_WORKERS = 16;
-constexpr uint16_t MAX_PORTS = RTE_MAX_ETHPORTS;
+// Port ids: ethdev ports (0..MAX_ETHPORTS-1), then VLAN sub-interfaces, logical ports that
+// have no ethdev (their frames leave by their parent's). Arrays that only ethdev ports
+// index (tx buffers, tx counters, rx polling) stay MAX_ETHPORTS long.
+constexpr uint16_t MAX_ETHPORTS = RTE_MAX_ETHPORTS;
+constexpr uint16_t MAX_VLANS = 64;
+constexpr uint16_t MAX_PORTS = MAX_ETHPORTS + MAX_VLANS;
 constexpr uint16_t MAX_TUNNELS = 64;
 constexpr uint16_t MAX_RXQ_PER_WORKER = 64;
 // Largest flowtable: flow indices must fit the 23 bits that a flow handle gives them.

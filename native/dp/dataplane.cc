@@ -14,6 +14,7 @@
 #include "eal.h"
 #include "memory.h"
 #include "port.h"
+#include "vlan.h"
 
 namespace fg {
 
@@ -114,7 +115,7 @@ void dataplane::shutdown() {
   stop();
   for (uint16_t p = 0; p < MAX_PORTS; p++) {
     if (ports_[p].used) {
-      port_release(p);
+      if (p < MAX_ETHPORTS) port_release(p);
       ports_[p] = port_state{};
     }
   }
@@ -166,21 +167,26 @@ void dataplane::derive(snapshot &s) const {
     s.port[p].kernel_egress_port = PORT_NONE;
     s.port[p].kernel_egress_tunnel = TUNNEL_NONE;
   }
-  // Worker 0 drains the kernel_tx ring of each port that has a TAP, and only those.
-  s.n_kernel_tx = 0;
+  // Worker 0 drains the kernel_tx ring of each ethdev port that has a TAP, or a VLAN on it
+  // that has one, and only those.
+  bool drained[MAX_ETHPORTS] = {};
   for (uint16_t p = 0; p < MAX_PORTS; p++) {
     uint16_t sp = s.port[p].slowpath;
     if (!s.port[p].active || sp == PORT_NONE || s.port[sp].l3) continue;
     s.port[sp].kernel_egress_port = p;
-    if (s.port[p].kernel_tx != nullptr) s.kernel_tx_ports[s.n_kernel_tx++] = p;
+    drained[s.port[p].n_tags != 0 ? s.port[p].tx_port : p] = true;
   }
+  s.n_kernel_tx = 0;
+  for (uint16_t p = 0; p < MAX_ETHPORTS; p++)
+    if (drained[p] && s.port[p].kernel_tx != nullptr) s.kernel_tx_ports[s.n_kernel_tx++] = p;
+  derive_vlans(s);
   for (uint16_t t = 0; t < MAX_TUNNELS; t++)
     if (s.tun[t].active && s.tun[t].slowpath_port != PORT_NONE) s.port[s.tun[t].slowpath_port].kernel_egress_tunnel = t;
 
   for (auto &plan : s.plan) plan.n_rxq = 0;
   unsigned n = static_cast<unsigned>(workers_.size());
   unsigned next_worker = 0;
-  for (uint16_t p = 0; p < MAX_PORTS; p++) {
+  for (uint16_t p = 0; p < MAX_ETHPORTS; p++) {
     const port_state &ps = ports_[p];
     if (!ps.used || !ps.spec.poll || !s.port[p].active) continue;
     for (uint16_t q = 0; q < ps.rx_queues; q++) {
@@ -202,7 +208,7 @@ uint16_t dataplane::add_port(const port_spec &spec) {
     if (ps.used && ps.spec.name == spec.name)
       throw dp_error(ERR_INVALID_ARGUMENT, "a port named '" + spec.name + "' already exists");
   uint16_t id = port_probe(spec.device, spec.name);
-  if (id >= MAX_PORTS) throw dp_error(ERR_LIMIT, "port id " + std::to_string(id) + " beyond the supported ports");
+  if (id >= MAX_ETHPORTS) throw dp_error(ERR_LIMIT, "port id " + std::to_string(id) + " beyond the supported ports");
   if (ports_[id].used)
     throw dp_error(ERR_PORT_IN_USE, "port " + spec.name + ": device '" + spec.device + "' is already port " +
                                         ports_[id].spec.name);
@@ -256,11 +262,63 @@ uint16_t dataplane::add_port(const port_spec &spec) {
 
 void dataplane::remove_port(uint16_t port) {
   require_port(port);
+  if (is_vlan(port)) throw dp_error(ERR_INVALID_ARGUMENT, "port " + ports_[port].spec.name + " is a VLAN: remove it as one");
+  detach_port(port);
+}
+
+void dataplane::remove_vlan(uint16_t port) {
+  require_init();
+  if (!is_vlan(port)) throw dp_error(ERR_NOT_FOUND, "no VLAN with id " + std::to_string(port));
+  detach_port(port);
+}
+
+uint16_t dataplane::add_vlan(const vlan_spec &spec) {
+  require_port(spec.parent);
+  const std::string what = "VLAN " + spec.name;
+  for (const auto &ps : ports_)
+    if (ps.used && ps.spec.name == spec.name)
+      throw dp_error(ERR_INVALID_ARGUMENT, "a port named '" + spec.name + "' already exists");
+  if (spec.vid < 1 || spec.vid > 4094) throw dp_error(ERR_INVALID_ARGUMENT, what + ": VLAN id must be 1..4094");
+  if (spec.pcp > 7) throw dp_error(ERR_INVALID_ARGUMENT, what + ": PCP must be 0..7");
+  const port_conf &parent = snap_->port[spec.parent];
+  const port_state &pps = ports_[spec.parent];
+  if (pps.l3) throw dp_error(ERR_INVALID_ARGUMENT, what + ": parent " + pps.spec.name + " has no Ethernet header");
+  // Stacking as QinQ has it, and as nf_flow_table handles: at most two tags, 802.1ad outside.
+  if (parent.n_tags != 0 && (spec.ad || parent.n_tags != 1 || !pps.vlan.ad))
+    throw dp_error(ERR_INVALID_ARGUMENT, what + ": a VLAN on a VLAN must be 802.1Q on an 802.1ad VLAN (QinQ)");
+  if (spec.mtu > parent.mtu)
+    throw dp_error(ERR_INVALID_ARGUMENT, what + ": MTU " + std::to_string(spec.mtu) + " above its parent's (" +
+                                             std::to_string(parent.mtu) + ")");
+  if (vlan_lookup(*snap_, spec.parent, vlan_tag_word(spec.ad ? TPID_8021AD : TPID_8021Q, spec.vid)) != PORT_NONE)
+    throw dp_error(ERR_INVALID_ARGUMENT, what + ": " + pps.spec.name + " has a VLAN with this protocol and id already");
+  uint16_t id = MAX_ETHPORTS;
+  while (id < MAX_PORTS && ports_[id].used) id++;
+  if (id == MAX_PORTS) throw dp_error(ERR_LIMIT, "at most " + std::to_string(MAX_VLANS) + " VLANs");
+
+  port_state &ps = ports_[id];
+  ps = port_state{};
+  ps.used = true;
+  ps.spec.name = spec.name;
+  ps.spec.poll = false;  // no queues: its frames come and go by the ethdev port under it
+  ps.driver = "vlan";
+  ps.vlan = spec;
+  memcpy(ps.mac, spec.has_mac ? spec.mac : pps.mac, 6);
+
+  auto next = next_snapshot();
+  vlan_conf_build(next->port[id], *next, spec.parent, spec.vid, spec.ad, spec.pcp, spec.mtu, port_mac_word(ps.mac));
+  publish(std::move(next));
+  return id;
+}
+
+void dataplane::detach_port(uint16_t port) {
+  // VLANs on the port first (802.1Q ones on an 802.1ad one before it).
+  for (uint16_t v = MAX_ETHPORTS; v < MAX_PORTS; v++)
+    if (ports_[v].used && ports_[v].vlan.parent == port) detach_port(v);
   // Nothing may point at the port once it is gone: flows in or out, tunnels over it, ports
   // that punt to it.
   flows_.remove_if([&](const flow_entry &e, uint32_t) {
     if (e.key.in_port == port) return true;
-    if (e.action == FLOW_ACT_ENCAP4IN6) return snap_->tun[e.target].port == port;
+    if (e.action == FLOW_ACT_ENCAP) return snap_->tun[e.target].port == port;
     return flows_.adjacencies()[e.target].port == port;
   });
   auto next = next_snapshot();
@@ -275,7 +333,7 @@ void dataplane::remove_port(uint16_t port) {
   }
   ports_[port].used = false;  // no longer polled: derive() skips it
   publish(std::move(next));
-  port_release(port);
+  if (port < MAX_ETHPORTS) port_release(port);
   if (kernel_tx != nullptr) {
     rte_mbuf *m;
     while (rte_ring_dequeue(kernel_tx, reinterpret_cast<void **>(&m)) == 0) rte_pktmbuf_free(m);
@@ -302,6 +360,17 @@ void dataplane::set_port_slowpath(uint16_t port, uint16_t slowpath) {
 
 void dataplane::set_port_mtu(uint16_t port, uint16_t mtu) {
   require_port(port);
+  if (is_vlan(port)) {
+    // As vlan_dev_change_mtu(): no larger than the parent's.
+    const uint16_t parent_mtu = snap_->port[ports_[port].vlan.parent].mtu;
+    if (mtu > parent_mtu)
+      throw dp_error(ERR_INVALID_ARGUMENT, "VLAN " + ports_[port].spec.name + ": MTU " + std::to_string(mtu) +
+                                               " above its parent's (" + std::to_string(parent_mtu) + ")");
+    auto next = next_snapshot();
+    next->port[port].mtu = mtu;
+    publish(std::move(next));
+    return;
+  }
   int rc = rte_eth_dev_set_mtu(port, mtu);
   if (rc != 0 && rc != -ENOTSUP)
     throw dp_error(ERR_PORT_CONFIG, "port " + ports_[port].spec.name + ": set MTU " + std::to_string(mtu) + ": " +
@@ -310,6 +379,9 @@ void dataplane::set_port_mtu(uint16_t port, uint16_t mtu) {
   ports_[port].spec.mtu = mtu;
   auto next = next_snapshot();
   next->port[port].mtu = mtu;
+  // VLANs above the new MTU come down to it, as vlan_device_event() does on NETDEV_CHANGEMTU.
+  for (uint16_t v = MAX_ETHPORTS; v < MAX_PORTS; v++)
+    if (ports_[v].used && next->port[v].tx_port == port && next->port[v].mtu > mtu) next->port[v].mtu = mtu;
   publish(std::move(next));
 }
 
@@ -353,9 +425,15 @@ port_info dataplane::get_port_info(uint16_t port) const {
   info.mtu = snap_->port[port].mtu;
   info.rx_queues = ps.rx_queues;
   info.tx_queues = ps.tx_queues;
+  info.vlan_parent = ps.vlan.parent;
+  info.vlan_id = ps.vlan.vid;
+  info.vlan_ad = ps.vlan.ad;
+  info.vlan_pcp = ps.vlan.pcp;
   rte_eth_link link;
   memset(&link, 0, sizeof(link));
-  if (rte_eth_link_get_nowait(port, &link) == 0) {
+  // A VLAN's link is its ethdev's, as a VLAN device follows its real device's carrier.
+  const uint16_t ethdev = is_vlan(port) ? snap_->port[port].tx_port : port;
+  if (rte_eth_link_get_nowait(ethdev, &link) == 0) {
     info.link_up = link.link_status == RTE_ETH_LINK_UP;
     info.link_speed_mbps = link.link_speed;
   }
@@ -368,6 +446,17 @@ port_info dataplane::get_port_info(uint16_t port) const {
 port_counters dataplane::get_port_counters(uint16_t port) const {
   require_port(port);
   port_counters c{};
+  if (is_vlan(port)) {
+    // Counted by the workers: frames demultiplexed to the VLAN, and tagged for it.
+    const unsigned v = port - MAX_ETHPORTS;
+    for (const worker *w : workers_) {
+      c.rx_packets += __atomic_load_n(&w->stats.vlan_rx_packets[v], __ATOMIC_RELAXED);
+      c.rx_bytes += __atomic_load_n(&w->stats.vlan_rx_bytes[v], __ATOMIC_RELAXED);
+      c.tx_packets += __atomic_load_n(&w->stats.vlan_tx_packets[v], __ATOMIC_RELAXED);
+      c.tx_bytes += __atomic_load_n(&w->stats.vlan_tx_bytes[v], __ATOMIC_RELAXED);
+    }
+    return c;
+  }
   rte_eth_stats st;
   memset(&st, 0, sizeof(st));
   rte_eth_stats_get(port, &st);
@@ -423,13 +512,32 @@ void dataplane::stop() {
 // ---- tunnels ---------------------------------------------------------------------------
 
 static void check_tunnel_params(const tunnel_params &p) {
+  if (!tunnel_mode_valid(p.mode)) throw dp_error(ERR_INVALID_ARGUMENT, "unknown tunnel mode " + std::to_string(p.mode));
   if (p.encap_limit < -1 || p.encap_limit > 255)
     throw dp_error(ERR_INVALID_ARGUMENT, "encapsulation limit must be 0..255 or none");
   if (p.tclass < -1 || p.tclass > 255) throw dp_error(ERR_INVALID_ARGUMENT, "traffic class must be 0..255 or inherit");
   if (p.flowlabel > 0xfffff) throw dp_error(ERR_INVALID_ARGUMENT, "flow label must be 0..0xfffff");
   if (p.mtu < 68) throw dp_error(ERR_INVALID_ARGUMENT, "tunnel MTU must be at least 68");
-  if (!tunnel_endpoint_ok(p.local) || !tunnel_endpoint_ok(p.remote))
-    throw dp_error(ERR_INVALID_ARGUMENT, "tunnel endpoints must be unicast addresses (not ::, ::1 or multicast)");
+  if (tunnel_outer_family(p.mode) == 6) {
+    if (!tunnel_endpoint_ok(p.local) || !tunnel_endpoint_ok(p.remote))
+      throw dp_error(ERR_INVALID_ARGUMENT, "tunnel endpoints must be unicast addresses (not ::, ::1 or multicast)");
+  } else {
+    if (p.encap_limit >= 0 || p.flowlabel != 0 || p.flowlabel_hash)
+      throw dp_error(ERR_INVALID_ARGUMENT, "an IPv4 underlay has no encapsulation limit or flow label");
+    static const uint8_t zero[12] = {};
+    if (memcmp(p.local + 4, zero, 12) != 0 || memcmp(p.remote + 4, zero, 12) != 0)
+      throw dp_error(ERR_INVALID_ARGUMENT, "an IPv4 underlay's endpoints are IPv4 addresses");
+    if (!tunnel_endpoint4_ok(p.local) || !tunnel_endpoint4_ok(p.remote))
+      throw dp_error(ERR_INVALID_ARGUMENT,
+                     "tunnel endpoints must be unicast addresses (not 0.0.0.0, loopback, multicast or broadcast)");
+  }
+}
+
+// Whether tunnel t has these endpoints and mode: two tunnels of one mode between the same
+// two addresses could not tell their packets apart.
+static bool same_tunnel(const tunnel &t, const tunnel_params &p) {
+  return t.active && t.mode == p.mode && memcmp(t.local(), p.local, t.address_len()) == 0 &&
+         memcmp(t.remote(), p.remote, t.address_len()) == 0;
 }
 
 uint16_t dataplane::add_tunnel(const tunnel_params &p) {
@@ -440,8 +548,8 @@ uint16_t dataplane::add_tunnel(const tunnel_params &p) {
   while (id < MAX_TUNNELS && snap_->tun[id].active) id++;
   if (id == MAX_TUNNELS) throw dp_error(ERR_LIMIT, "at most " + std::to_string(MAX_TUNNELS) + " tunnels");
   for (const tunnel &t : snap_->tun)
-    if (t.active && memcmp(t.local(), p.local, 16) == 0 && memcmp(t.remote(), p.remote, 16) == 0)
-      throw dp_error(ERR_INVALID_ARGUMENT, "a tunnel with this local and remote address exists already");
+    if (same_tunnel(t, p))
+      throw dp_error(ERR_INVALID_ARGUMENT, "a tunnel of this mode with this local and remote address exists already");
   auto next = next_snapshot();
   tunnel_build(&next->tun[id], p);
   publish(std::move(next));
@@ -454,17 +562,17 @@ void dataplane::update_tunnel(uint16_t id, const tunnel_params &p) {
   require_port(p.port);
   if (p.slowpath_port != PORT_NONE) require_port(p.slowpath_port);
   check_tunnel_params(p);
+  for (uint16_t other = 0; other < MAX_TUNNELS; other++)
+    if (other != id && same_tunnel(snap_->tun[other], p))
+      throw dp_error(ERR_INVALID_ARGUMENT, "a tunnel of this mode with this local and remote address exists already");
   const tunnel &old = snap_->tun[id];
-  bool endpoints_changed = memcmp(old.local(), p.local, 16) != 0 || memcmp(old.remote(), p.remote, 16) != 0;
+  bool endpoints_changed = old.mode != p.mode || memcmp(old.local(), p.local, old.address_len()) != 0 ||
+                           memcmp(old.remote(), p.remote, old.address_len()) != 0;
   bool label_mode_changed = ((old.flags & TUNNEL_F_FLOWLABEL_HASH) != 0) != p.flowlabel_hash;
   if (endpoints_changed || label_mode_changed) {
     // Decap flows are keyed by the old endpoints and encap flows carry per-flow labels made
     // for the old mode: the learner installs them again through the slow path.
-    flows_.remove_if([&](const flow_entry &e, uint32_t) {
-      if (e.action == FLOW_ACT_ENCAP4IN6) return e.target == id;
-      return e.action == FLOW_ACT_DECAP4IN6 && memcmp(e.key.ip4.outer_dst, old.local(), 16) == 0 &&
-             memcmp(e.key.ip4.outer_src, old.remote(), 16) == 0;
-    });
+    remove_tunnel_flows(id);
   }
   // The path towards the same remote keeps the MTU it was found to have (a new next hop
   // MAC is the same path, as Linux's route PMTU outlives a neighbour change).
@@ -476,15 +584,16 @@ void dataplane::update_tunnel(uint16_t id, const tunnel_params &p) {
   if (path_mtu == 0) __atomic_store_n(&path_mtu_reports_[id], uint16_t{0}, __ATOMIC_RELAXED);
 }
 
+void dataplane::remove_tunnel_flows(uint16_t id) {
+  flows_.remove_if([&](const flow_entry &e, uint32_t) {
+    return (e.action == FLOW_ACT_ENCAP && e.target == id) || (e.action == FLOW_ACT_DECAP && e.tunnel == id);
+  });
+}
+
 void dataplane::remove_tunnel(uint16_t id) {
   require_init();
   if (id >= MAX_TUNNELS || !snap_->tun[id].active) throw dp_error(ERR_NOT_FOUND, "no tunnel with id " + std::to_string(id));
-  const tunnel &t = snap_->tun[id];
-  flows_.remove_if([&](const flow_entry &e, uint32_t) {
-    if (e.action == FLOW_ACT_ENCAP4IN6) return e.target == id;
-    return e.action == FLOW_ACT_DECAP4IN6 && memcmp(e.key.ip4.outer_dst, t.local(), 16) == 0 &&
-           memcmp(e.key.ip4.outer_src, t.remote(), 16) == 0;
-  });
+  remove_tunnel_flows(id);
   auto next = next_snapshot();
   memset(&next->tun[id], 0, sizeof(tunnel));
   next->tun[id].slowpath_port = PORT_NONE;
@@ -538,22 +647,21 @@ void dataplane::validate_flow(const flow_spec &f) const {
     throw dp_error(ERR_NOT_FOUND, "flow input port " + std::to_string(k.in_port) + " does not exist");
   if (k.l4proto != IPPROTO_TCP && k.l4proto != IPPROTO_UDP)
     throw dp_error(ERR_INVALID_ARGUMENT, "flow L4 protocol must be TCP or UDP, got " + std::to_string(k.l4proto));
+  const tunnel *t = f.tunnel < MAX_TUNNELS && snap_->tun[f.tunnel].active ? &snap_->tun[f.tunnel] : nullptr;
   switch (f.action) {
     case FLOW_ACT_FWD4:
-    case FLOW_ACT_ENCAP4IN6:
-      if (k.l3proto != FLOW_L3_IPV4)
-        throw dp_error(ERR_INVALID_ARGUMENT, "forward and encap flows match plain IPv4 packets");
+      if (k.l3proto != FLOW_L3_IPV4) throw dp_error(ERR_INVALID_ARGUMENT, "IPv4 forward flows match plain IPv4 packets");
       break;
     case FLOW_ACT_FWD6:
       if (k.l3proto != FLOW_L3_IPV6) throw dp_error(ERR_INVALID_ARGUMENT, "IPv6 forward flows match IPv6 packets");
       break;
-    case FLOW_ACT_DECAP4IN6:
-      if (!flow_key_is_tunnelled(k))
-        throw dp_error(ERR_INVALID_ARGUMENT, "decap flows match the outer IPv6 source and destination too");
-      // No tunnel has such an endpoint (add_tunnel refuses it), and nothing is decapsulated
-      // from one: a packet to or from it is not a tunnel's.
-      if (!tunnel_endpoint_ok(k.ip4.outer_src) || !tunnel_endpoint_ok(k.ip4.outer_dst))
-        throw dp_error(ERR_INVALID_ARGUMENT, "decap flows' outer addresses must be unicast (not ::, ::1 or multicast)");
+    case FLOW_ACT_ENCAP:
+    case FLOW_ACT_DECAP:
+      if (t == nullptr) throw dp_error(ERR_NOT_FOUND, "flow tunnel " + std::to_string(f.tunnel) + " does not exist");
+      // The key as the packet's inner one; resolve_flow() adds a decap flow's outer part.
+      if (k.l3proto != (t->inner_ipv4() ? FLOW_L3_IPV4 : FLOW_L3_IPV6))
+        throw dp_error(ERR_INVALID_ARGUMENT, std::string("the tunnel carries ") + (t->inner_ipv4() ? "IPv4" : "IPv6") +
+                                                 ", not the flow's packets");
       break;
     default:
       throw dp_error(ERR_INVALID_ARGUMENT, "unknown flow action " + std::to_string(f.action));
@@ -562,13 +670,13 @@ void dataplane::validate_flow(const flow_spec &f) const {
   // drops PACKET_BROADCAST and PACKET_MULTICAST, ip_route_input_slow() refuses zero and
   // multicast sources) and so never offers such a flow; the fast path, which compares
   // addresses only, must not hold one either.
-  if (k.l3proto == FLOW_L3_IPV4) {
+  if (flow_l3_is_ipv4(k.l3proto)) {
     uint32_t src = rte_be_to_cpu_32(k.ip4.src), dst = rte_be_to_cpu_32(k.ip4.dst);
     if (RTE_IS_IPV4_MCAST(dst) || dst == UINT32_MAX)
       throw dp_error(ERR_INVALID_ARGUMENT, "flow destination must be a unicast address, not multicast or broadcast");
     if (src == 0 || RTE_IS_IPV4_MCAST(src) || src == UINT32_MAX)
       throw dp_error(ERR_INVALID_ARGUMENT, "flow source must be a unicast address, not unspecified, multicast or broadcast");
-  } else if (k.l3proto == FLOW_L3_IPV6) {
+  } else {
     if (ip6_is_multicast(k.ip6.dst))
       throw dp_error(ERR_INVALID_ARGUMENT, "flow destination must be a unicast address, not multicast");
     if (ip6_is_unspecified(k.ip6.src) || ip6_is_multicast(k.ip6.src))
@@ -576,17 +684,15 @@ void dataplane::validate_flow(const flow_spec &f) const {
   }
   if (((f.nat.flags & NAT_F_SPORT) && f.nat.sport == 0) || ((f.nat.flags & NAT_F_DPORT) && f.nat.dport == 0))
     throw dp_error(ERR_INVALID_ARGUMENT, "flow NAT ports must be 1..65535");
-  if (f.action == FLOW_ACT_ENCAP4IN6) {
-    if (f.tunnel >= MAX_TUNNELS || !snap_->tun[f.tunnel].active)
-      throw dp_error(ERR_NOT_FOUND, "flow tunnel " + std::to_string(f.tunnel) + " does not exist");
-  } else if (f.out_port >= MAX_PORTS || !ports_[f.out_port].used) {
+  if (f.action != FLOW_ACT_ENCAP && (f.out_port >= MAX_PORTS || !ports_[f.out_port].used)) {
     throw dp_error(ERR_NOT_FOUND, "flow output port " + std::to_string(f.out_port) + " does not exist");
   }
 }
 
 flow_spec dataplane::resolve_flow(const flow_spec &f) const {
   flow_spec r = f;
-  if (f.action != FLOW_ACT_ENCAP4IN6 && !f.has_src_mac) {
+  if (f.action == FLOW_ACT_DECAP) tunnel_key_outer(snap_->tun[f.tunnel], &r.key);
+  if (f.action != FLOW_ACT_ENCAP && !f.has_src_mac) {
     memcpy(r.src_mac, ports_[f.out_port].mac, 6);
     r.has_src_mac = true;
   }

@@ -42,6 +42,21 @@ struct port_spec {
   int l3 = -1;         // no Ethernet header: -1 decide by driver (net_tun), 0 no, 1 yes
 };
 
+// A VLAN sub-interface (802.1Q or 802.1ad) of an ethdev port, or an 802.1Q VLAN of an
+// 802.1ad one (QinQ). A logical port: it has an id like any port (MAX_ETHPORTS..) and is
+// used wherever one is (flows, tunnel underlays, slow path), and its frames leave tagged
+// by the ethdev port under it.
+struct vlan_spec {
+  std::string name;
+  uint16_t parent = PORT_NONE;
+  uint16_t vid = 0;     // 1..4094
+  bool ad = false;      // 802.1ad (TPID 0x88a8) instead of 802.1Q (0x8100)
+  uint16_t mtu = 0;     // 0: the parent's
+  bool has_mac = false;
+  uint8_t mac[6] = {};  // default: the parent's
+  uint8_t pcp = 0;      // of tags pushed onto frames that arrived untagged
+};
+
 struct port_info {
   uint16_t id;
   std::string name;
@@ -56,6 +71,11 @@ struct port_info {
   bool l3;
   bool poll;
   uint16_t slowpath;
+  // A VLAN sub-interface: its parent (PORT_NONE for an ethdev port), id, TPID and PCP.
+  uint16_t vlan_parent;
+  uint16_t vlan_id;
+  bool vlan_ad;
+  uint8_t vlan_pcp;
 };
 
 struct port_counters {
@@ -111,7 +131,13 @@ class dataplane {
   bool initialized() const { return initialized_; }
 
   uint16_t add_port(const port_spec &spec);
+  // Removes the port's VLAN sub-interfaces with it, as the kernel unregisters a device's
+  // VLAN devices with it.
   void remove_port(uint16_t port);
+  uint16_t add_vlan(const vlan_spec &spec);
+  // A VLAN sub-interface (and the 802.1Q VLANs on it, when it is 802.1ad): as remove_port.
+  void remove_vlan(uint16_t port);
+  bool is_vlan(uint16_t port) const { return port >= MAX_ETHPORTS && port < MAX_PORTS && ports_[port].used; }
   void set_port_slowpath(uint16_t port, uint16_t slowpath);
   void set_port_mtu(uint16_t port, uint16_t mtu);
   // Limit the packets a port punts to the slow path; rate 0: no limit.
@@ -166,7 +192,11 @@ class dataplane {
     uint16_t tx_queues = 0;
     bool l3 = false;
     uint8_t mac[6] = {};  // the configured address, or the device's own
+    vlan_spec vlan;       // a VLAN sub-interface: vlan.parent != PORT_NONE
   };
+  // Everything that points at a port goes (flows, tunnels over it, slow-path links), and
+  // with it the VLANs on it; then its ethdev is released.
+  void detach_port(uint16_t port);
 
   void require_init() const;
   void require_port(uint16_t port) const;
@@ -174,6 +204,8 @@ class dataplane {
   void publish(std::unique_ptr<snapshot> next);
   void derive(snapshot &s) const;
 
+  // Remove the flows into and out of a tunnel (its decap and encap flows).
+  void remove_tunnel_flows(uint16_t id);
   void validate_flow(const flow_spec &f) const;
   // f with its source MAC: the output port's address unless given.
   flow_spec resolve_flow(const flow_spec &f) const;

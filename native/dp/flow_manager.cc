@@ -104,7 +104,8 @@ void flow_manager::fill_entry(uint32_t idx, const flow_spec &f, uint32_t pair, u
   flow_entry &e = ft_.entry(idx);
   flow_entry_init(e, f.key, f.action, pair, now_s);
   ft_.set_nat(idx, f.nat);
-  if (f.action == FLOW_ACT_ENCAP4IN6)
+  if (f.action == FLOW_ACT_DECAP) e.tunnel = f.tunnel;
+  if (f.action == FLOW_ACT_ENCAP)
     e.target = f.tunnel;
   else {
     adjacency want{};
@@ -118,7 +119,7 @@ void flow_manager::fill_entry(uint32_t idx, const flow_spec &f, uint32_t pair, u
 
 void flow_manager::release_entry(uint32_t idx) {
   const flow_entry &e = ft_.entry(idx);
-  if (e.action != FLOW_ACT_ENCAP4IN6) adjacency_release(e.target);
+  if (e.action != FLOW_ACT_ENCAP) adjacency_release(e.target);
   ctl_[idx].state = slot_state::free;
 }
 
@@ -218,9 +219,10 @@ flow_spec flow_manager::spec_of(uint32_t idx) const {
   flow_spec f;
   f.key = e.key;
   f.action = e.action;
-  if (e.action == FLOW_ACT_ENCAP4IN6) {
+  if (e.action == FLOW_ACT_ENCAP) {
     f.tunnel = e.target;
   } else {
+    if (e.action == FLOW_ACT_DECAP) f.tunnel = e.tunnel;
     const adjacency &a = adj_[e.target];
     f.out_port = a.port;
     memcpy(f.dst_mac, a.dst_mac, 6);

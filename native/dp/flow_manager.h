@@ -28,11 +28,11 @@ namespace fg {
 struct flow_spec {
   flow_key key;
   uint8_t action = FLOW_ACT_NONE;
-  uint16_t out_port = PORT_NONE;  // FWD4, FWD6, DECAP4IN6
+  uint16_t out_port = PORT_NONE;  // FWD4, FWD6, DECAP
   uint8_t dst_mac[6] = {};
   bool has_src_mac = false;       // default: the output port's address
   uint8_t src_mac[6] = {};
-  uint16_t tunnel = TUNNEL_NONE;  // ENCAP4IN6
+  uint16_t tunnel = TUNNEL_NONE;  // ENCAP: the tunnel out; DECAP: the tunnel in
   // The tuple the packet leaves with (from the connection's reply tuple), applied to the
   // (inner) IP packet before the TTL decrement and encapsulation; flags 0: no NAT.
   flow_nat_spec nat;

@@ -45,8 +45,8 @@ enum flow_action : uint8_t {
   FLOW_ACT_NONE = 0,
   FLOW_ACT_FWD4,       // IPv4: TTL-1, Ethernet rewrite
   FLOW_ACT_FWD6,       // IPv6: hop limit-1, Ethernet rewrite
-  FLOW_ACT_DECAP4IN6,  // strip outer IPv6 (+ destination options), then as FWD4
-  FLOW_ACT_ENCAP4IN6,  // as FWD4, then prepend the tunnel's outer headers
+  FLOW_ACT_DECAP,      // strip the tunnel's outer headers, then as FWD4 or FWD6 on the inner packet
+  FLOW_ACT_ENCAP,      // as FWD4 or FWD6, then prepend the tunnel's outer headers
 };
 
 // flow_entry::state bits, as the kernel's NF_FLOW_TEARDOWN and NF_FLOW_CLOSING; set on
@@ -59,6 +59,9 @@ enum flow_state : uint8_t {
 // flow_entry::flags
 enum flow_flag : uint8_t {
   FLOW_F_NAT = 1 << 0,  // rewrite addresses/ports with flowtable::nat(index)
+  // The key holds only a fold of the outer addresses (IPv6 in IPv6, flow_key.h): a packet's
+  // must be compared with those of the flow's tunnel (flow_entry::tunnel).
+  FLOW_F_OUTER_FOLDED = 1 << 1,
 };
 
 struct alignas(CACHE_LINE) flow_entry {
@@ -67,7 +70,8 @@ struct alignas(CACHE_LINE) flow_entry {
   uint8_t state;       // flow_state bits; lcores: set (relaxed); control: reads and reaps
   uint16_t target;     // adjacency index (FWD*, DECAP) or tunnel index (ENCAP); as action
   uint8_t flags;       // flow_flag bits; control: written before publish; lcores: read
-  uint8_t pad[3];
+  uint8_t pad;
+  uint16_t tunnel;     // DECAP: the tunnel the packets arrive in; else TUNNEL_NONE; as action
   uint32_t last_seen;  // dataplane seconds; lcores: refresh when > 1 s stale; control: reads
   uint32_t pair;       // reverse direction's index or FLOW_NONE; control: writes before publish
 };
@@ -79,8 +83,9 @@ inline void flow_entry_init(flow_entry &e, const flow_key &key, uint8_t action, 
   e.key = key;
   e.action = action;
   e.state = 0;
-  e.flags = 0;
-  memset(e.pad, 0, sizeof(e.pad));
+  e.flags = key.l3proto == FLOW_L3_IPV6_IN_IPV6 ? FLOW_F_OUTER_FOLDED : 0;
+  e.pad = 0;
+  e.tunnel = TUNNEL_NONE;
   e.pair = pair;
   e.last_seen = now_s;
 }

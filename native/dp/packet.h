@@ -135,7 +135,10 @@ inline bool ip4_csum_verified(const rte_mbuf *m) {
   return (m->ol_flags & RTE_MBUF_F_RX_IP_CKSUM_MASK) == RTE_MBUF_F_RX_IP_CKSUM_GOOD;
 }
 
-// l3: the key's L3 value (FLOW_L3_IPV4, or FLOW_L3_IPV4_IN_IPV6 for a tunnel's inner packet);
+inline verdict parse_ip6(const uint8_t *frame, uint32_t off, bounds b, flow_key *key, pkt_meta *meta,
+                         uint8_t l3 = FLOW_L3_IPV6);
+
+// l3: the key's L3 value (FLOW_L3_IPV4, or a tunnelled one for a tunnel's inner packet);
 // verified: the port found this header's checksum good (never for an inner header).
 inline verdict parse_ip4(const uint8_t *frame, uint32_t off, bounds b, flow_key *key,
                          pkt_meta *meta, uint8_t l3 = FLOW_L3_IPV4, bool verified = false) {
@@ -158,6 +161,19 @@ inline verdict parse_ip4(const uint8_t *frame, uint32_t off, bounds b, flow_key 
   if (ihl != IP4_HLEN) return verdict::punt(punt_reason::ip_options);
   if (ip->fragment_offset & rte_cpu_to_be_16(RTE_IPV4_HDR_MF_FLAG | RTE_IPV4_HDR_OFFSET_MASK))
     return verdict::punt(punt_reason::fragment);
+  if (l3 == FLOW_L3_IPV4 && (ip->next_proto_id == IPPROTO_IPIP || ip->next_proto_id == IPPROTO_IPV6)) {
+    // IPv4 (ipip) or IPv6 (sit) in IPv4: the flow is the inner packet's, from this outer
+    // source to this outer destination; whether they are a tunnel's is the lookup's
+    // business. The outer TTL is not checked: the packet is for this host (ip_local_deliver()).
+    meta->outer_len = IP4_HLEN;
+    meta->l3_len = 0;
+    if (ip->next_proto_id == IPPROTO_IPIP) {
+      memcpy(key->ip4.outer_src, &ip->src_addr, 8);  // source and destination, adjacent
+      return parse_ip4(frame, off + IP4_HLEN, b, key, meta, FLOW_L3_IPV4_IN_IPV4);
+    }
+    memcpy(key->ip6.outer, &ip->src_addr, 8);
+    return parse_ip6(frame, off + IP4_HLEN, b, key, meta, FLOW_L3_IPV6_IN_IPV4);
+  }
   key->l3proto = l3;
   key->ip4.src = ip->src_addr;
   key->ip4.dst = ip->dst_addr;
@@ -187,11 +203,12 @@ inline bool ip6_is_extension(uint8_t nh) {
 }
 
 // The destination options header a tunnel entry point adds (RFC 2473 section 4.1.1), with
-// the Tunnel Encapsulation Limit option. Options are processed as RFC 8200 section 4.2 says
-// (and ip6_parse_tlv() does): one whose type's two high bits are 00 is skipped, whatever it
-// is; any other asks for the packet to be discarded and is for the kernel to act on.
+// the Tunnel Encapsulation Limit option, before IPv4 or IPv6. Options are processed as RFC
+// 8200 section 4.2 says (and ip6_parse_tlv() does): one whose type's two high bits are 00 is
+// skipped, whatever it is; any other asks for the packet to be discarded and is for the
+// kernel to act on. Sets: *len, the header's length, and *next, the header after it.
 inline verdict parse_tunnel_dstopts(const uint8_t *frame, uint32_t off, const bounds &b,
-                                    uint32_t *len) {
+                                    uint32_t *len, uint8_t *next) {
   verdict v = b.need(off + 8);
   if (!v.is_ok()) return v;
   const uint8_t *opt = frame + off;
@@ -201,7 +218,7 @@ inline verdict parse_tunnel_dstopts(const uint8_t *frame, uint32_t off, const bo
   // A fragment header after the options: how Linux fragments a tunnel packet with them
   // (ip6_find_1stfragopt()); the options are checked once the packet is whole.
   if (opt[0] == IPPROTO_FRAGMENT) return verdict::punt(punt_reason::fragment);
-  if (opt[0] != IPPROTO_IPIP) return verdict::punt(punt_reason::ipv6_ext);
+  if (opt[0] != IPPROTO_IPIP && opt[0] != IPPROTO_IPV6) return verdict::punt(punt_reason::ipv6_ext);
   for (uint32_t i = 2; i < hlen;) {
     uint8_t type = opt[i];
     if (type == IP6_OPT_PAD1) {
@@ -213,11 +230,13 @@ inline verdict parse_tunnel_dstopts(const uint8_t *frame, uint32_t off, const bo
     i += 2u + opt[i + 1];
   }
   *len = hlen;
+  *next = opt[0];
   return verdict::ok();
 }
 
-inline verdict parse_ip6(const uint8_t *frame, uint32_t off, bounds b, flow_key *key,
-                         pkt_meta *meta) {
+// l3: the key's L3 value (FLOW_L3_IPV6, or a tunnelled one for a tunnel's inner packet).
+inline verdict parse_ip6(const uint8_t *frame, uint32_t off, bounds b, flow_key *key, pkt_meta *meta,
+                         uint8_t l3) {
   verdict v = b.need(off + IP6_HLEN);
   if (!v.is_ok()) return v;
   const auto *ip6 = reinterpret_cast<const rte_ipv6_hdr *>(frame + off);
@@ -229,26 +248,34 @@ inline verdict parse_ip6(const uint8_t *frame, uint32_t off, bounds b, flow_key 
   meta->l3_len = static_cast<uint16_t>(IP6_HLEN + plen);
 
   uint8_t nh = ip6->proto;
-  uint32_t outer_len = IP6_HLEN;
-  if (nh == IPPROTO_DSTOPTS_HDR) {
-    uint32_t opt_len;
-    v = parse_tunnel_dstopts(frame, off + IP6_HLEN, b, &opt_len);
-    if (!v.is_ok()) return v;
-    nh = IPPROTO_IPIP;
-    outer_len += opt_len;
-  }
-  if (nh == IPPROTO_IPIP) {
-    // IPv4 in IPv6: the flow is the inner packet's, from this outer source to this outer
-    // destination. Whether they are a configured tunnel's endpoints is the lookup's business.
-    meta->outer_len = static_cast<uint16_t>(outer_len);
-    memcpy(key->ip4.outer_src, ip6->src_addr, 16);
-    memcpy(key->ip4.outer_dst, ip6->dst_addr, 16);
-    meta->l3_len = 0;
-    return parse_ip4(frame, off + outer_len, b, key, meta, FLOW_L3_IPV4_IN_IPV6);
+  if (l3 == FLOW_L3_IPV6) {
+    // A tunnel's outer header (an inner one carrying another tunnel is not the fast path's).
+    uint32_t outer_len = IP6_HLEN;
+    if (nh == IPPROTO_DSTOPTS_HDR) {
+      uint32_t opt_len;
+      v = parse_tunnel_dstopts(frame, off + IP6_HLEN, b, &opt_len, &nh);
+      if (!v.is_ok()) return v;
+      outer_len += opt_len;
+    }
+    if (nh == IPPROTO_IPIP || nh == IPPROTO_IPV6) {
+      // IPv4 or IPv6 in IPv6: the flow is the inner packet's, from this outer source to
+      // this outer destination. Whether they are a configured tunnel's endpoints is the
+      // lookup's business (for IPv6 inside, the lookup's and the flow's: see flow_key.h).
+      meta->outer_len = static_cast<uint16_t>(outer_len);
+      meta->l3_len = 0;
+      if (nh == IPPROTO_IPIP) {
+        memcpy(key->ip4.outer_src, ip6->src_addr, 16);
+        memcpy(key->ip4.outer_dst, ip6->dst_addr, 16);
+        return parse_ip4(frame, off + outer_len, b, key, meta, FLOW_L3_IPV4_IN_IPV6);
+      }
+      const uint64_t fold = outer_fold6(ip6->src_addr, ip6->dst_addr);
+      memcpy(key->ip6.outer, &fold, 8);
+      return parse_ip6(frame, off + outer_len, b, key, meta, FLOW_L3_IPV6_IN_IPV6);
+    }
   }
   if (ip6_is_extension(nh))
     return verdict::punt(nh == 44 ? punt_reason::fragment : punt_reason::ipv6_ext);
-  key->l3proto = FLOW_L3_IPV6;
+  key->l3proto = l3;
   memcpy(key->ip6.src, ip6->src_addr, 16);
   memcpy(key->ip6.dst, ip6->dst_addr, 16);
   v = parse_l4(frame, off + IP6_HLEN, nh, b, key, meta);
@@ -318,10 +345,10 @@ inline uint32_t load32(const uint8_t *p) {
   return v;
 }
 
-// The destination options header Linux ip6tnl writes (init_tel_txopt), byte 4 (the limit)
-// masked: next header 4, length 0, option 4 length 1, PadN length 1 value 0.
-constexpr uint64_t TEL_OPTION = 0x0001010001040004ull;
-constexpr uint64_t TEL_OPTION_MASK = ~(0xffull << 32);
+// The destination options header Linux ip6tnl writes (init_tel_txopt), byte 0 (the next
+// header) and byte 4 (the limit) masked: length 0, option 4 length 1, PadN length 1 value 0.
+constexpr uint64_t TEL_OPTION = 0x0001010001040000ull;
+constexpr uint64_t TEL_OPTION_MASK = ~((0xffull << 32) | 0xffull);
 
 // Key word 5: ports (as on the wire), input port, L3 and L4 protocol.
 inline uint64_t key_tail(uint32_t ports, uint16_t in_port, uint8_t l3, uint8_t l4) {
@@ -343,32 +370,89 @@ inline bool ip4_checksum_ok20(const uint8_t *ip) {
   return sum % 0xffff == 0;
 }
 
-// IPv4 + TCP/UDP at ip, forwardable as it is. limit: bytes from ip to the end of what
-// encloses it; seg_left: bytes from ip to the end of the first segment; l3: the key's L3
-// value; verified: the port checked the header checksum and found it good.
+// What ip4_fast() found.
+enum ip4_fast_result { IP4_FAST_NO, IP4_FAST_FLOW, IP4_FAST_TUNNEL };
+
+// IPv4 + TCP/UDP at ip, forwardable as it is (IP4_FAST_FLOW), or, when tunnels may be here
+// (the outermost header), a whole unfragmented IPv4 packet carrying IPv4 or IPv6
+// (IP4_FAST_TUNNEL: *l3_len is its length, *w5 its protocol). limit: bytes from ip to the
+// end of what encloses it; seg_left: bytes from ip to the end of the first segment; l3: the
+// key's L3 value; verified: the port checked the header checksum and found it good.
 // Locals are as wide as the key word they go into: the compiler spills some of them in this
 // register-hungry loop, and a byte spilled and reloaded as a word stalls store forwarding
 // (measured: 20 cycles a packet in bench/micro).
-inline bool ip4_fast(const uint8_t *ip, uint32_t limit, uint32_t seg_left, uint16_t in_port, uint8_t l3,
-                     bool verified, uint64_t *w5, uint16_t *l3_len, uint64_t *tcp_flags) {
-  if (seg_left < IP4_HLEN + sizeof(rte_udp_hdr) || ip[0] != 0x45) return false;
-  if (!verified && !ip4_checksum_ok20(ip)) return false;
+template <bool OUTERMOST>
+inline ip4_fast_result ip4_fast(const uint8_t *ip, uint32_t limit, uint32_t seg_left, uint16_t in_port, uint8_t l3,
+                                bool verified, uint64_t *w5, uint16_t *l3_len, uint64_t *tcp_flags) {
+  if (seg_left < IP4_HLEN + sizeof(rte_udp_hdr) || ip[0] != 0x45) return IP4_FAST_NO;
+  if (!verified && !ip4_checksum_ok20(ip)) return IP4_FAST_NO;
   uint16_t frag;
   memcpy(&frag, ip + 6, 2);
   const uint64_t proto = ip[9];
-  if ((frag & rte_cpu_to_be_16(RTE_IPV4_HDR_MF_FLAG | RTE_IPV4_HDR_OFFSET_MASK)) != 0 || ip[8] <= 1) return false;
-  uint32_t l4_min = proto == IPPROTO_TCP ? sizeof(rte_tcp_hdr) : proto == IPPROTO_UDP ? sizeof(rte_udp_hdr) : 0;
+  if ((frag & rte_cpu_to_be_16(RTE_IPV4_HDR_MF_FLAG | RTE_IPV4_HDR_OFFSET_MASK)) != 0) return IP4_FAST_NO;
   uint32_t tot = rte_be_to_cpu_16(load_be16(ip + 2));
-  if (l4_min == 0 || tot < IP4_HLEN + l4_min || tot > limit || seg_left < IP4_HLEN + l4_min) return false;
+  uint32_t l4_min = proto == IPPROTO_TCP ? sizeof(rte_tcp_hdr) : proto == IPPROTO_UDP ? sizeof(rte_udp_hdr) : 0;
+  if (l4_min == 0) {
+    // A tunnel's outer header: its TTL is not checked, the packet being for this host.
+    if (!OUTERMOST || (proto != IPPROTO_IPIP && proto != IPPROTO_IPV6) || tot < IP4_HLEN || tot > limit)
+      return IP4_FAST_NO;
+    *l3_len = static_cast<uint16_t>(tot);
+    *w5 = proto;
+    return IP4_FAST_TUNNEL;
+  }
+  if (ip[8] <= 1 || tot < IP4_HLEN + l4_min || tot > limit || seg_left < IP4_HLEN + l4_min) return IP4_FAST_NO;
   uint64_t flags = 0;
   if (proto == IPPROTO_TCP) {
-    if ((ip[IP4_HLEN + 12] >> 4) < 5) return false;
+    if ((ip[IP4_HLEN + 12] >> 4) < 5) return IP4_FAST_NO;
     flags = ip[IP4_HLEN + 13] & TCP_FLAGS_STATE;
   }
   *w5 = key_tail(load32(ip + IP4_HLEN), in_port, l3, static_cast<uint8_t>(proto));
   *l3_len = static_cast<uint16_t>(tot);
   *tcp_flags = flags;
+  return IP4_FAST_FLOW;
+}
+
+// IPv6 + TCP/UDP at ip6, without extension headers, forwardable as it is: key words 0-3
+// (the addresses) and 5. limit and seg_left as for ip4_fast().
+inline bool ip6_fast(const uint8_t *ip6, uint32_t limit, uint32_t seg_left, uint16_t in_port, uint8_t l3, uint64_t *w,
+                     uint16_t *l3_len, uint64_t *tcp_flags) {
+  if (seg_left < IP6_HLEN + sizeof(rte_udp_hdr) || (ip6[0] >> 4) != 6) return false;
+  const uint32_t plen = rte_be_to_cpu_16(load_be16(ip6 + 4));
+  const uint8_t nh = ip6[6];
+  if (IP6_HLEN + plen > limit || (nh != IPPROTO_TCP && nh != IPPROTO_UDP)) return false;
+  const uint32_t l4_min = nh == IPPROTO_TCP ? sizeof(rte_tcp_hdr) : sizeof(rte_udp_hdr);
+  if (plen < l4_min || seg_left < IP6_HLEN + l4_min || ip6[7] <= 1) return false;
+  uint64_t flags = 0;
+  if (nh == IPPROTO_TCP) {
+    if ((ip6[IP6_HLEN + 12] >> 4) < 5) return false;
+    flags = ip6[IP6_HLEN + 13] & TCP_FLAGS_STATE;
+  }
+  w[0] = load64(ip6 + 8);
+  w[1] = load64(ip6 + 16);
+  w[2] = load64(ip6 + 24);
+  w[3] = load64(ip6 + 32);
+  w[5] = key_tail(load32(ip6 + IP6_HLEN), in_port, l3, nh);
+  *l3_len = static_cast<uint16_t>(IP6_HLEN + plen);
+  *tcp_flags = flags;
   return true;
+}
+
+// The packet inside a tunnel at p + l3_off (l3_off past the outer headers), of up to limit
+// bytes, into the key words: its own, with the tunnel's outer word (key word 1 for ipip,
+// 4 for the others) left to the caller. inner_ipv4: what the outer header said it carries.
+inline bool inner_fast(const uint8_t *p, uint32_t l3_off, uint32_t limit, uint32_t seg, uint16_t in_port,
+                       bool inner_ipv4, uint8_t l3, uint64_t *w, uint16_t *l3_len, uint64_t *tcp_flags) {
+  if (seg < l3_off) return false;
+  if (inner_ipv4) {
+    // The port's checksum flags are about the outer header, if anything: verify this one.
+    if (ip4_fast<false>(p + l3_off, limit, seg - l3_off, in_port, l3, false, &w[5], l3_len, tcp_flags) !=
+        IP4_FAST_FLOW)
+      return false;
+    w[0] = load64(p + l3_off + 12);
+    w[1] = w[2] = w[3] = w[4] = 0;
+    return true;
+  }
+  return ip6_fast(p + l3_off, limit, seg - l3_off, in_port, l3, w, l3_len, tcp_flags);
 }
 
 }  // namespace detail
@@ -381,14 +465,65 @@ struct rx_context {
   bool csum_offload;  // the port checks IPv4 header checksums (sets RX_IP_CKSUM_GOOD)
 };
 
+namespace detail {
+
+// The key words, meta and hash of a parsed packet, out of parse_fast() and its tunnel part.
+inline void fast_result(const uint64_t w[6], uint16_t l3_off, uint16_t l3_len, uint16_t outer_len, uint64_t tcp_flags,
+                        uint32_t seed, flow_key *key, pkt_meta *meta, uint32_t *hash) {
+  memcpy(key, w, 6 * sizeof(uint64_t));
+  *meta = pkt_meta{l3_off, l3_len, outer_len, static_cast<uint8_t>(tcp_flags), 0};
+  *hash = flow_key_hash_words(w, seed);
+}
+
+// parse_fast() for the tunnel modes other than ip4ip6 (which it parses inline, as the
+// reference mode): IPv4 or IPv6 inside IPv4 (outer_proto IPPROTO_IPIP or IPPROTO_IPV6:
+// ip4_fast() found the whole unfragmented outer packet of outer_len bytes), or IPv6 inside
+// IPv6 (outer_proto 0: parse_fast() found the outer headers of outer_len bytes, and plen,
+// the outer payload length). Out of line: a plain packet's parse is register-bound, and
+// this code inlined beside it made the compiler spill there (measured: 6 cycles a packet
+// on fwd4 in bench/micro).
+__attribute__((noinline)) inline bool parse_fast_tunnel(const uint8_t *p, uint32_t seg, const rx_context &rx,
+                                                          uint8_t outer_proto, uint32_t outer_len, uint32_t plen,
+                                                          flow_key *key, pkt_meta *meta, uint32_t *hash) {
+  uint64_t w[6];
+  uint16_t l3_len;
+  uint64_t tcp_flags;
+  if (outer_proto != 0) {
+    const bool inner_ipv4 = outer_proto == IPPROTO_IPIP;
+    const uint16_t l3_off = ETH_HLEN + IP4_HLEN;
+    const uint8_t l3 = inner_ipv4 ? FLOW_L3_IPV4_IN_IPV4 : FLOW_L3_IPV6_IN_IPV4;
+    if (!inner_fast(p, l3_off, outer_len - IP4_HLEN, seg, rx.port, inner_ipv4, l3, w, &l3_len, &tcp_flags))
+      return false;
+    // The outer source and destination are one key word.
+    if (inner_ipv4)
+      w[1] = load64(p + ETH_HLEN + 12);
+    else
+      w[4] = load64(p + ETH_HLEN + 12);
+    fast_result(w, l3_off, l3_len, IP4_HLEN, tcp_flags, rx.seed, key, meta, hash);
+    return true;
+  }
+  const uint8_t *ip6 = p + ETH_HLEN;
+  const uint16_t l3_off = static_cast<uint16_t>(ETH_HLEN + outer_len);
+  if (seg < l3_off ||
+      !ip6_fast(p + l3_off, plen - (outer_len - IP6_HLEN), seg - l3_off, rx.port, FLOW_L3_IPV6_IN_IPV6, w, &l3_len,
+                &tcp_flags))
+    return false;
+  w[4] = outer_fold6(load64(ip6 + 8), load64(ip6 + 16), load64(ip6 + 24), load64(ip6 + 32));
+  fast_result(w, l3_off, l3_len, static_cast<uint16_t>(outer_len), tcp_flags, rx.seed, key, meta, hash);
+  return true;
+}
+
+}  // namespace detail
+
 // The common case in few instructions: Ethernet to the port's own address + IPv4 without
 // options, fragments, a bad checksum or an expiring TTL, IPv6 without extension headers, or
-// IPv4 in IPv6 with no option or the one Linux writes, carrying TCP or UDP, with the headers
-// in the first segment. It builds the key as six words and hashes them with the flowtable's
-// seed while they are in registers. Anything else, every exception and every malformed
-// packet included, returns false: parse_packet() then says what it is.
+// such a packet inside a tunnel of any mode (IPv6 underlay: with no option or the one Linux
+// writes; IPv4 underlay: without options or fragments), carrying TCP or UDP, with the
+// headers in the first segment. It builds the key as six words and hashes them with the
+// flowtable's seed while they are in registers. Anything else, every exception and every
+// malformed packet included, returns false: parse_packet() then says what it is.
 // Sets: *key, *meta, *hash.
-inline bool parse_fast(const rte_mbuf *m, const rx_context &rx, flow_key *key, pkt_meta *meta, uint32_t *hash) {
+__rte_always_inline bool parse_fast(const rte_mbuf *m, const rx_context &rx, flow_key *key, pkt_meta *meta, uint32_t *hash) {
   using namespace detail;
   const uint8_t *p = rte_pktmbuf_mtod(m, const uint8_t *);
   const uint32_t seg = m->data_len;
@@ -399,13 +534,14 @@ inline bool parse_fast(const rte_mbuf *m, const rx_context &rx, flow_key *key, p
   if (unlikely(((load64(p) ^ rx.mac) << 16) != 0)) return false;
   const uint16_t ether_type = load_be16(p + 12);
   uint64_t w[6];
-  uint16_t l3_off = ETH_HLEN, outer_len = 0, l3_len;
+  uint16_t l3_off = ETH_HLEN, outer_len_out = 0, l3_len;
   uint64_t tcp_flags;  // wide, as ip4_fast() says why
   if (likely(ether_type == rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4))) {
     // The mbuf's flags are read only where the port sets them: a load less per packet.
-    if (!ip4_fast(p + ETH_HLEN, total - ETH_HLEN, seg - ETH_HLEN, rx.port, FLOW_L3_IPV4,
-                  rx.csum_offload && ip4_csum_verified(m), &w[5], &l3_len, &tcp_flags))
-      return false;
+    const ip4_fast_result r = ip4_fast<true>(p + ETH_HLEN, total - ETH_HLEN, seg - ETH_HLEN, rx.port, FLOW_L3_IPV4,
+                                             rx.csum_offload && ip4_csum_verified(m), &w[5], &l3_len, &tcp_flags);
+    if (unlikely(r != IP4_FAST_FLOW))
+      return r == IP4_FAST_TUNNEL && parse_fast_tunnel(p, seg, rx, static_cast<uint8_t>(w[5]), l3_len, 0, key, meta, hash);
     w[0] = load64(p + ETH_HLEN + 12);
     w[1] = w[2] = w[3] = w[4] = 0;
   } else if (ether_type == rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV6)) {
@@ -415,46 +551,37 @@ inline bool parse_fast(const rte_mbuf *m, const rx_context &rx, flow_key *key, p
     if (ETH_HLEN + IP6_HLEN + plen > total) return false;
     uint8_t nh = ip6[6];
     if (nh == IPPROTO_TCP || nh == IPPROTO_UDP) {
-      uint32_t l4_min = nh == IPPROTO_TCP ? sizeof(rte_tcp_hdr) : sizeof(rte_udp_hdr);
-      if (plen < l4_min || seg < ETH_HLEN + IP6_HLEN + l4_min || ip6[7] <= 1) return false;
-      tcp_flags = 0;
-      if (nh == IPPROTO_TCP) {
-        if ((ip6[IP6_HLEN + 12] >> 4) < 5) return false;
-        tcp_flags = ip6[IP6_HLEN + 13] & TCP_FLAGS_STATE;
-      }
-      w[0] = load64(ip6 + 8);
-      w[1] = load64(ip6 + 16);
-      w[2] = load64(ip6 + 24);
-      w[3] = load64(ip6 + 32);
+      if (!ip6_fast(ip6, total - ETH_HLEN, seg - ETH_HLEN, rx.port, FLOW_L3_IPV6, w, &l3_len, &tcp_flags)) return false;
       w[4] = 0;
-      w[5] = key_tail(load32(ip6 + IP6_HLEN), rx.port, FLOW_L3_IPV6, nh);
-      l3_len = static_cast<uint16_t>(IP6_HLEN + plen);
     } else {
-      if (nh == IPPROTO_DSTOPTS_HDR && seg >= ETH_HLEN + IP6_HLEN + TUNNEL_DSTOPT_LEN &&
-          (load64(ip6 + IP6_HLEN) & TEL_OPTION_MASK) == TEL_OPTION)
+      uint16_t outer_len;
+      if (nh == IPPROTO_DSTOPTS_HDR && seg >= ETH_HLEN + IP6_HLEN + TUNNEL_DSTOPT_LEN) {
+        const uint64_t opt = load64(ip6 + IP6_HLEN);
+        if ((opt & TEL_OPTION_MASK) != TEL_OPTION) return false;
+        nh = static_cast<uint8_t>(opt);
         outer_len = IP6_HLEN + TUNNEL_DSTOPT_LEN;
-      else if (nh == IPPROTO_IPIP)
+      } else {
         outer_len = IP6_HLEN;
-      else
-        return false;
+      }
       if (plen < static_cast<uint32_t>(outer_len - IP6_HLEN)) return false;
+      if (nh == IPPROTO_IPV6) return parse_fast_tunnel(p, seg, rx, 0, outer_len, plen, key, meta, hash);
+      if (nh != IPPROTO_IPIP) return false;
       l3_off = static_cast<uint16_t>(ETH_HLEN + outer_len);
       // The port's checksum flags are about the outer header, if anything: verify this one.
-      if (!ip4_fast(p + l3_off, plen - (outer_len - IP6_HLEN), seg - l3_off, rx.port, FLOW_L3_IPV4_IN_IPV6, false,
-                    &w[5], &l3_len, &tcp_flags))
+      if (ip4_fast<false>(p + l3_off, plen - (outer_len - IP6_HLEN), seg - l3_off, rx.port, FLOW_L3_IPV4_IN_IPV6, false,
+                          &w[5], &l3_len, &tcp_flags) != IP4_FAST_FLOW)
         return false;
       w[0] = load64(p + l3_off + 12);
       w[1] = load64(ip6 + 8);
       w[2] = load64(ip6 + 16);
       w[3] = load64(ip6 + 24);
       w[4] = load64(ip6 + 32);
+      outer_len_out = outer_len;
     }
   } else {
     return false;
   }
-  memcpy(key, w, sizeof(w));
-  *meta = pkt_meta{l3_off, l3_len, outer_len, static_cast<uint8_t>(tcp_flags), 0};
-  *hash = flow_key_hash_words(w, rx.seed);
+  fast_result(w, l3_off, l3_len, outer_len_out, tcp_flags, rx.seed, key, meta, hash);
   return true;
 }
 
@@ -516,6 +643,35 @@ inline bool ecn_decapsulate(uint8_t outer_tclass, rte_ipv4_hdr *inner) {
   else if (outer == ECN_ECT_1 && ecn == ECN_ECT_0)
     ip4_set_tos(inner, static_cast<uint8_t>((tos & ~ECN_MASK) | ECN_ECT_1));
   return true;
+}
+
+// The same for an inner IPv6 packet (its traffic class has no checksum to keep).
+inline bool ecn_decapsulate6(uint8_t outer_tclass, rte_ipv6_hdr *inner) {
+  uint8_t outer = outer_tclass & ECN_MASK;
+  uint32_t vtc = rte_be_to_cpu_32(inner->vtc_flow);
+  uint8_t ecn = (vtc >> 20) & ECN_MASK;
+  if (ecn == ECN_NOT_ECT) return outer != ECN_CE;
+  uint8_t set;
+  if (outer == ECN_CE)
+    set = ECN_CE;
+  else if (outer == ECN_ECT_1 && ecn == ECN_ECT_0)
+    set = ECN_ECT_1;
+  else
+    return true;
+  inner->vtc_flow = rte_cpu_to_be_32((vtc & ~(uint32_t{ECN_MASK} << 20)) | (uint32_t{set} << 20));
+  return true;
+}
+
+// The outer header's traffic class (IPv6) or TOS (IPv4).
+inline uint8_t outer_traffic_class(const uint8_t *outer, bool outer_ipv4) {
+  return outer_ipv4 ? outer[1] : ip6_traffic_class(reinterpret_cast<const rte_ipv6_hdr *>(outer));
+}
+
+// RFC 6040 at the tunnel exit for the inner packet at inner, of either family. Returns
+// false to drop.
+inline bool ecn_decapsulate_inner(uint8_t outer_tclass, uint8_t *inner, bool inner_ipv4) {
+  return inner_ipv4 ? ecn_decapsulate(outer_tclass, reinterpret_cast<rte_ipv4_hdr *>(inner))
+                    : ecn_decapsulate6(outer_tclass, reinterpret_cast<rte_ipv6_hdr *>(inner));
 }
 
 // Cut link-layer padding (and anything else) after the IP packet: a 60-byte minimum frame

@@ -11,6 +11,7 @@
 #include "observation.h"
 #include "packet.h"
 #include "tunnel.h"
+#include "vlan.h"
 
 namespace fg {
 namespace {
@@ -34,13 +35,33 @@ inline void trim_packet(pipeline &pl, rte_mbuf *m, uint32_t len) {
 }
 
 // A tunnel whose punted packets go decapsulated to its own slow-path port (the kernel's
-// TUN device for it), by its remote and local address.
-uint16_t slowpath_tunnel(const snapshot *s, const uint8_t *remote, const uint8_t *local) {
+// TUN device for it), by its mode and its remote and local address (ipip and sit between
+// the same two addresses are two tunnels, as in Linux).
+uint16_t slowpath_tunnel(const snapshot *s, uint8_t mode, const uint8_t *remote, const uint8_t *local) {
   for (uint16_t id = 0; id < MAX_TUNNELS; id++) {
     const tunnel &t = s->tun[id];
-    if (t.slowpath_port != PORT_NONE && tunnel_matches(t, remote, local)) return id;
+    if (t.mode == mode && t.slowpath_port != PORT_NONE && tunnel_matches(t, remote, local)) return id;
   }
   return TUNNEL_NONE;
+}
+
+// The tunnel mode of a frame that parsing found encapsulated (meta.outer_len != 0) with a
+// valid inner header (meta.l3_len != 0): the outer header's family and the inner one's.
+inline uint8_t frame_tunnel_mode(const uint8_t *frame, const pkt_meta &meta) {
+  const uint8_t outer = detail::load_be16(frame + 12) == rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4) ? 4 : 6;
+  return flow_l3_tunnelled(frame[meta.l3_off] >> 4, outer);
+}
+
+// The outer source and destination address of a frame whose outer header is IPv4 or IPv6.
+inline void frame_outer_addresses(const uint8_t *frame, uint8_t mode, const uint8_t **src, const uint8_t **dst) {
+  const uint8_t *ip = frame + ETH_HLEN;
+  if (tunnel_outer_family(mode) == 4) {
+    *src = ip + offsetof(rte_ipv4_hdr, src_addr);
+    *dst = ip + offsetof(rte_ipv4_hdr, dst_addr);
+  } else {
+    *src = ip + offsetof(rte_ipv6_hdr, src_addr);
+    *dst = ip + offsetof(rte_ipv6_hdr, dst_addr);
+  }
 }
 
 // Token bucket per worker and input port, in TSC cycles of credit: a flood of new flows
@@ -75,13 +96,17 @@ inline void observe_punt(pipeline &pl, rte_mbuf *m, uint16_t in_port, punt_reaso
 void to_slowpath(pipeline &pl, rte_mbuf *m, uint16_t in_port, punt_reason r, const pkt_meta &meta,
                  const flow_key *key) {
   const snapshot *s = pl.snap;
-  // l3_len != 0: parsing validated the inner IPv4 header, so it can be read and decapsulated.
+  // l3_len != 0: parsing validated the inner IP header, so it can be read and decapsulated.
   if (meta.outer_len != 0 && meta.l3_len != 0) {
-    auto *outer = rte_pktmbuf_mtod_offset(m, const rte_ipv6_hdr *, ETH_HLEN);
-    uint16_t tid = slowpath_tunnel(s, outer->src_addr, outer->dst_addr);
+    uint8_t *frame = rte_pktmbuf_mtod(m, uint8_t *);
+    const uint8_t mode = frame_tunnel_mode(frame, meta);
+    const uint8_t *remote, *local;
+    frame_outer_addresses(frame, mode, &remote, &local);
+    uint16_t tid = slowpath_tunnel(s, mode, remote, local);
     if (tid != TUNNEL_NONE) {
-      auto *inner = rte_pktmbuf_mtod_offset(m, rte_ipv4_hdr *, meta.l3_off);
-      if (!ecn_decapsulate(ip6_traffic_class(outer), inner)) return drop(pl, m, drop_reason::ecn);
+      const uint8_t tclass = outer_traffic_class(frame + ETH_HLEN, tunnel_outer_family(mode) == 4);
+      if (!ecn_decapsulate_inner(tclass, frame + meta.l3_off, tunnel_inner_family(mode) == 4))
+        return drop(pl, m, drop_reason::ecn);
       uint16_t tun_port = s->tun[tid].slowpath_port;
       observe_punt(pl, m, in_port, r, meta, key, tid);
       trim_packet(pl, m, meta.l3_off + meta.l3_len);
@@ -135,42 +160,112 @@ constexpr uint8_t ICMP4_TTL = 64;
 constexpr uint8_t ICMP4_ERROR_PRECEDENCE = 0xc0;
 constexpr uint8_t IP4_TOS_BITS = 0x1e;
 
+// The ICMP errors made here enter the kernel as if they came out of the tunnel: IPv6 hop
+// limit as the IPv4 TTL above; an ICMPv6 error carries at most the minimum MTU (RFC 4443
+// section 2.4 (c)), as Linux's icmp6_send() sends them.
+constexpr uint8_t ICMP6_HOP_LIMIT = 64;
+constexpr uint32_t ICMP6_ERROR_MAX = IP6_MIN_MTU;
+// Linux's floor for a path MTU an ICMPv4 fragmentation needed may set
+// (net.ipv4.route.min_pmtu, __ip_rt_update_pmtu()).
+constexpr uint32_t IP4_MIN_PMTU = 552;
+
+// Build, in place of the ICMP error that carries the quoted inner packet at inner_off (of
+// `avail` bytes, to `end`), the error for the inner packet's sender: ICMPv4 destination
+// unreachable, fragmentation needed (RFC 1191), or ICMPv6 packet too big (RFC 4443 section
+// 3.2), with MTU inner_mtu, from the quoted packet's destination to its source. Sends it
+// into the tunnel's TUN. Returns false, leaving the packet alone, when the quote is too short.
+bool relay_too_big(pipeline &pl, rte_mbuf *m, uint32_t inner_off, uint32_t end, bool inner_ipv4, uint32_t inner_mtu,
+                   const tunnel &t) {
+  uint8_t *f = rte_pktmbuf_mtod(m, uint8_t *);
+  if (inner_ipv4) {
+    auto *inner = reinterpret_cast<const rte_ipv4_hdr *>(f + inner_off);
+    const uint32_t inner_hlen = (inner->version_ihl & RTE_IPV4_HDR_IHL_MASK) * RTE_IPV4_IHL_MULTIPLIER;
+    // The error quotes as much of the inner packet as the packet too big held, up to 576.
+    uint32_t copy = std::min<uint32_t>(end - inner_off, ICMP4_ERROR_MAX - IP4_HLEN - ICMP_HLEN);
+    copy = std::min<uint32_t>(copy, rte_be_to_cpu_16(inner->total_length));
+    if (copy < inner_hlen + 8) return false;
+    const rte_be32_t sender = inner->src_addr;
+    const rte_be32_t receiver = inner->dst_addr;
+    const uint8_t tos = inner->type_of_service;
+    auto *ip4 = reinterpret_cast<rte_ipv4_hdr *>(rte_pktmbuf_adj(m, static_cast<uint16_t>(inner_off - IP4_HLEN - ICMP_HLEN)));
+    trim_to(m, IP4_HLEN + ICMP_HLEN + copy);
+    memset(ip4, 0, IP4_HLEN + ICMP_HLEN);
+    ip4->version_ihl = 0x45;
+    ip4->type_of_service = static_cast<uint8_t>((tos & IP4_TOS_BITS) | ICMP4_ERROR_PRECEDENCE);
+    ip4->total_length = rte_cpu_to_be_16(static_cast<uint16_t>(IP4_HLEN + ICMP_HLEN + copy));
+    ip4->time_to_live = ICMP4_TTL;
+    ip4->next_proto_id = IPPROTO_ICMP;
+    ip4->src_addr = receiver;
+    ip4->dst_addr = sender;
+    ip4->hdr_checksum = rte_ipv4_cksum(ip4);
+    uint8_t *icmp = reinterpret_cast<uint8_t *>(ip4) + IP4_HLEN;
+    icmp[0] = ICMP4_DEST_UNREACH;
+    icmp[1] = ICMP4_FRAG_NEEDED;
+    const rte_be16_t next_hop_mtu = rte_cpu_to_be_16(static_cast<uint16_t>(inner_mtu));
+    memcpy(icmp + 6, &next_hop_mtu, 2);
+    const uint16_t sum = static_cast<uint16_t>(~rte_raw_cksum(icmp, ICMP_HLEN + copy));
+    memcpy(icmp + 2, &sum, 2);
+  } else {
+    auto *inner = reinterpret_cast<const rte_ipv6_hdr *>(f + inner_off);
+    const uint32_t copy = std::min<uint32_t>({end - inner_off, ICMP6_ERROR_MAX - IP6_HLEN - ICMP_HLEN,
+                                              IP6_HLEN + uint32_t{rte_be_to_cpu_16(inner->payload_len)}});
+    if (copy < IP6_HLEN + 8) return false;
+    uint8_t sender[16], receiver[16];
+    memcpy(sender, inner->src_addr, 16);
+    memcpy(receiver, inner->dst_addr, 16);
+    auto *ip6 = reinterpret_cast<rte_ipv6_hdr *>(rte_pktmbuf_adj(m, static_cast<uint16_t>(inner_off - IP6_HLEN - ICMP_HLEN)));
+    trim_to(m, IP6_HLEN + ICMP_HLEN + copy);
+    memset(ip6, 0, IP6_HLEN + ICMP_HLEN);
+    ip6->vtc_flow = rte_cpu_to_be_32(6u << 28);
+    ip6->payload_len = rte_cpu_to_be_16(static_cast<uint16_t>(ICMP_HLEN + copy));
+    ip6->proto = IPPROTO_ICMPV6;
+    ip6->hop_limits = ICMP6_HOP_LIMIT;
+    memcpy(ip6->src_addr, receiver, 16);
+    memcpy(ip6->dst_addr, sender, 16);
+    uint8_t *icmp = reinterpret_cast<uint8_t *>(ip6) + IP6_HLEN;
+    icmp[0] = ICMP6_PACKET_TOO_BIG;
+    const rte_be32_t mtu = rte_cpu_to_be_32(inner_mtu);
+    memcpy(icmp + 4, &mtu, 4);
+    const uint16_t sum = rte_ipv6_udptcp_cksum(ip6, icmp);
+    memcpy(icmp + 2, &sum, 2);
+  }
+  pl.stats->punts[static_cast<unsigned>(punt_reason::tunnel_too_big)]++;
+  tx_enqueue(pl, t.slowpath_port, m);
+  return true;
+}
+
 // An ICMPv6 packet too big (RFC 4443 section 3.2) about a packet that this gateway sent
-// into a tunnel: the quoted outer source and destination are the tunnel's local and remote,
-// and the inner IPv4 packet is quoted behind them. Does what Linux's ip4ip6_err() and
-// ip6_tnl_err() (net/ipv6/ip6_tunnel.c) do with it:
+// into an ip4ip6 or ip6ip6 tunnel: the quoted outer source and destination are the
+// tunnel's local and remote, and the inner packet is quoted behind them. Does what Linux's
+// ip4ip6_err(), ip6ip6_err() and ip6_tnl_err() (net/ipv6/ip6_tunnel.c) do with it:
 //  - the path MTU towards the remote becomes max(reported MTU, 1280) when that is lower
 //    (ip6_update_pmtu()): reported to the control thread, which lowers the tunnel's
 //    effective MTU and its TUN device's (item 10's MTU, and the kernel's own ICMP with it);
-//  - the inner sender gets ICMPv4 destination unreachable, fragmentation needed (RFC 1191)
-//    with MTU max(reported MTU - outer headers, 1280), Linux's floor, when the quoted packet
-//    was larger than that and no larger than the tunnel's MTU (ip4ip6_err() sends nothing
+//  - the inner sender gets the error of its family (relay_too_big()) with MTU
+//    max(reported MTU - outer headers, 1280), Linux's floor, when the quoted packet was
+//    larger than that and no larger than the tunnel's MTU (ip4ip6_err() sends nothing
 //    when the route already has a lower MTU: the next packet is then too big for the tunnel
 //    and the kernel answers it with the exact MTU).
-// The ICMPv4 error is built in place of the packet too big and sent into the tunnel's TUN,
-// as if it came out of the tunnel from the quoted packet's destination: the kernel then
-// forwards it to the inner sender, and conntrack sees it as RELATED to the connection, so
-// that NAT (masquerade on the tunnel) translates it back like any ICMP error (RFC 5508);
-// a source address of the gateway's own would be dropped as martian on the TUN. Returns
-// false, and leaves the packet alone, when it is not such a packet too big or calls for no
-// ICMPv4: it then goes to the kernel unchanged.
-bool tunnel_packet_too_big(pipeline &pl, rte_mbuf *m) {
+// The error is built in place of the packet too big and sent into the tunnel's TUN, as if
+// it came out of the tunnel from the quoted packet's destination: the kernel then forwards
+// it to the inner sender, and conntrack sees it as RELATED to the connection, so that NAT
+// (masquerade on the tunnel) translates it back like any ICMP error (RFC 5508); a source
+// address of the gateway's own would be dropped as martian on the TUN. Returns false, and
+// leaves the packet alone, when it is not such a packet too big or calls for no error: it
+// then goes to the kernel unchanged.
+bool tunnel6_packet_too_big(pipeline &pl, rte_mbuf *m) {
   constexpr uint32_t ICMP6_OFF = ETH_HLEN + IP6_HLEN;
   constexpr uint32_t QUOTED_OFF = ICMP6_OFF + ICMP_HLEN;
-  if (m->nb_segs != 1 || m->data_len < QUOTED_OFF + IP6_HLEN) return false;
+  if (m->data_len < QUOTED_OFF + IP6_HLEN) return false;
   uint8_t *f = rte_pktmbuf_mtod(m, uint8_t *);
   auto *ip6 = reinterpret_cast<const rte_ipv6_hdr *>(f + ETH_HLEN);
-  if (detail::load_be16(f + 12) != rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV6) || ip6->proto != IPPROTO_ICMPV6 ||
-      f[ICMP6_OFF] != ICMP6_PACKET_TOO_BIG || f[ICMP6_OFF + 1] != 0)
-    return false;
+  if (ip6->proto != IPPROTO_ICMPV6 || f[ICMP6_OFF] != ICMP6_PACKET_TOO_BIG || f[ICMP6_OFF + 1] != 0) return false;
   const uint32_t end = ETH_HLEN + IP6_HLEN + rte_be_to_cpu_16(ip6->payload_len);
   if (end > m->data_len || end < QUOTED_OFF + IP6_HLEN) return false;
   // The kernel checks the ICMPv6 checksum before it believes a packet too big (icmpv6_rcv()).
   if (rte_ipv6_udptcp_cksum_verify(ip6, f + ICMP6_OFF) != 0) return false;
 
   auto *quoted = reinterpret_cast<const rte_ipv6_hdr *>(f + QUOTED_OFF);
-  const uint16_t tid = slowpath_tunnel(pl.snap, quoted->dst_addr, quoted->src_addr);
-  if (tid == TUNNEL_NONE) return false;
   uint32_t inner_off = QUOTED_OFF + IP6_HLEN;
   uint8_t nh = quoted->proto;
   if (nh == IPPROTO_DSTOPTS_HDR) {
@@ -178,48 +273,74 @@ bool tunnel_packet_too_big(pipeline &pl, rte_mbuf *m) {
     nh = f[inner_off];
     inner_off += (uint32_t{f[inner_off + 1]} + 1) * 8;
   }
-  // RFC 792: an ICMPv4 error quotes the IP header and at least 8 bytes after it.
-  if (nh != IPPROTO_IPIP || inner_off + IP4_HLEN + 8 > end) return false;
-  auto *inner = reinterpret_cast<const rte_ipv4_hdr *>(f + inner_off);
-  const uint32_t inner_hlen = (inner->version_ihl & RTE_IPV4_HDR_IHL_MASK) * RTE_IPV4_IHL_MULTIPLIER;
-  if ((inner->version_ihl >> 4) != 4 || inner_hlen < IP4_HLEN || inner_off + inner_hlen + 8 > end) return false;
+  if (nh != IPPROTO_IPIP && nh != IPPROTO_IPV6) return false;
+  const bool inner_ipv4 = nh == IPPROTO_IPIP;
+  const uint16_t tid = slowpath_tunnel(pl.snap, inner_ipv4 ? TUNNEL_IP4IP6 : TUNNEL_IP6IP6, quoted->dst_addr, quoted->src_addr);
+  if (tid == TUNNEL_NONE) return false;
+  // RFC 792: an ICMPv4 error quotes the IP header and at least 8 bytes after it; the same
+  // is asked here of the quoted IPv6 packet.
+  uint32_t quoted_len;
+  if (inner_ipv4) {
+    if (inner_off + IP4_HLEN + 8 > end) return false;
+    auto *inner = reinterpret_cast<const rte_ipv4_hdr *>(f + inner_off);
+    const uint32_t inner_hlen = (inner->version_ihl & RTE_IPV4_HDR_IHL_MASK) * RTE_IPV4_IHL_MULTIPLIER;
+    if ((inner->version_ihl >> 4) != 4 || inner_hlen < IP4_HLEN || inner_off + inner_hlen + 8 > end) return false;
+    quoted_len = IP6_HLEN + rte_be_to_cpu_16(quoted->payload_len);
+  } else {
+    if (inner_off + IP6_HLEN + 8 > end || (f[inner_off] >> 4) != 6) return false;
+    // ip6_tnl_err(): the inner packet's own length against the MTU it may have.
+    quoted_len = IP6_HLEN + rte_be_to_cpu_16(reinterpret_cast<const rte_ipv6_hdr *>(f + inner_off)->payload_len);
+  }
 
   const uint32_t reported = rte_be_to_cpu_32(detail::load32(f + ICMP6_OFF + 4));
   const tunnel &t = pl.snap->tun[tid];
   report_path_mtu(pl, tid, static_cast<uint16_t>(std::min<uint32_t>(std::max<uint32_t>(reported, IP6_MIN_MTU), UINT16_MAX)));
   const uint32_t outer_headers = inner_off - QUOTED_OFF;
   const uint32_t inner_mtu = std::max<uint32_t>(reported > outer_headers ? reported - outer_headers : 0, IP6_MIN_MTU);
-  const uint32_t quoted_len = IP6_HLEN + rte_be_to_cpu_16(quoted->payload_len);
   if (quoted_len <= inner_mtu || inner_mtu > t.effective_mtu) return false;
+  return relay_too_big(pl, m, inner_off, end, inner_ipv4, inner_mtu, t);
+}
 
-  // The error quotes as much of the inner packet as the packet too big held, up to 576.
-  uint32_t copy = std::min<uint32_t>(end - inner_off, ICMP4_ERROR_MAX - IP4_HLEN - ICMP_HLEN);
-  copy = std::min<uint32_t>(copy, rte_be_to_cpu_16(inner->total_length));
-  if (copy < inner_hlen + 8) return false;
-  const rte_be32_t sender = inner->src_addr;
-  const rte_be32_t receiver = inner->dst_addr;
-  const uint8_t tos = inner->type_of_service;
-  auto *ip4 = reinterpret_cast<rte_ipv4_hdr *>(rte_pktmbuf_adj(m, static_cast<uint16_t>(inner_off - IP4_HLEN - ICMP_HLEN)));
-  trim_to(m, IP4_HLEN + ICMP_HLEN + copy);
-  memset(ip4, 0, IP4_HLEN + ICMP_HLEN);
-  ip4->version_ihl = 0x45;
-  ip4->type_of_service = static_cast<uint8_t>((tos & IP4_TOS_BITS) | ICMP4_ERROR_PRECEDENCE);
-  ip4->total_length = rte_cpu_to_be_16(static_cast<uint16_t>(IP4_HLEN + ICMP_HLEN + copy));
-  ip4->time_to_live = ICMP4_TTL;
-  ip4->next_proto_id = IPPROTO_ICMP;
-  ip4->src_addr = receiver;
-  ip4->dst_addr = sender;
-  ip4->hdr_checksum = rte_ipv4_cksum(ip4);
-  uint8_t *icmp = reinterpret_cast<uint8_t *>(ip4) + IP4_HLEN;
-  icmp[0] = ICMP4_DEST_UNREACH;
-  icmp[1] = ICMP4_FRAG_NEEDED;
-  const rte_be16_t next_hop_mtu = rte_cpu_to_be_16(static_cast<uint16_t>(inner_mtu));
-  memcpy(icmp + 6, &next_hop_mtu, 2);
-  const uint16_t sum = static_cast<uint16_t>(~rte_raw_cksum(icmp, ICMP_HLEN + copy));
-  memcpy(icmp + 2, &sum, 2);
-  pl.stats->punts[static_cast<unsigned>(punt_reason::tunnel_too_big)]++;
-  tx_enqueue(pl, t.slowpath_port, m);
-  return true;
+// An ICMPv4 fragmentation needed (RFC 1191) about a packet that this gateway sent into an
+// ipip or sit tunnel: the quoted IPv4 header is from the tunnel's local to its remote.
+// Linux's ipip_err() and ipip6_err() only lower the path MTU towards the remote to
+// max(reported MTU, 552) (ipv4_update_pmtu()); the inner sender hears of it from the next
+// packet too big for the tunnel, which the kernel answers. So here: the path MTU is
+// reported to the control thread, and the error goes on to the kernel unchanged (false).
+bool tunnel4_frag_needed(pipeline &pl, rte_mbuf *m) {
+  constexpr uint32_t ICMP4_OFF = ETH_HLEN + IP4_HLEN;
+  constexpr uint32_t QUOTED_OFF = ICMP4_OFF + ICMP_HLEN;
+  if (m->data_len < QUOTED_OFF + IP4_HLEN) return false;
+  const uint8_t *f = rte_pktmbuf_mtod(m, const uint8_t *);
+  auto *ip4 = reinterpret_cast<const rte_ipv4_hdr *>(f + ETH_HLEN);
+  // Parsing found a valid IPv4 header; an ICMP one with options goes on unread.
+  if (ip4->version_ihl != 0x45 || ip4->next_proto_id != IPPROTO_ICMP || f[ICMP4_OFF] != ICMP4_DEST_UNREACH ||
+      f[ICMP4_OFF + 1] != ICMP4_FRAG_NEEDED)
+    return false;
+  const uint32_t end = ETH_HLEN + rte_be_to_cpu_16(ip4->total_length);
+  if (end > m->data_len || end < QUOTED_OFF + IP4_HLEN) return false;
+  // icmp_rcv() checks the checksum before it believes the error.
+  if (rte_raw_cksum(f + ICMP4_OFF, end - ICMP4_OFF) != 0xffff) return false;
+  auto *quoted = reinterpret_cast<const rte_ipv4_hdr *>(f + QUOTED_OFF);
+  if ((quoted->version_ihl >> 4) != 4 || (quoted->next_proto_id != IPPROTO_IPIP && quoted->next_proto_id != IPPROTO_IPV6))
+    return false;
+  const uint8_t mode = quoted->next_proto_id == IPPROTO_IPIP ? TUNNEL_IPIP : TUNNEL_SIT;
+  const uint16_t tid = slowpath_tunnel(pl.snap, mode, reinterpret_cast<const uint8_t *>(&quoted->dst_addr),
+                                       reinterpret_cast<const uint8_t *>(&quoted->src_addr));
+  const uint32_t reported = rte_be_to_cpu_16(detail::load_be16(f + ICMP4_OFF + 6));
+  // A router of before RFC 1191 says 0: Linux then learns nothing from it either.
+  if (tid == TUNNEL_NONE || reported == 0) return false;
+  report_path_mtu(pl, tid, static_cast<uint16_t>(std::max<uint32_t>(reported, IP4_MIN_PMTU)));
+  return false;
+}
+
+// An ICMP error about a tunnel packet, handled as the tunnel drivers would (above).
+bool tunnel_packet_too_big(pipeline &pl, rte_mbuf *m) {
+  if (m->nb_segs != 1 || m->data_len < ETH_HLEN) return false;
+  const uint16_t ether_type = detail::load_be16(rte_pktmbuf_mtod(m, const uint8_t *) + 12);
+  if (ether_type == rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV6)) return tunnel6_packet_too_big(pl, m);
+  if (ether_type == rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4)) return tunnel4_frag_needed(pl, m);
+  return false;
 }
 
 // Linux's IPv6 stack counts a destination options header that precedes any routing header
@@ -283,7 +404,10 @@ bool tunnel_fragment(pipeline &pl, rte_mbuf *m, uint16_t in_port) {
   if (detail::load_be16(f + 12) != rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV6) ||
       (ip6->proto != IPPROTO_FRAGMENT && ip6->proto != IPPROTO_DSTOPTS_HDR))
     return false;
-  if (slowpath_tunnel(pl.snap, ip6->src_addr, ip6->dst_addr) == TUNNEL_NONE) return false;
+  // Whether it carries IPv4 or IPv6 shows once it is whole: either mode will do here.
+  if (slowpath_tunnel(pl.snap, TUNNEL_IP4IP6, ip6->src_addr, ip6->dst_addr) == TUNNEL_NONE &&
+      slowpath_tunnel(pl.snap, TUNNEL_IP6IP6, ip6->src_addr, ip6->dst_addr) == TUNNEL_NONE)
+    return false;
   if (ip6->proto == IPPROTO_DSTOPTS_HDR) {
     if (!fragment_header_first(m)) return false;
     f = rte_pktmbuf_mtod(m, uint8_t *);
@@ -349,6 +473,38 @@ inline void write_eth_addrs(uint8_t *frame, const adjacency &a) {
   memcpy(frame + 8, a.src_mac + 2, 4);
 }
 
+// Decapsulate a packet of a flow (meta: as parsed; frame: its first byte) and address it
+// to the adjacency, as the kernel's tunnel receive (ip6_tnl_rcv(), ip_tunnel_rcv()) and
+// then the forward do: RFC 6040 from the outer header into the inner one, then the TTL or
+// hop limit. Returns false, changing nothing, when RFC 6040 drops the packet.
+template <unsigned OUTER, unsigned INNER>
+inline bool decapsulate(rte_mbuf *m, uint8_t *frame, const pkt_meta &meta, const adjacency &a) {
+  uint8_t *inner = frame + meta.l3_off;
+  const uint8_t tclass = outer_traffic_class(frame + ETH_HLEN, OUTER == 4);
+  if (!ecn_decapsulate_inner(tclass, inner, INNER == 4)) return false;
+  if (INNER == 4)
+    ip4_dec_ttl(reinterpret_cast<rte_ipv4_hdr *>(inner));
+  else
+    ip6_dec_hop_limit(reinterpret_cast<rte_ipv6_hdr *>(inner));
+  frame = reinterpret_cast<uint8_t *>(rte_pktmbuf_adj(m, meta.outer_len));
+  write_eth_addrs(frame, a);
+  const rte_be16_t ether_type = rte_cpu_to_be_16(INNER == 4 ? RTE_ETHER_TYPE_IPV4 : RTE_ETHER_TYPE_IPV6);
+  memcpy(frame + 12, &ether_type, 2);
+  return true;
+}
+
+// Forward a packet of a flow into tunnel t: TTL or hop limit less one, then the outer headers.
+template <unsigned OUTER, unsigned INNER>
+inline void encapsulate(pipeline &pl, rte_mbuf *m, uint8_t *frame, const tunnel &t, uint16_t l3_len, uint32_t label) {
+  if (INNER == 4)
+    ip4_dec_ttl(reinterpret_cast<rte_ipv4_hdr *>(frame + ETH_HLEN));
+  else
+    ip6_dec_hop_limit(reinterpret_cast<rte_ipv6_hdr *>(frame + ETH_HLEN));
+  // The identification only matters without DF: no store per packet otherwise.
+  const uint16_t id = OUTER == 4 ? pl.ip_id++ : 0;
+  tunnel_encap_as<OUTER, INNER>(m, t, l3_len, label, id);
+}
+
 // What the act stage reads for a whole burst, copied out of the pipeline: writes to packet
 // bytes may alias anything the pipeline points to, and locals keep the compiler from
 // reloading them after every such write.
@@ -363,9 +519,32 @@ struct burst_state {
   uint64_t fast_bytes = 0;
 };
 
+// Queue n forwarded frames for output port `port`. A VLAN's are tagged here, last (after
+// any encapsulation: a tunnel over a VLAN), counted for it, and queued on the ethdev port
+// under it: a frame for a port without VLANs pays one test in forward(), the headroom's.
+// forward() checked the headroom for the tags.
+inline void tx_enqueue_bulk(pipeline &pl, uint16_t port, rte_mbuf *const *pkts, unsigned n) {
+  if (unlikely(port >= MAX_ETHPORTS)) {
+    const port_conf &v = pl.snap->port[port];
+    uint64_t bytes = 0;
+    for (unsigned i = 0; i < n; i++) {
+      vlan_push(pkts[i], v, vlan_pcp_of(pkts[i], v));
+      bytes += pkts[i]->pkt_len;
+    }
+    pl.stats->vlan_tx_packets[port - MAX_ETHPORTS] += n;
+    pl.stats->vlan_tx_bytes[port - MAX_ETHPORTS] += bytes;
+    port = pl.snap->port[port].tx_port;
+  }
+  tx_buffer &tb = pl.tx[port];
+  if (tb.n == 0) pl.dirty[pl.n_dirty++] = port;
+  memcpy(&tb.pkts[tb.n], pkts, n * sizeof(pkts[0]));
+  tb.n = static_cast<uint16_t>(tb.n + n);
+}
+
 // Act on a packet whose flow was found. Uses: meta. Sets: the packet's headers for its
 // output port, or nothing when it punts (packets reach the slow path unmodified). Returns
-// the output port, or PORT_NONE when the packet was punted or dropped instead.
+// the output port (a VLAN's: tx_enqueue_bulk() tags it), or PORT_NONE
+// when the packet was punted or dropped instead.
 inline uint16_t forward(pipeline &pl, burst_state &b, rte_mbuf *m, uint16_t in_port, const pkt_meta &meta,
                         const flow_key &key, uint32_t idx) {
   flow_entry &e = b.entries[idx];
@@ -379,11 +558,23 @@ inline uint16_t forward(pipeline &pl, burst_state &b, rte_mbuf *m, uint16_t in_p
   const snapshot *s = b.s;
   const uint8_t action = e.action;
   const uint16_t target = e.target;
+  const uint8_t flags = e.flags;
+  if (unlikely(flags & FLOW_F_OUTER_FOLDED)) {
+    // The key held only a fold of the outer addresses (flow_key.h): they must be those of
+    // the flow's tunnel. A packet that only shares the fold is not this flow's, and its own
+    // key is the flow's: the learner is not told.
+    const uint8_t *frame = rte_pktmbuf_mtod(m, const uint8_t *);
+    const auto *outer = reinterpret_cast<const rte_ipv6_hdr *>(frame + ETH_HLEN);
+    if (!tunnel_matches(s->tun[e.tunnel], outer->src_addr, outer->dst_addr)) {
+      punt(pl, m, in_port, punt_reason::miss, meta);
+      return PORT_NONE;
+    }
+  }
   const adjacency *a = nullptr;
   const tunnel *t = nullptr;
   uint16_t out;
   uint16_t mtu;
-  if (action == FLOW_ACT_ENCAP4IN6) {
+  if (action == FLOW_ACT_ENCAP) {
     t = &s->tun[target];
     out = t->port;
     mtu = t->active ? t->effective_mtu : 0;
@@ -413,7 +604,15 @@ inline uint16_t forward(pipeline &pl, burst_state &b, rte_mbuf *m, uint16_t in_p
 
   // Whatever can stop the packet from leaving is checked before it is modified, so that a
   // packet that goes to the slow path after all goes there as it came.
-  if (action == FLOW_ACT_ENCAP4IN6 && unlikely(rte_pktmbuf_headroom(m) < tunnel_overhead(*t))) {
+  if (action == FLOW_ACT_ENCAP && unlikely(rte_pktmbuf_headroom(m) < tunnel_overhead(*t))) {
+    punt(pl, m, in_port, punt_reason::no_headroom, meta);
+    return PORT_NONE;
+  }
+  // Leaving by a VLAN: room for its tags too (tx_enqueue_bulk() pushes them), after the
+  // tunnel's headers when encapsulated.
+  const unsigned out_tags = s->port[out].n_tags;
+  if (unlikely(out_tags != 0) &&
+      rte_pktmbuf_headroom(m) < VLAN_HLEN * out_tags + (action == FLOW_ACT_ENCAP ? tunnel_overhead(*t) : 0)) {
     punt(pl, m, in_port, punt_reason::no_headroom, meta);
     return PORT_NONE;
   }
@@ -430,7 +629,7 @@ inline uint16_t forward(pipeline &pl, burst_state &b, rte_mbuf *m, uint16_t in_p
   uint8_t *frame = rte_pktmbuf_mtod(m, uint8_t *);
   // NAT before the TTL decrement and encapsulation, on the (inner) IP packet: the kernel's
   // nf_flow_nat_ip() before ip_decrease_ttl().
-  if (e.flags & FLOW_F_NAT) nat_apply(frame + meta.l3_off, key.l3proto, key.l4proto, b.nat[idx]);
+  if (flags & FLOW_F_NAT) nat_apply(frame + meta.l3_off, key.l3proto, key.l4proto, b.nat[idx]);
   switch (action) {
     case FLOW_ACT_FWD4:
       ip4_dec_ttl(reinterpret_cast<rte_ipv4_hdr *>(frame + ETH_HLEN));
@@ -440,24 +639,32 @@ inline uint16_t forward(pipeline &pl, burst_state &b, rte_mbuf *m, uint16_t in_p
       ip6_dec_hop_limit(reinterpret_cast<rte_ipv6_hdr *>(frame + ETH_HLEN));
       write_eth_addrs(frame, *a);
       break;
-    case FLOW_ACT_DECAP4IN6: {
-      auto *outer = reinterpret_cast<const rte_ipv6_hdr *>(frame + ETH_HLEN);
-      auto *inner = reinterpret_cast<rte_ipv4_hdr *>(frame + meta.l3_off);
-      if (!ecn_decapsulate(ip6_traffic_class(outer), inner)) {
+    case FLOW_ACT_DECAP: {
+      // One specialised body per mode: the families are constants in each.
+      bool ok;
+      switch (key.l3proto) {
+        case FLOW_L3_IPV4_IN_IPV6: ok = decapsulate<6, 4>(m, frame, meta, *a); break;
+        case FLOW_L3_IPV6_IN_IPV6: ok = decapsulate<6, 6>(m, frame, meta, *a); break;
+        case FLOW_L3_IPV4_IN_IPV4: ok = decapsulate<4, 4>(m, frame, meta, *a); break;
+        default: ok = decapsulate<4, 6>(m, frame, meta, *a); break;
+      }
+      if (!ok) {
         drop(pl, m, drop_reason::ecn);
         return PORT_NONE;
       }
-      ip4_dec_ttl(inner);
-      frame = reinterpret_cast<uint8_t *>(rte_pktmbuf_adj(m, meta.outer_len));
-      write_eth_addrs(frame, *a);
-      const rte_be16_t ipv4 = rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4);
-      memcpy(frame + 12, &ipv4, 2);
       break;
     }
-    case FLOW_ACT_ENCAP4IN6:
-      ip4_dec_ttl(reinterpret_cast<rte_ipv4_hdr *>(frame + ETH_HLEN));
-      encap_ip4in6(m, *t, meta.l3_len, (t->flags & TUNNEL_F_FLOWLABEL_HASH) ? flowlabel_of(key) : 0);
+    case FLOW_ACT_ENCAP: {
+      // One specialised body per mode, as for decap; the inner family is the tunnel's.
+      const uint32_t label = (t->flags & TUNNEL_F_FLOWLABEL_HASH) ? flowlabel_of(key) : 0;
+      switch (t->mode) {
+        case TUNNEL_IP4IP6: encapsulate<6, 4>(pl, m, frame, *t, meta.l3_len, label); break;
+        case TUNNEL_IP6IP6: encapsulate<6, 6>(pl, m, frame, *t, meta.l3_len, label); break;
+        case TUNNEL_IPIP: encapsulate<4, 4>(pl, m, frame, *t, meta.l3_len, label); break;
+        default: encapsulate<4, 6>(pl, m, frame, *t, meta.l3_len, label); break;
+      }
       break;
+    }
     default:
       punt(pl, m, in_port, punt_reason::miss, meta);
       return PORT_NONE;
@@ -491,7 +698,10 @@ inline uint16_t forward(pipeline &pl, burst_state &b, rte_mbuf *m, uint16_t in_p
   } while (0)
 #endif
 
-void process_burst(pipeline &pl, uint16_t in_port, rte_mbuf **pkts, uint16_t n) {
+namespace {
+
+// Packets received on in_port (an ethdev port, or a VLAN sub-interface once popped).
+void process_run(pipeline &pl, uint16_t in_port, rte_mbuf **pkts, uint16_t n) {
 #ifdef FG_STAGE_CYCLES
   uint64_t stage_tsc = rte_rdtsc();
 #endif
@@ -503,7 +713,6 @@ void process_burst(pipeline &pl, uint16_t in_port, rte_mbuf **pkts, uint16_t n) 
   verdict verdicts[BURST_SIZE];
   uint64_t parsed = 0;
 
-  pl.stats->rx_packets += n;
   const port_conf &pc = pl.snap->port[in_port];
   const rx_context rx{pc.mac, pl.ft->seed(), in_port, pc.csum_offload != 0};
   for (unsigned i = 0; i < n && i < PREFETCH_OFFSET; i++) rte_prefetch0(rte_pktmbuf_mtod(pkts[i], void *));
@@ -572,15 +781,68 @@ void process_burst(pipeline &pl, uint16_t in_port, rte_mbuf **pkts, uint16_t n) 
   if (n_out != 0) {
     if (one_port) {
       // The usual burst: every forwarded packet leaves by the same port.
-      tx_buffer &tb = pl.tx[out_port[0]];
-      if (tb.n == 0) pl.dirty[pl.n_dirty++] = out_port[0];
-      memcpy(&tb.pkts[tb.n], out, n_out * sizeof(out[0]));
-      tb.n = static_cast<uint16_t>(tb.n + n_out);
+      tx_enqueue_bulk(pl, out_port[0], out, n_out);
     } else {
-      for (unsigned i = 0; i < n_out; i++) tx_enqueue(pl, out_port[i], out[i]);
+      for (unsigned i = 0; i < n_out; i++) {
+        if (likely(out_port[i] < MAX_ETHPORTS))
+          tx_enqueue(pl, out_port[i], out[i]);
+        else
+          tx_enqueue_bulk(pl, out_port[i], &out[i], 1);
+      }
     }
   }
   STAGE_END(act);
+}
+
+// A burst of a port that carries VLANs: each frame's tags popped, then runs of consecutive
+// frames of one logical port through the pipeline as that port's, so that every frame
+// keeps its place in arrival order.
+// Not inlined: process_burst() stays a test and a tail call for the ports without VLANs.
+__attribute__((noinline)) void process_vlans(pipeline &pl, uint16_t parent, rte_mbuf **pkts, uint16_t n) {
+  const snapshot &s = *pl.snap;
+  // A run is pkts[start, i): a dropped frame ends one (its slot is not the run's).
+  unsigned start = 0;
+  uint16_t run_port = PORT_NONE;
+  uint64_t run_bytes = 0;
+  vlan_cache cache;
+  auto flush = [&](unsigned end) {
+    if (end == start) return;
+    if (run_port >= MAX_ETHPORTS) {
+      pl.stats->vlan_rx_packets[run_port - MAX_ETHPORTS] += end - start;
+      pl.stats->vlan_rx_bytes[run_port - MAX_ETHPORTS] += run_bytes;
+    }
+    process_run(pl, run_port, pkts + start, static_cast<uint16_t>(end - start));
+    run_bytes = 0;
+  };
+  for (unsigned i = 0; i < n && i < PREFETCH_OFFSET; i++) rte_prefetch0(rte_pktmbuf_mtod(pkts[i], void *));
+  for (unsigned i = 0; i < n; i++) {
+    if (i + PREFETCH_OFFSET < n) rte_prefetch0(rte_pktmbuf_mtod(pkts[i + PREFETCH_OFFSET], void *));
+    rte_mbuf *m = pkts[i];
+    drop_reason why = drop_reason::unknown_vlan;
+    const uint16_t port = vlan_pop(s, parent, m, cache, &why);
+    if (port == PORT_NONE) {
+      flush(i);
+      start = i + 1;
+      drop(pl, m, why);
+      continue;
+    }
+    if (port != run_port) {
+      flush(i);
+      start = i;
+      run_port = port;
+    }
+    run_bytes += m->pkt_len;
+  }
+  flush(n);
+}
+
+}  // namespace
+
+void process_burst(pipeline &pl, uint16_t in_port, rte_mbuf **pkts, uint16_t n) {
+  pl.stats->rx_packets += n;
+  // The one test a port without VLANs pays, per burst.
+  if (unlikely(pl.snap->port[in_port].has_vlans)) return process_vlans(pl, in_port, pkts, n);
+  process_run(pl, in_port, pkts, n);
 }
 
 #undef STAGE_END

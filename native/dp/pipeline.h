@@ -23,8 +23,15 @@ struct alignas(CACHE_LINE) worker_stats {
   uint64_t fast_bytes;    // their L3 length as received (the inner packet when tunnelled)
   uint64_t punts[PUNT_REASON_COUNT];
   uint64_t drops[DROP_REASON_COUNT];
-  uint64_t tx_packets[MAX_PORTS];
-  uint64_t tx_dropped[MAX_PORTS];
+  uint64_t tx_packets[MAX_ETHPORTS];
+  uint64_t tx_dropped[MAX_ETHPORTS];
+  // VLAN sub-interfaces, by VLAN index (port id - MAX_ETHPORTS): frames demultiplexed to
+  // them, and frames the fast path tagged for them (before the parent's tx burst, whose
+  // losses count on the parent).
+  uint64_t vlan_rx_packets[MAX_VLANS];
+  uint64_t vlan_rx_bytes[MAX_VLANS];
+  uint64_t vlan_tx_packets[MAX_VLANS];
+  uint64_t vlan_tx_bytes[MAX_VLANS];
   uint64_t observations_lost;  // observation records dropped: the ring to the learner was full
   uint64_t busy_cycles;  // loop iterations that received packets
   uint64_t idle_cycles;  // loop iterations that did not
@@ -71,9 +78,13 @@ struct pipeline {
   // thread last looked (0: none). Workers: atomic min; control thread: exchange with 0.
   uint16_t *path_mtu_reports = nullptr;
 
+  // The IPv4 identification of this worker's next encapsulated packet without DF (an IPv4
+  // underlay without pmtudisc): sequential, as RFC 791 asks of a source.
+  uint16_t ip_id = 0;
+
   uint16_t n_dirty = 0;        // ports with packets waiting in tx
-  uint16_t dirty[MAX_PORTS];
-  tx_buffer tx[MAX_PORTS];
+  uint16_t dirty[MAX_ETHPORTS];
+  tx_buffer tx[MAX_ETHPORTS];  // ethdev ports only: a VLAN's frames leave tagged by its parent's
   // Mbufs to free after the burst: dropped packets, and the segments trim_to() cut off
   // chains (at most one of each a packet).
   uint16_t n_drops = 0;

@@ -24,7 +24,7 @@ namespace fg {
   X(no_headroom, "no mbuf headroom for the tunnel's outer headers")                      \
   X(chained,     "a multi-segment packet for an output port without multi-segment tx")   \
   X(tunnel_fragment, "outer IPv6 fragment of a tunnel packet, reassembled for its TUN")  \
-  X(tunnel_too_big, "ICMPv6 packet too big about a tunnel packet, to its TUN as ICMPv4")
+  X(tunnel_too_big, "packet too big about a tunnel packet, relayed into its TUN to the inner sender")
 
 #define FG_DROP_REASONS(X)                                                               \
   X(truncated,    "shorter than its headers say")                                        \
@@ -36,7 +36,8 @@ namespace fg {
   X(short_segment, "a punt for a TUN whose first mbuf segment holds only Ethernet header") \
   X(punt_policed, "a punt over the input port's slow-path rate limit")                   \
   X(tx_full,      "output queue full")                                                   \
-  X(reassembly,   "tunnel fragment given up by reassembly: timed out, table full, bad")
+  X(reassembly,   "tunnel fragment given up by reassembly: timed out, table full, bad") \
+  X(unknown_vlan, "a VLAN tag no sub-interface of the port has, or more tags than configured")
 // clang-format on
 
 enum class punt_reason : uint8_t {

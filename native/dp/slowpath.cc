@@ -12,6 +12,7 @@
 #include <rte_mbuf.h>
 
 #include "tunnel.h"
+#include "vlan.h"
 
 namespace fg {
 namespace {
@@ -77,7 +78,7 @@ void slowpath_thread::rearm_epoll(const snapshot *s) {
   ev.data.fd = wake_fd_;
   epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, wake_fd_, &ev);
   all_ports_have_interrupts_ = true;
-  for (uint16_t p = 0; p < MAX_PORTS; p++) {
+  for (uint16_t p = 0; p < MAX_ETHPORTS; p++) {
     if (!kernel_facing(s->port[p])) continue;
     int fd = rte_eth_dev_rx_intr_ctl_q_get_fd(p, 0);
     if (fd < 0) {
@@ -91,6 +92,18 @@ void slowpath_thread::rearm_epoll(const snapshot *s) {
 }
 
 void slowpath_thread::to_kernel_tx(const snapshot *s, uint16_t port, rte_mbuf *m) {
+  const port_conf &pc = s->port[port];
+  if (pc.n_tags != 0) {
+    // A VLAN sub-interface's TAP (or a tunnel over it) takes and gives untagged frames: the
+    // tags go on here, and the frame leaves by the parent.
+    if (!vlan_push_fits(m, pc)) {
+      stats_.no_headroom++;
+      rte_pktmbuf_free(m);
+      return;
+    }
+    vlan_push(m, pc, pc.pcp);
+    port = pc.tx_port;
+  }
   rte_ring *r = s->port[port].kernel_tx;
   if (r == nullptr || rte_ring_sp_enqueue(r, m) != 0) {
     stats_.kernel_tx_dropped++;
@@ -113,13 +126,18 @@ void slowpath_thread::from_tap(const snapshot *s, uint16_t port, rte_mbuf *m, st
   to_kernel_tx(s, port, m);
 }
 
-// The kernel routed an IPv4 packet into a tunnel's TUN: note it, encapsulate it exactly as
-// the fast path would, send it on the underlay port.
+// The kernel routed a packet into a tunnel's TUN: note it, encapsulate it exactly as the
+// fast path would, send it on the underlay port.
 void slowpath_thread::from_tun(const snapshot *s, uint16_t tunnel_id, rte_mbuf *m, std::vector<observation> &batch) {
   const tunnel &t = s->tun[tunnel_id];
   const uint8_t *l3 = rte_pktmbuf_mtod(m, const uint8_t *);
-  if (m->data_len < IP4_HLEN || (l3[0] >> 4) != 4 || !t.active) {
-    stats_.tun_not_ipv4++;
+  const bool inner_ipv4 = t.inner_ipv4();
+  const uint32_t min_len = inner_ipv4 ? IP4_HLEN : IP6_HLEN;
+  // A TUN of the other family's packets (an IPv6 neighbour solicitation into an ip4ip6
+  // TUN, say) has nowhere to go: the tunnel carries one family, as Linux's tunnel device
+  // drops the other (ip6ip6_tnl_xmit()/ipip_tunnel_xmit() take their own protocol only).
+  if (m->data_len < min_len || (l3[0] >> 4) != (inner_ipv4 ? 4 : 6) || !t.active) {
+    stats_.tun_wrong_family++;
     rte_pktmbuf_free(m);
     return;
   }
@@ -127,18 +145,22 @@ void slowpath_thread::from_tun(const snapshot *s, uint16_t tunnel_id, rte_mbuf *
   flow_key_zero(&key);
   pkt_meta meta{};
   detail::bounds b{m->data_len, m->pkt_len};
-  bool parsed = detail::parse_ip4(l3, 0, b, &key, &meta).is_ok();
-  uint16_t inner_len = rte_be_to_cpu_16(reinterpret_cast<const rte_ipv4_hdr *>(l3)->total_length);
+  bool parsed = (inner_ipv4 ? detail::parse_ip4(l3, 0, b, &key, &meta, FLOW_L3_IPV4)
+                            : detail::parse_ip6(l3, 0, b, &key, &meta, FLOW_L3_IPV6))
+                    .is_ok();
+  const uint32_t inner_len = inner_ipv4 ? rte_be_to_cpu_16(reinterpret_cast<const rte_ipv4_hdr *>(l3)->total_length)
+                                        : IP6_HLEN + rte_be_to_cpu_16(reinterpret_cast<const rte_ipv6_hdr *>(l3)->payload_len);
   if (parsed) observation_init(&batch.emplace_back(), OBS_EGRESS_TUNNEL, rte_rdtsc(), m, 0, meta.l3_len, key, PORT_NONE, tunnel_id);
-  if (inner_len > m->pkt_len || rte_pktmbuf_headroom(m) < ETH_HLEN + tunnel_overhead(t)) {
+  if (inner_len > m->pkt_len || inner_len > UINT16_MAX || rte_pktmbuf_headroom(m) < ETH_HLEN + tunnel_overhead(t)) {
     stats_.no_headroom++;
     rte_pktmbuf_free(m);
     return;
   }
   rte_pktmbuf_free(trim_to(m, inner_len));
-  // encap_ip4in6 expects the IPv4 packet behind an Ethernet header; the template's replaces it.
+  // tunnel_encap expects the packet behind an Ethernet header; the template's replaces it.
   rte_pktmbuf_prepend(m, ETH_HLEN);
-  encap_ip4in6(m, t, inner_len, (parsed && (t.flags & TUNNEL_F_FLOWLABEL_HASH)) ? flowlabel_of(key) : 0);
+  tunnel_encap(m, t, static_cast<uint16_t>(inner_len), (parsed && (t.flags & TUNNEL_F_FLOWLABEL_HASH)) ? flowlabel_of(key) : 0,
+               ip_id_++);
   to_kernel_tx(s, t.port, m);
 }
 
@@ -162,9 +184,9 @@ void slowpath_thread::run() {
     }
     const snapshot *s = __atomic_load_n(&shared_->snap, __ATOMIC_ACQUIRE);
     if (s->generation != armed_generation_) rearm_epoll(s);
-    uint16_t facing[MAX_PORTS];
+    uint16_t facing[MAX_ETHPORTS];
     unsigned n_facing = 0;
-    for (uint16_t p = 0; p < MAX_PORTS; p++) {
+    for (uint16_t p = 0; p < MAX_ETHPORTS; p++) {
       const port_conf &pc = s->port[p];
       if (!kernel_facing(pc)) continue;
       facing[n_facing++] = p;

@@ -26,8 +26,8 @@ namespace fg {
 struct slowpath_stats {
   uint64_t kernel_rx_packets;    // packets read from TAPs and TUNs
   uint64_t kernel_tx_dropped;    // packets whose port's kernel_tx ring was full
-  uint64_t tun_not_ipv4;         // non-IPv4 packets the kernel sent into an IPv4-in-IPv6 tunnel
-  uint64_t no_headroom;          // TUN packets without room for the outer headers
+  uint64_t tun_wrong_family;     // packets the kernel sent into a tunnel that carries the other family
+  uint64_t no_headroom;          // TUN packets without room for the outer headers, or frames for a VLAN for its tags
   uint64_t observations;         // records handed to the control thread
   uint64_t observations_lost;    // records dropped: the control thread's queue was full
 };
@@ -77,6 +77,8 @@ class slowpath_thread {
   int wake_fd_ = -1;
   uint64_t armed_generation_ = UINT64_MAX;
   bool all_ports_have_interrupts_ = false;
+  // The IPv4 identification of the next encapsulated packet without DF (see pipeline::ip_id).
+  uint16_t ip_id_ = 0x8000;
   slowpath_stats stats_{};
 };
 

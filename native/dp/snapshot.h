@@ -36,6 +36,23 @@ struct port_conf {
   // sends into it leaves by this port (TAP), or is encapsulated by this tunnel (TUN).
   uint16_t kernel_egress_port;
   uint16_t kernel_egress_tunnel;
+  // VLANs (vlan.h). On an ethdev port: it carries VLAN sub-interfaces, so received frames
+  // are demultiplexed by their tags. On a VLAN sub-interface: the ethdev port its frames
+  // leave by (tx_port), its parent (an ethdev port, or the 802.1ad VLAN whose inner 802.1Q
+  // tags it carries), the tags pushed on its frames (outermost first, TPID and TCI in
+  // network order, PCP bits zero) and the PCP of tags pushed on frames that arrived untagged.
+  uint8_t has_vlans;
+  uint8_t n_tags;  // 0: not a VLAN
+  uint8_t pcp;
+  uint16_t tx_port;
+  uint16_t vlan_parent;
+  uint32_t tags[2];
+};
+
+struct vlan_map_entry {
+  uint16_t parent;  // ethdev port, or an 802.1ad VLAN
+  uint16_t port;    // the VLAN sub-interface
+  uint32_t tag;     // TPID and VLAN id as on the wire (network order), PCP and DEI zero
 };
 
 struct rxq_ref {
@@ -58,7 +75,11 @@ struct snapshot {
   worker_plan plan[MAX_WORKERS];
   // Ports with a kernel_tx ring, for worker 0.
   uint16_t n_kernel_tx;
-  uint16_t kernel_tx_ports[MAX_PORTS];
+  uint16_t kernel_tx_ports[MAX_ETHPORTS];
+  // Every VLAN sub-interface by (parent, TPID, VLAN id), for the rx demultiplexing: a short
+  // list, scanned only when a burst's tag differs from the previous frame's.
+  uint16_t n_vlans;
+  vlan_map_entry vlan_map[MAX_VLANS];
 };
 
 // Each tunnel's effective MTU from its configured MTU, its underlay port's MTU and its

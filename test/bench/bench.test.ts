@@ -13,7 +13,7 @@ import * as path from 'node:path';
 
 import { parseFlows, parseScenarios, parseSizes } from '../../lib/cli/bench';
 import { BenchResult, truncatePcap } from '../../lib/bench/runner';
-import { flowInstalls, flowTuple, scenarioFromName } from '../../lib/bench/scenarios';
+import { benchVlans, flowFrame, flowInstalls, flowTuple, scenarioFromName } from '../../lib/bench/scenarios';
 import { parseTxPps } from '../../lib/bench/testpmd';
 import { flowSequence, trafficFiles } from '../../lib/bench/traffic';
 import { renderPlot } from '../../lib/bench/plot';
@@ -86,8 +86,17 @@ describe('flowgate bench', function () {
     it('expands --scenario all into every scenario, tunnel ones with and without the encapsulation limit', () => {
       assert.deepEqual(
         parseScenarios('all', undefined).map((s) => s.name),
-        ['fwd4', 'fwd6', 'decap-limit4', 'decap-nolimit', 'encap-limit4', 'encap-nolimit', 'mixed-limit4', 'mixed-nolimit'],
+        [
+          'fwd4', 'fwd6', 'decap-limit4', 'decap-nolimit', 'encap-limit4', 'encap-nolimit', 'mixed-limit4', 'mixed-nolimit', 'fwd4-vlan',
+          'decap-ip6ip6', 'decap-ipip', 'decap-sit', 'encap-ip6ip6', 'encap-ipip', 'encap-sit',
+        ],
       );
+      assert.deepEqual(
+        parseScenarios('decap-ip6ip6-nolimit,encap-sit,decap-ip6ip6-limit4', undefined).map((s) => [s.name, s.mode, s.encapLimit]),
+        [['decap-ip6ip6-nolimit', 'ip6ip6', 'none'], ['encap-sit', 'sit', null], ['decap-ip6ip6', 'ip6ip6', 4]],
+      );
+      assert.throws(() => parseScenarios('decap-sit-nolimit', undefined), /--scenario/);
+      assert.throws(() => parseScenarios('mixed-ipip', undefined), /--scenario/);
       assert.deepEqual(
         parseScenarios('fwd4,encap', 'none').map((s) => s.name),
         ['fwd4', 'encap-nolimit'],
@@ -122,6 +131,24 @@ describe('flowgate bench', function () {
       assert.equal(mixed[0]?.reply?.src, mixed[0]?.original.dst);
       assert.equal(mixed[0]?.reply?.tunnel, 'tun0');
       assert.equal(mixed[2]?.reply, undefined);
+    });
+
+    it('makes fwd4-vlan traffic the fwd4 packets with an 802.1Q tag, and its flows from one VLAN to another', () => {
+      const vlan = scenarioFromName('fwd4-vlan');
+      const plain = flowFrame(scenarioFromName('fwd4'), 7, 64);
+      const tagged = flowFrame(vlan, 7, 64);
+      assert.equal(tagged.length, plain.length + 4);
+      assert.deepEqual([tagged.readUInt16BE(12), tagged.readUInt16BE(14)], [0x8100, 100]);
+      assert.deepEqual(Buffer.concat([tagged.subarray(0, 12), tagged.subarray(16)]), plain);
+      const [flow] = [...flowInstalls(vlan, 1)];
+      assert.deepEqual([flow?.original.in, flow?.original.out], ['in.100', { port: 'out.200', mac: '02:00:00:00:00:01' }]);
+      assert.deepEqual(
+        benchVlans(vlan).map((v) => [v.name, v.parent, v.id]),
+        [
+          ['in.100', 'in', 100],
+          ['out.200', 'out', 200],
+        ],
+      );
     });
 
     it('draws zipf traffic with the most popular flow far ahead of the least', () => {
@@ -256,6 +283,17 @@ describe('flowgate bench', function () {
       assert.equal(rows.length, 4, r.stdout);
       for (const row of rows) assert.match(row, /\s100\.00%\s/, `every packet hits: ${row}`);
       assert.equal((fs.readFileSync(plot, 'utf8').match(/<circle /g) ?? []).length, 4);
+    });
+
+    it('runs the ip6ip6, ipip and sit scenarios entirely in the fast path', () => {
+      const names = ['decap-ip6ip6', 'encap-ip6ip6', 'decap-ipip', 'encap-ipip', 'decap-sit', 'encap-sit'];
+      const results = jsonLines(bench('--scenario', names.join(','), '--flows', '100', '--seconds', '0.5', '--warmup', '0.2', '--no-baseline', '--json'));
+      assert.deepEqual(results.map((r) => r.scenario), names);
+      for (const r of results) {
+        assert.ok((r.hit_ratio as number) > 0.99, `${String(r.scenario)}: hit ratio ${String(r.hit_ratio)}`);
+        assert.deepEqual(r.drops, {}, String(r.scenario));
+        assert.equal(r.flows_installed, 100);
+      }
     });
 
     it('forwards zipf-distributed traffic entirely in the fast path', () => {

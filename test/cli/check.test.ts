@@ -22,6 +22,12 @@ describe('flowgate check', () => {
     assert.equal(r.stderr, '');
   });
 
+  it('counts the VLAN sub-interfaces of a valid file apart from its ports', () => {
+    const r = flowgate('check', '-c', 'test/fixtures/config/valid/vlans.yaml');
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.stdout, 'test/fixtures/config/valid/vlans.yaml: valid (2 ports, 4 VLANs, 1 tunnel, 8 routes, 1 worker)\n');
+  });
+
   it('prints every problem of an invalid file as FILE:LINE:COL: PATH: message, then the count, and exits 1', () => {
     const file = 'test/fixtures/config/invalid/several-cross-field-errors.yaml';
     // The same checks on this machine, so that the CPU checks agree with the child's.

@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { InvalidArgumentError } from '../../lib/errors';
 import { checkConfigText, compileConfig, type CompiledConfig, type Config, type Machine } from '../../lib/config';
-import { connectedRoutes, resolveUnderlay, staticRoutes } from '../../lib/config/compile';
+import { connectedRoutes, offloadDevices, resolveUnderlay, staticRoutes } from '../../lib/config/compile';
 
 const repo = path.resolve(__dirname, '../../..');
 const fourCpus: Machine = { cpus: [0, 1, 2, 3] };
@@ -41,6 +41,7 @@ describe('config compilation', () => {
           punt: { rate: 100000, burst: 1000 },
         },
       ],
+      vlans: [],
       tunnels: [
         {
           name: 'tun0',
@@ -180,6 +181,66 @@ describe('config compilation', () => {
 
     it('fills the timeouts left out with their defaults', () => {
       assert.deepEqual(model.flowtable.timeout, { tcp: 300, udp: 30 });
+    });
+  });
+
+  describe('with VLAN sub-interfaces', () => {
+    const model = compileConfig(validConfig('test/fixtures/config/valid/vlans.yaml'));
+
+    it('keeps only the ports with a device as ports', () => {
+      assert.deepEqual(
+        model.ports.map((port) => [port.name, port.mtu]),
+        [
+          ['eth0', 9000],
+          ['eth1', 1500],
+        ],
+      );
+    });
+
+    it("compiles each VLAN after its parent, with the parent's MTU and MAC unless it has its own, protocol 802.1Q and PCP 0 by default, and a punt policer of its own", () => {
+      const mac = (text: string) => ({ text, bytes: Buffer.from(text.split(':').map((octet) => parseInt(octet, 16))) });
+      assert.deepEqual(model.vlans, [
+        { name: 'eth0.100', parent: 'eth0', port: 'eth0', id: 100, protocol: '802.1Q', mtu: 1500, mac: null, pcp: 5, addresses: [{ text: '192.0.2.1/24', family: 4, bytes: v4(192, 0, 2, 1), length: 24 }], punt: { rate: 500, burst: 1000 } },
+        { name: 'eth0.200', parent: 'eth0', port: 'eth0', id: 200, protocol: '802.1Q', mtu: 9000, mac: mac('02:00:00:00:02:00'), pcp: 0, addresses: [{ text: '198.51.100.1/24', family: 4, bytes: v4(198, 51, 100, 1), length: 24 }], punt: { rate: 100000, burst: 1000 } },
+        { name: 'eth1.1000', parent: 'eth1', port: 'eth1', id: 1000, protocol: '802.1ad', mtu: 1500, mac: mac('02:00:00:00:00:11'), pcp: 0, addresses: [], punt: { rate: 100000, burst: 1000 } },
+        {
+          name: 'eth1.1000.20',
+          parent: 'eth1.1000',
+          port: 'eth1',
+          id: 20,
+          protocol: '802.1Q',
+          mtu: 1400,
+          mac: mac('02:00:00:00:00:11'),
+          pcp: 0,
+          addresses: [{ text: '2001:db8:20::1/64', family: 6, bytes: v6('20010db8002000000000000000000001'), length: 64 }],
+          punt: { rate: 100000, burst: 1000 },
+        },
+      ]);
+    });
+
+    it('derives connected routes on the VLANs and takes static routes through them', () => {
+      assert.deepEqual(
+        model.routes.map((route) => [route.to.text, route.dev, route.origin]),
+        [
+          ['192.168.0.0/24', 'eth0', 'connected'],
+          ['192.0.2.0/24', 'eth0.100', 'connected'],
+          ['198.51.100.0/24', 'eth0.200', 'connected'],
+          ['203.0.113.0/24', 'eth1', 'connected'],
+          ['2001:db8:20::/64', 'eth1.1000.20', 'connected'],
+          ['100.64.0.0/30', 'tun0', 'connected'],
+          ['10.0.0.0/8', 'eth0.100', 'static'],
+          ['default', 'tun0', 'static'],
+        ],
+      );
+    });
+
+    it("runs a tunnel over a QinQ VLAN with an 'auto' MTU of the VLAN's MTU minus the encapsulation", () => {
+      assert.equal(model.tunnels[0]?.underlay, 'eth1.1000.20');
+      assert.equal(model.tunnels[0]?.mtu, 1400 - 48);
+    });
+
+    it("offloads the VLANs over a listed port, and a VLAN listed without its port, but not the port's other VLANs", () => {
+      assert.deepEqual([...offloadDevices(model)].sort(), ['eth0', 'eth0.100', 'eth0.200', 'eth1.1000.20']);
     });
   });
 

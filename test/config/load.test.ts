@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { FlowgateError } from '../../lib/errors';
-import { ConfigError, checkConfigText, formatIssue, loadConfig, type Machine } from '../../lib/config';
+import { ConfigError, checkConfigText, compileConfig, formatIssue, loadConfig, type Machine } from '../../lib/config';
 
 const repo = path.resolve(__dirname, '../../..');
 const fixtures = path.join(repo, 'test/fixtures/config');
@@ -40,7 +40,9 @@ describe('config loading', () => {
       assert.deepEqual(config.log, { level: 'info' });
       assert.deepEqual(config.tunnels, {});
       assert.equal(config.metrics, undefined);
-      assert.equal(config.ports.eth0?.mtu, 1500);
+      // A port's MTU default is resolved by compilation, where a VLAN's becomes its parent's.
+      assert.equal(config.ports.eth0?.mtu, undefined);
+      assert.equal(compileConfig(config).ports[0]?.mtu, 1500);
     });
 
     it('accepts vdev ports, a tunnel underlay reached by a static route and every optional section', () => {
@@ -50,6 +52,13 @@ describe('config loading', () => {
       assert.equal(config.tunnels['tun-peer']?.encaplimit, 'none');
       assert.equal(config.flowtable.timeout.udp, 30, 'a timeout left out keeps its default');
       assert.match(config.nftables ?? '', /^table inet filter \{\n/);
+    });
+
+    it('accepts 802.1Q VLANs, an 802.1ad VLAN with a QinQ VLAN inside, and a tunnel over a VLAN', () => {
+      const { config, issues } = check('valid/vlans.yaml');
+      assert.deepEqual(issues.map(formatIssue), []);
+      assert.ok(config);
+      assert.deepEqual(config.ports['eth1.1000.20'], { parent: 'eth1.1000', vlan: 20, mtu: 1400, addresses: ['2001:db8:20::1/64'] });
     });
   });
 
@@ -210,6 +219,40 @@ describe('config loading', () => {
         ],
       },
       {
+        behaviour: "reports a port's keys that do not fit its kind: device with parent, VLAN keys on a device, a VLAN without its id or parent, and VLAN values out of range",
+        fixture: 'invalid/vlan-keys.yaml',
+        issues: [
+          `invalid/vlan-keys.yaml:3:45: ports["eth0.1"].parent: expected either 'device' (a port) or 'parent' (a VLAN sub-interface), found both`,
+          `invalid/vlan-keys.yaml:4:43: ports["eth0.2"].vlan: expected 'vlan' only on a VLAN sub-interface (one with 'parent'), found it on a port with a device`,
+          `invalid/vlan-keys.yaml:4:56: ports["eth0.2"].protocol: expected 'protocol' only on a VLAN sub-interface (one with 'parent'), found it on a port with a device`,
+          `invalid/vlan-keys.yaml:4:70: ports["eth0.2"].pcp: expected 'pcp' only on a VLAN sub-interface (one with 'parent'), found it on a port with a device`,
+          `invalid/vlan-keys.yaml:5:3: ports["eth0.3"].vlan: missing required key 'vlan': expected an integer 1..4094`,
+          `invalid/vlan-keys.yaml:6:3: ports["eth0.4"].parent: missing required key 'parent': expected a port name`,
+          `invalid/vlan-keys.yaml:7:33: ports["eth0.5"].vlan: expected an integer 1..4094, found 0`,
+          `invalid/vlan-keys.yaml:8:33: ports["eth0.6"].vlan: expected an integer 1..4094, found 4095`,
+          `invalid/vlan-keys.yaml:9:46: ports["eth0.7"].protocol: expected '802.1Q' or '802.1ad', found '802.1q'`,
+          `invalid/vlan-keys.yaml:10:41: ports["eth0.8"].pcp: expected an integer 0..7, found 8`,
+          `invalid/vlan-keys.yaml:11:21: ports["eth0.9"].parent: expected a port name, found 9`,
+          `invalid/vlan-keys.yaml:11:30: ports["eth0.9"].vlan: expected an integer 1..4094, found '9'`,
+        ],
+      },
+      {
+        behaviour: 'reports VLANs whose parent is missing or loops, tags stacked other than QinQ, ids used twice on a parent, MTUs above the parent and long names',
+        fixture: 'invalid/vlan-structure.yaml',
+        issues: [
+          `invalid/vlan-structure.yaml:9:23: ports["eth0.100"].parent: expected a port or an 802.1ad VLAN (eth0, eth1 or eth0.20), found 'eht0' (did you mean 'eth0'?)`,
+          `invalid/vlan-structure.yaml:10:19: ports["vl.a"].parent: expected a parent that leads to a port with a device, found 'vl.b' (a loop: vl.a -> vl.b -> vl.a)`,
+          `invalid/vlan-structure.yaml:11:19: ports["vl.b"].parent: expected a parent that leads to a port with a device, found 'vl.a' (a loop: vl.b -> vl.a -> vl.b)`,
+          `invalid/vlan-structure.yaml:13:24: ports["eth0.10.5"].parent: expected a port or an 802.1ad VLAN (QinQ carries an 802.1Q C-tag inside an 802.1ad S-tag), found 802.1Q VLAN 'eth0.10'`,
+          `invalid/vlan-structure.yaml:15:52: ports["eth0.20.5"].protocol: expected '802.1Q' on a VLAN over VLAN eth0.20 (an 802.1ad S-tag goes directly on a port), found '802.1ad'`,
+          `invalid/vlan-structure.yaml:16:35: ports["eth0.10b"].vlan: expected a VLAN id not used by another sub-interface of eth0, found 10 (also at ports["eth0.10"].vlan)`,
+          `invalid/vlan-structure.yaml:17:43: ports["eth0.30"].mtu: expected an integer 68..1500 (the mtu of parent eth0), found 1504`,
+          `invalid/vlan-structure.yaml:18:49: ports["eth1.40"].addresses: expected at least 1280 on a port with IPv6 addresses, found 1200 (the mtu of its parent eth1)`,
+          `invalid/vlan-structure.yaml:20:3: ports["enp3s0f0np0.1000"]: expected an interface name of at most 15 bytes, found 'enp3s0f0np0.1000' (16 bytes)`,
+          `invalid/vlan-structure.yaml:21:39: flowtable.devices[2]: expected a port name (eth0, eth1, eth0.100, vl.a, vl.b, eth0.10, eth0.10.5, eth0.20, eth0.20.5, eth0.10b, eth0.30, eth1.40, enp3s0f0np0.100 or enp3s0f0np0.1000), found 'eth0.11' (did you mean 'eth0.10'?)`,
+        ],
+      },
+      {
         behaviour: 'reports YAML syntax errors, including duplicate keys, at their position and stops there',
         fixture: 'invalid/yaml-syntax.yaml',
         issues: [
@@ -300,6 +343,46 @@ describe('config loading', () => {
         'a.yaml:4:10: ports.eth0.mtu: expected an integer 68..9702, found 20',
         'a.yaml:4:10: ports.eth1.mtu: expected an integer 68..9702, found 20',
       ]);
+    });
+  });
+
+  describe('VLAN edge cases', () => {
+    const text = (...ports: string[]) =>
+      ['ports:', '  eth0: { device: "0000:03:00.0", addresses: ["192.168.0.2/24"] }', ...ports.map((port) => `  ${port}`), 'flowtable: { devices: [eth0] }', 'workers: { cpus: [1] }', ''].join('\n');
+    const issues = (...ports: string[]) => checkConfigText(text(...ports), 'v.yaml', { machine: twoCpus }).issues.map(formatIssue);
+
+    it('reports a VLAN that is its own parent as a loop', () => {
+      assert.deepEqual(issues('eth0.5: { parent: eth0.5, vlan: 5 }'), [
+        `v.yaml:3:21: ports["eth0.5"].parent: expected a parent that leads to a port with a device, found 'eth0.5' (a loop: eth0.5 -> eth0.5)`,
+      ]);
+    });
+
+    it('reports a missing parent once, where it is named, not again for the VLANs over that VLAN', () => {
+      assert.deepEqual(issues('s: { parent: eth9, vlan: 1, protocol: 802.1ad }', 'c: { parent: s, vlan: 2 }'), [
+        `v.yaml:3:16: ports.s.parent: expected a port or an 802.1ad VLAN (eth0), found 'eth9' (did you mean 'eth0'?)`,
+      ]);
+    });
+
+    it('reports a third tag: a VLAN on the 802.1Q VLAN inside an 802.1ad one', () => {
+      assert.deepEqual(issues('s: { parent: eth0, vlan: 1, protocol: 802.1ad }', 'c: { parent: s, vlan: 2 }', 'x: { parent: c, vlan: 3 }'), [
+        `v.yaml:5:16: ports.x.parent: expected a port or an 802.1ad VLAN (QinQ carries an 802.1Q C-tag inside an 802.1ad S-tag), found 802.1Q VLAN 'c'`,
+      ]);
+    });
+
+    it('reports an 802.1ad VLAN on an af_packet port, whose outer tags DPDK receives as 802.1Q', () => {
+      assert.deepEqual(issues('eth1: { device: "net_af_packet0,iface=veth1" }', 'eth1.1000: { parent: eth1, vlan: 1000, protocol: 802.1ad }', 'eth1.100: { parent: eth1, vlan: 100 }'), [
+        `v.yaml:4:52: ports["eth1.1000"].protocol: expected '802.1Q' on a VLAN of af_packet port eth1 (DPDK's af_packet PMD receives every outer tag as 802.1Q), found '802.1ad'`,
+      ]);
+    });
+
+    it('reports a tunnel named as a VLAN parent as no port', () => {
+      const config = [text('eth0.7: { parent: tun0, vlan: 7 }').trimEnd(), 'tunnels:', '  tun0: { mode: ip4ip6, local: "2001:db8::1", remote: "2001:db8::2" }', ''].join('\n');
+      const found = checkConfigText(config, 'v.yaml', { machine: twoCpus }).issues.map(formatIssue);
+      assert.ok(found.includes(`v.yaml:3:21: ports["eth0.7"].parent: expected a port or an 802.1ad VLAN (eth0), found 'tun0'`), found.join('\n'));
+    });
+
+    it('accepts a port with a device whose name looks like a VLAN, and the same id on two parents', () => {
+      assert.deepEqual(issues('eth1.100: { device: "0000:03:00.1" }', 'eth0.100: { parent: eth0, vlan: 100 }', 'eth1.100.100: { parent: eth1.100, vlan: 100 }'), []);
     });
   });
 

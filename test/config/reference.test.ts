@@ -44,10 +44,12 @@ describe('config reference', () => {
     assert.deepEqual(byPath.get('ports.<name>.mtu'), {
       path: 'ports.<name>.mtu',
       type: 'integer 68..9702',
-      default: '`1500`',
-      description: 'MTU of the port (IPv6 needs at least 1280).',
+      default: "`1500`, or the parent's",
+      description: "MTU of the port (IPv6 needs at least 1280); a sub-interface's may not exceed its parent's.",
     });
-    assert.equal(byPath.get('ports.<name>.device')?.default, 'required');
+    assert.equal(byPath.get('ports.<name>.device')?.default, 'required without `parent`');
+    assert.equal(byPath.get('ports.<name>.vlan')?.default, 'required with `parent`');
+    assert.equal(byPath.get('ports.<name>.protocol')?.default, '`802.1Q`');
     assert.equal(byPath.get('ports.<name>.mac')?.default, '—');
     assert.equal(byPath.get('tunnels.<name>.encaplimit')?.type, "integer 0..255 or 'none'");
     assert.equal(byPath.get('tunnels.<name>.encaplimit')?.default, '`4`');

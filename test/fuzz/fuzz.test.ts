@@ -1,7 +1,11 @@
 // The fast path under libFuzzer (test/fuzz/pipeline_fuzz.cc) for 30 seconds of every
-// `npm test`: process_burst() on guard-page mbufs with ASan and UBSan, checked by the
+// `npm test`: process_burst() on guard-page mbufs with ASan and UBSan, in worlds with
+// tunnels of every mode (ip4ip6, ip6ip6, ipip, sit) and VLANs (802.1Q, 802.1ad, QinQ; a
+// tunnel's underlay or a flow's output may be one) with tagged frames, checked by the
 // target's oracles (the two parsers agree, nothing written outside a packet, punts arrive
-// unmodified, forwarded packets are what their flow says). Any finding fails the test and
+// unmodified but for their popped tags, or as the inner packet on their tunnel's TUN,
+// forwarded packets are what their flow, tunnel and VLAN say, a decap flow takes only its
+// own tunnel's packets). Any finding fails the test and
 // leaves its input in .cache/fuzz/artifacts/ (replay: test/fuzz/run.sh --reproduce FILE).
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';

@@ -3,7 +3,7 @@
  * paused, install tunnels and flows, poll until the input pcaps are consumed, pause, report
  * stats and flows as JSON on stdout, stop. Driven by test/helpers/dataplane.ts.
  */
-import { Dataplane, FlowPairOptions, StartOptions, TunnelOptions } from '../../lib/dataplane';
+import { Dataplane, FlowPairOptions, StartOptions, TunnelOptions, VlanOptions } from '../../lib/dataplane';
 
 export interface DataplaneJob {
   start: Omit<StartOptions, 'onWarning' | 'paused'>;
@@ -11,6 +11,12 @@ export interface DataplaneJob {
   flows?: FlowPairOptions[];
   /** Packets the workers must have received before the job ends (all input pcaps). */
   expectRx: number;
+  /** Packets the slow-path thread must have read from the kernel-facing ports (TAP input pcaps) before the job ends. */
+  expectKernelRx?: number;
+  /** VLANs added after start, each expected to fail: their error messages go to vlanErrors. */
+  badVlans?: VlanOptions[];
+  /** After the run: ports and VLANs removed in order; what is left goes to afterRemovals. */
+  removals?: ({ port: string } | { vlan: string })[];
   timeoutMs?: number;
   /** Reap after the run (flows marked for teardown only: the timeouts are long), and report what went. */
   reap?: boolean;
@@ -39,7 +45,11 @@ async function main(): Promise<void> {
     dp.resume();
     const deadline = Date.now() + (job.timeoutMs ?? 10_000);
     const received = () => dp.stats().workers.reduce((n, w) => n + w.rxPackets, 0);
-    while (received() < job.expectRx && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+    const kernelReceived = () => dp.stats().kernel.rxPackets;
+    while ((received() < job.expectRx || kernelReceived() < (job.expectKernelRx ?? 0)) && Date.now() < deadline)
+      await new Promise((r) => setTimeout(r, 10));
+    // Frames the slow-path thread read wait in a ring for worker 0: a moment to send them.
+    if (job.expectKernelRx !== undefined) await new Promise((r) => setTimeout(r, 100));
     // Joining the workers finishes the burst in flight and its transmission.
     dp.pause();
     const flows = dp.flows();
@@ -54,13 +64,43 @@ async function main(): Promise<void> {
       await new Promise((r) => setTimeout(r, waitMs));
       pathMtuExpired = dp.applyPathMtuReports({ expiresSeconds });
     }
+    const vlanErrors = (job.badVlans ?? []).map((v) => {
+      try {
+        dp.addVlan(v);
+        return null;
+      } catch (err) {
+        return (err as Error).message;
+      }
+    });
+    const vlans = dp.vlans();
+    const portsBeforeRemovals = dp.ports();
+    for (const r of job.removals ?? []) {
+      if ('port' in r) dp.removePort(r.port);
+      else dp.removeVlan(r.vlan);
+    }
+    const afterRemovals = {
+      ports: dp.ports().map((p) => p.name),
+      vlans: dp.vlans().map((v) => v.name),
+      flows: dp.flows().map((f) => f.id),
+      tunnels: (job.tunnels ?? []).map((t) => t.name).filter((name) => {
+        try {
+          dp.tunnelMtu(name);
+          return true;
+        } catch {
+          return false;
+        }
+      }),
+    };
     const result = {
       stats: dp.stats(),
       flows,
       reaped,
       flowIds,
       nextHopsRewritten,
-      ports: dp.ports(),
+      ports: portsBeforeRemovals,
+      vlans,
+      vlanErrors,
+      afterRemovals,
       hugepages: dp.hugepages,
       warnings,
       received: received(),

@@ -9,7 +9,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 
-import type { DataplaneStats, Flow, PortInfo, ReapedFlow, TunnelMtu } from '../../lib/dataplane';
+import type { DataplaneStats, Flow, PortInfo, ReapedFlow, TunnelMtu, VlanInfo } from '../../lib/dataplane';
 import { readPcap, writePcap } from '../../lib/pcap';
 import type { DataplaneJob } from './dataplane-child';
 import { sh } from './netns';
@@ -23,6 +23,11 @@ export interface JobResult {
   /** With job.nextHopRewrites: the adjacencies each rewrite changed. */
   nextHopsRewritten: number[];
   ports: PortInfo[];
+  vlans: VlanInfo[];
+  /** With job.badVlans: each one's error message (null: it was added). */
+  vlanErrors: (string | null)[];
+  /** With job.removals: the ports, VLANs, flow ids and job tunnels left after them. */
+  afterRemovals: { ports: string[]; vlans: string[]; flows: number[]; tunnels: string[] };
   hugepages: boolean;
   warnings: string[];
   received: number;

@@ -31,7 +31,7 @@ async function main(): Promise<void> {
     for (let i = from; i < from + BATCH; i++) {
       const packet = {
         tsc: 0, reason: 'miss', tcpFlags: 0, family: 4 as const, proto: 17, src: `192.168.${(i >> 8) & 255}.${i & 255}`, dst: '10.0.0.10',
-        sport: 1024 + (i % 60_000), dport: 53, outerSrc: null, outerDst: null, fingerprint: i + 1, length: 40,
+        sport: 1024 + (i % 60_000), dport: 53, tunnelled: false, outerSrc: null, outerDst: null, fingerprint: i + 1, length: 40,
       };
       records.push({ ...packet, kind: 'punt', port: 0, tunnel: null, dstMac: null, srcMac: null });
       records.push({ ...packet, kind: 'egress-port', port: 1, tunnel: null, dstMac: Buffer.from([2, 0, 0, 0, 0, 1]), srcMac: Buffer.from([2, 0, 0, 0, 0, 2]) });

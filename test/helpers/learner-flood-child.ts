@@ -18,7 +18,7 @@ const before = process.memoryUsage().heapUsed;
 for (let i = 0; i < count; i++) {
   const packet = {
     tsc: 0, reason: 'miss', tcpFlags: 0x02, family: 4 as const, proto: 6, src: `198.18.${(i >> 8) & 255}.${i & 255}`, dst: '10.0.0.10',
-    sport: 1024 + (i % 64_000), dport: 80, outerSrc: null, outerDst: null, dstMac: null, srcMac: null, fingerprint: i + 1, length: 40,
+    sport: 1024 + (i % 64_000), dport: 80, tunnelled: false, outerSrc: null, outerDst: null, dstMac: null, srcMac: null, fingerprint: i + 1, length: 40,
   };
   const records: Observation[] = [
     { ...packet, kind: 'punt', port: 0, tunnel: null },

@@ -213,6 +213,37 @@ describe('kernel mirror', () => {
     assert.deepEqual(await snapshot(gw), before);
   });
 
+  it("mirrors a VLAN like a port: its TAP's addresses, routes, MTU and sysctls, removed when the VLAN goes, and teardown gives all back", async () => {
+    lab = await createLab();
+    const gw = lab.gw;
+    // What the gateway's DPDK creates for eth0.100: a TAP named like the sub-interface.
+    await sh(['ip', '-n', gw, 'tuntap', 'add', 'eth0.100', 'mode', 'tap']);
+    const before = await snapshot(gw);
+    const withVlan = seedModel((config) => {
+      config.ports['eth0.100'] = { parent: 'eth0', vlan: 100, mtu: 1400, addresses: ['192.0.2.1/24'] };
+      config.routes.push({ to: '10.0.0.0/8', via: '192.0.2.254', dev: 'eth0.100' });
+    });
+    assert.deepEqual(withVlan.vlans.map((v) => v.name), ['eth0.100']);
+    mirror = new KernelMirror({ netns: gw });
+    await mirror.apply(withVlan);
+
+    assert.ok((await globalAddresses(gw)).includes('eth0.100 192.0.2.1/24'));
+    assert.ok((await mainRoutes(gw, 4)).includes('10.0.0.0/8 via 192.0.2.254 dev eth0.100 proto static metric 0'));
+    assert.equal((await links(gw))['eth0.100'], 'mtu 1400 up');
+    // sysctl(8) takes '/' between the parts of a name whose interface has a dot.
+    const keys = ['rp_filter', 'accept_ra', 'keep_addr_on_down', 'accept_dad'].map((key) => `net/ipv${key === 'rp_filter' ? 4 : 6}/conf/eth0.100/${key}`);
+    assert.deepEqual(Object.values(await sysctls(gw, keys)), ['2', '0', '1', '0']);
+
+    // The VLAN leaves the config (its TAP stays until DPDK closes it): what was written on it goes.
+    await mirror.apply(seedModel());
+    assert.ok(!(await globalAddresses(gw)).some((address) => address.startsWith('eth0.100 ')));
+    assert.ok(!(await mainRoutes(gw, 4)).some((route) => route.includes('eth0.100')));
+
+    await mirror.apply(withVlan);
+    await mirror.teardown();
+    assert.deepEqual(await snapshot(gw), before);
+  });
+
   it("holds a tunnel's TUN at an overridden MTU across reloads until the override is lifted, and teardown restores the original", async () => {
     lab = await createLab();
     const gw = lab.gw;

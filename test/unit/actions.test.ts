@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 
 import { native, NativeFlowSpec, NativeTunnelParams } from '../../lib/native';
 import { parseIPv4, parseIPv6, parseMac } from '../../lib/net/addr';
-import { ethernetFrame, internetChecksum, ip4in6Packet, ip4Packet, ip6Packet, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN } from '../../lib/packets';
+import { ethernetFrame, internetChecksum, ipInIp6Packet, ip4Packet, ip6Packet, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN } from '../../lib/packets';
 import { layer, scapyBuild, scapyChecksums, ScapyChecksum, scapyDissect, ScapyFrame } from '../helpers/scapy';
 
 const testing = native().testing;
@@ -52,11 +52,11 @@ function tunnel(over: Partial<NativeTunnelParams> = {}): NativeTunnelParams & { 
 
 // The reference connection: LAN host 192.168.0.10:40000 <-> 10.0.0.1:80 through the tunnel.
 const encapFlow = (l4 = 6): NativeFlowSpec => ({
-  inPort: LAN, l3: 4, l4, src: parseIPv4('192.168.0.10'), dst: parseIPv4('10.0.0.1'), sport: 40000, dport: 80, action: 'encap4in6', tunnel: 0,
+  inPort: LAN, l3: 4, l4, src: parseIPv4('192.168.0.10'), dst: parseIPv4('10.0.0.1'), sport: 40000, dport: 80, action: 'encap', tunnel: 0,
 });
 const decapFlow = (l4 = 6): NativeFlowSpec => ({
   inPort: WAN, l3: 4, l4, src: parseIPv4('10.0.0.1'), dst: parseIPv4('192.168.0.10'), sport: 80, dport: 40000,
-  outerSrc: parseIPv6(REMOTE), outerDst: parseIPv6(LOCAL), action: 'decap4in6', outPort: LAN, dstMac: parseMac(HOST_MAC), srcMac: parseMac(GW_LAN_MAC),
+  action: 'decap', tunnel: 0, outPort: LAN, dstMac: parseMac(HOST_MAC), srcMac: parseMac(GW_LAN_MAC),
 });
 const fwd4Flow = (): NativeFlowSpec => ({
   inPort: LAN, l3: 4, l4: 17, src: parseIPv4('192.168.0.10'), dst: parseIPv4('198.51.100.7'), sport: 5000, dport: 53, action: 'fwd4', outPort: WAN, dstMac: parseMac(PEER_MAC), srcMac: parseMac(GW_WAN_MAC),
@@ -70,9 +70,9 @@ const lanTcp = (flags = TCP_ACK, o: { ttl?: number; tos?: number; payload?: numb
 const innerReply = (o: { ttl?: number; tos?: number; flags?: number } = {}) =>
   ip4Packet({ src: '10.0.0.1', dst: '192.168.0.10', ttl: o.ttl ?? 63, tos: o.tos ?? 0 }, { tcp: { sport: 80, dport: 40000, flags: o.flags ?? TCP_ACK } }, Buffer.alloc(20));
 const wanTunnelled = (inner: Buffer, o: { encapLimit?: number | null; tclass?: number; src?: string } = {}) =>
-  ethernetFrame(GW_WAN_MAC, PEER_MAC, ip4in6Packet({ src: o.src ?? REMOTE, dst: LOCAL, encapLimit: o.encapLimit === undefined ? 4 : o.encapLimit, tclass: o.tclass ?? 0 }, inner));
+  ethernetFrame(GW_WAN_MAC, PEER_MAC, ipInIp6Packet({ src: o.src ?? REMOTE, dst: LOCAL, encapLimit: o.encapLimit === undefined ? 4 : o.encapLimit, tclass: o.tclass ?? 0 }, inner));
 
-function run(setup: Parameters<typeof testing.process>[0], packets: { port: number; frame: Buffer; headroom?: number }[], burst?: number) {
+function run(setup: Parameters<typeof testing.process>[0], packets: Parameters<typeof testing.process>[1], burst?: number) {
   return testing.process(setup, packets, burst === undefined ? {} : { burst });
 }
 
@@ -454,7 +454,7 @@ describe('fast path actions', () => {
         it(`does not take IPv6 from :: to :: (${encapLimit === null ? 'next header 4' : 'with the encapsulation limit option'}) wrapping offloaded tuples for those flows, on the ${where}`, () => {
           const inners = [ip4Packet({ src: '192.168.0.10', dst: '10.0.0.1', ttl: 64, id: 7, df: true }, { tcp: { sport: 40000, dport: 80, flags: TCP_ACK } }), plainUdp()];
           for (const inner of inners) {
-            const frame = ethernetFrame(mac, PEER_MAC, ip4in6Packet({ src: '::', dst: '::', encapLimit }, inner));
+            const frame = ethernetFrame(mac, PEER_MAC, ipInIp6Packet({ src: '::', dst: '::', encapLimit }, inner));
             const r = one(offloaded(), port, frame);
             assert.notEqual(r.reason, 'forward');
             assert.deepEqual([r.reason, r.port], ['miss', port === LAN ? LAN_SLOW : WAN_SLOW]);
@@ -853,6 +853,66 @@ describe('the tunnel MTU and its ICMP', function () {
         const r = run(ptbSetup(), [{ port: WAN, frame }]);
         assert.ok(r.results[0]?.port === WAN_SLOW || r.results[0]?.port === TUN);
       }
+    });
+  });
+
+  describe('VLANs', () => {
+    // VLAN 100 on the underlay (port id 32, the first past the ethdev ports), its own MTU 1000.
+    const WAN_100 = 32;
+    const VLANS = [{ id: WAN_100, parent: WAN, vid: 100, pcp: 5, mtu: 1000 }];
+    const lanFwd = (): NativeFlowSpec => ({ ...fwd4Flow(), outPort: WAN_100 });
+    const lanUdp = (payload = 20) =>
+      ethernetFrame(GW_LAN_MAC, HOST_MAC, ip4Packet({ src: '192.168.0.10', dst: '198.51.100.7', ttl: 64 }, { udp: { sport: 5000, dport: 53 } }, Buffer.alloc(payload)));
+    const tag = (frame: Buffer, tpid: number, tci: number) => {
+      const t = Buffer.alloc(4);
+      t.writeUInt16BE(tpid, 0);
+      t.writeUInt16BE(tci, 2);
+      return Buffer.concat([frame.subarray(0, 12), t, frame.subarray(12)]);
+    };
+
+    it('tags a frame leaving by a VLAN with its id and PCP, and leaves by the parent port', () => {
+      const r = one({ ports: PORTS, vlans: VLANS, flows: [{ orig: lanFwd() }] }, LAN, lanUdp());
+      assert.deepEqual([r.reason, r.port], ['forward', WAN]);
+      const out = r.frame as Buffer;
+      assert.equal(out.length, lanUdp().length + 4);
+      assert.deepEqual([out.readUInt16BE(12), out.readUInt16BE(14), out.readUInt16BE(16)], [0x8100, (5 << 13) | 100, 0x0800]);
+    });
+
+    it('gives a frame without headroom for the tag to the slow path unmodified, encapsulated or not', () => {
+      const setup = { ports: PORTS, vlans: VLANS, flows: [{ orig: lanFwd() }] };
+      const r = one(setup, LAN, lanUdp(), 3);
+      assert.deepEqual([r.reason, r.port], ['no_headroom', LAN_SLOW]);
+      assert.ok((r.frame as Buffer).equals(lanUdp()), 'TTL not decremented, no tag');
+      assert.equal(one(setup, LAN, lanUdp(), 4).reason, 'forward');
+      // A tunnel over the VLAN: room for the outer headers (48) and the tag (4).
+      const over = { ports: PORTS, vlans: [{ ...VLANS[0]!, mtu: 1500 }], tunnels: [tunnel({ port: WAN_100 })], flows: [{ orig: encapFlow() }] };
+      const e = one(over, LAN, lanTcp(), 51);
+      assert.deepEqual([e.reason, e.port], ['no_headroom', LAN_SLOW]);
+      assert.ok((e.frame as Buffer).equals(lanTcp()));
+      const ok = one(over, LAN, lanTcp(), 52);
+      assert.deepEqual([ok.reason, ok.port], ['forward', WAN]);
+      const f = ok.frame as Buffer;
+      assert.deepEqual([f.readUInt16BE(12), f.readUInt16BE(14) & 0xfff, f.readUInt16BE(16), f.length], [0x8100, 100, 0x86dd, lanTcp().length + 4 + 48]);
+    });
+
+    it('checks the VLAN\'s MTU, not the parent\'s', () => {
+      const setup = { ports: PORTS, vlans: VLANS, flows: [{ orig: lanFwd() }] };
+      assert.equal(one(setup, LAN, lanUdp(1000 - 28)).reason, 'forward');
+      assert.equal(one(setup, LAN, lanUdp(1000 - 28 + 1)).reason, 'too_big');
+    });
+
+    it('takes a priority-tagged frame (VLAN id 0) on a port with VLANs as the port\'s own, and keeps its PCP into a VLAN', () => {
+      const flow: NativeFlowSpec = { ...fwd4Flow(), inPort: WAN, outPort: WAN_100 };
+      const r = one({ ports: PORTS, vlans: VLANS, flows: [{ orig: flow }] }, WAN, tag(ethernetFrame(GW_WAN_MAC, HOST_MAC, lanUdp().subarray(14)), 0x8100, 3 << 13));
+      assert.deepEqual([r.reason, r.port], ['forward', WAN]);
+      assert.equal((r.frame as Buffer).readUInt16BE(14), (3 << 13) | 100);
+    });
+
+    it('punts a VLAN frame whose tag spans more than the first segment to the parent\'s slow path as it is', () => {
+      const frame = tag(ethernetFrame(GW_WAN_MAC, HOST_MAC, lanUdp().subarray(14)), 0x8100, 100);
+      const r = run({ ports: PORTS, vlans: VLANS }, [{ port: WAN, frame, segments: [14, frame.length - 14] }]);
+      assert.deepEqual([r.results[0]?.reason, r.results[0]?.port], ['non_ip', WAN_SLOW]);
+      assert.ok(r.results[0]?.frame?.equals(frame));
     });
   });
 });

@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { decodeFlowRecords, decodeReapedRecords, FLOW_DIRECTION, FLOW_RECORD, FLOW_RECORD_SIZE, NAT_FLAG } from '../../lib/flow-records';
 import { native } from '../../lib/native';
 import { formatIPv4, formatIPv6, formatMac, parseIPv4, parseIPv6, parseMac } from '../../lib/net/addr';
-import { KEY, KEY_L3_IPV4_IN_IPV6 } from '../../lib/slowpath/observations';
+import { KEY, KEY_L3 } from '../../lib/slowpath/observations';
 
 const testing = native().testing;
 
@@ -27,14 +27,14 @@ function record(options: { reapReason?: number; withReply?: boolean } = {}): Buf
   b.writeUInt16BE(53, k + KEY.sport);
   b.writeUInt16BE(5000, k + KEY.dport);
   b.writeUInt16LE(1, k + KEY.inPort);
-  b.writeUInt8(KEY_L3_IPV4_IN_IPV6, k + KEY.l3);
+  b.writeUInt8(KEY_L3.ip4ip6, k + KEY.l3);
   b.writeUInt8(17, k + KEY.l4);
   b.writeUInt32LE(3, o + FLOW_DIRECTION.packets);
   b.writeUInt32LE(2, o + FLOW_DIRECTION.packets + 4);
   b.writeUInt32LE(300, o + FLOW_DIRECTION.bytes);
-  b.writeUInt8(3, o + FLOW_DIRECTION.action); // decap4in6
+  b.writeUInt8(3, o + FLOW_DIRECTION.action); // decap
   b.writeUInt16LE(0, o + FLOW_DIRECTION.outPort);
-  b.writeUInt16LE(0xffff, o + FLOW_DIRECTION.tunnel);
+  b.writeUInt16LE(1, o + FLOW_DIRECTION.tunnel);
   parseMac('02:00:00:00:00:10').copy(b, o + FLOW_DIRECTION.dstMac);
   parseMac('00:00:22:33:11:55').copy(b, o + FLOW_DIRECTION.srcMac);
 
@@ -50,7 +50,7 @@ function record(options: { reapReason?: number; withReply?: boolean } = {}): Buf
     b.writeUInt8(17, rk + KEY.l4);
     b.writeUInt32LE(5, r + FLOW_DIRECTION.packets);
     b.writeUInt32LE(500, r + FLOW_DIRECTION.bytes);
-    b.writeUInt8(4, r + FLOW_DIRECTION.action); // encap4in6
+    b.writeUInt8(4, r + FLOW_DIRECTION.action); // encap
     b.writeUInt16LE(0xffff, r + FLOW_DIRECTION.outPort);
     b.writeUInt16LE(2, r + FLOW_DIRECTION.tunnel);
   }
@@ -120,14 +120,14 @@ describe('flow records', () => {
     const o = f.orig;
     assert.deepEqual(
       [o.l3, o.l4, formatIPv4(o.src), formatIPv4(o.dst), o.sport, o.dport, o.inPort, o.action, o.outPort, o.tunnel],
-      [4, 17, '10.0.0.1', '192.168.0.10', 53, 5000, 1, 'decap4in6', 0, undefined],
+      [4, 17, '10.0.0.1', '192.168.0.10', 53, 5000, 1, 'decap', 0, 1],
     );
-    assert.deepEqual([formatIPv6(o.outerSrc as Buffer), formatIPv6(o.outerDst as Buffer)], ['2001:db8:2::2', '2001:db8:2::1']);
+    assert.deepEqual([o.tunnelMode, formatIPv6(o.outerSrc as Buffer), formatIPv6(o.outerDst as Buffer)], ['ip4ip6', '2001:db8:2::2', '2001:db8:2::1']);
     assert.deepEqual([formatMac(o.dstMac as Buffer), formatMac(o.srcMac as Buffer)], ['02:00:00:00:00:10', '00:00:22:33:11:55']);
     assert.deepEqual(f.origCounter, { packets: 2 * 2 ** 32 + 3, bytes: 300 });
     const r = f.reply;
     assert.ok(r);
-    assert.deepEqual([r.action, r.tunnel, r.outPort, r.dstMac, r.outerSrc], ['encap4in6', 2, undefined, undefined, undefined]);
+    assert.deepEqual([r.action, r.tunnel, r.outPort, r.dstMac, r.outerSrc], ['encap', 2, undefined, undefined, undefined]);
     assert.deepEqual(f.replyCounter, { packets: 5, bytes: 500 });
   });
 

@@ -90,7 +90,7 @@ interface Packet {
 function punt(p: Packet, o: { port?: number; tunnel?: number; tsc?: number; outer?: boolean } = {}): Observation {
   return {
     kind: 'punt', tsc: o.tsc ?? 0, reason: 'miss', tcpFlags: p.flags ?? 0, port: o.port ?? 0, tunnel: o.tunnel ?? null, family: 4, proto: p.proto ?? 6,
-    src: p.src, dst: p.dst, sport: p.sport, dport: p.dport, outerSrc: o.outer === true || o.tunnel !== undefined ? '2001:db8:2::2' : null,
+    src: p.src, dst: p.dst, sport: p.sport, dport: p.dport, tunnelled: o.outer === true || o.tunnel !== undefined, outerSrc: o.outer === true || o.tunnel !== undefined ? '2001:db8:2::2' : null,
     outerDst: o.outer === true || o.tunnel !== undefined ? '2001:db8:2::1' : null, dstMac: null, srcMac: null, fingerprint: fp, length: p.length ?? 40,
   };
 }
@@ -98,7 +98,7 @@ function egress(p: Packet, out: { port: number } | { tunnel: number }, fingerpri
   const port = 'port' in out ? out.port : null;
   return {
     kind: port === null ? 'egress-tunnel' : 'egress-port', tsc: 0, reason: null, tcpFlags: p.flags ?? 0, port, tunnel: 'tunnel' in out ? out.tunnel : null, family: 4, proto: p.proto ?? 6,
-    src: p.src, dst: p.dst, sport: p.sport, dport: p.dport, outerSrc: null, outerDst: null,
+    src: p.src, dst: p.dst, sport: p.sport, dport: p.dport, tunnelled: false, outerSrc: null, outerDst: null,
     dstMac: port === null ? null : Buffer.from([2, 0, 0, 0, 0, port + 0x10]), srcMac: port === null ? null : Buffer.from([0, 0x22, 0x33, 0x44, 0x55, port]), fingerprint, length: p.length ?? 40,
   };
 }

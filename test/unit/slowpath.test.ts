@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 
 import { native, NativeFlowSpec } from '../../lib/native';
 import { parseIPv4, parseIPv6, parseMac } from '../../lib/net/addr';
-import { ethernetFrame, ip4in6Packet, ip4Packet, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN } from '../../lib/packets';
+import { ethernetFrame, ipInIp6Packet, ip4Packet, ip6Packet, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN } from '../../lib/packets';
 import { decodeObservations, KEY, OBS, OBSERVATION_SIZE } from '../../lib/slowpath/observations';
 
 const testing = native().testing;
@@ -30,7 +30,7 @@ describe('fast path for the slow path', () => {
       assert.equal(l.size, OBSERVATION_SIZE);
       for (const [name, off] of Object.entries({ tsc: OBS.tsc, key: OBS.key, kind: OBS.kind, reason: OBS.reason, tcp_flags: OBS.tcpFlags, port: OBS.port, tunnel: OBS.tunnel, dst_mac: OBS.dstMac, src_mac: OBS.srcMac, fingerprint: OBS.fingerprint, l3_len: OBS.l3Len }))
         assert.equal(l[name], off, `offset of ${name}`);
-      assert.deepEqual([l.keyIp4Src, l.keyIp4OuterSrc, l.keySport, l.keyInPort, l.keyL3, l.keyL4], [KEY.ip4Src, KEY.ip4OuterSrc, KEY.sport, KEY.inPort, KEY.l3, KEY.l4]);
+      assert.deepEqual([l.keyIp4Src, l.keyIp4OuterSrc, l.keyIp6Outer, l.keySport, l.keyInPort, l.keyL3, l.keyL4], [KEY.ip4Src, KEY.ip4OuterSrc, KEY.ip6Outer, KEY.sport, KEY.inPort, KEY.l3, KEY.l4]);
     });
 
     it('tell the learner where a punted packet came in, its flow and its TCP flags', () => {
@@ -49,11 +49,32 @@ describe('fast path for the slow path', () => {
         mtu: 1452, port: 1, dstMac: parseMac('02:00:00:00:00:22'), srcMac: parseMac('02:00:00:00:00:11'), slowpathPort: 4,
       };
       const inner = ip4Packet({ src: '10.0.0.1', dst: '192.168.0.10' }, { udp: { sport: 53, dport: 5000 } });
-      const frame = ethernetFrame('02:00:00:00:00:11', '02:00:00:00:00:22', ip4in6Packet({ src: '2001:db8:2::2', dst: '2001:db8:2::1' }, inner));
+      const frame = ethernetFrame('02:00:00:00:00:11', '02:00:00:00:00:22', ipInIp6Packet({ src: '2001:db8:2::2', dst: '2001:db8:2::1' }, inner));
       const r = testing.process({ ports: PORTS, tunnels: [tunnel], observe: true }, [{ port: 1, frame }]);
       const [o] = decodeObservations(r.observations as Buffer, reasons);
       assert.deepEqual([o?.tunnel, o?.port, o?.outerSrc, o?.outerDst, o?.src], [0, 1, '2001:db8:2::2', '2001:db8:2::1', '10.0.0.1']);
       assert.equal(r.results[0]?.port, 4);
+    });
+
+    it('say the inner family and the outer addresses of every mode (ip6ip6: the tunnel only), and mark an untunnelled packet', () => {
+      const base = { encapLimit: null, hopLimit: 64, tclass: 0, flowLabel: 0, flowLabelHash: false, mtu: 1480, port: 1, dstMac: parseMac('02:00:00:00:00:22'), srcMac: parseMac('02:00:00:00:00:11'), slowpathPort: 4 };
+      const inner6 = ip6Packet({ src: '2001:db8:3::1', dst: '2001:db8:1::10' }, { udp: { sport: 53, dport: 5000 } });
+      const inner4 = ip4Packet({ src: '10.0.0.1', dst: '192.168.0.10' }, { udp: { sport: 53, dport: 5000 } });
+      const wan = (l3: Buffer) => ethernetFrame('02:00:00:00:00:11', '02:00:00:00:00:22', l3);
+      const cases = [
+        { mode: 'sit' as const, local: parseIPv4('198.51.100.1'), remote: parseIPv4('198.51.100.2'), frame: wan(ip4Packet({ src: '198.51.100.2', dst: '198.51.100.1' }, { proto: 41, data: inner6 })), want: [0, 6, true, '198.51.100.2', '198.51.100.1', '2001:db8:3::1'] },
+        { mode: 'ipip' as const, local: parseIPv4('198.51.100.1'), remote: parseIPv4('198.51.100.2'), frame: wan(ip4Packet({ src: '198.51.100.2', dst: '198.51.100.1' }, { proto: 4, data: inner4 })), want: [0, 4, true, '198.51.100.2', '198.51.100.1', '10.0.0.1'] },
+        { mode: 'ip6ip6' as const, local: parseIPv6('2001:db8:2::1'), remote: parseIPv6('2001:db8:2::2'), frame: wan(ipInIp6Packet({ src: '2001:db8:2::2', dst: '2001:db8:2::1', encapLimit: null }, inner6)), want: [0, 6, true, null, null, '2001:db8:3::1'] },
+        // From an address that is no tunnel's remote: tunnelled, but no tunnel's.
+        { mode: 'ip6ip6' as const, local: parseIPv6('2001:db8:2::1'), remote: parseIPv6('2001:db8:2::7'), frame: wan(ipInIp6Packet({ src: '2001:db8:2::2', dst: '2001:db8:2::1', encapLimit: null }, inner6)), want: [null, 6, true, null, null, '2001:db8:3::1'] },
+      ];
+      for (const c of cases) {
+        const r = testing.process({ ports: PORTS, tunnels: [{ ...base, id: 0, mode: c.mode, local: c.local, remote: c.remote }], observe: true }, [{ port: 1, frame: c.frame }]);
+        const [o] = decodeObservations(r.observations as Buffer, reasons);
+        assert.deepEqual([o?.tunnel, o?.family, o?.tunnelled, o?.outerSrc, o?.outerDst, o?.src], c.want, c.mode);
+      }
+      const [plain] = decodeObservations(testing.process({ ports: PORTS, observe: true }, [{ port: 0, frame: udp() }]).observations as Buffer, reasons);
+      assert.deepEqual([plain?.tunnelled, plain?.outerSrc], [false, null]);
     });
 
     it('give a packet and its NATed copy the same fingerprint, and another packet a different one', () => {
