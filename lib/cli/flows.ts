@@ -18,7 +18,8 @@ export const USAGE = `usage: flowgate flows [--json | --count] [FILTERS] [-c FIL
 
 Lists the connections the running flowgate has offloaded to the fast path, like
 conntrack -L: protocol, idle seconds, state, then the original direction (addresses,
-ports, input and output device, packets, bytes), the reply direction, and the tunnel.
+ports, input and output device, packets, bytes), the reply direction, and the tunnel
+with its mode.
 The two tuples are conntrack's original and reply tuples, so a NATed connection shows its
 translation as conntrack does; a connection seen one way only shows the reply tuple
 conntrack expects, after [UNREPLIED]. State: offloaded, closing (FIN/RST seen, still on the
@@ -33,9 +34,9 @@ Filters, applied by the instance; a flow is listed when it matches all given:
   --state STATE       offloaded, closing or teardown
 
   --json              one JSON object per line (NDJSON), a flow each: proto, src, dst,
-                      sport, dport, nat, in, out, packets, bytes, tunnel, idle, state,
-                      reply, id (nat: the tuple packets leave with when NAT rewrites
-                      them, else null)
+                      sport, dport, nat, in, out, packets, bytes, tunnel, tunnel_mode,
+                      idle, state, reply, id (nat: the tuple packets leave with when
+                      NAT rewrites them, else null)
   --count             only the number of matching flows (counted by the instance,
                       nothing listed)
   -c, --config FILE   find the instance by the control.socket of FILE
@@ -74,6 +75,7 @@ export function formatFlow(flow: GatewayFlow): string {
     flow.reply === null ? `[UNREPLIED] ${expectedReply(flow)}` : tuple(flow.reply),
   ];
   if (flow.tunnel !== null) parts.push(`tunnel=${flow.tunnel}`);
+  if (flow.tunnel_mode !== null) parts.push(`tunnel_mode=${flow.tunnel_mode}`);
   parts.push(`id=${flow.id}`);
   return parts.join(' ');
 }

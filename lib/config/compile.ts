@@ -26,12 +26,16 @@ import {
   DEFAULT_VLAN_PROTOCOL,
   isVlanConfig,
   parseListenAddress,
+  TUNNEL_DEFAULTS,
+  TUNNEL_FAMILIES,
   type Config,
   type TunnelConfig,
   type TunnelMode,
   type VlanConfig,
   type VlanProtocol,
 } from './schema';
+
+export { TUNNEL_FAMILIES };
 
 export interface AddressModel extends IpAddress {
   /** The text as written in the config. */
@@ -87,19 +91,38 @@ export interface VlanModel {
   punt: PuntPolicerModel;
 }
 
-export interface TunnelModel {
+interface TunnelModelBase {
   name: string;
-  mode: TunnelMode;
   local: AddressModel;
   remote: AddressModel;
   /** The port or VLAN the encapsulated packets leave through. */
   underlay: string;
+  mtu: number;
+  addresses: PrefixModel[];
+}
+
+/** The outer header's settings of a tunnel over IPv6 (ip6tnl's). */
+export interface Ip6UnderlaySettings {
+  mode: 'ip4ip6' | 'ip6ip6';
   encaplimit: number | 'none';
   hoplimit: number | 'inherit';
   tclass: number | 'inherit';
   flowlabel: number | 'hash';
-  mtu: number;
-  addresses: PrefixModel[];
+}
+
+/** The outer header's settings of a tunnel over IPv4 (ip tunnel's). */
+export interface Ip4UnderlaySettings {
+  mode: 'ipip' | 'sit';
+  ttl: number | 'inherit';
+  tos: number | 'inherit';
+  pmtudisc: boolean;
+}
+
+export type TunnelSettings = Ip6UnderlaySettings | Ip4UnderlaySettings;
+export type TunnelModel = TunnelModelBase & TunnelSettings;
+
+export function overIPv4<T extends TunnelSettings>(settings: T): settings is Extract<T, Ip4UnderlaySettings> {
+  return TUNNEL_FAMILIES[settings.mode].underlay === 4;
 }
 
 export interface RouteModel {
@@ -139,23 +162,38 @@ export interface CompiledConfig {
 
 // ---- helpers shared with the semantic checks ------------------------------------------
 
-/** Outer (underlay) and inner (payload) families of each tunnel mode. */
-export const TUNNEL_FAMILIES: Record<TunnelMode, { underlay: IpFamily; inner: IpFamily }> = {
-  ip4ip6: { underlay: 6, inner: 4 },
-  ip6ip6: { underlay: 6, inner: 6 },
-  ipip: { underlay: 4, inner: 4 },
-  sit: { underlay: 4, inner: 6 },
-};
-
 const IPV6_HEADER_BYTES = 40;
 const IPV4_HEADER_BYTES = 20;
 /** Destination options header carrying the Tunnel Encapsulation Limit option (RFC 2473 4.1.1). */
 const ENCAP_LIMIT_OPTION_BYTES = 8;
 
 /** How many bytes the encapsulation adds: what 'auto' subtracts from the underlay MTU. */
-export function tunnelOverhead(mode: TunnelMode, encaplimit: number | 'none'): number {
-  if (TUNNEL_FAMILIES[mode].underlay === 4) return IPV4_HEADER_BYTES;
-  return IPV6_HEADER_BYTES + (encaplimit === 'none' ? 0 : ENCAP_LIMIT_OPTION_BYTES);
+export function tunnelOverhead(settings: TunnelSettings): number {
+  if (overIPv4(settings)) return IPV4_HEADER_BYTES;
+  return IPV6_HEADER_BYTES + (settings.encaplimit === 'none' ? 0 : ENCAP_LIMIT_OPTION_BYTES);
+}
+
+/**
+ * A tunnel's outer header settings with the defaults of its mode filled in; the schema has
+ * already refused the keys of the other underlay family.
+ */
+export function tunnelSettings(tunnel: TunnelConfig): TunnelSettings {
+  const mode: TunnelMode = tunnel.mode;
+  if (mode === 'ipip' || mode === 'sit') {
+    return {
+      mode,
+      ttl: tunnel.ttl ?? TUNNEL_DEFAULTS.ttl,
+      tos: tunnel.tos ?? TUNNEL_DEFAULTS.tos,
+      pmtudisc: tunnel.pmtudisc ?? TUNNEL_DEFAULTS.pmtudisc,
+    };
+  }
+  return {
+    mode,
+    encaplimit: tunnel.encaplimit ?? TUNNEL_DEFAULTS.encaplimit,
+    hoplimit: tunnel.hoplimit ?? TUNNEL_DEFAULTS.hoplimit,
+    tclass: tunnel.tclass ?? TUNNEL_DEFAULTS.tclass,
+    flowlabel: tunnel.flowlabel ?? TUNNEL_DEFAULTS.flowlabel,
+  };
 }
 
 /** iproute2's default metrics: static IPv6 routes 1024, connected IPv6 256, IPv4 0. */
@@ -301,7 +339,7 @@ export function resolveUnderlay(config: Config, routes: readonly RouteModel[], t
 
 /** The largest MTU a tunnel can have over its underlay port or VLAN: also what 'auto' resolves to. */
 export function tunnelMtuLimit(underlayMtu: number, tunnel: TunnelConfig): number {
-  return underlayMtu - tunnelOverhead(tunnel.mode, tunnel.encaplimit);
+  return underlayMtu - tunnelOverhead(tunnelSettings(tunnel));
 }
 
 export function isPortAddress(config: Config, address: IpAddress): boolean {
@@ -381,14 +419,10 @@ export function compileConfig(config: Config): CompiledConfig {
     const underlayMtu = portMtu(config, underlay.port);
     return {
       name,
-      mode: tunnel.mode,
+      ...tunnelSettings(tunnel),
       local: toAddressModel(tunnel.local),
       remote: toAddressModel(tunnel.remote),
       underlay: underlay.port,
-      encaplimit: tunnel.encaplimit,
-      hoplimit: tunnel.hoplimit,
-      tclass: tunnel.tclass,
-      flowlabel: tunnel.flowlabel,
       mtu: tunnel.mtu === 'auto' ? tunnelMtuLimit(underlayMtu, tunnel) : tunnel.mtu,
       addresses: tunnel.addresses.map(toPrefixModel),
     };

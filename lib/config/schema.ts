@@ -195,47 +195,121 @@ const portSchema = leaf('a mapping of port settings', (p) =>
 
 export const TUNNEL_MODES = ['ip4ip6', 'ip6ip6', 'ipip', 'sit'] as const;
 export type TunnelMode = (typeof TUNNEL_MODES)[number];
-export const SUPPORTED_TUNNEL_MODES: readonly TunnelMode[] = ['ip4ip6'];
+export type IpFamilyNumber = 4 | 6;
 
-const tunnelMode = leaf(`one of ${TUNNEL_MODES.map((mode) => `'${mode}'`).join(', ')}`, (p) =>
-  z.enum(TUNNEL_MODES, p).superRefine((mode, ctx) => {
-    if (!SUPPORTED_TUNNEL_MODES.includes(mode)) {
-      ctx.addIssue({
-        code: 'custom',
-        input: mode,
-        message: `tunnel mode '${mode}' is not supported yet (supported: ${SUPPORTED_TUNNEL_MODES.join(', ')})`,
-      });
-    }
-  }),
-);
+/** Outer (underlay) and inner (payload) families of each tunnel mode. */
+export const TUNNEL_FAMILIES: Record<TunnelMode, { underlay: IpFamilyNumber; inner: IpFamilyNumber }> = {
+  ip4ip6: { underlay: 6, inner: 4 },
+  ip6ip6: { underlay: 6, inner: 6 },
+  ipip: { underlay: 4, inner: 4 },
+  sit: { underlay: 4, inner: 6 },
+};
 
-export const TUNNEL_DEFAULTS = { encaplimit: 4, hoplimit: 64, tclass: 0, flowlabel: 0 } as const;
+/**
+ * The outer header's settings, by the underlay's family, in iproute2's words: `ip -6 tunnel`
+ * (ip6tnl) for an IPv6 underlay, `ip tunnel` (ipip, sit) for IPv4. A tunnel takes only those
+ * of its underlay; the same setting's name in the other family is named in the message.
+ */
+export const TUNNEL_KEYS = {
+  6: ['encaplimit', 'hoplimit', 'tclass', 'flowlabel'],
+  4: ['ttl', 'tos', 'pmtudisc'],
+} as const satisfies Record<IpFamilyNumber, readonly string[]>;
+export const TUNNEL_KEY_COUNTERPARTS: Readonly<Record<string, string>> = { hoplimit: 'ttl', ttl: 'hoplimit', tclass: 'tos', tos: 'tclass' };
+
+/**
+ * Defaults as Linux's: ip6tnl's (encaplimit 4, hoplimit 64, tclass 0, flowlabel 0) and
+ * `ip tunnel add`'s (ttl 0 = inherit, tos 0, pmtudisc on). compile.ts applies them per mode.
+ */
+export const TUNNEL_DEFAULTS = { encaplimit: 4, hoplimit: 64, tclass: 0, flowlabel: 0, ttl: 'inherit', tos: 0, pmtudisc: true } as const;
+
+const tunnelMode = leaf(`one of ${TUNNEL_MODES.map((mode) => `'${mode}'`).join(', ')}`, (p) => z.enum(TUNNEL_MODES, p));
+
+// The default of an optional key that compile.ts fills in only where it applies (a
+// tunnel's mode decides), for the reference's default column.
+function modeDefault<T extends z.ZodType>(schema: T, value: string | number | boolean): T {
+  return documented(schema, `\`${String(value)}\``);
+}
+
+const IPV6_ONLY = 'IPv6 underlay (ip4ip6, ip6ip6) only.';
+const IPV4_ONLY = 'IPv4 underlay (ipip, sit) only.';
+
+/** A key of the other underlay family, or a fixed TTL without DF: reported at the key's value. */
+function checkTunnelKeys(tunnel: Record<string, unknown> & { mode: TunnelMode }, ctx: z.core.$RefinementCtx<unknown>): void {
+  const underlay = TUNNEL_FAMILIES[tunnel.mode].underlay;
+  const own: readonly string[] = TUNNEL_KEYS[underlay];
+  const other = TUNNEL_KEYS[underlay === 6 ? 4 : 6];
+  const runsOver = `${tunnel.mode} tunnels run over IPv${underlay} and take ${own.slice(0, -1).join(', ')} and ${own.at(-1)}`;
+  for (const key of other) {
+    if (tunnel[key] === undefined) continue;
+    const counterpart = TUNNEL_KEY_COUNTERPARTS[key];
+    const hint = counterpart !== undefined && own.includes(counterpart) ? `; did you mean '${counterpart}'?` : '';
+    ctx.addIssue({
+      code: 'custom',
+      path: [key],
+      input: tunnel[key],
+      message: `expected no '${key}' in ${tunnel.mode === 'sit' ? 'a' : 'an'} ${tunnel.mode} tunnel (${runsOver}${hint}), found ${describeValue(tunnel[key])}`,
+    });
+  }
+  // iproute2 refuses it ("ttl != 0 and nopmtudisc are incompatible"): with a fixed TTL a
+  // packet routed back into its own tunnel gets a fresh TTL at every pass, and only DF ends
+  // the loop, once the growing packet exceeds the path MTU.
+  if (underlay === 4 && tunnel.pmtudisc === false && tunnel.ttl !== undefined && tunnel.ttl !== 'inherit') {
+    ctx.addIssue({
+      code: 'custom',
+      path: ['ttl'],
+      input: tunnel.ttl,
+      message: `expected 'inherit' with pmtudisc: false (a fixed TTL needs path MTU discovery, as in ip tunnel), found ${describeValue(tunnel.ttl)}`,
+    });
+  }
+}
 
 const tunnelSchema = mapping({
-  mode: tunnelMode.describe('Encapsulation: ip4ip6 carries IPv4 in IPv6 (RFC 2473). ip6ip6, ipip and sit are planned.'),
-  local: ipAddress.describe('Outer source address; must be an address of a port.'),
-  remote: ipAddress.describe("Outer destination address (the peer); must be reachable through a port's connected prefix or a route via a port."),
-  encaplimit: intOrKeyword(0, 255, 'none')
-    .default(TUNNEL_DEFAULTS.encaplimit)
-    .describe("Tunnel Encapsulation Limit option value (RFC 2473); 'none' sends no destination options header."),
-  hoplimit: intOrKeyword(1, 255, 'inherit')
-    .default(TUNNEL_DEFAULTS.hoplimit)
-    .describe("Outer hop limit; 'inherit' copies the inner TTL."),
-  tclass: intOrKeyword(0, 255, 'inherit')
-    .default(TUNNEL_DEFAULTS.tclass)
-    .describe("Outer traffic class; 'inherit' copies the inner DSCP (ECN always follows RFC 6040)."),
-  flowlabel: intOrKeyword(0, 0xfffff, 'hash')
-    .default(TUNNEL_DEFAULTS.flowlabel)
-    .describe("Outer flow label; 'hash' derives it from the inner flow."),
+  mode: tunnelMode.describe(
+    'Encapsulation: ip4ip6 carries IPv4 in IPv6 and ip6ip6 IPv6 in IPv6 (RFC 2473, as ip6tnl); ipip carries IPv4 in IPv4 (RFC 2003) and sit IPv6 in IPv4 (RFC 4213).',
+  ),
+  local: ipAddress.describe('Outer source address, of the underlay family (IPv6 for ip4ip6 and ip6ip6, IPv4 for ipip and sit); must be an address of a port.'),
+  remote: ipAddress.describe("Outer destination address (the peer), of the underlay family; must be reachable through a port's connected prefix or a route via a port."),
+  encaplimit: modeDefault(
+    intOrKeyword(0, 255, 'none').optional().describe(`${IPV6_ONLY} Tunnel Encapsulation Limit option value (RFC 2473); 'none' sends no destination options header.`),
+    TUNNEL_DEFAULTS.encaplimit,
+  ),
+  hoplimit: modeDefault(
+    intOrKeyword(1, 255, 'inherit').optional().describe(`${IPV6_ONLY} Outer hop limit; 'inherit' copies the inner TTL or hop limit.`),
+    TUNNEL_DEFAULTS.hoplimit,
+  ),
+  tclass: modeDefault(
+    intOrKeyword(0, 255, 'inherit').optional().describe(`${IPV6_ONLY} Outer traffic class; 'inherit' copies the inner DSCP (ECN always follows RFC 6040).`),
+    TUNNEL_DEFAULTS.tclass,
+  ),
+  flowlabel: modeDefault(
+    intOrKeyword(0, 0xfffff, 'hash').optional().describe(`${IPV6_ONLY} Outer flow label; 'hash' derives it from the inner flow.`),
+    TUNNEL_DEFAULTS.flowlabel,
+  ),
+  ttl: modeDefault(
+    intOrKeyword(1, 255, 'inherit').optional().describe(`${IPV4_ONLY} Outer TTL; 'inherit' (Linux's default) copies the inner TTL or hop limit.`),
+    TUNNEL_DEFAULTS.ttl,
+  ),
+  tos: modeDefault(
+    intOrKeyword(0, 255, 'inherit').optional().describe(`${IPV4_ONLY} Outer TOS; 'inherit' copies the inner DSCP (ECN always follows RFC 6040).`),
+    TUNNEL_DEFAULTS.tos,
+  ),
+  pmtudisc: modeDefault(
+    leaf('true or false', (p) => z.boolean(p)).optional().describe(`${IPV4_ONLY} Path MTU discovery, as ip tunnel's pmtudisc: the outer header has DF set; false copies DF from an inner IPv4 packet (and needs ttl 'inherit').`),
+    TUNNEL_DEFAULTS.pmtudisc,
+  ),
   mtu: leaf(`'auto' or ${intRange(PORT_MTU_MIN, PORT_MTU_MAX)}`, (p) =>
     z.union([z.literal('auto', p), z.int(p).min(PORT_MTU_MIN).max(PORT_MTU_MAX)], p),
   )
     .default('auto')
-    .describe("Tunnel MTU; 'auto' is the underlay port's MTU minus 40, minus 8 more with an encaplimit. A number may not exceed that."),
+    .describe("Tunnel MTU; 'auto' is the underlay port's MTU minus the outer headers: 40 for IPv6 (48 with an encaplimit), 20 for IPv4. A number may not exceed that."),
   addresses: interfaceAddresses
     .default([])
-    .describe('Addresses of the tunnel interface, of the inner family (IPv4 for ip4ip6).'),
-}, 'a mapping of tunnel settings');
+    .describe('Addresses of the tunnel interface, of the inner family (IPv4 for ip4ip6 and ipip, IPv6 for ip6ip6 and sit).'),
+}, 'a mapping of tunnel settings').superRefine(checkTunnelKeys, {
+  // Also when other keys of the tunnel are wrong, so that every problem is reported at once:
+  // the check reads only the mode, and which keys are present.
+  when: (payload) => TUNNEL_MODES.includes((payload.value as { mode?: unknown } | null)?.mode as TunnelMode),
+});
 
 // ---- routes ---------------------------------------------------------------------------
 

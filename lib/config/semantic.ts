@@ -263,11 +263,19 @@ function checkTunnels(config: Config, routes: readonly RouteModel[], issues: Sem
     const underlayMtu = portMtu(config, underlay.port);
     const limit = tunnelMtuLimit(underlayMtu, tunnel);
     const overhead = underlayMtu - limit;
+    const found = String(tunnel.mtu === 'auto' ? `'auto' = ${limit}` : tunnel.mtu);
     if (tunnel.mtu === 'auto' ? limit < PORT_MTU_MIN : tunnel.mtu > limit) {
       issues.push({
         path: [...path, 'mtu'],
         at: 'value',
-        message: `expected 'auto' or an integer ${PORT_MTU_MIN}..${limit} (mtu ${underlayMtu} of underlay port ${underlay.port} - ${overhead}), found ${String(tunnel.mtu === 'auto' ? `'auto' = ${limit}` : tunnel.mtu)}`,
+        message: `expected 'auto' or an integer ${PORT_MTU_MIN}..${limit} (mtu ${underlayMtu} of underlay port ${underlay.port} - ${overhead}), found ${found}`,
+      });
+    } else if (families.inner === 6 && (tunnel.mtu === 'auto' ? limit : tunnel.mtu) < IPV6_MIN_MTU) {
+      // The kernel disables IPv6 on the tunnel's TUN below 1280: it could carry nothing.
+      issues.push({
+        path: [...path, 'mtu'],
+        at: 'value',
+        message: `expected at least ${IPV6_MIN_MTU} for ${tunnel.mode === 'sit' ? 'a' : 'an'} ${tunnel.mode} tunnel (it carries IPv6; mtu ${underlayMtu} of underlay port ${underlay.port} - ${overhead} = ${limit}), found ${found}`,
       });
     }
   }

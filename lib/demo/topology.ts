@@ -15,6 +15,10 @@
  * else a second flowgate (config/demo-site-b.yaml); or, for interop tests, something the
  * caller attaches to the underlay bridge (a VM running Linux's ip6tnl).
  *
+ * The tunnel is ip4ip6 unless `tunnel` names another mode: ip6ip6 (IPv6 hosts, the same
+ * IPv6 underlay), ipip (IPv4 hosts over an IPv4 underlay 198.51.100.0/24) or sit (IPv6
+ * hosts over the IPv4 underlay); `addresses` holds each mode's (demoAddresses()).
+ *
  * For path MTU tests the far end can sit behind a router instead (`underlayHop`): a sixth
  * namespace on the bridge that routes 2001:db8:2::2 out of a link with a smaller MTU (a VM's
  * TAP, attachBehindHop()), so that its kernel answers larger packets with ICMPv6 packet too
@@ -37,7 +41,8 @@ import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { parse as parseYaml, stringify as stringifyYaml } from 'yaml';
 
-import type { ConfigInput } from '../config';
+import type { ConfigInput, TunnelMode } from '../config';
+import { TUNNEL_FAMILIES } from '../config/schema';
 import { FlowgateError } from '../errors';
 import { FlowgateProcess } from './flowgate-process';
 import { deleteNetnsSync, onExit, sh, shStatus, type ShOptions } from './shell';
@@ -64,6 +69,53 @@ export const DEMO_ADDRESSES = {
   underlayHop: '2001:db8:2::fe',
 } as const;
 
+export type DemoAddresses = { readonly [K in keyof typeof DEMO_ADDRESSES]: K extends `${string}Prefix` ? number : string };
+
+/** The scenario's addresses for a tunnel mode: the hosts of its inner family, the underlay of its outer. */
+export function demoAddresses(mode: TunnelMode): DemoAddresses {
+  const { inner, underlay } = TUNNEL_FAMILIES[mode];
+  const hosts =
+    inner === 4
+      ? DEMO_ADDRESSES
+      : {
+          lanHost: '2001:db8:10::10',
+          lanPrefix: 64,
+          siteALan: '2001:db8:10::2',
+          remoteHost: '2001:db8:20::10',
+          remotePrefix: 64,
+          siteBLan: '2001:db8:20::1',
+          tunnelA: '2001:db8:100::1',
+          tunnelB: '2001:db8:100::2',
+          tunnelPrefix: 64,
+        };
+  const wire =
+    underlay === 6
+      ? DEMO_ADDRESSES
+      : { underlayA: '198.51.100.1', underlayB: '198.51.100.2', underlayPrefix: 24, underlayHop: '198.51.100.254' };
+  return {
+    lanHost: hosts.lanHost,
+    lanPrefix: hosts.lanPrefix,
+    siteALan: hosts.siteALan,
+    remoteHost: hosts.remoteHost,
+    remotePrefix: hosts.remotePrefix,
+    siteBLan: hosts.siteBLan,
+    underlayA: wire.underlayA,
+    underlayB: wire.underlayB,
+    underlayPrefix: wire.underlayPrefix,
+    tunnelA: hosts.tunnelA,
+    tunnelB: hosts.tunnelB,
+    tunnelPrefix: hosts.tunnelPrefix,
+    underlayHop: wire.underlayHop,
+  };
+}
+
+/** Site A's tunnel (and its far end's): a mode, and for those over IPv6 the encapsulation limit. */
+export interface DemoTunnel {
+  mode: TunnelMode;
+  /** ip4ip6 and ip6ip6: default 4, as the configs'. */
+  encaplimit?: number | 'none';
+}
+
 /** The veths flowgate's ports use, in each site's namespace. */
 export const SITE_VETHS = { a: { lan: 'a-lan', wan: 'a-wan' }, b: { lan: 'b-lan', wan: 'b-wan' } } as const;
 const UNDERLAY_BRIDGE = 'br0';
@@ -76,6 +128,8 @@ export type Site = 'a' | 'b';
 export type FarEnd = 'flowgate' | 'kernel' | 'external';
 
 export interface TopologyOptions {
+  /** The tunnel between the sites; default ip4ip6 with encaplimit 4 (config/demo-site-{a,b}.yaml as written). */
+  tunnel?: DemoTunnel;
   /** Default 'auto': the kernel's ip6tnl when this kernel has one, else flowgate. */
   farEnd?: FarEnd | 'auto';
   /** Namespace name prefix; the names are `<prefix>-<pid>-<host>`. Default 'fgdemo'. */
@@ -114,13 +168,32 @@ export class TopologyError extends FlowgateError {
 
 const DEFAULT_READY_TIMEOUT_MS = 60_000;
 
+/** `ip link add NAME` arguments of Linux's own tunnel of `mode` (ip6tnl, ipip, sit), with iproute2's defaults otherwise. */
+function linuxTunnelArgs(tunnel: DemoTunnel, local: string, remote: string): string[] {
+  const endpoints = ['local', local, 'remote', remote];
+  switch (tunnel.mode) {
+    case 'ip4ip6':
+    case 'ip6ip6':
+      return ['type', 'ip6tnl', 'mode', tunnel.mode === 'ip4ip6' ? 'ipip6' : 'ip6ip6', ...endpoints, 'encaplimit', String(tunnel.encaplimit ?? 4), 'hoplimit', '64'];
+    case 'ipip':
+    case 'sit':
+      return ['type', tunnel.mode, ...endpoints];
+  }
+}
+
 /** Whether this kernel can make an ip6tnl device: tried in a scratch namespace. */
-export async function kernelHasIp6tnl(): Promise<boolean> {
-  const scratch = `fgprobe-${process.pid}-ip6tnl`;
+export function kernelHasIp6tnl(): Promise<boolean> {
+  return kernelHasTunnel({ mode: 'ip4ip6' });
+}
+
+/** Whether this kernel can make its own tunnel of `tunnel.mode` (ip6tnl, ipip, sit): tried in a scratch namespace. */
+export async function kernelHasTunnel(tunnel: DemoTunnel): Promise<boolean> {
+  const scratch = `fgprobe-${process.pid}-${tunnel.mode}`;
   await sh(['ip', 'netns', 'add', scratch]);
   const forget = onExit(() => deleteNetnsSync(scratch));
   try {
-    const probe = await shStatus(['ip', '-n', scratch, 'link', 'add', 'probe0', 'type', 'ip6tnl', 'mode', 'ipip6', 'local', '2001:db8::1', 'remote', '2001:db8::2']);
+    const [local, remote] = TUNNEL_FAMILIES[tunnel.mode].underlay === 6 ? ['2001:db8::1', '2001:db8::2'] : ['192.0.2.1', '192.0.2.2'];
+    const probe = await shStatus(['ip', '-n', scratch, 'link', 'add', 'probe0', ...linuxTunnelArgs(tunnel, local, remote)]);
     return probe.status === 0;
   } finally {
     await sh(['ip', 'netns', 'delete', scratch]).catch(() => undefined);
@@ -135,9 +208,34 @@ interface SiteRuntime {
   process: FlowgateProcess | undefined;
 }
 
+/**
+ * A site's config (config/demo-site-{a,b}.yaml) for the tunnel's mode: the LAN port's and the
+ * underlay port's addresses, tun0, and the default route into it, of the mode's families.
+ */
+function siteTunnel(config: ConfigInput, site: Site, tunnel: DemoTunnel, a: DemoAddresses): void {
+  const lanPort = config.ports.eth0;
+  const wanPort = config.ports.eth1;
+  if (lanPort === undefined || wanPort === undefined) throw new TopologyError(`the config of site ${site.toUpperCase()} has no ports eth0 and eth1`);
+  const [lan, lanPrefix, underlay, peerUnderlay, own, peer] =
+    site === 'a'
+      ? [a.siteALan, a.lanPrefix, a.underlayA, a.underlayB, a.tunnelA, a.tunnelB]
+      : [a.siteBLan, a.remotePrefix, a.underlayB, a.underlayA, a.tunnelB, a.tunnelA];
+  lanPort.addresses = [`${lan}/${lanPrefix}`];
+  wanPort.addresses = [`${underlay}/${a.underlayPrefix}`];
+  const outer = TUNNEL_FAMILIES[tunnel.mode].underlay === 6 ? { encaplimit: tunnel.encaplimit ?? 4, hoplimit: 64, tclass: 0 } : {};
+  config.tunnels = {
+    tun0: { mode: tunnel.mode, local: underlay, remote: peerUnderlay, ...outer, mtu: 'auto', addresses: [`${own}/${a.tunnelPrefix}`] },
+  };
+  config.routes = [{ to: 'default', via: peer, dev: 'tun0' }];
+}
+
 export class DemoTopology {
   /** Namespace of each host. */
   readonly ns: Record<Host, string>;
+  /** The tunnel between the sites. */
+  readonly tunnel: DemoTunnel;
+  /** The hosts', sites' and underlay's addresses for the tunnel's mode. */
+  readonly addresses: DemoAddresses;
   /** Temporary files: generated configs, logs, private sockets. Removed by destroy(). */
   readonly dir: string;
   private readonly sites = new Map<Site, SiteRuntime>();
@@ -153,6 +251,8 @@ export class DemoTopology {
   ) {
     const base = `${options.prefix ?? 'fgdemo'}-${process.pid}`;
     this.ns = { lan: `${base}-lan`, a: `${base}-a`, underlay: `${base}-ul`, b: `${base}-b`, remote: `${base}-remote`, hop: `${base}-hop` };
+    this.tunnel = options.tunnel ?? { mode: 'ip4ip6' };
+    this.addresses = demoAddresses(this.tunnel.mode);
     this.dir = mkdtempSync(path.join(tmpdir(), 'flowgate-demo-'));
     this.configure = { ...options.configure };
     this.forgetExitCleanup = onExit(() => this.destroyNow());
@@ -176,8 +276,11 @@ export class DemoTopology {
    */
   static async create(options: TopologyOptions = {}): Promise<DemoTopology> {
     const wanted = options.farEnd ?? 'auto';
-    const farEnd: FarEnd = wanted !== 'auto' ? wanted : (await kernelHasIp6tnl()) ? 'kernel' : 'flowgate';
+    const tunnel = options.tunnel ?? { mode: 'ip4ip6' };
+    const farEnd: FarEnd = wanted !== 'auto' ? wanted : (await kernelHasTunnel(tunnel)) ? 'kernel' : 'flowgate';
     if (options.underlayHop !== undefined && farEnd !== 'external') throw new TopologyError(`underlayHop: only with farEnd 'external' (the caller attaches the far end behind it), got farEnd ${farEnd}`);
+    // The hop answers for the far end with proxy NDP: an IPv6 underlay's.
+    if (options.underlayHop !== undefined && TUNNEL_FAMILIES[tunnel.mode].underlay !== 6) throw new TopologyError(`underlayHop: only over an IPv6 underlay, got tunnel mode ${tunnel.mode}`);
     const topology = new DemoTopology(farEnd, options);
     try {
       await topology.createHosts();
@@ -240,9 +343,10 @@ export class DemoTopology {
     await this.run('underlay', ['ip', 'link', 'add', UNDERLAY_BRIDGE, 'type', 'bridge', 'mcast_snooping', '0']);
     await this.run('underlay', ['ip', 'link', 'set', UNDERLAY_BRIDGE, 'up']);
 
+    const a = this.addresses;
     await this.veth('lan', HOST_IFACE, 'a', SITE_VETHS.a.lan, this.options.lanLinkMtu);
     await this.veth('a', SITE_VETHS.a.wan, 'underlay', UNDERLAY_PORTS.a);
-    await this.host('lan', `${DEMO_ADDRESSES.lanHost}/${DEMO_ADDRESSES.lanPrefix}`, DEMO_ADDRESSES.siteALan);
+    await this.host('lan', `${a.lanHost}/${a.lanPrefix}`, a.siteALan);
     await this.underlayPort(UNDERLAY_PORTS.a);
     await this.prepareAfPacketVeths('a', [SITE_VETHS.a.lan, SITE_VETHS.a.wan]);
     this.sites.set('a', this.siteRuntime('a'));
@@ -253,7 +357,7 @@ export class DemoTopology {
 
     await this.veth('underlay', UNDERLAY_PORTS.b, 'b', SITE_VETHS.b.wan);
     await this.veth('b', SITE_VETHS.b.lan, 'remote', HOST_IFACE);
-    await this.host('remote', `${DEMO_ADDRESSES.remoteHost}/${DEMO_ADDRESSES.remotePrefix}`, DEMO_ADDRESSES.siteBLan);
+    await this.host('remote', `${a.remoteHost}/${a.remotePrefix}`, a.siteBLan);
     await this.underlayPort(UNDERLAY_PORTS.b);
     if (this.farEnd === 'flowgate') {
       await this.prepareAfPacketVeths('b', [SITE_VETHS.b.lan, SITE_VETHS.b.wan]);
@@ -271,9 +375,11 @@ export class DemoTopology {
 
   /** An end host: its address, its default route, and complete checksums on what it sends. */
   private async host(host: Host, address: string, gateway: string): Promise<void> {
-    await this.run(host, ['ip', 'addr', 'add', address, 'dev', HOST_IFACE]);
+    const v6 = address.includes(':');
+    // IPv6 without DAD: the address is usable at once, as the sites' own.
+    await this.run(host, ['ip', 'addr', 'add', address, 'dev', HOST_IFACE, ...(v6 ? ['nodad'] : [])]);
     await this.run(host, ['ip', 'link', 'set', HOST_IFACE, 'up']);
-    await this.run(host, ['ip', 'route', 'add', 'default', 'via', gateway]);
+    await this.run(host, ['ip', v6 ? '-6' : '-4', 'route', 'add', 'default', 'via', gateway]);
     await this.run(host, ['ethtool', '-K', HOST_IFACE, 'tx', 'off']);
     // As nft_flowtable.sh: no cached path MTU from one transfer to the next.
     await this.run(host, ['sysctl', '-q', '-w', 'net.ipv4.tcp_no_metrics_save=1']);
@@ -299,7 +405,7 @@ export class DemoTopology {
     await this.veth('underlay', UNDERLAY_PORTS.hop, 'hop', HOST_IFACE);
     await this.underlayPort(UNDERLAY_PORTS.hop);
     await this.run('hop', ['sysctl', '-q', '-w', 'net.ipv6.conf.all.forwarding=1', 'net.ipv6.conf.all.proxy_ndp=1']);
-    await this.run('hop', ['ip', '-6', 'addr', 'add', `${DEMO_ADDRESSES.underlayHop}/${DEMO_ADDRESSES.underlayPrefix}`, 'dev', HOST_IFACE, 'nodad']);
+    await this.run('hop', ['ip', '-6', 'addr', 'add', `${this.addresses.underlayHop}/${this.addresses.underlayPrefix}`, 'dev', HOST_IFACE, 'nodad']);
     // Its ICMPv6 errors go to site A's AF_PACKET port: complete checksums.
     await this.run('hop', ['ethtool', '-K', HOST_IFACE, 'tx', 'off']);
     await this.run('hop', ['ip', 'link', 'set', HOST_IFACE, 'up']);
@@ -313,7 +419,7 @@ export class DemoTopology {
   async attachBehindHop(ifname: string): Promise<void> {
     const hop = this.options.underlayHop;
     if (hop === undefined) throw new TopologyError('attachBehindHop: the topology was created without underlayHop');
-    const a = DEMO_ADDRESSES;
+    const a = this.addresses;
     await this.run('hop', ['ip', 'link', 'set', ifname, 'mtu', String(hop.mtu), 'up']);
     await this.run('hop', ['ip', '-6', 'route', 'add', `${a.underlayB}/128`, 'dev', ifname]);
     await this.run('hop', ['ip', '-6', 'neigh', 'add', 'proxy', a.underlayB, 'dev', HOST_IFACE]);
@@ -328,21 +434,23 @@ export class DemoTopology {
     }
   }
 
-  /** Site B as the kernel: ip6tnl, forwarding, the remote network. */
+  /** Site B as the kernel: its own tunnel of the mode (ip6tnl, ipip or sit), forwarding, the remote network. */
   private async kernelFarEnd(): Promise<void> {
-    const a = DEMO_ADDRESSES;
+    const a = this.addresses;
+    const { inner, underlay } = TUNNEL_FAMILIES[this.tunnel.mode];
+    const nodad = (family: 4 | 6) => (family === 6 ? ' nodad' : '');
     const b = (command: string) => this.run('b', command);
     await b(
       [
-        'sysctl -q -w net.ipv4.ip_forward=1',
+        inner === 4 ? 'sysctl -q -w net.ipv4.ip_forward=1' : 'sysctl -q -w net.ipv6.conf.all.forwarding=1',
         `ip link set ${SITE_VETHS.b.wan} up`,
         `ip link set ${SITE_VETHS.b.lan} up`,
-        `ip -6 addr add ${a.underlayB}/${a.underlayPrefix} dev ${SITE_VETHS.b.wan} nodad`,
-        `ip addr add ${a.siteBLan}/${a.remotePrefix} dev ${SITE_VETHS.b.lan}`,
-        `ip link add tun0 type ip6tnl mode ipip6 local ${a.underlayB} remote ${a.underlayA} encaplimit 4 hoplimit 64`,
-        `ip addr add ${a.tunnelB}/${a.tunnelPrefix} dev tun0`,
+        `ip -${underlay} addr add ${a.underlayB}/${a.underlayPrefix} dev ${SITE_VETHS.b.wan}${nodad(underlay)}`,
+        `ip -${inner} addr add ${a.siteBLan}/${a.remotePrefix} dev ${SITE_VETHS.b.lan}${nodad(inner)}`,
+        ['ip link add tun0', ...linuxTunnelArgs(this.tunnel, a.underlayB, a.underlayA)].join(' '),
+        `ip -${inner} addr add ${a.tunnelB}/${a.tunnelPrefix} dev tun0${nodad(inner)}`,
         'ip link set tun0 up',
-        `ip route add default via ${a.tunnelA} dev tun0`,
+        `ip -${inner} route add default via ${a.tunnelA} dev tun0`,
       ].join('\n'),
     );
   }
@@ -353,8 +461,9 @@ export class DemoTopology {
     const file = SITE_CONFIG_FILES[site];
     const config = parseYaml(readFileSync(file, 'utf8')) as ConfigInput;
     const edit = this.configure[site];
-    const rewrite = edit !== undefined || this.options.privateSockets === true;
+    const rewrite = edit !== undefined || this.options.privateSockets === true || this.options.tunnel !== undefined;
     if (this.options.privateSockets === true) config.control = { ...config.control, socket: path.join(this.dir, `site-${site}.sock`) };
+    if (this.options.tunnel !== undefined) siteTunnel(config, site, this.tunnel, this.addresses);
     edit?.(config);
     const configFile = rewrite ? path.join(this.dir, `demo-site-${site}.yaml`) : file;
     if (rewrite) writeFileSync(configFile, stringifyYaml(config));

@@ -70,8 +70,10 @@ export interface UdpPeerJob {
   listen?: boolean;
   /** Report `reached` once this many datagrams came from anywhere. */
   expectCount?: number;
-  /** IP TTL of what is sent; default the system's. */
+  /** IP TTL (IPv6: hop limit) of what is sent; default the system's. */
   ttl?: number;
+  /** The socket's family; default that of `peer.host`, IPv4 without a peer. */
+  family?: 4 | 6;
 }
 export interface UdpFlowsJob {
   kind: 'udp-flows';
@@ -111,6 +113,9 @@ export interface UdpFlowsResult {
   seconds: number;
 }
 export type TrafficResult<J extends TrafficJob> = J extends TcpReceiveJob | TcpSendJob | TcpEchoJob ? TcpResult : J extends UdpPeerJob ? UdpPeerResult : UdpFlowsResult;
+
+/** TCP receivers listen on both families: '::' takes IPv4 connections too (not IPV6_V6ONLY). */
+const LISTEN_ANY = '::';
 
 export class TrafficError extends FlowgateError {
   constructor(message: string) {
@@ -235,7 +240,7 @@ const UDP_QUIET_MS = 300;
 
 async function tcpReceive(job: TcpReceiveJob): Promise<TcpResult> {
   const server = net.createServer();
-  await new Promise<void>((resolve, reject) => server.once('error', reject).listen({ port: job.port, host: '0.0.0.0' }, resolve));
+  await new Promise<void>((resolve, reject) => server.once('error', reject).listen({ port: job.port, host: LISTEN_ANY }, resolve));
   report({ ready: true });
   const socket = await new Promise<net.Socket>((resolve) => server.once('connection', resolve));
   server.close();
@@ -264,7 +269,7 @@ async function tcpReceive(job: TcpReceiveJob): Promise<TcpResult> {
 
 async function tcpEcho(job: TcpEchoJob): Promise<TcpResult> {
   const server = net.createServer({ allowHalfOpen: true });
-  await new Promise<void>((resolve, reject) => server.once('error', reject).listen({ port: job.port, host: '0.0.0.0' }, resolve));
+  await new Promise<void>((resolve, reject) => server.once('error', reject).listen({ port: job.port, host: LISTEN_ANY }, resolve));
   report({ ready: true });
   const socket = await new Promise<net.Socket>((resolve) => server.once('connection', resolve));
   server.close();
@@ -337,7 +342,8 @@ async function tcpSend(job: TcpSendJob): Promise<TcpResult> {
 }
 
 async function udpPeer(job: UdpPeerJob): Promise<UdpPeerResult> {
-  const socket = dgram.createSocket({ type: 'udp4', reuseAddr: true });
+  const family = job.family ?? (job.peer !== undefined && net.isIPv6(job.peer.host) ? 6 : 4);
+  const socket = dgram.createSocket({ type: family === 6 ? 'udp6' : 'udp4', reuseAddr: true });
   let received = 0;
   let receivedFromPeer = 0;
   let lastMessageAt = performance.now();
@@ -347,7 +353,7 @@ async function udpPeer(job: UdpPeerJob): Promise<UdpPeerResult> {
     if (job.peer !== undefined && rinfo.address === job.peer.host && rinfo.port === job.peer.port) receivedFromPeer++;
     if (received === job.expectCount) report({ reached: true });
   });
-  await new Promise<void>((resolve, reject) => socket.once('error', reject).bind(job.bind, '0.0.0.0', resolve));
+  await new Promise<void>((resolve, reject) => socket.once('error', reject).bind(job.bind, family === 6 ? '::' : '0.0.0.0', resolve));
   if (job.ttl !== undefined) socket.setTTL(job.ttl);
   report({ ready: true });
   let sent = 0;
@@ -381,8 +387,9 @@ async function udpFlows(job: UdpFlowsJob): Promise<UdpFlowsResult> {
   // A flow is its port pair: past ~60000 destination ports, another source port.
   const count = Math.max(job.sockets ?? 1, Math.ceil(job.flows / 60000));
   for (let i = 0; i < count; i++) {
-    const socket = dgram.createSocket({ type: 'udp4', sendBufferSize: 4 * 1024 * 1024 });
-    await new Promise<void>((resolve) => socket.bind(0, '0.0.0.0', resolve));
+    const v6 = net.isIPv6(job.host);
+    const socket = dgram.createSocket({ type: v6 ? 'udp6' : 'udp4', sendBufferSize: 4 * 1024 * 1024 });
+    await new Promise<void>((resolve) => socket.bind(0, v6 ? '::' : '0.0.0.0', resolve));
     sockets.push(socket);
   }
   report({ ready: true });

@@ -2,6 +2,7 @@
  * The dataplane's flows as the control socket shows them (GatewayFlow): what `flowgate flows`
  * lists, shared by the Gateway and anything else that serves a dataplane's flows.
  */
+import type { TunnelMode } from '../config/schema';
 import type { Dataplane, Flow, FlowCounter, FlowDirection } from '../dataplane';
 import type { FlowEndpointView, GatewayFlow } from './types';
 
@@ -20,13 +21,15 @@ function endpointView(d: FlowDirection & FlowCounter): FlowEndpointView {
   };
 }
 
-export function gatewayFlow(f: Flow): GatewayFlow {
+/** `tunnelModes`: the mode of each tunnel by name, which the dataplane's flows do not carry. */
+export function gatewayFlow(f: Flow, tunnelModes: ReadonlyMap<string, TunnelMode>): GatewayFlow {
   const o = f.original;
   const tunnel = o.tunnel ?? ('tunnel' in o.out ? o.out.tunnel : (f.reply?.tunnel ?? null));
   return {
     id: f.id,
     ...endpointView(o),
     tunnel,
+    tunnel_mode: tunnel === null ? null : (tunnelModes.get(tunnel) ?? null),
     idle: f.idleSeconds,
     state: f.teardown ? 'teardown' : f.closing ? 'closing' : 'offloaded',
     reply: f.reply === null ? null : endpointView(f.reply),
@@ -37,6 +40,6 @@ export function gatewayFlow(f: Flow): GatewayFlow {
  * Every offloaded connection, a page at a time: the consumer (the control socket) lets the
  * event loop run between pages, so the learner keeps learning during a long listing.
  */
-export async function* gatewayFlowPages(dp: Dataplane): AsyncGenerator<GatewayFlow[], void, undefined> {
-  for (const page of dp.flowPages()) yield page.map(gatewayFlow);
+export async function* gatewayFlowPages(dp: Dataplane, tunnelModes: ReadonlyMap<string, TunnelMode>): AsyncGenerator<GatewayFlow[], void, undefined> {
+  for (const page of dp.flowPages()) yield page.map((f) => gatewayFlow(f, tunnelModes));
 }

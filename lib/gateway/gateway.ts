@@ -13,9 +13,9 @@ import { execFile } from 'node:child_process';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { promisify } from 'node:util';
 
-import { offloadDevices, type CompiledConfig, type PortModel, type TunnelModel, type VlanModel } from '../config/compile';
+import { offloadDevices, overIPv4, type CompiledConfig, type PortModel, type TunnelModel, type VlanModel } from '../config/compile';
 import { Conntrack, conntrackSysctl, type CtConnection } from '../conntrack';
-import { Dataplane, type FlowDirection, type VlanOptions } from '../dataplane';
+import { Dataplane, type FlowDirection, type TunnelOptions, type VlanOptions } from '../dataplane';
 import { FlowgateError } from '../errors';
 import type { Logger } from '../log';
 import { KernelMirror } from '../slowpath/kernel';
@@ -100,7 +100,7 @@ export function planReload(old: CompiledConfig, next: CompiledConfig): ReloadPla
   // A port whose device or MAC changes is a new port; a tunnel changes as a whole, and goes
   // with its underlay.
   const portKey = (p: PortModel) => JSON.stringify([p.device, p.mac?.text ?? null]);
-  const tunnelKey = (t: TunnelModel) => JSON.stringify([t.local.text, t.remote.text, t.underlay, t.encaplimit, t.hoplimit, t.tclass, t.flowlabel, t.mtu]);
+  const tunnelKey = (t: TunnelModel) => JSON.stringify([t.local.text, t.remote.text, t.underlay, outerHeader(t), t.mtu]);
   const newPorts = new Map(next.ports.map((p) => [p.name, p]));
   const oldPorts = new Map(old.ports.map((p) => [p.name, p]));
   const newTunnels = new Map(next.tunnels.map((t) => [t.name, t]));
@@ -175,6 +175,15 @@ export function planReload(old: CompiledConfig, next: CompiledConfig): ReloadPla
     mtuChanged: (port) => mtuChangedPorts.has(port),
     changes,
   };
+}
+
+/**
+ * The dataplane's outer header settings of a tunnel, by its underlay: the config's iproute2
+ * names (ttl and tos for IPv4) become the dataplane's, which names both families' alike.
+ */
+function outerHeader(t: TunnelModel): Pick<TunnelOptions, 'mode' | 'encapLimit' | 'hopLimit' | 'tclass' | 'flowLabel' | 'pmtudisc'> {
+  if (overIPv4(t)) return { mode: t.mode, hopLimit: t.ttl, tclass: t.tos, pmtudisc: t.pmtudisc };
+  return { mode: t.mode, encapLimit: t.encaplimit, hopLimit: t.hoplimit, tclass: t.tclass, flowLabel: t.flowlabel };
 }
 
 const familyOf = (address: string): 4 | 6 => (address.includes(':') ? 6 : 4);
@@ -436,14 +445,11 @@ export class Gateway implements GatewayView {
     this.unresolvedNextHops.delete(t.name);
     const adj = this.adjacencies.get(t.name);
     if (adj !== undefined && adj.dev === route.dev && adj.nextHop === nextHop && adj.mac === mac) return true;
-    const options = {
+    const options: TunnelOptions = {
       name: t.name,
       local: t.local.text,
       remote: t.remote.text,
-      encapLimit: t.encaplimit,
-      hopLimit: t.hoplimit,
-      tclass: t.tclass,
-      flowLabel: t.flowlabel,
+      ...outerHeader(t),
       mtu: t.mtu,
       underlay: t.underlay,
       nextHopMac: mac,
@@ -727,7 +733,12 @@ export class Gateway implements GatewayView {
     this.tickMs.max = Math.max(this.tickMs.max, this.tickMs.last);
     for (const m of this.dp.applyPathMtuReports()) {
       if (m.pathMtu === null) this.log.info('tunnel path MTU expired', { tunnel: m.name, mtu: m.effectiveMtu });
-      else this.log.info('tunnel path MTU lowered by ICMPv6 packet too big', { tunnel: m.name, path_mtu: m.pathMtu, mtu: m.effectiveMtu });
+      else {
+        // What lowered it: the underlay's own ICMP error (an IPv4 underlay's fragmentation needed).
+        const tunnel = this.model.tunnels.find((t) => t.name === m.name);
+        const by = tunnel !== undefined && overIPv4(tunnel) ? 'ICMP fragmentation needed' : 'ICMPv6 packet too big';
+        this.log.info(`tunnel path MTU lowered by ${by}`, { tunnel: m.name, path_mtu: m.pathMtu, mtu: m.effectiveMtu });
+      }
       await this.followTunnelMtu(m.name);
     }
     for (const t of this.model.tunnels) if (!this.adjacencies.has(t.name)) await this.resolveTunnel(t);
@@ -950,7 +961,7 @@ export class Gateway implements GatewayView {
   }
 
   flows(): AsyncIterable<GatewayFlow[]> {
-    return gatewayFlowPages(this.dp);
+    return gatewayFlowPages(this.dp, new Map(this.model.tunnels.map((t) => [t.name, t.mode])));
   }
 
   /** For tests and the demo: the learner's own figures. */

@@ -3,6 +3,7 @@
  * The Gateway (lib/gateway/gateway.ts) owns the dataplane, the kernel mirror and the
  * learner; everything that only observes it depends on these types, not on the class.
  */
+import type { TunnelMode } from '../config/schema';
 
 export interface PortCounters {
   rx_packets: number;
@@ -137,6 +138,8 @@ export interface GatewayFlow extends FlowEndpointView {
   id: number;
   /** The tunnel the connection goes through, if any. */
   tunnel: string | null;
+  /** That tunnel's mode (ip4ip6, ip6ip6, ipip or sit); null without a tunnel. */
+  tunnel_mode: TunnelMode | null;
   idle: number;
   /** 'offloaded'; 'closing' once FIN/RST passed (still forwarded); 'teardown' after a SYN on a closing flow (until reaped). */
   state: 'offloaded' | 'closing' | 'teardown';

@@ -20,9 +20,10 @@ export class KernelCommandError extends FlowgateError {
 }
 
 // What iproute2, nft and sysctl say when the object to remove or restore is already gone:
-// an address or route (ESRCH, EADDRNOTAVAIL), an nft table (ENOENT), a whole device or its
-// sysctl directory, taken away by DPDK when it closed the port.
-const ABSENT = /No such process|Cannot assign requested address|Address not found|No such file or directory|Cannot find device|does not exist/;
+// an address or route (ESRCH, EADDRNOTAVAIL; an IPv6 address in the kernel's own words,
+// "ipv6: address not found"), an nft table (ENOENT), a whole device or its sysctl
+// directory, taken away by DPDK when it closed the port.
+const ABSENT = /No such process|Cannot assign requested address|[Aa]ddress not found|No such file or directory|Cannot find device|does not exist/;
 
 /** The command failed because what it was to remove or restore no longer exists. */
 export function isAbsent(err: unknown): boolean {

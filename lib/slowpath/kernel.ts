@@ -17,7 +17,7 @@
  * apply() or teardown() undoes what that instance changed and the config no longer wants.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { CompiledConfig } from '../config/compile';
+import { TUNNEL_FAMILIES, type CompiledConfig } from '../config/compile';
 import { FlowgateError } from '../errors';
 import { formatIp, formatPrefix, parseIp, type IpFamily } from '../net/addr';
 import { runtimeDirectory, type ProcessIdentity } from '../runtime';
@@ -124,6 +124,15 @@ function interfaceSysctls(link: LinkSpec): [string, string][] {
   return settings;
 }
 
+/**
+ * A tunnel that carries IPv6 (ip6ip6, sit) needs IPv6 on its TUN, which a new interface
+ * takes from conf/default: a namespace that disables IPv6 by default would leave the TUN
+ * without its addresses, routes and forwarding.
+ */
+function innerIPv6Sysctls(dev: string): [string, string][] {
+  return [[`net/ipv6/conf/${dev}/disable_ipv6`, '0']];
+}
+
 
 /** The kernel interfaces that net_af_packet ports read (their `iface=` argument). */
 export function afPacketInterfaces(model: CompiledConfig): string[] {
@@ -180,6 +189,7 @@ export function mirrorState(model: CompiledConfig): MirrorState {
   state.sysctls.set(IP_FORWARD, '1');
   state.sysctls.set('net/ipv6/conf/all/forwarding', '1');
   for (const iface of ifaces) state.sysctls.set(`net/ipv6/conf/${iface}/disable_ipv6`, '1');
+  const carryIPv6 = new Set(model.tunnels.filter((t) => TUNNEL_FAMILIES[t.mode].inner === 6).map((t) => t.name));
   const interfaces = [
     ...model.ports.map((port) => ({ link: { dev: port.name, mtu: port.mtu, kind: 'tap' as const }, addresses: port.addresses })),
     // A VLAN's TAP is an interface like a port's, with its own addresses and settings.
@@ -192,6 +202,8 @@ export function mirrorState(model: CompiledConfig): MirrorState {
       const spec = { dev: link.dev, address: formatPrefix(prefix) };
       state.addresses.set(addressKey(spec), spec);
     }
+    // IPv6 on before the interface's other IPv6 settings.
+    if (carryIPv6.has(link.dev)) for (const [key, value] of innerIPv6Sysctls(link.dev)) state.sysctls.set(key, value);
     for (const [key, value] of interfaceSysctls(link)) state.sysctls.set(key, value);
   }
   for (const route of model.routes) {

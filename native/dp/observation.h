@@ -56,7 +56,7 @@ inline uint32_t packet_fingerprint(const rte_mbuf *m, uint32_t l3_off, uint16_t 
   const uint8_t *l3 = rte_pktmbuf_mtod_offset(m, const uint8_t *, l3_off);
   uint32_t h = 0x2545f491u;
   uint32_t l4_off;
-  if (key.l3proto == FLOW_L3_IPV6) {
+  if (!flow_l3_is_ipv4(key.l3proto)) {  // plain IPv6, or IPv6 inside a tunnel
     l4_off = IP6_HLEN;
   } else {
     uint16_t id;
@@ -98,7 +98,7 @@ inline void observation_init(observation *o, observation_kind kind, uint64_t tsc
   o->kind = kind;
   if (key.l4proto == IPPROTO_TCP) {
     const uint8_t *l3 = rte_pktmbuf_mtod_offset(m, const uint8_t *, l3_off);
-    o->tcp_flags = l3[(key.l3proto == FLOW_L3_IPV6 ? IP6_HLEN : IP4_HLEN) + 13];
+    o->tcp_flags = l3[(flow_l3_is_ipv4(key.l3proto) ? IP4_HLEN : IP6_HLEN) + 13];
   }
   o->port = port;
   o->tunnel = tunnel;

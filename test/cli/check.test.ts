@@ -39,6 +39,53 @@ describe('flowgate check', () => {
     assert.equal(r.stderr, `${expected.join('\n')}\n${file}: invalid, ${expected.length} problems\n`);
   });
 
+  it('says a config with a tunnel of every mode on one underlay port is valid', () => {
+    const file = 'test/fixtures/config/valid/every-tunnel-mode.yaml';
+    const r = flowgate('check', '-c', file);
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.stdout, `${file}: valid (2 ports, 4 tunnels, 10 routes, 1 worker)\n`);
+  });
+
+  it("names, at its line, a tunnel key of the other underlay family and a sit tunnel's IPv6 local", () => {
+    const file = path.join(mkdtempSync(path.join(tmpdir(), 'fg-check-')), 'sit.yaml');
+    writeFileSync(
+      file,
+      [
+        'ports:',
+        '  eth0: { device: "0000:03:00.0", addresses: ["2001:db8:1::1/64"] }',
+        '  eth1: { device: "0000:03:00.1", addresses: ["2001:db8:2::1/64", "198.51.100.1/24"] }',
+        'tunnels:',
+        '  sit0:',
+        '    mode: sit',
+        '    local: "2001:db8:2::1"',
+        '    remote: 198.51.100.2',
+        '    hoplimit: 64',
+        'flowtable: { devices: [eth0, eth1] }',
+        'workers: { cpus: [1] }',
+        '',
+      ].join('\n'),
+    );
+    try {
+      const first = flowgate('check', '-c', file);
+      assert.equal(first.status, 1);
+      assert.equal(
+        first.stderr,
+        `${file}:9:15: tunnels.sit0.hoplimit: expected no 'hoplimit' in a sit tunnel (sit tunnels run over IPv4 and take ttl, tos and pmtudisc; did you mean 'ttl'?), found 64\n` +
+          `${file}: invalid, 1 problem\n`,
+      );
+      // The cross-field checks run once the file has the shape the schema wants.
+      writeFileSync(file, readFileSync(file, 'utf8').replace('hoplimit', 'ttl'));
+      const second = flowgate('check', '-c', file);
+      assert.equal(second.status, 1);
+      assert.equal(
+        second.stderr,
+        `${file}:7:12: tunnels.sit0.local: expected an IPv4 address (sit tunnels run over IPv4), found IPv6 '2001:db8:2::1'\n${file}: invalid, 1 problem\n`,
+      );
+    } finally {
+      rmSync(path.dirname(file), { recursive: true, force: true });
+    }
+  });
+
   it('reports a YAML syntax error at its position', () => {
     const file = 'test/fixtures/config/invalid/yaml-syntax.yaml';
     const r = flowgate('check', '-c', file);

@@ -58,13 +58,13 @@ describe('flowgate flows and stats', () => {
   });
 
   describe('flows', () => {
-    it('lists each flow like conntrack -L: protocol, idle, state, original tuple, reply tuple, tunnel', async () => {
+    it('lists each flow like conntrack -L: protocol, idle, state, original tuple, reply tuple, tunnel and its mode', async () => {
       const r = await flowgate('flows', '--socket', socketPath);
       assert.equal(r.status, 0, r.stderr);
       assert.equal(
         r.stdout,
         'tcp      6 idle=3 offloaded src=192.168.0.10 dst=10.0.0.1 sport=43210 dport=443 in=eth0 out=tun0 packets=10 bytes=1500 ' +
-          'src=10.0.0.1 dst=192.168.0.10 sport=443 dport=43210 in=tun0 out=eth0 packets=8 bytes=9000 tunnel=tun0 id=17\n' +
+          'src=10.0.0.1 dst=192.168.0.10 sport=443 dport=43210 in=tun0 out=eth0 packets=8 bytes=9000 tunnel=tun0 tunnel_mode=ip4ip6 id=17\n' +
           'udp      17 idle=0 teardown src=2001:db8:1::10 dst=2001:db8:2::20 sport=5353 dport=53 in=eth0 out=eth1 packets=1 bytes=80 ' +
           '[UNREPLIED] src=2001:db8:2::20 dst=2001:db8:2::1 sport=53 dport=61000 id=18\n',
       );

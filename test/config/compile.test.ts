@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { InvalidArgumentError } from '../../lib/errors';
 import { checkConfigText, compileConfig, type CompiledConfig, type Config, type Machine } from '../../lib/config';
-import { connectedRoutes, offloadDevices, resolveUnderlay, staticRoutes } from '../../lib/config/compile';
+import { connectedRoutes, offloadDevices, resolveUnderlay, staticRoutes, type TunnelSettings } from '../../lib/config/compile';
 
 const repo = path.resolve(__dirname, '../../..');
 const fourCpus: Machine = { cpus: [0, 1, 2, 3] };
@@ -138,7 +138,8 @@ describe('config compilation', () => {
 
     it('keeps the keyword settings of a tunnel', () => {
       const tunnel = model.tunnels[0];
-      assert.deepEqual([tunnel?.encaplimit, tunnel?.hoplimit, tunnel?.tclass, tunnel?.flowlabel], ['none', 'inherit', 'inherit', 'hash']);
+      assert.ok(tunnel?.mode === 'ip4ip6');
+      assert.deepEqual([tunnel.encaplimit, tunnel.hoplimit, tunnel.tclass, tunnel.flowlabel], ['none', 'inherit', 'inherit', 'hash']);
     });
 
     it('gives static routes the metric iproute2 would, unless one is set', () => {
@@ -252,9 +253,65 @@ describe('config compilation', () => {
     assert.equal(compileConfig(config).tunnels[0]?.mtu, 1460);
   });
 
+  describe('with a tunnel of every mode over one underlay port', () => {
+    const model = compileConfig(validConfig('test/fixtures/config/valid/every-tunnel-mode.yaml'));
+    const byName = new Map(model.tunnels.map((t) => [t.name, t]));
+
+    it('runs all four over the same port, with outer addresses of its two families', () => {
+      assert.deepEqual(
+        model.tunnels.map((t) => [t.name, t.mode, t.underlay, t.local.family, t.remote.text]),
+        [
+          ['t4in6', 'ip4ip6', 'wan0', 6, '2001:db8:2::2'],
+          ['t6in6', 'ip6ip6', 'wan0', 6, '2001:db8:2::3'],
+          ['t4in4', 'ipip', 'wan0', 4, '198.51.100.2'],
+          ['t6in4', 'sit', 'wan0', 4, '198.51.100.3'],
+        ],
+      );
+    });
+
+    it("fills in ip6tnl's defaults over IPv6 and ip tunnel's over IPv4, keeping what is set", () => {
+      const settings = (name: string): TunnelSettings => {
+        const { name: _name, local: _local, remote: _remote, underlay: _underlay, mtu: _mtu, addresses: _addresses, ...outer } = byName.get(name)!;
+        return outer;
+      };
+      const [t4in6, t6in6, t4in4, t6in4] = ['t4in6', 't6in6', 't4in4', 't6in4'].map(settings);
+      assert.deepEqual(t4in6, { mode: 'ip4ip6', encaplimit: 4, hoplimit: 64, tclass: 0, flowlabel: 0 });
+      assert.deepEqual(t6in6, { mode: 'ip6ip6', encaplimit: 'none', hoplimit: 64, tclass: 0, flowlabel: 0 });
+      // `ip tunnel add` without ttl, tos or nopmtudisc: ttl inherit (0), tos 0, pmtudisc.
+      assert.deepEqual(t4in4, { mode: 'ipip', ttl: 'inherit', tos: 0, pmtudisc: false });
+      assert.deepEqual(t6in4, { mode: 'sit', ttl: 64, tos: 'inherit', pmtudisc: true });
+    });
+
+    it("resolves 'auto' MTUs per mode: 48 or 40 bytes under the underlay's over IPv6, 20 over IPv4", () => {
+      assert.deepEqual(
+        model.tunnels.map((t) => [t.name, t.mtu]),
+        [
+          ['t4in6', 1452],
+          ['t6in6', 1460],
+          ['t4in4', 1480],
+          ['t6in4', 1480],
+        ],
+      );
+    });
+
+    it('routes each inner family into the tunnels that carry it', () => {
+      assert.deepEqual(
+        model.routes.filter((r) => r.dev.startsWith('t')).map((r) => [r.to.text, r.dev, r.metric, r.origin]),
+        [
+          ['192.168.100.0/30', 't4in6', 0, 'connected'],
+          ['2001:db8:100::/64', 't6in6', 256, 'connected'],
+          ['192.168.101.0/30', 't4in4', 0, 'connected'],
+          ['2001:db8:101::/64', 't6in4', 256, 'connected'],
+          ['10.4.0.0/16', 't4in4', 0, 'static'],
+          ['2001:db8:6::/48', 't6in4', 1024, 'static'],
+        ],
+      );
+    });
+  });
+
   it('finds no underlay when the best route to the remote leads into a tunnel', () => {
-    // Only reachable with tunnel modes that carry IPv6 (ip6ip6), which the schema does not
-    // accept yet; the resolution must already refuse to nest a tunnel in a tunnel.
+    // An ip6ip6 tunnel whose remote is routed into itself: the resolution refuses to nest a
+    // tunnel in a tunnel.
     const config = validConfig('config/seed.yaml');
     config.tunnels.tun1 = { ...config.tunnels.tun0!, mode: 'ip6ip6', remote: '2001:db8:9::2', addresses: ['2001:db8:100::1/64'] };
     config.routes.push({ to: '2001:db8:9::/48', dev: 'tun1' });

@@ -29,7 +29,7 @@ describe('config reference', () => {
   const byPath = new Map(rows.map((row) => [row.path, row]));
 
   it('has a row for every key that the example configs use', () => {
-    const files = ['config/seed.yaml', 'config/minimal.yaml', 'test/fixtures/config/valid/vdev-ports-and-every-section.yaml'];
+    const files = ['config/seed.yaml', 'config/minimal.yaml', 'test/fixtures/config/valid/vdev-ports-and-every-section.yaml', 'test/fixtures/config/valid/every-tunnel-mode.yaml'];
     const used = new Set(files.flatMap((file) => keyPaths(parse(readFileSync(path.join(repo, file), 'utf8')))));
     const missing = [...used].filter((key) => !byPath.has(key));
     assert.deepEqual(missing, []);
@@ -53,6 +53,11 @@ describe('config reference', () => {
     assert.equal(byPath.get('ports.<name>.mac')?.default, '—');
     assert.equal(byPath.get('tunnels.<name>.encaplimit')?.type, "integer 0..255 or 'none'");
     assert.equal(byPath.get('tunnels.<name>.encaplimit')?.default, '`4`');
+    // Defaults that apply to some tunnel modes only: the schema leaves them out, compile fills them in.
+    assert.equal(byPath.get('tunnels.<name>.ttl')?.default, '`inherit`');
+    assert.equal(byPath.get('tunnels.<name>.tos')?.default, '`0`');
+    assert.equal(byPath.get('tunnels.<name>.pmtudisc')?.default, '`true`');
+    assert.equal(byPath.get('tunnels.<name>.pmtudisc')?.type, 'true or false');
     assert.equal(byPath.get('flowtable.l4proto')?.default, '`[tcp, udp]`');
     assert.equal(byPath.get('control.socket')?.default, '`/run/flowgate/flowgate.sock`');
     assert.equal(byPath.get('routes[].via')?.default, '—');

@@ -84,7 +84,7 @@ async function main(job: ScaleJob): Promise<void> {
     stats: () => {
       throw new Error('the scale test serves flows only');
     },
-    flows: () => gatewayFlowPages(dp),
+    flows: () => gatewayFlowPages(dp, new Map()),
   };
   const server = await ControlServer.listen({ socketPath: job.socketPath, view });
   const delay = monitorEventLoopDelay({ resolution: 5 });

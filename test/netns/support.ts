@@ -63,6 +63,7 @@ export function flowOf(flows: GatewayFlow[], proto: 'tcp' | 'udp', match: { spor
   );
 }
 
+/** The hosts' addresses with the default (ip4ip6) tunnel; `topology.addresses` has each mode's. */
 export const HOST_ADDRESS: Record<'lan' | 'remote', string> = { lan: DEMO_ADDRESSES.lanHost, remote: DEMO_ADDRESSES.remoteHost };
 
 export interface Transfer {
@@ -98,7 +99,9 @@ export async function tcpTransfer(
 ): Promise<Transfer> {
   const sink = startTraffic(topology.ns[options.to], { kind: 'tcp-receive', port: options.port, expectBytes: options.bytes }, { timeoutMs: 90_000 });
   await sink.ready;
-  const host = options.toAddress ?? HOST_ADDRESS[options.to as 'lan' | 'remote'];
+  const hosts: Partial<Record<Host, string>> = { lan: topology.addresses.lanHost, remote: topology.addresses.remoteHost };
+  const host = options.toAddress ?? hosts[options.to];
+  if (host === undefined) throw new Error(`tcpTransfer: give toAddress for host ${options.to}`);
   const dport = options.dialPort ?? options.port;
   const source = startTraffic(
     topology.ns[options.from],
@@ -160,8 +163,16 @@ export async function macOf(topology: DemoTopology, host: Host, dev: string): Pr
   return link.address;
 }
 
-/** An Icmp counter of /proc/net/snmp in `host`'s namespace (InTimeExcds, OutDestUnreachs...). */
+/**
+ * An Icmp counter of /proc/net/snmp in `host`'s namespace (InTimeExcds, OutDestUnreachs...),
+ * or an Icmp6 counter of /proc/net/snmp6 (Icmp6InTimeExcds...).
+ */
 export async function icmpCounter(topology: DemoTopology, host: Host, name: string): Promise<number> {
+  if (name.startsWith('Icmp6')) {
+    const line = (await topology.run(host, ['cat', '/proc/net/snmp6'])).split('\n').find((l) => l.split(/\s+/)[0] === name);
+    if (line === undefined) throw new Error(`no counter ${name} in /proc/net/snmp6 of ${host}`);
+    return Number(line.split(/\s+/)[1]);
+  }
   const lines = (await topology.run(host, ['cat', '/proc/net/snmp'])).split('\n').filter((line) => line.startsWith('Icmp:'));
   const [names, values] = lines.map((line) => line.split(/\s+/).slice(1));
   const at = names?.indexOf(name) ?? -1;

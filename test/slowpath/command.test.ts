@@ -2,7 +2,8 @@
 import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
 
-import { CommandRunner } from '../../lib/slowpath/command';
+import { CommandRunner, isAbsent } from '../../lib/slowpath/command';
+import { createNetns, deleteNetns } from '../helpers/netns';
 import { processIdentity } from '../../lib/runtime';
 import { killHard, startChild } from '../helpers/mirror-process';
 import { until } from '../helpers/wait';
@@ -32,6 +33,20 @@ describe('kernel commands', () => {
     });
     await killHard(node);
     await until(`sleep (pid ${sleep}) to die with its parent`, () => (processIdentity(sleep) === null ? true : undefined), 5000);
+  });
+
+  it('say an IPv4 or IPv6 address is absent as the kernel words it, for a removal to count as done', async () => {
+    const ns = await createNetns('fgcmd');
+    try {
+      const run = new CommandRunner(ns);
+      for (const address of ['192.0.2.1/24', '2001:db8::1/64']) {
+        const err = await run.ip(['addr', 'del', address, 'dev', 'lo']).then(() => null, (e: unknown) => e);
+        assert.ok(err !== null, `deleting ${address}, which lo does not have, failed`);
+        assert.equal(isAbsent(err), true, `absent: ${(err as Error).message}`);
+      }
+    } finally {
+      await deleteNetns(ns);
+    }
   });
 
   it('name the command that failed, not the setpriv in front of it', async () => {

@@ -311,6 +311,46 @@ describe('kernel mirror', () => {
     assert.deepEqual(await snapshot(lab.gw), before);
   });
 
+  it("mirrors a sit tunnel's TUN with IPv6 on (whatever the namespace's default), its IPv6 address and route, and an IPv4 underlay it resolves by ARP", async () => {
+    lab = await createLab();
+    // A namespace whose new interfaces come without IPv6: the TUN DPDK created has it off.
+    await sh(['sysctl', '-q', '-w', 'net.ipv6.conf.tun0.disable_ipv6=1'], { netns: lab.gw });
+    await sh(['ip', '-n', lab.peer, 'addr', 'add', '198.51.100.2/24', 'dev', 'wan0']);
+    const before = await snapshot(lab.gw);
+    mirror = new KernelMirror({ netns: lab.gw });
+    const model = seedModel((config) => {
+      config.ports.eth1!.addresses.push('198.51.100.1/24');
+      config.tunnels.tun0 = { mode: 'sit', local: '198.51.100.1', remote: '198.51.100.2', mtu: 'auto', addresses: ['2001:db8:100::1/64'] };
+      config.routes = [{ to: '2001:db8:7::/48', via: '2001:db8:100::2', dev: 'tun0' }];
+    });
+    await mirror.apply(model);
+
+    assert.equal(model.tunnels[0]?.mtu, 1480, 'the underlay MTU less the 20 bytes of the outer IPv4 header');
+    assert.deepEqual(await globalAddresses(lab.gw), ['eth0 192.168.0.2/24', 'eth1 198.51.100.1/24', 'eth1 2001:db8:2::1/64', 'tun0 2001:db8:100::1/64']);
+    assert.deepEqual(await mainRoutes(lab.gw, 6), [
+      '2001:db8:100::/64 dev tun0 proto kernel metric 256',
+      '2001:db8:2::/64 dev eth1 proto kernel metric 256',
+      '2001:db8:7::/48 via 2001:db8:100::2 dev tun0 proto static metric 1024',
+    ]);
+    assert.equal((await links(lab.gw)).tun0, 'mtu 1480 up');
+    assert.deepEqual(await sysctls(lab.gw, ['net.ipv6.conf.tun0.disable_ipv6', 'net.ipv6.conf.all.forwarding']), {
+      'net.ipv6.conf.tun0.disable_ipv6': '0',
+      'net.ipv6.conf.all.forwarding': '1',
+    });
+    // The tunnel's remote, resolved as the gateway does: the route over the IPv4 underlay, then ARP.
+    const route = await mirror.routeTo('198.51.100.2');
+    assert.deepEqual([route?.dev, route?.gateway, route?.source], ['eth1', null, '198.51.100.1']);
+    assert.equal(await mirror.resolveNeighbor('eth1', '198.51.100.2', 5000), await macAddress('wan0', lab.peer));
+
+    await mirror.teardown();
+    mirror = undefined;
+    // IPv6 off again on the TUN, as it was; the neighbour entry is the kernel's own and ages away.
+    const after = await snapshot(lab.gw);
+    assert.deepEqual(after.sysctls, before.sysctls);
+    assert.deepEqual(after.routes6, before.routes6);
+    assert.deepEqual(await globalAddresses(lab.gw), []);
+  });
+
   it('resolves the MAC of a real neighbour over IPv4 and IPv6, and times out cleanly for an absent one', async () => {
     lab = await createLab();
     mirror = new KernelMirror({ netns: lab.gw });

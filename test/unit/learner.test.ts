@@ -12,7 +12,7 @@ import type { Observation } from '../../lib/slowpath/observations';
 
 const SYN = 0x02, ACK = 0x10, FIN = 0x01, RST = 0x04;
 const PORTS = ['eth0', 'eth1', 'eth2'];
-const TUNNELS = ['tun0'];
+const TUNNELS = ['tun0', 'v6in6', 'v6in4'];
 
 class RecordingInstaller implements FlowInstaller {
   installed = new Map<number, FlowPairOptions>();
@@ -87,9 +87,11 @@ interface Packet {
   flags?: number;
   length?: number;
 }
+/** The (inner) packet's family, by its addresses. */
+const familyOf = (p: Packet): 4 | 6 => (p.src.includes(':') ? 6 : 4);
 function punt(p: Packet, o: { port?: number; tunnel?: number; tsc?: number; outer?: boolean } = {}): Observation {
   return {
-    kind: 'punt', tsc: o.tsc ?? 0, reason: 'miss', tcpFlags: p.flags ?? 0, port: o.port ?? 0, tunnel: o.tunnel ?? null, family: 4, proto: p.proto ?? 6,
+    kind: 'punt', tsc: o.tsc ?? 0, reason: 'miss', tcpFlags: p.flags ?? 0, port: o.port ?? 0, tunnel: o.tunnel ?? null, family: familyOf(p), proto: p.proto ?? 6,
     src: p.src, dst: p.dst, sport: p.sport, dport: p.dport, tunnelled: o.outer === true || o.tunnel !== undefined, outerSrc: o.outer === true || o.tunnel !== undefined ? '2001:db8:2::2' : null,
     outerDst: o.outer === true || o.tunnel !== undefined ? '2001:db8:2::1' : null, dstMac: null, srcMac: null, fingerprint: fp, length: p.length ?? 40,
   };
@@ -97,7 +99,7 @@ function punt(p: Packet, o: { port?: number; tunnel?: number; tsc?: number; oute
 function egress(p: Packet, out: { port: number } | { tunnel: number }, fingerprint = fp): Observation {
   const port = 'port' in out ? out.port : null;
   return {
-    kind: port === null ? 'egress-tunnel' : 'egress-port', tsc: 0, reason: null, tcpFlags: p.flags ?? 0, port, tunnel: 'tunnel' in out ? out.tunnel : null, family: 4, proto: p.proto ?? 6,
+    kind: port === null ? 'egress-tunnel' : 'egress-port', tsc: 0, reason: null, tcpFlags: p.flags ?? 0, port, tunnel: 'tunnel' in out ? out.tunnel : null, family: familyOf(p), proto: p.proto ?? 6,
     src: p.src, dst: p.dst, sport: p.sport, dport: p.dport, tunnelled: false, outerSrc: null, outerDst: null,
     dstMac: port === null ? null : Buffer.from([2, 0, 0, 0, 0, port + 0x10]), srcMac: port === null ? null : Buffer.from([0, 0x22, 0x33, 0x44, 0x55, port]), fingerprint, length: p.length ?? 40,
   };
@@ -115,7 +117,7 @@ async function forwarded(l: Learner, p: Packet, inp: { port?: number; tunnel?: n
 
 const orig = { src: '192.168.0.10', dst: '10.0.0.1', sport: 40000, dport: 80 };
 const reply = { src: '10.0.0.1', dst: '192.168.0.10', sport: 80, dport: 40000 };
-const tuple = (p: Packet, proto: 'tcp' | 'udp' = 'tcp'): CtTuple => ({ family: 4, proto, src: p.src, dst: p.dst, sport: p.sport, dport: p.dport });
+const tuple = (p: Packet, proto: 'tcp' | 'udp' = 'tcp'): CtTuple => ({ family: familyOf(p), proto, src: p.src, dst: p.dst, sport: p.sport, dport: p.dport });
 
 function connection(o: Packet, r: Packet, over: Partial<CtConnection> = {}, proto: 'tcp' | 'udp' = 'tcp'): CtConnection {
   return {
@@ -262,6 +264,35 @@ describe('learner', () => {
     const f = [...dp.installed.values()][0] as FlowPairOptions;
     assert.deepEqual([f.original.tunnel, f.original.nat], ['tun0', { dst: '192.168.0.10', dport: 80 }]);
     assert.deepEqual([f.reply?.out, f.reply?.nat], [{ tunnel: 'tun0' }, { src: '192.168.100.1', sport: 8080 }]);
+  });
+
+  it('offloads IPv6 connections through ip6ip6 and sit tunnels, decapsulated one way and encapsulated the other', async () => {
+    learner = new Learner(dp, ct, policy({ tunnelUnderlay: new Map([['tun0', 'eth1'], ['v6in6', 'eth1'], ['v6in4', 'eth1']]) }));
+    const lan = '2001:db8:10::10';
+    const remote = '2001:db8:20::10';
+    for (const [tunnel, sport] of [[1, 41000], [2, 42000]] as const) {
+      const o = { src: lan, dst: remote, sport, dport: 443 };
+      const r = { src: remote, dst: lan, sport: 443, dport: sport };
+      ct.put(connection(o, r));
+      await forwarded(learner, { ...o, flags: ACK }, { port: 0 }, { tunnel });
+      await forwarded(learner, { ...r, flags: ACK }, { port: 1, tunnel }, { port: 0 });
+    }
+    const flows = [...dp.installed.values()];
+    assert.deepEqual(
+      flows.map((f) => [f.original.src, f.original.out, f.reply?.in, f.reply?.tunnel, f.reply?.out]),
+      [
+        [lan, { tunnel: 'v6in6' }, 'eth1', 'v6in6', { port: 'eth0', mac: '02:00:00:00:00:10', srcMac: '00:22:33:44:55:00' }],
+        [lan, { tunnel: 'v6in4' }, 'eth1', 'v6in4', { port: 'eth0', mac: '02:00:00:00:00:10', srcMac: '00:22:33:44:55:00' }],
+      ],
+    );
+    // Conntrack was asked about, and told of, the IPv6 connections.
+    assert.deepEqual(
+      ct.updates.map((u) => [u.orig.family, u.orig.src, u.orig.sport]),
+      [
+        [6, lan, 41000],
+        [6, lan, 42000],
+      ],
+    );
   });
 
   it('does not trust a direction the kernel forwarded other than the connection says', async () => {

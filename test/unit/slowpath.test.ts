@@ -77,6 +77,22 @@ describe('fast path for the slow path', () => {
       assert.deepEqual([plain?.tunnelled, plain?.outerSrc], [false, null]);
     });
 
+    it('give an IPv6 packet decapsulated from ip6ip6 or sit the fingerprint and TCP flags it has plain, as its egress from the kernel will', () => {
+      const base = { encapLimit: null, hopLimit: 64, tclass: 0, flowLabel: 0, flowLabelHash: false, mtu: 1480, port: 1, dstMac: parseMac('02:00:00:00:00:22'), srcMac: parseMac('02:00:00:00:00:11'), slowpathPort: 4 };
+      const inner6 = ip6Packet({ src: '2001:db8:3::1', dst: '2001:db8:1::10' }, { tcp: { sport: 80, dport: 40000, flags: TCP_FIN | TCP_ACK, seq: 77, ack: 88 } }, Buffer.from('payload'));
+      const wan = (l3: Buffer) => ethernetFrame('02:00:00:00:00:11', '02:00:00:00:00:22', l3);
+      const plain = decodeObservations(testing.process({ ports: PORTS, observe: true }, [{ port: 1, frame: wan(inner6) }]).observations as Buffer, reasons)[0];
+      const tunnels = [
+        { mode: 'sit' as const, local: parseIPv4('198.51.100.1'), remote: parseIPv4('198.51.100.2'), frame: wan(ip4Packet({ src: '198.51.100.2', dst: '198.51.100.1' }, { proto: 41, data: inner6 })) },
+        { mode: 'ip6ip6' as const, local: parseIPv6('2001:db8:2::1'), remote: parseIPv6('2001:db8:2::2'), frame: wan(ipInIp6Packet({ src: '2001:db8:2::2', dst: '2001:db8:2::1', encapLimit: null }, inner6)) },
+      ];
+      for (const t of tunnels) {
+        const r = testing.process({ ports: PORTS, tunnels: [{ ...base, id: 0, mode: t.mode, local: t.local, remote: t.remote }], observe: true }, [{ port: 1, frame: t.frame }]);
+        const [o] = decodeObservations(r.observations as Buffer, reasons);
+        assert.deepEqual([o?.fingerprint, o?.tcpFlags, o?.length], [plain?.fingerprint, TCP_FIN | TCP_ACK, inner6.length], t.mode);
+      }
+    });
+
     it('give a packet and its NATed copy the same fingerprint, and another packet a different one', () => {
       const r = testing.process({ ports: PORTS, observe: true }, [
         { port: 0, frame: lan('192.168.0.10', 40000) },
