@@ -3,26 +3,23 @@
 // The host behind the far end is a namespace in the guest, so that the guest forwards
 // between it and its tunnel as a gateway does.
 //
-//   lan 192.168.0.10 ── [site A: flowgate] ══ br0 ══ u-vm ─ qemu: eth0 2001:db8:2::2, 172.16.2.2
-//       2001:db8:1::10                                        tun0 (the case's mode)
-//                                                             netns remote 10.0.0.10, 2001:db8:10::10
+//   lan ── [site A: flowgate] ══ br0 ══ u-vm ─ qemu: eth0 (the mode's underlay address)
+//                                                  tun0 (the case's mode)
+//                                                  netns remote (the mode's inner family)
 //
-// One boot per case: ip4ip6 and ip6ip6 with encaplimit 4 and none, ipip, sit (an IPv4 underlay
-// next to the IPv6 one), and ip4ip6 over a VLAN-tagged underlay (flowgate's eth1.100 and the
-// guest's eth0.100; the bridge passes the tags, the host's kernel needs no 8021q). A case whose
-// tunnel mode the config does not support yet (SUPPORTED_TUNNEL_MODES), or whose VLAN
-// sub-interface it rejects, is pending with the reason in its title; it runs once the config
-// takes it. The ip4ip6 cases without a VLAN always run.
+// The addresses are DemoTopology's for the mode (its `tunnel` option, `addresses`). One boot
+// per case: ip4ip6 and ip6ip6 with encaplimit 4 and none, ipip, sit, and ip4ip6 over a
+// VLAN-tagged underlay (flowgate's eth1.100 and the guest's eth0.100; the bridge passes the
+// tags, the host's kernel needs no 8021q).
 
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
-import { parse as parseYaml, stringify as stringifyYaml } from 'yaml';
 
-import { checkConfigText, type ConfigInput } from '../../lib/config';
-import { SUPPORTED_TUNNEL_MODES, type TunnelMode } from '../../lib/config/schema';
-import { DEMO_ADDRESSES, DemoTopology, SITE_CONFIG_FILES } from '../../lib/demo/topology';
+import type { ConfigInput } from '../../lib/config';
+import type { TunnelMode } from '../../lib/config/schema';
+import { DEMO_ADDRESSES, type DemoAddresses, DemoTopology } from '../../lib/demo/topology';
 import { startTraffic } from '../../lib/demo/traffic';
+import { formatPrefix, parsePrefix, prefixNetwork } from '../../lib/net/addr';
 import { ip4Packet, tunnelEncapLimitOption } from '../../lib/packets';
 import { scapyChecksums } from '../helpers/scapy';
 import { LinuxVm, TunnelSpec } from '../helpers/vm';
@@ -37,24 +34,6 @@ const ETHER_LENGTH = 14;
 /** Inner packets of 64 bytes: IPv4 20 + ICMP or UDP 8 + 36, IPv6 40 + 8 + 16. */
 const INNER_LENGTH = 64;
 const ECHO_BYTES = 2 * 1024 * 1024;
-
-/**
- * What the cases add to DEMO_ADDRESSES: the IPv4 underlay of ipip and sit, and the IPv6 inside
- * of ip6ip6 and sit (the LAN host, site A's LAN port, the tunnel's ends, the remote host).
- */
-const CASE_ADDRESSES = {
-  underlayA4: '172.16.2.1',
-  underlayB4: '172.16.2.2',
-  underlay4Prefix: 24,
-  lanHost6: '2001:db8:1::10',
-  siteALan6: '2001:db8:1::2',
-  lan6Prefix: '2001:db8:1::/64',
-  tunnelA6: '2001:db8:100::1',
-  tunnelB6: '2001:db8:100::2',
-  remoteHost6: '2001:db8:10::10',
-  siteBLan6: '2001:db8:10::1',
-  prefix6: 64,
-} as const;
 
 interface InteropCase {
   mode: TunnelMode;
@@ -81,49 +60,33 @@ function caseTitle(c: InteropCase): string {
   return `${c.mode}${c.encaplimit === undefined ? '' : `, encaplimit ${c.encaplimit}`}${c.vlan === undefined ? '' : `, over 802.1Q VLAN ${c.vlan}`}`;
 }
 
-/** Where each end's traffic goes: the far end's host as seen from the LAN host and back. */
-function hostsOf(c: InteropCase): { lan: string; remote: string } {
-  return inner6(c) ? { lan: CASE_ADDRESSES.lanHost6, remote: CASE_ADDRESSES.remoteHost6 } : { lan: DEMO_ADDRESSES.lanHost, remote: DEMO_ADDRESSES.remoteHost };
-}
-
-/** Site A's config for the case: the demo's, with the tunnel, its underlay and the inside changed to match. */
-function configureSiteA(c: InteropCase, config: ConfigInput): void {
-  const a = DEMO_ADDRESSES;
-  const x = CASE_ADDRESSES;
+/**
+ * Site A's config for a case over a VLAN: the demo's (DemoTopology's for the mode) with the
+ * underlay address moved to the VLAN sub-interface, which takes eth1's place in the flowtable.
+ */
+function vlanUnderlay(vlan: number, config: ConfigInput): void {
   const ports = config.ports as Record<string, Record<string, unknown>>;
-  const tunnels = config.tunnels as Record<string, Record<string, unknown>>;
-  const tunnel = tunnels.tun0;
-  assert.ok(ports.eth0 && ports.eth1 && tunnel, 'the demo config has eth0, eth1 and tun0');
-  if (c.vlan !== undefined) {
-    // The underlay address moves to the VLAN sub-interface, which takes eth1's place in the flowtable.
-    const name = `eth1.${c.vlan}`;
-    ports[name] = { parent: 'eth1', vlan: c.vlan, addresses: ports.eth1.addresses };
-    ports.eth1.addresses = [];
-    const devices = config.flowtable?.devices as string[];
-    config.flowtable = { ...config.flowtable, devices: devices.map((d) => (d === 'eth1' ? name : d)) };
-  }
-  if (outer4(c)) {
-    ports.eth1.addresses = [...((ports.eth1.addresses as string[] | undefined) ?? []), `${x.underlayA4}/${x.underlay4Prefix}`];
-    tunnels.tun0 = { mode: c.mode, local: x.underlayA4, remote: x.underlayB4, ttl: 64, tos: 0, pmtudisc: true, mtu: 'auto' };
-  } else {
-    tunnels.tun0 = { ...tunnel, mode: c.mode, encaplimit: c.encaplimit };
-  }
-  if (inner6(c)) {
-    ports.eth0.addresses = [...((ports.eth0.addresses as string[] | undefined) ?? []), `${x.siteALan6}/${x.prefix6}`];
-    (tunnels.tun0 as Record<string, unknown>).addresses = [`${x.tunnelA6}/${x.prefix6}`];
-    config.routes = [{ to: 'default', via: x.tunnelB6, dev: 'tun0' }];
-  } else {
-    (tunnels.tun0 as Record<string, unknown>).addresses = [`${a.tunnelA}/${a.tunnelPrefix}`];
-  }
+  assert.ok(ports.eth1, 'the demo config has eth1');
+  const name = `eth1.${vlan}`;
+  ports[name] = { parent: 'eth1', vlan, addresses: ports.eth1.addresses };
+  ports.eth1.addresses = [];
+  const devices = config.flowtable?.devices as string[];
+  config.flowtable = { ...config.flowtable, devices: devices.map((d) => (d === 'eth1' ? name : d)) };
 }
 
-/** The guest's side of the case: the same tunnel with Linux's settings equal to flowgate's. */
-function guestTunnel(c: InteropCase): TunnelSpec {
-  const a = DEMO_ADDRESSES;
-  const x = CASE_ADDRESSES;
-  const address = inner6(c) ? `${x.tunnelB6}/${x.prefix6}` : `${a.tunnelB}/${a.tunnelPrefix}`;
-  if (c.mode === 'ipip' || c.mode === 'sit') return { mode: c.mode, local: x.underlayB4, remote: x.underlayA4, ttl: 64, tos: 0, pmtudisc: true, address };
+/**
+ * The guest's side of the case: the same tunnel with Linux's settings equal to flowgate's
+ * defaults, which are iproute2's (hop limit 64, traffic class 0; ttl inherit, tos 0, pmtudisc).
+ */
+function guestTunnel(c: InteropCase, a: DemoAddresses): TunnelSpec {
+  const address = `${a.tunnelB}/${a.tunnelPrefix}`;
+  if (c.mode === 'ipip' || c.mode === 'sit') return { mode: c.mode, local: a.underlayB, remote: a.underlayA, ttl: 'inherit', tos: 0, pmtudisc: true, address };
   return { mode: c.mode === 'ip4ip6' ? 'ipip6' : 'ip6ip6', local: a.underlayB, remote: a.underlayA, encaplimit: c.encaplimit ?? 4, hoplimit: 64, tclass: 0, address };
+}
+
+/** The network of an address with prefix length, e.g. 2001:db8:10::/64 for 2001:db8:10::10/64. */
+function networkOf(address: string, length: number): string {
+  return formatPrefix(prefixNetwork(parsePrefix(`${address}/${length}`)));
 }
 
 /** Length of the Ethernet header with its VLAN tags. */
@@ -157,23 +120,16 @@ function outerTemplate(frame: Buffer): { header: string; src: string; dst: strin
   return { header: tags + ip6.subarray(0, 8).toString('hex') + options, src, dst, innerLength: frame.length - l2 - 40 - options.length / 2 };
 }
 
-/** The outer headers Linux's tunnel builds for a 64-byte inner packet with the case's settings (test/interop/README.md). */
+/**
+ * The outer headers Linux's tunnel builds for a 64-byte inner packet with the case's settings
+ * (test/interop/README.md). Over IPv4 `ttl inherit`: the inner TTL after one forwarding hop, 63.
+ */
 function linuxTemplate(c: InteropCase): string {
   const tags = c.vlan === undefined ? '' : `8100${c.vlan.toString(16).padStart(4, '0')}`;
   const proto = inner6(c) ? '29' : '04';
-  if (outer4(c)) return `${tags}0800` + `4500${(20 + INNER_LENGTH).toString(16).padStart(4, '0')}` + '0000' + '4000' + `40${proto}0000`;
+  if (outer4(c)) return `${tags}0800` + `4500${(20 + INNER_LENGTH).toString(16).padStart(4, '0')}` + '0000' + '4000' + `3f${proto}0000`;
   const option = c.encaplimit === 'none' ? '' : `${proto}00040104010100`;
   return `${tags}86dd` + `60000000${(INNER_LENGTH + option.length / 2).toString(16).padStart(4, '0')}${option ? '3c' : proto}40${option}`;
-}
-
-/** Why a case cannot run against this tree's config yet, or undefined when it can. */
-function pendingReason(c: InteropCase): string | undefined {
-  if (!SUPPORTED_TUNNEL_MODES.includes(c.mode)) return `tunnel mode ${c.mode} is not supported yet`;
-  if (c.vlan === undefined) return undefined;
-  const config = parseYaml(readFileSync(SITE_CONFIG_FILES.a, 'utf8')) as ConfigInput;
-  configureSiteA(c, config);
-  const { issues } = checkConfigText(stringifyYaml(config), 'demo-site-a.yaml');
-  return issues.length === 0 ? undefined : `the config rejects the VLAN underlay: ${issues[0]?.path}: ${issues[0]?.message}`;
 }
 
 function macOfFrame(frame: Buffer, offset: number): string {
@@ -181,25 +137,25 @@ function macOfFrame(frame: Buffer, offset: number): string {
 }
 
 for (const c of CASES) {
-  const pending = pendingReason(c);
-  const title = `interop: Linux as the far end of site A's tunnel: ${caseTitle(c)}`;
-  (pending === undefined ? describe : describe.skip)(pending === undefined ? title : `${title} (pending: ${pending})`, function () {
+  describe(`interop: Linux as the far end of site A's tunnel: ${caseTitle(c)}`, function () {
     this.timeout(TEST_TIMEOUT_MS);
     let topology: DemoTopology | undefined;
     let vm: LinuxVm | undefined;
-    const hosts = hostsOf(c);
+    let hosts = { lan: '', remote: '' };
 
     before(async function () {
       this.timeout(HOOK_TIMEOUT_MS);
-      const a = DEMO_ADDRESSES;
-      const x = CASE_ADDRESSES;
-      topology = await DemoTopology.create({ farEnd: 'external', prefix: 'fgtvm', privateSockets: true, configure: { a: (config) => configureSiteA(c, config) } });
-      if (inner6(c)) {
-        // The demo's LAN host has IPv4 only.
-        await topology.run('lan', ['ip', '-6', 'addr', 'add', `${x.lanHost6}/${x.prefix6}`, 'dev', 'eth0', 'nodad']);
-        await topology.run('lan', ['ip', '-6', 'route', 'add', 'default', 'via', x.siteALan6]);
-      }
-      const underlay = [`${a.underlayB}/${a.underlayPrefix}`, ...(outer4(c) ? [`${x.underlayB4}/${x.underlay4Prefix}`] : [])];
+      const vlan = c.vlan;
+      topology = await DemoTopology.create({
+        farEnd: 'external',
+        prefix: 'fgtvm',
+        privateSockets: true,
+        tunnel: { mode: c.mode, ...(c.encaplimit === undefined ? {} : { encaplimit: c.encaplimit }) },
+        configure: vlan === undefined ? {} : { a: (config) => vlanUnderlay(vlan, config) },
+      });
+      const a = topology.addresses;
+      hosts = { lan: a.lanHost, remote: a.remoteHost };
+      const underlay = [`${a.underlayB}/${a.underlayPrefix}`];
       vm = await LinuxVm.boot({
         netns: topology.ns.underlay,
         tap: VM_TAP,
@@ -208,14 +164,9 @@ for (const c of CASES) {
         scenario: {
           underlay: c.vlan === undefined ? underlay : [],
           vlans: c.vlan === undefined ? [] : [{ name: `eth0.${c.vlan}`, id: c.vlan, addresses: underlay }],
-          tunnel: guestTunnel(c),
-          behind: {
-            kind: 'netns',
-            name: VM_NETNS,
-            address: [`${a.remoteHost}/${a.remotePrefix}`, `${x.remoteHost6}/${x.prefix6}`],
-            gateway: [`${a.siteBLan}/${a.remotePrefix}`, `${x.siteBLan6}/${x.prefix6}`],
-          },
-          routes: [{ to: inner6(c) ? x.lan6Prefix : `192.168.0.0/${a.lanPrefix}` }],
+          tunnel: guestTunnel(c, a),
+          behind: { kind: 'netns', name: VM_NETNS, address: `${a.remoteHost}/${a.remotePrefix}`, gateway: `${a.siteBLan}/${a.remotePrefix}` },
+          routes: [{ to: networkOf(a.lanHost, a.lanPrefix) }],
         },
       });
       await topology.attachToUnderlay(VM_TAP);
@@ -469,17 +420,8 @@ function configureQinQ(config: ConfigInput): void {
   config.flowtable = { ...config.flowtable, devices: [...devices, QINQ_PORT] };
 }
 
-function qinqPendingReason(): string | undefined {
-  const config = parseYaml(readFileSync(SITE_CONFIG_FILES.a, 'utf8')) as ConfigInput;
-  configureQinQ(config);
-  const { issues } = checkConfigText(stringifyYaml(config), 'demo-site-a.yaml');
-  return issues.length === 0 ? undefined : `the config rejects the QinQ ports: ${issues[0]?.path}: ${issues[0]?.message}`;
-}
-
 {
-  const pending = qinqPendingReason();
-  const title = `interop: Linux as a LAN host on a QinQ LAN (802.1ad ${QINQ.service}, 802.1Q ${QINQ.customer} inside) facing site A's sub-interfaces`;
-  (pending === undefined ? describe : describe.skip)(pending === undefined ? title : `${title} (pending: ${pending})`, function () {
+  describe(`interop: Linux as a LAN host on a QinQ LAN (802.1ad ${QINQ.service}, 802.1Q ${QINQ.customer} inside) facing site A's sub-interfaces`, function () {
     this.timeout(TEST_TIMEOUT_MS);
     let topology: DemoTopology | undefined;
     let vm: LinuxVm | undefined;
