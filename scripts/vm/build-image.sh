@@ -2,7 +2,7 @@
 # Builds the interop guest for test/helpers/vm.ts: a stock Debian kernel (the image that the
 # linux-image-amd64 metapackage currently points at, downloaded, never installed) and a tiny
 # base initramfs with busybox-static, the host's iproute2 `ip`, the kernel modules the tests
-# need (ip6_tunnel and friends) and an /init that runs a per-boot scenario script and then a
+# need (ip6_tunnel, ipip, sit, 8021q and what they depend on) and an /init that runs a per-boot scenario script and then a
 # command loop on the serial console.
 #
 # Everything is cached under <repo>/.cache/vm/; a second run does no work. Prints the
@@ -17,9 +17,13 @@ readonly REPO
 readonly CACHE="$REPO/.cache/vm"
 readonly SELF="$REPO/scripts/vm/build-image.sh"
 readonly HOST_PACKAGES=(busybox-static cpio qemu-system-x86 kmod iproute2 gcc libc6-dev)
-# Modules and not built-in in Debian's 6.1 kernel (IPv6 itself is built in). veth and dummy
-# give the guest a host behind the tunnel; their dependencies are resolved from modules.dep.
-readonly GUEST_MODULES=(virtio_pci virtio_net tunnel6 ip6_tunnel dummy veth)
+# Modules and not built-in in Debian's 6.1 kernel (IPv6 itself is built in): ip6_tunnel for
+# ip6tnl (ipip6, ip6ip6), ipip and sit for the IPv4-underlay tunnels (with tunnel4 and
+# ip_tunnel), 8021q for VLAN sub-interfaces (802.1Q and 802.1ad). veth and dummy give the guest
+# a host behind the tunnel. Their dependencies (garp, mrp, stp, llc, ...) are resolved from
+# modules.dep; the listed ones are there so that the image fails to build rather than a
+# scenario failing to boot if a later kernel renames one.
+readonly GUEST_MODULES=(virtio_pci virtio_net tunnel6 ip6_tunnel tunnel4 ip_tunnel ipip sit 8021q dummy veth)
 
 log() { printf 'build-image: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -275,7 +279,10 @@ build_base_initramfs() {
         echo "$file" >> "$root/etc/fgvm/modules"
       done
   done
-  grep -q '^ip6_tunnel.ko$' "$root/etc/fgvm/modules" || die "ip6_tunnel.ko not found in $(basename "$deb")"
+  for module in "${GUEST_MODULES[@]}"; do
+    # modprobe names modules with underscores; their files may use either.
+    grep -qx "${module}.ko\|${module//_/-}.ko" "$root/etc/fgvm/modules" || die "${module}.ko not found in $(basename "$deb")"
+  done
 
   write_init "$root/init"
   write_profile "$root/etc/fgvm/profile"

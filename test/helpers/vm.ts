@@ -1,5 +1,5 @@
 // A stock Debian kernel under qemu (TCG) as the far end of interop tests: the real Linux
-// ip6tnl, which this machine's kernel lacks. The guest is built by scripts/vm/build-image.sh;
+// ip6tnl, ipip, sit and 8021q, which this machine's kernel lacks or may lack. The guest is built by scripts/vm/build-image.sh;
 // the per-boot scenario (addresses, the tunnel, the host behind it, routes) is a second cpio
 // archive appended to the cached base initramfs. The guest's serial console is qemu's stdio
 // and carries a small command protocol (see the command loop in build-image.sh's /init).
@@ -19,49 +19,111 @@ export interface VmImage {
   release: string;
 }
 
-/** An ip6tnl device as `ip link add NAME type ip6tnl mode ipip6 ...` makes it. */
-export interface TunnelSpec {
+/** What the tunnel devices have in common. */
+interface TunnelCommon {
   /** Default tun0. */
   name?: string;
+  /** Outer addresses: IPv6 for ip6tnl (ipip6, ip6ip6), IPv4 for ipip and sit. */
   local: string;
   remote: string;
+  /** The tunnel's own address with prefix, either family (IPv6 without DAD), e.g. 192.168.100.2/24. */
+  address?: string;
+}
+
+/**
+ * An ip6tnl device as `ip link add NAME type ip6tnl mode ipip6|ip6ip6 ...` makes it: IPv4
+ * (ipip6, the default) or IPv6 (ip6ip6) over IPv6, RFC 2473.
+ */
+export interface Ip6TunnelSpec extends TunnelCommon {
+  mode?: 'ipip6' | 'ip6ip6';
   /** Tunnel Encapsulation Limit option value, or 'none' to send no destination options header. */
   encaplimit: number | 'none';
-  /** Outer hop limit, or 'inherit' to copy the inner TTL. */
+  /** Outer hop limit, or 'inherit' to copy the inner TTL or hop limit. */
   hoplimit: number | 'inherit';
-  /** Outer traffic class, or 'inherit' to copy the inner TOS. */
+  /** Outer traffic class, or 'inherit' to copy the inner TOS or traffic class. */
   tclass: number | 'inherit';
   /** Outer flow label, or 'inherit'; by default Linux's (which is 0, then auto flow labels). */
   flowlabel?: number | 'inherit';
-  /** The tunnel's own IPv4 address with prefix, e.g. 192.168.100.2/24. */
-  address: string;
+}
+
+/**
+ * An IPv4-underlay tunnel as `ip link add NAME type ipip|sit ...` makes it: IPv4 (ipip, RFC
+ * 2003) or IPv6 (sit, RFC 4213) over IPv4.
+ */
+export interface Ip4TunnelSpec extends TunnelCommon {
+  mode: 'ipip' | 'sit';
+  /** Outer TTL, or 'inherit' to copy the inner TTL or hop limit. */
+  ttl: number | 'inherit';
+  /** Outer TOS, or 'inherit' to copy the inner TOS or traffic class. */
+  tos: number | 'inherit';
+  /**
+   * Linux's pmtudisc: DF on every outer header. Without it DF is copied from an inner IPv4
+   * packet; iproute2 then insists on `ttl inherit`, and so does this harness.
+   */
+  pmtudisc: boolean;
+}
+
+export type TunnelSpec = Ip6TunnelSpec | Ip4TunnelSpec;
+
+/** Whether the tunnel carries IPv6 inside (ip6ip6, sit) rather than IPv4 (ipip6, ipip). */
+export function innerFamily(t: TunnelSpec): 4 | 6 {
+  return t.mode === 'ip6ip6' || t.mode === 'sit' ? 6 : 4;
+}
+
+/** The family of the tunnel's outer header: IPv6 for ip6tnl, IPv4 for ipip and sit. */
+export function outerFamily(t: TunnelSpec): 4 | 6 {
+  return t.mode === 'ipip' || t.mode === 'sit' ? 4 : 6;
+}
+
+/**
+ * A VLAN sub-interface, `ip link add link PARENT name NAME type vlan proto PROTOCOL id ID`.
+ * Stacking one on another gives QinQ: an 802.1ad one on eth0, an 802.1Q one on that.
+ */
+export interface VlanSpec {
+  /** e.g. eth0.100 or eth0.1000.20. */
+  name: string;
+  /** Default eth0; an earlier VLAN's name for QinQ. */
+  parent?: string;
+  /** 1..4094. */
+  id: number;
+  /** Default 802.1Q. */
+  protocol?: '802.1Q' | '802.1ad';
+  /** Addresses with prefix, either family (IPv6 without DAD). */
+  addresses?: string[];
+  /** Default: the parent's. */
+  mtu?: number;
 }
 
 /** A host behind the guest, the destination of traffic that comes out of the tunnel. */
 export type HostBehind =
-  /** An address on a dummy interface: traffic to it is delivered to the guest itself. */
-  | { kind: 'dummy'; name?: string; address: string }
+  /** Addresses (either family) on a dummy interface: traffic to them is delivered to the guest itself. */
+  | { kind: 'dummy'; name?: string; address: string | string[] }
   /**
    * A network namespace `name` (default lan) in the guest, joined by a veth pair: its eth0 has
-   * `address` and a default route to `gateway`, which the guest's end (veth-<name>) holds. Traffic
-   * to it is forwarded by the guest, so TTLs drop as they would on a real gateway.
+   * `address` and a default route to the `gateway` of the same family, which the guest's end
+   * (veth-<name>) holds. Traffic to it is forwarded by the guest, so TTLs and hop limits drop
+   * as they would on a real gateway.
    */
-  | { kind: 'netns'; name?: string; address: string; gateway: string };
+  | { kind: 'netns'; name?: string; address: string | string[]; gateway: string | string[] };
 
 export interface RouteSpec {
-  /** Prefix, e.g. 192.168.0.0/24 or default. */
+  /** Prefix of either family, e.g. 192.168.0.0/24 or 2001:db8:100::/64, or default (IPv4). */
   to: string;
-  /** Default: the tunnel's name. */
+  /** Default: the first tunnel's name. */
   dev?: string;
   via?: string;
 }
 
 export interface Scenario {
-  /** IPv6 addresses with prefix on the guest's NIC (eth0), added without DAD. */
+  /** Addresses with prefix on the guest's NIC (eth0), either family (IPv6 without DAD). */
   underlay: string[];
   /** MTU of eth0, set before the tunnel is made (whose own MTU Linux derives from it). Default 1500. */
   mtu?: number;
+  /** VLAN sub-interfaces, made in order after eth0 and before the tunnels. */
+  vlans?: VlanSpec[];
   tunnel?: TunnelSpec;
+  /** More tunnels, made after `tunnel`; each needs its own name. */
+  tunnels?: TunnelSpec[];
   behind?: HostBehind;
   routes?: RouteSpec[];
   /** Further shell lines run last, e.g. sysctls. */
@@ -200,74 +262,157 @@ function checkByte(what: string, value: number, max = 255): void {
   if (!Number.isInteger(value) || value < 0 || value > max) throw new TypeError(`${what}: expected an integer 0..${max}, got ${value}`);
 }
 
+function familyOf(prefix: string): 4 | 6 {
+  return isIP(prefix.split('/')[0] ?? '') === 4 ? 4 : 6;
+}
+
+function checkAnyPrefix(what: string, value: string): void {
+  checkPrefix(what, value, familyOf(value));
+}
+
+function checkMtu(what: string, mtu: number): void {
+  if (!Number.isInteger(mtu) || mtu < 1280 || mtu > 65535) throw new TypeError(`${what}: expected an integer 1280..65535 (IPv6 needs 1280), got ${mtu}`);
+}
+
+/** `ip addr add` for either family; IPv6 without DAD, so that the address is usable at once. */
+function addAddress(prefix: string, dev: string, netns?: string): string {
+  return `ip${netns === undefined ? '' : ` -n ${netns}`} addr add ${q(prefix)} dev ${dev}${familyOf(prefix) === 6 ? ' nodad' : ''}`;
+}
+
+function asList(value: string | string[]): string[] {
+  return typeof value === 'string' ? [value] : value;
+}
+
+/** The `ip link add` line of a tunnel, after validating every option against its mode. */
+function tunnelCommand(t: TunnelSpec, what: string): string {
+  const name = t.name ?? 'tun0';
+  checkName(`${what}.name`, name);
+  const outer = outerFamily(t);
+  checkAddress(`${what}.local`, t.local, outer);
+  checkAddress(`${what}.remote`, t.remote, outer);
+  if (t.address !== undefined) checkAnyPrefix(`${what}.address`, t.address);
+  const hex = (n: number) => `0x${n.toString(16)}`;
+  if (t.mode === 'ipip' || t.mode === 'sit') {
+    if (t.ttl !== 'inherit') checkByte(`${what}.ttl`, t.ttl);
+    if (t.tos !== 'inherit') checkByte(`${what}.tos`, t.tos);
+    // iproute2's own rule ("ttl != 0 and nopmtudisc are incompatible"), said before the boot.
+    if (!t.pmtudisc && t.ttl !== 'inherit') throw new TypeError(`${what}.ttl: expected 'inherit' with pmtudisc false (iproute2 refuses a fixed TTL without pmtudisc), got ${t.ttl}`);
+    const options = [
+      `local ${q(t.local)} remote ${q(t.remote)}`,
+      `ttl ${t.ttl}`,
+      `tos ${typeof t.tos === 'number' ? hex(t.tos) : t.tos}`,
+      t.pmtudisc ? 'pmtudisc' : 'nopmtudisc',
+    ];
+    return `ip link add ${name} type ${t.mode} ${options.join(' ')}`;
+  }
+  if (t.mode !== undefined && t.mode !== 'ipip6' && t.mode !== 'ip6ip6') throw new TypeError(`${what}.mode: expected ipip6, ip6ip6, ipip or sit, got ${JSON.stringify(t.mode)}`);
+  if (t.encaplimit !== 'none') checkByte(`${what}.encaplimit`, t.encaplimit);
+  if (t.hoplimit !== 'inherit') checkByte(`${what}.hoplimit`, t.hoplimit);
+  if (t.tclass !== 'inherit') checkByte(`${what}.tclass`, t.tclass);
+  if (typeof t.flowlabel === 'number') checkByte(`${what}.flowlabel`, t.flowlabel, 0xfffff);
+  // `ip link` rather than `ip -6 tunnel`: only the former accepts `hoplimit inherit`.
+  const options = [
+    `mode ${t.mode ?? 'ipip6'} local ${q(t.local)} remote ${q(t.remote)}`,
+    `encaplimit ${t.encaplimit}`,
+    `hoplimit ${t.hoplimit}`,
+    `tclass ${typeof t.tclass === 'number' ? hex(t.tclass) : t.tclass}`,
+    ...(t.flowlabel === undefined ? [] : [`flowlabel ${typeof t.flowlabel === 'number' ? hex(t.flowlabel) : t.flowlabel}`]),
+  ];
+  return `ip link add ${name} type ip6tnl ${options.join(' ')}`;
+}
+
 /** The shell script that /init runs (with -e and xtrace) before it reports ready. */
 export function scenarioScript(scenario: Scenario): string {
   const lines = ['ip link set eth0 up'];
   if (scenario.mtu !== undefined) {
-    if (!Number.isInteger(scenario.mtu) || scenario.mtu < 1280 || scenario.mtu > 65535) throw new TypeError(`scenario.mtu: expected an integer 1280..65535 (IPv6 needs 1280), got ${scenario.mtu}`);
+    checkMtu('scenario.mtu', scenario.mtu);
     lines.push(`ip link set eth0 mtu ${scenario.mtu}`);
   }
   scenario.underlay.forEach((a, i) => {
-    checkPrefix(`scenario.underlay[${i}]`, a, 6);
-    lines.push(`ip -6 addr add ${q(a)} dev eth0 nodad`);
+    checkAnyPrefix(`scenario.underlay[${i}]`, a);
+    lines.push(addAddress(a, 'eth0'));
   });
-  // The guest routes between the tunnel and the host behind it.
-  lines.push('sysctl -w net.ipv4.ip_forward=1 >/dev/null');
 
-  const t = scenario.tunnel;
-  if (t) {
-    const name = t.name ?? 'tun0';
-    checkName('scenario.tunnel.name', name);
-    checkAddress('scenario.tunnel.local', t.local, 6);
-    checkAddress('scenario.tunnel.remote', t.remote, 6);
-    checkPrefix('scenario.tunnel.address', t.address, 4);
-    if (t.encaplimit !== 'none') checkByte('scenario.tunnel.encaplimit', t.encaplimit);
-    if (t.hoplimit !== 'inherit') checkByte('scenario.tunnel.hoplimit', t.hoplimit);
-    if (t.tclass !== 'inherit') checkByte('scenario.tunnel.tclass', t.tclass);
-    if (typeof t.flowlabel === 'number') checkByte('scenario.tunnel.flowlabel', t.flowlabel, 0xfffff);
-    // `ip link` rather than `ip -6 tunnel`: only the former accepts `hoplimit inherit`.
-    const options = [
-      `mode ipip6 local ${q(t.local)} remote ${q(t.remote)}`,
-      `encaplimit ${t.encaplimit}`,
-      `hoplimit ${t.hoplimit}`,
-      `tclass ${typeof t.tclass === 'number' ? `0x${t.tclass.toString(16)}` : t.tclass}`,
-      ...(t.flowlabel === undefined ? [] : [`flowlabel ${typeof t.flowlabel === 'number' ? `0x${t.flowlabel.toString(16)}` : t.flowlabel}`]),
-    ];
-    lines.push(`ip link add ${name} type ip6tnl ${options.join(' ')}`);
-    lines.push(`ip addr add ${q(t.address)} dev ${name}`);
-    lines.push(`ip link set ${name} up`);
+  const devices = new Set(['eth0']);
+  (scenario.vlans ?? []).forEach((v, i) => {
+    const what = `scenario.vlans[${i}]`;
+    const parent = v.parent ?? 'eth0';
+    checkName(`${what}.name`, v.name);
+    if (!devices.has(parent)) throw new TypeError(`${what}.parent: expected eth0 or an earlier VLAN's name, got ${JSON.stringify(parent)}`);
+    if (devices.has(v.name)) throw new TypeError(`${what}.name: ${v.name} exists already`);
+    if (!Number.isInteger(v.id) || v.id < 1 || v.id > 4094) throw new TypeError(`${what}.id: expected an integer 1..4094, got ${v.id}`);
+    const protocol = v.protocol ?? '802.1Q';
+    if (protocol !== '802.1Q' && protocol !== '802.1ad') throw new TypeError(`${what}.protocol: expected 802.1Q or 802.1ad, got ${JSON.stringify(protocol)}`);
+    devices.add(v.name);
+    lines.push(`ip link add link ${parent} name ${v.name} type vlan proto ${protocol} id ${v.id}`);
+    if (v.mtu !== undefined) {
+      checkMtu(`${what}.mtu`, v.mtu);
+      lines.push(`ip link set ${v.name} mtu ${v.mtu}`);
+    }
+    lines.push(`ip link set ${v.name} up`);
+    (v.addresses ?? []).forEach((a, j) => {
+      checkAnyPrefix(`${what}.addresses[${j}]`, a);
+      lines.push(addAddress(a, v.name));
+    });
+  });
+
+  const tunnels = [...(scenario.tunnel ? [scenario.tunnel] : []), ...(scenario.tunnels ?? [])];
+  const b = scenario.behind;
+  const behindAddresses = b === undefined ? [] : asList(b.address);
+  // The guest routes between the tunnel and the host behind it, in the families they carry.
+  lines.push('sysctl -w net.ipv4.ip_forward=1 >/dev/null');
+  if (tunnels.some((t) => innerFamily(t) === 6) || behindAddresses.some((a) => familyOf(a) === 6)) {
+    lines.push('sysctl -w net.ipv6.conf.all.forwarding=1 >/dev/null');
   }
 
-  const b = scenario.behind;
+  tunnels.forEach((t, i) => {
+    const what = scenario.tunnel && i === 0 ? 'scenario.tunnel' : `scenario.tunnels[${scenario.tunnel ? i - 1 : i}]`;
+    const name = t.name ?? 'tun0';
+    const command = tunnelCommand(t, what);
+    if (devices.has(name)) throw new TypeError(`${what}.name: ${name} exists already`);
+    devices.add(name);
+    lines.push(command);
+    if (t.address !== undefined) lines.push(addAddress(t.address, name));
+    lines.push(`ip link set ${name} up`);
+  });
+
   if (b?.kind === 'dummy') {
     const name = b.name ?? 'lan0';
     checkName('scenario.behind.name', name);
-    checkPrefix('scenario.behind.address', b.address, 4);
-    lines.push(`ip link add ${name} type dummy`, `ip addr add ${q(b.address)} dev ${name}`, `ip link set ${name} up`);
+    lines.push(`ip link add ${name} type dummy`);
+    behindAddresses.forEach((a, i) => {
+      checkAnyPrefix(`scenario.behind.address[${i}]`, a);
+      lines.push(addAddress(a, name));
+    });
+    lines.push(`ip link set ${name} up`);
   } else if (b?.kind === 'netns') {
     const ns = b.name ?? 'lan';
     checkName('scenario.behind.name', ns);
     checkName('scenario.behind.name (as veth-<name>)', `veth-${ns}`);
-    checkPrefix('scenario.behind.address', b.address, 4);
-    checkPrefix('scenario.behind.gateway', b.gateway, 4);
-    const gatewayIp = b.gateway.split('/')[0] ?? '';
-    lines.push(
-      `ip netns add ${ns}`,
-      `ip link add veth-${ns} type veth peer name eth0 netns ${ns}`,
-      `ip addr add ${q(b.gateway)} dev veth-${ns}`,
-      `ip link set veth-${ns} up`,
-      `ip -n ${ns} link set lo up`,
-      `ip -n ${ns} addr add ${q(b.address)} dev eth0`,
-      `ip -n ${ns} link set eth0 up`,
-      `ip -n ${ns} route add default via ${q(gatewayIp)}`,
-    );
+    const gateways = asList(b.gateway);
+    lines.push(`ip netns add ${ns}`, `ip link add veth-${ns} type veth peer name eth0 netns ${ns}`);
+    gateways.forEach((g, i) => {
+      checkAnyPrefix(`scenario.behind.gateway[${i}]`, g);
+      lines.push(addAddress(g, `veth-${ns}`));
+    });
+    lines.push(`ip link set veth-${ns} up`, `ip -n ${ns} link set lo up`);
+    behindAddresses.forEach((a, i) => checkAnyPrefix(`scenario.behind.address[${i}]`, a));
+    for (const family of [4, 6] as const) {
+      const addresses = behindAddresses.filter((a) => familyOf(a) === family);
+      const gateway = gateways.filter((g) => familyOf(g) === family);
+      if (addresses.length === 0 && gateway.length === 0) continue;
+      if (addresses.length !== 1 || gateway.length !== 1) throw new TypeError(`scenario.behind: expected one IPv${family} address and one IPv${family} gateway, got ${addresses.length} and ${gateway.length}`);
+      lines.push(addAddress(addresses[0] as string, 'eth0', ns));
+    }
+    lines.push(`ip -n ${ns} link set eth0 up`);
+    for (const g of gateways) lines.push(`ip -n ${ns} route add default via ${q(g.split('/')[0] ?? '')}`);
   }
 
   (scenario.routes ?? []).forEach((r, i) => {
-    if (r.to !== 'default') checkPrefix(`scenario.routes[${i}].to`, r.to, 4);
-    const dev = r.dev ?? t?.name ?? 'tun0';
+    if (r.to !== 'default') checkAnyPrefix(`scenario.routes[${i}].to`, r.to);
+    const dev = r.dev ?? tunnels[0]?.name ?? 'tun0';
     checkName(`scenario.routes[${i}].dev`, dev);
-    if (r.via !== undefined) checkAddress(`scenario.routes[${i}].via`, r.via, 4);
+    if (r.via !== undefined) checkAddress(`scenario.routes[${i}].via`, r.via, isIP(r.via) === 4 ? 4 : 6);
     lines.push(`ip route add ${q(r.to)}${r.via ? ` via ${q(r.via)}` : ''} dev ${dev}`);
   });
   lines.push(...(scenario.commands ?? []));

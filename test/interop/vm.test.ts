@@ -20,7 +20,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { createNetns, deleteNetns, linkExists, macAddress, sh } from '../helpers/netns';
 import { layer, ScapyFrame, scapySendRecv } from '../helpers/scapy';
-import { buildVmImage, LinuxVm, TunnelSpec, VmCommandError, VmError } from '../helpers/vm';
+import { buildVmImage, Ip6TunnelSpec, LinuxVm, VmCommandError, VmError } from '../helpers/vm';
 
 const TAP = 'fgvm0';
 const GUEST_MAC = '52:54:00:f9:00:02';
@@ -47,7 +47,7 @@ const SILENCE_MS = 3_000;
 /** How long to wait for replies that must come (the capture ends as soon as they are in). */
 const REPLY_WINDOW_MS = 10_000;
 
-const DEFAULT_TUNNEL: TunnelSpec = {
+const DEFAULT_TUNNEL: Ip6TunnelSpec = {
   local: GUEST_UNDERLAY,
   remote: HOST_UNDERLAY,
   encaplimit: 4,
@@ -62,7 +62,7 @@ interface Guest {
   hostMac: string;
 }
 
-async function bootGuest(tunnel: Partial<TunnelSpec>): Promise<Guest> {
+async function bootGuest(tunnel: Partial<Ip6TunnelSpec>): Promise<Guest> {
   const netns = await createNetns('fgvm');
   let vm: LinuxVm | undefined;
   try {
@@ -105,7 +105,7 @@ async function destroyGuest(guest: Guest | undefined): Promise<void> {
 }
 
 /** Boots a guest with these tunnel settings before the calling suite and shuts it down after. */
-function guestPerSuite(tunnel: Partial<TunnelSpec>): () => Guest {
+function guestPerSuite(tunnel: Partial<Ip6TunnelSpec>): () => Guest {
   let guest: Guest | undefined;
   before(async function () {
     this.timeout(HOOK_TIMEOUT_MS);
@@ -278,13 +278,25 @@ describe('interop: the VM harness (LinuxVm)', function () {
       netns,
       tap: TAP,
       mac: GUEST_MAC,
-      hostAddresses: [`${HOST_UNDERLAY}/64`],
+      hostAddresses: [`${HOST_UNDERLAY}/64`, '10.1.0.1/24'],
       bootTimeoutMs: BOOT_TIMEOUT_MS,
       scenario: {
-        underlay: [`${GUEST_UNDERLAY}/64`],
+        underlay: [`${GUEST_UNDERLAY}/64`, '10.1.0.2/24'],
+        vlans: [
+          { name: 'eth0.100', id: 100, addresses: ['2001:db8:3::2/64'] },
+          { name: 'eth0.1000', id: 1000, protocol: '802.1ad' },
+          { name: 'eth0.1000.20', parent: 'eth0.1000', id: 20, addresses: ['172.16.20.2/24'], mtu: 1400 },
+        ],
         tunnel: { ...DEFAULT_TUNNEL, encaplimit: 'none', hoplimit: 'inherit', tclass: 'inherit', flowlabel: 0x12345 },
-        behind: { kind: 'dummy', name: 'lan0', address: `${LAN_HOST}/24` },
-        routes: [{ to: '192.168.0.0/24' }],
+        tunnels: [
+          { name: 'ipip1', mode: 'ipip', local: '10.1.0.2', remote: '10.1.0.1', ttl: 'inherit', tos: 'inherit', pmtudisc: false, address: '192.168.101.2/24' },
+          { name: 'sit1', mode: 'sit', local: '10.1.0.2', remote: '10.1.0.1', ttl: 64, tos: 0x28, pmtudisc: true, address: '2001:db8:101::2/64' },
+          // Not tun0's remote: Linux keys ip6tnl devices by their addresses alone, whatever the
+          // mode ("File exists"); ipip and sit, two modules, may share theirs.
+          { name: 'ip6t1', mode: 'ip6ip6', local: GUEST_UNDERLAY, remote: '2001:db8:2::11', encaplimit: 7, hoplimit: 40, tclass: 0 },
+        ],
+        behind: { kind: 'dummy', name: 'lan0', address: [`${LAN_HOST}/24`, '2001:db8:aa::1/64'] },
+        routes: [{ to: '192.168.0.0/24' }, { to: '2001:db8:100::/64', dev: 'ip6t1' }],
         commands: ['echo scenario-commands-ran > /tmp/marker'],
       },
     });
@@ -340,6 +352,45 @@ describe('interop: the VM harness (LinuxVm)', function () {
     assert.match(await guest().exec('ip -4 addr show dev lan0'), /inet 10\.0\.0\.1\/24 /);
     assert.match(await guest().exec('ip route show 192.168.0.0/24'), /^192\.168\.0\.0\/24 dev tun0 /);
     assert.equal(await guest().exec('cat /tmp/marker /proc/sys/net/ipv4/ip_forward'), 'scenario-commands-ran\n1\n');
+  });
+
+  it('sets up the other tunnel modes: ipip and sit with ttl/tos/pmtudisc, ip6tnl ip6ip6', async () => {
+    assert.match(await guest().exec('ip -d link show ipip1'), /ipip any remote 10\.1\.0\.1 local 10\.1\.0\.2 ttl inherit tos inherit nopmtudisc /);
+    assert.match(await guest().exec('ip -d link show sit1'), /sit any remote 10\.1\.0\.1 local 10\.1\.0\.2 ttl 64 tos 0x28 pmtudisc /);
+    assert.match(await guest().exec('ip -d link show ip6t1'), /ip6tnl ip6ip6 remote 2001:db8:2::11 local 2001:db8:2::2 hoplimit 40 encaplimit 7 tclass 0x00 /);
+    assert.match(await guest().exec('ip -4 addr show dev ipip1'), /inet 192\.168\.101\.2\/24 /);
+    assert.match(await guest().exec('ip -6 addr show dev sit1'), /inet6 2001:db8:101::2\/64 scope global/);
+    assert.match(await guest().exec('ip -6 addr show dev lan0'), /inet6 2001:db8:aa::1\/64 scope global/);
+    assert.match(await guest().exec('ip -6 route show 2001:db8:100::/64'), /^2001:db8:100::\/64 dev ip6t1 /);
+    // IPv6 forwarding follows the IPv6 inside sit and ip6ip6.
+    assert.equal(await guest().exec('cat /proc/sys/net/ipv6/conf/all/forwarding'), '1\n');
+  });
+
+  // The host's kernel has no 8021q: scapy tags the frames, and the answers show the guest's tags.
+  it('sets up VLAN sub-interfaces that answer tagged frames: 802.1Q, and 802.1ad with 802.1Q inside (QinQ)', async () => {
+    assert.match(await guest().exec('ip -d link show eth0.100'), /vlan protocol 802\.1Q id 100 /);
+    assert.match(await guest().exec('ip -d link show eth0.1000'), /vlan protocol 802\.1ad id 1000 /);
+    assert.match(await guest().exec('ip -d link show eth0.1000.20'), /eth0\.1000\.20@eth0\.1000: .* mtu 1400 [^]*vlan protocol 802\.1Q id 20 /);
+    const hostMac = await macAddress(TAP, netns);
+    // Nothing on the host answers the guest's neighbour solicitations and ARP requests on VLANs.
+    await guest().exec(`ip neigh replace 2001:db8:3::1 lladdr ${hostMac} dev eth0.100 && ip neigh replace 172.16.20.1 lladdr ${hostMac} dev eth0.1000.20`);
+    const frames = await scapySendRecv({
+      netns,
+      iface: TAP,
+      send: [
+        `Ether(src='${hostMac}', dst='${GUEST_MAC}')/Dot1Q(vlan=100)/IPv6(src='2001:db8:3::1', dst='2001:db8:3::2')/ICMPv6EchoRequest(id=1, seq=1)`,
+        `Ether(src='${hostMac}', dst='${GUEST_MAC}')/Dot1AD(vlan=1000)/Dot1Q(vlan=20)/IP(src='172.16.20.1', dst='172.16.20.2')/ICMP(id=2, seq=2)`,
+      ],
+      // Everything the guest sends: the kernel hands AF_PACKET the outer tag as metadata (scapy
+      // puts it back), so a BPF filter on the tags would not see them.
+      filter: `ether src ${GUEST_MAC}`,
+      timeoutMs: REPLY_WINDOW_MS,
+      intervalMs: 50,
+    });
+    const tags = (f: ScapyFrame) => f.layers.filter((l) => l.name === 'Dot1Q' || l.name === 'Dot1AD').map((l) => `${l.name}:${String(l.fields.vlan)}`).join('/');
+    const summaries = frames.map((f) => `${tags(f)} ${f.summary}`);
+    assert.ok(frames.some((f) => tags(f) === 'Dot1Q:100' && f.layers.some((l) => l.name === 'ICMPv6EchoReply')), `an 802.1Q-tagged echo reply on VLAN 100: ${summaries.join('; ')}`);
+    assert.ok(frames.some((f) => tags(f) === 'Dot1AD:1000/Dot1Q:20' && f.layers.some((l) => l.name === 'ICMP' && l.fields.type === 0)), `a QinQ echo reply, 802.1ad 1000 outside, 802.1Q 20 inside: ${summaries.join('; ')}`);
   });
 
   it('reaches the guest from the host netns over the TAP', async () => {
@@ -403,6 +454,23 @@ describe('interop: the VM harness (LinuxVm)', function () {
     await assert.rejects(
       LinuxVm.boot({ netns, tap: TAP, mac: GUEST_MAC, scenario: { underlay: [], tunnel: { ...DEFAULT_TUNNEL, encaplimit: 256 } } }),
       /scenario\.tunnel\.encaplimit: expected an integer 0\.\.255, got 256/,
+    );
+    const ipip = { name: 'ipip1', mode: 'ipip', local: '10.1.0.2', remote: '10.1.0.1', ttl: 64, tos: 0, pmtudisc: true } as const;
+    await assert.rejects(
+      LinuxVm.boot({ netns, tap: TAP, mac: GUEST_MAC, scenario: { underlay: [], tunnels: [{ ...ipip, pmtudisc: false }] } }),
+      /scenario\.tunnels\[0\]\.ttl: expected 'inherit' with pmtudisc false .*, got 64/,
+    );
+    await assert.rejects(
+      LinuxVm.boot({ netns, tap: TAP, mac: GUEST_MAC, scenario: { underlay: [], tunnels: [{ ...ipip, local: GUEST_UNDERLAY }] } }),
+      /scenario\.tunnels\[0\]\.local: expected an IPv4 address, got "2001:db8:2::2"/,
+    );
+    await assert.rejects(
+      LinuxVm.boot({ netns, tap: TAP, mac: GUEST_MAC, scenario: { underlay: [], vlans: [{ name: 'eth0.20', parent: 'eth0.1000', id: 20 }] } }),
+      /scenario\.vlans\[0\]\.parent: expected eth0 or an earlier VLAN's name, got "eth0\.1000"/,
+    );
+    await assert.rejects(
+      LinuxVm.boot({ netns, tap: TAP, mac: GUEST_MAC, scenario: { underlay: [], vlans: [{ name: 'eth0.4095', id: 4095 }] } }),
+      /scenario\.vlans\[0\]\.id: expected an integer 1\.\.4094, got 4095/,
     );
   });
 });
