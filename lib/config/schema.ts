@@ -250,6 +250,17 @@ function checkTunnelKeys(tunnel: Record<string, unknown> & { mode: TunnelMode },
       message: `expected no '${key}' in ${tunnel.mode === 'sit' ? 'a' : 'an'} ${tunnel.mode} tunnel (${runsOver}${hint}), found ${describeValue(tunnel[key])}`,
     });
   }
+  // ip_tunnel_xmit() and ipip6_tunnel_xmit() read the low bit of a configured TOS as
+  // "inherit" (iproute2 writes 'tos inherit' as 1): flowgate would send the odd TOS as it is,
+  // and the two ends of the comparison with Linux would differ.
+  if (underlay === 4 && typeof tunnel.tos === 'number' && tunnel.tos % 2 === 1) {
+    ctx.addIssue({
+      code: 'custom',
+      path: ['tos'],
+      input: tunnel.tos,
+      message: `expected an even TOS (Linux's ipip and sit take an odd one as 'inherit'; write 'inherit' for that), found ${describeValue(tunnel.tos)}`,
+    });
+  }
   // iproute2 refuses it ("ttl != 0 and nopmtudisc are incompatible"): with a fixed TTL a
   // packet routed back into its own tunnel gets a fresh TTL at every pass, and only DF ends
   // the loop, once the growing packet exceeds the path MTU.

@@ -272,6 +272,7 @@ describe('config loading', () => {
           // Hostile shapes: a tunnel that is no mapping, and one without a mode, whose keys no mode can judge.
           'invalid/tunnel-mode-keys.yaml:43:11: tunnels.scalar: expected a mapping of tunnel settings, found 7',
           "invalid/tunnel-mode-keys.yaml:44:3: tunnels.nomode.mode: expected one of 'ip4ip6', 'ip6ip6', 'ipip', 'sit', found nothing",
+          "invalid/tunnel-mode-keys.yaml:45:73: tunnels.oddtos.tos: expected an even TOS (Linux's ipip and sit take an odd one as 'inherit'; write 'inherit' for that), found 41",
         ],
       },
       {
