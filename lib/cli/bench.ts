@@ -27,7 +27,9 @@ Each measurement runs in its own process. Lists are comma-separated; every combi
 
   --scenario LIST     fwd4, fwd6, decap, encap, mixed, fwd4-vlan, or all (default fwd4)
                       (decap: 4in6 from the tunnel peer; encap: into the tunnel;
-                      mixed: both directions of each connection at once)
+                      mixed: both directions of each connection at once; fwd4-vlan:
+                      802.1Q in and out), or a tunnel mode's: decap-ip6ip6,
+                      encap-ip6ip6[-nolimit], decap-ipip, encap-ipip, decap-sit, encap-sit
   --encaplimit LIST   tunnel scenarios: an encapsulation limit (4) or none; with
                       --scenario all both 4 and none run unless this is given (default 4)
   --flows LIST        flows in the traffic, 1..4194304; k and M suffixes  (default 1000)
