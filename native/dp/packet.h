@@ -542,11 +542,11 @@ __attribute__((noinline)) inline bool parse_fast_tunnel(const rte_mbuf *m, const
 
 // The common case in few instructions: Ethernet to the port's own address + IPv4 without
 // options, fragments, a bad checksum or an expiring TTL, IPv6 without extension headers, or
-// such a packet inside a tunnel of any mode (IPv6 underlay: with no option or the one Linux
-// writes; IPv4 underlay: without options or fragments), carrying TCP or UDP, with the
-// headers in the first segment. It builds the key as six words and hashes them with the
-// flowtable's seed while they are in registers. Anything else, every exception and every
-// malformed packet included, returns false: parse_packet() then says what it is.
+// IPv4 in IPv6 (ip4ip6) with no option or the one Linux writes, carrying TCP or UDP, with
+// the headers in the first segment. It builds the key as six words and hashes them with the
+// flowtable's seed while they are in registers. Anything else returns false: the other
+// tunnel modes are parse_fast_tunnel()'s, and every exception and every malformed packet
+// parse_packet()'s, which then says what it is.
 // Sets: *key, *meta, *hash.
 __rte_always_inline bool parse_fast(const rte_mbuf *m, const rx_context &rx, flow_key *key, pkt_meta *meta, uint32_t *hash) {
   using namespace detail;
