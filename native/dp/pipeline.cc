@@ -52,17 +52,6 @@ inline uint8_t frame_tunnel_mode(const uint8_t *frame, const pkt_meta &meta) {
   return flow_l3_tunnelled(frame[meta.l3_off] >> 4, outer);
 }
 
-// The outer source and destination address of a frame whose outer header is IPv4 or IPv6.
-inline void frame_outer_addresses(const uint8_t *frame, uint8_t mode, const uint8_t **src, const uint8_t **dst) {
-  const uint8_t *ip = frame + ETH_HLEN;
-  if (tunnel_outer_family(mode) == 4) {
-    *src = ip + offsetof(rte_ipv4_hdr, src_addr);
-    *dst = ip + offsetof(rte_ipv4_hdr, dst_addr);
-  } else {
-    *src = ip + offsetof(rte_ipv6_hdr, src_addr);
-    *dst = ip + offsetof(rte_ipv6_hdr, dst_addr);
-  }
-}
 
 // Token bucket per worker and input port, in TSC cycles of credit: a flood of new flows
 // cannot take more of the kernel (and the learner) than the port's punt rate.
@@ -100,11 +89,10 @@ void to_slowpath(pipeline &pl, rte_mbuf *m, uint16_t in_port, punt_reason r, con
   if (meta.outer_len != 0 && meta.l3_len != 0) {
     uint8_t *frame = rte_pktmbuf_mtod(m, uint8_t *);
     const uint8_t mode = frame_tunnel_mode(frame, meta);
-    const uint8_t *remote, *local;
-    frame_outer_addresses(frame, mode, &remote, &local);
-    uint16_t tid = slowpath_tunnel(s, mode, remote, local);
+    const bool outer_ipv4 = tunnel_outer_family(mode) == 4;
+    uint16_t tid = slowpath_tunnel(s, mode, frame + ETH_HLEN + ip_src_offset(outer_ipv4), frame + ETH_HLEN + ip_dst_offset(outer_ipv4));
     if (tid != TUNNEL_NONE) {
-      const uint8_t tclass = outer_traffic_class(frame + ETH_HLEN, tunnel_outer_family(mode) == 4);
+      const uint8_t tclass = outer_traffic_class(frame + ETH_HLEN, outer_ipv4);
       if (!ecn_decapsulate_inner(tclass, frame + meta.l3_off, tunnel_inner_family(mode) == 4))
         return drop(pl, m, drop_reason::ecn);
       uint16_t tun_port = s->tun[tid].slowpath_port;

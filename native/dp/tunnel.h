@@ -29,6 +29,10 @@ inline bool tunnel_mode_valid(uint8_t mode) {
 inline uint8_t tunnel_inner_family(uint8_t mode) { return flow_l3_is_ipv4(mode) ? 4 : 6; }
 inline uint8_t tunnel_outer_family(uint8_t mode) { return mode == TUNNEL_IPIP || mode == TUNNEL_SIT ? 4 : 6; }
 
+// Where an IPv4 or IPv6 header keeps its source and destination address.
+inline size_t ip_src_offset(bool ipv4) { return ipv4 ? offsetof(rte_ipv4_hdr, src_addr) : offsetof(rte_ipv6_hdr, src_addr); }
+inline size_t ip_dst_offset(bool ipv4) { return ipv4 ? offsetof(rte_ipv4_hdr, dst_addr) : offsetof(rte_ipv6_hdr, dst_addr); }
+
 enum tunnel_flags : uint8_t {
   TUNNEL_F_INHERIT_TCLASS = 1 << 0,    // traffic class / TOS from the inner packet's
   TUNNEL_F_INHERIT_HOPLIMIT = 1 << 1,  // hop limit / TTL from the inner packet's (after forwarding)
@@ -86,12 +90,8 @@ struct alignas(CACHE_LINE) tunnel {
   bool outer_ipv4() const { return tunnel_outer_family(mode) == 4; }
   bool inner_ipv4() const { return tunnel_inner_family(mode) == 4; }
   uint8_t address_len() const { return outer_ipv4() ? 4 : 16; }
-  const uint8_t *local() const {
-    return tmpl + ETH_HLEN + (outer_ipv4() ? offsetof(rte_ipv4_hdr, src_addr) : offsetof(rte_ipv6_hdr, src_addr));
-  }
-  const uint8_t *remote() const {
-    return tmpl + ETH_HLEN + (outer_ipv4() ? offsetof(rte_ipv4_hdr, dst_addr) : offsetof(rte_ipv6_hdr, dst_addr));
-  }
+  const uint8_t *local() const { return tmpl + ETH_HLEN + ip_src_offset(outer_ipv4()); }
+  const uint8_t *remote() const { return tmpl + ETH_HLEN + ip_dst_offset(outer_ipv4()); }
 };
 
 void tunnel_build(tunnel *t, const tunnel_params &p);
