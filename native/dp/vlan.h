@@ -134,11 +134,13 @@ inline uint16_t vlan_pop_slow(const snapshot &s, uint16_t parent, rte_mbuf *m, v
       *why = drop_reason::truncated;
       return PORT_NONE;
     }
-    if (seg < off + VLAN_HLEN + 2) return parent;
+    // One tag too many is known from its TPID, already read: dropped however the frame is
+    // segmented, as the whole frame would be.
     if (n == VLAN_MAX_TAGS) {
       *why = drop_reason::unknown_vlan;
       return PORT_NONE;
     }
+    if (seg < off + VLAN_HLEN + 2) return parent;
     const uint16_t tci = rte_be_to_cpu_16(detail::load_be16(f + off + 2));
     if (n == 0) outer_tci = tci;
     if ((tci & VLAN_VID_MASK) != 0) {

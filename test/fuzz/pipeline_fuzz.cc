@@ -857,6 +857,7 @@ void check_punted(const world &w, const frame_in &f, const rte_mbuf *m, uint16_t
   std::vector<uint8_t> out = packet_bytes(m);
   const std::vector<uint8_t> &in = f.seen;
   const uint16_t in_port = f.port;
+  if (in_port == PORT_NONE) fail("packet %zu punted to port %u, though vlan_pop() drops it whole", i, port);
   if (port >= TUN_BASE && port < TUN_BASE + TUNNELS) {
     const uint16_t id = static_cast<uint16_t>(port - TUN_BASE);
     const tunnel &t = s.tun[id];

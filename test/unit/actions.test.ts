@@ -914,5 +914,19 @@ describe('the tunnel MTU and its ICMP', function () {
       assert.deepEqual([r.results[0]?.reason, r.results[0]?.port], ['non_ip', WAN_SLOW]);
       assert.ok(r.results[0]?.frame?.equals(frame));
     });
+
+    it('drops a frame with more tags than any VLAN stacks, wherever its first segment ends (found by the fuzzer)', () => {
+      // Three tags: one more than vlan_pop() takes. The third tag's TPID alone says so; its
+      // TCI, past the first segment, does not matter.
+      const frame = tag(tag(tag(ethernetFrame(GW_WAN_MAC, HOST_MAC, lanUdp().subarray(14)), 0x8100, 7), 0x8100, 100), 0x88a8, 300);
+      const qinq = [
+        { id: WAN_100, parent: WAN, vid: 300, ad: true },
+        { id: WAN_100 + 1, parent: WAN_100, vid: 100 },
+      ];
+      for (const first of [24, 25, frame.length]) {
+        const r = run({ ports: PORTS, vlans: qinq }, [{ port: WAN, frame, segments: first === frame.length ? [] : [first, frame.length - first] }]);
+        assert.deepEqual([r.results[0]?.reason, r.results[0]?.port], ['unknown_vlan', null], `first segment ${first} bytes`);
+      }
+    });
   });
 });
