@@ -307,8 +307,10 @@ class Instance {
       next = await loadCheckedConfig(file);
     } catch (err) {
       if (!(err instanceof ConfigError)) throw err;
-      this.log.error('reload rejected: the config is invalid; the running config stays in force', { config: file, problems: err.issues.length });
+      // The problems first and the verdict last, so that whoever waits for the verdict
+      // (an operator's tail, a test) has every problem already.
       for (const issue of err.issues) this.log.error('config problem', { issue: formatIssue(issue) });
+      this.log.error('reload rejected: the config is invalid; the running config stays in force', { config: file, problems: err.issues.length });
       return;
     }
     const gateway = this.runningGateway();

@@ -101,6 +101,8 @@ describe('flowgate run in a network namespace', function () {
       .slice(from)
       .split('\n')
       .filter((line) => line.includes(` msg=${/\s/.test(msg) ? `"${msg}"` : msg}`));
+  /** Waits for a line the gateway logs: its stderr reaches us later than its other effects. */
+  const untilLogged = (msg: string, from: number) => until(`"${msg}" logged`, () => (logged(msg, from).length > 0 ? true : undefined));
 
   before(async function () {
     this.timeout(180_000);
@@ -226,6 +228,7 @@ describe('flowgate run in a network namespace', function () {
       assert.equal((await flowsNow()).find((f) => f.sport === 4001)?.id, flow.id, 'the same flow carries on');
       assert.equal(after.flows.removed_by.invalidated, before.flows.removed_by.invalidated, 'no flow was removed');
       assert.ok(after.fastpath.packets > before.fastpath.packets);
+      await untilLogged('next hop moved in place', from);
       assert.equal(logged('next hop moved in place', from).length, 1, stderr.slice(from));
     } finally {
       stream.stop();
@@ -264,6 +267,7 @@ describe('flowgate run in a network namespace', function () {
       const [link] = JSON.parse(await sh(['ip', '-j', 'link', 'show', 'eth0'], { netns: gw })) as { mtu: number }[];
       return link?.mtu === 1500 ? true : undefined;
     });
+    await untilLogged('port MTU refused by the NIC: the kernel interface is set back', from);
     assert.equal(logged('port MTU refused by the NIC: the kernel interface is set back', from).length, 1, stderr.slice(from));
     assert.equal(child.exitCode, null, 'still running');
     const stats = await json<GatewayStats>('stats', '--json', '--socket', socketPath);
