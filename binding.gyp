@@ -15,6 +15,7 @@
         "native/dp/log.cc",
         "native/dp/port.cc",
         "native/dp/dataplane.cc",
+        "native/dp/pcap_filter.cc",
         "native/addon/addon.cc",
         "native/addon/convert.cc",
         "native/addon/testing.cc",
@@ -39,6 +40,7 @@
       "cflags": [
         "<!@(pkg-config --cflags libdpdk)",
         "<!@(pkg-config --cflags libnetfilter_conntrack libmnl)",
+        "<!@(pkg-config --cflags libpcap)",
         "-O3",
         "-Wall",
         "-Wextra",
@@ -46,7 +48,7 @@
         "-Wno-missing-field-initializers"
       ],
       "cflags_cc": ["-std=gnu++20", "-fexceptions", "-Wno-volatile"],
-      "libraries": ["<!@(pkg-config --libs libdpdk)", "<!@(pkg-config --libs libnetfilter_conntrack libmnl)"]
+      "libraries": ["<!@(pkg-config --libs libdpdk)", "<!@(pkg-config --libs libnetfilter_conntrack libmnl)", "<!@(pkg-config --libs libpcap)"]
     }
   ]
 }

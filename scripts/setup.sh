@@ -19,7 +19,7 @@ log() { printf 'setup: %s\n' "$*" >&2; }
 # clang-14 with libFuzzer and the sanitizer runtimes: the fast path's fuzz target (test/fuzz) and the
 # ThreadSanitizer build of the concurrency tests (test/tsan).
 readonly DEBIAN_PACKAGES=(
-  dpdk dpdk-dev libdpdk-dev pkg-config g++ make python3 libnetfilter-conntrack-dev libmnl-dev
+  dpdk dpdk-dev libdpdk-dev pkg-config g++ make python3 libnetfilter-conntrack-dev libmnl-dev libpcap-dev
   iproute2 nftables iputils-ping procps kmod ethtool conntrack tcpdump socat iperf3
   python3-scapy tshark python3-pyftpdlib ftp curl
   qemu-system-x86 busybox-static cpio gcc libc6-dev
