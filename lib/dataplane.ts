@@ -913,6 +913,17 @@ export class Dataplane {
     };
   }
 
+  /**
+   * The NIC extended statistics of a port (rte_eth_xstats, what ethtool -S shows for a
+   * kernel driver), name to value in the driver's order. A VLAN sub-interface has no NIC.
+   */
+  xstats(port: string): Record<string, number> {
+    this.requireRunning();
+    const id = this.portId(port, 'xstats');
+    if (this.port(port).vlan !== null) throw new InvalidArgumentError(`xstats: '${port}' is a VLAN sub-interface, which has no NIC statistics of its own`);
+    return call(() => this.addon.portXstats(id));
+  }
+
   /** Raw worker cycle counters and the TSC rate, for benchmarks. */
   cycles(): { tscHz: number; workers: { busyCycles: number; idleCycles: number; rxPackets: number; fastPackets: number }[] } {
     this.requireRunning();

@@ -4,7 +4,9 @@
  * Figures are read from the GatewayView when Prometheus scrapes, never pushed per packet:
  * the fast path keeps per-lcore counters and the gateway sums them in stats(), once per
  * scrape. Every flowgate metric is listed in METRICS below, each derived from one field of
- * GatewayStats, so that the exposition and the stats command cannot disagree.
+ * GatewayStats, so that the exposition and the stats command cannot disagree; the NICs'
+ * extended statistics, which stats does not carry, come from the view's xstats(), also
+ * once per scrape.
  */
 import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -29,7 +31,8 @@ export interface MetricDefinition {
   help: string;
   type: 'counter' | 'gauge';
   labelNames: readonly string[];
-  samples(stats: GatewayStats): Sample[];
+  /** `view`: for what is read only when scraped, not part of stats. */
+  samples(stats: GatewayStats, view: GatewayView): Sample[];
 }
 
 function byLabel(label: string, values: Record<string, number>): Sample[] {
@@ -53,6 +56,15 @@ export const METRICS: readonly MetricDefinition[] = [
       samples: (stats) => Object.entries(stats.ports).map(([port, counters]) => ({ labels: { port }, value: counters[field] })),
     }),
   ),
+  {
+    name: 'flowgate_port_xstat',
+    // A gauge: drivers mix counters with levels, and the names (rx_*_packets, *_errors) say which.
+    help: "The port NIC's extended statistics (rte_eth_xstats, as ethtool -S), by statistic name; VLAN sub-interfaces have none.",
+    type: 'gauge',
+    labelNames: ['port', 'name'],
+    samples: (_stats, view) =>
+      Object.entries(view.xstats()).flatMap(([port, xstats]) => Object.entries(xstats).map(([name, value]) => ({ labels: { port, name }, value }))),
+  },
   {
     name: 'flowgate_fastpath_packets_total',
     help: 'Packets forwarded by the fast path.',
@@ -314,7 +326,7 @@ export class GatewayMetrics {
         collect(this: Counter) {
           // The gateway's counters are the source: replace, not add (a removed port's series goes too).
           this.reset();
-          for (const sample of definition.samples(metrics.stats())) this.inc(sample.labels ?? {}, sample.value);
+          for (const sample of definition.samples(metrics.stats(), metrics.view)) this.inc(sample.labels ?? {}, sample.value);
         },
       });
     } else {
@@ -322,7 +334,7 @@ export class GatewayMetrics {
         ...config,
         collect(this: Gauge) {
           this.reset();
-          for (const sample of definition.samples(metrics.stats())) this.set(sample.labels ?? {}, sample.value);
+          for (const sample of definition.samples(metrics.stats(), metrics.view)) this.set(sample.labels ?? {}, sample.value);
         },
       });
     }

@@ -362,6 +362,8 @@ export interface NativeAddon {
   onObservations(callback: (records: Buffer) => void): void;
   portInfo(port: number): NativePortInfo;
   portCounters(port: number): NativePortCounters;
+  /** The NIC's extended statistics (rte_eth_xstats), name to value in the driver's order; throws for a VLAN sub-interface. */
+  portXstats(port: number): Record<string, number>;
   ports(): number[];
   start(): void;
   stop(): void;

@@ -172,6 +172,7 @@ class Instance {
   private readonly view: GatewayView = {
     stats: () => this.runningGateway().stats(),
     flows: () => this.runningGateway().flows(),
+    xstats: () => this.runningGateway().xstats(),
   };
 
   constructor(

@@ -3,10 +3,10 @@
  * control socket's JSON for programs.
  */
 import { controlRequest } from '../control/client';
-import { PORT_COUNTERS, type GatewayStats } from '../gateway/types';
+import { PORT_COUNTERS, type GatewayStats, type PortXstats } from '../gateway/types';
 import { parseInstanceArgs } from './flows';
 
-export const USAGE = `usage: flowgate stats [--json] [-c FILE | --socket PATH]
+export const USAGE = `usage: flowgate stats [--json] [--watch [SECONDS] | --xstats [--all]] [-c FILE | --socket PATH]
 
 Shows the counters of the running flowgate: per port rx/tx packets, bytes, drops and
 errors; packets and bytes forwarded by the fast path; packets punted to the kernel slow
@@ -16,7 +16,19 @@ the workers' busy ratio.
   --json              the counters as JSON: ports.<name>.{rx_packets,tx_packets,...},
                       fastpath.{packets,bytes}, slowpath.{packets,reasons,policed},
                       drops, flows.{active,entries,capacity,added,removed,...},
-                      learner, workers, uptime
+                      learner, workers, uptime, monotonic
+  --watch [SECONDS]   rates per second, sampled every SECONDS (default 1, at least 0.1)
+                      until Ctrl-C: per port rx/tx packets/s, bit/s, dropped/s and
+                      errors/s; fast-path packets/s and bit/s; punts and drops by reason
+                      per second; flows added and removed per second. Redrawn in place on
+                      a terminal, a block per interval otherwise. The seconds are the
+                      instance's own between two samples; a counter that went backwards
+                      has no rate, and a note says why. With --json, an object per interval
+                      per line: interval.{start,end,seconds}, rates (null when the instance
+                      restarted), notes, and counters.{start,end}, the two samples
+  --xstats            each port's NIC extended statistics (rte_eth_xstats), as ethtool -S
+                      lists them; statistics at zero are left out (--json has them all)
+  --all               with --xstats: the statistics at zero too
   -c, --config FILE   find the instance by the control.socket of FILE
   --socket PATH       the control socket      (default /run/flowgate/flowgate.sock)
   -h, --help          this text
@@ -115,9 +127,72 @@ export function formatStats(stats: GatewayStats): string {
   return lines.join('');
 }
 
+/**
+ * SECONDS after --watch is optional: `--watch 2` and `--watch=2` give it, a bare `--watch`
+ * (last, or before another option) does not. Returns argv with --watch=SECONDS in its place.
+ */
+export function normalizeWatch(argv: readonly string[], defaultSeconds: number): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i] as string;
+    if (arg !== '--watch') {
+      out.push(arg);
+      continue;
+    }
+    const next = argv[i + 1];
+    if (next !== undefined && !next.startsWith('-')) {
+      out.push(`--watch=${next}`);
+      i++;
+    } else {
+      out.push(`--watch=${defaultSeconds}`);
+    }
+  }
+  return out;
+}
+
+/** `ethtool -S` for each port: its name, then `name: value` lines; zeros only with `all`. */
+export function formatXstats(ports: PortXstats, all: boolean): string {
+  return Object.entries(ports)
+    .map(([port, xstats]) => {
+      const entries = Object.entries(xstats);
+      const shown = all ? entries : entries.filter(([, value]) => value !== 0);
+      const hidden = entries.length - shown.length;
+      const lines = [`${port}:`, ...shown.map(([name, value]) => `     ${name}: ${value}`)];
+      if (hidden > 0) lines.push(`     (${hidden} more at 0: --all lists them)`);
+      return lines.map((line) => `${line}\n`).join('');
+    })
+    .join('\n');
+}
+
+function usageError(message: string): number {
+  process.stderr.write(`flowgate stats: ${message}\n\n${USAGE}`);
+  return 2;
+}
+
 export async function run(argv: string[]): Promise<number> {
-  const args = await parseInstanceArgs('stats', argv, USAGE);
+  // Loaded here rather than above: stats-watch.ts uses this module's formatting.
+  const { WATCH_DEFAULT_SECONDS, WATCH_MIN_SECONDS, watchStats } = await import('./stats-watch.js');
+  const args = await parseInstanceArgs('stats', normalizeWatch(argv, WATCH_DEFAULT_SECONDS), USAGE, {
+    watch: { type: 'string' },
+    xstats: { type: 'boolean' },
+    all: { type: 'boolean' },
+  });
   if (typeof args === 'number') return args;
+  const { watch, xstats, all } = args.values;
+  if (watch !== undefined && xstats === true) return usageError('give --watch or --xstats, not both');
+  if (all === true && xstats !== true) return usageError('--all goes with --xstats');
+  if (typeof watch === 'string') {
+    const seconds = /^[0-9]+(\.[0-9]+)?$/.test(watch) ? Number(watch) : NaN;
+    if (!(seconds >= WATCH_MIN_SECONDS)) return usageError(`--watch: expected a number of seconds of at least ${WATCH_MIN_SECONDS}, found '${watch}'`);
+    // Ctrl-C is how a watch ends: quietly and with success, as the reader going away.
+    process.once('SIGINT', () => process.exit(0));
+    return watchStats({ socket: args.socket, seconds, json: args.json, out: process.stdout, err: process.stderr });
+  }
+  if (xstats === true) {
+    const result = await controlRequest(args.socket, 'xstats');
+    process.stdout.write(args.json ? `${JSON.stringify(result, null, 2)}\n` : formatXstats(result.ports, all === true));
+    return 0;
+  }
   const stats = await controlRequest(args.socket, 'stats');
   process.stdout.write(args.json ? `${JSON.stringify(stats, null, 2)}\n` : formatStats(stats));
   return 0;

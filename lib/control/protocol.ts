@@ -4,7 +4,7 @@
  *   → {"id":1,"method":"stats"}
  *   ← {"id":1,"result":{"uptime":12.5,"ports":{...},...}}
  *   → {"id":"a","method":"nope"}
- *   ← {"id":"a","error":{"code":"ERR_FLOWGATE_CONTROL_UNKNOWN_METHOD","message":"unknown method 'nope' (methods: ping, version, stats, flows)"}}
+ *   ← {"id":"a","error":{"code":"ERR_FLOWGATE_CONTROL_UNKNOWN_METHOD","message":"unknown method 'nope' (methods: ping, version, stats, flows, xstats)"}}
  *
  * One request per line, one final response line per request, in request order; a connection
  * may carry any number of requests. `id` is the caller's (a number or a string) and is
@@ -38,7 +38,7 @@
 import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
 
-import type { GatewayFlow, GatewayStats } from '../gateway/types';
+import type { GatewayFlow, GatewayStats, PortXstats } from '../gateway/types';
 
 /** Bumped when a method's result changes incompatibly (2: flows streams records). */
 export const CONTROL_PROTOCOL_VERSION = 2;
@@ -79,6 +79,11 @@ export interface VersionResult {
   node: string;
 }
 
+export interface XstatsResult {
+  /** Each port's NIC extended statistics, every one of them, zeros included. */
+  ports: PortXstats;
+}
+
 export interface FlowsResult {
   /** Flows that matched the filters: the records sent, or with `count`, those that would have been. */
   count: number;
@@ -90,6 +95,7 @@ export interface ControlResults {
   version: VersionResult;
   stats: GatewayStats;
   flows: FlowsResult;
+  xstats: XstatsResult;
 }
 
 /** The methods that stream records before their result, and their record type. */
@@ -101,7 +107,7 @@ export type StreamingMethod = keyof ControlRecords;
 
 export type ControlMethod = keyof ControlResults;
 
-export const CONTROL_METHODS: readonly ControlMethod[] = ['ping', 'version', 'stats', 'flows'];
+export const CONTROL_METHODS: readonly ControlMethod[] = ['ping', 'version', 'stats', 'flows', 'xstats'];
 
 export const CONTROL_ERROR_CODES = {
   /** Another live process serves the socket. */

@@ -76,6 +76,7 @@ function handlersFor(view: GatewayView): Handlers {
       }
       return { count };
     },
+    xstats: () => ({ ports: view.xstats() }),
   };
 }
 

@@ -24,7 +24,7 @@ import type { KernelEvent, KernelWatch, LinkEvent, NeighborEvent, NexthopEvent, 
 import { parsePrefix } from '../net/addr';
 import { PrefixSet } from '../net/prefix-set';
 import { gatewayFlowPages } from './flow-view';
-import type { GatewayFlow, GatewayStats, GatewayView, ReloadResult } from './types';
+import type { GatewayFlow, GatewayStats, GatewayView, PortXstats, ReloadResult } from './types';
 
 const TICK_MS = 1000;
 /** At start, how long a tunnel's next hop may take to resolve before the gateway reports it started. */
@@ -42,6 +42,7 @@ const COALESCE_MS = 50;
 /** The event-loop delay figures in stats cover windows of this many ticks (10 s). */
 const LOOP_DELAY_WINDOW_TICKS = 10;
 const NS_PER_MS = 1e6;
+const NS_PER_SECOND = 1e9;
 
 const tapOf = (port: string) => `tap:${port}`;
 const tunOf = (tunnel: string) => `tun:${tunnel}`;
@@ -880,6 +881,8 @@ export class Gateway implements GatewayView {
   // ---- views ---------------------------------------------------------------------------
 
   stats(): GatewayStats {
+    // Just before the reads that rates are computed from (the port and fast-path counters).
+    const monotonic = Number(process.hrtime.bigint()) / NS_PER_SECOND;
     const s = this.dp.stats();
     const l = this.learner.stats();
     const ct = this.conntrack?.stats();
@@ -901,6 +904,7 @@ export class Gateway implements GatewayView {
     }
     return {
       uptime: Math.round((Date.now() - this.startedAt) / 1000),
+      monotonic,
       ports,
       fastpath: s.fastpath,
       slowpath: { packets: s.slowpath.packets, reasons: s.slowpath.reasons, policed: s.drops.reasons.punt_policed ?? 0 },
@@ -953,6 +957,13 @@ export class Gateway implements GatewayView {
 
   flows(): AsyncIterable<GatewayFlow[]> {
     return gatewayFlowPages(this.dp, new Map(this.model.tunnels.map((t) => [t.name, t.mode])));
+  }
+
+  xstats(): PortXstats {
+    const result: PortXstats = {};
+    // Ports only: a VLAN sub-interface's frames are counted in its parent's NIC.
+    for (const { name } of this.model.ports) result[name] = this.dp.xstats(name);
+    return result;
   }
 
   /** For tests and the demo: the learner's own figures. */

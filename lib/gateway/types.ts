@@ -33,6 +33,12 @@ export const PORT_COUNTERS: readonly { field: keyof PortCounters; help: string }
 export interface GatewayStats {
   /** Seconds since the gateway started. */
   uptime: number;
+  /**
+   * When the counters were read, in seconds on the instance's monotonic clock (arbitrary
+   * origin): the time base of rates, free of the client's clock and of the time a request
+   * takes to arrive.
+   */
+  monotonic: number;
   /** Ports and VLAN sub-interfaces (a VLAN's: the frames demultiplexed to it and tagged for it). */
   ports: Record<string, PortCounters>;
   /** Packets and bytes the fast path forwarded (L3 bytes; the inner packet when tunnelled). */
@@ -153,9 +159,14 @@ export interface ReloadResult {
   flowsRemoved: number;
 }
 
+/** Port name to its NIC's extended statistics (rte_eth_xstats), name to value in the driver's order. */
+export type PortXstats = Record<string, Record<string, number>>;
+
 /** The read-only view the control socket and metrics use. */
 export interface GatewayView {
   stats(): GatewayStats;
   /** The offloaded connections a page at a time, so that a listing never holds them all. */
   flows(): AsyncIterable<readonly GatewayFlow[]>;
+  /** Each port's NIC extended statistics (VLAN sub-interfaces have no NIC); read from the devices at each call. */
+  xstats(): PortXstats;
 }

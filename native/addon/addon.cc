@@ -175,6 +175,17 @@ Napi::Value PortCounters(const Napi::CallbackInfo &info) {
   });
 }
 
+// portXstats(port): { name: value } of the NIC's extended statistics, in the driver's order.
+Napi::Value PortXstats(const Napi::CallbackInfo &info) {
+  return guard(info.Env(), [&] {
+    std::vector<port_xstat> xstats = dp_of(info).get_port_xstats(to_port(arg(info, 0), "port"));
+    Napi::Object o = Napi::Object::New(info.Env());
+    // Above 2^53 a value loses its last bits, as every counter crossing into JavaScript.
+    for (const port_xstat &x : xstats) o.Set(x.name, Napi::Number::New(info.Env(), static_cast<double>(x.value)));
+    return o;
+  });
+}
+
 Napi::Value Ports(const Napi::CallbackInfo &info) {
   return guard(info.Env(), [&] {
     std::vector<uint16_t> ids = dp_of(info).ports();
@@ -365,6 +376,7 @@ Napi::Object ModuleInit(Napi::Env env, Napi::Object exports) {
   exports.Set("onObservations", Napi::Function::New(env, OnObservations, "onObservations"));
   exports.Set("portInfo", Napi::Function::New(env, PortInfo, "portInfo"));
   exports.Set("portCounters", Napi::Function::New(env, PortCounters, "portCounters"));
+  exports.Set("portXstats", Napi::Function::New(env, PortXstats, "portXstats"));
   exports.Set("ports", Napi::Function::New(env, Ports, "ports"));
   exports.Set("start", Napi::Function::New(env, Start, "start"));
   exports.Set("stop", Napi::Function::New(env, Stop, "stop"));

@@ -472,6 +472,14 @@ port_counters dataplane::get_port_counters(uint16_t port) const {
   return c;
 }
 
+std::vector<port_xstat> dataplane::get_port_xstats(uint16_t port) const {
+  require_port(port);
+  if (is_vlan(port))
+    throw dp_error(ERR_INVALID_ARGUMENT,
+                   ports_[port].vlan.name + " is a VLAN sub-interface: it has no NIC, so no extended statistics");
+  return port_xstats(port, ports_[port].spec.name);
+}
+
 std::vector<uint16_t> dataplane::ports() const {
   std::vector<uint16_t> ids;
   for (uint16_t p = 0; p < MAX_PORTS; p++)

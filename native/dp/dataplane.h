@@ -14,6 +14,7 @@
 #include "error.h"
 #include "flow_manager.h"
 #include "flowtable.h"
+#include "port.h"
 #include "slowpath.h"
 #include "snapshot.h"
 #include "tunnel.h"
@@ -148,6 +149,8 @@ class dataplane {
   void set_observation_sink(observation_sink sink);
   port_info get_port_info(uint16_t port) const;
   port_counters get_port_counters(uint16_t port) const;
+  // The NIC's extended statistics (ethtool -S); a VLAN sub-interface has none of its own.
+  std::vector<port_xstat> get_port_xstats(uint16_t port) const;
   std::vector<uint16_t> ports() const;
 
   void start();

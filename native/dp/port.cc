@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <vector>
 
 #include <rte_bus.h>
 #include <rte_dev.h>
@@ -140,6 +141,35 @@ void port_release(uint16_t id) {
   rte_eth_dev_stop(id);
   rte_eth_dev_close(id);
   if (dev != nullptr) rte_dev_remove(dev);
+}
+
+std::vector<port_xstat> port_xstats(uint16_t id, const std::string &name) {
+  auto failed = [&](int rc) {
+    return dp_error(ERR_DEVICE, "port " + name + ": cannot read its extended statistics: " + errstr(rc), rc < 0 ? -rc : rc);
+  };
+  // The count may grow between the calls (a driver that adds counters as queues are set
+  // up): each call then returns the size it needs, and we ask again with that.
+  constexpr int ATTEMPTS = 3;
+  for (int attempt = 0; attempt < ATTEMPTS; attempt++) {
+    int n = rte_eth_xstats_get_names(id, nullptr, 0);
+    if (n < 0) throw failed(n);
+    std::vector<rte_eth_xstat_name> names(static_cast<size_t>(n));
+    std::vector<rte_eth_xstat> values(static_cast<size_t>(n));
+    int got_names = rte_eth_xstats_get_names(id, names.data(), static_cast<unsigned>(n));
+    if (got_names < 0) throw failed(got_names);
+    int got = rte_eth_xstats_get(id, values.data(), static_cast<unsigned>(n));
+    if (got < 0) throw failed(got);
+    if (got_names > n || got > n) continue;
+    std::vector<port_xstat> out;
+    out.reserve(static_cast<size_t>(got));
+    for (int i = 0; i < got; i++) {
+      const rte_eth_xstat &x = values[static_cast<size_t>(i)];
+      // A value names its statistic by id, the index into the names.
+      if (x.id < static_cast<uint64_t>(got_names)) out.push_back({names[x.id].name, x.value});
+    }
+    return out;
+  }
+  throw failed(-EAGAIN);
 }
 
 }  // namespace fg

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include <rte_mempool.h>
 
@@ -27,5 +28,14 @@ port_setup port_start(uint16_t id, const port_spec &spec, uint16_t n_workers, rt
                       uint16_t rx_desc, uint16_t tx_desc);
 // Stop, close and detach the device, so that its devargs can be probed again.
 void port_release(uint16_t id);
+
+// One of a device's extended statistics, as ethtool -S lists them.
+struct port_xstat {
+  std::string name;
+  uint64_t value;
+};
+// The device's extended statistics (rte_eth_xstats), in the driver's order. Throws dp_error
+// when the driver cannot report them.
+std::vector<port_xstat> port_xstats(uint16_t id, const std::string &name);
 
 }  // namespace fg

@@ -1,10 +1,11 @@
 // A GatewayView with fixed, distinct figures, for tests of what serves or shows a view (the
 // control socket, /metrics, the flows and stats commands) rather than of the gateway.
-import type { GatewayFlow, GatewayStats, GatewayView } from '../../lib/gateway/types';
+import type { GatewayFlow, GatewayStats, GatewayView, PortXstats } from '../../lib/gateway/types';
 
 export function fixedStats(): GatewayStats {
   return {
     uptime: 93784.5,
+    monotonic: 1234567.125,
     ports: {
       eth0: { rx_packets: 1200, rx_bytes: 180000, rx_dropped: 3, rx_errors: 1, tx_packets: 1100, tx_bytes: 170000, tx_dropped: 2, tx_errors: 0 },
       eth1: { rx_packets: 2300, rx_bytes: 290000, rx_dropped: 0, rx_errors: 0, tx_packets: 2200, tx_bytes: 280000, tx_dropped: 0, tx_errors: 4 },
@@ -90,6 +91,14 @@ export function fixedFlows(): GatewayFlow[] {
   ];
 }
 
+/** Extended statistics as net_pcap reports them (eth0) and with a driver's own (eth1). */
+export function fixedXstats(): PortXstats {
+  return {
+    eth0: { rx_good_packets: 1200, tx_good_packets: 1100, rx_good_bytes: 180000, tx_good_bytes: 170000, rx_missed_errors: 0, rx_errors: 1, rx_q0_packets: 1200 },
+    eth1: { rx_good_packets: 2300, tx_good_packets: 2200, rx_crc_errors: 0, mac_local_errors: 7 },
+  };
+}
+
 /** A view whose figures a test may change between requests. */
 export class FixedView implements GatewayView {
   statsValue: GatewayStats = fixedStats();
@@ -97,6 +106,12 @@ export class FixedView implements GatewayView {
 
   stats(): GatewayStats {
     return this.statsValue;
+  }
+
+  xstatsValue: PortXstats = fixedXstats();
+
+  xstats(): PortXstats {
+    return this.xstatsValue;
   }
 
   /** Flows per page of flows(): the default sends them all in one. */

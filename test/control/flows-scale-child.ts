@@ -85,6 +85,9 @@ async function main(job: ScaleJob): Promise<void> {
       throw new Error('the scale test serves flows only');
     },
     flows: () => gatewayFlowPages(dp, new Map()),
+    xstats: () => {
+      throw new Error('the scale test serves flows only');
+    },
   };
   const server = await ControlServer.listen({ socketPath: job.socketPath, view });
   const delay = monitorEventLoopDelay({ resolution: 5 });

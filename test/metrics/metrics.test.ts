@@ -125,7 +125,26 @@ describe('metrics endpoint', () => {
     assert.equal(sampleValue(families, 'flowgate_worker_fastpath_packets_total', { worker: '0' }), 3000);
   });
 
-  it('names every flowgate metric flowgate_*, counters with _total, labels only port, reason, worker, quantile, family or version', async () => {
+  it("exposes each port NIC's extended statistics as the gauge flowgate_port_xstat labelled by port and name, read at each scrape", async () => {
+    let reads = 0;
+    view.xstats = () => {
+      reads++;
+      return view.xstatsValue;
+    };
+    const families = await scrape();
+    assert.equal(reads, 1);
+    assert.equal(families.get('flowgate_port_xstat')?.type, 'gauge');
+    assert.equal(sampleValue(families, 'flowgate_port_xstat', { port: 'eth0', name: 'rx_good_packets' }), 1200);
+    assert.equal(sampleValue(families, 'flowgate_port_xstat', { port: 'eth1', name: 'mac_local_errors' }), 7);
+    assert.equal(sampleValue(families, 'flowgate_port_xstat', { port: 'eth1', name: 'rx_crc_errors' }), 0, 'zeros are exposed too');
+    assert.equal(families.get('flowgate_port_xstat')?.samples.length, 11);
+    view.xstatsValue = { eth1: { rx_good_packets: 2400 } };
+    const next = await scrape();
+    assert.equal(reads, 2);
+    assert.deepEqual(next.get('flowgate_port_xstat')?.samples, [{ name: 'flowgate_port_xstat', labels: { port: 'eth1', name: 'rx_good_packets' }, value: 2400 }]);
+  });
+
+  it('names every flowgate metric flowgate_*, counters with _total, labels only port, reason, worker, quantile, family, version or name', async () => {
     const families = await scrape();
     const ours = [...families.values()].filter((f) => f.name.startsWith('flowgate_'));
     assert.deepEqual(
@@ -136,7 +155,7 @@ describe('metrics endpoint', () => {
       assert.ok(family.help.length > 0, `${family.name} has HELP`);
       assert.equal(family.name.endsWith('_total'), family.type === 'counter', `${family.name} is a ${family.type}`);
       for (const sample of family.samples) {
-        for (const label of Object.keys(sample.labels)) assert.ok(['port', 'reason', 'worker', 'quantile', 'family', 'version'].includes(label), `${family.name} label ${label}`);
+        for (const label of Object.keys(sample.labels)) assert.ok(['port', 'reason', 'worker', 'quantile', 'family', 'version', 'name'].includes(label), `${family.name} label ${label}`);
       }
     }
   });
