@@ -47,6 +47,14 @@ export interface RatesSample {
 
 /** Rates of the counters between `start` and `end`, two stats of the same instance, in that order. */
 export function computeRates(start: GatewayStats, end: GatewayStats): RatesSample {
+  // An instance older than this command does not say when it read its counters.
+  if (typeof start.monotonic !== 'number' || typeof end.monotonic !== 'number') {
+    return {
+      interval: { start: NaN, end: NaN, seconds: NaN },
+      rates: null,
+      notes: ['the instance does not say when it read its counters (it runs an older flowgate): no rates'],
+    };
+  }
   const seconds = end.monotonic - start.monotonic;
   const interval = { start: start.monotonic, end: end.monotonic, seconds };
   // Uptime only goes backwards when another process took over: none of its counters has

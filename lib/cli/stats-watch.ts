@@ -16,6 +16,8 @@ import { computeRates, PORT_RATES, type Rate, type RatesSample } from './stats-r
 export const WATCH_DEFAULT_SECONDS = 1;
 /** As watch(1): a shorter interval only measures the sampling. */
 export const WATCH_MIN_SECONDS = 0.1;
+/** A day: longer is no longer watching, and beyond 2^31 ms timers fire at once. */
+export const WATCH_MAX_SECONDS = 86400;
 
 /** One line of `--watch --json`: an interval's rates with the two samples they came from. */
 export interface WatchRecord extends RatesSample {
@@ -63,7 +65,8 @@ function table(rows: string[][]): string[] {
 export function formatWatch(record: WatchRecord, everySeconds: number): string[] {
   const { interval, rates, notes, counters } = record;
   const end = counters.end;
-  const lines = [`every ${everySeconds} s: rates over the instance's last ${interval.seconds.toFixed(3)} s; uptime ${formatDuration(end.uptime)}`, ''];
+  const over = Number.isFinite(interval.seconds) ? `rates over the instance's last ${interval.seconds.toFixed(3)} s` : 'no rates';
+  const lines = [`every ${everySeconds} s: ${over}; uptime ${formatDuration(end.uptime)}`, ''];
   if (rates !== null) {
     lines.push(
       ...table([

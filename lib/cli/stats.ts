@@ -17,7 +17,7 @@ the workers' busy ratio.
                       fastpath.{packets,bytes}, slowpath.{packets,reasons,policed},
                       drops, flows.{active,entries,capacity,added,removed,...},
                       learner, workers, uptime, monotonic
-  --watch [SECONDS]   rates per second, sampled every SECONDS (default 1, at least 0.1)
+  --watch [SECONDS]   rates per second, sampled every SECONDS (default 1, 0.1..86400)
                       until Ctrl-C: per port rx/tx packets/s, bit/s, dropped/s and
                       errors/s; fast-path packets/s and bit/s; punts and drops by reason
                       per second; flows added and removed per second. Redrawn in place on
@@ -171,7 +171,7 @@ function usageError(message: string): number {
 
 export async function run(argv: string[]): Promise<number> {
   // Loaded here rather than above: stats-watch.ts uses this module's formatting.
-  const { WATCH_DEFAULT_SECONDS, WATCH_MIN_SECONDS, watchStats } = await import('./stats-watch.js');
+  const { WATCH_DEFAULT_SECONDS, WATCH_MIN_SECONDS, WATCH_MAX_SECONDS, watchStats } = await import('./stats-watch.js');
   const args = await parseInstanceArgs('stats', normalizeWatch(argv, WATCH_DEFAULT_SECONDS), USAGE, {
     watch: { type: 'string' },
     xstats: { type: 'boolean' },
@@ -183,7 +183,8 @@ export async function run(argv: string[]): Promise<number> {
   if (all === true && xstats !== true) return usageError('--all goes with --xstats');
   if (typeof watch === 'string') {
     const seconds = /^[0-9]+(\.[0-9]+)?$/.test(watch) ? Number(watch) : NaN;
-    if (!(seconds >= WATCH_MIN_SECONDS)) return usageError(`--watch: expected a number of seconds of at least ${WATCH_MIN_SECONDS}, found '${watch}'`);
+    if (!(seconds >= WATCH_MIN_SECONDS && seconds <= WATCH_MAX_SECONDS))
+      return usageError(`--watch: expected a number of seconds from ${WATCH_MIN_SECONDS} to ${WATCH_MAX_SECONDS}, found '${watch}'`);
     // Ctrl-C is how a watch ends: quietly and with success, as the reader going away.
     process.once('SIGINT', () => process.exit(0));
     return watchStats({ socket: args.socket, seconds, json: args.json, out: process.stdout, err: process.stderr });

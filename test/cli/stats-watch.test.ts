@@ -117,6 +117,14 @@ describe('stats rates', () => {
     assert.equal(computeRates(end, start).rates, null, 'nor when the samples come in the wrong order');
   });
 
+  it('gives no rates, and says why, for an instance that does not say when it read its counters', () => {
+    const start = fixedStats() as Partial<GatewayStats>;
+    delete start.monotonic;
+    const sample = computeRates(start as GatewayStats, fixedStats());
+    assert.equal(sample.rates, null);
+    assert.deepEqual(sample.notes, ['the instance does not say when it read its counters (it runs an older flowgate): no rates']);
+  });
+
   it('rates a port from its second sample: one that appears gets a note, one that goes is named', () => {
     const start = fixedStats();
     const end = later(start, 1);
@@ -334,9 +342,12 @@ describe('flowgate stats --watch and --xstats against a control socket', functio
 
   it('refuses an interval it cannot use, and --watch with --xstats, exiting 2 with the usage', async () => {
     const cases: [string[], string][] = [
-      [['--watch', '0'], "--watch: expected a number of seconds of at least 0.1, found '0'"],
-      [['--watch', 'fast'], "--watch: expected a number of seconds of at least 0.1, found 'fast'"],
-      [['--watch=0.05'], "--watch: expected a number of seconds of at least 0.1, found '0.05'"],
+      [['--watch', '0'], "--watch: expected a number of seconds from 0.1 to 86400, found '0'"],
+      [['--watch', 'fast'], "--watch: expected a number of seconds from 0.1 to 86400, found 'fast'"],
+      [['--watch=0.05'], "--watch: expected a number of seconds from 0.1 to 86400, found '0.05'"],
+      [['--watch', '3000000'], "--watch: expected a number of seconds from 0.1 to 86400, found '3000000'"],
+      [['--watch', '1e3'], "--watch: expected a number of seconds from 0.1 to 86400, found '1e3'"],
+      [['--watch', '-1'], "Unknown option '-1'"],
       [['--watch', '--xstats'], 'give --watch or --xstats, not both'],
       [['--all'], '--all goes with --xstats'],
     ];
