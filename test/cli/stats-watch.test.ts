@@ -13,6 +13,7 @@ import { formatRate, terminalFrame, type WatchRecord } from '../../lib/cli/stats
 import { ControlServer } from '../../lib/control';
 import type { GatewayStats } from '../../lib/gateway/types';
 import { FixedView, fixedStats, fixedXstats } from '../control/fixed-view';
+import { until } from '../helpers/wait';
 
 const repo = path.resolve(__dirname, '../../..');
 const main = path.join(repo, 'dist/lib/cli/main.js');
@@ -329,6 +330,24 @@ describe('flowgate stats --watch and --xstats against a control socket', functio
     text.child.kill('SIGINT');
     await text.exited;
     assert.match(text.output().stdout, /^eth1 +- +/m, 'no rate is shown as -');
+  });
+
+  it('says once on stderr that the instance stopped answering, asks again each interval, and resumes its rates when it answers', async () => {
+    const watch = startFlowgate(['stats', '--watch', '0.2', '--json', '--socket', socketPath], (out) => lines(out).length >= 1);
+    await watch.done;
+    await server.close();
+    await until('the watch to say the instance is gone', () => (watch.output().stderr.includes('asking again') ? true : undefined));
+    const before = lines(watch.output().stdout).length;
+    // Several intervals without an instance: said once, not once per interval.
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+    server = await ControlServer.listen({ socketPath, view });
+    await until('rates again', () => (lines(watch.output().stdout).length >= before + 2 ? true : undefined));
+    watch.child.kill('SIGINT');
+    assert.deepEqual(await watch.exited, { code: 0, signal: null });
+    const { stdout, stderr } = watch.output();
+    assert.match(stderr, /^flowgate stats: no flowgate is serving \S+: the socket does not exist .*; asking again every 0\.2 s\n$/);
+    const resumed = lines(stdout).slice(before).map((line) => JSON.parse(line) as WatchRecord);
+    for (const record of resumed) assert.ok(record.rates !== null && record.interval.seconds === 2, 'rates from two answers of the instance back');
   });
 
   it('exits quietly with status 0 when the reader of its output goes away (stats --watch --json | head -1)', async () => {
