@@ -39,7 +39,7 @@ export interface StatsRates {
 export interface RatesSample {
   /** The interval, in seconds on the instance's monotonic clock. */
   interval: { start: number; end: number; seconds: number };
-  /** Null when no rate can be had for the interval (no time passed, or the instance restarted). */
+  /** Null when no rate can be had for the interval (no time passed, the instance restarted or is too old); `notes` says which. */
   rates: StatsRates | null;
   /** Why some or all rates are missing; empty when nothing is. */
   notes: string[];
@@ -58,7 +58,8 @@ export function computeRates(start: GatewayStats, end: GatewayStats): RatesSampl
   const seconds = end.monotonic - start.monotonic;
   const interval = { start: start.monotonic, end: end.monotonic, seconds };
   // Uptime only goes backwards when another process took over: none of its counters has
-  // anything to do with the previous ones, even those that happen to be larger.
+  // anything to do with the previous ones, even those that happen to be larger. (Uptime is
+  // counted on the wall clock: one stepped back would cost an interval its rates, no more.)
   if (end.uptime < start.uptime) {
     return { interval, rates: null, notes: [`the instance restarted (uptime ${start.uptime} s, then ${end.uptime} s): no rates for this interval`] };
   }
