@@ -279,6 +279,14 @@ describe('rtnl (rtnetlink, real kernel, network namespaces)', function () {
         const seen = <K extends KernelChange['kind']>(what: string, kind: K, match: (e: Extract<KernelChange, { kind: K }>) => boolean) =>
           until(what, () => (events.find((e): e is Extract<KernelChange, { kind: K }> => e.kind === kind && match(e as Extract<KernelChange, { kind: K }>)) ?? undefined));
         const base = await rt.countRoutes();
+        // A count and `ip route show` are two reads, and the kernel changes IPv6 routes on its
+        // own between them (addrconf, linkwatch: CI once saw 11 against 12): they must come to
+        // agree, not agree at once.
+        const countsAgree = (what: string) =>
+          until(what, async () => {
+            const now = await rt.countRoutes();
+            return now.ipv4 === (await kernelRouteCount(netns, 4)) && now.ipv6 === (await kernelRouteCount(netns, 6)) ? now : undefined;
+          });
 
         await ip('link', 'add', 'e0', 'type', 'veth', 'peer', 'name', 'e1');
         const e0 = await seen('e0 added', 'link', (e) => !e.deleted && e.dev === 'e0');
@@ -301,10 +309,8 @@ describe('rtnl (rtnetlink, real kernel, network namespaces)', function () {
         await seen('a route replaced', 'route', (e) => !e.deleted && e.to === '10.30.0.0/16' && e.via === '10.20.0.3');
         await ip('route', 'add', 'blackhole', '10.31.0.0/16', 'table', '300');
         await seen('a blackhole route in table 300', 'route', (e) => !e.deleted && e.to === '10.31.0.0/16' && e.type === 'blackhole' && e.table === '300' && e.dev === null);
-        const counted = await rt.countRoutes();
+        const counted = await countsAgree('the counts after the routes were added');
         assert.equal(counted.ipv4, base.ipv4 + 2 + 3, 'two routes added, plus the address: its subnet, local and broadcast routes');
-        assert.equal(counted.ipv4, await kernelRouteCount(netns, 4));
-        assert.equal(counted.ipv6, await kernelRouteCount(netns, 6));
         assert.deepEqual(counted.tables['300'], { ipv4: 1, ipv6: 0 });
         await ip('route', 'del', '10.30.0.0/16', 'metric', '7');
         await seen('a route deleted', 'route', (e) => e.deleted && e.to === '10.30.0.0/16' && e.via === '10.20.0.3' && e.metric === 7);
@@ -338,19 +344,14 @@ describe('rtnl (rtnetlink, real kernel, network namespaces)', function () {
         await ip('link', 'del', 'e0');
         await seen('e0 deleted', 'link', (e) => e.deleted && e.dev === 'e0');
         await seen('its address deleted', 'addr', (e) => e.deleted && e.address === '10.20.0.1/24' && e.dev === 'e0');
-        const after = await rt.countRoutes();
-        assert.equal(after.ipv4, await kernelRouteCount(netns, 4));
-        assert.equal(after.ipv6, await kernelRouteCount(netns, 6));
+        const after = await countsAgree('the counts after e0 was deleted');
         // A link set down loses its routes without a route event: they are recounted. Its
         // veth peer loses carrier a moment later (linkwatch), which changes IPv6 routes
         // again: the counts must come to equal the kernel's.
         await ip('link', 'set', 'v0', 'down');
         const down = await rt.countRoutes();
         assert.ok(down.ipv4 < after.ipv4 && down.ipv6 < after.ipv6, `${JSON.stringify(after)} -> ${JSON.stringify(down)}`);
-        await until('the counts after v0 went down', async () => {
-          const now = await rt.countRoutes();
-          return now.ipv4 === (await kernelRouteCount(netns, 4)) && now.ipv6 === (await kernelRouteCount(netns, 6)) ? true : undefined;
-        });
+        await countsAgree('the counts after v0 went down');
         // Without a count asked for, stats() follows once the kernel has flushed.
         await ip('link', 'set', 'v1', 'down');
         await until('the recount after v1 went down', async () => {
