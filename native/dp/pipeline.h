@@ -16,6 +16,10 @@
 
 namespace fg {
 
+struct trace_session;
+// The session slot of a pipeline that is never traced (tests, bench/micro).
+inline trace_session *const trace_never = nullptr;
+
 // Written by one worker only; the control thread reads with relaxed loads and sums.
 struct alignas(CACHE_LINE) worker_stats {
   uint64_t rx_packets;    // received on fast-path ports
@@ -92,6 +96,16 @@ struct pipeline {
 #ifdef FG_STAGE_CYCLES
   stage_cycles stages = {};
 #endif
+
+  // Packet trace (trace.h): the session slot, read once a burst (control thread: publishes
+  // and clears; the lcore that takes a session's last packet: clears); this worker's index
+  // for the records; and what the traced instantiation of the burst code leaves for the
+  // traced driver about the one packet it was given: the flow entry it hit and the
+  // (logical) port it was forwarded to.
+  trace_session *const *trace = &trace_never;
+  uint16_t worker = 0;
+  uint16_t trace_out = 0;
+  uint32_t trace_flow = 0;
 };
 
 // Process n <= BURST_SIZE packets received on in_port. The caller must flush pl.tx and

@@ -60,6 +60,8 @@ int worker_main(void *arg) {
   pl.counters = sh.ft->worker_counters(w.index);
   pl.adj = sh.adj;
   pl.stats = &w.stats;
+  pl.trace = &sh.trace;
+  pl.worker = static_cast<uint16_t>(w.index);
 
   rte_rcu_qsbr_thread_register(sh.qsbr, w.index);
   rte_rcu_qsbr_thread_online(sh.qsbr, w.index);

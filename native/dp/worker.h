@@ -25,6 +25,10 @@ struct worker_shared {
   const adjacency *adj;
   uint64_t tsc_epoch;     // TSC at dataplane start: flow times count seconds from here
   uint64_t tsc_hz;
+  // The running packet trace, or null (trace.h). Control thread: publishes (release) and
+  // clears; lcores and the slow-path thread: load once a burst; the one that takes the
+  // session's last packet clears it.
+  trace_session *trace;
 };
 
 struct alignas(CACHE_LINE) worker {
