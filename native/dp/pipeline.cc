@@ -534,7 +534,9 @@ inline void tx_enqueue_bulk(pipeline &pl, uint16_t port, rte_mbuf *const *pkts, 
 // output port, or nothing when it punts (packets reach the slow path unmodified). Returns
 // the output port (a VLAN's: tx_enqueue_bulk() tags it), or PORT_NONE
 // when the packet was punted or dropped instead.
-inline uint16_t forward(pipeline &pl, burst_state &b, rte_mbuf *m, uint16_t in_port, const pkt_meta &meta,
+// Always inlined: with two callers (the traced instantiation of process_run() too), the
+// compiler would otherwise make it a call per packet.
+__attribute__((always_inline)) inline uint16_t forward(pipeline &pl, burst_state &b, rte_mbuf *m, uint16_t in_port, const pkt_meta &meta,
                         const flow_key &key, uint32_t idx) {
   flow_entry &e = b.entries[idx];
   // A flow marked for teardown is no longer in the fast path (flow_offload_lookup() skips
@@ -692,8 +694,9 @@ namespace {
 // Packets received on in_port (an ethdev port, or a VLAN sub-interface once popped).
 // TRACED: the traced driver's instantiation, given one packet at a time; it notes the flow
 // entry the packet hit and where it was forwarded (pipeline::trace_flow, trace_out).
+// Not inlined, as before tracing existed: the callers' code stays as it was measured.
 template <bool TRACED>
-void process_run(pipeline &pl, uint16_t in_port, rte_mbuf **pkts, uint16_t n) {
+__attribute__((noinline)) void process_run(pipeline &pl, uint16_t in_port, rte_mbuf **pkts, uint16_t n) {
 #ifdef FG_STAGE_CYCLES
   uint64_t stage_tsc = rte_rdtsc();
 #endif
