@@ -976,7 +976,7 @@ export class Dataplane {
     this.requireRunning();
     const count = options.count === undefined ? 50 : intIn(options.count, 'trace: count', 1, Number.MAX_SAFE_INTEGER);
     const native: { count: number; port?: number; filter?: string } = { count };
-    if (options.port !== undefined) native.port = this.portId(options.port, 'trace: port');
+    if (options.port !== undefined) native.port = this.portId(options.port, 'port');
     if (options.filter !== undefined) {
       if (typeof options.filter !== 'string') throw new InvalidArgumentError('trace: filter: expected a string');
       native.filter = options.filter;

@@ -172,6 +172,7 @@ class Instance {
   private readonly view: GatewayView = {
     stats: () => this.runningGateway().stats(),
     flows: () => this.runningGateway().flows(),
+    trace: (options, summary) => this.runningGateway().trace(options, summary),
   };
 
   constructor(

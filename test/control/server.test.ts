@@ -36,6 +36,10 @@ class ManyFlowsView implements GatewayView {
     throw new Error('not under test');
   }
 
+  trace(): never {
+    throw new Error('not under test');
+  }
+
   async *flows(): AsyncGenerator<GatewayFlow[]> {
     const [template] = fixedFlows();
     try {
