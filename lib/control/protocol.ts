@@ -4,7 +4,7 @@
  *   → {"id":1,"method":"stats"}
  *   ← {"id":1,"result":{"uptime":12.5,"ports":{...},...}}
  *   → {"id":"a","method":"nope"}
- *   ← {"id":"a","error":{"code":"ERR_FLOWGATE_CONTROL_UNKNOWN_METHOD","message":"unknown method 'nope' (methods: ping, version, stats, flows)"}}
+ *   ← {"id":"a","error":{"code":"ERR_FLOWGATE_CONTROL_UNKNOWN_METHOD","message":"unknown method 'nope' (methods: ping, version, stats, flows, trace)"}}
  *
  * One request per line, one final response line per request, in request order; a connection
  * may carry any number of requests. `id` is the caller's (a number or a string) and is
