@@ -182,14 +182,17 @@ std::vector<trace_record> dataplane::trace_read(unsigned max, trace_status *stat
     *status = trace_status{false, 0, 0};
     return out;
   }
+  // The status first: every record written by then is in the ring for the dequeue below, so
+  // "not running" and nothing read means nothing more will come.
+  const uint64_t written = __atomic_load_n(&trace_->written, __ATOMIC_ACQUIRE);
+  const int64_t budget = __atomic_load_n(&trace_->budget, __ATOMIC_RELAXED);
+  status->remaining = budget > 0 ? static_cast<uint64_t>(budget) : 0;
+  status->running = __atomic_load_n(&shared_.trace, __ATOMIC_ACQUIRE) != nullptr || written < trace_->count - status->remaining;
+  status->lost = __atomic_load_n(&trace_->lost, __ATOMIC_RELAXED);
   out.resize(std::min<unsigned>(max, TRACE_RING_SIZE));
   unsigned n = rte_ring_sc_dequeue_burst_elem(trace_ring_, out.data(), sizeof(trace_record),
                                               static_cast<unsigned>(out.size()), nullptr);
   out.resize(n);
-  const int64_t budget = __atomic_load_n(&trace_->budget, __ATOMIC_RELAXED);
-  status->running = __atomic_load_n(&shared_.trace, __ATOMIC_ACQUIRE) != nullptr;
-  status->remaining = budget > 0 ? static_cast<uint64_t>(budget) : 0;
-  status->lost = __atomic_load_n(&trace_->lost, __ATOMIC_RELAXED);
   return out;
 }
 

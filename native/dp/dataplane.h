@@ -126,7 +126,7 @@ struct trace_options {
 };
 
 struct trace_status {
-  bool running;        // packets still to be traced (the session is published)
+  bool running;        // packets still to be traced, or records of packets taken still to come
   uint64_t remaining;  // of the count
   uint64_t lost;       // records the ring had no room for
 };

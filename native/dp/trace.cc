@@ -53,6 +53,7 @@ void trace_set_tx(trace_record &r, const rte_mbuf *m, bool l3) {
 void trace_submit(trace_session &ts, const trace_record &r) {
   if (rte_ring_mp_enqueue_elem(ts.ring, const_cast<trace_record *>(&r), sizeof(r)) != 0)
     __atomic_fetch_add(&ts.lost, 1, __ATOMIC_RELAXED);
+  __atomic_fetch_add(&ts.written, 1, __ATOMIC_RELEASE);
 }
 
 }  // namespace fg

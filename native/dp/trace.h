@@ -101,6 +101,10 @@ struct trace_session {
   trace_session **slot = nullptr;  // where it is published: the taker of the last unit clears it
   alignas(CACHE_LINE) int64_t budget = 0;  // lcores: fetch_sub; control thread: set before publishing
   uint64_t lost = 0;  // records the ring had no room for (atomic add)
+  // Records submitted (queued or lost): the taker of a unit submits its record a little
+  // later, so the trace is complete only once this reaches the units taken. Atomic add,
+  // release: after the enqueue.
+  uint64_t written = 0;
 };
 
 // Whether a packet arriving on logical port `port` (Ethernet, or raw IP when l3) passes
