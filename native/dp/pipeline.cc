@@ -989,9 +989,8 @@ __attribute__((noinline)) void process_traced(pipeline &pl, trace_session &ts, u
 
 void process_burst(pipeline &pl, uint16_t in_port, rte_mbuf **pkts, uint16_t n) {
   pl.stats->rx_packets += n;
-  // What tracing costs while off: this load and test, per burst.
-  trace_session *ts = __atomic_load_n(pl.trace, __ATOMIC_ACQUIRE);
-  if (unlikely(ts != nullptr)) return process_traced(pl, *ts, in_port, pkts, n);
+  // What tracing costs while off: this test, per burst.
+  if (unlikely(pl.trace != nullptr)) return process_traced(pl, *pl.trace, in_port, pkts, n);
   // The one test a port without VLANs pays, per burst.
   if (unlikely(pl.snap->port[in_port].has_vlans)) return process_vlans(pl, in_port, pkts, n);
   process_run<false>(pl, in_port, pkts, n);

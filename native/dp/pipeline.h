@@ -17,8 +17,6 @@
 namespace fg {
 
 struct trace_session;
-// The session slot of a pipeline that is never traced (tests, bench/micro).
-inline trace_session *const trace_never = nullptr;
 
 // Written by one worker only; the control thread reads with relaxed loads and sums.
 struct alignas(CACHE_LINE) worker_stats {
@@ -69,6 +67,9 @@ struct pipeline {
   flow_counter *counters = nullptr;  // this worker's per-flow counters
   const adjacency *adj = nullptr;
   worker_stats *stats = nullptr;
+  // The packet trace running (trace.h), or null: what process_burst() tests once a burst.
+  // The worker loads it from worker_shared::trace with the snapshot, each loop iteration.
+  trace_session *trace = nullptr;
   rte_ring *observations = nullptr;  // punt records for the learner (SP: this worker), or null
   uint32_t now_s = 0;    // dataplane seconds, for flow_entry::last_seen
   uint64_t now_tsc = 0;  // TSC at the start of this loop iteration
@@ -97,12 +98,9 @@ struct pipeline {
   stage_cycles stages = {};
 #endif
 
-  // Packet trace (trace.h): the session slot, read once a burst (control thread: publishes
-  // and clears; the lcore that takes a session's last packet: clears); this worker's index
-  // for the records; and what the traced instantiation of the burst code leaves for the
-  // traced driver about the one packet it was given: the flow entry it hit and the
-  // (logical) port it was forwarded to.
-  trace_session *const *trace = &trace_never;
+  // Packet trace (trace.h): this worker's index for the records, and what the traced
+  // instantiation of the burst code leaves for the traced driver about the one packet it
+  // was given: the flow entry it hit and the (logical) port it was forwarded to.
   uint16_t worker = 0;
   uint16_t trace_out = 0;
   uint32_t trace_flow = 0;

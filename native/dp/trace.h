@@ -1,9 +1,10 @@
 // Packet trace (`flowgate trace`): a record of what the fast path, and the slow-path thread,
 // did with each of the next N packets they handle, as VPP's `trace add` / `show trace`.
 //
-// Off by default, and then the fast path pays one load and one predictable branch per
-// burst (process_burst() reads the session slot; the untraced instantiation of the burst
-// code is the one that ran before tracing existed). While a session is published, a burst
+// Off by default, and then the fast path pays one predictable branch per burst
+// (process_burst() tests the session pointer the worker loads with the snapshot, from the
+// same cache line, each loop iteration; the untraced instantiation of the burst code is
+// the one that ran before tracing existed). While a session is published, a burst
 // goes through a traced driver: packets that pass the session's filters take one unit of a
 // shared budget and are processed one at a time, so that each one's decision can be read
 // off its worker's counters and tx buffers, then a fixed-size record goes into a
