@@ -195,6 +195,37 @@ describe('packet trace through the addon', function () {
     assert.equal(x.tx, bench.sent('lan')[0]?.toString('hex'));
   });
 
+  it('traces by VLAN: the sub-interface as input port, the filter on the untagged frame, the bytes as received with their tag', async () => {
+    const tagged = (vid: number, dport: number) => `Ether(dst='${GW_LAN}', src='${HOST}')/Dot1Q(vlan=${vid})/IP(src='192.168.0.10', dst='198.51.100.7')/UDP(sport=5000, dport=${dport})`;
+    const input = await scapyBuild([tagged(10, 53), tagged(20, 53), tagged(20, 54), tagged(99, 53)]);
+    const r = await runJob({
+      start: {
+        workers: WORKERS,
+        ...SMALL,
+        ports: [{ name: 'lan', mac: GW_LAN, device: bench.device('lan', input) }],
+        vlans: [
+          { name: 'lan.10', parent: 'lan', id: 10 },
+          { name: 'lan.20', parent: 'lan', id: 20 },
+        ],
+      },
+      trace: { count: 10, port: 'lan.20', filter: 'udp dst port 53' },
+      expectRx: input.length,
+    });
+    const records = r.trace?.records ?? [];
+    assert.equal(records.length, 1);
+    assert.deepEqual([records[0]?.inPort, records[0]?.rx], ['lan.20', input[1]!.toString('hex')]);
+    assert.deepEqual([records[0]?.decision, records[0]?.reason, records[0]?.puntReason], ['drop', 'no_slowpath', 'miss']);
+    // The frame of an unknown VLAN is the parent's, dropped before it has a sub-interface.
+    const all = await runJob({
+      start: { workers: WORKERS, ...SMALL, ports: [{ name: 'lan', mac: GW_LAN, device: bench.device('lan2', input) }], vlans: [{ name: 'lan.10', parent: 'lan', id: 10 }] },
+      trace: { count: 10, port: 'lan' },
+      expectRx: input.length,
+    });
+    const unknown = all.trace?.records.filter((x) => x.decision === 'drop' && x.reason === 'unknown_vlan') ?? [];
+    assert.equal(unknown.length, 3, 'VLANs 20, 20 and 99 have no sub-interface here');
+    for (const x of unknown) assert.equal(x.inPort, 'lan');
+  });
+
   it("refuses a filter libpcap cannot compile, with libpcap's message", async () => {
     const r = await runJob({
       start: { workers: WORKERS, ...SMALL, ports: [{ name: 'lan', mac: GW_LAN, device: bench.device('lan') }] },
