@@ -195,6 +195,35 @@ describe('packet trace through the addon', function () {
     assert.equal(x.tx, bench.sent('lan')[0]?.toString('hex'));
   });
 
+  it('traces what the kernel routes into a TUN as encapsulated by the slow-path thread, and a packet of the wrong family as dropped', async () => {
+    const fromKernel = await scapyBuild([
+      `IP(src='192.168.100.1', dst='10.0.0.1', ttl=64)/UDP(sport=5000, dport=53)`,
+      `IPv6(src='2001:db8:1::1', dst='2001:db8:3::1')/UDP(sport=5000, dport=53)`,
+    ]);
+    const r = await runJob({
+      start: {
+        workers: WORKERS,
+        ...SMALL,
+        ports: [
+          // With a TAP: worker 0 sends the kernel's packets only on ports that have one.
+          { name: 'wan', mac: GW_WAN, device: bench.device('wan'), slowpath: 'wan-tap' },
+          { name: 'wan-tap', device: bench.device('wan-tap'), poll: false },
+          { name: 'tun0', device: bench.device('tun0', fromKernel), poll: false, l3: true },
+        ],
+      },
+      tunnels: [{ ...tunnel, slowpath: 'tun0' }],
+      trace: { count: 2, port: 'tun0' },
+      expectRx: 0,
+      expectKernelRx: 2,
+    });
+    const records = r.trace?.records ?? [];
+    assert.equal(records.length, 2);
+    const [encap, wrong] = [records.find((x) => x.rx === fromKernel[0]!.toString('hex')), records.find((x) => x.rx === fromKernel[1]!.toString('hex'))];
+    assert.deepEqual([encap?.worker, encap?.inPort, encap?.rxLink, encap?.decision, encap?.outPort, encap?.txLink], ['slowpath', 'tun0', 'ip', 'encap', 'wan', 'ethernet']);
+    assert.equal(encap?.tx, bench.sent('wan')[0]?.toString('hex'), 'the frame that left the underlay');
+    assert.deepEqual([wrong?.decision, wrong?.reason, wrong?.outPort, wrong?.tx], ['drop', 'tun_wrong_family', null, null]);
+  });
+
   it('traces by VLAN: the sub-interface as input port, the filter on the untagged frame, the bytes as received with their tag', async () => {
     const tagged = (vid: number, dport: number) => `Ether(dst='${GW_LAN}', src='${HOST}')/Dot1Q(vlan=${vid})/IP(src='192.168.0.10', dst='198.51.100.7')/UDP(sport=5000, dport=${dport})`;
     const input = await scapyBuild([tagged(10, 53), tagged(20, 53), tagged(20, 54), tagged(99, 53)]);
