@@ -28,6 +28,7 @@ import {
   NativePortCounters,
   NativePortSpec,
   NativeTunnelMode,
+  NativeTraceRecord,
   NativeTunnelParams,
   NativeVlanSpec,
 } from './native';
@@ -339,6 +340,57 @@ interface TunnelRecord {
   options: TunnelOptions;
   local: Buffer;
   remote: Buffer;
+}
+
+/** A packet trace to start (Dataplane.traceStart). */
+export interface TraceOptions {
+  /** Packets to trace, default 50; tracing turns itself off after them. */
+  count?: number;
+  /** Only packets arriving on this port or VLAN (a TAP or TUN: what the kernel sends out of it). */
+  port?: string;
+  /** A tcpdump-style filter expression (libpcap's), on the frame as the port sees it (a TUN's: the IP packet). */
+  filter?: string;
+}
+
+/** One traced packet: what the fast path (or the slow-path thread) did with it. */
+export interface TraceRecord {
+  /** 0.. in the order packets were taken. */
+  seq: number;
+  /** When it was handled, milliseconds since the epoch. */
+  time: number;
+  /** The worker that handled it, or 'slowpath' for what the kernel sent out of a TAP or TUN. */
+  worker: number | 'slowpath';
+  inPort: string;
+  /** Output port, or the TAP/TUN it was punted to; null when it went nowhere (dropped, held for reassembly). */
+  outPort: string | null;
+  decision: NativeTraceRecord['decision'];
+  /** The punt or drop reason (exceptionReasons() names, or a slow-path drop's). */
+  reason: string | null;
+  /** Why it was punted, also when the punt ended in a drop. */
+  puntReason: string | null;
+  /** The flow (connection) it hit: the id `flows` lists; null on a miss. */
+  flow: number | null;
+  /** Which direction of that flow. */
+  flowDirection: 'original' | 'reply' | null;
+  wireLength: number;
+  /** Its first bytes as received (up to 128): an Ethernet frame, or an IP packet from a TUN. */
+  rx: Buffer;
+  rxLink: 'ethernet' | 'ip';
+  /** As sent, when it left somewhere. */
+  tx: Buffer | null;
+  txLength: number | null;
+  txLink: 'ethernet' | 'ip' | null;
+}
+
+/** A page of trace records (Dataplane.traceRead). */
+export interface TracePage {
+  records: TraceRecord[];
+  /** Packets are still being traced; false once the count is reached or the trace stopped. */
+  running: boolean;
+  /** Packets still to trace. */
+  remaining: number;
+  /** Records lost because they were not read fast enough. */
+  lost: number;
 }
 
 export class Dataplane {
@@ -922,6 +974,63 @@ export class Dataplane {
     const id = this.portId(port, 'xstats');
     if (this.port(port).vlan !== null) throw new InvalidArgumentError(`xstats: '${port}' is a VLAN sub-interface, which has no NIC statistics of its own`);
     return call(() => this.addon.portXstats(id));
+  }
+
+  // ---- packet trace --------------------------------------------------------------------
+
+  /**
+   * Trace the next `count` packets that the workers and the slow-path thread handle (see
+   * TraceOptions). One trace at a time: ERR_FLOWGATE_STATE until traceStop(). A filter
+   * that libpcap refuses is ERR_FLOWGATE_INVALID_ARGUMENT with libpcap's message.
+   */
+  traceStart(options: TraceOptions = {}): void {
+    this.requireRunning();
+    const count = options.count === undefined ? 50 : intIn(options.count, 'trace: count', 1, Number.MAX_SAFE_INTEGER);
+    const native: { count: number; port?: number; filter?: string } = { count };
+    if (options.port !== undefined) native.port = this.portId(options.port, 'port');
+    if (options.filter !== undefined) {
+      if (typeof options.filter !== 'string') throw new InvalidArgumentError('trace: filter: expected a string');
+      native.filter = options.filter;
+    }
+    call(() => this.addon.traceStart(native));
+  }
+
+  /** The records traced since the last read, at most `max`. */
+  traceRead(max = 256): TracePage {
+    this.requireRunning();
+    const page = call(() => this.addon.traceRead(intIn(max, 'traceRead: max', 1, 2 ** 32 - 1)));
+    const nowTsc = this.addon.tsc();
+    const nowMs = Date.now();
+    const name = (id: number | null) => (id === null ? null : (this.portNames.get(id) ?? `port ${id}`));
+    return {
+      running: page.running,
+      remaining: page.remaining,
+      lost: page.lost,
+      records: page.records.map((r) => ({
+        seq: r.seq,
+        time: nowMs - ((nowTsc - r.tsc) / this.tscRate) * 1000,
+        worker: r.worker ?? 'slowpath',
+        inPort: name(r.inPort) ?? '',
+        outPort: name(r.outPort),
+        decision: r.decision,
+        reason: r.reason,
+        puntReason: r.puntReason,
+        flow: r.flow,
+        flowDirection: r.flow === null ? null : r.flowReply ? 'reply' : 'original',
+        wireLength: r.wireLength,
+        rx: r.rx,
+        rxLink: r.rxLink,
+        tx: r.tx,
+        txLength: r.txLength,
+        txLink: r.txLink,
+      })),
+    };
+  }
+
+  /** Stop the trace (if its count has not already) and forget it. Records not read are lost. */
+  traceStop(): void {
+    if (this.state !== 'running') return;
+    call(() => this.addon.traceStop());
   }
 
   /** Raw worker cycle counters and the TSC rate, for benchmarks. */

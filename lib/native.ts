@@ -204,6 +204,36 @@ export interface NativeReason {
   description: string;
 }
 
+/** What became of a traced packet (native/dp/trace.h trace_decision). */
+export type NativeTraceDecision = 'forward' | 'decap' | 'encap' | 'punt' | 'drop';
+
+/** One traced packet (native/dp/trace.h trace_record). */
+export interface NativeTraceRecord {
+  seq: number;
+  tsc: number;
+  /** The worker's index; null for the slow-path thread (packets from a TAP or TUN). */
+  worker: number | null;
+  inPort: number;
+  /** Output port, or the TAP/TUN it was punted to; null when it went nowhere. */
+  outPort: number | null;
+  decision: NativeTraceDecision;
+  /** The punt or drop reason (a reasons() name, or a slow-path drop's); null otherwise. */
+  reason: string | null;
+  /** Why it was punted, also when the punt ended in a drop. */
+  puntReason: string | null;
+  /** The connection's flow handle; null on a miss, or when the flow is gone since. */
+  flow: number | null;
+  flowReply: boolean;
+  wireLength: number;
+  rxLink: 'ethernet' | 'ip';
+  /** Up to 128 bytes as received. */
+  rx: Buffer;
+  /** As sent, when it was sent somewhere. */
+  txLength: number | null;
+  txLink: 'ethernet' | 'ip' | null;
+  tx: Buffer | null;
+}
+
 /** Test-only exports: the fast path's packet code without EAL. */
 export interface NativeTesting {
   parse(
@@ -392,6 +422,10 @@ export interface NativeAddon {
   reasons(): { punt: NativeReason[]; drop: NativeReason[] };
   /** The CPU's time stamp counter now (the clock of observation records). */
   tsc(): number;
+  /** One trace at a time; a filter libpcap refuses throws ERR_FLOWGATE_INVALID_ARGUMENT with its message. */
+  traceStart(options: { count: number; port?: number; filter?: string }): void;
+  traceRead(max: number): { records: NativeTraceRecord[]; running: boolean; remaining: number; lost: number };
+  traceStop(): void;
   Conntrack: NativeConntrackClass;
   Rtnl: NativeRtnlClass;
   testing: NativeTesting;

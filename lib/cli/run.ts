@@ -173,6 +173,7 @@ class Instance {
     stats: () => this.runningGateway().stats(),
     flows: () => this.runningGateway().flows(),
     xstats: () => this.runningGateway().xstats(),
+    trace: (options, summary) => this.runningGateway().trace(options, summary),
   };
 
   constructor(

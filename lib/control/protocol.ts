@@ -4,7 +4,7 @@
  *   → {"id":1,"method":"stats"}
  *   ← {"id":1,"result":{"uptime":12.5,"ports":{...},...}}
  *   → {"id":"a","method":"nope"}
- *   ← {"id":"a","error":{"code":"ERR_FLOWGATE_CONTROL_UNKNOWN_METHOD","message":"unknown method 'nope' (methods: ping, version, stats, flows, xstats)"}}
+ *   ← {"id":"a","error":{"code":"ERR_FLOWGATE_CONTROL_UNKNOWN_METHOD","message":"unknown method 'nope' (methods: ping, version, stats, flows, xstats, trace)"}}
  *
  * One request per line, one final response line per request, in request order; a connection
  * may carry any number of requests. `id` is the caller's (a number or a string) and is
@@ -28,6 +28,14 @@
  * progress line says how many flows were looked at so far, {"id":3,"progress":{"scanned":N}},
  * so that a client can tell a busy instance from a hung one.
  *
+ * `trace` streams too: one record line per packet traced (GatewayTraceRecord: input port,
+ * decision and reason, flow id, output, first bytes as received and as sent), as the
+ * packets come, then {"count":N,"lost":L}. Params, all optional: `count` (packets, default
+ * 50), `port` (input port or VLAN name), `filter` (a tcpdump-style expression, which libpcap
+ * compiles). One trace at a time per instance (a second fails with ERR_FLOWGATE_TRACE_BUSY);
+ * a client that disconnects stops it. While no packet comes, progress lines keep the
+ * connection alive, as for `flows`.
+ *
  * The server reads the flowtable a page at a time, waits for the client to read what it sent
  * before sending more, and lets the event loop run between pages: a listing of millions of
  * flows neither holds them all in memory nor stalls the instance.
@@ -38,7 +46,7 @@
 import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
 
-import type { GatewayFlow, GatewayStats, PortXstats } from '../gateway/types';
+import type { GatewayFlow, GatewayStats, GatewayTraceRecord, PortXstats } from '../gateway/types';
 
 /** Bumped when a method's result changes incompatibly (2: flows streams records). */
 export const CONTROL_PROTOCOL_VERSION = 2;
@@ -89,6 +97,13 @@ export interface FlowsResult {
   count: number;
 }
 
+export interface TraceResult {
+  /** Packets traced: the records sent. */
+  count: number;
+  /** Records the instance lost before it could send them (the client read too slowly). */
+  lost: number;
+}
+
 /** Every method and its final result type. */
 export interface ControlResults {
   ping: PingResult;
@@ -96,18 +111,20 @@ export interface ControlResults {
   stats: GatewayStats;
   flows: FlowsResult;
   xstats: XstatsResult;
+  trace: TraceResult;
 }
 
 /** The methods that stream records before their result, and their record type. */
 export interface ControlRecords {
   flows: GatewayFlow;
+  trace: GatewayTraceRecord;
 }
 
 export type StreamingMethod = keyof ControlRecords;
 
 export type ControlMethod = keyof ControlResults;
 
-export const CONTROL_METHODS: readonly ControlMethod[] = ['ping', 'version', 'stats', 'flows', 'xstats'];
+export const CONTROL_METHODS: readonly ControlMethod[] = ['ping', 'version', 'stats', 'flows', 'xstats', 'trace'];
 
 export const CONTROL_ERROR_CODES = {
   /** Another live process serves the socket. */

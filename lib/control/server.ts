@@ -17,6 +17,7 @@ import { silentLogger, type Logger } from '../log';
 import { ControlClient } from './client';
 import { ControlError, ControlSocketInUseError } from './errors';
 import { parseFlowQuery } from './flow-query';
+import { parseTraceQuery } from './trace-query';
 import {
   CONTROL_ERROR_CODES,
   CONTROL_METHODS,
@@ -77,6 +78,18 @@ function handlersFor(view: GatewayView): Handlers {
       return { count };
     },
     xstats: () => ({ ports: view.xstats() }),
+    trace: async (params, records) => {
+      const query = parseTraceQuery(params, (param) => `params.${param}`);
+      const summary = { lost: 0 };
+      let count = 0;
+      // Empty pages too: sending nothing still finds out whether the client left (then the
+      // iteration stops, and with it the trace).
+      for await (const page of view.trace(query, summary)) {
+        count += page.length;
+        await records.send(page, count);
+      }
+      return { count, lost: summary.lost };
+    },
   };
 }
 

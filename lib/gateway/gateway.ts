@@ -15,7 +15,7 @@ import { promisify } from 'node:util';
 
 import { offloadDevices, overIPv4, type CompiledConfig, type PortModel, type TunnelModel, type VlanModel } from '../config/compile';
 import { Conntrack, conntrackSysctl, type CtConnection } from '../conntrack';
-import { Dataplane, type FlowDirection, type TunnelOptions, type VlanOptions } from '../dataplane';
+import { Dataplane, type FlowDirection, type TraceOptions, type TunnelOptions, type VlanOptions } from '../dataplane';
 import { FlowgateError } from '../errors';
 import type { Logger } from '../log';
 import { KernelMirror } from '../slowpath/kernel';
@@ -24,7 +24,8 @@ import type { KernelEvent, KernelWatch, LinkEvent, NeighborEvent, NexthopEvent, 
 import { parsePrefix } from '../net/addr';
 import { PrefixSet } from '../net/prefix-set';
 import { gatewayFlowPages } from './flow-view';
-import type { GatewayFlow, GatewayStats, GatewayView, PortXstats, ReloadResult } from './types';
+import type { GatewayFlow, GatewayStats, GatewayTraceRecord, GatewayView, PortXstats, ReloadResult } from './types';
+import { gatewayTracePages } from './trace-view';
 
 const TICK_MS = 1000;
 /** At start, how long a tunnel's next hop may take to resolve before the gateway reports it started. */
@@ -964,6 +965,10 @@ export class Gateway implements GatewayView {
     // Ports only: a VLAN sub-interface's frames are counted in its parent's NIC.
     for (const { name } of this.model.ports) result[name] = this.dp.xstats(name);
     return result;
+  }
+
+  trace(options: TraceOptions, summary?: { lost: number }): AsyncIterable<GatewayTraceRecord[]> {
+    return gatewayTracePages(this.dp, options, summary);
   }
 
   /** For tests and the demo: the learner's own figures. */

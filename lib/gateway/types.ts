@@ -161,6 +161,35 @@ export interface ReloadResult {
 
 /** Port name to its NIC's extended statistics (rte_eth_xstats), name to value in the driver's order. */
 export type PortXstats = Record<string, Record<string, number>>;
+/** One traced packet (`flowgate trace`, Dataplane.traceRead). */
+export interface GatewayTraceRecord {
+  /** 0.. in the order packets were taken. */
+  seq: number;
+  /** When it was handled (ISO 8601). */
+  time: string;
+  /** The worker that handled it, or 'slowpath': what the kernel sent out of a TAP or TUN. */
+  worker: number | 'slowpath';
+  /** Input port or VLAN (a TAP or TUN for 'slowpath'). */
+  in: string;
+  /** Output port, or the TAP/TUN it was punted to; null when it went nowhere. */
+  out: string | null;
+  decision: 'forward' | 'decap' | 'encap' | 'punt' | 'drop';
+  /** The punt or drop reason (`flowgate stats` names them). */
+  reason: string | null;
+  /** Why it was punted, also when the punt ended in a drop. */
+  punt_reason: string | null;
+  /** The flow it hit, as `flowgate flows` numbers them, and which direction of it. */
+  flow: number | null;
+  flow_direction: 'original' | 'reply' | null;
+  wire_length: number;
+  /** Its first bytes (up to 128, hex) as received: an Ethernet frame, or an IP packet from a TUN. */
+  rx_link: 'ethernet' | 'ip';
+  rx: string;
+  /** As sent, when it left somewhere. */
+  tx_length: number | null;
+  tx_link: 'ethernet' | 'ip' | null;
+  tx: string | null;
+}
 
 /** The read-only view the control socket and metrics use. */
 export interface GatewayView {
@@ -169,4 +198,10 @@ export interface GatewayView {
   flows(): AsyncIterable<readonly GatewayFlow[]>;
   /** Each port's NIC extended statistics (VLAN sub-interfaces have no NIC); read from the devices at each call. */
   xstats(): PortXstats;
+  /**
+   * Trace the next packets (lib/gateway/trace-view.ts): their records a page at a time until
+   * the count; stopping the iteration stops the trace. One at a time: ERR_FLOWGATE_TRACE_BUSY.
+   * `summary.lost` says at the end how many records were lost.
+   */
+  trace(options: { count?: number; port?: string; filter?: string }, summary?: { lost: number }): AsyncIterable<readonly GatewayTraceRecord[]>;
 }

@@ -18,6 +18,8 @@ namespace fg::addon {
 Napi::Object testing_exports(Napi::Env env);
 Napi::Function conntrack_class(Napi::Env env);
 Napi::Function rtnl_class(Napi::Env env);
+trace_options trace_options_from(const Napi::Object &o);
+Napi::Object trace_record_to_js(Napi::Env env, const dataplane &dp, const trace_record &r);
 
 namespace {
 
@@ -359,6 +361,43 @@ Napi::Value Reasons(const Napi::CallbackInfo &info) { return reasons_to_js(info.
 // The TSC now: observation records carry TSC times, and this is how JavaScript compares.
 Napi::Value Tsc(const Napi::CallbackInfo &info) { return Napi::Number::New(info.Env(), static_cast<double>(rte_rdtsc())); }
 
+// traceStart({ count, port?, filter? }): the next `count` packets are traced (dp/trace.h).
+Napi::Value TraceStart(const Napi::CallbackInfo &info) {
+  return guard(info.Env(), [&] {
+    dp_of(info).trace_start(trace_options_from(as_object(arg(info, 0), "trace options")));
+    return info.Env().Undefined();
+  });
+}
+
+// traceRead(max): { records, running, remaining, lost }: the records traced since the last
+// read, at most max.
+Napi::Value TraceRead(const Napi::CallbackInfo &info) {
+  return guard(info.Env(), [&] {
+    Napi::Env env = info.Env();
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("max", arg(info, 0));
+    const unsigned max = get_uint(o, "max", "traceRead", 1, UINT32_MAX);
+    trace_status st;
+    dataplane &dp = dp_of(info);
+    std::vector<trace_record> records = dp.trace_read(max, &st);
+    Napi::Array a = Napi::Array::New(env, records.size());
+    for (size_t i = 0; i < records.size(); i++) a.Set(static_cast<uint32_t>(i), trace_record_to_js(env, dp, records[i]));
+    Napi::Object page = Napi::Object::New(env);
+    page.Set("records", a);
+    page.Set("running", st.running);
+    page.Set("remaining", static_cast<double>(st.remaining));
+    page.Set("lost", static_cast<double>(st.lost));
+    return page;
+  });
+}
+
+Napi::Value TraceStop(const Napi::CallbackInfo &info) {
+  return guard(info.Env(), [&] {
+    dp_of(info).trace_stop();
+    return info.Env().Undefined();
+  });
+}
+
 Napi::Object ModuleInit(Napi::Env env, Napi::Object exports) {
   // Freed when the environment is torn down (process exit, worker exit): the finaliser stops
   // the workers and cleans up EAL, so pcap output files are flushed and no lcore outlives us.
@@ -396,6 +435,9 @@ Napi::Object ModuleInit(Napi::Env env, Napi::Object exports) {
   exports.Set("stats", Napi::Function::New(env, Stats, "stats"));
   exports.Set("reasons", Napi::Function::New(env, Reasons, "reasons"));
   exports.Set("tsc", Napi::Function::New(env, Tsc, "tsc"));
+  exports.Set("traceStart", Napi::Function::New(env, TraceStart, "traceStart"));
+  exports.Set("traceRead", Napi::Function::New(env, TraceRead, "traceRead"));
+  exports.Set("traceStop", Napi::Function::New(env, TraceStop, "traceStop"));
   exports.Set("Conntrack", conntrack_class(env));
   exports.Set("Rtnl", rtnl_class(env));
   exports.Set("testing", testing_exports(env));

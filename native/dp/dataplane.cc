@@ -126,6 +126,9 @@ void dataplane::shutdown() {
     rte_free(w);
   }
   workers_.clear();
+  trace_stop();
+  rte_ring_free(trace_ring_);
+  trace_ring_ = nullptr;
   flows_.destroy();
   delete snap_;
   snap_ = nullptr;
@@ -139,6 +142,70 @@ void dataplane::shutdown() {
 
 uint32_t dataplane::now_s() const {
   return static_cast<uint32_t>((rte_rdtsc() - shared_.tsc_epoch) / shared_.tsc_hz);
+}
+
+// ---- packet trace ----------------------------------------------------------------------
+
+void dataplane::trace_start(const trace_options &o) {
+  require_init();
+  if (trace_ != nullptr) throw dp_error(ERR_STATE, "a packet trace is running already; stop it first");
+  if (o.count == 0 || o.count > INT64_MAX) throw dp_error(ERR_INVALID_ARGUMENT, "trace count must be at least 1");
+  if (o.port != PORT_NONE) require_port(o.port);
+  auto ts = std::make_unique<trace_session>();
+  ts->count = o.count;
+  ts->port = o.port;
+  // Throws with libpcap's message: Ethernet frames are what every port but a TUN carries.
+  ts->frame_filter = compile_pcap_filter(o.filter, filter_link::ethernet);
+  try {
+    ts->ip_filter = compile_pcap_filter(o.filter, filter_link::raw_ip);
+  } catch (const dp_error &) {
+    // "ether host ..." means nothing for a TUN's packets: none of them matches.
+    ts->ip_filter_valid = false;
+  }
+  if (trace_ring_ == nullptr) {
+    trace_ring_ = rte_ring_create_elem("fg_trace", sizeof(trace_record), TRACE_RING_SIZE, SOCKET_ID_ANY, RING_F_SC_DEQ);
+    if (trace_ring_ == nullptr) throw dp_error(ERR_NO_MEMORY, "cannot create the packet trace ring");
+  }
+  // No producer is left from a previous trace (trace_stop() waited for them): the ring is
+  // empty of anything but its unread records, which are not this trace's.
+  rte_ring_reset(trace_ring_);
+  ts->ring = trace_ring_;
+  ts->slot = &shared_.trace;
+  ts->budget = static_cast<int64_t>(o.count);
+  trace_ = std::move(ts);
+  __atomic_store_n(&shared_.trace, trace_.get(), __ATOMIC_RELEASE);
+}
+
+std::vector<trace_record> dataplane::trace_read(unsigned max, trace_status *status) {
+  std::vector<trace_record> out;
+  if (trace_ == nullptr) {
+    *status = trace_status{false, 0, 0};
+    return out;
+  }
+  // The status first: every record written by then is in the ring for the dequeue below, so
+  // "not running" and nothing read means nothing more will come.
+  const uint64_t written = __atomic_load_n(&trace_->written, __ATOMIC_ACQUIRE);
+  const int64_t budget = __atomic_load_n(&trace_->budget, __ATOMIC_RELAXED);
+  status->remaining = budget > 0 ? static_cast<uint64_t>(budget) : 0;
+  status->running = __atomic_load_n(&shared_.trace, __ATOMIC_ACQUIRE) != nullptr || written < trace_->count - status->remaining;
+  status->lost = __atomic_load_n(&trace_->lost, __ATOMIC_RELAXED);
+  out.resize(std::min<unsigned>(max, TRACE_RING_SIZE));
+  unsigned n = rte_ring_sc_dequeue_burst_elem(trace_ring_, out.data(), sizeof(trace_record),
+                                              static_cast<unsigned>(out.size()), nullptr);
+  out.resize(n);
+  return out;
+}
+
+void dataplane::trace_stop() {
+  if (trace_ == nullptr) return;
+  __atomic_store_n(&shared_.trace, static_cast<trace_session *>(nullptr), __ATOMIC_RELEASE);
+  // Workers and the slow-path thread that loaded the session finish with it first.
+  if (qsbr_ != nullptr) rte_rcu_qsbr_synchronize(qsbr_, RTE_QSBR_THRID_INVALID);
+  trace_.reset();
+}
+
+bool dataplane::flow_of_entry(uint32_t idx, uint64_t *handle, bool *reply) const {
+  return flows_.connection_of(idx, handle, reply);
 }
 
 // ---- snapshots -------------------------------------------------------------------------

@@ -17,6 +17,7 @@
 #include "port.h"
 #include "slowpath.h"
 #include "snapshot.h"
+#include "trace.h"
 #include "tunnel.h"
 #include "worker.h"
 
@@ -118,6 +119,19 @@ struct dataplane_stats {
   uint32_t now_s;
 };
 
+// A packet trace to start (trace.h).
+struct trace_options {
+  uint64_t count = 50;        // packets to trace, 1..
+  uint16_t port = PORT_NONE;  // only packets arriving on this (logical) port
+  std::string filter;         // tcpdump-style; empty: every packet
+};
+
+struct trace_status {
+  bool running;        // packets still to be traced, or records of packets taken still to come
+  uint64_t remaining;  // of the count
+  uint64_t lost;       // records the ring had no room for
+};
+
 class dataplane {
  public:
   dataplane() = default;
@@ -186,6 +200,18 @@ class dataplane {
   dataplane_stats stats() const;
   uint32_t now_s() const;
 
+  // Packet trace: one at a time (ERR_STATE while one has not been stopped); a filter
+  // libpcap refuses is ERR_INVALID_ARGUMENT with libpcap's message.
+  void trace_start(const trace_options &o);
+  // Records traced so far and not yet read, at most max, in ring order.
+  std::vector<trace_record> trace_read(unsigned max, trace_status *status);
+  // Unpublish the session (if the budget has not already) and free it. Idempotent.
+  void trace_stop();
+  bool tracing() const { return trace_ != nullptr; }
+  // The connection a flowtable entry belongs to (its handle, and whether the entry is its
+  // reply direction); false when the entry is free.
+  bool flow_of_entry(uint32_t idx, uint64_t *handle, bool *reply) const;
+
  private:
   struct port_state {
     bool used = false;
@@ -230,6 +256,9 @@ class dataplane {
   std::array<uint16_t, MAX_TUNNELS> path_mtu_reports_{};
   // When each tunnel's path MTU was last lowered (dataplane seconds): control thread only.
   std::array<uint32_t, MAX_TUNNELS> path_mtu_learnt_s_{};
+  // The packet trace: the session published in shared_.trace, and its ring (made once).
+  std::unique_ptr<trace_session> trace_;
+  rte_ring *trace_ring_ = nullptr;
 };
 
 constexpr unsigned OBSERVATION_RING_SIZE = 4096;

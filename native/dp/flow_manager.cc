@@ -127,6 +127,13 @@ uint64_t flow_manager::handle_of(uint32_t idx) const {
   return (uint64_t{ctl_[idx].gen} << HANDLE_INDEX_BITS) | idx;
 }
 
+bool flow_manager::connection_of(uint32_t idx, uint64_t *handle, bool *reply) const {
+  if (idx >= ctl_.size() || ctl_[idx].state == slot_state::free) return false;
+  *reply = ctl_[idx].state == slot_state::reply;
+  *handle = handle_of(*reply ? ft_.entry(idx).pair : idx);
+  return true;
+}
+
 bool flow_manager::decode_handle(uint64_t handle, uint32_t *idx) const {
   uint64_t i = handle & HANDLE_INDEX_MASK;
   if (i >= ctl_.size()) return false;

@@ -91,6 +91,9 @@ class flow_manager {
     return remove_if([](const flow_entry &, uint32_t) { return true; });
   }
 
+  // The handle of the connection entry idx belongs to, and whether it is the reply
+  // direction; false for a free entry.
+  bool connection_of(uint32_t idx, uint64_t *handle, bool *reply) const;
   uint32_t active_pairs() const { return static_cast<uint32_t>(added_ - removed_); }
   uint64_t added() const { return added_; }
   uint64_t removed() const { return removed_; }

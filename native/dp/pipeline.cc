@@ -10,6 +10,7 @@
 
 #include "observation.h"
 #include "packet.h"
+#include "trace.h"
 #include "tunnel.h"
 #include "vlan.h"
 
@@ -533,7 +534,9 @@ inline void tx_enqueue_bulk(pipeline &pl, uint16_t port, rte_mbuf *const *pkts, 
 // output port, or nothing when it punts (packets reach the slow path unmodified). Returns
 // the output port (a VLAN's: tx_enqueue_bulk() tags it), or PORT_NONE
 // when the packet was punted or dropped instead.
-inline uint16_t forward(pipeline &pl, burst_state &b, rte_mbuf *m, uint16_t in_port, const pkt_meta &meta,
+// Always inlined: with two callers (the traced instantiation of process_run() too), the
+// compiler would otherwise make it a call per packet.
+__attribute__((always_inline)) inline uint16_t forward(pipeline &pl, burst_state &b, rte_mbuf *m, uint16_t in_port, const pkt_meta &meta,
                         const flow_key &key, uint32_t idx) {
   flow_entry &e = b.entries[idx];
   // A flow marked for teardown is no longer in the fast path (flow_offload_lookup() skips
@@ -689,7 +692,11 @@ inline uint16_t forward(pipeline &pl, burst_state &b, rte_mbuf *m, uint16_t in_p
 namespace {
 
 // Packets received on in_port (an ethdev port, or a VLAN sub-interface once popped).
-void process_run(pipeline &pl, uint16_t in_port, rte_mbuf **pkts, uint16_t n) {
+// TRACED: the traced driver's instantiation, given one packet at a time; it notes the flow
+// entry the packet hit and where it was forwarded (pipeline::trace_flow, trace_out).
+// Not inlined, as before tracing existed: the callers' code stays as it was measured.
+template <bool TRACED>
+__attribute__((noinline)) void process_run(pipeline &pl, uint16_t in_port, rte_mbuf **pkts, uint16_t n) {
 #ifdef FG_STAGE_CYCLES
   uint64_t stage_tsc = rte_rdtsc();
 #endif
@@ -748,12 +755,17 @@ void process_run(pipeline &pl, uint16_t in_port, rte_mbuf **pkts, uint16_t n) {
   unsigned n_out = 0;
   bool one_port = true;
   for (unsigned i = 0; i < n; i++) {
+    if constexpr (TRACED) {
+      pl.trace_flow = ((parsed >> i) & 1) ? idx[i] : FLOW_NONE;
+      pl.trace_out = PORT_NONE;
+    }
     if (likely((parsed >> i) & 1)) {
       if (unlikely(idx[i] == FLOW_NONE)) {
         punt(pl, pkts[i], in_port, punt_reason::miss, meta[i], &keys[i]);
         continue;
       }
       uint16_t port = forward(pl, b, pkts[i], in_port, meta[i], keys[i], idx[i]);
+      if constexpr (TRACED) pl.trace_out = port;
       if (port == PORT_NONE) continue;
       out[n_out] = pkts[i];
       out_port[n_out] = port;
@@ -800,7 +812,7 @@ __attribute__((noinline)) void process_vlans(pipeline &pl, uint16_t parent, rte_
       pl.stats->vlan_rx_packets[run_port - MAX_ETHPORTS] += end - start;
       pl.stats->vlan_rx_bytes[run_port - MAX_ETHPORTS] += run_bytes;
     }
-    process_run(pl, run_port, pkts + start, static_cast<uint16_t>(end - start));
+    process_run<false>(pl, run_port, pkts + start, static_cast<uint16_t>(end - start));
     run_bytes = 0;
   };
   for (unsigned i = 0; i < n && i < PREFETCH_OFFSET; i++) rte_prefetch0(rte_pktmbuf_mtod(pkts[i], void *));
@@ -825,13 +837,163 @@ __attribute__((noinline)) void process_vlans(pipeline &pl, uint16_t parent, rte_
   flush(n);
 }
 
+// ---- the traced driver (trace.h) -----------------------------------------------------------
+
+// A worker's counters and tx buffers before one packet went through the pipeline: what
+// changed after it says what became of it.
+struct trace_before {
+  uint64_t punts[PUNT_REASON_COUNT];
+  uint64_t drops[DROP_REASON_COUNT];
+  uint64_t fast_packets;
+  uint16_t n_dirty;
+  uint16_t tx_n[MAX_ETHPORTS];  // of the ports dirty then
+};
+
+void trace_snapshot(const pipeline &pl, trace_before &t) {
+  memcpy(t.punts, pl.stats->punts, sizeof(t.punts));
+  memcpy(t.drops, pl.stats->drops, sizeof(t.drops));
+  t.fast_packets = pl.stats->fast_packets;
+  t.n_dirty = pl.n_dirty;
+  for (unsigned d = 0; d < pl.n_dirty; d++) t.tx_n[pl.dirty[d]] = pl.tx[pl.dirty[d]].n;
+}
+
+// The ethdev port whose tx buffer took a packet since `t`, and that packet (still in the
+// buffer, unsent: readable); PORT_NONE when none did.
+uint16_t trace_sent(const pipeline &pl, const trace_before &t, rte_mbuf **m) {
+  for (unsigned d = 0; d < pl.n_dirty; d++) {
+    const uint16_t p = pl.dirty[d];
+    if (pl.tx[p].n > (d < t.n_dirty ? t.tx_n[p] : 0)) {
+      *m = pl.tx[p].pkts[pl.tx[p].n - 1];
+      return p;
+    }
+  }
+  return PORT_NONE;
+}
+
+// First reason whose counter moved since `before`, or TRACE_NO_REASON.
+template <size_t N>
+uint8_t moved(const uint64_t (&now)[N], const uint64_t (&before)[N]) {
+  for (size_t r = 0; r < N; r++)
+    if (now[r] != before[r]) return static_cast<uint8_t>(r);
+  return TRACE_NO_REASON;
+}
+
+// One selected packet through the pipeline on its own, and its record. r holds what was
+// known before: seq, input, the bytes as received.
+void trace_one(pipeline &pl, trace_session &ts, uint16_t port, rte_mbuf *m, trace_record &r) {
+  trace_before t;
+  trace_snapshot(pl, t);
+  process_run<true>(pl, port, &m, 1);
+  r.flow = pl.trace_flow;
+  const uint8_t punted = moved(pl.stats->punts, t.punts);
+  const uint8_t dropped = moved(pl.stats->drops, t.drops);
+  rte_mbuf *sent = nullptr;
+  const uint16_t tx_port = trace_sent(pl, t, &sent);
+  r.punt_reason = punted;
+  if (dropped != TRACE_NO_REASON) {
+    r.decision = static_cast<uint8_t>(trace_decision::drop);
+    r.reason = dropped;
+  } else if (pl.stats->fast_packets != t.fast_packets) {
+    const uint8_t action = pl.ft->entry(r.flow).action;
+    r.decision = static_cast<uint8_t>(action == FLOW_ACT_DECAP   ? trace_decision::decap
+                                      : action == FLOW_ACT_ENCAP ? trace_decision::encap
+                                                                 : trace_decision::forward);
+    r.out_port = pl.trace_out;
+  } else {
+    // A punt; a tunnel fragment held for reassembly goes nowhere yet.
+    r.decision = static_cast<uint8_t>(trace_decision::punt);
+    r.reason = punted;
+    r.out_port = tx_port;
+  }
+  if (sent != nullptr) trace_set_tx(r, sent, pl.snap->port[tx_port].l3 != 0);
+  trace_submit(ts, r);
+}
+
+// A burst while a trace runs: as process_burst() and process_vlans(), with the packets the
+// session selects taken out of the runs and traced one by one. VLAN tags are popped first
+// (the filter sees a VLAN's frames as its sub-interface does, untagged), but the bytes
+// recorded are the frame as received.
+__attribute__((noinline)) void process_traced(pipeline &pl, trace_session &ts, uint16_t in_port, rte_mbuf **pkts,
+                                              uint16_t n) {
+  const snapshot &s = *pl.snap;
+  const bool vlans = s.port[in_port].has_vlans;
+  const bool l3 = s.port[in_port].l3;
+  unsigned start = 0;
+  uint16_t run_port = PORT_NONE;
+  uint64_t run_bytes = 0;
+  vlan_cache cache;
+  auto count_vlan = [&](uint16_t port, uint64_t packets, uint64_t bytes) {
+    if (port < MAX_ETHPORTS) return;
+    pl.stats->vlan_rx_packets[port - MAX_ETHPORTS] += packets;
+    pl.stats->vlan_rx_bytes[port - MAX_ETHPORTS] += bytes;
+  };
+  auto flush = [&](unsigned end) {
+    if (end > start) {
+      count_vlan(run_port, end - start, run_bytes);
+      process_run<false>(pl, run_port, pkts + start, static_cast<uint16_t>(end - start));
+    }
+    run_bytes = 0;
+  };
+  trace_record r;
+  for (unsigned i = 0; i < n; i++) {
+    rte_mbuf *m = pkts[i];
+    memset(&r, 0, offsetof(trace_record, rx));
+    r.tsc = pl.now_tsc;
+    r.worker = pl.worker;
+    r.wire_len = m->pkt_len;
+    r.flags = l3 ? TRACE_F_RX_L3 : 0;
+    r.flow = FLOW_NONE;
+    r.out_port = PORT_NONE;
+    r.reason = r.punt_reason = TRACE_NO_REASON;
+    uint16_t port = in_port;
+    bool rx_copied = false;
+    if (vlans) {
+      r.rx_len = trace_copy(m, r.rx);
+      rx_copied = true;
+      drop_reason why = drop_reason::unknown_vlan;
+      port = vlan_pop(s, in_port, m, cache, &why);
+      if (port == PORT_NONE) {
+        flush(i);
+        start = i + 1;
+        // Nothing was popped: the frame is as received, and the parent's.
+        r.in_port = in_port;
+        if (trace_selects(ts, in_port, m, l3) && trace_take(ts, &r.seq)) {
+          r.decision = static_cast<uint8_t>(trace_decision::drop);
+          r.reason = static_cast<uint8_t>(why);
+          trace_submit(ts, r);
+        }
+        drop(pl, m, why);
+        continue;
+      }
+    }
+    if (!trace_selects(ts, port, m, l3) || !trace_take(ts, &r.seq)) {
+      if (port != run_port) {
+        flush(i);
+        start = i;
+        run_port = port;
+      }
+      run_bytes += m->pkt_len;
+      continue;
+    }
+    flush(i);
+    start = i + 1;
+    count_vlan(port, 1, m->pkt_len);
+    if (!rx_copied) r.rx_len = trace_copy(m, r.rx);
+    r.in_port = port;
+    trace_one(pl, ts, port, m, r);
+  }
+  flush(n);
+}
+
 }  // namespace
 
 void process_burst(pipeline &pl, uint16_t in_port, rte_mbuf **pkts, uint16_t n) {
   pl.stats->rx_packets += n;
+  // What tracing costs while off: this test, per burst.
+  if (unlikely(pl.trace != nullptr)) return process_traced(pl, *pl.trace, in_port, pkts, n);
   // The one test a port without VLANs pays, per burst.
   if (unlikely(pl.snap->port[in_port].has_vlans)) return process_vlans(pl, in_port, pkts, n);
-  process_run(pl, in_port, pkts, n);
+  process_run<false>(pl, in_port, pkts, n);
 }
 
 #undef STAGE_END

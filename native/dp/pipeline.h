@@ -16,6 +16,8 @@
 
 namespace fg {
 
+struct trace_session;
+
 // Written by one worker only; the control thread reads with relaxed loads and sums.
 struct alignas(CACHE_LINE) worker_stats {
   uint64_t rx_packets;    // received on fast-path ports
@@ -65,6 +67,9 @@ struct pipeline {
   flow_counter *counters = nullptr;  // this worker's per-flow counters
   const adjacency *adj = nullptr;
   worker_stats *stats = nullptr;
+  // The packet trace running (trace.h), or null: what process_burst() tests once a burst.
+  // The worker loads it from worker_shared::trace with the snapshot, each loop iteration.
+  trace_session *trace = nullptr;
   rte_ring *observations = nullptr;  // punt records for the learner (SP: this worker), or null
   uint32_t now_s = 0;    // dataplane seconds, for flow_entry::last_seen
   uint64_t now_tsc = 0;  // TSC at the start of this loop iteration
@@ -92,6 +97,13 @@ struct pipeline {
 #ifdef FG_STAGE_CYCLES
   stage_cycles stages = {};
 #endif
+
+  // Packet trace (trace.h): this worker's index for the records, and what the traced
+  // instantiation of the burst code leaves for the traced driver about the one packet it
+  // was given: the flow entry it hit and the (logical) port it was forwarded to.
+  uint16_t worker = 0;
+  uint16_t trace_out = 0;
+  uint32_t trace_flow = 0;
 };
 
 // Process n <= BURST_SIZE packets received on in_port. The caller must flush pl.tx and

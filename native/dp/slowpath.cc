@@ -97,6 +97,7 @@ void slowpath_thread::to_kernel_tx(const snapshot *s, uint16_t port, rte_mbuf *m
     // A VLAN sub-interface's TAP (or a tunnel over it) takes and gives untagged frames: the
     // tags go on here, and the frame leaves by the parent.
     if (!vlan_push_fits(m, pc)) {
+      trace_drop(kernel_drop_reason::no_headroom);
       stats_.no_headroom++;
       rte_pktmbuf_free(m);
       return;
@@ -105,7 +106,10 @@ void slowpath_thread::to_kernel_tx(const snapshot *s, uint16_t port, rte_mbuf *m
     port = pc.tx_port;
   }
   rte_ring *r = s->port[port].kernel_tx;
+  // Read before it is queued: worker 0 may send and free it at once.
+  if (unlikely(tracing_ != nullptr) && r != nullptr) trace_set_tx(*tracing_, m, false);
   if (r == nullptr || rte_ring_sp_enqueue(r, m) != 0) {
+    trace_drop(kernel_drop_reason::kernel_tx_full);
     stats_.kernel_tx_dropped++;
     rte_pktmbuf_free(m);
   }
@@ -137,6 +141,7 @@ void slowpath_thread::from_tun(const snapshot *s, uint16_t tunnel_id, rte_mbuf *
   // TUN, say) has nowhere to go: the tunnel carries one family, as Linux's tunnel device
   // drops the other (ip6ip6_tnl_xmit()/ipip_tunnel_xmit() take their own protocol only).
   if (m->data_len < min_len || (l3[0] >> 4) != (inner_ipv4 ? 4 : 6) || !t.active) {
+    trace_drop(kernel_drop_reason::tun_wrong_family);
     stats_.tun_wrong_family++;
     rte_pktmbuf_free(m);
     return;
@@ -152,6 +157,7 @@ void slowpath_thread::from_tun(const snapshot *s, uint16_t tunnel_id, rte_mbuf *
                                         : IP6_HLEN + rte_be_to_cpu_16(reinterpret_cast<const rte_ipv6_hdr *>(l3)->payload_len);
   if (parsed) observation_init(&batch.emplace_back(), OBS_EGRESS_TUNNEL, rte_rdtsc(), m, 0, meta.l3_len, key, PORT_NONE, tunnel_id);
   if (inner_len > m->pkt_len || inner_len > UINT16_MAX || rte_pktmbuf_headroom(m) < ETH_HLEN + tunnel_overhead(t)) {
+    trace_drop(kernel_drop_reason::no_headroom);
     stats_.no_headroom++;
     rte_pktmbuf_free(m);
     return;
@@ -162,6 +168,49 @@ void slowpath_thread::from_tun(const snapshot *s, uint16_t tunnel_id, rte_mbuf *
   tunnel_encap(m, t, static_cast<uint16_t>(inner_len), (parsed && (t.flags & TUNNEL_F_FLOWLABEL_HASH)) ? flowlabel_of(key) : 0,
                ip_id_++);
   to_kernel_tx(s, t.port, m);
+}
+
+void slowpath_thread::trace_drop(kernel_drop_reason why) {
+  if (tracing_ == nullptr) return;
+  tracing_->decision = static_cast<uint8_t>(trace_decision::kernel_drop);
+  tracing_->reason = static_cast<uint8_t>(why);
+  tracing_->out_port = PORT_NONE;
+  tracing_->flags &= static_cast<uint8_t>(~TRACE_F_TX);
+}
+
+void slowpath_thread::traced(const snapshot *s, trace_session &ts, uint16_t port, rte_mbuf *m,
+                             std::vector<observation> &batch) {
+  const port_conf &pc = s->port[port];
+  const bool l3 = pc.l3 != 0;
+  trace_record r;
+  if (!trace_selects(ts, port, m, l3) || !trace_take(ts, &r.seq)) {
+    if (pc.kernel_egress_port != PORT_NONE)
+      from_tap(s, pc.kernel_egress_port, m, batch);
+    else
+      from_tun(s, pc.kernel_egress_tunnel, m, batch);
+    return;
+  }
+  memset(&r.tsc, 0, offsetof(trace_record, rx) - offsetof(trace_record, tsc));
+  r.tsc = rte_rdtsc();
+  r.flow = FLOW_NONE;
+  r.wire_len = m->pkt_len;
+  r.worker = TRACE_SLOWPATH;
+  r.in_port = port;
+  r.reason = r.punt_reason = TRACE_NO_REASON;
+  r.flags = l3 ? TRACE_F_RX_L3 : 0;
+  r.rx_len = trace_copy(m, r.rx);
+  tracing_ = &r;
+  if (pc.kernel_egress_port != PORT_NONE) {
+    r.decision = static_cast<uint8_t>(trace_decision::forward);
+    r.out_port = pc.kernel_egress_port;
+    from_tap(s, pc.kernel_egress_port, m, batch);
+  } else {
+    r.decision = static_cast<uint8_t>(trace_decision::encap);
+    r.out_port = s->tun[pc.kernel_egress_tunnel].port;
+    from_tun(s, pc.kernel_egress_tunnel, m, batch);
+  }
+  tracing_ = nullptr;
+  trace_submit(ts, r);
 }
 
 void slowpath_thread::run() {
@@ -184,6 +233,7 @@ void slowpath_thread::run() {
     }
     const snapshot *s = __atomic_load_n(&shared_->snap, __ATOMIC_ACQUIRE);
     if (s->generation != armed_generation_) rearm_epoll(s);
+    trace_session *ts = __atomic_load_n(&shared_->trace, __ATOMIC_ACQUIRE);
     uint16_t facing[MAX_ETHPORTS];
     unsigned n_facing = 0;
     for (uint16_t p = 0; p < MAX_ETHPORTS; p++) {
@@ -195,7 +245,9 @@ void slowpath_thread::run() {
       work += n;
       stats_.kernel_rx_packets += n;
       for (uint16_t i = 0; i < n; i++) {
-        if (pc.kernel_egress_port != PORT_NONE)
+        if (unlikely(ts != nullptr))
+          traced(s, *ts, p, pkts[i], batch);
+        else if (pc.kernel_egress_port != PORT_NONE)
           from_tap(s, pc.kernel_egress_port, pkts[i], batch);
         else
           from_tun(s, pc.kernel_egress_tunnel, pkts[i], batch);

@@ -19,6 +19,7 @@
 #include <rte_ring.h>
 
 #include "observation.h"
+#include "trace.h"
 #include "worker.h"
 
 namespace fg {
@@ -66,6 +67,10 @@ class slowpath_thread {
   void from_tap(const snapshot *s, uint16_t port, rte_mbuf *m, std::vector<observation> &batch);
   void from_tun(const snapshot *s, uint16_t tunnel_id, rte_mbuf *m, std::vector<observation> &batch);
   void to_kernel_tx(const snapshot *s, uint16_t port, rte_mbuf *m);
+  // A packet from a TAP or TUN while a trace runs: as from_tap()/from_tun(), recorded when
+  // the session selects it.
+  void traced(const snapshot *s, trace_session &ts, uint16_t port, rte_mbuf *m, std::vector<observation> &batch);
+  void trace_drop(kernel_drop_reason why);
 
   worker_shared *shared_ = nullptr;
   unsigned qsbr_id_ = 0;
@@ -80,6 +85,8 @@ class slowpath_thread {
   // The IPv4 identification of the next encapsulated packet without DF (see pipeline::ip_id).
   uint16_t ip_id_ = 0x8000;
   slowpath_stats stats_{};
+  // The record of the packet being handled, while it is traced; else null.
+  trace_record *tracing_ = nullptr;
 };
 
 }  // namespace fg

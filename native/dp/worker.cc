@@ -60,6 +60,7 @@ int worker_main(void *arg) {
   pl.counters = sh.ft->worker_counters(w.index);
   pl.adj = sh.adj;
   pl.stats = &w.stats;
+  pl.worker = static_cast<uint16_t>(w.index);
 
   rte_rcu_qsbr_thread_register(sh.qsbr, w.index);
   rte_rcu_qsbr_thread_online(sh.qsbr, w.index);
@@ -75,6 +76,9 @@ int worker_main(void *arg) {
     }
     const snapshot *s = __atomic_load_n(&sh.snap, __ATOMIC_ACQUIRE);
     pl.snap = s;
+    // Next to the snapshot pointer; freed only after a grace period, so it may be used until
+    // this iteration's quiescent state even once it is unpublished.
+    pl.trace = __atomic_load_n(&sh.trace, __ATOMIC_ACQUIRE);
     pl.now_tsc = t0;
     const worker_plan &plan = s->plan[w.index];
     unsigned received = 0;

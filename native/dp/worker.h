@@ -18,6 +18,10 @@ enum class idle_mode : uint8_t {
 // What every worker reads; the control thread owns it.
 struct worker_shared {
   const snapshot *snap;   // control: publishes (release); lcores: load (acquire) per iteration
+  // The running packet trace, or null (trace.h), next to snap: lcores load both together.
+  // Control thread: publishes (release) and clears; lcores and the slow-path thread: load
+  // per iteration; the one that takes the session's last packet clears it.
+  trace_session *trace;
   uint8_t running;        // control: sets/clears; lcores: poll
   idle_mode idle;         // control: set before launch
   rte_rcu_qsbr *qsbr;

@@ -13,7 +13,7 @@ import { describeStartupError, runGateway, type ManagedGateway } from '../../lib
 import { checkConfigText, compileConfig, detectMachine, formatIssue, loadConfig, type CompiledConfig } from '../../lib/config';
 import { ControlServer, controlRequest } from '../../lib/control';
 import { FlowgateError } from '../../lib/errors';
-import type { GatewayFlow, GatewayStats, PortXstats, ReloadResult } from '../../lib/gateway/types';
+import type { GatewayFlow, GatewayStats, GatewayTraceRecord, PortXstats, ReloadResult } from '../../lib/gateway/types';
 import { InstanceLock, lockTargets } from '../../lib/instance-lock';
 import { fileNameOf, namespaceId, processIdentity } from '../../lib/runtime';
 import { FixedView, fixedStats } from '../control/fixed-view';
@@ -91,6 +91,10 @@ class StandInGateway implements ManagedGateway {
 
   xstats(): PortXstats {
     return this.view.xstats();
+  }
+
+  trace(): AsyncIterable<readonly GatewayTraceRecord[]> {
+    return this.view.trace();
   }
 }
 

@@ -1,6 +1,6 @@
 // A GatewayView with fixed, distinct figures, for tests of what serves or shows a view (the
 // control socket, /metrics, the flows and stats commands) rather than of the gateway.
-import type { GatewayFlow, GatewayStats, GatewayView, PortXstats } from '../../lib/gateway/types';
+import type { GatewayFlow, GatewayStats, GatewayTraceRecord, GatewayView, PortXstats } from '../../lib/gateway/types';
 
 export function fixedStats(): GatewayStats {
   return {
@@ -120,4 +120,7 @@ export class FixedView implements GatewayView {
   async *flows(): AsyncGenerator<GatewayFlow[]> {
     for (let i = 0; i < this.flowsValue.length; i += this.pageSize) yield this.flowsValue.slice(i, i + this.pageSize);
   }
+
+  /** No dataplane: a trace that sees no packet and ends at once. */
+  async *trace(): AsyncGenerator<GatewayTraceRecord[]> {}
 }

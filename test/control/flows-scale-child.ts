@@ -10,6 +10,7 @@ import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { ControlServer } from '../../lib/control';
 import { Dataplane, type FlowPairOptions } from '../../lib/dataplane';
 import { gatewayFlowPages } from '../../lib/gateway/flow-view';
+import { gatewayTracePages } from '../../lib/gateway/trace-view';
 import type { GatewayView } from '../../lib/gateway/types';
 
 export interface ScaleJob {
@@ -88,6 +89,7 @@ async function main(job: ScaleJob): Promise<void> {
     xstats: () => {
       throw new Error('the scale test serves flows only');
     },
+    trace: (options, summary) => gatewayTracePages(dp, options, summary),
   };
   const server = await ControlServer.listen({ socketPath: job.socketPath, view });
   const delay = monitorEventLoopDelay({ resolution: 5 });

@@ -40,6 +40,10 @@ class ManyFlowsView implements GatewayView {
     throw new Error('not under test');
   }
 
+  trace(): never {
+    throw new Error('not under test');
+  }
+
   async *flows(): AsyncGenerator<GatewayFlow[]> {
     const [template] = fixedFlows();
     try {
@@ -362,7 +366,7 @@ describe('control socket', () => {
     const [unknown, ping] = await exchange(socketPath, '{"id":7,"method":"reboot"}\n{"id":8,"method":"ping"}\n', 2);
     assert.deepEqual(unknown, {
       id: 7,
-      error: { code: 'ERR_FLOWGATE_CONTROL_UNKNOWN_METHOD', message: "unknown method 'reboot' (methods: ping, version, stats, flows, xstats)" },
+      error: { code: 'ERR_FLOWGATE_CONTROL_UNKNOWN_METHOD', message: "unknown method 'reboot' (methods: ping, version, stats, flows, xstats, trace)" },
     });
     assert.deepEqual(ping, { id: 8, result: { pid: process.pid } });
   });

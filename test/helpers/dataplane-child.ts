@@ -3,7 +3,7 @@
  * paused, install tunnels and flows, poll until the input pcaps are consumed, pause, report
  * stats and flows as JSON on stdout, stop. Driven by test/helpers/dataplane.ts.
  */
-import { Dataplane, FlowPairOptions, StartOptions, TunnelOptions, VlanOptions } from '../../lib/dataplane';
+import { Dataplane, FlowPairOptions, StartOptions, TraceOptions, TraceRecord, TunnelOptions, VlanOptions } from '../../lib/dataplane';
 
 export interface DataplaneJob {
   start: Omit<StartOptions, 'onWarning' | 'paused'>;
@@ -28,6 +28,21 @@ export interface DataplaneJob {
   pathMtu?: boolean;
   /** Then wait this long and apply again, with path MTUs expiring after expiresSeconds: the changes go to pathMtuExpired. */
   pathMtuExpiry?: { waitMs: number; expiresSeconds: number };
+  /** A packet trace started before the workers run: its records go to traced (bytes as hex), a refusal to traceError. */
+  trace?: TraceOptions;
+}
+
+/** A trace record as the job reports it: bytes as hex strings. */
+export type JobTraceRecord = Omit<TraceRecord, 'rx' | 'tx'> & { rx: string; tx: string | null };
+
+/** Every record of the job's trace, read after the workers stopped. */
+function readTrace(dp: Dataplane): { records: JobTraceRecord[]; running: boolean; remaining: number; lost: number } {
+  const records: JobTraceRecord[] = [];
+  for (;;) {
+    const page = dp.traceRead();
+    for (const r of page.records) records.push({ ...r, rx: r.rx.toString('hex'), tx: r.tx === null ? null : r.tx.toString('hex') });
+    if (page.records.length === 0) return { records, running: page.running, remaining: page.remaining, lost: page.lost };
+  }
 }
 
 async function main(): Promise<void> {
@@ -42,6 +57,15 @@ async function main(): Promise<void> {
     const flowIds = (job.flows ?? []).map((f) => dp.addFlow(f));
     const nextHopsRewritten = (job.nextHopRewrites ?? []).map(({ port, family, from, to }) => dp.rewriteNextHop(port, family, from, to));
     for (const { port, mtu } of job.portMtus ?? []) dp.setMtu(port, mtu);
+    let traceError: { code: string; message: string } | null = null;
+    if (job.trace !== undefined) {
+      try {
+        dp.traceStart(job.trace);
+      } catch (err) {
+        const e = err as Error & { code: string };
+        traceError = { code: e.code, message: e.message };
+      }
+    }
     dp.resume();
     const deadline = Date.now() + (job.timeoutMs ?? 10_000);
     const received = () => dp.stats().workers.reduce((n, w) => n + w.rxPackets, 0);
@@ -52,6 +76,8 @@ async function main(): Promise<void> {
     if (job.expectKernelRx !== undefined) await new Promise((r) => setTimeout(r, 100));
     // Joining the workers finishes the burst in flight and its transmission.
     dp.pause();
+    const trace = job.trace !== undefined && traceError === null ? readTrace(dp) : null;
+    dp.traceStop();
     const flows = dp.flows();
     const reaped = job.reap === true ? dp.reap({ tcp: 1_000_000, udp: 1_000_000 }) : [];
     const tunnelsBefore = (job.tunnels ?? []).map((t) => dp.tunnelMtu(t.name));
@@ -108,6 +134,8 @@ async function main(): Promise<void> {
       pathMtuChanges,
       pathMtuExpired,
       tunnelMtus,
+      trace,
+      traceError,
     };
     process.stdout.write(JSON.stringify(result));
   } finally {

@@ -11,7 +11,7 @@ import * as path from 'node:path';
 
 import type { DataplaneStats, Flow, PortInfo, ReapedFlow, TunnelMtu, VlanInfo } from '../../lib/dataplane';
 import { readPcap, writePcap } from '../../lib/pcap';
-import type { DataplaneJob } from './dataplane-child';
+import type { DataplaneJob, JobTraceRecord } from './dataplane-child';
 import { sh } from './netns';
 
 export interface JobResult {
@@ -37,6 +37,9 @@ export interface JobResult {
   tunnelMtus: TunnelMtu[];
   /** With job.pathMtuExpiry: the tunnels whose learnt path MTU expired. */
   pathMtuExpired: TunnelMtu[];
+  /** With job.trace: its records and state after the run (null when it was refused: traceError). */
+  trace: { records: JobTraceRecord[]; running: boolean; remaining: number; lost: number } | null;
+  traceError: { code: string; message: string } | null;
 }
 
 const CHILD = path.join(__dirname, 'dataplane-child.js');
