@@ -16,6 +16,7 @@
         "native/dp/port.cc",
         "native/dp/dataplane.cc",
         "native/dp/pcap_filter.cc",
+        "native/dp/capture.cc",
         "native/addon/addon.cc",
         "native/addon/convert.cc",
         "native/addon/testing.cc",
