@@ -172,6 +172,11 @@ class Instance {
   private readonly view: GatewayView = {
     stats: () => this.runningGateway().stats(),
     flows: () => this.runningGateway().flows(),
+    capture: async (request, alive) => {
+      const gateway = this.runningGateway();
+      if (gateway.capture === undefined) throw new FlowgateError('ERR_FLOWGATE_STATE', 'this gateway cannot capture');
+      return gateway.capture(request, alive);
+    },
   };
 
   constructor(

@@ -32,12 +32,20 @@
  * before sending more, and lets the event loop run between pages: a listing of millions of
  * flows neither holds them all in memory nor stalls the instance.
  *
+ * `capture` writes copies of a port's frames as pcapng into a FIFO the client made and
+ * reads (lib/gateway/capture.ts): params `port`, `fifo`, and optional `direction` ("rx",
+ * "tx" or "both"), `filter` (tcpdump syntax), `snaplen` and `count`. It answers once the
+ * capture has ended (count reached, or the FIFO's reader gone) with {written, matched,
+ * lost, bytes, end}, and sends progress lines ({"progress":{"scanned":WRITTEN}}) meanwhile;
+ * a client that closes its connection stops it.
+ *
  * Newline-delimited JSON rather than HTTP or JSON-RPC 2.0: `socat - UNIX:/run/flowgate/flowgate.sock`
  * is a complete client, and nothing beyond JSON.parse is needed on either side.
  */
 import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
 
+import type { CaptureResult } from '../gateway/capture';
 import type { GatewayFlow, GatewayStats } from '../gateway/types';
 
 /** Bumped when a method's result changes incompatibly (2: flows streams records). */
@@ -90,6 +98,7 @@ export interface ControlResults {
   version: VersionResult;
   stats: GatewayStats;
   flows: FlowsResult;
+  capture: CaptureResult;
 }
 
 /** The methods that stream records before their result, and their record type. */
@@ -101,7 +110,7 @@ export type StreamingMethod = keyof ControlRecords;
 
 export type ControlMethod = keyof ControlResults;
 
-export const CONTROL_METHODS: readonly ControlMethod[] = ['ping', 'version', 'stats', 'flows'];
+export const CONTROL_METHODS: readonly ControlMethod[] = ['ping', 'version', 'stats', 'flows', 'capture'];
 
 export const CONTROL_ERROR_CODES = {
   /** Another live process serves the socket. */

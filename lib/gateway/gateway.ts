@@ -23,6 +23,7 @@ import { type ConntrackTimeouts, Learner, LearnerPolicy, routedDestination } fro
 import type { KernelEvent, KernelWatch, LinkEvent, NeighborEvent, NexthopEvent, RuleEvent } from '../slowpath/monitor';
 import { parsePrefix } from '../net/addr';
 import { PrefixSet } from '../net/prefix-set';
+import { runCapture, type CaptureRequest, type CaptureResult } from './capture';
 import { gatewayFlowPages } from './flow-view';
 import type { GatewayFlow, GatewayStats, GatewayView, ReloadResult } from './types';
 
@@ -953,6 +954,10 @@ export class Gateway implements GatewayView {
 
   flows(): AsyncIterable<GatewayFlow[]> {
     return gatewayFlowPages(this.dp, new Map(this.model.tunnels.map((t) => [t.name, t.mode])));
+  }
+
+  capture(request: CaptureRequest, alive: (written: number) => Promise<void>): Promise<CaptureResult> {
+    return runCapture(this.dp, [...this.model.ports, ...this.model.vlans].map((p) => p.name), request, alive);
   }
 
   /** For tests and the demo: the learner's own figures. */
