@@ -35,7 +35,7 @@ namespace fg {
 // largest frame): at most CAPTURE_MBUFS, fewer for jumbo frames to stay near the budget.
 constexpr unsigned CAPTURE_RING_SIZE = 2048;
 constexpr unsigned CAPTURE_MBUFS = 4095;
-constexpr unsigned CAPTURE_MIN_MBUFS = 1023;
+constexpr unsigned CAPTURE_MIN_MBUFS = 255;
 constexpr uint32_t CAPTURE_POOL_BYTES = 8u << 20;
 // An mbuf's data room is 16 bits: copies of larger frames are cut here.
 constexpr uint32_t CAPTURE_MAX_COPY = 60000;
