@@ -364,6 +364,8 @@ export interface NativeCaptureStats {
   lost: number;
   bytes: number;
   end: 'running' | 'count' | 'reader_gone' | 'write_error' | 'stopped';
+  /** Whether the filter runs JIT-compiled (else rte_bpf's interpreter; false without a filter). */
+  jit: boolean;
 }
 
 export interface NativeAddon {

@@ -29,6 +29,7 @@ interface Window {
   mode: Mode;
   mpps: number;
   cyclesPerPacket: number;
+  jit?: boolean;
 }
 
 interface ChildRequest {
@@ -57,6 +58,7 @@ async function measureWindows(request: ChildRequest): Promise<Window[]> {
       await sleep(request.seconds * 1000);
       const b = dp.cycles();
       const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
+      const jit = id === null ? undefined : dp.captureStats(id).jit;
       if (id !== null) {
         const s = dp.stopCapture(id);
         if (s.matched !== 0) throw new Error(`the filter '${FILTER_MATCHING_NOTHING}' matched ${s.matched} frames`);
@@ -69,7 +71,7 @@ async function measureWindows(request: ChildRequest): Promise<Window[]> {
         packets += w.rxPackets - before.rxPackets;
         cycles += w.busyCycles + w.idleCycles - before.busyCycles - before.idleCycles;
       });
-      windows.push({ mode, mpps: packets / seconds / 1e6, cyclesPerPacket: cycles / packets });
+      windows.push({ mode, mpps: packets / seconds / 1e6, cyclesPerPacket: cycles / packets, ...(jit === undefined ? {} : { jit }) });
     }
     return windows;
   } finally {
@@ -116,7 +118,8 @@ async function main(): Promise<void> {
   const cap = summary(all.filter((w) => w.mode === 'capture'));
   process.stdout.write(`fwd4, 64-byte frames, ${flows} flows, one worker, ${seconds} s windows, medians\n`);
   process.stdout.write(`no capture            ${fmt(none.mpps)} Mpps  ${fmt(none.cpp, 1)} cycles/packet  (${none.n} windows)\n`);
-  process.stdout.write(`capture '${FILTER_MATCHING_NOTHING}'  ${fmt(cap.mpps)} Mpps  ${fmt(cap.cpp, 1)} cycles/packet  (${cap.n} windows)\n`);
+  const jit = all.some((w) => w.jit === true) ? 'JIT' : 'interpreter';
+  process.stdout.write(`capture '${FILTER_MATCHING_NOTHING}'  ${fmt(cap.mpps)} Mpps  ${fmt(cap.cpp, 1)} cycles/packet  (${cap.n} windows, filter: ${jit})\n`);
   process.stdout.write(`capture / none        ${fmt((cap.mpps / none.mpps) * 100, 1)} % of the rate, +${fmt(cap.cpp - none.cpp, 1)} cycles/packet\n`);
   if (baseline.length > 0) {
     const base = summary(baseline);

@@ -362,6 +362,7 @@ Napi::Object capture_stats_to_js(Napi::Env env, const capture_stats &s) {
   o.Set("lost", static_cast<double>(s.lost));
   o.Set("bytes", static_cast<double>(s.bytes));
   o.Set("end", capture_end_name(s.end));
+  o.Set("jit", s.jit);
   return o;
 }
 

@@ -177,6 +177,7 @@ capture_stats capture_session::stats() const {
   s.written = written_.load(std::memory_order_relaxed);
   s.bytes = bytes_.load(std::memory_order_relaxed);
   s.end = end_.load(std::memory_order_acquire);
+  s.jit = tap_->jit != nullptr;
   return s;
 }
 

@@ -71,6 +71,7 @@ struct capture_stats {
   uint64_t lost;         // copies lost: no mbuf in the capture's pool, or its ring full
   uint64_t bytes;        // bytes written (pcapng blocks)
   capture_end end;
+  bool jit;              // the filter runs compiled for this CPU (else rte_bpf's interpreter)
 };
 
 // What the workers see of a capture: read-only after start, except the counters.
