@@ -10,22 +10,30 @@ namespace fg {
 namespace {
 
 // Copies of frames for a capture on the port, if one runs there in that direction. Only
-// called while some capture runs (worker_shared::captures).
-void capture_frames(worker &w, uint16_t port, capture_direction dir, rte_mbuf *const *pkts, uint16_t n, uint16_t queue,
-                    uint64_t tsc) {
+// called while some capture runs (worker_shared::captures); out of line and cold, so that
+// the loop's code stays as it is without a capture.
+__attribute__((noinline, cold)) void capture_frames(worker &w, uint16_t port, capture_direction dir,
+                                                    rte_mbuf *const *pkts, uint16_t n, uint16_t queue, uint64_t tsc) {
   capture_tap *tap = __atomic_load_n(&w.shared->capture[port], __ATOMIC_ACQUIRE);
   if (tap == nullptr || (tap->direction & dir) == 0) return;
   capture_burst(*tap, w.index, pkts, n, queue, dir == CAPTURE_RX ? RTE_PCAPNG_DIRECTION_IN : RTE_PCAPNG_DIRECTION_OUT, tsc);
 }
 
-// capturing: a capture runs (read once per loop); tsc: the loop's time, for the copies.
-void flush(worker &w, bool capturing, uint64_t tsc) {
+// The frames about to be sent, copied before the device owns them: what is handed to the
+// port, as pdump's tx callback sees it.
+__attribute__((noinline, cold)) void capture_tx_buffers(worker &w, uint64_t tsc) {
+  pipeline &pl = w.pl;
+  for (unsigned d = 0; d < pl.n_dirty; d++) {
+    const uint16_t port = pl.dirty[d];
+    capture_frames(w, port, CAPTURE_TX, pl.tx[port].pkts, pl.tx[port].n, static_cast<uint16_t>(w.index), tsc);
+  }
+}
+
+void flush(worker &w) {
   pipeline &pl = w.pl;
   for (unsigned d = 0; d < pl.n_dirty; d++) {
     uint16_t port = pl.dirty[d];
     tx_buffer &b = pl.tx[port];
-    // Copied before the device owns them: what is handed to the port, as pdump's tx callback.
-    if (unlikely(capturing)) capture_frames(w, port, CAPTURE_TX, b.pkts, b.n, static_cast<uint16_t>(w.index), tsc);
     uint16_t sent = rte_eth_tx_burst(port, static_cast<uint16_t>(w.index), b.pkts, b.n);
     w.stats.tx_packets[port] += sent;
     if (unlikely(sent < b.n)) {
@@ -103,7 +111,8 @@ int worker_main(void *arg) {
       // Before processing: the frames as they arrived.
       if (unlikely(capturing)) capture_frames(w, port, CAPTURE_RX, pkts, n, plan.rxq[q].queue, t0);
       process_burst(pl, port, pkts, n);
-      flush(w, capturing, t0);
+      if (unlikely(capturing)) capture_tx_buffers(w, t0);
+      flush(w);
     }
     if (w.index == 0) received += send_kernel_tx(w, s, capturing, t0);
     // The snapshot and every flow entry looked up above are no longer referenced.
