@@ -235,11 +235,11 @@ bool capture_session::write(rte_mbuf **pkts, unsigned n) {
 }
 
 void capture_session::run() {
-  rte_mbuf *pkts[BURST_SIZE];
+  rte_mbuf *pkts[CAPTURE_WRITE_BURST];
   for (;;) {
     // Read before the ring: after a stop request, what the ring holds is all there will be.
     bool stopping = stop_.load(std::memory_order_acquire);
-    unsigned n = rte_ring_sc_dequeue_burst(tap_->ring, reinterpret_cast<void **>(pkts), BURST_SIZE, nullptr);
+    unsigned n = rte_ring_sc_dequeue_burst(tap_->ring, reinterpret_cast<void **>(pkts), CAPTURE_WRITE_BURST, nullptr);
     if (n == 0) {
       if (stopping) break;
       if (reader_gone()) {

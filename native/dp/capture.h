@@ -43,6 +43,8 @@ constexpr uint32_t CAPTURE_MAX_COPY = 60000;
 // bounds how late it notices a stop request or a reader that went away.
 constexpr int CAPTURE_IDLE_WAIT_MS = 10;
 constexpr uint32_t CAPTURE_DEFAULT_SNAPLEN = 262144;  // as dumpcap and tcpdump
+// Copies per write: fewer system calls when the traffic is heavy (one iovec per copy).
+constexpr unsigned CAPTURE_WRITE_BURST = 256;
 
 enum capture_direction : uint8_t { CAPTURE_RX = 1, CAPTURE_TX = 2, CAPTURE_BOTH = 3 };
 
