@@ -112,6 +112,29 @@ describe('flowgate capture on a running instance (AF_PACKET, real traffic)', fun
     assert.deepEqual([unknown.status, unknown.stderr], [2, "flowgate capture: params.port: no port named 'eth9' (ports: eth0, eth1)\n"]);
   });
 
+  it('stops on Ctrl-C with what it wrote and the counts on stderr, as tcpdump does', async () => {
+    const file = path.join(dir, 'interrupted.pcapng');
+    const child = spawn(process.execPath, [main, 'capture', '--socket', socket, '--port', 'eth0', '--direction', 'rx', '-w', file, 'udp'], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+    await until('the capture to write packets', () => ((fs.statSync(file, { throwIfNoEntry: false })?.size ?? 0) > 2000 ? true : undefined));
+    child.kill('SIGINT');
+    assert.equal(await exited, 0, stderr);
+    const m = /^(\d+) packets captured\n(\d+) packets matched the filter\n(\d+) packets lost\n$/.exec(stderr);
+    assert.ok(m !== null, stderr);
+    assert.equal((await tsharkFields(file, ['udp.dstport'])).length, Number(m[1]), 'as many packets in the file as it says');
+  });
+
+  it('stops when the reader of its stdout leaves, with the counts on stderr and success', async () => {
+    const out = await sh([
+      'sh',
+      '-c',
+      `{ '${process.execPath}' '${main}' capture --socket '${socket}' --port eth0 --direction rx -w - udp 2>'${dir}/head.err'; echo "exit $?" >&2; } 2>'${dir}/head.status' | head -c 3000 > /dev/null; cat '${dir}/head.status' '${dir}/head.err'`,
+    ]);
+    assert.match(out, /^exit 0\n\d+ packets captured\n\d+ packets matched the filter\n\d+ packets lost\n$/);
+  });
+
   it('stops when the client is killed mid-capture: the instance forwards on and the port takes a new capture', async () => {
     const file = path.join(dir, 'killed.pcapng');
     const child = spawn(process.execPath, [main, 'capture', '--socket', socket, '--port', 'eth0', '--direction', 'rx', '-w', file, 'udp'], { stdio: 'ignore' });
