@@ -17,6 +17,7 @@
         "native/dp/dataplane.cc",
         "native/dp/pcap_filter.cc",
         "native/dp/trace.cc",
+        "native/dp/capture.cc",
         "native/addon/addon.cc",
         "native/addon/convert.cc",
         "native/addon/testing.cc",

@@ -22,6 +22,7 @@ import { decodeObservations, Observation } from './slowpath/observations';
 import {
   native,
   NativeAddon,
+  NativeCaptureStats,
   NativeFlowInfo,
   NativeFlowNat,
   NativeFlowSpec,
@@ -113,6 +114,33 @@ export interface StartOptions {
   /** Called with non-fatal problems (the --no-huge fallback); default process.emitWarning. */
   onWarning?: (message: string) => void;
 }
+
+export type CaptureDirection = 'rx' | 'tx' | 'both';
+
+/** Copies of a port's frames as pcapng (native/dp/capture.h). */
+export interface CaptureOptions {
+  /** An Ethernet port the workers poll (not a VLAN: capture on its parent with a 'vlan ID' filter). */
+  port: string;
+  /** rx: frames received, before processing; tx: frames sent (forwarded and from the kernel). Default both. */
+  direction?: CaptureDirection;
+  /** A tcpdump filter expression, compiled by libpcap; default: every frame. */
+  filter?: string;
+  /** Bytes kept of each frame; default 262144 (the whole frame). */
+  snaplen?: number;
+  /** Stop writing after this many packets; default 0: until stopCapture(). */
+  count?: number;
+  /** Where the pcapng goes: a file or FIFO descriptor open for writing. Duplicated: the caller closes its own. */
+  fd: number;
+}
+
+/**
+ * A capture's counts: packets written, frames the filter matched, copies lost (a slow
+ * reader or a burst larger than the capture's ring), bytes written; and why it ended
+ * ('running' while it writes; 'count', 'reader_gone', 'write_error', 'stopped').
+ */
+export type CaptureStats = NativeCaptureStats;
+
+const CAPTURE_DIRECTIONS: Record<CaptureDirection, 1 | 2 | 3> = { rx: 1, tx: 2, both: 3 };
 
 export interface TunnelMtu {
   name: string;
@@ -1031,6 +1059,41 @@ export class Dataplane {
   traceStop(): void {
     if (this.state !== 'running') return;
     call(() => this.addon.traceStop());
+  }
+
+  // ---- port capture --------------------------------------------------------------------
+
+  /**
+   * Starts copying a port's frames into options.fd as pcapng; returns the capture's id.
+   * One capture per port at a time. A filter libpcap refuses fails with its message.
+   */
+  startCapture(options: CaptureOptions): number {
+    this.requireRunning();
+    const direction = options.direction ?? 'both';
+    if (!Object.hasOwn(CAPTURE_DIRECTIONS, direction))
+      throw new InvalidArgumentError(`capture.direction: expected rx, tx or both, found ${String(direction)}`);
+    const port = this.portId(options.port, 'capture.port');
+    return call(() =>
+      this.addon.startCapture({
+        port,
+        direction: CAPTURE_DIRECTIONS[direction],
+        snaplen: intIn(options.snaplen ?? 262144, 'capture.snaplen', 64, 262144),
+        count: intIn(options.count ?? 0, 'capture.count', 0, 2 ** 32 - 1),
+        filter: options.filter ?? '',
+        fd: intIn(options.fd, 'capture.fd', 0, 2 ** 31 - 1),
+      }),
+    );
+  }
+
+  captureStats(id: number): CaptureStats {
+    this.requireRunning();
+    return call(() => this.addon.captureStats(id));
+  }
+
+  /** Stops a capture (ended or not): what is queued is written, its descriptor closed. Returns its final counts. */
+  stopCapture(id: number): CaptureStats {
+    this.requireRunning();
+    return call(() => this.addon.stopCapture(id));
   }
 
   /** Raw worker cycle counters and the TSC rate, for benchmarks. */

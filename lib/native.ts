@@ -375,6 +375,29 @@ export interface NativeTunnelMtu {
   effectiveMtu: number;
 }
 
+/** Direction bits: 1 rx, 2 tx, 3 both. */
+export interface NativeCaptureOptions {
+  port: number;
+  direction: 1 | 2 | 3;
+  snaplen?: number;
+  /** Packets to write before the capture ends by itself; 0: until stopped. */
+  count?: number;
+  /** A tcpdump expression (libpcap); empty: every frame. */
+  filter?: string;
+  fd: number;
+}
+
+export interface NativeCaptureStats {
+  /** Packets written, the filter's matches, copies lost (pool or ring full), bytes written. */
+  written: number;
+  matched: number;
+  lost: number;
+  bytes: number;
+  end: 'running' | 'count' | 'reader_gone' | 'write_error' | 'stopped';
+  /** Whether the filter runs JIT-compiled (else rte_bpf's interpreter; false without a filter). */
+  jit: boolean;
+}
+
 export interface NativeAddon {
   init(options: NativeInitOptions): void;
   shutdown(): void;
@@ -426,6 +449,11 @@ export interface NativeAddon {
   traceStart(options: { count: number; port?: number; filter?: string }): void;
   traceRead(max: number): { records: NativeTraceRecord[]; running: boolean; remaining: number; lost: number };
   traceStop(): void;
+  /** A port capture (native/dp/capture.h): its id. The descriptor is duplicated. */
+  startCapture(options: NativeCaptureOptions): number;
+  captureStats(id: number): NativeCaptureStats;
+  /** Waits until no worker copies for it, writes what is queued, closes its descriptor. */
+  stopCapture(id: number): NativeCaptureStats;
   Conntrack: NativeConntrackClass;
   Rtnl: NativeRtnlClass;
   testing: NativeTesting;

@@ -16,6 +16,7 @@ const SUBCOMMANDS: Record<string, Subcommand> = {
   flows: { summary: 'list the flows the running instance has offloaded, like conntrack -L', load: () => import('./flows.js') },
   stats: { summary: "show the running instance's counters: ports, fast and slow path, flows", load: () => import('./stats.js') },
   trace: { summary: 'trace the next packets the running instance handles: headers, decision and reason, flow, output', load: () => import('./trace.js') },
+  capture: { summary: "write a port's packets as pcapng, filtered like tcpdump (-w - | tshark -r -)", load: () => import('./capture.js') },
   cleanup: { summary: 'undo what a flowgate that was killed or crashed left in the kernel, from its journal', load: () => import('./cleanup.js') },
   bench: { summary: 'measure the fast path: Mpps and cycles per packet on virtual devices', load: () => import('./bench.js') },
   demo: { summary: 'show the reference scenario at work in network namespaces (npm start)', load: () => import('./demo.js') },

@@ -174,6 +174,11 @@ class Instance {
     flows: () => this.runningGateway().flows(),
     xstats: () => this.runningGateway().xstats(),
     trace: (options, summary) => this.runningGateway().trace(options, summary),
+    capture: async (request, alive) => {
+      const gateway = this.runningGateway();
+      if (gateway.capture === undefined) throw new FlowgateError('ERR_FLOWGATE_STATE', 'this gateway cannot capture');
+      return gateway.capture(request, alive);
+    },
   };
 
   constructor(

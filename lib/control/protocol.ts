@@ -4,7 +4,7 @@
  *   → {"id":1,"method":"stats"}
  *   ← {"id":1,"result":{"uptime":12.5,"ports":{...},...}}
  *   → {"id":"a","method":"nope"}
- *   ← {"id":"a","error":{"code":"ERR_FLOWGATE_CONTROL_UNKNOWN_METHOD","message":"unknown method 'nope' (methods: ping, version, stats, flows, xstats, trace)"}}
+ *   ← {"id":"a","error":{"code":"ERR_FLOWGATE_CONTROL_UNKNOWN_METHOD","message":"unknown method 'nope' (methods: ping, version, stats, flows, xstats, trace, capture)"}}
  *
  * One request per line, one final response line per request, in request order; a connection
  * may carry any number of requests. `id` is the caller's (a number or a string) and is
@@ -40,12 +40,20 @@
  * before sending more, and lets the event loop run between pages: a listing of millions of
  * flows neither holds them all in memory nor stalls the instance.
  *
+ * `capture` writes copies of a port's frames as pcapng into a FIFO the client made and
+ * reads (lib/gateway/capture.ts): params `port`, `fifo`, and optional `direction` ("rx",
+ * "tx" or "both"), `filter` (tcpdump syntax), `snaplen` and `count`. It answers once the
+ * capture has ended (count reached, or the FIFO's reader gone) with {written, matched,
+ * lost, bytes, end}, and sends progress lines ({"progress":{"scanned":WRITTEN}}) meanwhile;
+ * a client that closes its connection stops it.
+ *
  * Newline-delimited JSON rather than HTTP or JSON-RPC 2.0: `socat - UNIX:/run/flowgate/flowgate.sock`
  * is a complete client, and nothing beyond JSON.parse is needed on either side.
  */
 import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
 
+import type { CaptureResult } from '../gateway/capture';
 import type { GatewayFlow, GatewayStats, GatewayTraceRecord, PortXstats } from '../gateway/types';
 
 /** Bumped when a method's result changes incompatibly (2: flows streams records). */
@@ -112,6 +120,7 @@ export interface ControlResults {
   flows: FlowsResult;
   xstats: XstatsResult;
   trace: TraceResult;
+  capture: CaptureResult;
 }
 
 /** The methods that stream records before their result, and their record type. */
@@ -124,7 +133,7 @@ export type StreamingMethod = keyof ControlRecords;
 
 export type ControlMethod = keyof ControlResults;
 
-export const CONTROL_METHODS: readonly ControlMethod[] = ['ping', 'version', 'stats', 'flows', 'xstats', 'trace'];
+export const CONTROL_METHODS: readonly ControlMethod[] = ['ping', 'version', 'stats', 'flows', 'xstats', 'trace', 'capture'];
 
 export const CONTROL_ERROR_CODES = {
   /** Another live process serves the socket. */

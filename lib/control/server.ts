@@ -12,6 +12,7 @@ import * as path from 'node:path';
 import { setImmediate as nextTurn } from 'node:timers/promises';
 
 import { FlowgateError } from '../errors';
+import { parseCaptureParams } from '../gateway/capture';
 import type { GatewayView } from '../gateway/types';
 import { silentLogger, type Logger } from '../log';
 import { ControlClient } from './client';
@@ -89,6 +90,11 @@ function handlersFor(view: GatewayView): Handlers {
         await records.send(page, count);
       }
       return { count, lost: summary.lost };
+    },
+    capture: (params, records) => {
+      if (view.capture === undefined) throw new ControlError(CONTROL_ERROR_CODES.unknownMethod, 'this instance cannot capture');
+      // Progress lines keep the client waiting; sending fails once it has gone, which stops the capture.
+      return view.capture(parseCaptureParams(params), (written) => records.send([], written));
     },
   };
 }

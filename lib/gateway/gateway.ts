@@ -23,6 +23,7 @@ import { type ConntrackTimeouts, Learner, LearnerPolicy, routedDestination } fro
 import type { KernelEvent, KernelWatch, LinkEvent, NeighborEvent, NexthopEvent, RuleEvent } from '../slowpath/monitor';
 import { parsePrefix } from '../net/addr';
 import { PrefixSet } from '../net/prefix-set';
+import { runCapture, type CaptureRequest, type CaptureResult } from './capture';
 import { gatewayFlowPages } from './flow-view';
 import type { GatewayFlow, GatewayStats, GatewayTraceRecord, GatewayView, PortXstats, ReloadResult } from './types';
 import { gatewayTracePages } from './trace-view';
@@ -969,6 +970,10 @@ export class Gateway implements GatewayView {
 
   trace(options: TraceOptions, summary?: { lost: number }): AsyncIterable<GatewayTraceRecord[]> {
     return gatewayTracePages(this.dp, options, summary);
+  }
+
+  capture(request: CaptureRequest, alive: (written: number) => Promise<void>): Promise<CaptureResult> {
+    return runCapture(this.dp, [...this.model.ports, ...this.model.vlans].map((p) => p.name), request, alive);
   }
 
   /** For tests and the demo: the learner's own figures. */

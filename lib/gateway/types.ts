@@ -4,6 +4,7 @@
  * learner; everything that only observes it depends on these types, not on the class.
  */
 import type { TunnelMode } from '../config/schema';
+import type { CaptureRequest, CaptureResult } from './capture';
 
 export interface PortCounters {
   rx_packets: number;
@@ -204,4 +205,10 @@ export interface GatewayView {
    * `summary.lost` says at the end how many records were lost.
    */
   trace(options: { count?: number; port?: string; filter?: string }, summary?: { lost: number }): AsyncIterable<readonly GatewayTraceRecord[]>;
+  /**
+   * Copies of a port's frames into the request's FIFO as pcapng (lib/gateway/capture.ts),
+   * until its count, its reader or the client (`alive` throws) goes. Absent: the instance
+   * cannot capture.
+   */
+  capture?(request: CaptureRequest, alive: (written: number) => Promise<void>): Promise<CaptureResult>;
 }

@@ -352,6 +352,47 @@ Napi::Value RewriteNextHop(const Napi::CallbackInfo &info) {
   });
 }
 
+// startCapture({ port, direction, snaplen, count, filter, fd }): the capture's id; the
+// descriptor is duplicated (see dataplane::start_capture).
+Napi::Value StartCapture(const Napi::CallbackInfo &info) {
+  return guard(info.Env(), [&] {
+    Napi::Object o = as_object(arg(info, 0), "capture");
+    capture_options c;
+    c.port = to_port(o.Get("port"), "capture.port");
+    c.direction = static_cast<uint8_t>(get_uint(o, "direction", "capture", CAPTURE_RX, CAPTURE_BOTH));
+    c.snaplen = get_uint_or(o, "snaplen", "capture", 64, CAPTURE_DEFAULT_SNAPLEN, CAPTURE_DEFAULT_SNAPLEN);
+    c.count = get_uint_or(o, "count", "capture", 0, UINT32_MAX, 0);
+    c.filter = o.Has("filter") ? get_string(o, "filter", "capture") : std::string();
+    c.fd = static_cast<int>(get_uint(o, "fd", "capture", 0, INT32_MAX));
+    return Napi::Number::New(info.Env(), static_cast<double>(dp_of(info).start_capture(c)));
+  });
+}
+
+Napi::Object capture_stats_to_js(Napi::Env env, const capture_stats &s) {
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("written", static_cast<double>(s.written));
+  o.Set("matched", static_cast<double>(s.matched));
+  o.Set("lost", static_cast<double>(s.lost));
+  o.Set("bytes", static_cast<double>(s.bytes));
+  o.Set("end", capture_end_name(s.end));
+  o.Set("jit", s.jit);
+  return o;
+}
+
+uint64_t capture_id(const Napi::CallbackInfo &info) {
+  Napi::Object o = Napi::Object::New(info.Env());
+  o.Set("id", arg(info, 0));
+  return get_uint(o, "id", "capture", 1, UINT32_MAX);
+}
+
+Napi::Value CaptureStats(const Napi::CallbackInfo &info) {
+  return guard(info.Env(), [&] { return capture_stats_to_js(info.Env(), dp_of(info).capture_stats_of(capture_id(info))); });
+}
+
+Napi::Value StopCapture(const Napi::CallbackInfo &info) {
+  return guard(info.Env(), [&] { return capture_stats_to_js(info.Env(), dp_of(info).stop_capture(capture_id(info))); });
+}
+
 Napi::Value Stats(const Napi::CallbackInfo &info) {
   return guard(info.Env(), [&] { return stats_to_js(info.Env(), dp_of(info).stats()); });
 }
@@ -438,6 +479,9 @@ Napi::Object ModuleInit(Napi::Env env, Napi::Object exports) {
   exports.Set("traceStart", Napi::Function::New(env, TraceStart, "traceStart"));
   exports.Set("traceRead", Napi::Function::New(env, TraceRead, "traceRead"));
   exports.Set("traceStop", Napi::Function::New(env, TraceStop, "traceStop"));
+  exports.Set("startCapture", Napi::Function::New(env, StartCapture, "startCapture"));
+  exports.Set("captureStats", Napi::Function::New(env, CaptureStats, "captureStats"));
+  exports.Set("stopCapture", Napi::Function::New(env, StopCapture, "stopCapture"));
   exports.Set("Conntrack", conntrack_class(env));
   exports.Set("Rtnl", rtnl_class(env));
   exports.Set("testing", testing_exports(env));

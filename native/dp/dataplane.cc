@@ -113,6 +113,8 @@ void dataplane::init(const init_options &opts) {
 void dataplane::shutdown() {
   if (!initialized_) return;
   stop();
+  // The workers are stopped: the captures' copies can go, before their ports do.
+  while (!captures_.empty()) stop_capture(captures_.begin()->first);
   for (uint16_t p = 0; p < MAX_PORTS; p++) {
     if (ports_[p].used) {
       if (p < MAX_ETHPORTS) port_release(p);
@@ -378,6 +380,12 @@ uint16_t dataplane::add_vlan(const vlan_spec &spec) {
 }
 
 void dataplane::detach_port(uint16_t port) {
+  if (port < MAX_ETHPORTS && shared_.capture[port] != nullptr)
+    for (const auto &[id, c] : captures_)
+      if (c->tap()->port == port) {
+        stop_capture(id);
+        break;
+      }
   // VLANs on the port first (802.1Q ones on an 802.1ad one before it).
   for (uint16_t v = MAX_ETHPORTS; v < MAX_PORTS; v++)
     if (ports_[v].used && ports_[v].vlan.parent == port) detach_port(v);
@@ -849,6 +857,51 @@ dataplane_stats dataplane::stats() const {
   s.slowpath = slowpath_.stats();
   s.tsc_hz = shared_.tsc_hz;
   s.now_s = now_s();
+  return s;
+}
+
+// ---- captures --------------------------------------------------------------------------
+
+uint64_t dataplane::start_capture(const capture_options &opts) {
+  require_port(opts.port);
+  const port_state &ps = ports_[opts.port];
+  if (is_vlan(opts.port)) {
+    const port_state &parent = ports_[ps.vlan.parent];
+    throw dp_error(ERR_INVALID_ARGUMENT, "port " + ps.spec.name + " is a VLAN: capture on its parent with a filter, --port " +
+                                             parent.spec.name + (ps.vlan.ad ? "" : " vlan " + std::to_string(ps.vlan.vid)));
+  }
+  if (!ps.spec.poll || ps.l3)
+    throw dp_error(ERR_INVALID_ARGUMENT, "port " + ps.spec.name + " is not an Ethernet port the workers poll: nothing to capture");
+  if (shared_.capture[opts.port] != nullptr)
+    throw dp_error(ERR_STATE, "port " + ps.spec.name + " has a capture running already (one per port)");
+  const uint32_t max_frame = uint32_t{snap_->port[opts.port].mtu} + ETH_HLEN + 2 * VLAN_HLEN;
+  const uint64_t id = next_capture_id_++;
+  auto session = std::make_unique<capture_session>(id, opts, ps.spec.name, max_frame);
+  __atomic_store_n(&shared_.capture[opts.port], session->tap(), __ATOMIC_RELEASE);
+  __atomic_fetch_add(&shared_.captures, 1u, __ATOMIC_RELEASE);
+  captures_.emplace(id, std::move(session));
+  return id;
+}
+
+capture_stats dataplane::capture_stats_of(uint64_t id) const {
+  require_init();
+  auto it = captures_.find(id);
+  if (it == captures_.end()) throw dp_error(ERR_NOT_FOUND, "no capture with id " + std::to_string(id));
+  return it->second->stats();
+}
+
+capture_stats dataplane::stop_capture(uint64_t id) {
+  require_init();
+  auto it = captures_.find(id);
+  if (it == captures_.end()) throw dp_error(ERR_NOT_FOUND, "no capture with id " + std::to_string(id));
+  capture_session &c = *it->second;
+  __atomic_fetch_sub(&shared_.captures, 1u, __ATOMIC_RELEASE);
+  __atomic_store_n(&shared_.capture[c.tap()->port], nullptr, __ATOMIC_RELEASE);
+  // No worker is in the middle of a burst that copies for it after this.
+  rte_rcu_qsbr_synchronize(qsbr_, RTE_QSBR_THRID_INVALID);
+  c.finish();
+  capture_stats s = c.stats();
+  captures_.erase(it);
   return s;
 }
 

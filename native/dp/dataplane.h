@@ -5,12 +5,14 @@
 
 #include <array>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include <rte_mempool.h>
 
+#include "capture.h"
 #include "error.h"
 #include "flow_manager.h"
 #include "flowtable.h"
@@ -211,6 +213,13 @@ class dataplane {
   // The connection a flowtable entry belongs to (its handle, and whether the entry is its
   // reply direction); false when the entry is free.
   bool flow_of_entry(uint32_t idx, uint64_t *handle, bool *reply) const;
+  // Port captures (capture.h): one per ethdev port at a time. start_capture() returns the
+  // capture's id; it writes until stop_capture(), or until its count or the descriptor's
+  // reader ends it (capture_stats.end), after which it still holds the port until stopped.
+  uint64_t start_capture(const capture_options &opts);
+  capture_stats capture_stats_of(uint64_t id) const;
+  // Waits until no worker copies for it, writes what is queued and closes the descriptor.
+  capture_stats stop_capture(uint64_t id);
 
  private:
   struct port_state {
@@ -254,6 +263,8 @@ class dataplane {
   observation_sink sink_;
   // Written by the workers (pipeline::path_mtu_reports), taken by apply_path_mtu_reports().
   std::array<uint16_t, MAX_TUNNELS> path_mtu_reports_{};
+  std::map<uint64_t, std::unique_ptr<capture_session>> captures_;
+  uint64_t next_capture_id_ = 1;
   // When each tunnel's path MTU was last lowered (dataplane seconds): control thread only.
   std::array<uint32_t, MAX_TUNNELS> path_mtu_learnt_s_{};
   // The packet trace: the session published in shared_.trace, and its ring (made once).

@@ -4,8 +4,30 @@
 #include <rte_ethdev.h>
 #include <rte_mbuf.h>
 
+#include "capture.h"
+
 namespace fg {
 namespace {
+
+// Copies of frames for a capture on the port, if one runs there in that direction. Only
+// called while some capture runs (worker_shared::captures); out of line and cold, so that
+// the loop's code stays as it is without a capture.
+__attribute__((noinline, cold)) void capture_frames(worker &w, uint16_t port, capture_direction dir,
+                                                    rte_mbuf *const *pkts, uint16_t n, uint16_t queue, uint64_t tsc) {
+  capture_tap *tap = __atomic_load_n(&w.shared->capture[port], __ATOMIC_ACQUIRE);
+  if (tap == nullptr || (tap->direction & dir) == 0) return;
+  capture_burst(*tap, w.index, pkts, n, queue, dir == CAPTURE_RX ? RTE_PCAPNG_DIRECTION_IN : RTE_PCAPNG_DIRECTION_OUT, tsc);
+}
+
+// The frames about to be sent, copied before the device owns them: what is handed to the
+// port, as pdump's tx callback sees it.
+__attribute__((noinline, cold)) void capture_tx_buffers(worker &w, uint64_t tsc) {
+  pipeline &pl = w.pl;
+  for (unsigned d = 0; d < pl.n_dirty; d++) {
+    const uint16_t port = pl.dirty[d];
+    capture_frames(w, port, CAPTURE_TX, pl.tx[port].pkts, pl.tx[port].n, static_cast<uint16_t>(w.index), tsc);
+  }
+}
 
 void flush(worker &w) {
   pipeline &pl = w.pl;
@@ -31,13 +53,14 @@ void flush(worker &w) {
 
 // Transmit what the slow-path thread queued from the kernel (TAP egress, encapsulated TUN
 // egress) on the ports' tx queues of this worker.
-unsigned send_kernel_tx(worker &w, const snapshot *s) {
+unsigned send_kernel_tx(worker &w, const snapshot *s, bool capturing, uint64_t tsc) {
   unsigned total = 0;
   for (unsigned i = 0; i < s->n_kernel_tx; i++) {
     uint16_t port = s->kernel_tx_ports[i];
     rte_mbuf *pkts[BURST_SIZE];
     unsigned n = rte_ring_sc_dequeue_burst(s->port[port].kernel_tx, reinterpret_cast<void **>(pkts), BURST_SIZE, nullptr);
     if (n == 0) continue;
+    if (unlikely(capturing)) capture_frames(w, port, CAPTURE_TX, pkts, static_cast<uint16_t>(n), static_cast<uint16_t>(w.index), tsc);
     uint16_t sent = rte_eth_tx_burst(port, static_cast<uint16_t>(w.index), pkts, static_cast<uint16_t>(n));
     w.stats.tx_packets[port] += sent;
     if (sent < n) {
@@ -81,6 +104,7 @@ int worker_main(void *arg) {
     pl.trace = __atomic_load_n(&sh.trace, __ATOMIC_ACQUIRE);
     pl.now_tsc = t0;
     const worker_plan &plan = s->plan[w.index];
+    const bool capturing = __atomic_load_n(&sh.captures, __ATOMIC_RELAXED) != 0;
     unsigned received = 0;
     for (unsigned q = 0; q < plan.n_rxq; q++) {
       rte_mbuf *pkts[BURST_SIZE];
@@ -88,10 +112,13 @@ int worker_main(void *arg) {
       uint16_t n = rte_eth_rx_burst(port, plan.rxq[q].queue, pkts, BURST_SIZE);
       if (n == 0) continue;
       received += n;
+      // Before processing: the frames as they arrived.
+      if (unlikely(capturing)) capture_frames(w, port, CAPTURE_RX, pkts, n, plan.rxq[q].queue, t0);
       process_burst(pl, port, pkts, n);
+      if (unlikely(capturing)) capture_tx_buffers(w, t0);
       flush(w);
     }
-    if (w.index == 0) received += send_kernel_tx(w, s);
+    if (w.index == 0) received += send_kernel_tx(w, s, capturing, t0);
     // The snapshot and every flow entry looked up above are no longer referenced.
     rte_rcu_qsbr_quiescent(sh.qsbr, w.index);
 

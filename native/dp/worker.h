@@ -10,6 +10,8 @@
 
 namespace fg {
 
+struct capture_tap;
+
 enum class idle_mode : uint8_t {
   busy,      // poll without pause: lowest latency, one core at 100 %
   adaptive,  // sleep, backing off, while polls come back empty
@@ -29,6 +31,12 @@ struct worker_shared {
   const adjacency *adj;
   uint64_t tsc_epoch;     // TSC at dataplane start: flow times count seconds from here
   uint64_t tsc_hz;
+  // Port captures (capture.h): how many run, read once per loop so that no capture costs
+  // one predictable branch; and each ethdev port's, or null. Control: sets the port's tap
+  // before raising the count, lowers it and clears the tap, then waits a grace period
+  // before freeing; lcores: read.
+  uint32_t captures;
+  capture_tap *capture[MAX_ETHPORTS];
 };
 
 struct alignas(CACHE_LINE) worker {

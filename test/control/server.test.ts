@@ -366,7 +366,7 @@ describe('control socket', () => {
     const [unknown, ping] = await exchange(socketPath, '{"id":7,"method":"reboot"}\n{"id":8,"method":"ping"}\n', 2);
     assert.deepEqual(unknown, {
       id: 7,
-      error: { code: 'ERR_FLOWGATE_CONTROL_UNKNOWN_METHOD', message: "unknown method 'reboot' (methods: ping, version, stats, flows, xstats, trace)" },
+      error: { code: 'ERR_FLOWGATE_CONTROL_UNKNOWN_METHOD', message: "unknown method 'reboot' (methods: ping, version, stats, flows, xstats, trace, capture)" },
     });
     assert.deepEqual(ping, { id: 8, result: { pid: process.pid } });
   });
