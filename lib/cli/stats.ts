@@ -4,7 +4,8 @@
  */
 import { controlRequest } from '../control/client';
 import { PORT_COUNTERS, type GatewayStats } from '../gateway/types';
-import { parseInstanceArgs } from './flows';
+import { INSTANCE_OPTIONS, parseInstanceArgs } from './flows';
+import type { CliOptions } from './options';
 
 export const USAGE = `usage: flowgate stats [--json] [-c FILE | --socket PATH]
 
@@ -21,6 +22,9 @@ the workers' busy ratio.
   --socket PATH       the control socket      (default /run/flowgate/flowgate.sock)
   -h, --help          this text
 `;
+
+/** What parseInstanceArgs takes, for the completion: an option stats adds goes here too. */
+export const OPTIONS: CliOptions = INSTANCE_OPTIONS;
 
 /** "3d 04:05:06", "04:05:06": uptime as people read it. */
 export function formatDuration(seconds: number): string {
