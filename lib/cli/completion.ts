@@ -53,7 +53,7 @@ function spellings(name: string, short: string | undefined): string[] {
 /** The shell code that fills COMPREPLY with the values of an option ($cur is the word typed so far). */
 function valueCompletion(complete: ValueCompletion | undefined): string {
   if (complete === undefined) return 'return 0'; // a value nobody can guess (an address, a number): offer nothing
-  if (typeof complete !== 'string') return `_flowgate_words ${words(complete as readonly string[])} "$cur"; return 0`;
+  if (typeof complete !== 'string') return `_flowgate_words ${words(complete)} "$cur"; return 0`;
   return `_flowgate_${complete} "$cur"; return 0`;
 }
 
