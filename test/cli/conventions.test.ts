@@ -14,6 +14,7 @@ import { checkConfigText } from '../../lib/config';
 import { ControlServer } from '../../lib/control';
 import type { GatewayFlow } from '../../lib/gateway/types';
 import { spawnFlowgate } from '../helpers/cli';
+import { withNetns } from '../helpers/netns';
 import { FixedView, fixedFlows } from '../control/fixed-view';
 
 const repo = path.resolve(__dirname, '../../..');
@@ -276,6 +277,12 @@ describe('flowgate conventions', () => {
       assert.deepEqual(await complete('flowgate', 'demo', '--far-end', 'k'), ['kernel']);
       assert.deepEqual(await complete('flowgate', 'flows', '--src', ''), []);
       assert.deepEqual(await complete('flowgate', 'completion', ''), ['--help', '-h', 'bash']);
+    });
+
+    it("completes the network namespaces of 'ip netns' after cleanup --netns", async () => {
+      await withNetns(async (netns) => {
+        assert.deepEqual(await complete('flowgate', 'cleanup', '--netns', netns.slice(0, -1)), [netns]);
+      }, 'fg-complete');
     });
 
     it('offers the options again after an option and its value', async () => {
