@@ -17,10 +17,14 @@
 #   bench/ovs-dpdk.sh [--flows N] [--seconds S] [--warmup S] [--json FILE]
 #
 # Needs root (apt, hugepages, DPDK). Not part of `npm test`.
-set -euo pipefail
+set -eEuo pipefail
 
 cd "$(dirname "$0")/.."
 REPO=$(pwd)
+# shellcheck source=bench/ovs-dpdk-lib.sh
+source "$REPO/bench/ovs-dpdk-lib.sh"
+# Whatever fails says so: a command substitution that may fail on purpose ends in `|| true`.
+trap 'report_failure "$?" "$LINENO" "$BASH_COMMAND"' ERR
 
 FLOWS=100000
 MEASURE_SECONDS=5
@@ -62,6 +66,8 @@ POLICY_RC_CREATED=0
 
 cleanup() {
   local rc=$?
+  # Undoing is best effort: a step that fails here is not what failed.
+  trap - ERR
   set +e
   if [ -n "$VSWITCHD_PID" ] && kill -0 "$VSWITCHD_PID" 2>/dev/null; then
     ovs-appctl -t "$RUN_DIR/ovs-vswitchd.ctl" exit --cleanup >/dev/null 2>&1 || kill "$VSWITCHD_PID"
@@ -151,8 +157,8 @@ taskset -c "$HOUSEKEEPING_CPU" ovs-vswitchd "$DB" --unixctl="$RUN_DIR/ovs-vswitc
   --log-file="$RUN_DIR/ovs-vswitchd.log" --no-chdir >/dev/null 2>&1 &
 VSWITCHD_PID=$!
 for _ in $(seq 600); do
-  [ "$(vsctl get Open_vSwitch . dpdk_initialized 2>/dev/null)" = true ] && break
-  kill -0 "$VSWITCHD_PID" 2>/dev/null || die "ovs-vswitchd exited: $(tail -3 "$RUN_DIR/ovs-vswitchd.log" 2>/dev/null)"
+  [ "$(vsctl get Open_vSwitch . dpdk_initialized 2>/dev/null || true)" = true ] && break
+  kill -0 "$VSWITCHD_PID" 2>/dev/null || die "ovs-vswitchd exited: $(tail -3 "$RUN_DIR/ovs-vswitchd.log" 2>/dev/null || true)"
   sleep 0.1
 done
 [ "$(vsctl get Open_vSwitch . dpdk_initialized)" = true ] || die "DPDK did not initialise in ovs-vswitchd (see $RUN_DIR/ovs-vswitchd.log)"
@@ -182,9 +188,7 @@ for _ in $(seq 120); do
   [ "$(dp_flows)" -ge "$FLOWS" ] && break
   sleep 0.5
 done
-pmd_cpus=$(for task in /proc/"$VSWITCHD_PID"/task/*; do
-  grep -q '^pmd' "$task/comm" && awk '/^Cpus_allowed_list/ {print $2}' "$task/status"
-done | sort -u | paste -sd' ')
+pmd_cpus=$(pmd_thread_cpus /proc/"$VSWITCHD_PID"/task)
 [ "$pmd_cpus" = "$PMD_CPU" ] || die "the PMD thread runs on CPU(s) '$pmd_cpus', not $PMD_CPU"
 log "datapath flows: $(dp_flows); PMD thread on CPU $pmd_cpus; warming up ${WARMUP_SECONDS}s"
 sleep "$WARMUP_SECONDS"

@@ -6,6 +6,7 @@
  */
 import * as path from 'node:path';
 
+import { FlowgateError } from './errors';
 import type { AddressEvent, KernelChange, LinkEvent, NeighborEvent, NexthopEvent, ResyncEvent, RouteCounts, RouteEvent, RuleEvent } from './slowpath/monitor';
 
 export type NativeIdleMode = 'busy' | 'adaptive';
@@ -465,7 +466,18 @@ export const ADDON_PATH = path.join(__dirname, '..', '..', 'build', 'Release', '
 let cached: NativeAddon | undefined;
 
 export function native(): NativeAddon {
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
-  cached ??= require(ADDON_PATH) as NativeAddon;
+  try {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    cached ??= require(ADDON_PATH) as NativeAddon;
+  } catch (err) {
+    // Installed with --ignore-scripts, or the build failed: say what to do rather than
+    // Node's "Cannot find module" with a stack. A present but broken addon keeps its own error.
+    if ((err as NodeJS.ErrnoException).code !== 'MODULE_NOT_FOUND') throw err;
+    throw new FlowgateError(
+      'ERR_FLOWGATE_ADDON_NOT_BUILT',
+      `the native addon ${ADDON_PATH} is not built: build it with 'npm rebuild flowgate' (node-gyp, DPDK's development files and pkg-config), or 'npm run build' in a checkout`,
+      { cause: err },
+    );
+  }
   return cached;
 }

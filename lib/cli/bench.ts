@@ -17,6 +17,7 @@ import { BenchCase, BenchResult, BenchSettings, prepareTraffic, RunContext, runC
 import { EncapLimit, isTunnelKind, makeScenario, MAX_BENCH_FLOWS, OTHER_TUNNEL_MODES, Scenario, SCENARIO_KINDS, ScenarioKind, scenarioFromName } from '../bench/scenarios';
 import { checkTestpmd, DEFAULT_TESTPMD } from '../bench/testpmd';
 import { defaultCacheDir, FrameSize } from '../bench/traffic';
+import { HELP_OPTION, type CliOptions } from './options';
 
 export const USAGE = `usage: flowgate bench [options]
 
@@ -140,6 +141,27 @@ interface Options {
   generateOnly: boolean;
 }
 
+export const OPTIONS = {
+  scenario: { type: 'string', complete: [...SCENARIO_KINDS, 'all'] },
+  encaplimit: { type: 'string' },
+  flows: { type: 'string' },
+  size: { type: 'string' },
+  seconds: { type: 'string' },
+  warmup: { type: 'string' },
+  workers: { type: 'string' },
+  zipf: { type: 'string' },
+  repeat: { type: 'string' },
+  json: { type: 'boolean' },
+  plot: { type: 'string', complete: 'file' },
+  'no-baseline': { type: 'boolean' },
+  testpmd: { type: 'string', complete: 'file' },
+  capture: { type: 'string', complete: 'file' },
+  packets: { type: 'string' },
+  'generate-only': { type: 'boolean' },
+  'cache-dir': { type: 'string', complete: 'directory' },
+  help: HELP_OPTION,
+} as const satisfies CliOptions;
+
 export function parseOptions(argv: string[]): Options | 'help' {
   let parsed;
   try {
@@ -147,26 +169,7 @@ export function parseOptions(argv: string[]): Options | 'help' {
       args: argv,
       strict: true,
       allowPositionals: false,
-      options: {
-        scenario: { type: 'string' },
-        encaplimit: { type: 'string' },
-        flows: { type: 'string' },
-        size: { type: 'string' },
-        seconds: { type: 'string' },
-        warmup: { type: 'string' },
-        workers: { type: 'string' },
-        zipf: { type: 'string' },
-        repeat: { type: 'string' },
-        json: { type: 'boolean' },
-        plot: { type: 'string' },
-        'no-baseline': { type: 'boolean' },
-        testpmd: { type: 'string' },
-        capture: { type: 'string' },
-        packets: { type: 'string' },
-        'generate-only': { type: 'boolean' },
-        'cache-dir': { type: 'string' },
-        help: { type: 'boolean', short: 'h' },
-      },
+      options: OPTIONS,
     });
   } catch (err) {
     // parseArgs explains unknown options and missing values well; keep its first sentence.

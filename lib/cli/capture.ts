@@ -19,6 +19,8 @@ import { ConfigError, formatIssue } from '../config';
 import { ControlClient, resolveControlSocket } from '../control/client';
 import type { CaptureResult } from '../gateway/capture';
 import { FlowgateError } from '../errors';
+import { INSTANCE_OPTIONS } from './flows';
+import { HELP_OPTION, type CliOptions } from './options';
 
 export const USAGE = `usage: flowgate capture --port NAME [--direction rx|tx|both] [-w FILE|-] [--count N] [-s N] [-c FILE | --socket PATH] [FILTER...]
 
@@ -94,22 +96,25 @@ function usageError(message: string): number {
   return 2;
 }
 
+/** Everything capture takes, for its parser and the completion; FILTER is the operands. */
+export const OPTIONS = {
+  port: { type: 'string' },
+  direction: { type: 'string', complete: ['rx', 'tx', 'both'] },
+  write: { type: 'string', short: 'w', complete: 'file' },
+  count: { type: 'string' },
+  snaplen: { type: 'string', short: 's' },
+  config: INSTANCE_OPTIONS.config,
+  socket: INSTANCE_OPTIONS.socket,
+  help: HELP_OPTION,
+} as const satisfies CliOptions;
+
 async function parse(argv: string[]): Promise<CaptureArgs | number> {
   let values: Record<string, string | boolean | undefined>;
   let positionals: string[];
   try {
     ({ values, positionals } = parseArgs({
       args: argv,
-      options: {
-        port: { type: 'string' },
-        direction: { type: 'string' },
-        write: { type: 'string', short: 'w' },
-        count: { type: 'string' },
-        snaplen: { type: 'string', short: 's' },
-        config: { type: 'string', short: 'c' },
-        socket: { type: 'string' },
-        help: { type: 'boolean', short: 'h' },
-      },
+      options: OPTIONS,
       strict: true,
       allowPositionals: true,
     }) as { values: Record<string, string | boolean | undefined>; positionals: string[] });

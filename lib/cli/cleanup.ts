@@ -9,6 +9,7 @@ import { ConfigError, compileConfig, formatIssue, loadConfig, type CompiledConfi
 import { InstanceLock, lockTargets } from '../instance-lock';
 import { InstanceLockedError, namespaceId, runtimeDirectory } from '../runtime';
 import { KernelMirror, type AdoptedRecord, type MirrorRecord } from '../slowpath/kernel';
+import { HELP_OPTION, type CliOptions } from './options';
 
 export const USAGE = `usage: flowgate cleanup [-c FILE] [--netns NAME]
 
@@ -57,16 +58,18 @@ async function readConfig(file: string): Promise<CompiledConfig | null> {
   }
 }
 
+export const OPTIONS = {
+  config: { type: 'string', short: 'c', complete: 'config' },
+  netns: { type: 'string', complete: 'netns' },
+  help: HELP_OPTION,
+} as const satisfies CliOptions;
+
 export async function run(argv: string[]): Promise<number> {
   let values: { config?: string | undefined; netns?: string | undefined; help?: boolean | undefined };
   try {
     ({ values } = parseArgs({
       args: argv,
-      options: {
-        config: { type: 'string', short: 'c' },
-        netns: { type: 'string' },
-        help: { type: 'boolean', short: 'h' },
-      },
+      options: OPTIONS,
       strict: true,
       allowPositionals: false,
     }));

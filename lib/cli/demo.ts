@@ -13,6 +13,7 @@ import { formatSummary, line, rates, summaryOf, table } from '../demo/live';
 import { inNetns, onExit, sh } from '../demo/shell';
 import { DEMO_ADDRESSES, DemoTopology, type FarEnd, type Site } from '../demo/topology';
 import { startTraffic } from '../demo/traffic';
+import { HELP_OPTION, type CliOptions } from './options';
 
 export const USAGE = `usage: flowgate demo [--seconds N] [--far-end auto|kernel|flowgate]
 
@@ -292,12 +293,24 @@ export async function runDemo(options: DemoOptions): Promise<number> {
   return code;
 }
 
+const FAR_ENDS = ['auto', 'kernel', 'flowgate'] as const;
+
+function isFarEnd(word: string): word is (typeof FAR_ENDS)[number] {
+  return (FAR_ENDS as readonly string[]).includes(word);
+}
+
+export const OPTIONS = {
+  seconds: { type: 'string' },
+  'far-end': { type: 'string', complete: FAR_ENDS },
+  help: HELP_OPTION,
+} as const satisfies CliOptions;
+
 export async function run(argv: string[]): Promise<number> {
   let values: { seconds?: string | undefined; 'far-end'?: string | undefined; help?: boolean | undefined };
   try {
     ({ values } = parseArgs({
       args: argv,
-      options: { seconds: { type: 'string' }, 'far-end': { type: 'string' }, help: { type: 'boolean', short: 'h' } },
+      options: OPTIONS,
       strict: true,
       allowPositionals: false,
     }));
@@ -315,8 +328,8 @@ export async function run(argv: string[]): Promise<number> {
     return 2;
   }
   const farEnd = values['far-end'] ?? 'auto';
-  if (farEnd !== 'auto' && farEnd !== 'kernel' && farEnd !== 'flowgate') {
-    process.stderr.write(`flowgate demo: --far-end: expected auto, kernel or flowgate, found '${farEnd}'\n`);
+  if (!isFarEnd(farEnd)) {
+    process.stderr.write(`flowgate demo: --far-end: expected ${FAR_ENDS.join(', ')}, found '${farEnd}'\n`);
     return 2;
   }
   return runDemo({ seconds, farEnd });

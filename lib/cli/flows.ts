@@ -10,9 +10,10 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { ConfigError, formatIssue } from '../config';
 import { ControlClient, resolveControlSocket } from '../control/client';
 import { ControlError } from '../control/errors';
-import { FLOW_FILTERS, parseFlowQuery } from '../control/flow-query';
+import { FLOW_FILTERS, FLOW_PROTOCOLS, FLOW_STATES, parseFlowQuery } from '../control/flow-query';
 import { flowgateVersion } from '../control/protocol';
 import type { FlowEndpointView, GatewayFlow } from '../gateway/types';
+import { HELP_OPTION, type CliOption, type CliOptions } from './options';
 
 export const USAGE = `usage: flowgate flows [--json | --count] [FILTERS] [-c FILE | --socket PATH]
 
@@ -87,6 +88,14 @@ export interface InstanceArgs {
   values: Record<string, string | boolean | undefined>;
 }
 
+/** The options of every command that talks to the running instance (flows, stats...). */
+export const INSTANCE_OPTIONS = {
+  json: { type: 'boolean' },
+  config: { type: 'string', short: 'c', complete: 'config' },
+  socket: { type: 'string', complete: 'file' },
+  help: HELP_OPTION,
+} as const satisfies CliOptions;
+
 /** The options flows and stats share, or the exit code once a usage error or the help is printed. */
 export async function parseInstanceArgs(
   command: string,
@@ -98,13 +107,7 @@ export async function parseInstanceArgs(
   try {
     ({ values } = parseArgs({
       args: argv,
-      options: {
-        ...extraOptions,
-        json: { type: 'boolean' },
-        config: { type: 'string', short: 'c' },
-        socket: { type: 'string' },
-        help: { type: 'boolean', short: 'h' },
-      },
+      options: { ...extraOptions, ...INSTANCE_OPTIONS },
       strict: true,
       allowPositionals: false,
     }) as { values: Record<string, string | boolean | undefined> });
@@ -134,7 +137,17 @@ export async function parseInstanceArgs(
   }
 }
 
-const FILTER_OPTIONS = Object.fromEntries(FLOW_FILTERS.map((filter) => [filter, { type: 'string' as const }]));
+/** The values the shell can offer for a filter; the others (addresses, ports, names) it cannot guess. */
+const FILTER_VALUES: Partial<Record<(typeof FLOW_FILTERS)[number], readonly string[]>> = { proto: FLOW_PROTOCOLS, state: FLOW_STATES };
+
+const FILTER_OPTIONS: Record<string, CliOption> = Object.fromEntries(
+  FLOW_FILTERS.map((filter) => {
+    const values = FILTER_VALUES[filter];
+    return [filter, values === undefined ? { type: 'string' } : { type: 'string', complete: values }];
+  }),
+);
+
+export const OPTIONS: CliOptions = { ...FILTER_OPTIONS, count: { type: 'boolean' }, ...INSTANCE_OPTIONS };
 
 /** The filters given on the command line as request params (a port that is not a number is left as written, for the check to name). */
 function filterParams(values: InstanceArgs['values']): Record<string, unknown> {
@@ -154,7 +167,7 @@ function print(text: string): void | Promise<void> {
 }
 
 export async function run(argv: string[]): Promise<number> {
-  const args = await parseInstanceArgs('flows', argv, USAGE, { ...FILTER_OPTIONS, count: { type: 'boolean' } });
+  const args = await parseInstanceArgs('flows', argv, USAGE, OPTIONS);
   if (typeof args === 'number') return args;
   const countOnly = args.values.count === true;
   if (countOnly && args.json) {

@@ -13,6 +13,7 @@ import type { Writable } from 'node:stream';
 import { parseArgs } from 'node:util';
 
 import { ConfigError, compileConfig, formatIssue, loadConfig, type CompiledConfig } from '../config';
+import { LOG_LEVELS } from '../config/schema';
 import { ControlServer } from '../control/server';
 import { GatewayNotReadyError } from '../control/errors';
 import { flowgateVersion } from '../control/protocol';
@@ -23,6 +24,7 @@ import { createLogger, parseLogLevel, type LogLevel, type Logger, type RootLogge
 import { MetricsServer } from '../metrics';
 import { runtimeDirectory } from '../runtime';
 import { validateRuleset } from '../slowpath/ruleset-check';
+import { HELP_OPTION, type CliOptions } from './options';
 
 export const USAGE = `usage: flowgate run -c FILE [--log-level LEVEL]
 
@@ -448,17 +450,19 @@ export async function runGateway(options: RunOptions): Promise<number> {
   }
 }
 
+export const OPTIONS = {
+  config: { type: 'string', short: 'c', complete: 'config' },
+  'log-level': { type: 'string', complete: LOG_LEVELS },
+  help: HELP_OPTION,
+} as const satisfies CliOptions;
+
 export async function run(argv: string[]): Promise<number> {
   let values: { config?: string | undefined; 'log-level'?: string | undefined; help?: boolean | undefined };
   let logLevel: LogLevel | undefined;
   try {
     ({ values } = parseArgs({
       args: argv,
-      options: {
-        config: { type: 'string', short: 'c' },
-        'log-level': { type: 'string' },
-        help: { type: 'boolean', short: 'h' },
-      },
+      options: OPTIONS,
       strict: true,
       allowPositionals: false,
     }));

@@ -4,7 +4,8 @@
  */
 import { controlRequest } from '../control/client';
 import { PORT_COUNTERS, type GatewayStats, type PortXstats } from '../gateway/types';
-import { parseInstanceArgs } from './flows';
+import { INSTANCE_OPTIONS, parseInstanceArgs } from './flows';
+import type { CliOptions } from './options';
 
 export const USAGE = `usage: flowgate stats [--json] [--watch [SECONDS] | --xstats [--all]] [-c FILE | --socket PATH]
 
@@ -33,6 +34,16 @@ the workers' busy ratio.
   --socket PATH       the control socket      (default /run/flowgate/flowgate.sock)
   -h, --help          this text
 `;
+
+/** What stats takes beside the instance's options. */
+const STATS_OPTIONS = {
+  watch: { type: 'string' },
+  xstats: { type: 'boolean' },
+  all: { type: 'boolean' },
+} as const satisfies CliOptions;
+
+/** Everything stats takes, for its parser and the completion. */
+export const OPTIONS: CliOptions = { ...INSTANCE_OPTIONS, ...STATS_OPTIONS };
 
 /** "3d 04:05:06", "04:05:06": uptime as people read it. */
 export function formatDuration(seconds: number): string {
@@ -172,11 +183,7 @@ function usageError(message: string): number {
 export async function run(argv: string[]): Promise<number> {
   // Loaded here rather than above: stats-watch.ts uses this module's formatting.
   const { WATCH_DEFAULT_SECONDS, WATCH_MIN_SECONDS, WATCH_MAX_SECONDS, watchStats } = await import('./stats-watch.js');
-  const args = await parseInstanceArgs('stats', normalizeWatch(argv, WATCH_DEFAULT_SECONDS), USAGE, {
-    watch: { type: 'string' },
-    xstats: { type: 'boolean' },
-    all: { type: 'boolean' },
-  });
+  const args = await parseInstanceArgs('stats', normalizeWatch(argv, WATCH_DEFAULT_SECONDS), USAGE, STATS_OPTIONS);
   if (typeof args === 'number') return args;
   const { watch, xstats, all } = args.values;
   if (watch !== undefined && xstats === true) return usageError('give --watch or --xstats, not both');

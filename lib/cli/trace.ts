@@ -13,7 +13,8 @@ import { flowgateVersion } from '../control/protocol';
 import { DEFAULT_TRACE_COUNT, parseTraceQuery } from '../control/trace-query';
 import type { GatewayTraceRecord } from '../gateway/types';
 import { decodeHeaders } from '../packet-decode';
-import { parseInstanceArgs } from './flows';
+import { INSTANCE_OPTIONS, parseInstanceArgs } from './flows';
+import type { CliOptions } from './options';
 
 export const USAGE = `usage: flowgate trace [--count N] [--port NAME] [--filter EXPR] [--json] [-c FILE | --socket PATH]
 
@@ -70,8 +71,18 @@ function print(text: string): void | Promise<void> {
   return once(process.stdout, 'drain').then(() => undefined);
 }
 
+/** What trace takes beside the instance's options. */
+const TRACE_OPTIONS = {
+  count: { type: 'string' },
+  port: { type: 'string' },
+  filter: { type: 'string' },
+} as const satisfies CliOptions;
+
+/** Everything trace takes, for its parser and the completion. */
+export const OPTIONS: CliOptions = { ...INSTANCE_OPTIONS, ...TRACE_OPTIONS };
+
 export async function run(argv: string[]): Promise<number> {
-  const args = await parseInstanceArgs('trace', argv, USAGE, { count: { type: 'string' }, port: { type: 'string' }, filter: { type: 'string' } });
+  const args = await parseInstanceArgs('trace', argv, USAGE, TRACE_OPTIONS);
   if (typeof args === 'number') return args;
   const params: Record<string, unknown> = {};
   const { count, port, filter } = args.values;

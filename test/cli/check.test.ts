@@ -105,7 +105,7 @@ describe('flowgate check', () => {
   it('exits 2 with the usage when -c is missing or an option is unknown', () => {
     const missing = flowgate('check');
     assert.equal(missing.status, 2);
-    assert.match(missing.stderr, /^flowgate check: -c FILE is required\n\nusage: flowgate check -c FILE\n/);
+    assert.match(missing.stderr, /^flowgate check: -c FILE is required\n\nusage: flowgate check -c FILE \[--json\]\n/);
     const unknown = flowgate('check', '--bogus');
     assert.equal(unknown.status, 2);
     assert.match(unknown.stderr, /^flowgate check: Unknown option '--bogus'/);
@@ -114,7 +114,7 @@ describe('flowgate check', () => {
   it('prints its usage on --help and exits 0', () => {
     const r = flowgate('check', '--help');
     assert.equal(r.status, 0);
-    assert.match(r.stdout, /^usage: flowgate check -c FILE\n/);
+    assert.match(r.stdout, /^usage: flowgate check -c FILE \[--json\]\n/);
   });
 
   describe('the nftables ruleset', () => {
