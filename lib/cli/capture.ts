@@ -33,7 +33,7 @@ loses copies (counted), never forwarded packets. One capture per port at a time.
 
   --port NAME         the port (a VLAN: capture on its parent with the filter 'vlan ID')
   --direction DIR     rx, tx or both               (default both)
-  -w FILE             write to FILE; '-' writes to stdout, e.g. | tshark -r -
+  -w, --write FILE    write to FILE; '-' writes to stdout, e.g. | tshark -r -
                       (default: stdout, unless it is a terminal)
   --count N           stop after N packets          (default: until Ctrl-C)
   -s, --snaplen N     keep at most N bytes of each frame (64..262144, default all)

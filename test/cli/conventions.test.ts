@@ -236,7 +236,7 @@ describe('flowgate conventions', () => {
 
     it("offers the dispatcher's commands and --help, --version first", async () => {
       assert.deepEqual(await complete('flowgate', ''), [...Object.keys(SUBCOMMANDS), '-h', '--help', '-V', '--version'].sort());
-      assert.deepEqual(await complete('flowgate', 'c'), ['check', 'cleanup', 'completion']);
+      assert.deepEqual(await complete('flowgate', 'c'), Object.keys(SUBCOMMANDS).filter((name) => name.startsWith('c')).sort());
     });
 
     for (const name of Object.keys(SUBCOMMANDS))
