@@ -222,7 +222,10 @@ export async function runDemo(options: DemoOptions): Promise<number> {
     topology = await step(creating);
     say(`  far end of the tunnel: ${topology.farEnd === 'kernel' ? "the kernel's ip6tnl" : 'a second flowgate (this kernel has no ip6tnl)'}`);
     await step(topology.start());
-    for (const { site } of topology.flowgates) say(`  inspect: flowgate stats -c ${topology.configFile(site)}    flowgate flows -c ${topology.configFile(site)}`);
+    for (const { site } of topology.flowgates) {
+      const c = `-c ${topology.configFile(site)}`;
+      say(`  inspect: flowgate stats ${c}    flowgate flows ${c}    flowgate trace ${c} --count 5`);
+    }
 
     say('\nping through the tunnel:');
     say(`  lan ${DEMO_ADDRESSES.lanHost} -> remote ${DEMO_ADDRESSES.remoteHost}: ${await step(pingThrough(topology, 'lan', DEMO_ADDRESSES.remoteHost))}`);
