@@ -1,12 +1,11 @@
 // Tier 2: port captures through the real addon on net_pcap ports: a mixed stream in, the
 // capture's pcapng out, decoded by tshark (never by flowgate's own parser).
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
 
-import { PcapBench } from '../helpers/dataplane';
+import { PcapBench, runChildJob, tsharkFields } from '../helpers/dataplane';
 import type { CaptureJob, CaptureJobResult } from '../helpers/capture-child';
 import { sh } from '../helpers/netns';
 import { scapyBuild } from '../helpers/scapy';
@@ -37,30 +36,8 @@ function udpFlow(dport: number) {
   return { original: { in: 'lan', proto: 'udp' as const, src: '192.168.0.10', dst: '198.51.100.7', sport: 5000, dport, out: { port: 'wan', mac: PEER } } };
 }
 
-function runCaptureJob(job: CaptureJob, timeoutMs = 60_000): Promise<CaptureJobResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CHILD], { stdio: ['pipe', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
-    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-    child.on('close', (code, signal) => {
-      clearTimeout(timer);
-      if (code !== 0) return reject(new Error(`capture job failed (exit ${code ?? signal}): ${err.trim()}`));
-      resolve(JSON.parse(out) as CaptureJobResult);
-    });
-    child.stdin.end(JSON.stringify(job));
-  });
-}
-
-/** One line per packet of a pcapng file, tshark's fields separated by '|'. */
-async function tsharkFields(file: string, fields: string[]): Promise<string[][]> {
-  const out = await sh(['tshark', '-r', file, '-n', '-T', 'fields', '-E', 'separator=|', ...fields.flatMap((f) => ['-e', f])]);
-  return out
-    .split('\n')
-    .filter((l) => l !== '')
-    .map((l) => l.split('|'));
+function runCaptureJob(job: CaptureJob): Promise<CaptureJobResult> {
+  return runChildJob<CaptureJobResult>(CHILD, 'capture', job);
 }
 
 /** Where the first enhanced packet block of a pcapng stream starts, once it is there. */

@@ -77,8 +77,16 @@ export class PcapBench {
 }
 
 export function runJob(job: DataplaneJob, timeoutMs = 60_000): Promise<JobResult> {
+  return runChildJob<JobResult>(CHILD, 'dataplane', job, timeoutMs);
+}
+
+/**
+ * Runs a test's dataplane in a child process (EAL starts once per process): the job as JSON
+ * on its stdin, its result as JSON on its stdout. `what` names it in failures.
+ */
+export function runChildJob<R>(script: string, what: string, job: unknown, timeoutMs = 60_000): Promise<R> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CHILD], { stdio: ['pipe', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [script], { stdio: ['pipe', 'pipe', 'pipe'] });
     let out = '';
     let err = '';
     const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
@@ -86,15 +94,24 @@ export function runJob(job: DataplaneJob, timeoutMs = 60_000): Promise<JobResult
     child.stderr.on('data', (d: Buffer) => (err += d.toString()));
     child.on('close', (code, signal) => {
       clearTimeout(timer);
-      if (code !== 0) return reject(new Error(`dataplane job failed (exit ${code ?? signal}): ${err.trim()}`));
+      if (code !== 0) return reject(new Error(`${what} job failed (exit ${code ?? signal}): ${err.trim()}`));
       try {
-        resolve(JSON.parse(out) as JobResult);
+        resolve(JSON.parse(out) as R);
       } catch {
-        reject(new Error(`dataplane job printed no result: ${out} ${err}`));
+        reject(new Error(`${what} job printed no result: ${out} ${err}`));
       }
     });
     child.stdin.end(JSON.stringify(job));
   });
+}
+
+/** One array of tshark's fields per packet of a pcap or pcapng file. */
+export async function tsharkFields(file: string, fields: string[]): Promise<string[][]> {
+  const out = await sh(['tshark', '-r', file, '-n', '-T', 'fields', '-E', 'separator=|', ...fields.flatMap((f) => ['-e', f])]);
+  return out
+    .split('\n')
+    .filter((l) => l !== '')
+    .map((l) => l.split('|'));
 }
 
 export interface ChecksumStatus {

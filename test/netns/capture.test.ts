@@ -13,6 +13,7 @@ import * as path from 'node:path';
 import { DEMO_ADDRESSES, DemoTopology } from '../../lib/demo/topology';
 import { startTraffic, type TrafficHandle } from '../../lib/demo/traffic';
 import { spawnFlowgate } from '../helpers/cli';
+import { tsharkFields } from '../helpers/dataplane';
 import { sh } from '../helpers/netns';
 import { HOOK_TIMEOUT_MS, TEST_TIMEOUT_MS, until } from './support';
 
@@ -21,14 +22,6 @@ const OTHER_PORT = 7778;
 const TCP_PORT = 7779;
 const main = path.resolve(__dirname, '../../lib/cli/main.js');
 
-/** One array of tshark's fields per packet of a pcapng file. */
-async function tsharkFields(file: string, fields: string[]): Promise<string[][]> {
-  const out = await sh(['tshark', '-r', file, '-n', '-T', 'fields', '-E', 'separator=|', ...fields.flatMap((f) => ['-e', f])]);
-  return out
-    .split('\n')
-    .filter((l) => l !== '')
-    .map((l) => l.split('|'));
-}
 
 describe('flowgate capture on a running instance (AF_PACKET, real traffic)', function () {
   this.timeout(TEST_TIMEOUT_MS);
