@@ -51,6 +51,7 @@
 #include "dp/packet.h"
 #include "dp/pipeline.h"
 #include "dp/snapshot.h"
+#include "dp/trace.h"
 #include "dp/tunnel.h"
 #include "dp/vlan.h"
 #include "testing/guarded_mbufs.h"
@@ -900,6 +901,41 @@ void check_punted(const world &w, const frame_in &f, const rte_mbuf *m, uint16_t
   }
 }
 
+// What a traced burst leaves in the trace ring: no more records than its budget or its
+// packets, each taken once, each a decision with a reason of its kind and, forwarded, a
+// flow and an output.
+void check_trace_records(trace_session &ts, size_t packets) {
+  const uint64_t taken = ts.count - static_cast<uint64_t>(ts.budget > 0 ? ts.budget : 0);
+  if (taken > packets) fail("trace: %lu units of budget taken by a burst of %zu", static_cast<unsigned long>(taken), packets);
+  if (ts.written != taken) fail("trace: %lu records written for %lu units taken", static_cast<unsigned long>(ts.written), static_cast<unsigned long>(taken));
+  std::vector<bool> seqs(ts.count, false);
+  trace_record r;
+  uint64_t read = 0;
+  while (rte_ring_sc_dequeue_elem(ts.ring, &r, sizeof(r)) == 0) {
+    read++;
+    if (r.seq >= ts.count || seqs[r.seq]) fail("trace: record seq %lu repeated or past the count %lu", static_cast<unsigned long>(r.seq), static_cast<unsigned long>(ts.count));
+    seqs[r.seq] = true;
+    if (ts.port != PORT_NONE && r.in_port != ts.port) fail("trace: a record of port %u in a trace of port %u", r.in_port, ts.port);
+    if (r.rx_len > TRACE_BYTES || r.rx_len > r.wire_len) fail("trace: %u bytes kept of a %u-byte packet", r.rx_len, r.wire_len);
+    switch (static_cast<trace_decision>(r.decision)) {
+      case trace_decision::forward:
+      case trace_decision::decap:
+      case trace_decision::encap:
+        if (r.flow == FLOW_NONE || r.out_port == PORT_NONE) fail("trace: forwarded without a flow (%u) or an output (%u)", r.flow, r.out_port);
+        break;
+      case trace_decision::punt:
+        if (r.reason >= PUNT_REASON_COUNT) fail("trace: punt reason %u", r.reason);
+        break;
+      case trace_decision::drop:
+        if (r.reason >= DROP_REASON_COUNT) fail("trace: drop reason %u", r.reason);
+        break;
+      default:
+        fail("trace: decision %u", r.decision);
+    }
+  }
+  if (read + ts.lost != taken) fail("trace: %lu records read and %lu lost for %lu taken", static_cast<unsigned long>(read), static_cast<unsigned long>(ts.lost), static_cast<unsigned long>(taken));
+}
+
 // FG_FUZZ_TRACE=1 in the environment: say what happened to every packet of each input run
 // (for reading a reproducer: `pipeline_fuzz crash-file`).
 const bool trace = getenv("FG_FUZZ_TRACE") != nullptr;
@@ -1036,7 +1072,37 @@ int one_input(const uint8_t *data, size_t size) {
     pl.observations = w.ring.get();
   }
 
+  // Sometimes a packet trace runs (native/dp/trace.h): the selected packets take the traced
+  // path, which must forward, punt and drop exactly as the untraced one (the oracles below
+  // are the same), and leave sound records.
+  trace_session *published = nullptr;
+  trace_session session;
+  std::unique_ptr<rte_ring, heap_free> trace_ring;
+  if (c.rarely(4)) {
+    static const char *const FILTERS[] = {"", "udp", "ip6", "vlan", "tcp port 80", "not ip", "ip proto 41 or ip6 proto 4"};
+    const char *expr = FILTERS[c.pick(sizeof(FILTERS) / sizeof(FILTERS[0]))];
+    session.count = 1 + c.pick(static_cast<unsigned>(burst.size()) + 1);
+    session.port = c.rarely(3) ? PORT_NONE : c.rarely(2) ? in_port : static_cast<uint16_t>(MAX_ETHPORTS + c.pick(VLANS));
+    session.frame_filter = compile_pcap_filter(expr, filter_link::ethernet);
+    try {
+      session.ip_filter = compile_pcap_filter(expr, filter_link::raw_ip);
+    } catch (const dp_error &) {
+      session.ip_filter_valid = false;  // as dataplane::trace_start(): "vlan" means nothing to a TUN
+    }
+    // Sometimes a ring too small for the burst: records are lost, never packets.
+    const unsigned ring_size = c.rarely(4) ? 2 : 64;
+    const ssize_t bytes = rte_ring_get_memsize_elem(sizeof(trace_record), ring_size);
+    trace_ring.reset(static_cast<rte_ring *>(heap_mem.alloc(static_cast<size_t>(bytes), CACHE_LINE, 0)));
+    rte_ring_init(trace_ring.get(), "fuzz_trace", ring_size, RING_F_SC_DEQ);
+    session.ring = trace_ring.get();
+    session.slot = &published;
+    session.budget = static_cast<int64_t>(session.count);
+    published = &session;
+    pl.trace = published;
+  }
+
   process_burst(pl, in_port, burst.data(), static_cast<uint16_t>(burst.size()));
+  if (pl.trace != nullptr) check_trace_records(session, burst.size());
 
   // Every packet exactly once: sent by an active port, or dropped.
   std::vector<int> seen(frames.size(), 0);
