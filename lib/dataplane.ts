@@ -142,6 +142,12 @@ export type CaptureStats = NativeCaptureStats;
 
 const CAPTURE_DIRECTIONS: Record<CaptureDirection, 1 | 2 | 3> = { rx: 1, tx: 2, both: 3 };
 
+/** Every capture direction, for those who check one before it reaches startCapture(). */
+export const CAPTURE_DIRECTION_NAMES = Object.keys(CAPTURE_DIRECTIONS) as readonly CaptureDirection[];
+
+/** Packets a trace takes when no count is given (`flowgate trace`, the `trace` method). */
+export const DEFAULT_TRACE_COUNT = 50;
+
 export interface TunnelMtu {
   name: string;
   /** As configured. */
@@ -1013,7 +1019,7 @@ export class Dataplane {
    */
   traceStart(options: TraceOptions = {}): void {
     this.requireRunning();
-    const count = options.count === undefined ? 50 : intIn(options.count, 'trace: count', 1, Number.MAX_SAFE_INTEGER);
+    const count = options.count === undefined ? DEFAULT_TRACE_COUNT : intIn(options.count, 'trace: count', 1, Number.MAX_SAFE_INTEGER);
     const native: { count: number; port?: number; filter?: string } = { count };
     if (options.port !== undefined) native.port = this.portId(options.port, 'port');
     if (options.filter !== undefined) {

@@ -17,6 +17,7 @@ import { parseArgs } from 'node:util';
 
 import { ConfigError, formatIssue } from '../config';
 import { ControlClient, resolveControlSocket } from '../control/client';
+import { CAPTURE_DIRECTION_NAMES } from '../dataplane';
 import type { CaptureResult } from '../gateway/capture';
 import { FlowgateError } from '../errors';
 import { INSTANCE_OPTIONS } from './flows';
@@ -99,7 +100,7 @@ function usageError(message: string): number {
 /** Everything capture takes, for its parser and the completion; FILTER is the operands. */
 export const OPTIONS = {
   port: { type: 'string' },
-  direction: { type: 'string', complete: ['rx', 'tx', 'both'] },
+  direction: { type: 'string', complete: CAPTURE_DIRECTION_NAMES },
   write: { type: 'string', short: 'w', complete: 'file' },
   count: { type: 'string' },
   snaplen: { type: 'string', short: 's' },

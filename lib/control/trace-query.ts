@@ -4,11 +4,12 @@
  * the server since any client may send anything. The filter expression and the port name
  * are the dataplane's to judge (libpcap's message, the instance's ports).
  */
+import { DEFAULT_TRACE_COUNT } from '../dataplane';
 import { ControlError } from './errors';
 import { CONTROL_ERROR_CODES } from './protocol';
 
-/** Packets traced when the request does not say. */
-export const DEFAULT_TRACE_COUNT = 50;
+/** Packets traced when the request does not say: the dataplane's default. */
+export { DEFAULT_TRACE_COUNT };
 
 export const TRACE_PARAMS = ['count', 'port', 'filter'] as const;
 

@@ -12,7 +12,7 @@
 import { constants as fsConstants, promises as fsp } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 
-import type { CaptureDirection, CaptureStats, Dataplane } from '../dataplane';
+import { CAPTURE_DIRECTION_NAMES, type CaptureDirection, type CaptureStats, type Dataplane } from '../dataplane';
 import { intIn, InvalidArgumentError, StateError } from '../errors';
 
 export interface CaptureRequest {
@@ -40,13 +40,12 @@ export interface CaptureResult {
 /** How often a running capture is looked at (its end, the client) while it runs. */
 const POLL_MS = 250;
 
-const DIRECTIONS: readonly CaptureDirection[] = ['rx', 'tx', 'both'];
 
 /** A capture request's params, checked; messages name `params.<field>`. */
 export function parseCaptureParams(params: Record<string, unknown>): CaptureRequest {
   const { port, direction = 'both', filter = '', snaplen = 262144, count = 0, fifo } = params;
   if (typeof port !== 'string' || port === '') throw new InvalidArgumentError(`params.port: expected a port name, found ${JSON.stringify(port) ?? 'nothing'}`);
-  if (typeof direction !== 'string' || !DIRECTIONS.includes(direction as CaptureDirection))
+  if (typeof direction !== 'string' || !CAPTURE_DIRECTION_NAMES.includes(direction as CaptureDirection))
     throw new InvalidArgumentError(`params.direction: expected rx, tx or both, found ${JSON.stringify(direction)}`);
   if (typeof filter !== 'string') throw new InvalidArgumentError(`params.filter: expected a tcpdump filter expression, found ${JSON.stringify(filter)}`);
   if (typeof fifo !== 'string' || !fifo.startsWith('/'))
